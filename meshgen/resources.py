@@ -1,0 +1,23 @@
+"""Find the files meshgen ships: schemas/, templates/ and the runtime package.
+
+In a wheel they live in ``meshgen/_data/`` (see pyproject.toml); in a source checkout they
+are the top-level ``schemas/`` and ``templates/`` folders next to the package.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+
+def data_dir(name: str) -> Path:
+    """Return the folder ``name`` ("schemas" or "templates") of this installation."""
+    installed = Path(str(files("meshgen"))) / "_data" / name
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / name
+
+
+def runtime_dir() -> Path:
+    """The runtime package that ``meshgen build`` copies to ``DIST/meshgen_runtime``."""
+    return Path(str(files("meshgen"))) / "runtime"
