@@ -1,0 +1,98 @@
+"""Request-target normalisation shared by the router and access control.
+
+Theory of operation: routing and authorization must agree on what path a request names, or an
+attacker picks the spelling one side understands differently (``/admin`` vs ``/%61dmin`` vs
+``/x/../admin``). Both therefore match on :func:`normalize_path`, and the proxy forwards that
+same normalised path upstream, so the backend also sees what was matched.
+
+Normalisation (RFC 3986 section 6.2.2, as Envoy's ``normalize_path`` + ``merge_slashes``):
+
+* the query (and a fragment, which clients should not send) is split off;
+* an absolute-form target (``http://host/p``) is reduced to its path;
+* percent-encoded *unreserved* characters are decoded (``%7E`` -> ``~``, ``%2E`` -> ``.``), other
+  percent-encodings are kept with upper-case hex (``%2f`` -> ``%2F``: an encoded slash stays data);
+* runs of ``/`` collapse to one; ``.`` and ``..`` segments are resolved (never above ``/``).
+
+Invalid targets return ``None`` (the proxy answers 400): not origin- or absolute-form, bytes
+outside printable ASCII, a ``%`` not followed by two hex digits, or an encoded NUL.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+_QUERY_CHARS = re.compile(r"[\x21-\x7e]*")
+# Paths that need no work: no percent sign, no "//", no dot segment.
+_NEEDS_WORK = re.compile(r"%|//|/\.\.?(?:/|$)")
+_PCT = re.compile(r"%(.?.?)")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+
+
+def _decode(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if len(code) != 2 or code[0] not in _HEX or code[1] not in _HEX:
+        raise ValueError("bad percent-encoding")
+    char = chr(int(code, 16))
+    if char == "\x00":
+        raise ValueError("encoded NUL")
+    return char if char in _UNRESERVED else "%" + code.upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    out: list[str] = []
+    segments = path.split("/")
+    for seg in segments[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg not in (".", ""):
+            out.append(seg)
+    trailing = segments[-1] in ("", ".", "..") and len(out) > 0
+    return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def split_target(raw_target: bytes | str) -> tuple[str, str] | None:
+    """Return ``(normalised path, query including its '?' or '')``, or ``None`` if invalid."""
+    if isinstance(raw_target, bytes):
+        try:
+            target = raw_target.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    else:
+        target = raw_target
+    if target[:1] != "/":
+        absolute = _ABSOLUTE.match(target)
+        if absolute is None:
+            return None
+        target = target[absolute.end() :] or "/"
+        if target[0] == "?":
+            target = "/" + target
+    cut = target.find("#")
+    if cut >= 0:
+        target = target[:cut]
+    q = target.find("?")
+    if q >= 0:
+        path, query = target[:q], target[q:]
+        if _QUERY_CHARS.fullmatch(query) is None:
+            return None
+    else:
+        path, query = target, ""
+    if _PATH_CHARS.fullmatch(path) is None:
+        return None
+    if _NEEDS_WORK.search(path) is None:
+        return path, query
+    if "%" in path:
+        try:
+            path = _PCT.sub(_decode, path)
+        except ValueError:
+            return None
+    return _remove_dot_segments(path), query
+
+
+def normalize_path(raw_target: bytes | str) -> str | None:
+    """The normalised path of a request target (query removed); ``None`` means answer 400."""
+    split = split_target(raw_target)
+    return None if split is None else split[0]
