@@ -1,0 +1,174 @@
+"""Shared test helpers: --update-golden, binaries that CI must have, free ports, processes.
+
+Theory of operation: every server a test starts is a real process on 127.0.0.1, started by
+PID with stdin from /dev/null, its log in a file, and a parent-death signal so nothing
+outlives a killed pytest. Readiness is polled with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if IN_CI else "dev")
+
+APT_PACKAGES = {
+    "dnsmasq": "dnsmasq-base",
+    "haproxy": "haproxy",
+    "promtool": "prometheus",
+    "wrk": "wrk",
+    "nginx": "nginx-light",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite golden files (tests/golden, tests/diagnostics) from the current output",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the run was started with --update-golden."""
+    return bool(request.config.getoption("--update-golden"))
+
+
+def require_binary(name: str) -> str:
+    """Return the path of ``name``; fail under CI=true (a missing install step), else skip."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    package = APT_PACKAGES.get(name, name)
+    reason = f"{name} not found: apt-get install -y --no-install-recommends {package}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 right now (for DNS, free for both UDP and TCP)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent (pytest) dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclass
+class Process:
+    """A started server: its Popen, its log file; ``stop()`` is SIGTERM then SIGKILL by PID."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+        """Poll ``ready`` until true; fail with the log tail on timeout or early exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                pytest.fail(f"{what or self.popen.args!r} exited {self.popen.returncode}:\n"
+                            f"{self.log_tail()}")
+            if ready():
+                return
+            time.sleep(0.02)
+        pytest.fail(f"{what or self.popen.args!r} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+
+
+def start_process(
+    argv: Sequence[str | os.PathLike[str]],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Process:
+    """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log``, dying with its parent."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        popen = subprocess.Popen(  # noqa: S603 - test helper, argv from the test itself
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads started before exec
+        )
+    return Process(popen, log)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Factory fixture: ``processes(argv, name=...)`` starts a Process stopped at teardown."""
+    started: list[Process] = []
+
+    def start(
+        argv: Sequence[str | os.PathLike[str]],
+        name: str = "proc",
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Process:
+        proc = start_process(argv, tmp_path / "logs" / f"{name}-{len(started)}.log", env=env,
+                             cwd=cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
