@@ -1,0 +1,232 @@
+"""The runtime's own metrics and their Prometheus text exposition (format 0.0.4).
+
+Theory of operation: the proxy and the upstreams call the ``inc_*`` / ``set_*`` /
+``observe_request`` methods on the hot path, so each one is a single dict update keyed by a
+tuple of label values (no locks: the runtime is one asyncio thread). Nothing is formatted
+until ``render()`` (for ``/metrics``) or ``collect()`` (for the embedded alert evaluator)
+is called. The metric names and labels are part of the public contract (SPEC.md).
+
+``collect()`` returns the same samples ``render()`` prints, as plain data keyed by sample
+name and sorted label pairs, so the alert evaluator sees exactly what Prometheus would
+scrape.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable
+
+LabelKey = tuple[tuple[str, str], ...]
+"""Sorted ``(label name, label value)`` pairs identifying one series."""
+
+Samples = dict[str, dict[LabelKey, float]]
+"""Sample name (``meshgen_requests_total``, ``..._bucket``) -> series -> value."""
+
+# Request latency buckets (seconds): 1 ms .. 30 s, dense where proxies usually live.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+_BUCKET_LABELS: tuple[str, ...] = (*(repr(b) for b in LATENCY_BUCKETS), "+Inf")
+
+_HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # name: (type, help, label names)
+    "meshgen_requests_total": (
+        "counter", "Requests answered by the runtime, after retries (local 4xx/5xx included).",
+        ("listener", "route", "service", "subset", "code"),
+    ),
+    "meshgen_request_duration_seconds": (
+        "histogram", "Time from request received to response headers sent.",
+        ("listener", "route", "service"),
+    ),
+    "meshgen_upstream_requests_total": (
+        "counter", "Tries sent to upstream endpoints, by outcome (status or failure kind).",
+        ("service", "endpoint", "code"),
+    ),
+    "meshgen_endpoint_healthy": (
+        "gauge", "1 when the endpoint passes health checks and is not ejected, else 0.",
+        ("service", "endpoint"),
+    ),
+    "meshgen_retries_total": ("counter", "Retries sent.", ("service",)),
+    "meshgen_ejections_total": (
+        "counter", "Outlier-detection ejections.", ("service", "endpoint"),
+    ),
+    "meshgen_circuit_open": (
+        "gauge", "1 while the service's circuit breaker refuses requests.", ("service",),
+    ),
+    "meshgen_rate_limited_total": ("counter", "Requests refused with 429.", ("route",)),
+    "meshgen_denied_total": (
+        "counter", "Requests refused with 403 by access rules.", ("listener", "from", "to"),
+    ),
+    "meshgen_cert_expiry_timestamp_seconds": (
+        "gauge", "notAfter of a certificate the runtime uses, as a Unix time.",
+        ("service", "file"),
+    ),
+}
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format: backslash, double quote and newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Render a sample value the way Prometheus client libraries do."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Histogram:
+    """Per-bucket (non-cumulative) counts plus sum; cumulated only when read."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def cumulative(self) -> list[int]:
+        out: list[int] = []
+        running = 0
+        for count in self.counts:
+            running += count
+            out.append(running)
+        return out
+
+
+class Metrics:
+    """Counters, gauges and one histogram, keyed by label-value tuples (SPEC.md names)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, str, int], int] = {}
+        self.durations: dict[tuple[str, str, str], _Histogram] = {}
+        self.upstream_requests: dict[tuple[str, str, int | str], int] = {}
+        self.endpoint_healthy: dict[tuple[str, str], int] = {}
+        self.retries: dict[tuple[str], int] = {}
+        self.ejections: dict[tuple[str, str], int] = {}
+        self.circuit_open: dict[tuple[str], int] = {}
+        self.rate_limited: dict[tuple[str], int] = {}
+        self.denied: dict[tuple[str, str, str], int] = {}
+        self.cert_expiry: dict[tuple[str, str], float] = {}
+
+    # --- hot path -----------------------------------------------------------------------
+    def observe_request(
+        self, listener: str, route: str, service: str, subset: str, code: int, duration_s: float
+    ) -> None:
+        key = (listener, route, service, subset, code)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hkey = (listener, route, service)
+        hist = self.durations.get(hkey)
+        if hist is None:
+            hist = self.durations[hkey] = _Histogram()
+        hist.counts[bisect_left(LATENCY_BUCKETS, duration_s)] += 1
+        hist.total += duration_s
+
+    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:
+        key = (service, endpoint, code)
+        self.upstream_requests[key] = self.upstream_requests.get(key, 0) + 1
+
+    def set_endpoint_healthy(self, service: str, endpoint: str, healthy: bool) -> None:
+        self.endpoint_healthy[(service, endpoint)] = 1 if healthy else 0
+
+    def forget_endpoint(self, service: str, endpoint: str) -> None:
+        """Drop an endpoint's gauge when discovery removes the endpoint (its series ends)."""
+        self.endpoint_healthy.pop((service, endpoint), None)
+
+    def inc_retry(self, service: str) -> None:
+        key = (service,)
+        self.retries[key] = self.retries.get(key, 0) + 1
+
+    def inc_ejection(self, service: str, endpoint: str) -> None:
+        key = (service, endpoint)
+        self.ejections[key] = self.ejections.get(key, 0) + 1
+
+    def set_circuit_open(self, service: str, is_open: bool) -> None:
+        self.circuit_open[(service,)] = 1 if is_open else 0
+
+    def inc_rate_limited(self, route: str) -> None:
+        key = (route,)
+        self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
+
+    def inc_denied(self, listener: str, source: str, service: str) -> None:
+        key = (listener, source, service)
+        self.denied[key] = self.denied.get(key, 0) + 1
+
+    def set_cert_expiry(self, service: str, file: str, not_after_ts: float) -> None:
+        self.cert_expiry[(service, file)] = not_after_ts
+
+    # --- reading ------------------------------------------------------------------------
+    def _families(self) -> Iterable[tuple[str, Iterable[tuple[tuple[object, ...], float]]]]:
+        """(family name, (label values, value)...) for every non-histogram family."""
+        yield "meshgen_requests_total", ((k, float(v)) for k, v in self.requests.items())
+        yield "meshgen_upstream_requests_total", (
+            (k, float(v)) for k, v in self.upstream_requests.items()
+        )
+        yield "meshgen_endpoint_healthy", ((k, float(v)) for k, v in self.endpoint_healthy.items())
+        yield "meshgen_retries_total", ((k, float(v)) for k, v in self.retries.items())
+        yield "meshgen_ejections_total", ((k, float(v)) for k, v in self.ejections.items())
+        yield "meshgen_circuit_open", ((k, float(v)) for k, v in self.circuit_open.items())
+        yield "meshgen_rate_limited_total", ((k, float(v)) for k, v in self.rate_limited.items())
+        yield "meshgen_denied_total", ((k, float(v)) for k, v in self.denied.items())
+        yield "meshgen_cert_expiry_timestamp_seconds", (
+            (k, v) for k, v in self.cert_expiry.items()
+        )
+
+    def _histogram_samples(self) -> Iterable[tuple[str, LabelKey, float]]:
+        names = _HELP["meshgen_request_duration_seconds"][2]
+        base = "meshgen_request_duration_seconds"
+        for key in sorted(self.durations):
+            hist = self.durations[key]
+            pairs = tuple(zip(names, key, strict=True))
+            cumulative = hist.cumulative()
+            for le, count in zip(_BUCKET_LABELS, cumulative, strict=True):
+                yield f"{base}_bucket", (*pairs, ("le", le)), float(count)
+            yield f"{base}_sum", pairs, hist.total
+            yield f"{base}_count", pairs, float(cumulative[-1])
+
+    def collect(self) -> Samples:
+        """Every current sample as plain data (what a scrape of ``/metrics`` would read)."""
+        out: Samples = {}
+        for name, rows in self._families():
+            names = _HELP[name][2]
+            series = out.setdefault(name, {})
+            for key, value in rows:
+                pairs = tuple(sorted(zip(names, (str(v) for v in key), strict=True)))
+                series[pairs] = value
+        for name, pairs, value in self._histogram_samples():
+            out.setdefault(name, {})[tuple(sorted(pairs))] = value
+        return out
+
+    def render(self) -> str:
+        """The Prometheus text exposition format 0.0.4, families sorted by name."""
+        lines: list[str] = []
+        rows_by_family = dict(self._families())
+        for name in sorted(_HELP):
+            kind, help_text, names = _HELP[name]
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            if kind == "histogram":
+                for sample, pairs, value in self._histogram_samples():
+                    lines.append(f"{sample}{_labels(pairs)} {format_value(value)}")
+                continue
+            for key, value in sorted(rows_by_family[name], key=lambda kv: _sort_key(kv[0])):
+                pairs = tuple(zip(names, (str(v) for v in key), strict=True))
+                lines.append(f"{name}{_labels(pairs)} {format_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _sort_key(key: tuple[object, ...]) -> tuple[str, ...]:
+    return tuple(str(v) for v in key)
+
+
+def _labels(pairs: LabelKey) -> str:
+    if not pairs:
+        return ""
+    inner = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in pairs)
+    return "{" + inner + "}"
