@@ -1,0 +1,223 @@
+"""Endpoint health: active-check state machine, passive outlier detection, failover selection.
+
+Theory of operation
+-------------------
+Three pure pieces and one I/O function:
+
+* :class:`HealthState` is the sans-IO up/down machine of one endpoint. It starts healthy. A
+  result that agrees with the current state resets the streak; a disagreeing result extends it,
+  and the state flips when the streak reaches the threshold of the *target* state
+  (``healthy_threshold`` successes to come up, ``unhealthy_threshold`` failures to go down).
+  The transitions are the table :data:`TRANSITIONS`.
+* :class:`OutlierDetector` is Envoy's consecutive-5xx detector for one service. ``report``
+  counts consecutive failures (status >= 500, connect failure, reset, timeout) per address and
+  ejects at ``consecutive_5xx`` unless that would put more than ``max_ejection_percent`` of the
+  endpoints out at once (never more: with 10 % of 5 endpoints nobody is ejected). An ejection
+  lasts ``base_ejection_time x times ejected``. ``review`` runs every ``interval``: it returns
+  expired ejections and lowers ``times ejected`` by one for endpoints that stayed in.
+* :func:`failover_select` implements SPEC.md "Failover" over one endpoint group (a service or
+  one of its subsets): the listed zones in order, then endpoints with no or an unlisted zone as a
+  last group; the first group whose healthy share (healthy / all in the group) is at least
+  ``panic_threshold`` percent and that has a healthy endpoint wins; otherwise every healthy
+  endpoint. An empty result means "no healthy endpoint" (the caller tries the backup, then 503).
+* :func:`probe` runs one active check: an HTTP/1.1 GET whose status line is parsed by
+  ``httptools`` (never by hand), or a TCP connect. Scheduling is the caller's: the first probe
+  runs at start after :func:`first_delay` (a small jitter, so thousands of endpoints do not probe
+  in lockstep), then every :func:`next_delay` (interval +-10 %, as Envoy's interval jitter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+import httptools
+
+from .tables import Endpoint, HealthCheck, OutlierDetection
+
+# (currently healthy, probe succeeded) -> (threshold attribute or None = reset streak)
+TRANSITIONS: Final[dict[tuple[bool, bool], str | None]] = {
+    (True, True): None,
+    (True, False): "unhealthy_threshold",
+    (False, False): None,
+    (False, True): "healthy_threshold",
+}
+
+
+class HealthState:
+    """Up/down state of one endpoint under active checks; starts healthy."""
+
+    __slots__ = ("check", "healthy", "streak")
+
+    def __init__(self, check: HealthCheck) -> None:
+        self.check = check
+        self.healthy = True
+        self.streak = 0
+
+    def on_result(self, ok: bool) -> bool:
+        """Feed one probe result; True when the state flipped."""
+        threshold_name = TRANSITIONS[(self.healthy, ok)]
+        if threshold_name is None:
+            self.streak = 0
+            return False
+        self.streak += 1
+        if self.streak >= int(getattr(self.check, threshold_name)):
+            self.healthy = not self.healthy
+            self.streak = 0
+            return True
+        return False
+
+
+def is_failure(outcome: int | str) -> bool:
+    """Outcomes that count towards ``consecutive_5xx`` (local errors count as gateway errors)."""
+    return outcome >= 500 if isinstance(outcome, int) else True
+
+
+class OutlierDetector:
+    """Passive ejection of the endpoints of one service; time comes in as ``now`` arguments."""
+
+    def __init__(self, policy: OutlierDetection) -> None:
+        self.policy = policy
+        self.consecutive: dict[str, int] = {}
+        self.ejected_until: dict[str, float] = {}
+        self.times_ejected: dict[str, int] = {}
+
+    def is_ejected(self, address: str) -> bool:
+        return address in self.ejected_until
+
+    def report(self, address: str, outcome: int | str, now: float, total: int) -> bool:
+        """Count one live outcome; True when it ejected ``address`` (``total`` endpoints now)."""
+        if not is_failure(outcome):
+            self.consecutive[address] = 0
+            return False
+        count = self.consecutive.get(address, 0) + 1
+        self.consecutive[address] = count
+        if count < self.policy.consecutive_5xx or address in self.ejected_until:
+            return False
+        if (len(self.ejected_until) + 1) * 100 > self.policy.max_ejection_percent * total:
+            return False
+        times = self.times_ejected.get(address, 0) + 1
+        self.times_ejected[address] = times
+        self.ejected_until[address] = now + self.policy.base_ejection_time_s * times
+        self.consecutive[address] = 0
+        return True
+
+    def review(self, now: float) -> list[str]:
+        """Return expired ejections (sorted); decay ``times ejected`` of endpoints left in."""
+        returned = sorted(a for a, until in self.ejected_until.items() if until <= now)
+        for address in returned:
+            del self.ejected_until[address]
+        for address, times in list(self.times_ejected.items()):
+            if address not in self.ejected_until and address not in returned and times > 0:
+                self.times_ejected[address] = times - 1
+        return returned
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop state of addresses no longer discovered."""
+        alive = set(keep)
+        for table in (self.consecutive, self.ejected_until, self.times_ejected):
+            for address in [a for a in table if a not in alive]:
+                del table[address]
+
+
+def failover_select(
+    endpoints: Sequence[Endpoint],
+    healthy: Callable[[str], bool],
+    zones: Sequence[str],
+    panic_threshold: float,
+) -> tuple[Endpoint, ...]:
+    """SPEC.md Failover over one endpoint group; () when no endpoint is healthy."""
+    up = tuple(e for e in endpoints if healthy(e.address))
+    if not up or not zones:
+        return up
+    listed = set(zones)
+    groups: list[tuple[list[Endpoint], list[Endpoint]]] = [([], []) for _ in range(len(zones) + 1)]
+    position = {z: i for i, z in enumerate(zones)}
+    for ep in endpoints:
+        i = position[ep.zone] if ep.zone in listed and ep.zone is not None else len(zones)
+        groups[i][0].append(ep)
+    for ep in up:
+        i = position[ep.zone] if ep.zone in listed and ep.zone is not None else len(zones)
+        groups[i][1].append(ep)
+    for members, members_up in groups:
+        if members_up and len(members_up) * 100 >= panic_threshold * len(members):
+            return tuple(members_up)
+    return up
+
+
+def first_delay(check: HealthCheck, rng: random.Random) -> float:
+    """Delay before the first probe: at start, spread over ``min(10 % interval, 1 s)``."""
+    return rng.uniform(0.0, min(0.1 * check.interval_s, 1.0))
+
+
+def next_delay(check: HealthCheck, rng: random.Random) -> float:
+    """Delay between probes: ``interval`` with +-10 % jitter."""
+    return check.interval_s * rng.uniform(0.9, 1.1)
+
+
+class _StatusOnly:
+    """httptools callback target: remembers that the response head is complete."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_headers_complete(self) -> None:
+        self.done = True
+
+
+async def _http_status(
+    endpoint: Endpoint, path: str, tls: ssl.SSLContext | None, server_hostname: str | None
+) -> int | None:
+    reader, writer = await asyncio.open_connection(
+        endpoint.host,
+        endpoint.port,
+        ssl=tls,
+        server_hostname=(server_hostname or endpoint.host) if tls is not None else None,
+    )
+    try:
+        host = endpoint.address
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meshgen-health\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n".encode("ascii")
+        )
+        await writer.drain()
+        target = _StatusOnly()
+        parser = httptools.HttpResponseParser(target)
+        while not target.done:
+            chunk = await reader.read(4096)
+            if not chunk:
+                return None
+            parser.feed_data(chunk)
+        return int(parser.get_status_code())
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+async def probe(
+    check: HealthCheck,
+    endpoint: Endpoint,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> bool:
+    """Run one active check within ``check.timeout_s``; True means the endpoint passed."""
+    try:
+        async with asyncio.timeout(check.timeout_s):
+            if check.kind == "tcp":
+                _, writer = await asyncio.open_connection(
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=tls,
+                    server_hostname=(server_hostname or endpoint.host) if tls else None,
+                )
+                writer.close()
+                return True
+            status = await _http_status(endpoint, check.path, tls, server_hostname)
+            return status is not None and status in check.expected_statuses
+    except (OSError, TimeoutError, ssl.SSLError, httptools.HttpParserError, ValueError):
+        return False

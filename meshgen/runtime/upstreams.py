@@ -1,0 +1,368 @@
+"""Upstreams: the one facade the proxy and the in-process client call to choose an endpoint.
+
+Theory of operation
+-------------------
+Per service the facade keeps the discovered endpoint tuple, the active-health state and the
+outlier detector of each address, and an in-flight counter keyed by *address* (so it survives
+endpoint-set swaps and balancer rebuilds; an address that disappears keeps its counter until its
+last request ends). Any change that can alter who is eligible (new endpoint set, a health flip,
+an ejection or its return) bumps the service's ``version``. ``pick`` looks up the balancer of
+``(service, subset)`` stamped with the current version; only when the version moved does it
+recompute the eligible tuple (subset labels -> health and ejection -> :func:`failover_select`)
+and fetch the balancer built for exactly that tuple from a small cache, building it only if
+that tuple was never seen (a flapping endpoint does not rebuild a maglev table each time).
+
+Choice order for ``pick(service, subset, ...)``, SPEC.md "Subsets" and "Failover":
+
+1. eligible endpoints of the subset (or of the whole service when ``subset`` is None);
+2. none, but the service still has a healthy endpoint (in another subset): None -> 503,
+   no fallback to other subsets;
+3. the whole service has no healthy endpoint: its ``backup`` service, picked with
+   ``subset=None`` (a subset name belongs to its own service; Envoy does the same with a
+   backup cluster), following the backup chain (cycles are cut) until one has an endpoint;
+4. otherwise None -> 503.
+
+``exclude`` holds addresses already tried; a retry goes elsewhere when the eligible set allows.
+The asyncio shell (``start``/``stop``) runs one refresh loop per DNS service, one probe loop per
+endpoint with an active check, and one outlier review loop per service with outlier detection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .balancers import Balancer, make_balancer
+from .discovery import DnsSource, Source, make_source
+from .health import (
+    HealthState,
+    OutlierDetector,
+    failover_select,
+    first_delay,
+    next_delay,
+    probe,
+)
+from .tables import Cluster, Endpoint, HealthCheck, Tables
+
+Outcome = int | Literal["connect-failure", "reset", "timeout"]
+BALANCER_CACHE_SIZE = 32
+
+
+class MetricsSink(Protocol):
+    """The part of ``metrics.Metrics`` this module calls."""
+
+    def set_endpoint_healthy(self, service: str, endpoint: str, healthy: bool) -> None: ...
+
+    def inc_ejection(self, service: str, endpoint: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Picked:
+    """The chosen endpoint; ``service`` is the service that owns it (may be a backup)."""
+
+    service: str
+    endpoint: Endpoint
+
+
+@dataclass(eq=False)
+class _Service:
+    cluster: Cluster
+    source: Source
+    check: HealthCheck | None
+    outlier: OutlierDetector | None
+    endpoints: tuple[Endpoint, ...] = ()
+    states: dict[str, HealthState] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    version: int = 0
+    picks: dict[str | None, tuple[int, Balancer | None]] = field(default_factory=dict)
+    balancers: dict[tuple[Endpoint, ...], Balancer] = field(default_factory=dict)
+    probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def healthy(self, address: str) -> bool:
+        state = self.states.get(address)
+        if state is not None and not state.healthy:
+            return False
+        return self.outlier is None or not self.outlier.is_ejected(address)
+
+
+class Upstreams:
+    """Endpoint choice for every service of a ``Tables`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        tables: Tables,
+        *,
+        metrics: MetricsSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        dns_nameservers: list[str] | None = None,
+        dns_port: int = 53,
+        root: Path | None = None,
+        client_ssl: Mapping[str, ssl.SSLContext] | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._root = root
+        self._client_ssl = dict(client_ssl or {})
+        self._sni = {name: t.sni for name, t in tables.client_tls.items()}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._services: dict[str, _Service] = {}
+        for cluster in tables.clusters:
+            od = tables.outlier_detection.get(cluster.name)
+            svc = _Service(
+                cluster=cluster,
+                source=make_source(cluster.discovery, dns_nameservers, dns_port),
+                check=tables.health_checks.get(cluster.name),
+                outlier=OutlierDetector(od) if od is not None else None,
+            )
+            self._services[cluster.name] = svc
+            self.apply_endpoints(cluster.name, svc.source.endpoints)
+
+    # ---- decisions (synchronous, called per request) -------------------------------------
+
+    def _balancer(self, svc: _Service, subset: str | None) -> Balancer | None:
+        cached = svc.picks.get(subset)
+        if cached is not None and cached[0] == svc.version:
+            return cached[1]
+        members: tuple[Endpoint, ...] | None = svc.endpoints
+        if subset is not None:
+            labels = next((s.labels for s in svc.cluster.subsets if s.name == subset), None)
+            if labels is None:
+                members = None
+            elif labels:
+                want = set(labels)
+                members = tuple(e for e in svc.endpoints if want.issubset(e.labels))
+        balancer: Balancer | None = None
+        if members:
+            fo = svc.cluster.failover
+            eligible = failover_select(members, svc.healthy, fo.zones, fo.panic_threshold)
+            if eligible:
+                balancer = svc.balancers.get(eligible)
+                if balancer is None:
+                    if len(svc.balancers) >= BALANCER_CACHE_SIZE:
+                        svc.balancers.clear()
+                    balancer = make_balancer(
+                        svc.cluster.load_balancer, eligible, self._rng, svc.in_flight
+                    )
+                    svc.balancers[eligible] = balancer
+        svc.picks[subset] = (svc.version, balancer)
+        return balancer
+
+    def pick(
+        self,
+        service: str,
+        subset: str | None,
+        hash_key: bytes | None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Picked | None:
+        """Choose an endpoint; None means answer 503 (no healthy endpoint anywhere allowed)."""
+        svc = self._services.get(service)
+        if svc is None:
+            return None
+        balancer = self._balancer(svc, subset)
+        if balancer is None:
+            if subset is not None and self._balancer(svc, None) is not None:
+                return None
+            seen = {service}
+            while balancer is None:
+                backup = svc.cluster.failover.backup
+                if backup is None or backup in seen or backup not in self._services:
+                    return None
+                seen.add(backup)
+                service, svc = backup, self._services[backup]
+                balancer = self._balancer(svc, None)
+        endpoint = balancer.pick(hash_key)
+        if exclude and endpoint.address in exclude:
+            endpoint = self._avoid(balancer, endpoint, exclude)
+        return Picked(service, endpoint)
+
+    def _avoid(self, balancer: Balancer, first: Endpoint, exclude: frozenset[str]) -> Endpoint:
+        for _ in range(min(len(balancer.endpoints), 8)):
+            candidate = balancer.pick(None)
+            if candidate.address not in exclude:
+                return candidate
+        rest = [e for e in balancer.endpoints if e.address not in exclude]
+        return self._rng.choice(rest) if rest else first
+
+    def begin(self, picked: Picked) -> None:
+        """A request to ``picked`` started (least_request reads these counts)."""
+        svc = self._services[picked.service]
+        address = picked.endpoint.address
+        svc.in_flight[address] = svc.in_flight.get(address, 0) + 1
+
+    def end(self, picked: Picked) -> None:
+        """A request to ``picked`` ended, whatever its outcome."""
+        svc = self._services[picked.service]
+        address = picked.endpoint.address
+        left = svc.in_flight.get(address, 0) - 1
+        if left > 0:
+            svc.in_flight[address] = left
+        else:
+            svc.in_flight.pop(address, None)
+
+    def report(self, picked: Picked, outcome: Outcome) -> None:
+        """Feed a live outcome to passive outlier detection."""
+        svc = self._services[picked.service]
+        if svc.outlier is None:
+            return
+        address = picked.endpoint.address
+        if address not in svc.states and picked.endpoint not in svc.endpoints:
+            return
+        if svc.outlier.report(address, outcome, self._clock(), len(svc.endpoints)):
+            svc.version += 1
+            if self._metrics is not None:
+                self._metrics.inc_ejection(svc.cluster.name, address)
+                self._metrics.set_endpoint_healthy(svc.cluster.name, address, False)
+
+    # ---- state changes (called by the loops; public so tests can drive them) -------------
+
+    def apply_endpoints(self, service: str, endpoints: tuple[Endpoint, ...]) -> None:
+        """Swap a service's endpoint set; health state of surviving addresses is kept."""
+        svc = self._services[service]
+        if endpoints == svc.endpoints:
+            return
+        new = {e.address for e in endpoints}
+        old = {e.address for e in svc.endpoints}
+        svc.endpoints = endpoints
+        svc.version += 1
+        if svc.outlier is not None:
+            svc.outlier.forget(new)
+        for address in old - new:
+            svc.states.pop(address, None)
+            task = svc.probes.pop(address, None)
+            if task is not None:
+                task.cancel()
+        for ep in endpoints:
+            if ep.address in old:
+                continue
+            if svc.check is not None:
+                svc.states[ep.address] = HealthState(svc.check)
+                if self._running:
+                    self._start_probe(svc, ep)
+            if self._metrics is not None:
+                self._metrics.set_endpoint_healthy(service, ep.address, True)
+
+    def on_probe_result(self, service: str, address: str, ok: bool) -> None:
+        """Feed one active-check result; a flip changes eligibility."""
+        svc = self._services[service]
+        state = svc.states.get(address)
+        if state is None or not state.on_result(ok):
+            return
+        svc.version += 1
+        if self._metrics is not None:
+            self._metrics.set_endpoint_healthy(service, address, svc.healthy(address))
+
+    def review_outliers(self, service: str) -> list[str]:
+        """Return expired ejections of ``service`` to rotation; the addresses returned."""
+        svc = self._services[service]
+        if svc.outlier is None:
+            return []
+        returned = svc.outlier.review(self._clock())
+        if returned:
+            svc.version += 1
+            if self._metrics is not None:
+                for address in returned:
+                    self._metrics.set_endpoint_healthy(service, address, svc.healthy(address))
+        return returned
+
+    # ---- asyncio shell --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resolve DNS once, then start refresh, probe and outlier-review loops."""
+        dns = [(name, s) for name, s in self._services.items() if isinstance(s.source, DnsSource)]
+        delays = await asyncio.gather(*(s.source.refresh() for _, s in dns))
+        self._running = True
+        for (name, svc), delay in zip(dns, delays, strict=True):
+            self.apply_endpoints(name, svc.source.endpoints)
+            self._spawn(self._refresh_loop(name, svc, delay))
+        for name, svc in self._services.items():
+            for ep in svc.endpoints:
+                if svc.check is not None:
+                    self._start_probe(svc, ep)
+            if svc.outlier is not None:
+                self._spawn(self._review_loop(name, svc.outlier.policy.interval_s))
+
+    async def stop(self) -> None:
+        """Cancel every loop and probe and wait for them."""
+        self._running = False
+        tasks = list(self._tasks)
+        for svc in self._services.values():
+            tasks.extend(svc.probes.values())
+            svc.probes.clear()
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _spawn(self, coro: Any) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    def _start_probe(self, svc: _Service, ep: Endpoint) -> None:
+        task = asyncio.get_running_loop().create_task(self._probe_loop(svc, ep))
+        svc.probes[ep.address] = task
+
+    async def _refresh_loop(self, name: str, svc: _Service, delay: float | None) -> None:
+        while delay is not None:
+            await asyncio.sleep(delay)
+            delay = await svc.source.refresh()
+            self.apply_endpoints(name, svc.source.endpoints)
+
+    async def _probe_loop(self, svc: _Service, ep: Endpoint) -> None:
+        check = svc.check
+        assert check is not None
+        name = svc.cluster.name
+        tls = self._client_ssl.get(name)
+        await asyncio.sleep(first_delay(check, self._rng))
+        while True:
+            ok = await probe(check, ep, tls, self._sni.get(name))
+            self.on_probe_result(name, ep.address, ok)
+            await asyncio.sleep(next_delay(check, self._rng))
+
+    async def _review_loop(self, name: str, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.review_outliers(name)
+
+    # ---- introspection --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state per service for ``/status`` and ``/config``."""
+        out: dict[str, Any] = {}
+        for name, svc in self._services.items():
+            st = svc.source.status
+            out[name] = {
+                "discovery": {
+                    "kind": st.kind,
+                    "query": st.query,
+                    "ok": st.ok,
+                    "failures": st.failures,
+                    "last_error": st.last_error,
+                },
+                "backup": svc.cluster.failover.backup,
+                "healthy": sum(1 for e in svc.endpoints if svc.healthy(e.address)),
+                "total": len(svc.endpoints),
+                "endpoints": [
+                    {
+                        "address": e.address,
+                        "weight": e.weight,
+                        "zone": e.zone,
+                        "labels": dict(e.labels),
+                        "healthy": svc.healthy(e.address),
+                        "ejected": svc.outlier is not None and svc.outlier.is_ejected(e.address),
+                        "in_flight": svc.in_flight.get(e.address, 0),
+                    }
+                    for e in svc.endpoints
+                ],
+            }
+        return out
