@@ -25,41 +25,65 @@ Samples = dict[str, dict[LabelKey, float]]
 
 # Request latency buckets (seconds): 1 ms .. 30 s, dense where proxies usually live.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 _BUCKET_LABELS: tuple[str, ...] = (*(repr(b) for b in LATENCY_BUCKETS), "+Inf")
 
 _HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # name: (type, help, label names)
     "meshgen_requests_total": (
-        "counter", "Requests answered by the runtime, after retries (local 4xx/5xx included).",
+        "counter",
+        "Requests answered by the runtime, after retries (local 4xx/5xx included).",
         ("listener", "route", "service", "subset", "code"),
     ),
     "meshgen_request_duration_seconds": (
-        "histogram", "Time from request received to response headers sent.",
+        "histogram",
+        "Time from request received to response headers sent.",
         ("listener", "route", "service"),
     ),
     "meshgen_upstream_requests_total": (
-        "counter", "Tries sent to upstream endpoints, by outcome (status or failure kind).",
+        "counter",
+        "Tries sent to upstream endpoints, by outcome (status or failure kind).",
         ("service", "endpoint", "code"),
     ),
     "meshgen_endpoint_healthy": (
-        "gauge", "1 when the endpoint passes health checks and is not ejected, else 0.",
+        "gauge",
+        "1 when the endpoint passes health checks and is not ejected, else 0.",
         ("service", "endpoint"),
     ),
     "meshgen_retries_total": ("counter", "Retries sent.", ("service",)),
     "meshgen_ejections_total": (
-        "counter", "Outlier-detection ejections.", ("service", "endpoint"),
+        "counter",
+        "Outlier-detection ejections.",
+        ("service", "endpoint"),
     ),
     "meshgen_circuit_open": (
-        "gauge", "1 while the service's circuit breaker refuses requests.", ("service",),
+        "gauge",
+        "1 while the service's circuit breaker refuses requests.",
+        ("service",),
     ),
     "meshgen_rate_limited_total": ("counter", "Requests refused with 429.", ("route",)),
     "meshgen_denied_total": (
-        "counter", "Requests refused with 403 by access rules.", ("listener", "from", "to"),
+        "counter",
+        "Requests refused with 403 by access rules.",
+        ("listener", "from", "to"),
     ),
     "meshgen_cert_expiry_timestamp_seconds": (
-        "gauge", "notAfter of a certificate the runtime uses, as a Unix time.",
+        "gauge",
+        "notAfter of a certificate the runtime uses, as a Unix time.",
         ("service", "file"),
     ),
 }
@@ -165,8 +189,9 @@ class Metrics:
     def _families(self) -> Iterable[tuple[str, Iterable[tuple[tuple[object, ...], float]]]]:
         """(family name, (label values, value)...) for every non-histogram family."""
         yield "meshgen_requests_total", ((k, float(v)) for k, v in self.requests.items())
-        yield "meshgen_upstream_requests_total", (
-            (k, float(v)) for k, v in self.upstream_requests.items()
+        yield (
+            "meshgen_upstream_requests_total",
+            ((k, float(v)) for k, v in self.upstream_requests.items()),
         )
         yield "meshgen_endpoint_healthy", ((k, float(v)) for k, v in self.endpoint_healthy.items())
         yield "meshgen_retries_total", ((k, float(v)) for k, v in self.retries.items())
@@ -174,9 +199,7 @@ class Metrics:
         yield "meshgen_circuit_open", ((k, float(v)) for k, v in self.circuit_open.items())
         yield "meshgen_rate_limited_total", ((k, float(v)) for k, v in self.rate_limited.items())
         yield "meshgen_denied_total", ((k, float(v)) for k, v in self.denied.items())
-        yield "meshgen_cert_expiry_timestamp_seconds", (
-            (k, v) for k, v in self.cert_expiry.items()
-        )
+        yield "meshgen_cert_expiry_timestamp_seconds", ((k, v) for k, v in self.cert_expiry.items())
 
     def _histogram_samples(self) -> Iterable[tuple[str, LabelKey, float]]:
         names = _HELP["meshgen_request_duration_seconds"][2]
