@@ -1,0 +1,108 @@
+"""Alert conditions: ``"SIGNAL OP VALUE"`` -> (signal, operator, threshold in base units).
+
+Shared by the monitoring checks (which report parse errors) and the monitoring targets (which
+compile the result to PromQL and to the embedded evaluator), so both read one grammar.
+
+Units per signal (SPEC.md, Monitoring):
+- ``error_rate``, ``healthy_ratio``: a percentage ``N%`` (0..100), threshold = ratio 0..1;
+- ``request_rate``: requests per second, ``N`` or ``N/s``;
+- ``p50_latency``, ``p90_latency``, ``p99_latency``, ``cert_expiry``: a duration, in seconds;
+- ``healthy_endpoints``: a whole count.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Final, Literal, cast, get_args
+
+from meshgen.durations import DurationError, parse_duration
+from meshgen.runtime.tables import Comparison, Signal
+
+SIGNALS: Final[tuple[str, ...]] = get_args(Signal)
+OPERATORS: Final[tuple[str, ...]] = (">=", "<=", ">", "<")
+SignalUnit = Literal["percent", "rate", "duration", "count"]
+SIGNAL_UNITS: Final[dict[str, SignalUnit]] = {
+    "error_rate": "percent",
+    "healthy_ratio": "percent",
+    "request_rate": "rate",
+    "p50_latency": "duration",
+    "p90_latency": "duration",
+    "p99_latency": "duration",
+    "cert_expiry": "duration",
+    "healthy_endpoints": "count",
+}
+UNIT_EXAMPLES: Final[dict[SignalUnit, str]] = {
+    "percent": "a percentage like '5%'",
+    "rate": "requests per second like '100' or '100/s'",
+    "duration": "a duration like '250ms' or '7d'",
+    "count": "a whole number like '2'",
+}
+_EXPR_RE: Final = re.compile(r"\s*([A-Za-z0-9_]*)\s*([<>=!]*)\s*(.*?)\s*")
+_NUMBER_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertExpr:
+    signal: Signal
+    op: Comparison
+    threshold: float
+
+
+class AlertExprError(ValueError):
+    """``code`` is E601 (does not parse) or E602 (value does not fit the signal)."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+def parse_when(text: str) -> AlertExpr:
+    """Parse one condition; raise :class:`AlertExprError` saying what is wrong and what fits."""
+    found = _EXPR_RE.fullmatch(text)
+    assert found is not None  # the pattern matches every string
+    signal, op, value = found.groups()
+    if signal not in SIGNAL_UNITS:
+        close = difflib.get_close_matches(signal, SIGNALS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "signals: " + ", ".join(SIGNALS)
+        problem = f"unknown signal '{signal}'" if signal else "no signal at the start"
+        raise AlertExprError("E601", f"alert condition '{text}': {problem}", hint)
+    if op not in OPERATORS:
+        shown = f"'{op}'" if op else "nothing"
+        raise AlertExprError(
+            "E601",
+            f"alert condition '{text}': expected an operator after '{signal}', found {shown}",
+            "write SIGNAL OP VALUE with OP one of > >= < <=",
+        )
+    if not value:
+        raise AlertExprError("E601", f"alert condition '{text}': no value after '{op}'")
+    unit = SIGNAL_UNITS[signal]
+    threshold = _threshold(unit, value)
+    if threshold is None:
+        raise AlertExprError(
+            "E602",
+            f"alert condition '{text}': '{value}' does not fit {signal}",
+            f"{signal} takes {UNIT_EXAMPLES[unit]}",
+        )
+    return AlertExpr(cast(Signal, signal), cast(Comparison, op), threshold)
+
+
+def _threshold(unit: SignalUnit, value: str) -> float | None:
+    """The value in base units, or None when it is not spelt the way ``unit`` needs."""
+    if unit == "percent":
+        if value.endswith("%") and _NUMBER_RE.fullmatch(value[:-1]):
+            percent = float(value[:-1])
+            return percent / 100 if percent <= 100 else None
+        return None
+    if unit == "rate":
+        number = value.removesuffix("/s").rstrip()
+        return float(number) if _NUMBER_RE.fullmatch(number) else None
+    if unit == "count":
+        return float(value) if value.isdigit() else None
+    try:
+        return parse_duration(value)
+    except DurationError:
+        return None

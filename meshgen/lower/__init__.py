@@ -1,0 +1,147 @@
+"""Schema-valid mesh.yaml data -> :class:`meshgen.model.Mesh`.
+
+Theory of operation: the schema has already rejected wrong shapes, so lowering only parses
+values (durations, addresses), merges policy (built-in < ``defaults:`` < service < route) and
+adds what SPEC.md implies (default routes, the ``edge`` listener, the admin address). Merging
+works on the plain mappings: ``defaults:`` is overlaid once, then each service overlays a
+copy, recording per dotted field the :class:`Origin` of the value that won. Built-in values are
+never stored in the merged mapping: a missing key means "built-in" and the builders below
+supply it, so an untouched field costs nothing. Values the schema cannot rule out (a port
+above 65535, a malformed address) become E401/E402 diagnostics, never exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from meshgen.alertexpr import AlertExprError, parse_when
+from meshgen.diagnostics import Diagnostic, has_errors
+from meshgen.lower.base import Merged, normalize_host, overlay, split_address, version_text
+from meshgen.lower.routes import RouteLowering
+from meshgen.model import AccessRule, Alert, Listener, Mesh, PathKey, Slo
+from meshgen.runtime import tables as t
+
+if TYPE_CHECKING:
+    from meshgen.source import Document
+
+__all__ = ["Lowerer", "lower", "normalize_host", "overlay", "split_address"]
+
+DEFAULT_LISTENER: Final = ("edge", "127.0.0.1", 15001)
+DEFAULT_ADMIN: Final = ("127.0.0.1", 15000)
+
+
+class Lowerer(RouteLowering):
+    """The whole mesh: services, routes, listeners, access rules and monitoring."""
+
+    def listeners(self) -> tuple[Listener, ...]:
+        raw_listeners = self.data.get("listeners")
+        if raw_listeners is None:
+            name, host, port = DEFAULT_LISTENER
+            return (Listener(name, (), host, port, None, None, synthetic=True),)
+        result = []
+        for index, raw in enumerate(raw_listeners):
+            path: PathKey = ("listeners", index)
+            host, port = self.address(raw["address"], (*path, "address"), "listener", True)
+            tls = raw.get("tls")
+            server_tls = (
+                None
+                if tls is None
+                else t.ServerTls(
+                    cert=str(tls["cert"]),
+                    key=str(tls["key"]),
+                    ca=tls.get("ca"),
+                    client_certificates=tls.get("client_certificates", "none"),
+                    min_version=version_text(tls.get("min_version", "1.2")),
+                )
+            )
+            routes = raw.get("routes")
+            result.append(
+                Listener(
+                    str(raw["name"]),
+                    path,
+                    host,
+                    port,
+                    None if routes is None else tuple(routes),
+                    server_tls,
+                )
+            )
+        return tuple(result)
+
+    def access(self) -> tuple[AccessRule, ...]:
+        return tuple(
+            AccessRule(
+                str(r["from"]),
+                str(r["to"]),
+                tuple(sorted({str(m).upper() for m in r.get("methods", ())})),
+                tuple(r.get("paths", ())),
+                ("access", i),
+            )
+            for i, r in enumerate(self.data.get("access") or ())
+        )
+
+    def alerts(self, raw: list[Merged]) -> tuple[Alert, ...]:
+        result = []
+        for index, item in enumerate(raw):
+            path: PathKey = ("monitoring", "alerts", index)
+            try:
+                expr = parse_when(str(item["when"]))
+            except AlertExprError:
+                expr = None  # reported with its position by checks.monitoring
+            result.append(
+                Alert(
+                    str(item["name"]),
+                    str(item["service"]),
+                    str(item["when"]),
+                    expr,
+                    self.duration(item.get("for", "0s"), (*path, "for")),
+                    item.get("severity", "ticket"),
+                    str(item.get("summary", "")),
+                    path,
+                )
+            )
+        return tuple(result)
+
+    def slos(self, raw: list[Merged]) -> tuple[Slo, ...]:
+        return tuple(
+            Slo(
+                str(s["name"]),
+                str(s["service"]),
+                float(s["objective"]),
+                self.duration(s.get("window", "30d"), ("monitoring", "slos", i, "window")),
+                ("monitoring", "slos", i),
+            )
+            for i, s in enumerate(raw)
+        )
+
+    def mesh(self) -> Mesh:
+        raw_services = self.data.get("services") or {}
+        services = {n: self.service(n, raw_services[n] or {}) for n in sorted(raw_services)}
+        admin = self.data.get("admin")
+        admin_host, admin_port = (
+            DEFAULT_ADMIN if admin is None else self.address(admin, ("admin",), "admin", True)
+        )
+        monitoring = self.data.get("monitoring") or {}
+        head = self.data.get("mesh") or {}
+        return Mesh(
+            name=str(head.get("name", "")),
+            domain=self.domain,
+            admin_host=admin_host,
+            admin_port=admin_port,
+            admin_path=None if admin is None else ("admin",),
+            alertmanager=monitoring.get("alertmanager"),
+            services=services,
+            routes=self.routes(services),
+            listeners=self.listeners(),
+            access=self.access(),
+            alerts=self.alerts(monitoring.get("alerts") or []),
+            slos=self.slos(monitoring.get("slos") or []),
+            base_dir=self.doc.path.parent,
+        )
+
+
+def lower(doc: Document) -> tuple[Mesh | None, list[Diagnostic]]:
+    """Build the typed mesh; on any E401/E402 return None with every such diagnostic."""
+    lowerer = Lowerer(doc)
+    mesh = lowerer.mesh()
+    diagnostics = sorted(lowerer.diagnostics, key=lambda d: d.sort_key)
+    return (None if has_errors(diagnostics) else mesh), diagnostics

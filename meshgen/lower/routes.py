@@ -1,0 +1,146 @@
+"""Lowering of ``routes:`` (or the default per-service routes) with route-level policy."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from meshgen.lower.base import CALL_FIELDS, Merged, OriginMap, normalize_host, overlay
+from meshgen.lower.services import ServiceLowering, rate_limit
+from meshgen.model import CallPolicy, Destination, Mirror, PathKey, Route, Service
+from meshgen.runtime import tables as t
+
+
+class RouteLowering(ServiceLowering):
+    """Routes; a destination's call policy is its service's with the route's on top."""
+
+    def routes(self, services: dict[str, Service]) -> tuple[Route, ...]:
+        raw_routes = self.data.get("routes")
+        if raw_routes is None:
+            return tuple(self.default_route(s) for s in services.values())
+        return tuple(self.route(r, ("routes", i), services) for i, r in enumerate(raw_routes))
+
+    def default_route(self, service: Service) -> Route:
+        """SPEC.md: without ``routes:``, host NAME and NAME.<domain> go to service NAME."""
+        hosts = (service.name, f"{service.name}.{self.domain}") if self.domain else (service.name,)
+        dest = Destination(service.name, None, 100, service.path, service.call)
+        return Route(
+            service.name,
+            service.path,
+            t.Match(hosts=hosts),
+            (dest,),
+            None,
+            None,
+            None,
+            None,
+            t.HeaderOps(),
+            t.HeaderOps(),
+            None,
+            True,
+            synthetic=True,
+        )
+
+    def route(self, raw: Merged, path: PathKey, services: dict[str, Service]) -> Route:
+        own = {k: raw[k] for k in CALL_FIELDS if k in raw}
+        to = tuple(
+            Destination(
+                str(item["service"]),
+                item.get("subset"),
+                item.get("weight"),
+                (*path, "to", i),
+                self.route_call(services.get(str(item["service"])), own, path),
+            )
+            for i, item in enumerate(raw.get("to") or ())
+        )
+        mirror = raw.get("mirror")
+        fault = raw.get("fault")
+        rewrite = raw.get("rewrite")
+        redirect = raw.get("redirect")
+        headers = raw.get("headers") or {}
+        return Route(
+            name=str(raw["name"]),
+            path=path,
+            match=self.match(raw.get("match") or {}),
+            to=to,
+            rate_limit=rate_limit(raw.get("rate_limit")),
+            fault=None if fault is None else self.fault(fault, (*path, "fault")),
+            mirror=None
+            if mirror is None
+            else Mirror(
+                str(mirror["service"]),
+                mirror.get("subset"),
+                float(mirror.get("percent", 100)),
+                (*path, "mirror"),
+            ),
+            rewrite=None
+            if rewrite is None
+            else t.Rewrite(rewrite.get("path_prefix"), rewrite.get("host")),
+            request_headers=_header_ops(headers.get("request")),
+            response_headers=_header_ops(headers.get("response")),
+            redirect=None
+            if redirect is None
+            else t.Redirect(str(redirect["location"]), int(redirect.get("status", 301))),
+            has_to="to" in raw,
+        )
+
+    def route_call(self, service: Service | None, own: Merged, path: PathKey) -> CallPolicy | None:
+        """The destination's call policy with the route's timeout/idle_timeout/retries on top."""
+        if service is None:
+            return None
+        if not own:
+            return service.call
+        merged: Merged = {}
+        origins: OriginMap = {}
+        for key in CALL_FIELDS:
+            if key in self.defaults:
+                overlay(merged, origins, {key: self.defaults[key]}, "defaults", ("defaults",))
+        raw_service = self.data["services"][service.name]
+        overlay(
+            merged,
+            origins,
+            {k: raw_service[k] for k in CALL_FIELDS if k in raw_service},
+            "service",
+            service.path,
+        )
+        overlay(merged, origins, own, "route", path)
+        return self.call_policy(merged, origins)
+
+    def match(self, raw: Merged) -> t.Match:
+        host = raw.get("host", ())
+        hosts = (host,) if isinstance(host, str) else tuple(host)
+        kind, value = "prefix", "/"
+        for key in ("path_prefix", "path_exact", "path_regex"):
+            if key in raw:
+                kind, value = key.removeprefix("path_"), str(raw[key])
+        return t.Match(
+            hosts=tuple(dict.fromkeys(normalize_host(h) for h in hosts)),
+            path_kind=cast(t.PathMatchKind, kind),
+            path=value,
+            methods=tuple(sorted({str(m).upper() for m in raw.get("methods", ())})),
+            headers=tuple(
+                _header_match(n, m) for n, m in sorted((raw.get("headers") or {}).items())
+            ),
+        )
+
+    def fault(self, raw: Merged, path: PathKey) -> t.Fault:
+        delay, abort = raw.get("delay") or {}, raw.get("abort") or {}
+        return t.Fault(
+            delay_s=self.duration(delay["fixed"], (*path, "delay", "fixed")) if delay else 0.0,
+            delay_percent=float(delay.get("percent", 100)) if delay else 0.0,
+            abort_status=int(abort.get("status", 503)) if abort else 0,
+            abort_percent=float(abort.get("percent", 100)) if abort else 0.0,
+        )
+
+
+def _header_match(name: str, raw: Merged) -> t.HeaderMatch:
+    for kind in ("exact", "prefix", "regex"):
+        if kind in raw:
+            return t.HeaderMatch(name.lower(), cast(t.HeaderMatchKind, kind), str(raw[kind]))
+    return t.HeaderMatch(name.lower(), "present")
+
+
+def _header_ops(raw: Merged | None) -> t.HeaderOps:
+    raw = raw or {}
+    return t.HeaderOps(
+        set=tuple(sorted((str(k).lower(), str(v)) for k, v in (raw.get("set") or {}).items())),
+        remove=tuple(str(n).lower() for n in raw.get("remove", ())),
+    )

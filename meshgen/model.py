@@ -1,0 +1,274 @@
+"""The typed mesh: what mesh.yaml means once defaults are merged and values are parsed.
+
+Theory of operation: :func:`meshgen.lower.lower` builds a :class:`Mesh` from schema-valid data.
+Policy values are *effective* (built-in < ``defaults:`` < service < route). Each object keeps
+``path``, the :data:`PathKey` of its node in the source document, so a check can ask the
+Document for a span only when it reports something (spans are never computed eagerly; a
+10,000-service mesh lowers in a fraction of a second). Each object with merged policy carries
+one ``origins`` mapping from a dotted field name (``"timeout"``, ``"retries.attempts"``,
+``"tls.ca"``) to the :class:`Origin` of its effective value, for ``meshgen explain`` and for
+diagnostics that must point at where a value was written.
+
+Value types that need no source position (load balancer, health check, ...) are the runtime's
+frozen table types, so :mod:`meshgen.plan` copies them instead of translating them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from meshgen.alertexpr import AlertExpr
+from meshgen.runtime.tables import (
+    CircuitBreaker,
+    DnsRecordType,
+    Fault,
+    HeaderOps,
+    HealthCheck,
+    LoadBalancer,
+    Match,
+    OutlierDetection,
+    RateLimit,
+    Redirect,
+    Rewrite,
+    ServerTls,
+    Severity,
+    TlsMode,
+)
+
+PathKey = tuple[str | int, ...]
+OriginKind = Literal["built-in", "defaults", "service", "route"]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an effective value was written; ``path`` is ``()`` for built-in defaults."""
+
+    kind: OriginKind
+    path: PathKey
+
+
+BUILT_IN: Final = Origin("built-in", ())
+Origins = Mapping[str, Origin]  # absent key: the built-in default applies
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """Merged retry policy. ``per_try_timeout_s`` None means "the effective timeout"."""
+
+    attempts: int
+    per_try_timeout_s: float | None
+    on: tuple[str, ...]
+    backoff_base_s: float
+    backoff_max_s: float
+    budget_ratio: float
+    budget_min_per_second: float
+    idempotent_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """The per-request policy a route may override for one destination service."""
+
+    timeout_s: float
+    idle_timeout_s: float
+    retries: Retries | None
+    origins: Origins
+
+    def origin(self, dotted: str) -> Origin:
+        return self.origins.get(dotted, BUILT_IN)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    weight: int
+    zone: str | None
+    labels: tuple[tuple[str, str], ...]  # sorted by label name
+    path: PathKey
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class StaticDiscovery:
+    endpoints: tuple[Endpoint, ...]
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class DnsDiscovery:
+    """``name`` as written; ``query_name`` fully qualified (SRV: ``_http._tcp.NAME.DOMAIN``)."""
+
+    name: str
+    query_name: str
+    record_type: DnsRecordType
+    port: int | None
+    refresh_s: float
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    name: str
+    labels: tuple[tuple[str, str], ...]  # sorted; empty selects every endpoint
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    zones: tuple[str, ...]
+    panic_threshold: float
+    backup: str | None
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicy:
+    """Client-side TLS to a service's endpoints; file paths as written in mesh.yaml."""
+
+    mode: TlsMode
+    ca: str | None
+    cert: str | None
+    key: str | None
+    sni: str | None
+    subject_alt_names: tuple[str, ...]
+    min_version: str
+    verify: bool
+    insecure: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    path: PathKey
+    discovery: StaticDiscovery | DnsDiscovery
+    subsets: tuple[Subset, ...]  # sorted by name
+    load_balancer: LoadBalancer
+    health_check: HealthCheck | None
+    outlier_detection: OutlierDetection | None
+    circuit_breaker: CircuitBreaker
+    connect_timeout_s: float
+    call: CallPolicy  # service-level timeout / idle_timeout / retries
+    rate_limit: RateLimit | None
+    failover: Failover
+    tls: TlsPolicy
+    origins: Origins  # every merged policy field, including call.* and tls.*
+
+    def origin(self, dotted: str) -> Origin:
+        """Where the effective value of ``dotted`` (``"retries.attempts"``) was written."""
+        return self.origins.get(dotted, BUILT_IN)
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets if s.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One ``to`` entry (or a mirror). ``call`` is None when ``service`` does not exist."""
+
+    service: str
+    subset: str | None
+    weight: int | None  # as written; None = omitted
+    path: PathKey
+    call: CallPolicy | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    service: str
+    subset: str | None
+    percent: float
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``synthetic`` routes are the per-service defaults made when mesh.yaml has no ``routes:``."""
+
+    name: str
+    path: PathKey
+    match: Match
+    to: tuple[Destination, ...]
+    rate_limit: RateLimit | None
+    fault: Fault | None
+    mirror: Mirror | None
+    rewrite: Rewrite | None
+    request_headers: HeaderOps
+    response_headers: HeaderOps
+    redirect: Redirect | None
+    has_to: bool  # `to:` was written (even if empty); with `redirect` both is an error
+    synthetic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """``routes`` None means every route; ``synthetic`` is the default ``edge`` listener."""
+
+    name: str
+    path: PathKey
+    host: str
+    port: int
+    routes: tuple[str, ...] | None
+    tls: ServerTls | None
+    synthetic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    source: str
+    service: str
+    methods: tuple[str, ...]
+    paths: tuple[str, ...]
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """``expr`` is None when ``when`` does not parse (the monitoring check reports it)."""
+
+    name: str
+    service: str
+    when: str
+    expr: AlertExpr | None
+    for_s: float
+    severity: Severity
+    summary: str
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    name: str
+    service: str
+    objective: float
+    window_s: float
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class Mesh:
+    name: str
+    domain: str  # "" when mesh.domain is absent
+    admin_host: str
+    admin_port: int
+    admin_path: PathKey | None  # None: built-in admin address
+    alertmanager: str | None
+    services: Mapping[str, Service]  # sorted by name
+    routes: tuple[Route, ...]  # file order (synthetic: sorted by service)
+    listeners: tuple[Listener, ...]
+    access: tuple[AccessRule, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    slos: tuple[Slo, ...] = ()
+    base_dir: Path = field(default_factory=Path)  # the spec's folder, for relative file paths
+
+    def listener_routes(self, listener: Listener) -> tuple[str, ...]:
+        """Names of the routes a listener serves (all routes when it lists none)."""
+        if listener.routes is None:
+            return tuple(r.name for r in self.routes)
+        return listener.routes
