@@ -1,0 +1,148 @@
+"""Write a build to DIST atomically; compare a build with DIST (``--check``).
+
+Theory of operation: files are written to a fresh temporary folder next to DIST, read back and
+verified (every ``.py`` compiles, every ``.json``/``.yml`` parses, MANIFEST.json hashes match),
+and only then swapped in: DIST is renamed away, the new folder renamed in, the old one deleted.
+Any failure before the swap removes the temporary folder and leaves DIST byte-for-byte intact.
+A DIST that exists but holds no MANIFEST.json is not ours and is never replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+MANIFEST = "MANIFEST.json"
+IGNORED_DIRS = frozenset({"__pycache__"})
+
+
+class EmitError(Exception):
+    """DIST cannot be written or replaced (a usage problem, not a spec problem)."""
+
+
+class VerifyError(Exception):
+    """A generated file is broken: a bug in meshgen, reported as an internal error."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_text(
+    files: Mapping[str, str], spec_name: str, spec_bytes: bytes, version: str
+) -> str:
+    """MANIFEST.json: version, the spec's hash and every file's hash; sorted, no timestamps."""
+    doc = {
+        "meshgen": version,
+        "spec": {"name": spec_name, "sha256": sha256(spec_bytes)},
+        "files": {path: sha256(text.encode("utf-8")) for path, text in sorted(files.items())},
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def verify(files: Mapping[str, bytes]) -> None:
+    """Raise :class:`VerifyError` naming the first generated file that does not parse."""
+    import yaml
+
+    for path, data in sorted(files.items()):
+        try:
+            if path.endswith(".py"):
+                compile(data, path, "exec", dont_inherit=True)
+            elif path.endswith(".json"):
+                json.loads(data)
+            elif path.endswith((".yml", ".yaml")):
+                yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except (SyntaxError, ValueError, yaml.YAMLError) as exc:
+            raise VerifyError(f"generated file {path} does not parse: {exc}") from exc
+    if MANIFEST in files:
+        listed = json.loads(files[MANIFEST])["files"]
+        actual = {p: sha256(d) for p, d in files.items() if p != MANIFEST}
+        if listed != actual:
+            raise VerifyError(f"{MANIFEST} does not match the files written")
+
+
+def _check_relative(path: str) -> PurePosixPath:
+    rel = PurePosixPath(path)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise VerifyError(f"a target produced the unsafe path {path!r}")
+    return rel
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by POSIX relative path, skipping ``__pycache__``."""
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
+        for name in filenames:
+            full = Path(dirpath) / name
+            out[full.relative_to(root).as_posix()] = full.read_bytes()
+    return out
+
+
+def _owned(dist: Path) -> None:
+    """Refuse a DIST that is not a directory or is a non-empty folder meshgen did not write."""
+    if not dist.exists() and not dist.is_symlink():
+        return
+    if not dist.is_dir() or dist.is_symlink():
+        raise EmitError(f"{dist} exists and is not a directory")
+    if (dist / MANIFEST).is_file() or not any(dist.iterdir()):
+        return
+    raise EmitError(f"{dist} is not empty and has no {MANIFEST}: refusing to replace it")
+
+
+def emit(files: Mapping[str, str], dist: Path) -> None:
+    """Write ``files`` as the new DIST, or raise and leave the old DIST untouched."""
+    _owned(dist)
+    parent = dist.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dist.name}.new-", dir=parent))
+    except OSError as exc:
+        raise EmitError(f"cannot create a folder next to {dist}: {exc.strerror}") from exc
+    try:
+        for path, text in files.items():
+            target = tmp.joinpath(*_check_relative(path).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text.encode("utf-8"))
+        verify(read_tree(tmp))
+        tmp.chmod(0o755)
+        _swap(tmp, dist.absolute())
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EmitError(f"cannot write {dist}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap(new: Path, dist: Path) -> None:
+    """Rename DIST away, rename ``new`` in, delete the old tree; roll back if the second fails."""
+    if not dist.exists():
+        new.rename(dist)
+        return
+    old = dist.with_name(f".{dist.name}.old-{secrets.token_hex(4)}")
+    dist.rename(old)
+    try:
+        new.rename(dist)
+    except BaseException:
+        old.rename(dist)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def compare(files: Mapping[str, str], dist: Path) -> list[str]:
+    """``--check``: one line per file that differs, is missing from DIST, or is extra in it."""
+    if not dist.is_dir():
+        return [f"missing: {dist} (not built yet)"]
+    have = read_tree(dist)
+    want = {path: text.encode("utf-8") for path, text in files.items()}
+    out = [f"differs: {p}" for p in sorted(want.keys() & have.keys()) if want[p] != have[p]]
+    out += [f"missing: {p}" for p in sorted(want.keys() - have.keys())]
+    out += [f"extra: {p}" for p in sorted(have.keys() - want.keys())]
+    return out

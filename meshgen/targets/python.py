@@ -1,0 +1,58 @@
+"""The embedded-runtime target: data-only Python tables, ``__main__.py`` and the runtime copy.
+
+``DIST/mesh/*.py`` hold nothing but ``from meshgen_runtime.tables import ...`` and literal
+constructor calls (see the ``py`` filter), so the runtime reads a spec it never parses.
+``DIST/meshgen_runtime/`` is a verbatim copy of ``meshgen/runtime/*.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshgen.resources import runtime_dir
+from meshgen.runtime.tables import Tables
+
+from . import RenderContext, table_class_names
+
+
+def _table_values(tables: Tables) -> dict[str, dict[str, Any]]:
+    """The module-level names of each ``DIST/mesh/<stem>.py`` (what the runtime loader reads)."""
+    return {
+        "routing": {
+            "MESH": tables.mesh,
+            "CLUSTERS": tables.clusters,
+            "ROUTES": tables.routes,
+            "LISTENERS": tables.listeners,
+        },
+        "health": {
+            "HEALTH_CHECKS": tables.health_checks,
+            "OUTLIER_DETECTION": tables.outlier_detection,
+        },
+        "tls": {"CLIENT_TLS": tables.client_tls, "ACCESS": tables.access},
+        "monitoring": {"ALERTS": tables.alerts, "SLOS": tables.slos},
+    }
+
+
+def runtime_files() -> dict[str, str]:
+    """``meshgen_runtime/<name>.py`` for every runtime module, byte for byte."""
+    out: dict[str, str] = {}
+    for path in sorted(runtime_dir().glob("*.py")):
+        with open(path, encoding="utf-8", newline="") as f:
+            out[f"meshgen_runtime/{path.name}"] = f.read()
+    return out
+
+
+def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
+    """Render every file of this target, keyed by its path relative to DIST."""
+    files: dict[str, str] = {}
+    for stem, values in _table_values(tables).items():
+        template = ctx.env.get_template(f"python/{stem}.py.j2")
+        files[f"mesh/{stem}.py"] = template.render(
+            header=ctx.header,
+            imports=sorted(table_class_names(tuple(values.values()))),
+            **values,
+        )
+    for name in ("__main__.py", "requirements.txt"):
+        files[name] = ctx.env.get_template(f"python/{name}.j2").render(header=ctx.header)
+    files.update(runtime_files())
+    return files
