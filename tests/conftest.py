@@ -141,14 +141,14 @@ def start_process(
     """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log``, dying with its parent."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        popen = subprocess.Popen(  # noqa: S603 - test helper, argv from the test itself
+        popen = subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads started before exec
+            preexec_fn=_die_with_parent,
         )
     return Process(popen, log)
 

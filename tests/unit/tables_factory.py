@@ -99,7 +99,10 @@ def make_tables(text: str = "v1") -> Tables:
                 ("spiffe://shop/reviews",), "1.3",
             )
         },
-        access=(AccessRule("frontend", "reviews", ("GET",), ("/api/",)), AccessRule("*", "ratings")),
+        access=(
+            AccessRule("frontend", "reviews", ("GET",), ("/api/",)),
+            AccessRule("*", "ratings"),
+        ),
         alerts=(Alert("reviews-errors", "reviews", "error_rate", ">", 0.05, 120.0, "page", text),),
         slos=(
             Slo(

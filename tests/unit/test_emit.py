@@ -78,7 +78,9 @@ def test_a_verify_failure_leaves_the_old_dist_byte_for_byte_intact(tmp_path: Pat
     ("path", "text"),
     [("prometheus/rules.yml", "a: [\n"), ("grafana/dashboard.json", "{,}"), ("../x.txt", "x")],
 )
-def test_broken_or_unsafe_outputs_are_never_swapped_in(tmp_path: Path, path: str, text: str) -> None:
+def test_broken_or_unsafe_outputs_are_never_swapped_in(
+    tmp_path: Path, path: str, text: str
+) -> None:
     dist = tmp_path / "dist"
     emit(_files(), dist)
     before = read_tree(dist)
