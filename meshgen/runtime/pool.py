@@ -1,0 +1,98 @@
+"""Upstream connection pools: idle keep-alive connections per endpoint, reused LIFO.
+
+Theory of operation: a connection is either in use by exactly one exchange or idle in its
+endpoint's stack. ``acquire`` pops the most recently used idle connection that is still open
+(LIFO keeps few sockets warm) or opens a new one within ``connect_timeout``; ``release`` puts a
+connection back only if its last exchange ended cleanly with keep-alive. Connection counts feed
+the service's circuit breaker (``max_connections``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+from .http1 import UpstreamConnection
+from .tables import Endpoint
+from .tls import UpstreamTls
+
+MAX_IDLE_PER_ENDPOINT = 128
+
+
+class ConnectError(Exception):
+    """Opening a connection failed or timed out (outcome ``connect-failure``)."""
+
+
+class Pool:
+    """Idle connections keyed by ``service/address`` (TLS settings differ per service)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[UpstreamConnection]] = {}
+        self._closing = False
+
+    async def acquire(
+        self,
+        service: str,
+        endpoint: Endpoint,
+        connect_timeout: float,
+        tls: UpstreamTls | None = None,
+        on_open: Callable[[], bool] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> UpstreamConnection:
+        """An open connection to ``endpoint``; raises :class:`ConnectError`."""
+        key = f"{service}/{endpoint.address}"
+        stack = self._idle.get(key)
+        while stack:
+            conn = stack.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        if on_open is not None and not on_open():
+            raise ConnectError("circuit breaker: max_connections")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                if tls is None:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(key), endpoint.host, endpoint.port
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(key),
+                        endpoint.host,
+                        endpoint.port,
+                        ssl=tls.context,
+                        server_hostname=tls.server_hostname(endpoint.host),
+                    )
+                    assert conn.transport is not None
+                    try:
+                        tls.check_peer(conn.transport.get_extra_info("ssl_object"))
+                    except ssl.SSLError:
+                        conn.abort()
+                        raise
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            if on_close is not None:
+                on_close()
+            raise ConnectError(f"{endpoint.address}: {exc or type(exc).__name__}") from exc
+        conn.on_lost = on_close
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Keep ``conn`` for reuse, or close it when it cannot carry another exchange."""
+        if conn.closed:
+            return
+        stack = self._idle.setdefault(conn.key, [])
+        if self._closing or len(stack) >= MAX_IDLE_PER_ENDPOINT:
+            conn.abort()
+            return
+        conn.downstream = None
+        stack.append(conn)
+
+    def close(self) -> None:
+        """Close every idle connection; later releases close too."""
+        self._closing = True
+        for stack in self._idle.values():
+            for conn in stack:
+                conn.abort()
+        self._idle.clear()

@@ -1,0 +1,270 @@
+"""The sidecar proxy: per request, route -> policy -> endpoint -> forward (with retries) -> stream.
+
+Theory of operation: a :class:`Generation` holds everything derived from one ``Tables`` value
+(routers, buckets, breakers, budgets, access policy, upstreams). Each request reads the current
+generation once when it starts, so a reload (``Proxy.swap``) changes what *new* requests see
+while in-flight ones finish on the old. The order of decisions is Envoy's: route (404), access
+(403), redirect, route rate limit (429), fault (delay/abort), split, service rate limit (429),
+circuit breaker (503), mirror, then tries with retries. The response head is committed only
+after a try is accepted, so a failed try can still be retried; after that the body streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import IO
+
+from .access import AccessPolicy, enforced_on
+from .balancers import request_hash_key
+from .exchange import CompiledOps, Exchange, ForwardResult
+from .http1 import Request, ServerConnection, simple_response
+from .metrics import Metrics
+from .paths import split_target
+from .resilience import CircuitBreaker, RetryBudget, TokenBucket
+from .router import Router
+from .tables import Cluster, Listener, Tables
+from .tls import TlsContexts, peer_identity
+from .upstreams import Upstreams
+
+log = logging.getLogger("meshgen.proxy")
+_ID_PREFIX = os.urandom(8).hex()
+
+
+class Generation:
+    """Everything derived from one table generation; immutable apart from counters."""
+
+    def __init__(
+        self,
+        tables: Tables,
+        upstreams: Upstreams,
+        metrics: Metrics,
+        tls: TlsContexts | None,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tables = tables
+        self.upstreams = upstreams
+        self.tls = tls
+        self.rng = rng
+        self.clusters: dict[str, Cluster] = {c.name: c for c in tables.clusters}
+        self.routers = {
+            lst.name: Router.for_listener(tables.routes, lst, rng) for lst in tables.listeners
+        }
+        self.enforced = {lst.name: enforced_on(lst) for lst in tables.listeners}
+        self.access = AccessPolicy.from_tables(tables) if any(self.enforced.values()) else None
+        self.route_buckets = {
+            r.name: TokenBucket(r.rate_limit.requests_per_second, r.rate_limit.burst, clock)
+            for r in tables.routes
+            if r.rate_limit is not None
+        }
+        self.service_buckets = {
+            c.name: TokenBucket(c.rate_limit.requests_per_second, c.rate_limit.burst, clock)
+            for c in tables.clusters
+            if c.rate_limit is not None
+        }
+        self.breakers = {
+            c.name: CircuitBreaker(c.circuit_breaker, _circuit_gauge(metrics, c.name))
+            for c in tables.clusters
+        }
+        self.budgets: dict[str, RetryBudget] = {}
+        for r in tables.routes:
+            for t in r.to:
+                if t.retries is not None and t.service not in self.budgets:
+                    p = t.retries
+                    self.budgets[t.service] = RetryBudget(
+                        p.budget_ratio, p.budget_min_per_second, clock
+                    )
+        self.header_ops: dict[str, tuple[CompiledOps, CompiledOps]] = {}
+        self.in_flight = 0
+
+
+def _circuit_gauge(metrics: Metrics, service: str) -> Callable[[bool], None]:
+    return lambda is_open: metrics.set_circuit_open(service, is_open)
+
+
+class ListenerContext:
+    """What a listener's connections need: its name and the proxy (for the live generation)."""
+
+    __slots__ = ("listener", "name", "proxy")
+
+    def __init__(self, proxy: Proxy, listener: Listener) -> None:
+        self.proxy = proxy
+        self.listener = listener
+        self.name = listener.name
+
+
+class Proxy:
+    """Serves requests for every listener of the current generation."""
+
+    def __init__(
+        self, generation: Generation, metrics: Metrics, access_log: IO[str] | None = None
+    ) -> None:
+        self.generation = generation
+        self.metrics = metrics
+        self.access_log = access_log
+        self.exchange = Exchange(metrics)
+        self._ids = 0
+
+    def swap(self, generation: Generation) -> Generation:
+        """New requests use ``generation`` from now on; returns the previous one."""
+        old, self.generation = self.generation, generation
+        return old
+
+    def protocol(self, listener: Listener) -> Callable[[], ServerConnection]:
+        ctx = ListenerContext(self, listener)
+        return lambda: ServerConnection(self.handle, ctx)
+
+    def _request_id(self, req: Request) -> bytes:
+        for k, v in req.headers:
+            if k == b"x-request-id":
+                return v
+        self._ids += 1
+        rid = b"%s-%016x" % (_ID_PREFIX.encode(), self._ids)
+        req.headers.append((b"x-request-id", rid))
+        return rid
+
+    async def handle(self, req: Request) -> None:
+        gen = self.generation
+        gen.in_flight += 1
+        ctx: ListenerContext = req.conn.listener  # type: ignore[assignment]
+        start = time.monotonic()
+        route_name = service = subset = ""
+        status = 0
+        try:
+            rid = self._request_id(req)
+            split = split_target(req.target)
+            if split is None:
+                req.keep_alive = False
+                status = self._local(req, 400, b"bad request target\n", rid)
+                return
+            path, query = split
+            router = gen.routers[ctx.name]
+            cr = router.match(req.host, path, req.method, req.header)
+            if cr is None:
+                body = f"no route for host {req.host!r}\n".encode("utf-8", "replace")
+                status = self._local(req, 404, body, rid)
+                return
+            route = cr.route
+            route_name = route.name
+            if gen.enforced[ctx.name] and not self._allowed(gen, req, route_name, path):
+                status = self._local(req, 403, b"access denied\n", rid)
+                return
+            if route.redirect is not None:
+                loc = route.redirect.location.encode()
+                status = self._local(req, route.redirect.status, b"", rid, [(b"location", loc)])
+                return
+            if route.rate_limit is not None:
+                wait = gen.route_buckets[route_name].try_acquire()
+                if wait is not None:
+                    status = self._limited(req, route_name, wait, rid)
+                    return
+            fault = route.fault
+            if fault is not None:
+                if fault.delay_s > 0 and router.chance(fault.delay_percent):
+                    await asyncio.sleep(fault.delay_s)
+                if fault.abort_status and router.chance(fault.abort_percent):
+                    status = self._local(req, fault.abort_status, b"fault injected\n", rid)
+                    return
+            target = router.pick(cr)
+            assert target is not None
+            service, subset = target.service, target.subset or ""
+            bucket = gen.service_buckets.get(service)
+            if bucket is not None:
+                wait = bucket.try_acquire()
+                if wait is not None:
+                    status = self._limited(req, route_name, wait, rid)
+                    return
+            breaker = gen.breakers[service]
+            if not breaker.try_request():
+                status = self._local(req, 503, b"circuit breaker open\n", rid)
+                return
+            try:
+                cluster = gen.clusters[service]
+                hash_key = request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
+                if route.mirror is not None and router.chance(route.mirror.percent):
+                    self.exchange.mirror(gen, route.mirror, req, path, query)
+                result: ForwardResult = await self.exchange.forward(
+                    gen, req, route, target, cluster, path, query, hash_key, rid
+                )
+                status = result.status
+                if result.local is not None:
+                    status = self._local(req, result.status, result.local, rid)
+            finally:
+                breaker.release_request()
+        finally:
+            gen.in_flight -= 1
+            duration = time.monotonic() - start
+            if status:
+                self.metrics.observe_request(
+                    ctx.name, route_name, service, subset, status, duration
+                )
+            if self.access_log is not None:
+                self._log(ctx.name, req, route_name, service, status, duration)
+
+    def _allowed(self, gen: Generation, req: Request, route: str, path: str) -> bool:
+        """Access control on enforced listeners (deny-by-default); counts denials."""
+        assert gen.access is not None
+        ssl_obj = req.conn.transport.get_extra_info("ssl_object") if req.conn.transport else None
+        caller = peer_identity(ssl_obj, gen.tables.mesh.name) if ssl_obj is not None else None
+        if gen.access.route_allowed(route, caller, req.method, path):
+            return True
+        for svc in gen.access.routes.get(route, ()):
+            self.metrics.inc_denied(req.conn.listener.name, caller or "", svc)  # type: ignore[attr-defined]
+        return False
+
+    def _limited(self, req: Request, route: str, wait: float, rid: bytes) -> int:
+        self.metrics.inc_rate_limited(route)
+        retry_after = b"%d" % max(1, int(wait + 0.999)) if wait != float("inf") else b"3600"
+        return self._local(req, 429, b"rate limited\n", rid, [(b"retry-after", retry_after)])
+
+    def _local(
+        self,
+        req: Request,
+        status: int,
+        body: bytes,
+        rid: bytes,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> int:
+        """Answer locally; a request whose body is still unread closes the connection."""
+        if req.started:
+            return status
+        req.started = True
+        if req.body is not None and not req.body.complete:
+            req.keep_alive = False
+        headers = [(b"x-request-id", rid)]
+        if extra:
+            headers.extend(extra)
+        if req.method == "HEAD":
+            body = b""
+        req.conn.write(simple_response(status, body, headers, close=not req.keep_alive))
+        return status
+
+    def _log(
+        self, listener: str, req: Request, route: str, service: str, status: int, duration: float
+    ) -> None:
+        assert self.access_log is not None
+        line = json.dumps(
+            {
+                "time": time.time(),
+                "listener": listener,
+                "client": req.conn.client_ip,
+                "method": req.method,
+                "target": req.target.decode("latin-1"),
+                "host": req.host,
+                "route": route,
+                "service": service,
+                "status": status,
+                "duration_s": round(duration, 6),
+                "request_id": (req.header("x-request-id") or ""),
+            }
+        )
+        self.access_log.write(line + "\n")
+        if self.access_log is sys.stderr:
+            self.access_log.flush()
