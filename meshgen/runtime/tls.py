@@ -37,7 +37,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from .tables import ClientCertificates, ClientTls, ServerTls, Tables
 
@@ -77,10 +77,8 @@ class PeerIdentityError(ssl.SSLError):
     """The upstream's verified certificate does not carry any of the expected identities."""
 
 
-class PeerCertSource(Protocol):
-    """``ssl.SSLObject`` or ``ssl.SSLSocket``: whatever the transport exposes as ``ssl_object``."""
-
-    def getpeercert(self, binary_form: bool = False) -> Any: ...
+# What an asyncio transport exposes as ``get_extra_info("ssl_object")``, or a blocking socket.
+PeerCertSource = ssl.SSLObject | ssl.SSLSocket
 
 
 def resolve(path: str, root: Path) -> Path:
@@ -245,11 +243,13 @@ def peer_identity(sslobj: PeerCertSource, trust_domain: str) -> str | None:
 
 
 def cert_not_after(path: Path) -> float:
-    """The earliest ``notAfter`` (Unix time) among the certificates of a PEM file.
+    """The earliest ``notAfter`` (Unix time) of the first certificate and every CA in a PEM file.
 
-    The first certificate (a leaf, or a CA) is decoded with CPython's own decoder, the one
-    ``getpeercert()`` uses; CA certificates further down a bundle or chain are read through the
-    public ``get_ca_certs()``. Raises :class:`TlsConfigError` when the file has no certificate.
+    That covers a leaf, a chain (leaf first, as servers send it) and a CA bundle. The first
+    certificate is decoded with CPython's own decoder, the one ``getpeercert()`` uses; the CA
+    certificates come from the public ``get_ca_certs()``. The standard library has no public way
+    to decode a certificate file, and ``cryptography`` would add a compiled wheel to the runtime
+    for one date. Raises :class:`TlsConfigError` when the file holds no certificate.
     """
     decode = cast(Callable[[str], dict[str, Any]], _ssl._test_decode_cert)  # type: ignore[attr-defined]
     times: list[float] = []
