@@ -177,7 +177,7 @@ class RingHash:
         size = min(RING_MAX_SIZE, max(RING_MIN_SIZE, 16 * len(self.endpoints)))
         points: list[tuple[int, int]] = []
         for index, ep in enumerate(self.endpoints):
-            count = max(1, round(size * ep.weight / total))
+            count = max(1, math.ceil(size * ep.weight / total))
             prefix = ep.address.encode() + b"_"
             points.extend((hash64(prefix + str(i).encode()), index) for i in range(count))
         points.sort()

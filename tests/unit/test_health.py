@@ -1,0 +1,210 @@
+"""Unit tests for meshgen.runtime.health: state machine, outlier detection, failover, probes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from meshgen.runtime.health import (
+    HealthState,
+    OutlierDetector,
+    failover_select,
+    first_delay,
+    next_delay,
+    probe,
+)
+from meshgen.runtime.tables import Endpoint, HealthCheck, OutlierDetection
+
+CHECK = HealthCheck(kind="http", healthy_threshold=2, unhealthy_threshold=3)
+
+
+@pytest.mark.parametrize(
+    ("results", "states"),
+    [
+        ("FFF", "TTF"),
+        ("FFTFFF", "TTTTTF"),
+        ("FFFT", "TTFF"),
+        ("FFFTT", "TTFFT"),
+        ("FFFTFTT", "TTFFFFT"),
+        ("TTTT", "TTTT"),
+    ],
+)
+def test_health_state_thresholds(results: str, states: str) -> None:
+    """Starts healthy; 3 consecutive failures to go down, 2 successes to come back."""
+    state = HealthState(CHECK)
+    seen = ""
+    for r in results:
+        state.on_result(r == "T")
+        seen += "T" if state.healthy else "F"
+    assert seen == states
+
+
+def test_health_state_reports_flips_only() -> None:
+    """on_result returns True exactly when the state changes."""
+    state = HealthState(HealthCheck(kind="tcp", healthy_threshold=1, unhealthy_threshold=1))
+    assert [state.on_result(ok) for ok in (True, False, False, True, True)] == [
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
+
+
+def test_outlier_ejects_after_consecutive_failures_and_success_resets() -> None:
+    """consecutive_5xx failures eject; a success in between resets the count."""
+    od = OutlierDetector(OutlierDetection(consecutive_5xx=3, max_ejection_percent=50))
+    assert not od.report("a", 503, 0.0, total=4)
+    assert not od.report("a", "reset", 0.0, total=4)
+    assert not od.report("a", 200, 0.0, total=4)
+    assert not od.report("a", 500, 0.0, total=4)
+    assert not od.report("a", "connect-failure", 0.0, total=4)
+    assert od.report("a", "timeout", 0.0, total=4)
+    assert od.is_ejected("a")
+
+
+def test_outlier_max_ejection_percent_is_never_exceeded() -> None:
+    """With 50 % of 4 endpoints, the third candidate stays in."""
+    od = OutlierDetector(OutlierDetection(consecutive_5xx=1, max_ejection_percent=50))
+    assert od.report("a", 500, 0.0, 4) and od.report("b", 500, 0.0, 4)
+    assert not od.report("c", 500, 0.0, 4)
+    small = OutlierDetector(OutlierDetection(consecutive_5xx=1, max_ejection_percent=10))
+    assert not small.report("a", 500, 0.0, 5)
+
+
+def test_outlier_ejection_time_grows_and_review_returns_and_decays() -> None:
+    """Ejection lasts base x times ejected; review returns expired ones and decays the count."""
+    od = OutlierDetector(
+        OutlierDetection(consecutive_5xx=1, base_ejection_time_s=30, max_ejection_percent=100)
+    )
+    od.report("a", 500, 0.0, 2)
+    assert od.review(29.0) == [] and od.is_ejected("a")
+    assert od.review(30.0) == ["a"] and not od.is_ejected("a")
+    od.report("a", 500, 31.0, 2)  # second ejection: 60 s
+    assert od.times_ejected["a"] == 2
+    assert od.review(90.0) == [] and od.review(91.0) == ["a"]
+    od.review(100.0)
+    assert od.times_ejected["a"] == 1
+    od.forget([])
+    assert od.times_ejected == {} and od.consecutive == {}
+
+
+def zone_eps() -> tuple[Endpoint, ...]:
+    return (
+        Endpoint("10.0.0.1", 1, zone="a"),
+        Endpoint("10.0.0.2", 1, zone="a"),
+        Endpoint("10.0.0.3", 1, zone="b"),
+        Endpoint("10.0.0.4", 1, zone="b"),
+        Endpoint("10.0.0.5", 1, zone=None),
+        Endpoint("10.0.0.6", 1, zone="c"),
+    )
+
+
+def select(down: set[str], zones: tuple[str, ...] = ("a", "b"), panic: float = 50) -> set[str]:
+    chosen = failover_select(zone_eps(), lambda a: a.split(":")[0] not in down, zones, panic)
+    return {e.host for e in chosen}
+
+
+def test_failover_prefers_first_zone_meeting_panic_threshold() -> None:
+    """Zone a at 50 % healthy still qualifies; below it, zone b takes over."""
+    assert select(set()) == {"10.0.0.1", "10.0.0.2"}
+    assert select({"10.0.0.1"}) == {"10.0.0.2"}
+    assert select({"10.0.0.1"}, panic=60) == {"10.0.0.3", "10.0.0.4"}
+
+
+def test_failover_unlisted_zones_come_last_then_all_healthy() -> None:
+    """Zones a and b down -> the no-zone/unlisted group; nothing qualifies -> all healthy."""
+    assert select({"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}) == {"10.0.0.5", "10.0.0.6"}
+    assert select({"10.0.0.1", "10.0.0.3", "10.0.0.5"}, panic=60) == {
+        "10.0.0.2",
+        "10.0.0.4",
+        "10.0.0.6",
+    }
+    assert select({f"10.0.0.{i}" for i in range(1, 7)}) == set()
+
+
+def test_failover_without_zones_is_all_healthy() -> None:
+    """No zone list: every healthy endpoint."""
+    assert select({"10.0.0.1"}, zones=()) == {f"10.0.0.{i}" for i in range(2, 7)}
+
+
+def test_probe_schedule_is_jittered_and_bounded() -> None:
+    """First probe within min(10 % interval, 1 s); then interval +-10 %."""
+    rng = random.Random(5)
+    check = HealthCheck(kind="tcp", interval_s=5.0)
+    firsts = [first_delay(check, rng) for _ in range(200)]
+    assert min(firsts) >= 0 and max(firsts) <= 0.5 and len(set(firsts)) > 100
+    nexts = [next_delay(check, rng) for _ in range(200)]
+    assert min(nexts) >= 4.5 and max(nexts) <= 5.5
+
+
+def endpoint_of(server: HTTPServer) -> Endpoint:
+    return Endpoint(server.host, server.port)
+
+
+def test_http_probe_checks_status(httpserver: HTTPServer) -> None:
+    """200 passes; 503 fails; a custom expected status list is honoured."""
+    httpserver.expect_request("/healthz").respond_with_data("ok", status=200)
+    httpserver.expect_request("/down").respond_with_data("no", status=503)
+    ep = endpoint_of(httpserver)
+    assert asyncio.run(probe(HealthCheck(kind="http", path="/healthz"), ep))
+    assert not asyncio.run(probe(HealthCheck(kind="http", path="/down"), ep))
+    custom = HealthCheck(kind="http", path="/down", expected_statuses=(200, 503))
+    assert asyncio.run(probe(custom, ep))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tcp_probe_open_and_closed(httpserver: HTTPServer) -> None:
+    """TCP check passes on a listening port and fails on a closed one."""
+    check = HealthCheck(kind="tcp")
+    assert asyncio.run(probe(check, endpoint_of(httpserver)))
+    assert not asyncio.run(probe(check, Endpoint("127.0.0.1", closed_port())))
+
+
+def test_http_probe_times_out_on_silent_server() -> None:
+    """A server that accepts and never answers fails the probe after timeout_s."""
+
+    async def run() -> tuple[bool, float]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)
+            await asyncio.sleep(5)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        ok = await probe(HealthCheck(kind="http", timeout_s=0.2), Endpoint("127.0.0.1", port))
+        elapsed = loop.time() - t0
+        server.close()
+        return ok, elapsed
+
+    ok, elapsed = asyncio.run(run())
+    assert not ok and 0.15 < elapsed < 2.0
+
+
+def test_http_probe_garbage_response_fails() -> None:
+    """A non-HTTP answer is a parser error, i.e. a failed probe, not a crash."""
+
+    async def run() -> bool:
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)
+            writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ok = await probe(HealthCheck(kind="http"), Endpoint("127.0.0.1", port))
+        server.close()
+        return ok
+
+    assert not asyncio.run(run())

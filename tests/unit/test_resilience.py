@@ -1,0 +1,131 @@
+"""Unit tests for meshgen.runtime.resilience with an injected clock (nothing sleeps)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from meshgen.runtime.resilience import (
+    CircuitBreaker,
+    RetryBudget,
+    TokenBucket,
+    backoff_delay,
+    retryable,
+)
+from meshgen.runtime.tables import CircuitBreaker as Limits
+from meshgen.runtime.tables import RetryPolicy
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_burst_then_says_when_to_retry() -> None:
+    """A full bucket allows `burst` requests; the next gets Retry-After = time to one token."""
+    clock = Clock()
+    bucket = TokenBucket(rate=10, burst=3, clock=clock)
+    assert [bucket.try_acquire() for _ in range(3)] == [None, None, None]
+    wait = bucket.try_acquire()
+    assert wait == pytest.approx(0.1)
+    clock.now += 0.1
+    assert bucket.try_acquire() is None
+    clock.now += 100
+    assert [bucket.try_acquire() for _ in range(4)][-1] == pytest.approx(0.1)
+
+
+def test_retry_budget_floor_is_min_per_second_times_window() -> None:
+    """With no traffic, min_per_second x 10 s retries are allowed, then none."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.2, min_per_second=1, clock=clock)
+    assert sum(budget.try_retry() for _ in range(15)) == 10
+
+
+def test_retry_budget_grows_with_requests_and_expires_with_the_window() -> None:
+    """ratio x requests adds to the budget; after 10 s old requests and retries are forgotten."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.2, min_per_second=0, clock=clock)
+    for _ in range(50):
+        budget.record_request()
+    assert sum(budget.try_retry() for _ in range(20)) == 10
+    clock.now += 5
+    assert not budget.try_retry()
+    clock.now += 5.5
+    assert not budget.try_retry()  # the requests that funded retries are gone too
+    for _ in range(5):
+        budget.record_request()
+    assert budget.try_retry() and not budget.try_retry()
+
+
+def test_backoff_full_jitter_bounds() -> None:
+    """Delay n is uniform in [0, min(max, base * 2**(n-1))]."""
+    rng = random.Random(1)
+    for n, cap in [(1, 0.025), (2, 0.05), (3, 0.1), (6, 0.25), (30, 0.25)]:
+        delays = [backoff_delay(n, 0.025, 0.25, rng) for _ in range(300)]
+        assert min(delays) >= 0 and max(delays) <= cap
+        assert max(delays) > 0.8 * cap
+
+
+ALL = ("connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx")
+
+
+@pytest.mark.parametrize(
+    ("on", "method", "outcome", "expected"),
+    [
+        (("5xx",), "GET", 500, True),
+        (("5xx",), "GET", 404, False),
+        (("5xx",), "GET", "reset", True),
+        (("5xx",), "GET", "connect-failure", True),
+        (("5xx",), "GET", "timeout", True),
+        (("gateway-error",), "GET", 500, False),
+        (("gateway-error",), "GET", 503, True),
+        (("gateway-error",), "GET", "timeout", True),
+        (("gateway-error",), "GET", "reset", False),
+        (("connect-failure",), "GET", "connect-failure", True),
+        (("connect-failure",), "GET", 503, False),
+        (("reset",), "GET", "reset", True),
+        (("retriable-4xx",), "GET", 409, True),
+        (("retriable-4xx",), "GET", 429, False),
+        (ALL, "POST", 503, False),
+        (ALL, "PATCH", "connect-failure", False),
+        (ALL, "put", 503, True),
+        (ALL, "GET", 200, False),
+    ],
+)
+def test_retryable_table(
+    on: tuple[str, ...], method: str, outcome: int | str, expected: bool
+) -> None:
+    """`on` conditions and idempotent_only decide retry eligibility as the module table says."""
+    policy = RetryPolicy(attempts=2, per_try_timeout_s=1.0, on=on)  # type: ignore[arg-type]
+    assert retryable(policy, method, outcome) is expected
+
+
+def test_retryable_non_idempotent_allowed_when_configured() -> None:
+    """idempotent_only=false lets POST retry; attempts=0 never retries."""
+    policy = RetryPolicy(attempts=1, per_try_timeout_s=1.0, idempotent_only=False)
+    assert retryable(policy, "POST", 502)
+    assert not retryable(RetryPolicy(attempts=0, per_try_timeout_s=1.0), "GET", 502)
+
+
+def test_circuit_breaker_limits_and_open_state() -> None:
+    """Limits reject with a counted reason; is_open flips and reports on change."""
+    changes: list[bool] = []
+    cb = CircuitBreaker(
+        Limits(max_connections=1, max_pending_requests=1, max_requests=2), on_change=changes.append
+    )
+    assert cb.try_request() and not cb.is_open
+    assert cb.try_request() and cb.is_open
+    assert not cb.try_request()
+    assert cb.rejected["requests"] == 1
+    cb.release_request()
+    assert not cb.is_open
+    assert cb.try_pending() and not cb.try_pending()
+    cb.release_pending()
+    assert cb.try_connection() and not cb.try_connection()
+    cb.release_connection()
+    assert not cb.is_open
+    assert changes == [True, False, True, False, True, False]
