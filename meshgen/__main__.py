@@ -1,0 +1,5 @@
+"""``python -m meshgen`` is the ``meshgen`` command."""
+
+from meshgen.cli import main
+
+raise SystemExit(main())

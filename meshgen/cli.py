@@ -1,0 +1,189 @@
+"""Command line: argument parsing, exit codes and printing; the work happens elsewhere.
+
+Exit codes: 0 no errors (warnings allowed unless ``--strict``), 1 the spec is invalid,
+2 usage error or internal error. Heavy modules are imported inside the commands so that
+``meshgen --version`` starts fast. No exception ever escapes as a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from meshgen import __version__
+
+if TYPE_CHECKING:
+    from meshgen.pipeline import Result
+    from meshgen.source import Document
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+SOURCE_QUOTE_LIMIT = 16 * 1024 * 1024  # bytes of a spec that failed to load we still quote
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``main`` returns the code."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="meshgen", description="Compile mesh.yaml into a runnable service mesh.")
+    p.add_argument("--version", action="version", version=f"meshgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def spec_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("spec", type=Path, help="the mesh.yaml to compile")
+        cmd.add_argument("--format", choices=("text", "json", "github"), default="text",
+                         help="how to print diagnostics (default: text)")
+        cmd.add_argument("--strict", action="store_true", help="treat warnings as errors")
+        return cmd
+
+    build = spec_command("build", "check SPEC and write DIST (replaced atomically)")
+    build.add_argument("-o", "--output", type=Path, required=True, metavar="DIST")
+    build.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 naming the files when DIST is out of date")
+    spec_command("validate", "check SPEC; write nothing")
+    init = sub.add_parser("init", help="write a commented starter mesh.yaml")
+    init.add_argument("path", nargs="?", type=Path, default=Path("mesh.yaml"))
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.add_parser("run", help="run a built DIST on the embedded runtime: run DIST [options]",
+                   add_help=False)
+    sub.add_parser("certs", help="certificate helpers for development: certs --help",
+                   add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``meshgen`` command; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _dispatch(args)
+    except _UsageError as exc:
+        print(_parser().format_usage().rstrip(), file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("meshgen: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # argparse --help / --version, or a delegated main
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    except Exception as exc:
+        _internal_error(exc)
+        return EXIT_USAGE
+
+
+def _internal_error(exc: BaseException) -> None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    print(f"meshgen: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+    print(f"meshgen {__version__} hit a bug; please report it with the mesh.yaml that caused it.",
+          file=sys.stderr)
+
+
+def _dispatch(args: list[str]) -> int:
+    if args and args[0] == "run":
+        if len(args) < 2 or args[1].startswith("-"):
+            raise _UsageError("meshgen run: error: usage: meshgen run DIST [runtime options]")
+        from meshgen.runtime.main import main as run_main
+
+        return run_main(args[2:], dist=Path(args[1]))
+    if args and args[0] == "certs":
+        from meshgen.certs import main as certs_main
+
+        return certs_main(args[1:])
+    ns = _parser().parse_args(args)
+    if ns.command == "init":
+        from meshgen.init import write_starter
+
+        return write_starter(ns.path, force=ns.force)
+    return _compile_command(ns)
+
+
+def _compile_command(ns: argparse.Namespace) -> int:
+    from meshgen import pipeline
+
+    result = pipeline.compile_spec(ns.spec)
+    _print_diagnostics(result, ns.format, ns.spec)
+    errors = sum(d.severity == "error" for d in result.diagnostics)
+    warnings = len(result.diagnostics) - errors
+    if result.files is None or errors or (ns.strict and warnings):
+        if ns.strict and warnings and not errors and ns.format == "text":
+            print(f"meshgen: {warnings} warning(s) and --strict: failing", file=sys.stderr)
+        return EXIT_INVALID
+    if ns.command == "validate":
+        from meshgen.emit import VerifyError, verify
+
+        try:
+            verify({p: t.encode("utf-8") for p, t in result.files.items()})
+        except VerifyError as exc:
+            _internal_error(exc)
+            return EXIT_USAGE
+        _say(ns, f"{ns.spec}: ok")
+        return EXIT_OK
+    return _build(ns, result.files)
+
+
+def _build(ns: argparse.Namespace, files: dict[str, str]) -> int:
+    from meshgen.emit import EmitError, VerifyError, compare, emit
+
+    dist: Path = ns.output
+    if ns.check:
+        problems = compare(files, dist)
+        if problems:
+            print(f"meshgen: {dist} is out of date with {ns.spec}; rebuild with "
+                  f"`meshgen build {ns.spec} -o {dist}`:", file=sys.stderr)
+            for line in problems:
+                print(f"  {line}", file=sys.stderr)
+            return EXIT_INVALID
+        _say(ns, f"{dist}: up to date")
+        return EXIT_OK
+    try:
+        emit(files, dist)
+    except EmitError as exc:
+        print(f"meshgen: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except VerifyError as exc:
+        _internal_error(exc)
+        return EXIT_USAGE
+    _say(ns, f"{ns.spec} -> {dist}: {len(files)} files")
+    return EXIT_OK
+
+
+def _say(ns: argparse.Namespace, message: str) -> None:
+    if ns.format == "text":
+        print(message, file=sys.stderr)
+
+
+def _print_diagnostics(result: Result, fmt: str, spec: Path) -> None:
+    from meshgen import diagnostics
+
+    diags = result.diagnostics
+    if fmt == "json":
+        print(diagnostics.render_json(diags))
+    elif fmt == "github":
+        if diags:
+            print(diagnostics.render_github(diags))
+    elif diags:
+        text = diagnostics.render_text(diags, _sources(result, spec))
+        print(text, file=sys.stderr, end="" if text.endswith("\n") else "\n")
+
+
+def _sources(result: Result, spec: Path) -> dict[str, Document | str]:
+    """What the caret renderer quotes: the document, or the raw text if it did not load."""
+    if result.document is not None:
+        return {result.document.name: result.document}
+    try:
+        if spec.stat().st_size <= SOURCE_QUOTE_LIMIT:
+            return {str(spec): spec.read_text(encoding="utf-8", errors="replace")}
+    except OSError:
+        pass
+    return {}
