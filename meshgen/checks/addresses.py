@@ -1,0 +1,115 @@
+"""E403-E405, E407-E409, W401-W402: discovery, subsets, zones and bind addresses."""
+
+from __future__ import annotations
+
+from meshgen.checks.context import Context
+from meshgen.model import DnsDiscovery, PathKey, Service
+
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+def check(ctx: Context) -> None:
+    for service in ctx.mesh.services.values():
+        if isinstance(service.discovery, DnsDiscovery):
+            _dns(ctx, service, service.discovery)
+        else:
+            _static(ctx, service)
+    _binds(ctx)
+
+
+def _dns(ctx: Context, service: Service, dns: DnsDiscovery) -> None:
+    where = service.path
+    if service.subsets:
+        ctx.error(
+            "E403",
+            f"service '{service.name}' finds endpoints by DNS but defines subsets",
+            (*where, "subsets"),
+            "DNS endpoints carry no labels; use static endpoints or drop the subsets",
+            key=True,
+        )
+    if service.failover.zones:
+        ctx.error(
+            "E404",
+            f"service '{service.name}' finds endpoints by DNS but sets failover.zones",
+            (*service.failover.path, "zones"),
+            "DNS endpoints carry no zone; use static endpoints or drop the zones",
+            key=True,
+        )
+    if dns.record_type != "SRV" and dns.port is None:
+        ctx.error(
+            "E405",
+            f"DNS {dns.record_type} discovery of service '{service.name}' has no port",
+            dns.path,
+            f"{dns.record_type} records carry no port: add 'port: 8080' (SRV records do)",
+        )
+    if "." not in dns.name and not ctx.mesh.domain:
+        ctx.error(
+            "E409",
+            f"DNS name '{dns.name}' of service '{service.name}' has no dot and mesh.domain is "
+            "not set",
+            (*dns.path, "name"),
+            "set mesh.domain, or write the fully qualified name",
+        )
+
+
+def _static(ctx: Context, service: Service) -> None:
+    assert not isinstance(service.discovery, DnsDiscovery)
+    endpoints = service.discovery.endpoints
+    for subset in service.subsets:
+        wanted = set(subset.labels)
+        if wanted and not any(wanted <= set(e.labels) for e in endpoints):
+            shown = ", ".join(f"{k}={v}" for k, v in subset.labels)
+            ctx.warning(
+                "W401",
+                f"subset '{subset.name}' of service '{service.name}' selects no endpoint ({shown})",
+                (*subset.path, "labels"),
+                "requests routed to this subset get 503; check the endpoint labels",
+            )
+    zones = {e.zone for e in endpoints}
+    for index, zone in enumerate(service.failover.zones):
+        if zone not in zones:
+            ctx.warning(
+                "W402",
+                f"failover zone '{zone}' of service '{service.name}' has no endpoint",
+                (*service.failover.path, "zones", index),
+                "known zones: " + ", ".join(sorted(z for z in zones if z)) if any(zones) else None,
+            )
+
+
+def _binds(ctx: Context) -> None:
+    mesh = ctx.mesh
+    binds: list[tuple[str, str, int, PathKey]] = []
+    names: dict[str, PathKey] = {}
+    for listener in mesh.listeners:
+        if listener.name in names:
+            ctx.error(
+                "E408",
+                f"listener name '{listener.name}' is used twice",
+                (*listener.path, "name"),
+                related=[(names[listener.name], "first used here")],
+            )
+        names.setdefault(listener.name, (*listener.path, "name"))
+        address_path = (*listener.path, "address") if listener.path else ()
+        binds.append((f"listener '{listener.name}'", listener.host, listener.port, address_path))
+    binds.append(("the admin server", mesh.admin_host, mesh.admin_port, mesh.admin_path or ()))
+    for later, (what, host, port, path) in enumerate(binds):
+        for other, other_host, other_port, other_path in binds[:later]:
+            if port != 0 and port == other_port and _overlap(host, other_host):
+                ctx.error(
+                    "E407",
+                    f"{what} and {other} both bind {_show(host)}:{port}",
+                    path,
+                    "give each listener and the admin server its own address (port 0 picks a "
+                    "free port)",
+                    related=[(other_path, f"{other} binds it here")],
+                )
+                break
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether binding both hosts on one port clashes (a wildcard takes every address)."""
+    return a == b or a in WILDCARDS or b in WILDCARDS
+
+
+def _show(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

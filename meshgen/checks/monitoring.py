@@ -1,0 +1,96 @@
+"""E601-E605, W601: alert conditions, alert names, SLO ranges, and alerts nobody can trigger.
+
+W601 is limited to signals that come from request traffic (error rate, request rate,
+latency, SLOs): health and certificate signals are measured whether or not a route reaches
+the service. Reachable means: a destination or mirror of a route some listener serves, or a
+failover backup of a reachable service.
+"""
+
+from __future__ import annotations
+
+from meshgen.alertexpr import AlertExprError, parse_when
+from meshgen.checks.context import Context
+from meshgen.durations import format_duration
+from meshgen.model import PathKey
+
+TRAFFIC_SIGNALS = frozenset(
+    {"error_rate", "request_rate", "p50_latency", "p90_latency", "p99_latency"}
+)
+WINDOW_MIN_S = 7 * 86400
+WINDOW_MAX_S = 90 * 86400
+
+
+def check(ctx: Context) -> None:
+    mesh = ctx.mesh
+    names: dict[str, tuple[PathKey, str]] = {}
+
+    def claim(name: str, path: PathKey, what: str) -> None:
+        if name in names:
+            first_path, first_what = names[name]
+            ctx.error(
+                "E603",
+                f"alert name '{name}' of {what} is already used by {first_what}",
+                path,
+                "alert names must be unique; SLO 'x' also makes alerts 'x-page' and 'x-ticket'",
+                related=[(first_path, f"{first_what} is named here")],
+            )
+        else:
+            names[name] = (path, what)
+
+    for alert in mesh.alerts:
+        claim(alert.name, (*alert.path, "name"), f"alert '{alert.name}'")
+        if alert.expr is None:
+            try:
+                parse_when(alert.when)
+            except AlertExprError as exc:
+                ctx.error(exc.code, exc.message, (*alert.path, "when"), exc.hint)
+    for slo in mesh.slos:
+        for suffix in ("page", "ticket"):
+            claim(f"{slo.name}-{suffix}", (*slo.path, "name"), f"SLO '{slo.name}'")
+        if not WINDOW_MIN_S <= slo.window_s <= WINDOW_MAX_S:
+            ctx.error(
+                "E604",
+                f"SLO '{slo.name}' window {format_duration(slo.window_s)} is outside 7d..90d",
+                (*slo.path, "window"),
+                "burn-rate alerts are tuned for windows of 7 to 90 days; 30d is usual",
+            )
+        if not 0 < slo.objective < 100:
+            ctx.error(
+                "E605",
+                f"SLO '{slo.name}' objective {slo.objective:g} is outside (0, 100)",
+                (*slo.path, "objective"),
+                "the objective is the percent of good responses, like 99.9; 100 leaves no "
+                "error budget",
+            )
+    _reachability(ctx)
+
+
+def _reachability(ctx: Context) -> None:
+    mesh = ctx.mesh
+    served = {name for listener in mesh.listeners for name in mesh.listener_routes(listener)}
+    reachable: set[str] = set()
+    for route in mesh.routes:
+        if route.name in served:
+            reachable.update(d.service for d in route.to)
+            if route.mirror is not None:
+                reachable.add(route.mirror.service)
+    pending = list(reachable)
+    while pending:
+        current = mesh.services.get(pending.pop())
+        backup = current.failover.backup if current is not None else None
+        if backup is not None and backup not in reachable:
+            reachable.add(backup)
+            pending.append(backup)
+    watched = [
+        (f"alert '{a.name}'", a.service, a.path)
+        for a in mesh.alerts
+        if a.expr is not None and a.expr.signal in TRAFFIC_SIGNALS
+    ] + [(f"SLO '{s.name}'", s.service, s.path) for s in mesh.slos]
+    for what, service, path in watched:
+        if service in mesh.services and service not in reachable:
+            ctx.warning(
+                "W601",
+                f"{what} watches service '{service}', which no served route sends traffic to",
+                (*path, "service"),
+                "it can never fire; route traffic to the service or remove the alert",
+            )

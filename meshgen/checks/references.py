@@ -1,0 +1,103 @@
+"""E2xx: every name a spec refers to exists (services, subsets, routes).
+
+``access`` ``from`` is a caller identity, not a reference: it need not be a service.
+"""
+
+from __future__ import annotations
+
+from meshgen.checks.context import Context, did_you_mean
+from meshgen.model import PathKey
+
+
+def check(ctx: Context) -> None:
+    mesh = ctx.mesh
+    services = mesh.services
+    for route in mesh.routes:
+        if route.synthetic:
+            continue
+        for dest in route.to:
+            _destination(
+                ctx, route.name, dest.service, dest.subset, dest.path, "E201", "sends traffic to"
+            )
+        if route.mirror is not None:
+            mirror = route.mirror
+            _destination(
+                ctx,
+                route.name,
+                mirror.service,
+                mirror.subset,
+                mirror.path,
+                "E203",
+                "mirrors traffic to",
+            )
+    route_names = [r.name for r in mesh.routes]
+    known_routes = set(route_names)
+    for listener in mesh.listeners:
+        for index, name in enumerate(listener.routes or ()):
+            if name not in known_routes:
+                ctx.error(
+                    "E204",
+                    f"listener '{listener.name}' serves unknown route '{name}'",
+                    (*listener.path, "routes", index),
+                    did_you_mean(name, route_names),
+                )
+    for rule in mesh.access:
+        if rule.service not in services:
+            ctx.error(
+                "E205",
+                f"access rule from '{rule.source}' names unknown service '{rule.service}'",
+                (*rule.path, "to"),
+                did_you_mean(rule.service, services),
+            )
+    watchers = [(f"alert '{a.name}'", a.service, a.path) for a in mesh.alerts]
+    watchers += [(f"SLO '{s.name}'", s.service, s.path) for s in mesh.slos]
+    for what, watched, path in watchers:
+        if watched not in services:
+            ctx.error(
+                "E206",
+                f"{what} watches unknown service '{watched}'",
+                (*path, "service"),
+                did_you_mean(watched, services),
+            )
+    for service in services.values():
+        backup = service.failover.backup
+        if backup is not None and backup not in services:
+            ctx.error(
+                "E207",
+                f"service '{service.name}' fails over to unknown service '{backup}'",
+                (*service.failover.path, "backup"),
+                did_you_mean(backup, services),
+            )
+
+
+def _destination(
+    ctx: Context,
+    route: str,
+    service_name: str,
+    subset: str | None,
+    path: PathKey,
+    code: str,
+    verb: str,
+) -> None:
+    service = ctx.mesh.services.get(service_name)
+    if service is None:
+        ctx.error(
+            code,
+            f"route '{route}' {verb} unknown service '{service_name}'",
+            (*path, "service"),
+            did_you_mean(service_name, ctx.mesh.services),
+        )
+        return
+    if subset is not None and service.subset(subset) is None:
+        names = [s.name for s in service.subsets]
+        hint = did_you_mean(subset, names) or (
+            f"service '{service_name}' has subsets: {', '.join(names)}"
+            if names
+            else f"service '{service_name}' defines no subsets"
+        )
+        ctx.error(
+            "E202",
+            f"route '{route}' {verb} unknown subset '{subset}' of service '{service_name}'",
+            (*path, "subset"),
+            hint,
+        )

@@ -1,0 +1,149 @@
+"""E3xx/W302: route structure (weights, redirect vs to, rewrite, regexes, names) and retries.
+
+The retry warning is reported once per place ``per_try_timeout`` is written, so a
+``defaults:`` value shared by many services gives one warning, not one per service.
+"""
+
+from __future__ import annotations
+
+import re
+
+from meshgen.checks.context import Context
+from meshgen.durations import format_duration
+from meshgen.model import CallPolicy, PathKey, Route
+
+
+def check(ctx: Context) -> None:
+    first_seen: dict[str, PathKey] = {}
+    for route in ctx.mesh.routes:
+        if route.synthetic:
+            continue
+        name_path = (*route.path, "name")
+        if route.name in first_seen:
+            ctx.error(
+                "E306",
+                f"route name '{route.name}' is used twice",
+                name_path,
+                "route names must be unique: listeners and metrics refer to routes by name",
+                related=[(first_seen[route.name], "first used here")],
+            )
+        else:
+            first_seen[route.name] = name_path
+        _weights(ctx, route)
+        _shape(ctx, route)
+        _regexes(ctx, route)
+    _retries(ctx)
+
+
+def _weights(ctx: Context, route: Route) -> None:
+    if len(route.to) > 1:
+        for index, dest in enumerate(route.to):
+            if dest.weight is None:
+                ctx.error(
+                    "E302",
+                    f"destination '{dest.service}' of route '{route.name}' has no weight",
+                    (*route.path, "to", index),
+                    f"a route with {len(route.to)} destinations needs a weight on each; "
+                    "the weights sum to 100",
+                )
+        if any(d.weight is None for d in route.to):
+            return
+    total = sum(d.weight for d in route.to if d.weight is not None)
+    if route.to and total != 100 and not (len(route.to) == 1 and route.to[0].weight is None):
+        shown = " + ".join(str(d.weight) for d in route.to)
+        ctx.error(
+            "E301",
+            f"weights of route '{route.name}' sum to {total} ({shown}), not 100",
+            (*route.path, "to"),
+            key=True,
+        )
+
+
+def _shape(ctx: Context, route: Route) -> None:
+    if route.redirect is not None and route.has_to:
+        ctx.error(
+            "E303",
+            f"route '{route.name}' has both 'redirect' and 'to'",
+            (*route.path, "redirect"),
+            "a redirect answers the request itself; remove 'to' or 'redirect'",
+            key=True,
+        )
+    elif route.redirect is None and not route.to:
+        ctx.error(
+            "E303",
+            f"route '{route.name}' has neither 'to' nor 'redirect'",
+            (*route.path, "name"),
+            "add 'to: [{service: NAME}]' or a 'redirect'",
+        )
+    rewrite = route.rewrite
+    if rewrite is not None and rewrite.path_prefix is not None and not _has_prefix(ctx, route):
+        ctx.error(
+            "E304",
+            f"route '{route.name}' rewrites 'path_prefix' but does not match on 'path_prefix'",
+            (*route.path, "rewrite", "path_prefix"),
+            "rewrite.path_prefix replaces the matched match.path_prefix; add one",
+            key=True,
+        )
+
+
+def _has_prefix(ctx: Context, route: Route) -> bool:
+    """Whether ``match.path_prefix`` was written (the default match is prefix '/' too)."""
+    match = ctx.doc.data["routes"][route.path[1]].get("match") or {}
+    return "path_prefix" in match
+
+
+def _regexes(ctx: Context, route: Route) -> None:
+    match = route.match
+    checks: list[tuple[str, PathKey]] = []
+    if match.path_kind == "regex":
+        checks.append((match.path, (*route.path, "match", "path_regex")))
+    checks.extend(
+        (h.value, (*route.path, "match", "headers", h.name, "regex"))
+        for h in match.headers
+        if h.kind == "regex"
+    )
+    for pattern, path in checks:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            ctx.error(
+                "E305",
+                f"regex '{pattern}' of route '{route.name}' does not compile: {exc}",
+                path,
+                "Python 're' syntax; the whole value must match",
+            )
+
+
+def _retries(ctx: Context) -> None:
+    seen: set[PathKey] = set()
+    calls: list[tuple[CallPolicy, str]] = [
+        (s.call, f"service '{s.name}'") for s in ctx.mesh.services.values()
+    ]
+    for route in ctx.mesh.routes:
+        calls.extend(
+            (d.call, f"route '{route.name}' to '{d.service}'")
+            for d in route.to
+            if d.call is not None and not route.synthetic
+        )
+    for call, owner in calls:
+        retries = call.retries
+        if retries is None or retries.per_try_timeout_s is None or retries.attempts <= 0:
+            continue
+        tries = retries.attempts + 1
+        if retries.per_try_timeout_s * tries <= call.timeout_s:
+            continue
+        where = call.origin("retries.per_try_timeout").path
+        if where in seen:
+            continue
+        seen.add(where)
+        per_try = format_duration(retries.per_try_timeout_s)
+        total = format_duration(retries.per_try_timeout_s * tries)
+        ctx.warning(
+            "W302",
+            f"{tries} tries x per_try_timeout {per_try} = {total} exceed the timeout "
+            f"{format_duration(call.timeout_s)} of {owner}",
+            where,
+            "the timeout covers all tries, so later tries are cut short; lower "
+            "per_try_timeout or attempts, or raise timeout",
+            related=[(call.origin("timeout").path or where, "timeout set here")],
+        )

@@ -1,0 +1,124 @@
+"""E501-E503, E505, W501-W502: TLS settings and the files they name.
+
+Files are checked where they are written: a ``defaults:`` CA shared by many services is
+checked (and reported) once. Relative paths resolve against the spec's folder, as SPEC.md
+says for build time. Client-side files are checked only for services whose TLS is enabled.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from meshgen.checks.context import Context
+from meshgen.model import PathKey
+
+SUPPORTED_VERSIONS = ("1.2", "1.3")
+
+
+class _Files:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.seen: set[PathKey] = set()
+
+    def check(self, value: str | None, path: PathKey, what: str, is_key: bool) -> None:
+        if value is None or path in self.seen:
+            return
+        self.seen.add(path)
+        file = Path(value)
+        resolved = file if file.is_absolute() else self.ctx.mesh.base_dir / file
+        try:
+            mode = resolved.stat().st_mode
+        except OSError:
+            self.ctx.error(
+                "E501",
+                f"{what} file '{value}' does not exist",
+                path,
+                f"relative paths are resolved against the spec's folder ({_folder(self.ctx)})",
+            )
+            return
+        if not stat.S_ISREG(mode):
+            self.ctx.error("E501", f"{what} file '{value}' is not a regular file", path)
+        elif is_key and mode & 0o066:
+            self.ctx.warning(
+                "W502",
+                f"private key '{value}' can be read or written by other users "
+                f"(mode {stat.S_IMODE(mode):04o})",
+                path,
+                f"chmod 600 {value}",
+            )
+
+
+def _folder(ctx: Context) -> str:
+    return str(ctx.mesh.base_dir) if str(ctx.mesh.base_dir) not in ("", ".") else os.curdir
+
+
+def check(ctx: Context) -> None:
+    files = _Files(ctx)
+    versions: set[PathKey] = set()
+    for service in ctx.mesh.services.values():
+        tls = service.tls
+        if tls.mode == "disable":
+            continue
+        where = (*service.path, "tls")
+        for field, what, is_key in (
+            ("ca", "CA", False),
+            ("cert", "certificate", False),
+            ("key", "key", True),
+        ):
+            files.check(getattr(tls, field), service.origin(f"tls.{field}").path, what, is_key)
+        if tls.mode == "mutual" and (tls.cert is None or tls.key is None):
+            ctx.error(
+                "E505",
+                f"service '{service.name}' uses mutual TLS without a client certificate and key",
+                (*where, "mode"),
+                "add tls.cert and tls.key, or use mode: simple",
+            )
+        version_path = service.origin("tls.min_version").path
+        if version_path not in versions:
+            versions.add(version_path)
+            _version(ctx, tls.min_version, version_path)
+        if not tls.verify:
+            verify_path = service.origin("tls.verify").path
+            if tls.insecure:
+                ctx.warning(
+                    "W501",
+                    f"service '{service.name}' does not verify its endpoints' certificates",
+                    verify_path,
+                    "anyone on the path can impersonate the service; verify against a CA",
+                )
+            else:
+                ctx.error(
+                    "E503",
+                    f"service '{service.name}' sets verify: false without insecure: true",
+                    verify_path,
+                    "turning verification off must be explicit: also set insecure: true",
+                )
+    for listener in ctx.mesh.listeners:
+        server = listener.tls
+        if server is None:
+            continue
+        where = (*listener.path, "tls")
+        files.check(server.cert, (*where, "cert"), "certificate", False)
+        files.check(server.key, (*where, "key"), "key", True)
+        files.check(server.ca, (*where, "ca"), "CA", False)
+        _version(ctx, server.min_version, (*where, "min_version"))
+        if server.client_certificates != "none" and server.ca is None:
+            ctx.error(
+                "E505",
+                f"listener '{listener.name}' asks for client certificates but has no CA",
+                (*where, "client_certificates"),
+                "add tls.ca: the CA that signs the callers' certificates",
+            )
+
+
+def _version(ctx: Context, version: str, path: PathKey) -> None:
+    if version not in SUPPORTED_VERSIONS:
+        below = version in ("1.0", "1.1", "1")
+        ctx.error(
+            "E502",
+            f"TLS min_version '{version}' is " + ("below 1.2" if below else "not supported"),
+            path,
+            "TLS 1.0 and 1.1 are deprecated (RFC 8996); use '1.2' or '1.3'",
+        )
