@@ -21,6 +21,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import cast
 
 import httptools
 
@@ -177,14 +178,18 @@ Handler = Callable[[Request], Awaitable[None]]
 class ServerConnection(asyncio.Protocol):
     """One downstream connection: parse, queue, hand requests to the proxy in order."""
 
-    def __init__(self, handler: Handler, listener: object) -> None:
+    def __init__(
+        self, handler: Handler, listener: object, registry: set[ServerConnection] | None = None
+    ) -> None:
         self.handler = handler
+        self.registry = registry
         self.listener = listener  # the proxy's per-listener context, opaque here
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.peer_cert: object = None
         self._parser = httptools.HttpRequestParser(self)
         self._req: Request | None = None  # being parsed
+        self._req_in_progress = False
         self.active: Request | None = None  # being answered
         self._queue: deque[Request] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -201,11 +206,12 @@ class ServerConnection(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        if self.registry is not None:
+            self.registry.add(self)
+        peer = self.transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
-        ssl_obj = transport.get_extra_info("ssl_object")
+        ssl_obj = self.transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             self.peer_cert = ssl_obj.getpeercert()
         asyncio.get_running_loop().create_task(self._serve())
@@ -226,6 +232,8 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.registry is not None:
+            self.registry.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
         if self.on_close is not None:
@@ -245,6 +253,7 @@ class ServerConnection(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._req = Request(self)
+        self._req_in_progress = True
 
     def on_url(self, url: bytes) -> None:
         assert self._req is not None
@@ -282,6 +291,7 @@ class ServerConnection(asyncio.Protocol):
         if req.chunked or req.content_length > 0:
             req.body = RequestBody(self)
         self._queue.append(req)
+        self._req_in_progress = False
         if self.active is not None:
             self._pipeline_paused = True
             self._apply_reading()
@@ -304,6 +314,11 @@ class ServerConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        """No request being answered or queued (safe to close while draining)."""
+        return self.active is None and not self._queue and self._req_in_progress is False
 
     def set_body_paused(self, paused: bool) -> None:
         self._body_paused = paused
@@ -443,8 +458,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         self.received = True

@@ -110,6 +110,8 @@ class Proxy:
         self.metrics = metrics
         self.access_log = access_log
         self.exchange = Exchange(metrics)
+        self.connections: set[ServerConnection] = set()
+        self.draining = False
         self._ids = 0
 
     def swap(self, generation: Generation) -> Generation:
@@ -119,7 +121,14 @@ class Proxy:
 
     def protocol(self, listener: Listener) -> Callable[[], ServerConnection]:
         ctx = ListenerContext(self, listener)
-        return lambda: ServerConnection(self.handle, ctx)
+        return lambda: ServerConnection(self.handle, ctx, self.connections)
+
+    def start_drain(self) -> None:
+        """Answer with ``connection: close`` from now on and close idle keep-alive connections."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close()
 
     def _request_id(self, req: Request) -> bytes:
         for k, v in req.headers:
@@ -137,6 +146,8 @@ class Proxy:
         start = time.monotonic()
         route_name = service = subset = ""
         status = 0
+        if self.draining:
+            req.keep_alive = False
         try:
             rid = self._request_id(req)
             split = split_target(req.target)

@@ -1,0 +1,273 @@
+"""``python DIST``: load the tables, serve every listener and the admin server, reload and drain.
+
+Theory of operation: :class:`Runtime` owns one live :class:`~.proxy.Generation` at a time.
+``SIGHUP`` (or ``--watch`` noticing a changed ``DIST/mesh``) builds a complete new generation
+first (tables, TLS contexts, upstreams started); only if every step succeeds is it swapped in,
+otherwise the reason is logged and the old one stays. Listener sockets survive a reload, so no
+connection is refused; requests already running finish on the generation they started with,
+whose upstreams are stopped once its in-flight count reaches zero. ``SIGTERM``/``SIGINT`` stop
+accepting, answer the remaining requests with ``connection: close`` within ``--grace`` seconds,
+and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from .loader import load_tables
+from .metrics import Metrics
+from .proxy import Generation, Proxy
+from .tables import Listener, Tables
+from .tls import TlsContexts
+from .upstreams import Upstreams
+
+log = logging.getLogger("meshgen.runtime")
+
+
+def parse_args(argv: list[str] | None, dist: Path | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python DIST", description="Run a meshgen DIST.")
+    if dist is None:
+        p.add_argument("dist", type=Path, metavar="DIST", help="the folder meshgen build wrote")
+    p.add_argument("--listener", action="append", default=[], metavar="NAME",
+                   help="serve only this listener (repeatable)")  # fmt: skip
+    p.add_argument("--root", type=Path, help="folder for relative file paths (default: DIST/..)")
+    p.add_argument("--ready-file", type=Path, help="write bound addresses here once serving")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--access-log", metavar="PATH", help="JSON line per request ('-' = stderr)")
+    p.add_argument("--watch", action="store_true", help="reload when DIST/mesh changes")
+    p.add_argument("--grace", type=float, default=15.0, help="drain period on SIGTERM (s)")
+    p.add_argument("--dns-server", metavar="HOST:PORT", help="DNS server for discovery")
+    args = p.parse_args(argv)
+    if dist is not None:
+        args.dist = dist
+    return args
+
+
+def _addr(sock_name: Any) -> str:
+    host, port = sock_name[0], sock_name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Runtime:
+    """Listeners, admin server and the live generation of one running DIST."""
+
+    def __init__(self, args: argparse.Namespace, tables: Tables) -> None:
+        self.args = args
+        self.dist: Path = args.dist.resolve()
+        self.root: Path = (args.root or self.dist.parent).resolve()
+        self.tables = tables
+        self.metrics = Metrics()
+        self.rng = random.Random()
+        self.access_log: IO[str] | None = None
+        if args.access_log == "-":
+            self.access_log = sys.stderr
+        elif args.access_log:
+            self.access_log = open(args.access_log, "a", buffering=1)  # noqa: SIM115
+        self.servers: dict[str, asyncio.Server] = {}
+        self.admin: Any = None
+        self.stopping = asyncio.Event()
+        self._reloading = asyncio.Lock()
+        self.proxy: Proxy | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+
+    def _dns(self) -> tuple[list[str] | None, int]:
+        if not self.args.dns_server:
+            return None, 53
+        host, _, port = self.args.dns_server.rpartition(":")
+        return [host.strip("[]")], int(port)
+
+    async def _generation(self, tables: Tables) -> Generation:
+        """Build and start everything for ``tables``; raises on any failure (nothing leaks)."""
+        tls = TlsContexts(tables, self.root)
+        client_ssl = {c.name: u.context for c in tables.clusters if (u := tls.upstream(c.name))}
+        servers, port = self._dns()
+        upstreams = Upstreams(tables, metrics=self.metrics, root=self.root, client_ssl=client_ssl,
+                              dns_nameservers=servers, dns_port=port)  # fmt: skip
+        await upstreams.start()
+        for cf in tls.cert_files():
+            from .tls import cert_not_after
+
+            self.metrics.set_cert_expiry(cf.service, cf.file, cert_not_after(cf.path))
+        return Generation(tables, upstreams, self.metrics, tls, self.rng)
+
+    def _selected(self, tables: Tables) -> list[Listener]:
+        wanted = self.args.listener
+        unknown = set(wanted) - {lst.name for lst in tables.listeners}
+        if unknown:
+            raise ValueError(f"unknown listener(s): {', '.join(sorted(unknown))}")
+        return [lst for lst in tables.listeners if not wanted or lst.name in wanted]
+
+    async def _open_listeners(self, gen: Generation) -> None:
+        assert self.proxy is not None
+        loop = asyncio.get_running_loop()
+        wanted = self._selected(gen.tables)
+        for lst in wanted:
+            if lst.name in self.servers:
+                continue
+            assert gen.tls is not None
+            self.servers[lst.name] = await loop.create_server(
+                self.proxy.protocol(lst), lst.host, lst.port, ssl=gen.tls.listener(lst.name),
+                reuse_address=True, backlog=1024,
+            )  # fmt: skip
+        names = {lst.name for lst in wanted}
+        for name in list(self.servers):
+            if name not in names:
+                self.servers.pop(name).close()
+
+    async def _start_admin(self) -> None:
+        from . import admin  # H6's admin server
+
+        self.admin = await admin.start_admin(self)  # type: ignore[attr-defined]
+
+    def ready_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "listeners": {n: _addr(s.sockets[0].getsockname()) for n, s in self.servers.items()}
+        }
+        addr = getattr(self.admin, "address", None)
+        if addr:
+            info["admin"] = addr
+        return info
+
+    def _write_ready(self) -> None:
+        path: Path | None = self.args.ready_file
+        if path is None:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.ready_info(), sort_keys=True))
+        os.replace(tmp, path)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            gen = await self._generation(self.tables)
+            self.proxy = Proxy(gen, self.metrics, self.access_log)
+            await self._open_listeners(gen)
+        except Exception as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        try:
+            await self._start_admin()
+        except (ImportError, AttributeError) as exc:
+            log.warning("admin server not available: %s", exc)
+        except OSError as exc:
+            log.error("cannot start the admin server: %s", exc)
+            return 1
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        self._write_ready()
+        log.info("serving %s", json.dumps(self.ready_info(), sort_keys=True))
+        watcher = loop.create_task(self._watch()) if self.args.watch else None
+        await self.stopping.wait()
+        if watcher is not None:
+            watcher.cancel()
+        await self.drain()
+        return 0
+
+    def _spawn_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def reload(self) -> bool:
+        """Swap in a freshly loaded DIST; on any failure keep the current one and log why."""
+        assert self.proxy is not None
+        async with self._reloading:
+            try:
+                tables = load_tables(self.dist)
+                self._selected(tables)
+                gen = await self._generation(tables)
+            except Exception as exc:
+                log.error("reload refused, keeping the running tables: %s", exc)
+                return False
+            old = self.proxy.swap(gen)
+            self.tables = tables
+            try:
+                await self._open_listeners(gen)
+            except OSError as exc:
+                log.error("reload: cannot open a listener: %s", exc)
+            self._write_ready()
+            log.info("reloaded %s", self.dist)
+            task = asyncio.get_running_loop().create_task(self._retire(old))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            return True
+
+    async def _retire(self, old: Generation) -> None:
+        """Stop an old generation's upstreams once its last request finished."""
+        while old.in_flight > 0:
+            await asyncio.sleep(0.05)
+        await old.upstreams.stop()
+
+    def _mesh_stamp(self) -> tuple[tuple[str, float], ...]:
+        files = sorted((self.dist / "mesh").glob("*.py"))
+        return tuple((f.name, f.stat().st_mtime) for f in files)
+
+    async def _watch(self) -> None:
+        stamp = self._mesh_stamp()
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                now = self._mesh_stamp()
+            except OSError:
+                continue
+            if now != stamp:
+                await asyncio.sleep(0.2)  # let a build finish writing
+                stamp = self._mesh_stamp()
+                await self.reload()
+
+    async def drain(self) -> None:
+        """Stop accepting, let requests finish within ``--grace``, then close everything."""
+        assert self.proxy is not None
+        for server in self.servers.values():
+            server.close()
+        self.proxy.start_drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.args.grace
+        while self.proxy.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            self.proxy.start_drain()
+        for conn in list(self.proxy.connections):
+            conn.close()
+        if self.admin is not None and hasattr(self.admin, "close"):
+            await self.admin.close()
+        self.proxy.exchange.pool.close()
+        await self.proxy.generation.upstreams.stop()
+        if self.access_log is not None and self.access_log is not sys.stderr:
+            self.access_log.close()
+        log.info("drained, exiting")
+
+
+def _event_loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def main(argv: list[str] | None = None, dist: Path | None = None) -> int:
+    """Entry point of ``python DIST`` and ``meshgen run``; returns the exit code."""
+    args = parse_args(argv, dist)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        tables = load_tables(args.dist)
+    except Exception as exc:
+        log.error("cannot load %s: %s", args.dist, exc)
+        return 1
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runtime = Runtime(args, tables)
+        return runner.run(runtime.run())
