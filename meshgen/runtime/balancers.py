@@ -26,8 +26,13 @@ Policies (``LoadBalancer.policy``):
     lowest ``(in_flight + 1) / weight`` wins, which is Envoy's scoring with
     ``active_request_bias = 1``; with equal weights this is plain P2C on in-flight counts.
 ``ring_hash``
-    Ketama-style ring with at least :data:`RING_MIN_SIZE` points (more for many endpoints),
-    points per endpoint proportional to weight. The hash is BLAKE2b with an 8-byte digest,
+    Ketama-style ring. Each endpoint gets ``weight x K`` points, where
+    ``K = ceil(RING_TARGET_SIZE / group weight)`` and the group weight is the total weight of
+    the whole endpoint group *before* health filtering (the caller passes it; it defaults to
+    this set's weight). So when every endpoint is in, the ring holds at least
+    :data:`RING_TARGET_SIZE` (4096 >= 1024) points, and when endpoints leave for health reasons
+    the survivors keep exactly their points: only the departed endpoints' keys move. The ring
+    never exceeds :data:`RING_MAX_SIZE` points. The hash is BLAKE2b with an 8-byte digest,
     read little-endian as an unsigned 64-bit integer (:func:`hash64`), for ring points
     (``b"<address>_<i>"``) and request keys alike: stdlib, stable across processes and
     platforms (unlike ``hash()``), well mixed. A key maps to the first point clockwise.
@@ -56,7 +61,8 @@ from .tables import Endpoint, LoadBalancer
 
 SCHEDULE_LIMIT = 4096
 RING_MIN_SIZE = 1024
-RING_MAX_SIZE = 1 << 16
+RING_TARGET_SIZE = 4096
+RING_MAX_SIZE = 1 << 17
 MAGLEV_TABLE_SIZE = 65537
 
 
@@ -170,14 +176,18 @@ class LeastRequest:
 class RingHash:
     """Consistent hashing on a ring of BLAKE2b-64 points; keyless requests go random."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], rng: random.Random) -> None:
+    def __init__(
+        self, endpoints: Sequence[Endpoint], rng: random.Random, group_weight: int | None = None
+    ) -> None:
         self.endpoints = tuple(endpoints)
         self._fallback = WeightedRandom(self.endpoints, rng).pick
         total = sum(e.weight for e in self.endpoints)
-        size = min(RING_MAX_SIZE, max(RING_MIN_SIZE, 16 * len(self.endpoints)))
+        group = max(total, group_weight or 0)
+        per_weight = max(1, math.ceil(RING_TARGET_SIZE / group))
+        per_weight = min(per_weight, max(1, RING_MAX_SIZE // total))
         points: list[tuple[int, int]] = []
         for index, ep in enumerate(self.endpoints):
-            count = max(1, math.ceil(size * ep.weight / total))
+            count = ep.weight * per_weight
             prefix = ep.address.encode() + b"_"
             points.extend((hash64(prefix + str(i).encode()), index) for i in range(count))
         points.sort()
@@ -251,8 +261,13 @@ def make_balancer(
     endpoints: Sequence[Endpoint],
     rng: random.Random,
     in_flight: Mapping[str, int],
+    group_weight: int | None = None,
 ) -> Balancer:
-    """Build the balancer ``lb.policy`` names over a non-empty endpoint sequence."""
+    """Build the balancer ``lb.policy`` names over a non-empty endpoint sequence.
+
+    ``group_weight`` is the total weight of the endpoint group before health filtering
+    (ring sizing, see ``ring_hash`` above).
+    """
     if not endpoints:
         raise ValueError("a balancer needs at least one endpoint")
     policy = lb.policy
@@ -263,7 +278,7 @@ def make_balancer(
     if policy == "least_request":
         return LeastRequest(endpoints, rng, in_flight, lb.choice_count)
     if policy == "ring_hash":
-        return RingHash(endpoints, rng)
+        return RingHash(endpoints, rng, group_weight)
     if policy == "maglev":
         return Maglev(endpoints, rng)
     raise ValueError(f"unknown load balancer policy {policy!r}")

@@ -82,7 +82,7 @@ class _Service:
     in_flight: dict[str, int] = field(default_factory=dict)
     version: int = 0
     picks: dict[str | None, tuple[int, Balancer | None]] = field(default_factory=dict)
-    balancers: dict[tuple[Endpoint, ...], Balancer] = field(default_factory=dict)
+    balancers: dict[tuple[tuple[Endpoint, ...], int], Balancer] = field(default_factory=dict)
     probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def healthy(self, address: str) -> bool:
@@ -146,14 +146,15 @@ class Upstreams:
             fo = svc.cluster.failover
             eligible = failover_select(members, svc.healthy, fo.zones, fo.panic_threshold)
             if eligible:
-                balancer = svc.balancers.get(eligible)
+                group_weight = sum(e.weight for e in members)
+                balancer = svc.balancers.get((eligible, group_weight))
                 if balancer is None:
                     if len(svc.balancers) >= BALANCER_CACHE_SIZE:
                         svc.balancers.clear()
                     balancer = make_balancer(
-                        svc.cluster.load_balancer, eligible, self._rng, svc.in_flight
+                        svc.cluster.load_balancer, eligible, self._rng, svc.in_flight, group_weight
                     )
-                    svc.balancers[eligible] = balancer
+                    svc.balancers[(eligible, group_weight)] = balancer
         svc.picks[subset] = (svc.version, balancer)
         return balancer
 
