@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -291,14 +292,30 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
 
 
 def _compose(text: str) -> Node | None:
-    """libyaml compose, protected against C stack overflow on deep nesting."""
+    """libyaml compose, protected against deep nesting.
+
+    libyaml recurses in C (about 250 bytes of stack per level) and its flow-collection scanner is
+    quadratic in the nesting depth. ``bound`` is a cheap upper bound of the depth; above what the
+    main thread's stack surely holds, composing runs on a thread with a stack sized for it, and
+    an event pre-scan (which stops at MAX_DEPTH) runs first when the text looks deeply nested.
+    """
     bound = text.count("[") + text.count("{") + 2 * max(map(len, text.split("\n")))
     if bound <= _MAIN_STACK_LEVELS:
         return _Loader(text).get_single_node()
-    if bound > _THREAD_STACK_LEVELS:
-        _check_depth(text)  # raises _DepthError early on deep input; then any stack will do
+    if bound > _THREAD_STACK_LEVELS or _flow_depth_estimate(text) > MAX_DEPTH:
+        _check_depth(text)  # raises _DepthError early on deep input
     return _in_thread(lambda: _Loader(text).get_single_node(),
                       min(bound, _THREAD_STACK_LEVELS) * _STACK_BYTES_PER_LEVEL + (8 << 20))
+
+
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _flow_depth_estimate(text: str) -> int:
+    """Deepest bracket nesting, ignoring quoting: a fast trigger for the exact pre-scan."""
+    brackets = text.encode("utf-8").translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets), initial=0))
 
 
 class _DepthError(Exception):
