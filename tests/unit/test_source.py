@@ -48,7 +48,8 @@ def test_plain_data_and_string_keys() -> None:
     doc = ok(SPEC)
     assert doc.data["version"] == 1
     assert doc.data["services"]["reviews"]["retries"] == {"on": ["5xx", "reset"]}
-    assert doc.data["services"]["reviews"]["discovery"]["static"][1] == {"address": "127.0.0.1:9082"}
+    static = doc.data["services"]["reviews"]["discovery"]["static"]
+    assert static[1] == {"address": "127.0.0.1:9082"}
 
 
 @pytest.mark.parametrize(
@@ -131,7 +132,8 @@ def test_duplicate_key_points_back_at_the_first() -> None:
     """A duplicate key names the first occurrence as a related span."""
     diag = only(loads("a: 1\nb: 2\na: 3\n", "m.yaml")[1])
     assert where(diag) == ("E008", 3, 1)
-    assert [(r.span.line, r.span.col, r.message) for r in diag.related] == [(1, 1, "first set here")]
+    related = [(r.span.line, r.span.col, r.message) for r in diag.related]
+    assert related == [(1, 1, "first set here")]
 
 
 def test_all_duplicate_keys_reported_sorted() -> None:
@@ -144,7 +146,8 @@ def test_syntax_error_has_context_note() -> None:
     """A YAML syntax error keeps PyYAML's context as a related span."""
     diag = only(loads("a: [1\nb: 2\n", "m.yaml")[1])
     assert "did not find expected ',' or ']'" in diag.message
-    assert [(r.span.line, r.message) for r in diag.related] == [(1, "while parsing a flow sequence")]
+    related = [(r.span.line, r.message) for r in diag.related]
+    assert related == [(1, "while parsing a flow sequence")]
 
 
 def test_aliases_share_values() -> None:
