@@ -1,0 +1,216 @@
+"""TLS against real servers in subprocesses: refusals, mTLS, SPIFFE identities, rotation.
+
+The servers are Python processes on 127.0.0.1:0 that answer each connection with one line
+(the caller identity the runtime's ``peer_identity`` extracts) and close it. The mesh server
+uses the runtime's own ``TlsContexts`` and reloads them on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+
+from meshgen import certs
+from meshgen.runtime import tls
+from meshgen.runtime.tables import ClientTls
+from tests.conftest import Process
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+SERVER = r"""
+import os, signal, socket, ssl, sys, warnings
+from pathlib import Path
+mode, root, port_file = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+if mode == "tls11":  # a legacy server: TLS 1.1 only, which OpenSSL 3 needs @SECLEVEL=0 for
+    warnings.simplefilter("ignore", DeprecationWarning)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(root / "server.pem")
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    current = lambda: ctx
+    identity = lambda s: s.version()
+else:  # the runtime's listener context: `mode` is client_certificates
+    from meshgen.runtime.tables import Listener, MeshInfo, ServerTls, Tables
+    from meshgen.runtime.tls import TlsContexts, peer_identity
+    server = ServerTls("certs/edge.pem", "certs/edge-key.pem", "certs/ca.pem", mode)
+    tables = Tables(MeshInfo("shop", "mesh.test"), (), (),
+                    (Listener("edge", "127.0.0.1", 0, (), server),))
+    contexts = TlsContexts(tables, root)
+    def reload(signum, frame):
+        contexts.reload()
+        print("reloaded", flush=True)
+    signal.signal(signal.SIGHUP, reload)
+    current = lambda: contexts.listener("edge")
+    identity = lambda s: peer_identity(s, "shop") or "-"
+sock = socket.create_server(("127.0.0.1", 0))
+tmp = port_file.with_suffix(".tmp")
+tmp.write_text(str(sock.getsockname()[1]))
+os.replace(tmp, port_file)
+while True:
+    conn, _ = sock.accept()
+    try:
+        with current().wrap_socket(conn, server_side=True) as tls_conn:
+            who = identity(tls_conn)
+            tls_conn.sendall(who.encode() + b"\n")
+            print("served", who, flush=True)
+    except (ssl.SSLError, OSError) as exc:
+        print("handshake failed:", exc, flush=True)
+"""
+
+Start = Callable[..., Process]
+
+
+def start_server(processes: Start, tmp_path: Path, mode: str, root: Path) -> tuple[Process, int]:
+    script = tmp_path / "tls_server.py"
+    script.write_text(SERVER)
+    port_file = tmp_path / f"port-{mode}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = processes([sys.executable, script, mode, root, port_file], name=mode, env=env)
+    proc.wait_until(port_file.exists, what=f"tls server {mode}")
+    return proc, int(port_file.read_text())
+
+
+def exchange(ctx: ssl.SSLContext, port: int, server_hostname: str) -> tuple[ssl.SSLSocket, str]:
+    """Connect, complete the handshake, read the server's one line."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
+    line = sock.makefile("rb").readline().decode().strip()
+    return sock, line
+
+
+def call(up: tls.UpstreamTls, port: int, host: str = "127.0.0.1") -> str:
+    """What the proxy does for an upstream: handshake, identity check, then talk."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with up.context.wrap_socket(raw, server_hostname=up.server_hostname(host)) as sock:
+        up.check_peer(sock)
+        return sock.makefile("rb").readline().decode().strip()
+
+
+@pytest.fixture
+def mesh_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    ids = certs.MeshIdentities("shop", "mesh.test", ("edge", "frontend", "payments"))
+    certs.issue(ids, root / "certs")
+    return root
+
+
+def upstream(root: Path, **kw: object) -> tls.UpstreamTls:
+    up = tls.upstream_tls("edge", ClientTls(**{"mode": "simple", "ca": "certs/ca.pem", **kw}), root)  # type: ignore[arg-type]
+    assert up is not None
+    return up
+
+
+def test_tls11_upstream_is_refused(processes: Start, tmp_path: Path) -> None:
+    """A TLS 1.1 server is refused by the runtime, while a permissive client does connect."""
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    _, port = start_server(processes, tmp_path, "tls11", tmp_path)
+
+    permissive = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(permissive)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        permissive.minimum_version = ssl.TLSVersion.TLSv1_1
+    permissive.set_ciphers("DEFAULT:@SECLEVEL=0")
+    sock, line = exchange(permissive, port, "127.0.0.1")
+    sock.close()
+    assert line == "TLSv1.1"  # positive control: the server really speaks TLS 1.1
+
+    up = tls.upstream_tls("legacy", ClientTls(mode="simple", ca=str(tmp_path / "ca.pem")), tmp_path)
+    assert up is not None
+    with pytest.raises(ssl.SSLError, match=r"UNSUPPORTED_PROTOCOL|PROTOCOL_VERSION|NO_PROTOCOLS"):
+        call(up, port)
+
+
+def test_unknown_ca_wrong_sni_and_wrong_identity_are_refused(
+    processes: Start, tmp_path: Path, mesh_root: Path
+) -> None:
+    _, port = start_server(processes, tmp_path, "none", mesh_root)
+    assert call(upstream(mesh_root), port) == "-"  # control: the right CA, IP SAN
+    assert call(upstream(mesh_root, sni="edge.mesh.test"), port) == "-"
+    assert call(upstream(mesh_root, subject_alt_names=("spiffe://shop/edge",)), port) == "-"
+
+    other = trustme.CA()
+    other.cert_pem.write_to_path(tmp_path / "other-ca.pem")
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        call(upstream(mesh_root, ca=str(tmp_path / "other-ca.pem")), port)
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        call(upstream(mesh_root, sni="payments.mesh.test"), port)
+    with pytest.raises(tls.PeerIdentityError, match="spiffe://shop/payments"):
+        call(upstream(mesh_root, subject_alt_names=("spiffe://shop/payments",)), port)
+
+
+def test_mtls_listener_rejects_missing_and_foreign_client_certs(
+    processes: Start, tmp_path: Path, mesh_root: Path
+) -> None:
+    """client_certificates required: no cert, or a cert from another CA, fails the handshake."""
+    proc, port = start_server(processes, tmp_path, "required", mesh_root)
+    mutual = upstream(
+        mesh_root, mode="mutual", cert="certs/frontend.pem", key="certs/frontend-key.pem"
+    )
+    assert call(mutual, port) == "frontend"  # control, and the identity of a real handshake
+
+    failures = (ssl.SSLError, ConnectionResetError, BrokenPipeError)
+    with pytest.raises(failures, match=r"CERTIFICATE_REQUIRED|certificate required"):
+        call(upstream(mesh_root), port)
+    other = trustme.CA()
+    other.issue_cert("frontend").private_key_and_cert_chain_pem.write_to_path(tmp_path / "f.pem")
+    foreign = upstream(
+        mesh_root, mode="mutual", cert=str(tmp_path / "f.pem"), key=str(tmp_path / "f.pem")
+    )
+    with pytest.raises(failures, match=r"UNKNOWN_CA|unknown ca"):
+        call(foreign, port)
+    proc.wait_until(lambda: proc.log.read_text().count("handshake failed") >= 2, what="log")
+    assert proc.log.read_text().count("served") == 1
+
+
+def test_optional_listener_serves_anonymous_callers_without_identity(
+    processes: Start, tmp_path: Path, mesh_root: Path
+) -> None:
+    _, port = start_server(processes, tmp_path, "optional", mesh_root)
+    assert call(upstream(mesh_root), port) == "-"
+    mutual = upstream(
+        mesh_root, mode="mutual", cert="certs/payments.pem", key="certs/payments-key.pem"
+    )
+    assert call(mutual, port) == "payments"
+
+
+def test_rotation_with_reload_fails_no_connection(
+    processes: Start, tmp_path: Path, mesh_root: Path
+) -> None:
+    """Re-issue the certificates, SIGHUP: the next handshakes see the new certificate, and
+    every connection before, during and after the rotation succeeds."""
+    proc, port = start_server(processes, tmp_path, "required", mesh_root)
+    mutual = upstream(
+        mesh_root, mode="mutual", cert="certs/frontend.pem", key="certs/frontend-key.pem"
+    )
+
+    def served_cert() -> bytes:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with mutual.context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            der = sock.getpeercert(binary_form=True)
+            assert sock.makefile("rb").readline() == b"frontend\n"
+            assert der is not None
+            return der
+
+    before = served_cert()
+    ids = certs.MeshIdentities("shop", "mesh.test", ("edge", "frontend", "payments"))
+    certs.issue(ids, mesh_root / "certs", force=True, keep_ca=True)
+    assert served_cert() == before  # files changed, not yet reloaded
+    proc.popen.send_signal(signal.SIGHUP)
+    proc.wait_until(lambda: "reloaded" in proc.log.read_text(), what="reload")
+    after = served_cert()
+    assert after != before
+    assert after == ssl.PEM_cert_to_DER_cert((mesh_root / "certs/edge.pem").read_text())
+    assert "handshake failed" not in proc.log.read_text()
