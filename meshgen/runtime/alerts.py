@@ -75,13 +75,13 @@ def format_threshold(signal: str, value: float) -> str:
 
 
 def error_budget(slo: Slo) -> float:
-    """Allowed error ratio: 99.9 -> 0.001 (as float arithmetic gives it, in both executors)."""
-    return 1 - slo.objective / 100
+    """Allowed error ratio: 99.9 -> 0.001 (rounded so the generated rules read cleanly)."""
+    return round((100 - slo.objective) / 100, 12)
 
 
 def burn_threshold(slo: Slo, window: BurnWindow) -> float:
-    """Error ratio above which ``window`` burns the budget too fast."""
-    return window.factor * error_budget(slo)
+    """Error ratio above which ``window`` burns the budget too fast: factor x budget."""
+    return round(window.factor * error_budget(slo), 12)
 
 
 def alert_annotations(alert: Alert) -> dict[str, str]:

@@ -1,0 +1,174 @@
+"""Prometheus target: ``DIST/prometheus/rules.yml`` with the alerts and SLOs as PromQL.
+
+Naming scheme (docs/monitoring.md): group ``meshgen-alerts`` holds the user alerts; each SLO
+gets group ``meshgen-slo-<slo>`` with its SLI recordings ``meshgen_slo:sli_error:ratio_rate<W>``
+(label ``slo``, ``service``) followed by the alerts ``<slo>-page`` / ``<slo>-ticket``; group
+``meshgen-slo-meta`` records ``meshgen_slo:objective:ratio``, ``meshgen_slo:error_budget:ratio``,
+``meshgen_slo:sli_error:ratio_period`` and ``meshgen_slo:error_budget_remaining:ratio``.
+Every alert carries labels ``service`` and ``severity``. Thresholds, windows and texts come
+from ``meshgen.runtime.alerts``, the embedded evaluator, so both executors share one source.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meshgen.runtime.alerts import (
+    QUANTILES,
+    SIGNAL_WINDOW_S,
+    alert_annotations,
+    burn_threshold,
+    error_budget,
+    format_duration,
+    slo_annotations,
+    slo_windows,
+)
+from meshgen.runtime.tables import Alert, Slo, Tables
+
+from . import RenderContext
+
+INTERVAL = format_duration(15.0)
+META_INTERVAL = "1m"  # the 30d budget recordings are heavy and nobody pages on them
+SLI = "meshgen_slo:sli_error:ratio_rate"
+
+
+def _q(value: str) -> str:
+    """A PromQL string literal (JSON escaping is a subset of PromQL's Go-style escapes)."""
+    return json.dumps(value)
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def error_ratio_expr(service: str, window: str) -> str:
+    """5xx share of the service's responses; no sample when there was no traffic."""
+    sel = f"meshgen_requests_total{{service={_q(service)}"
+    return (
+        f'(sum(rate({sel},code=~"5.."}}[{window}])) or vector(0))'
+        f" / (sum(rate({sel}}}[{window}])) > 0)"
+    )
+
+
+def signal_expr(alert: Alert) -> str:
+    """PromQL for the alert's signal (SPEC.md Monitoring), before the comparison."""
+    window = format_duration(SIGNAL_WINDOW_S)
+    service = _q(alert.service)
+    signal = alert.signal
+    if signal == "error_rate":
+        return f"({error_ratio_expr(alert.service, window)})"
+    if signal == "request_rate":
+        return f"sum(rate(meshgen_requests_total{{service={service}}}[{window}]))"
+    if signal in QUANTILES:
+        rates = f"rate(meshgen_request_duration_seconds_bucket{{service={service}}}[{window}])"
+        return f"histogram_quantile({_num(QUANTILES[signal])}, sum by (le) ({rates}))"
+    if signal == "healthy_endpoints":
+        return f"sum(meshgen_endpoint_healthy{{service={service}}})"
+    if signal == "healthy_ratio":
+        return f"avg(meshgen_endpoint_healthy{{service={service}}})"
+    if signal == "cert_expiry":
+        return f"(min(meshgen_cert_expiry_timestamp_seconds{{service={service}}}) - time())"
+    raise ValueError(f"unknown signal {signal!r}")
+
+
+def yaml_scalar(text: str) -> str:
+    """A YAML scalar for ``text``: single-quoted (PromQL stays readable), JSON when it must."""
+    if text.isprintable():
+        return "'" + text.replace("'", "''") + "'"
+    return json.dumps(text)
+
+
+def _template_safe(text: str) -> str:
+    """Annotations are Go templates in Prometheus: keep a user's ``{{`` literal."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def _annotations(values: dict[str, str]) -> list[tuple[str, str]]:
+    return [(k, _template_safe(v)) for k, v in sorted(values.items())]
+
+
+def _alert_rule(alert: Alert) -> dict[str, Any]:
+    return {
+        "kind": "alert",
+        "name": alert.name,
+        "expr": f"{signal_expr(alert)} {alert.op} {_num(alert.threshold)}",
+        "for": format_duration(alert.for_s) if alert.for_s else None,
+        "labels": [("service", alert.service), ("severity", alert.severity)],
+        "annotations": _annotations(alert_annotations(alert)),
+    }
+
+
+def _slo_group(slo: Slo) -> dict[str, Any]:
+    labels = [("service", slo.service), ("slo", slo.name)]
+    rules: list[dict[str, Any]] = [
+        {
+            "kind": "record",
+            "name": SLI + format_duration(w),
+            "expr": error_ratio_expr(slo.service, format_duration(w)),
+            "for": None,
+            "labels": labels,
+            "annotations": [],
+        }
+        for w in slo_windows(slo)
+    ]
+    for severity, windows in (("page", slo.page), ("ticket", slo.ticket)):
+        if not windows:
+            continue
+        pairs = []
+        for w in windows:
+            threshold = _num(burn_threshold(slo, w))
+            long_sel = f"{SLI}{format_duration(w.long_s)}{{slo={_q(slo.name)}}}"
+            short_sel = f"{SLI}{format_duration(w.short_s)}{{slo={_q(slo.name)}}}"
+            pairs.append(f"({long_sel} > {threshold} and {short_sel} > {threshold})")
+        rules.append(
+            {
+                "kind": "alert",
+                "name": f"{slo.name}-{severity}",
+                "expr": " or ".join(pairs),
+                "for": None,
+                "labels": [("service", slo.service), ("severity", severity), ("slo", slo.name)],
+                "annotations": _annotations(slo_annotations(slo, severity)),
+            }
+        )
+    return {"name": f"meshgen-slo-{slo.name}", "interval": INTERVAL, "rules": rules}
+
+
+def _meta_rules(slo: Slo) -> list[dict[str, Any]]:
+    labels = [("service", slo.service), ("slo", slo.name)]
+    sel = f"{{slo={_q(slo.name)}}}"
+    period = format_duration(slo.window_s)
+    five = format_duration(SIGNAL_WINDOW_S)
+    exprs = [
+        ("meshgen_slo:objective:ratio", f"vector({_num(round(slo.objective / 100, 12))})"),
+        ("meshgen_slo:error_budget:ratio", f"vector({_num(error_budget(slo))})"),
+        ("meshgen_slo:sli_error:ratio_period", f"avg_over_time({SLI}{five}{sel}[{period}])"),
+        (
+            "meshgen_slo:error_budget_remaining:ratio",
+            f"1 - meshgen_slo:sli_error:ratio_period{sel} / meshgen_slo:error_budget:ratio{sel}",
+        ),
+    ]
+    return [
+        {"kind": "record", "name": n, "expr": e, "for": None, "labels": labels, "annotations": []}
+        for n, e in exprs
+    ]
+
+
+def groups(tables: Tables) -> list[dict[str, Any]]:
+    """Rule groups in a stable order: user alerts, one group per SLO, then SLO metadata."""
+    out: list[dict[str, Any]] = []
+    if tables.alerts:
+        rules = [_alert_rule(a) for a in tables.alerts]
+        out.append({"name": "meshgen-alerts", "interval": INTERVAL, "rules": rules})
+    out.extend(_slo_group(slo) for slo in tables.slos)
+    if tables.slos:
+        meta = [rule for slo in tables.slos for rule in _meta_rules(slo)]
+        out.append({"name": "meshgen-slo-meta", "interval": META_INTERVAL, "rules": meta})
+    return out
+
+
+def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
+    """``{"prometheus/rules.yml": text}``; always written, empty groups when nothing is set."""
+    template = ctx.env.get_template("prometheus/rules.yml.j2")
+    text = template.render(header=ctx.header, groups=groups(tables), q=yaml_scalar)
+    return {"prometheus/rules.yml": text}
