@@ -1,0 +1,61 @@
+"""Golden diagnostics: each broken spec in cases/ and the exact output of `meshgen validate`.
+
+A case is ``cases/<CODE>-<slug>.yaml``; its ``.expected`` holds what the CLI prints (the spec
+named as given on the command line, relative to cases/) and the exit status. Regenerate with
+``python -m pytest tests/diagnostics --update-golden`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from meshgen.cli import main
+
+CASES = Path(__file__).resolve().parent / "cases"
+UPDATE = "python -m pytest tests/diagnostics --update-golden"
+
+
+def _cases() -> list[Path]:
+    return sorted(CASES.glob("*.yaml"))
+
+
+def _run(case: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
+    monkeypatch.chdir(CASES)
+    code = main(["validate", case.name])
+    captured = capsys.readouterr()
+    return f"{captured.out}{captured.err}[exit {code}]\n"
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda p: p.stem)
+def test_diagnostic_output_matches_golden(
+    case: Path,
+    update_golden: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI reports the case's code, exactly as recorded, with the right exit status."""
+    code = case.stem.split("-")[0]
+    assert re.fullmatch(r"[EW]\d{3}", code), f"case {case.name} must be named <CODE>-<slug>.yaml"
+    output = _run(case, monkeypatch, capsys)
+    kind = "error" if code.startswith("E") else "warning"
+    assert f"{kind}[{code}]" in output, f"{case.name} does not produce {code}:\n{output}"
+    expected_exit = 1 if kind == "error" else 0
+    assert output.endswith(f"[exit {expected_exit}]\n"), output
+    assert "Traceback" not in output and "internal error" not in output
+    golden = case.with_suffix(".expected")
+    if update_golden:
+        golden.write_text(output, encoding="utf-8")
+        return
+    if not golden.exists():
+        pytest.fail(f"{golden.name} is missing; create it with: {UPDATE}")
+    expected = golden.read_text(encoding="utf-8")
+    assert output == expected, f"output of {case.name} changed; if intended run: {UPDATE}"
+
+
+def test_every_expected_file_has_a_case() -> None:
+    """No orphaned .expected files (a renamed case must take its golden file along)."""
+    orphans = [p.name for p in CASES.glob("*.expected") if not p.with_suffix(".yaml").exists()]
+    assert orphans == []

@@ -1,0 +1,171 @@
+"""The meshgen command: exit codes, output formats, --check, init, delegation, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshgen import __version__, pipeline
+from meshgen.cli import main
+from meshgen.emit import read_tree
+from meshgen.init import starter_text
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart" / "mesh.yaml"
+BROKEN = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  web:
+    discovery:
+      static: [{address: 127.0.0.1:9081}]
+routes:
+  - name: web
+    match: {path_prefix: /}
+    to: [{service: wbe}]
+"""
+
+
+def _spec(tmp_path: Path, text: str, name: str = "mesh.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_version_is_printed_without_importing_the_compiler() -> None:
+    """--version stays fast: no jinja2, yaml or jsonschema import (see BENCHMARKS.md timing)."""
+    code = (
+        "import sys\nfrom meshgen.cli import main\nrc = main(['--version'])\n"
+        "heavy = sorted(m for m in ('jinja2', 'yaml', 'jsonschema', 'jsonschema_rs',"
+        " 'meshgen.pipeline') if m in sys.modules)\nprint(rc, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.splitlines() == [f"meshgen {__version__}", "0 []"]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["build", "mesh.yaml"]) == 2  # no -o
+    assert main(["build", "mesh.yaml", "-o", "d", "--format", "xml"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: meshgen" in err and "Traceback" not in err
+
+
+def test_a_valid_spec_builds_and_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dist = tmp_path / "dist"
+    assert main(["validate", str(QUICKSTART)]) == 0
+    assert main(["build", str(QUICKSTART), "-o", str(dist)]) == 0
+    assert (dist / "mesh" / "routing.py").is_file()
+    assert main(["build", str(QUICKSTART), "-o", str(dist), "--check"]) == 0
+    assert "up to date" in capsys.readouterr().err
+
+
+def test_an_invalid_spec_exits_1_and_leaves_dist_intact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed build never touches the previous DIST, byte for byte."""
+    dist = tmp_path / "dist"
+    assert main(["build", str(QUICKSTART), "-o", str(dist)]) == 0
+    before = read_tree(dist)
+    spec = _spec(tmp_path, BROKEN)
+    capsys.readouterr()
+    assert main(["build", str(spec), "-o", str(dist)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:10:" in err and "wbe" in err and "Traceback" not in err
+    assert read_tree(dist) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "mesh.yaml"]
+
+
+def test_check_names_stale_missing_and_extra_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dist = tmp_path / "dist"
+    assert main(["build", str(QUICKSTART), "-o", str(dist)]) == 0
+    (dist / "mesh" / "health.py").write_text("HEALTH_CHECKS = {}\n")
+    (dist / "requirements.txt").unlink()
+    (dist / "notes.txt").write_text("x")
+    capsys.readouterr()
+    assert main(["build", str(QUICKSTART), "-o", str(dist), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "differs: mesh/health.py" in err
+    assert "missing: requirements.txt" in err
+    assert "extra: notes.txt" in err
+    assert main(["build", str(QUICKSTART), "-o", str(tmp_path / "none"), "--check"]) == 1
+
+
+def test_json_and_github_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _spec(tmp_path, BROKEN)
+    assert main(["validate", str(spec), "--format", "json"]) == 1
+    out = capsys.readouterr().out
+    assert "E2" in json.dumps(json.loads(out))
+    assert main(["validate", str(spec), "--format", "github"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith("::") for line in lines)
+    assert main(["validate", str(QUICKSTART), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) in ([], {"diagnostics": []})
+
+
+def test_output_folder_that_is_not_a_dist_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["build", str(QUICKSTART), "-o", str(tmp_path)]) == 2
+    assert "refusing" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_an_internal_error_is_a_short_report_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in a stage (injected here) prints one short report, never a traceback."""
+
+    def broken_stage(*args: object, **kwargs: object) -> pipeline.Result:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(pipeline, "compile_spec", broken_stage)
+    dist = tmp_path / "dist"
+    assert main(["build", str(QUICKSTART), "-o", str(dist)]) == 2
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: injected fault" in err
+    assert "Traceback" not in err and len(err.splitlines()) <= 3
+    assert not dist.exists()
+
+
+def test_the_module_entry_point_matches_the_script(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "meshgen", "validate", str(_spec(tmp_path, BROKEN))]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
+    assert out.returncode == 1 and "error[E2" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_init_writes_a_starter_that_validates_and_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    spec = tmp_path / "mesh.yaml"
+    assert spec.read_text() == starter_text("mesh.yaml")
+    assert spec.read_text().startswith("# yaml-language-server: $schema=file://")
+    assert main(["build", "mesh.yaml", "-o", "dist", "--strict"]) == 0, capsys.readouterr().err
+    assert main(["init"]) == 2
+    assert "--force" in capsys.readouterr().err
+    spec.write_text("changed")
+    assert main(["init", "--force"]) == 0
+    assert spec.read_text() == starter_text("mesh.yaml")
+    (tmp_path / "sub").mkdir()
+    assert main(["init", "sub"]) == 0
+    assert (tmp_path / "sub" / "mesh.yaml").is_file()
+
+
+def test_certs_is_delegated(tmp_path: Path) -> None:
+    """`meshgen certs` runs meshgen.certs.main with the remaining arguments."""
+    assert main(["certs", str(QUICKSTART), "-o", str(tmp_path / "certs"), "--days", "2"]) == 0
+    assert (tmp_path / "certs" / "hello.pem").is_file()

@@ -1,0 +1,129 @@
+"""The pipeline: stage order, all errors of the first failing stage, determinism, loadability."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshgen.emit import MANIFEST, emit
+from meshgen.pipeline import Result, compile_spec, compile_text
+from meshgen.runtime.loader import load_tables
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*/mesh.yaml"))
+
+TWO_STAGES_BROKEN = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  web:
+    discovery:
+      static: [{address: 127.0.0.1:9081}]
+    colour: blue
+routes:
+  - name: web
+    match: {path_prefix: /}
+    to: [{service: nope}]
+"""
+
+THREE_REFERENCE_ERRORS = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  web:
+    discovery:
+      static: [{address: 127.0.0.1:9081}]
+routes:
+  - name: b
+    match: {path_prefix: /b}
+    to: [{service: second}]
+  - name: a
+    match: {path_prefix: /a}
+    to: [{service: first}]
+listeners:
+  - {name: edge, address: 127.0.0.1:0, routes: [zzz]}
+"""
+
+
+def _codes(result: Result) -> list[str]:
+    return [d.code for d in result.diagnostics]
+
+
+def test_the_pipeline_stops_after_the_first_stage_with_errors() -> None:
+    """A schema error hides later reference errors: they would be noise about a bad input."""
+    result = compile_text(TWO_STAGES_BROKEN, "mesh.yaml")
+    assert result.files is None and result.tables is None
+    assert result.diagnostics and all(code.startswith("E1") for code in _codes(result))
+
+
+def test_all_errors_of_a_stage_are_reported_sorted_by_position() -> None:
+    result = compile_text(THREE_REFERENCE_ERRORS, "mesh.yaml")
+    assert result.files is None
+    lines = [d.span.line for d in result.diagnostics if d.severity == "error"]
+    assert len(lines) >= 3 and lines == sorted(lines)
+    messages = " ".join(d.message for d in result.diagnostics)
+    assert all(f"'{name}'" in messages for name in ("second", "first", "zzz")), messages
+
+
+def test_identical_input_gives_identical_files() -> None:
+    text = EXAMPLES[0].read_text()
+    a, b = compile_text(text, "mesh.yaml"), compile_text(text, "mesh.yaml")
+    assert a.files is not None and a.files == b.files
+
+
+def _reverse_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _reverse_keys(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reverse_keys(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.parent.name)
+def test_mapping_key_order_does_not_change_the_output(spec: Path, tmp_path: Path) -> None:
+    """Reversing every mapping's key order changes only the spec hash in MANIFEST.json."""
+    original = compile_spec(spec)
+    assert original.files is not None, original.diagnostics
+    data = _reverse_keys(yaml.safe_load(spec.read_text()))
+    shuffled_spec = tmp_path / "mesh.yaml"
+    shuffled_spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    if (spec.parent / "certs").is_dir():
+        (tmp_path / "certs").symlink_to(spec.parent / "certs")
+    shuffled = compile_spec(shuffled_spec)
+    assert shuffled.files is not None, shuffled.diagnostics
+    assert {k: v for k, v in shuffled.files.items() if k != MANIFEST} == {
+        k: v for k, v in original.files.items() if k != MANIFEST
+    }
+    files_a = json.loads(original.files[MANIFEST])["files"]
+    assert json.loads(shuffled.files[MANIFEST])["files"] == files_a
+
+
+@pytest.fixture
+def dist_on_path(tmp_path: Path) -> Iterator[Path]:
+    dist = tmp_path / "dist"
+    saved = list(sys.path)
+    sys.path.insert(0, str(dist))
+    yield dist
+    sys.path[:] = saved
+    for name in [m for m in sys.modules if m.split(".")[0] == "meshgen_runtime"]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.parent.name)
+def test_the_runtime_loader_reads_what_was_built(spec: Path, dist_on_path: Path) -> None:
+    """After the swap, DIST's tables load through the copied runtime into the planned values."""
+    result = compile_spec(spec)
+    assert result.files is not None and result.tables is not None
+    emit(result.files, dist_on_path)
+    for name in [m for m in sys.modules if m.split(".")[0] == "meshgen_runtime"]:
+        del sys.modules[name]
+    loaded = load_tables(dist_on_path)
+    assert type(loaded).__module__ == "meshgen_runtime.tables"
+    assert dataclasses.asdict(loaded) == dataclasses.asdict(result.tables)
