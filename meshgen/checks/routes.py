@@ -97,8 +97,10 @@ def _regexes(ctx: Context, route: Route) -> None:
     checks: list[tuple[str, PathKey]] = []
     if match.path_kind == "regex":
         checks.append((match.path, (*route.path, "match", "path_regex")))
+    written = ctx.doc.data["routes"][route.path[1]].get("match") or {}
+    names = {str(n).lower(): str(n) for n in written.get("headers") or {}}
     checks.extend(
-        (h.value, (*route.path, "match", "headers", h.name, "regex"))
+        (h.value, (*route.path, "match", "headers", names.get(h.name, h.name), "regex"))
         for h in match.headers
         if h.kind == "regex"
     )

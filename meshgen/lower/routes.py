@@ -117,7 +117,10 @@ class RouteLowering(ServiceLowering):
             path=value,
             methods=tuple(sorted({str(m).upper() for m in raw.get("methods", ())})),
             headers=tuple(
-                _header_match(n, m) for n, m in sorted((raw.get("headers") or {}).items())
+                sorted(
+                    (_header_match(n, m) for n, m in (raw.get("headers") or {}).items()),
+                    key=lambda h: (h.name, h.kind, h.value),
+                )
             ),
         )
 
