@@ -16,12 +16,12 @@ Theory of operation:
   certificate (:func:`peer_identity`).
 * Both sides accept TLS 1.2 or 1.3 only (``min_version``) and, for TLS 1.2, only AEAD suites
   with forward secrecy (Mozilla "intermediate"); TLS 1.3 suites are OpenSSL's defaults.
-* **Reload** (:class:`TlsContexts`): every certificate, key and CA file is re-read. New files are
-  loaded into scratch contexts first, so a half-written rotation never replaces a working
-  context. Upstream contexts are replaced (new connections use the new ones). Listener contexts
-  are updated *in place* so a listening socket keeps serving: ``load_cert_chain`` replaces the
-  certificate for new handshakes; ``load_verify_locations`` *adds* the new CA, so an old CA stays
-  trusted for client certificates until restart (the usual overlap during a CA rotation).
+* **Reload** (:meth:`TlsContexts.derive`): every certificate, key and CA file is re-read. New
+  files are loaded into scratch contexts first, so a half-written rotation never replaces a
+  working context. Upstream contexts are replaced (new connections use the new ones). Listener
+  contexts are updated *in place* so a listening socket keeps serving: ``load_cert_chain``
+  replaces the certificate for new handshakes; ``load_verify_locations`` *adds* the new CA, so
+  an old CA stays trusted for client certificates until restart (the usual CA-rotation overlap).
 * File paths are resolved against the runtime's ``--root``. Key bytes are never logged.
 
 Only the standard library is used: certificate expiry comes from CPython's own certificate
@@ -297,26 +297,40 @@ def cert_files(tables: Tables, root: Path) -> tuple[CertFile, ...]:
 
 
 class TlsContexts:
-    """The live TLS contexts of one runtime, rebuilt from the files on :meth:`reload`.
+    """The TLS contexts of one table generation.
 
-    Look contexts up per new connection (``upstream()``) rather than keeping them, so a reload
-    takes effect for the next connection. ``listener()`` returns the same object across reloads
-    while the listener's TLS settings are unchanged.
+    Look upstream contexts up per new connection (``upstream()``), so the next generation's take
+    effect for the next connection. A listening socket keeps the context it was opened with:
+    :meth:`derive` therefore hands unchanged listeners the *same* context object, with its
+    files re-read in place.
     """
 
-    def __init__(self, tables: Tables, root: Path) -> None:
-        self._root = root
-        self._tables = tables
-        self._upstreams = self._build_upstreams(tables)
-        self._listeners: dict[str, tuple[ServerTls, ssl.SSLContext]] = {
-            lst.name: (lst.tls, server_context(lst.name, lst.tls, root))
-            for lst in tables.listeners
-            if lst.tls is not None
-        }
+    def __init__(
+        self,
+        tables: Tables,
+        root: Path,
+        listeners: Mapping[str, tuple[ServerTls, ssl.SSLContext]] | None = None,
+    ) -> None:
+        self.root = root
+        self.tables = tables
+        self._upstreams: dict[str, UpstreamTls] = {}
+        for service, cfg in sorted(tables.client_tls.items()):
+            built = upstream_tls(service, cfg, root)
+            if built is not None:
+                self._upstreams[service] = built
+        self._listeners: dict[str, tuple[ServerTls, ssl.SSLContext]] = (
+            dict(listeners)
+            if listeners is not None
+            else {
+                lst.name: (lst.tls, server_context(lst.name, lst.tls, root))
+                for lst in tables.listeners
+                if lst.tls is not None
+            }
+        )
 
     @property
     def trust_domain(self) -> str:
-        return self._tables.mesh.name
+        return self.tables.mesh.name
 
     def upstream(self, service: str) -> UpstreamTls | None:
         """TLS for connections to ``service``; ``None`` for plain TCP."""
@@ -328,35 +342,29 @@ class TlsContexts:
         return entry[1] if entry else None
 
     def cert_files(self) -> tuple[CertFile, ...]:
-        return cert_files(self._tables, self._root)
+        return cert_files(self.tables, self.root)
 
-    def _build_upstreams(self, tables: Tables) -> dict[str, UpstreamTls]:
-        out: dict[str, UpstreamTls] = {}
-        for service, cfg in sorted(tables.client_tls.items()):
-            built = upstream_tls(service, cfg, self._root)
-            if built is not None:
-                out[service] = built
-        return out
+    def derive(self, tables: Tables) -> TlsContexts:
+        """The contexts of the next generation (a reload), every TLS file read again.
 
-    def reload(self, tables: Tables | None = None) -> None:
-        """Re-read every TLS file (and adopt new ``tables`` if given); all or nothing.
-
-        Raises :class:`TlsConfigError` and keeps every current context when any file fails.
+        Upstream contexts are new. A listener whose ``tls`` settings are unchanged keeps its
+        context object, re-loaded in place, so its open socket serves the new certificate;
+        a listener with changed settings gets a new context, so whoever holds its socket must
+        reopen it (compare :meth:`listener` of both generations). All files are validated in
+        scratch contexts first: on :class:`TlsConfigError` nothing has changed.
         """
-        tables = tables or self._tables
-        upstreams = self._build_upstreams(tables)
-        staged: dict[str, tuple[ServerTls, ssl.SSLContext, bool]] = {}
+        plan: dict[str, tuple[ServerTls, ssl.SSLContext, bool]] = {}
         for lst in tables.listeners:
             if lst.tls is None:
                 continue
-            fresh = server_context(lst.name, lst.tls, self._root)  # validates the new files
+            fresh = server_context(lst.name, lst.tls, self.root)  # validates the new files
             old = self._listeners.get(lst.name)
-            staged[lst.name] = (
-                (lst.tls, old[1], True) if old and old[0] == lst.tls else (lst.tls, fresh, False)
-            )
-        for name, (cfg, ctx, in_place) in staged.items():
+            keep = old is not None and old[0] == lst.tls
+            plan[lst.name] = (lst.tls, old[1], True) if old and keep else (lst.tls, fresh, False)
+        nxt = TlsContexts(
+            tables, self.root, {name: (cfg, ctx) for name, (cfg, ctx, _) in plan.items()}
+        )
+        for name, (cfg, ctx, in_place) in plan.items():
             if in_place:
-                _load_server_files(ctx, f"tls of listener {name}", cfg, self._root)
-        self._listeners = {name: (cfg, ctx) for name, (cfg, ctx, _) in staged.items()}
-        self._upstreams = upstreams
-        self._tables = tables
+                _load_server_files(ctx, f"tls of listener {name}", cfg, self.root)
+        return nxt

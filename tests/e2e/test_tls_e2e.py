@@ -2,7 +2,7 @@
 
 The servers are Python processes on 127.0.0.1:0 that answer each connection with one line
 (the caller identity the runtime's ``peer_identity`` extracts) and close it. The mesh server
-uses the runtime's own ``TlsContexts`` and reloads them on SIGHUP.
+uses the runtime's own ``TlsContexts`` and derives the next generation on SIGHUP.
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ else:  # the runtime's listener context: `mode` is client_certificates
     server = ServerTls("certs/edge.pem", "certs/edge-key.pem", "certs/ca.pem", mode)
     tables = Tables(MeshInfo("shop", "mesh.test"), (), (),
                     (Listener("edge", "127.0.0.1", 0, (), server),))
-    contexts = TlsContexts(tables, root)
+    contexts = [TlsContexts(tables, root)]
     def reload(signum, frame):
-        contexts.reload()
+        contexts.append(contexts.pop().derive(tables))
         print("reloaded", flush=True)
     signal.signal(signal.SIGHUP, reload)
-    current = lambda: contexts.listener("edge")
+    opened_with = contexts[0].listener("edge")  # like a listening socket: fixed at start
+    current = lambda: opened_with
     identity = lambda s: peer_identity(s, "shop") or "-"
 sock = socket.create_server(("127.0.0.1", 0))
 tmp = port_file.with_suffix(".tmp")

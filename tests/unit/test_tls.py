@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
@@ -393,8 +394,8 @@ def test_cert_files_lists_certificates_never_keys(tmp_path: Path) -> None:
     assert files[0].path == tmp_path / "certs/ca.pem"
 
 
-def test_reload_rereads_certificates_in_place(tmp_path: Path) -> None:
-    """After rotation + reload the same listener context serves the new certificate."""
+def test_derive_rereads_certificates_in_place(tmp_path: Path) -> None:
+    """After rotation, derive(): the same listener context serves the new certificate."""
     ids = certs.MeshIdentities("shop", "mesh.test", ("edge", "frontend"))
     certs.issue(ids, tmp_path / "certs")
     ctxs = tls.TlsContexts(tables_with_tls(), tmp_path)
@@ -406,17 +407,34 @@ def test_reload_rereads_certificates_in_place(tmp_path: Path) -> None:
     cli, srv = handshake(up.context, listener, "edge")
     before = tls.peer_sans(cli), cli.getpeercert(binary_form=True)
     certs.issue(ids, tmp_path / "certs", force=True, keep_ca=True)
-    ctxs.reload()
-    assert ctxs.listener("edge") is listener
-    up2 = ctxs.upstream("payments")
+    nxt = ctxs.derive(tables_with_tls())
+    assert nxt.listener("edge") is listener
+    assert ctxs.upstream("payments") is up  # the old generation is unchanged
+    up2 = nxt.upstream("payments")
     assert up2 is not None and up2 is not up
     cli, srv = handshake(up2.context, listener, "edge")
     assert (tls.peer_sans(cli), cli.getpeercert(binary_form=True)) != before
-    assert tls.peer_identity(srv, ctxs.trust_domain) == "frontend"
+    assert tls.peer_identity(srv, nxt.trust_domain) == "frontend"
+
+
+def test_changed_listener_settings_get_a_new_context(tmp_path: Path) -> None:
+    """A listener whose tls settings changed gets a new context (its socket must reopen)."""
+    certs.issue(certs.MeshIdentities("shop", "mesh.test", ("edge", "frontend")), tmp_path / "certs")
+    first = tables_with_tls()
+    ctxs = tls.TlsContexts(first, tmp_path)
+    edge = first.listeners[0]
+    assert edge.tls is not None
+    optional = dataclasses.replace(
+        edge, tls=dataclasses.replace(edge.tls, client_certificates="optional")
+    )
+    nxt = ctxs.derive(dataclasses.replace(first, listeners=(optional,)))
+    new = nxt.listener("edge")
+    assert new is not None and new is not ctxs.listener("edge")
+    assert new.verify_mode == ssl.CERT_OPTIONAL
 
 
 def test_reload_is_all_or_nothing(tmp_path: Path) -> None:
-    """A mismatched key after a half-done rotation fails the reload and keeps serving the old."""
+    """A mismatched key after a half-done rotation fails derive() and the old keeps serving."""
     ids = certs.MeshIdentities("shop", "mesh.test", ("edge", "frontend"))
     certs.issue(ids, tmp_path / "certs")
     ctxs = tls.TlsContexts(tables_with_tls(), tmp_path)
@@ -425,7 +443,7 @@ def test_reload_is_all_or_nothing(tmp_path: Path) -> None:
     certs.issue(ids, tmp_path / "certs", force=True, keep_ca=True)
     (tmp_path / "certs/edge-key.pem").write_bytes(key)  # new certificate, old key
     with pytest.raises(tls.TlsConfigError, match="listener edge"):
-        ctxs.reload()
+        ctxs.derive(tables_with_tls())
     assert ctxs.upstream("payments") is old_up
     listener = ctxs.listener("edge")
     assert old_up is not None and listener is not None
