@@ -30,7 +30,25 @@ import yaml
 from yaml._yaml import CParser
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .diagnostics import Diagnostic, Related, Span
+from .diagnostics import Diagnostic, Related, Span, register
+
+for _code, _title in (
+    ("E001", "the file cannot be read"),
+    ("E002", "the file is too large"),
+    ("E003", "the file is not valid UTF-8 text"),
+    ("E004", "invalid YAML syntax"),
+    ("E005", "the file is empty"),
+    ("E006", "more than one YAML document"),
+    ("E007", "the document is not a mapping"),
+    ("E008", "duplicate mapping key"),
+    ("E009", "aliases expand to too many nodes"),
+    ("E010", "recursive alias"),
+    ("E011", "nesting too deep"),
+    ("E012", "merge keys are not supported"),
+    ("E013", "mapping key is not a plain value"),
+    ("E014", "unsupported YAML tag"),
+):
+    register(_code, _title)
 
 PathKey = tuple[str | int, ...]
 
