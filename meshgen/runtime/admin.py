@@ -1,0 +1,204 @@
+"""Admin server on ``admin:``: ``/metrics``, ``/healthz``, ``/config``, ``/alerts``, ``/status``.
+
+Entry point (called by main.py)::
+
+    async def start_admin(host: str, port: int, *,
+                          tables_provider: Callable[[], Tables],
+                          upstreams_provider: Callable[[], SnapshotSource | None],
+                          metrics: Metrics,
+                          alerts: AlertEvaluator | None = None) -> AdminServer
+
+``AdminServer.bound_address`` (also ``.address``) is ``"host:port"`` as bound (port 0 picks
+one); ``await server.close()`` stops it and drops open keep-alive connections. Providers are
+called per request, so a reload (new tables, new Upstreams) shows at once.
+
+Theory of operation: an asyncio Protocol feeds bytes to httptools (llhttp); each complete
+request is answered synchronously from in-memory state, so pipelined responses keep their
+order. Only GET and HEAD exist; anything else is 405, a parse error is 400 and closes.
+``/status`` is an HTML page for people (refreshes itself every 5 s with a meta refresh, no
+script), built with every value escaped; its rows carry ``data-*`` attributes for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httptools
+
+from .alerts import AlertEvaluator
+from .metrics import Metrics
+from .status_page import render_status
+from .tables import Tables
+
+MAX_REQUEST_BYTES = 64 * 1024
+_REASONS = {
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+}
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+class SnapshotSource(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass
+class _Context:
+    tables_provider: Callable[[], Tables]
+    upstreams_provider: Callable[[], SnapshotSource | None]
+    metrics: Metrics
+    alerts: AlertEvaluator | None
+
+
+Response = tuple[int, str, bytes, tuple[tuple[str, str], ...]]
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, sort_keys=True, indent=2, default=str) + "\n").encode()
+
+
+def handle(ctx: _Context, method: str, path: str) -> Response:
+    """Answer one request: (status, content type, body, extra headers). Pure but for providers."""
+    if method not in ("GET", "HEAD"):
+        return 405, TEXT, b"only GET and HEAD\n", (("Allow", "GET, HEAD"),)
+    if path == "/metrics":
+        return 200, "text/plain; version=0.0.4; charset=utf-8", ctx.metrics.render().encode(), ()
+    if path == "/healthz":
+        return 200, TEXT, b"ok\n", ()
+    if path == "/config":
+        return 200, JSON, _json(dataclasses.asdict(ctx.tables_provider())), ()
+    if path == "/alerts":
+        firing = ctx.alerts.firing() if ctx.alerts is not None else []
+        return 200, JSON, _json({"alerts": firing}), ()
+    if path == "/status":
+        upstreams = ctx.upstreams_provider()
+        page = render_status(
+            ctx.tables_provider(),
+            upstreams.snapshot() if upstreams is not None else {},
+            ctx.metrics,
+            ctx.alerts.firing() if ctx.alerts is not None else [],
+        )
+        csp = "default-src 'none'; style-src 'unsafe-inline'"
+        return 200, "text/html; charset=utf-8", page.encode(), (("Content-Security-Policy", csp),)
+    if path == "/":
+        return 302, TEXT, b"see /status\n", (("Location", "/status"),)
+    return 404, TEXT, b"not found: /metrics /healthz /config /alerts /status\n", ()
+
+
+def _encode(response: Response, head_only: bool, keep_alive: bool) -> bytes:
+    status, content_type, body, extra = response
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS[status]}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+        *(f"{name}: {value}" for name, value in extra),
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + body
+
+
+class _AdminProtocol(asyncio.Protocol):
+    def __init__(self, ctx: _Context, connections: set[asyncio.Transport]) -> None:
+        self.ctx = ctx
+        self.connections = connections
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.size = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.connections.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.connections.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.size += len(data)
+        try:
+            if self.size > MAX_REQUEST_BYTES:
+                raise httptools.HttpParserError("request too large")
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reply((400, TEXT, b"no upgrades here\n", ()), False, False)
+        except httptools.HttpParserError:
+            self._reply((400, TEXT, b"bad request\n", ()), False, False)
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method().decode("latin-1")
+        keep_alive = bool(self.parser.should_keep_alive())
+        try:
+            path = httptools.parse_url(self.url).path.decode("latin-1")
+        except httptools.HttpParserInvalidURLError:
+            self._reply((400, TEXT, b"bad url\n", ()), False, False)
+            return
+        self.size = 0
+        self._reply(handle(self.ctx, method, path), method == "HEAD", keep_alive)
+
+    def _reply(self, response: Response, head_only: bool, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(_encode(response, head_only, keep_alive))
+        if not keep_alive:
+            self.transport.close()
+
+
+class AdminServer:
+    """A started admin server; ``bound_address`` is what it listens on."""
+
+    def __init__(self, server: asyncio.Server, connections: set[asyncio.Transport]) -> None:
+        self._server = server
+        self._connections = connections
+        host, port = server.sockets[0].getsockname()[:2]
+        self.host: str = host
+        self.port: int = port
+        self.bound_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def address(self) -> str:
+        return self.bound_address
+
+    async def close(self) -> None:
+        self._server.close()
+        for transport in list(self._connections):
+            transport.close()
+        await self._server.wait_closed()
+
+
+async def start_admin(
+    host: str,
+    port: int,
+    *,
+    tables_provider: Callable[[], Tables],
+    upstreams_provider: Callable[[], SnapshotSource | None],
+    metrics: Metrics,
+    alerts: AlertEvaluator | None = None,
+) -> AdminServer:
+    """Listen on ``host:port`` (0: any free port) and serve the admin endpoints."""
+    ctx = _Context(tables_provider, upstreams_provider, metrics, alerts)
+    connections: set[asyncio.Transport] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _AdminProtocol(ctx, connections), host, port, reuse_address=True
+    )
+    return AdminServer(server, connections)
