@@ -59,9 +59,9 @@ def make_context(spec_name: str, version: str) -> RenderContext:
 
 def registered() -> tuple[tuple[str, RenderFn], ...]:
     """Every target, in build order; imported here so ``meshgen --version`` stays fast."""
-    from . import python
+    from . import prometheus, python
 
-    return (("python", python.render),)
+    return (("python", python.render), ("prometheus", prometheus.render))
 
 
 def json_text(value: Any, indent: int | None = None) -> str:
