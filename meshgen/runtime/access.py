@@ -178,13 +178,25 @@ class AccessPolicy:
 
     def route_allowed(self, route: str, caller: str | None, method: str, path: str) -> bool:
         """:meth:`allowed` for the services of ``route``, from the precomputed table."""
-        if caller is None:
-            return False
+        return self.denial(route, caller, method, path) is None
+
+    def denial(self, route: str, caller: str | None, method: str, path: str) -> str | None:
+        """``None`` when allowed, else the service to count the denial under.
+
+        That is the first destination of ``route`` no rule opens for this request, or ``""``
+        for a route with no destination (a redirect) or an unknown route.
+        """
         per_caller = self._per_route.get(route)
-        if per_caller is None:  # unknown route, or a redirect (no destination grants it)
-            return False
+        if per_caller is None:
+            return ""
+        services = self.routes[route]
+        if caller is None:
+            return services[0]
         per_service = per_caller.get(caller) or per_caller[ANY]
-        return all(any(g.permits(method, path) for g in grants) for grants in per_service)
+        for service, grants in zip(services, per_service, strict=True):
+            if not any(g.permits(method, path) for g in grants):
+                return service
+        return None
 
     def matrix(self) -> tuple[MatrixRow, ...]:
         """The effective allow matrix: per route and caller, what every destination permits."""

@@ -152,6 +152,16 @@ def test_split_needs_every_destination(policy: AccessPolicy) -> None:
     assert not policy.route_allowed("split", "stranger", "GET", "/x")  # payments denied
 
 
+def test_denial_names_one_service(policy: AccessPolicy) -> None:
+    """A denial is counted once, under the first destination that refuses it."""
+    assert policy.denial("split", "frontend", "POST", "/charge") == "catalog"
+    assert policy.denial("split", "frontend", "GET", "/charge") == "payments"
+    assert policy.denial("split", "admin", "GET", "/") is None
+    assert policy.denial("split", None, "GET", "/") == "catalog"
+    assert policy.denial("old", "admin", "GET", "/") == ""
+    assert policy.denial("nope", "admin", "GET", "/") == ""
+
+
 def test_mirror_and_backup_count_as_destinations(policy: AccessPolicy) -> None:
     assert not policy.route_allowed("mirrored", "frontend", "GET", "/")  # audit denied
     assert policy.route_allowed("reviews", "frontend", "GET", "/")
