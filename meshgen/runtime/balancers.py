@@ -48,12 +48,12 @@ weighted. :func:`request_hash_key` extracts the key from a request.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 import itertools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
+from hashlib import blake2b
 from http.cookies import CookieError, SimpleCookie
 from typing import Protocol
 
@@ -68,7 +68,7 @@ MAGLEV_TABLE_SIZE = 65537
 
 def hash64(data: bytes) -> int:
     """BLAKE2b-64 of ``data`` as an unsigned little-endian integer (the documented key hash)."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
 
 
 class Balancer(Protocol):
@@ -87,7 +87,7 @@ class WeightedRandom:
         self._random = rng.random
         weights = [e.weight for e in self.endpoints]
         self._equal = len(set(weights)) == 1
-        self._cumulative = list(itertools.accumulate(weights))
+        self._cumulative = [float(c) for c in itertools.accumulate(weights)]
         self._total = self._cumulative[-1]
         self._n = len(self.endpoints)
 
@@ -154,23 +154,41 @@ class LeastRequest:
         choice_count: int = 2,
     ) -> None:
         self.endpoints = tuple(endpoints)
-        self._draw = WeightedRandom(self.endpoints, rng).pick
+        self._addresses = [e.address for e in self.endpoints]
+        self._weights = [e.weight for e in self.endpoints]
+        self._cumulative = [float(c) for c in itertools.accumulate(self._weights)]
+        self._total = self._cumulative[-1]
+        self._equal = len(set(self._weights)) == 1
+        self._n = len(self.endpoints)
+        self._random = rng.random
         self._in_flight = in_flight
         self._choices = max(1, choice_count)
-        self._single = len(self.endpoints) == 1
 
     def pick(self, key: bytes | None = None) -> Endpoint:
-        if self._single:
+        if self._n == 1:
             return self.endpoints[0]
         get = self._in_flight.get
-        best = self._draw()
-        best_score = (get(best.address, 0) + 1) / best.weight
+        addresses = self._addresses
+        if self._equal:
+            rand, n = self._random, self._n
+            best = int(rand() * n)
+            best_load = get(addresses[best], 0)
+            for _ in range(self._choices - 1):
+                cand = int(rand() * n)
+                load = get(addresses[cand], 0)
+                if load < best_load:
+                    best, best_load = cand, load
+            return self.endpoints[best]
+        weights, cumulative, total = self._weights, self._cumulative, self._total
+        rand, search = self._random, bisect.bisect_right
+        best = search(cumulative, rand() * total)
+        score = (get(addresses[best], 0) + 1) / weights[best]
         for _ in range(self._choices - 1):
-            cand = self._draw()
-            score = (get(cand.address, 0) + 1) / cand.weight
-            if score < best_score:
-                best, best_score = cand, score
-        return best
+            cand = search(cumulative, rand() * total)
+            cand_score = (get(addresses[cand], 0) + 1) / weights[cand]
+            if cand_score < score:
+                best, score = cand, cand_score
+        return self.endpoints[best]
 
 
 class RingHash:

@@ -84,6 +84,7 @@ class _Service:
     picks: dict[str | None, tuple[int, Balancer | None]] = field(default_factory=dict)
     balancers: dict[tuple[tuple[Endpoint, ...], int], Balancer] = field(default_factory=dict)
     probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    picked: dict[int, Picked] = field(default_factory=dict)  # id(endpoint) -> reusable Picked
 
     def healthy(self, address: str) -> bool:
         state = self.states.get(address)
@@ -169,7 +170,11 @@ class Upstreams:
         svc = self._services.get(service)
         if svc is None:
             return None
-        balancer = self._balancer(svc, subset)
+        cached = svc.picks.get(subset)
+        if cached is not None and cached[0] == svc.version:
+            balancer = cached[1]
+        else:
+            balancer = self._balancer(svc, subset)
         if balancer is None:
             if subset is not None and self._balancer(svc, None) is not None:
                 return None
@@ -184,7 +189,8 @@ class Upstreams:
         endpoint = balancer.pick(hash_key)
         if exclude and endpoint.address in exclude:
             endpoint = self._avoid(balancer, endpoint, exclude)
-        return Picked(service, endpoint)
+        picked = svc.picked.get(id(endpoint))
+        return picked if picked is not None else Picked(service, endpoint)
 
     def _avoid(self, balancer: Balancer, first: Endpoint, exclude: frozenset[str]) -> Endpoint:
         for _ in range(min(len(balancer.endpoints), 8)):
@@ -234,6 +240,7 @@ class Upstreams:
         new = {e.address for e in endpoints}
         old = {e.address for e in svc.endpoints}
         svc.endpoints = endpoints
+        svc.picked = {id(e): Picked(service, e) for e in endpoints}
         svc.version += 1
         if svc.outlier is not None:
             svc.outlier.forget(new)
