@@ -37,6 +37,7 @@ def make_certs(folder: Path) -> None:
     leaf = ca.issue_cert("127.0.0.1", "localhost")
     leaf.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
     leaf.private_key_pem.write_to_path(str(folder / "client-key.pem"))
+    (folder / "client-key.pem").chmod(0o600)
 
 
 def make_spec(n: int, seed: int = 1) -> str:
@@ -170,7 +171,7 @@ def profile(n: int, work: Path) -> None:
     for key, seconds in sorted(per_module.items(), key=lambda kv: -kv[1])[:15]:
         print(f"  {seconds:7.2f}s {100 * seconds / total:5.1f}%  {key}")
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(25)
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(20)
     print(out.getvalue())
 
 

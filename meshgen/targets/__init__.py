@@ -80,98 +80,105 @@ def table_class_names(value: Any) -> set[str]:
     stack = [value]
     while stack:
         item = stack.pop()
-        if _is_instance(item):
-            names.add(type(item).__name__)
-        stack.extend(child for _, child in _children(item))
+        cls = type(item)
+        if cls in _SCALARS:
+            continue
+        fields = _fields(cls)
+        if fields is not None:
+            names.add(cls.__name__)
+            stack.extend(getattr(item, name) for name, _ in fields)
+        elif cls is dict:
+            stack.extend(item.values())
+        elif cls is tuple or cls is list:
+            stack.extend(item)
     return names
 
 
-def _is_instance(value: Any) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_NO_DEFAULT = object()
+_FIELD_CACHE: dict[type, tuple[tuple[str, Any], ...] | None] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, Any], ...] | None:
+    """(name, default or _NO_DEFAULT) of a table type's fields; None for other types."""
+    try:
+        return _FIELD_CACHE[cls]
+    except KeyError:
+        pass
+    out: tuple[tuple[str, Any], ...] | None = None
+    if dataclasses.is_dataclass(cls):
+        if cls.__module__ != TABLES_MODULE:
+            raise TypeError(f"{cls.__name__} is not a table type of {TABLES_MODULE}")
+        out = tuple(
+            (
+                f.name,
+                f.default
+                if f.default is not dataclasses.MISSING
+                else f.default_factory()
+                if f.default_factory is not dataclasses.MISSING
+                else _NO_DEFAULT,
+            )
+            for f in dataclasses.fields(cls)
+        )
+    _FIELD_CACHE[cls] = out
+    return out
 
 
 def _scalar(value: Any) -> str:
-    if value is None or isinstance(value, bool | int | str):
-        return repr(value)
-    if isinstance(value, float):
+    cls = type(value)
+    if cls is float:
         if not math.isfinite(value):
             raise ValueError(f"cannot write the non-finite float {value!r} as a literal")
         return repr(value)
-    raise TypeError(f"cannot write a {type(value).__name__} as a Python literal")
+    if cls in _SCALARS:
+        return repr(value)
+    raise TypeError(f"cannot write a {cls.__name__} as a Python literal")
 
 
-def _children(value: Any) -> list[tuple[str, Any]]:
-    """(label, child) pairs of a container: ``name=`` for fields, ``key: `` for dicts."""
-    if _is_instance(value):
-        if type(value).__module__ != TABLES_MODULE:
-            raise TypeError(f"{type(value).__name__} is not a table type of {TABLES_MODULE}")
-        out = []
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                out.append((f"{f.name}=", item))
-                continue
-            if type(item) is not type(default) or item != default:
-                out.append((f"{f.name}=", item))
-        return out
-    if isinstance(value, tuple | list):
-        return [("", item) for item in value]
-    if isinstance(value, dict):
-        return [(f"{_scalar(k)}: ", value[k]) for k in sorted(value)]
-    return []
+def _items(value: Any) -> tuple[str, str, list[tuple[str, Any]]] | None:
+    """(opening, closing, [(label, child)]) of a container; None for a scalar.
 
-
-def _brackets(value: Any) -> tuple[str, str]:
-    if _is_instance(value):
-        return f"{type(value).__name__}(", ")"
-    if isinstance(value, tuple):
-        return "(", ")"
-    if isinstance(value, list):
-        return "[", "]"
-    return "{", "}"
-
-
-def _is_container(value: Any) -> bool:
-    return _is_instance(value) or isinstance(value, tuple | list | dict)
-
-
-def _flat(value: Any, budget: int) -> str | None:
-    """The one-line literal, or None as soon as it would be longer than ``budget``."""
-    if not _is_container(value):
-        scalar = _scalar(value)
-        return scalar if len(scalar) <= budget else None
-    opening, closing = _brackets(value)
-    parts: list[str] = []
-    used = len(opening) + len(closing)
-    for label, child in _children(value):
-        text = _flat(child, budget - used - len(label))
-        if text is None:
-            return None
-        parts.append(label + text)
-        used += len(label) + len(text) + 2
-        if used > budget + 2:
-            return None
-    body = ", ".join(parts)
-    if isinstance(value, tuple) and len(parts) == 1:
-        body += ","
-    return opening + body + closing
+    Fields equal to their default are left out; dict items are sorted by key.
+    """
+    cls = type(value)
+    if cls in _SCALARS:
+        return None
+    fields = _fields(cls)
+    if fields is not None:
+        children = []
+        for name, default in fields:
+            item = getattr(value, name)
+            if default is _NO_DEFAULT or type(item) is not type(default) or item != default:
+                children.append((name + "=", item))
+        return cls.__name__ + "(", ")", children
+    if cls is tuple:
+        return "(", ")", [("", item) for item in value]
+    if cls is list:
+        return "[", "]", [("", item) for item in value]
+    if cls is dict:
+        return "{", "}", [(_scalar(k) + ": ", value[k]) for k in sorted(value)]
+    _scalar(value)  # raises TypeError naming the type
+    return None
 
 
 def _layout(value: Any, indent: int, used: int) -> str:
-    flat = _flat(value, WIDTH - used - 1)
-    if flat is not None:
-        return flat
-    if not _is_container(value):
+    """Render ``value`` whose first line starts at column ``used`` (continuations at ``indent``).
+
+    Children are rendered first, each as it would sit in the multi-line form; when all of them
+    came out on one line and joining them fits the width, the result is one line too.
+    """
+    parts = _items(value)
+    if parts is None:
         return _scalar(value)
-    opening, closing = _brackets(value)
+    opening, closing, children = parts
     inner = indent + 4
+    texts = [label + _layout(child, inner, inner + len(label)) for label, child in children]
+    if not any("\n" in t for t in texts):
+        body = ", ".join(texts)
+        if type(value) is tuple and len(texts) == 1:
+            body += ","
+        if used + len(opening) + len(body) + len(closing) < WIDTH:
+            return opening + body + closing
     pad = " " * inner
-    lines = [opening]
-    for label, child in _children(value):
-        lines.append(f"{pad}{label}{_layout(child, inner, inner + len(label))},")
-    lines.append(" " * indent + closing)
+    lines = [opening, *(f"{pad}{text}," for text in texts), " " * indent + closing]
     return "\n".join(lines)
