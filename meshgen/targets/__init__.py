@@ -59,9 +59,13 @@ def make_context(spec_name: str, version: str) -> RenderContext:
 
 def registered() -> tuple[tuple[str, RenderFn], ...]:
     """Every target, in build order; imported here so ``meshgen --version`` stays fast."""
-    from . import prometheus, python
+    from . import grafana, prometheus, python
 
-    return (("python", python.render), ("prometheus", prometheus.render))
+    return (
+        ("python", python.render),
+        ("prometheus", prometheus.render),
+        ("grafana", grafana.render),
+    )
 
 
 def json_text(value: Any, indent: int | None = None) -> str:
