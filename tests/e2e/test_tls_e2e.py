@@ -7,19 +7,24 @@ uses the runtime's own ``TlsContexts`` and derives the next generation on SIGHUP
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
 import ssl
 import sys
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
+from pytest_httpserver import HTTPServer
+from runtime_harness import run_dist, write_dist
 
 from meshgen import certs
+from meshgen.runtime import tables as t
 from meshgen.runtime import tls
 from meshgen.runtime.tables import ClientTls
 from tests.conftest import Process
@@ -215,3 +220,120 @@ def test_rotation_with_reload_fails_no_connection(
     assert after != before
     assert after == ssl.PEM_cert_to_DER_cert((mesh_root / "certs/edge.pem").read_text())
     assert "handshake failed" not in proc.log.read_text()
+
+
+# --- the whole runtime: mTLS listener, access rules, TLS upstream, rotation -----------------
+
+
+@pytest.fixture
+def payments_backend(mesh_root: Path) -> Iterator[HTTPServer]:
+    """payments over mutual TLS: its own certificate, callers need one from the mesh CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(mesh_root / "certs/payments.pem", mesh_root / "certs/payments-key.pem")
+    ctx.load_verify_locations(mesh_root / "certs/ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=ctx)
+    server.expect_request("/charge", method="POST").respond_with_data("charged")
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+def mtls_tables(backend: HTTPServer) -> t.Tables:
+    route = t.Route("pay", t.Match(), (t.Target("payments", None, 100, 5.0, 60.0, None),))
+    server_tls = t.ServerTls("certs/edge.pem", "certs/edge-key.pem", "certs/ca.pem", "optional")
+    return t.Tables(
+        mesh=t.MeshInfo("shop", "mesh.test", admin_port=0),
+        clusters=(
+            t.Cluster("payments", t.StaticDiscovery((t.Endpoint("127.0.0.1", backend.port),))),
+        ),
+        routes=(route,),
+        listeners=(t.Listener("edge", "127.0.0.1", 0, ("pay",), server_tls),),
+        client_tls={
+            "payments": t.ClientTls(
+                mode="mutual",
+                ca="certs/ca.pem",
+                cert="certs/frontend.pem",
+                key="certs/frontend-key.pem",
+                subject_alt_names=("spiffe://shop/payments",),
+            )
+        },
+        access=(t.AccessRule("frontend", "payments", ("POST",), ("/charge",)),),
+    )
+
+
+def https(port: int, root: Path, identity: str | None, method: str, path: str) -> tuple[int, bytes]:
+    """One request to the runtime's TLS listener, as ``identity`` (None: no certificate)."""
+    ctx = ssl.create_default_context(cafile=root / "certs/ca.pem")
+    if identity is not None:
+        ctx.load_cert_chain(root / f"certs/{identity}.pem", root / f"certs/{identity}-key.pem")
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request(method, path, body=b"{}", headers={"Host": "payments"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_runtime_enforces_access_over_mtls(
+    tmp_path: Path, mesh_root: Path, payments_backend: HTTPServer
+) -> None:
+    """An allowed caller gets through to a TLS upstream; denied ones get 403, the upstream
+    sees nothing, and the denial is counted with the caller's name."""
+    dist = write_dist(mesh_root / "dist", mtls_tables(payments_backend))
+    with run_dist(dist) as rt:
+        assert https(rt.port, mesh_root, "frontend", "POST", "/charge") == (200, b"charged")
+        assert len(payments_backend.log) == 1
+        for identity, method, path in (
+            ("frontend", "GET", "/charge"),
+            ("frontend", "POST", "/chargeback"),
+            ("frontend", "POST", "/charge/../admin"),
+            ("payments", "POST", "/charge"),  # a valid identity without a rule
+            (None, "POST", "/charge"),  # optional listener, no certificate
+        ):
+            status, _ = https(rt.port, mesh_root, identity, method, path)
+            assert status == 403, (identity, method, path)
+        assert len(payments_backend.log) == 1  # nothing denied was forwarded
+        admin = str(rt.ready["admin"])
+        admin_host, admin_port = admin.rsplit(":", 1)
+        metrics = http.client.HTTPConnection(admin_host, int(admin_port), timeout=5)
+        metrics.request("GET", "/metrics")
+        text = metrics.getresponse().read().decode()
+        denied = 'meshgen_denied_total{listener="edge",from="%s",to="payments"} %d'
+        assert denied % ("frontend", 3) in text.splitlines()
+        assert denied % ("payments", 1) in text.splitlines()
+        assert denied % ("", 1) in text.splitlines()
+        assert "meshgen_cert_expiry_timestamp_seconds" in text
+
+
+def test_runtime_rotation_with_reload_fails_no_request(
+    tmp_path: Path, mesh_root: Path, payments_backend: HTTPServer
+) -> None:
+    """New certificates + SIGHUP: the listener serves the new certificate, requests keep working."""
+    dist = write_dist(mesh_root / "dist", mtls_tables(payments_backend))
+    with run_dist(dist) as rt:
+
+        def served() -> bytes:
+            ctx = ssl.create_default_context(cafile=mesh_root / "certs/ca.pem")
+            raw = socket.create_connection(("127.0.0.1", rt.port), timeout=5)
+            with ctx.wrap_socket(raw, server_hostname="edge") as sock:
+                der = sock.getpeercert(binary_form=True)
+                assert der is not None
+                return der
+
+        before = served()
+        ids = certs.MeshIdentities("shop", "mesh.test", ("edge", "frontend", "payments"))
+        certs.issue(ids, mesh_root / "certs", force=True, keep_ca=True)
+        rt.proc.send_signal(signal.SIGHUP)
+        statuses = []
+        deadline = time.monotonic() + 10
+        while served() == before:
+            statuses.append(https(rt.port, mesh_root, "frontend", "POST", "/charge")[0])
+            assert time.monotonic() < deadline, rt.log_text()[-2000:]
+        for _ in range(5):
+            statuses.append(https(rt.port, mesh_root, "frontend", "POST", "/charge")[0])
+        assert set(statuses) == {200}
+        assert served() == ssl.PEM_cert_to_DER_cert((mesh_root / "certs/edge.pem").read_text())
