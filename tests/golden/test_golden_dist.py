@@ -51,10 +51,18 @@ def test_example_dist_matches_golden(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`meshgen build examples/<name>/mesh.yaml` writes exactly the recorded tree, warning-free."""
-    monkeypatch.chdir(ROOT)
+    """`meshgen build <name>/mesh.yaml` writes exactly the recorded tree, warning-free.
+
+    The example is copied first so its private keys can get mode 0600, as a checkout (git keeps
+    only 0644/0755) would need before a warning-free build.
+    """
+    shutil.copytree(ROOT / "examples" / example, tmp_path / example,
+                    ignore=shutil.ignore_patterns("dist"))
+    for key in (tmp_path / example).rglob("*-key.pem"):
+        key.chmod(0o600)
+    monkeypatch.chdir(tmp_path)
     dist = tmp_path / "dist"
-    code = main(["build", f"examples/{example}/mesh.yaml", "-o", str(dist), "--strict"])
+    code = main(["build", f"{example}/mesh.yaml", "-o", str(dist), "--strict"])
     err = capsys.readouterr().err
     assert code == 0, err
     tree = read_tree(dist)
