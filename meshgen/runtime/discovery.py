@@ -157,7 +157,7 @@ class DnsSource:
         """Resolve once, update ``endpoints``/``status``; return the delay to the next refresh."""
         try:
             endpoints, ttl = await self.resolve()
-        except (dns.exception.DNSException, OSError) as exc:
+        except (dns.exception.DNSException, OSError, ValueError) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
         if not endpoints:
             return self._failed("answer holds no usable address")

@@ -51,7 +51,8 @@ from .health import (
 )
 from .tables import Cluster, Endpoint, HealthCheck, Tables
 
-Outcome = int | Literal["connect-failure", "reset", "timeout"]
+# Outcomes the proxy reports; any other string also counts as a local (5xx-like) failure.
+Outcome = int | Literal["connect-failure", "reset", "timeout"] | str
 BALANCER_CACHE_SIZE = 32
 
 
