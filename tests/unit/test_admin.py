@@ -1,0 +1,233 @@
+"""Admin server over real HTTP on 127.0.0.1:0: every endpoint, methods, parsing, keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from conftest import require_binary
+from tables_factory import HOSTILE, make_tables
+
+from meshgen.runtime.admin import AdminServer, start_admin
+from meshgen.runtime.alerts import AlertEvaluator
+from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.tables import Alert, Tables
+
+
+class FakeUpstreams:
+    """Stands in for Upstreams: only ``snapshot()`` is used by the admin server."""
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self._snapshot = snapshot
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._snapshot
+
+
+SNAPSHOT = {
+    "reviews": {
+        "discovery": {"kind": "static", "query": None, "ok": True, "failures": 0,
+                      "last_error": None},
+        "backup": None,
+        "healthy": 1,
+        "total": 2,
+        "endpoints": [
+            {"address": "127.0.0.1:9081", "weight": 1, "zone": "a", "labels": {"version": "v1"},
+             "healthy": True, "ejected": False, "in_flight": 3},
+            {"address": "127.0.0.1:9082", "weight": 2, "zone": "b", "labels": {"version": HOSTILE},
+             "healthy": False, "ejected": True, "in_flight": 0},
+        ],
+    }
+}  # fmt: skip
+
+
+def _with_admin(
+    body: Callable[[AdminServer, Metrics, AlertEvaluator], Awaitable[None]],
+    tables: Tables | None = None,
+    snapshot: dict[str, Any] | None = None,
+) -> None:
+    tables = tables or make_tables()
+    metrics = Metrics()
+    evaluator = AlertEvaluator(tables.alerts, tables.slos)
+
+    async def main() -> None:
+        server = await start_admin(
+            "127.0.0.1", 0, tables_provider=lambda: tables,
+            upstreams_provider=lambda: FakeUpstreams(snapshot or SNAPSHOT),
+            metrics=metrics, alerts=evaluator,
+        )  # fmt: skip
+        try:
+            await body(server, metrics, evaluator)
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+async def _get(server: AdminServer, path: str, method: str = "GET") -> tuple[int, Any, bytes]:
+    def fetch() -> tuple[int, Any, bytes]:
+        request = urllib.request.Request(f"http://{server.bound_address}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    return await asyncio.to_thread(fetch)
+
+
+async def _raw(server: AdminServer, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(data)
+    await writer.drain()
+    out = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    writer.close()
+    return out
+
+
+def test_bound_address_and_endpoints() -> None:
+    """Port 0 binds a real port; /healthz /metrics /config /alerts answer with their types."""
+
+    async def body(server: AdminServer, metrics: Metrics, _: AlertEvaluator) -> None:
+        assert server.bound_address == f"127.0.0.1:{server.port}" == server.address
+        assert server.port > 0
+        metrics.observe_request("edge", "r", "reviews", "v1", 200, 0.01)
+        status, headers, data = await _get(server, "/healthz")
+        assert (status, data) == (200, b"ok\n")
+        status, headers, data = await _get(server, "/metrics?x=1")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert b'meshgen_requests_total{listener="edge",route="r",service="reviews"' in data
+        status, headers, data = await _get(server, "/config")
+        assert headers["Content-Type"] == "application/json"
+        config = json.loads(data)
+        assert config == json.loads(json.dumps(dataclasses.asdict(make_tables())))
+        status, _, data = await _get(server, "/alerts")
+        assert json.loads(data) == {"alerts": []}
+
+    _with_admin(body)
+
+
+def test_alerts_endpoint_lists_firing_alerts() -> None:
+    alert = Alert("reviews-down", "reviews", "healthy_endpoints", "<", 1.0, 0.0, "page", "down")
+    tables = dataclasses.replace(make_tables(), alerts=(alert,), slos=())
+
+    async def body(server: AdminServer, metrics: Metrics, evaluator: AlertEvaluator) -> None:
+        metrics.set_endpoint_healthy("reviews", "127.0.0.1:9081", False)
+        evaluator.step(1_700_000_000.0, metrics.collect())
+        _, _, data = await _get(server, "/alerts")
+        (only,) = json.loads(data)["alerts"]
+        assert only["labels"] == {"alertname": "reviews-down", "service": "reviews",
+                                  "severity": "page"}  # fmt: skip
+        assert only["state"] == "firing" and only["annotations"]["summary"] == "down"
+        _, _, page = await _get(server, "/status")
+        assert b'data-alert="reviews-down" data-state="firing"' in page
+
+    _with_admin(body, tables)
+
+
+def test_status_page_shows_live_state_escaped() -> None:
+    """Every service and endpoint, health/ejection/in-flight/circuit, no raw user markup."""
+
+    async def body(server: AdminServer, metrics: Metrics, _: AlertEvaluator) -> None:
+        metrics.set_circuit_open("reviews", True)
+        metrics.inc_ejection("reviews", "127.0.0.1:9082")
+        status, headers, page = await _get(server, "/status")
+        text = page.decode()
+        assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+        assert '<meta http-equiv="refresh"' in text
+        for cluster in make_tables().clusters:
+            assert f'data-service="{cluster.name}"' in text
+        assert 'data-endpoint="127.0.0.1:9082" data-healthy="false" data-ejected="true"' in text
+        assert 'data-circuit="open"' in text
+        assert "{{ x }}" in text and "<script" not in text.lower()
+        assert HOSTILE not in text  # quotes and angle brackets arrive escaped
+
+    _with_admin(body)
+
+
+def test_methods_unknown_paths_and_redirect() -> None:
+    async def body(server: AdminServer, *_: Any) -> None:
+        status, headers, _ = await _get(server, "/metrics", method="POST")
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+        status, _, _ = await _get(server, "/nope")
+        assert status == 404
+        raw = await _raw(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 302 Found\r\n") and b"\r\nLocation: /status\r\n" in raw
+        raw = await _raw(server, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 3" in raw
+        assert raw.endswith(b"\r\n\r\n")  # HEAD: no body
+
+    _with_admin(body)
+
+
+def test_keep_alive_and_pipelining_keep_order() -> None:
+    async def body(server: AdminServer, *_: Any) -> None:
+        two = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # fmt: skip
+        raw = await _raw(server, two)
+        first, second = raw.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200 OK") and b"Connection: keep-alive" in first
+        assert second.startswith(b"404 Not Found") and b"Connection: close" in second
+
+    _with_admin(body)
+
+
+def test_malformed_requests_get_400_and_close() -> None:
+    async def body(server: AdminServer, *_: Any) -> None:
+        for junk in (
+            b"GARBAGE\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        ):
+            raw = await _raw(server, junk)
+            assert raw.startswith(b"HTTP/1.1 400 Bad Request"), raw[:80]
+            assert b"Connection: close" in raw
+
+    _with_admin(body)
+
+
+def test_close_drops_idle_keep_alive_connections() -> None:
+    async def main() -> None:
+        tables = make_tables()
+        server = await start_admin("127.0.0.1", 0, tables_provider=lambda: tables,
+                                   upstreams_provider=lambda: None, metrics=Metrics())  # fmt: skip
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"ok\n")
+        await asyncio.wait_for(server.close(), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        with socket.socket() as s:
+            assert s.connect_ex((server.host, server.port)) != 0
+
+    asyncio.run(main())
+
+
+def test_status_without_upstreams_and_metrics_lint() -> None:
+    """Before Upstreams exist the page lists table endpoints; /metrics passes promtool."""
+    promtool = require_binary("promtool")
+
+    async def main() -> None:
+        tables = make_tables()
+        metrics = Metrics()
+        metrics.observe_request("edge", "r", "reviews", "v1", 503, 0.2)
+        server = await start_admin("127.0.0.1", 0, tables_provider=lambda: tables,
+                                   upstreams_provider=lambda: None, metrics=metrics)  # fmt: skip
+        try:
+            _, _, page = await _get(server, "/status")
+            assert b'data-endpoint="127.0.0.1:9081"' in page
+            _, _, exposition = await _get(server, "/metrics")
+        finally:
+            await server.close()
+        result = subprocess.run([promtool, "check", "metrics"], input=exposition,
+                                capture_output=True, timeout=30)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    asyncio.run(main())
