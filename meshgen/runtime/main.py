@@ -23,11 +23,13 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from .admin import AdminServer, start_admin
+from .alerts import AlertEvaluator
 from .loader import load_tables
 from .metrics import Metrics
 from .proxy import Generation, Proxy
 from .tables import Listener, Tables
-from .tls import TlsContexts
+from .tls import TlsContexts, cert_not_after
 from .upstreams import Upstreams
 
 log = logging.getLogger("meshgen.runtime")
@@ -73,11 +75,12 @@ class Runtime:
         elif args.access_log:
             self.access_log = open(args.access_log, "a", buffering=1)  # noqa: SIM115
         self.servers: dict[str, asyncio.Server] = {}
-        self.admin: Any = None
+        self.admin: AdminServer | None = None
+        self.alerts: AlertEvaluator | None = None
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
         self.proxy: Proxy | None = None
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: set[asyncio.Task[Any]] = set()
 
     def _dns(self) -> tuple[list[str] | None, int]:
         if not self.args.dns_server:
@@ -85,17 +88,15 @@ class Runtime:
         host, _, port = self.args.dns_server.rpartition(":")
         return [host.strip("[]")], int(port)
 
-    async def _generation(self, tables: Tables) -> Generation:
+    async def _generation(self, tables: Tables, previous: TlsContexts | None = None) -> Generation:
         """Build and start everything for ``tables``; raises on any failure (nothing leaks)."""
-        tls = TlsContexts(tables, self.root)
+        tls = previous.derive(tables) if previous is not None else TlsContexts(tables, self.root)
         client_ssl = {c.name: u.context for c in tables.clusters if (u := tls.upstream(c.name))}
         servers, port = self._dns()
         upstreams = Upstreams(tables, metrics=self.metrics, root=self.root, client_ssl=client_ssl,
                               dns_nameservers=servers, dns_port=port)  # fmt: skip
         await upstreams.start()
         for cf in tls.cert_files():
-            from .tls import cert_not_after
-
             self.metrics.set_cert_expiry(cf.service, cf.file, cert_not_after(cf.path))
         return Generation(tables, upstreams, self.metrics, tls, self.rng)
 
@@ -124,17 +125,25 @@ class Runtime:
                 self.servers.pop(name).close()
 
     async def _start_admin(self) -> None:
-        from . import admin  # H6's admin server
-
-        self.admin = await admin.start_admin(self)  # type: ignore[attr-defined]
+        mesh = self.tables.mesh
+        self.alerts = AlertEvaluator.from_tables(self.tables)
+        self.admin = await start_admin(
+            mesh.admin_host,
+            mesh.admin_port,
+            tables_provider=lambda: self.tables,
+            upstreams_provider=lambda: self.proxy.generation.upstreams if self.proxy else None,
+            metrics=self.metrics,
+            alerts=self.alerts,
+        )
+        task = asyncio.get_running_loop().create_task(self.alerts.run(self.metrics))
+        self._retired.add(task)
 
     def ready_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
             "listeners": {n: _addr(s.sockets[0].getsockname()) for n, s in self.servers.items()}
         }
-        addr = getattr(self.admin, "address", None)
-        if addr:
-            info["admin"] = addr
+        if self.admin is not None:
+            info["admin"] = self.admin.address
         return info
 
     def _write_ready(self) -> None:
@@ -156,8 +165,6 @@ class Runtime:
             return 1
         try:
             await self._start_admin()
-        except (ImportError, AttributeError) as exc:
-            log.warning("admin server not available: %s", exc)
         except OSError as exc:
             log.error("cannot start the admin server: %s", exc)
             return 1
@@ -185,12 +192,14 @@ class Runtime:
             try:
                 tables = load_tables(self.dist)
                 self._selected(tables)
-                gen = await self._generation(tables)
+                gen = await self._generation(tables, self.proxy.generation.tls)
             except Exception as exc:
                 log.error("reload refused, keeping the running tables: %s", exc)
                 return False
             old = self.proxy.swap(gen)
             self.tables = tables
+            if self.alerts is not None:
+                self.alerts.update_rules(tables.alerts, tables.slos, tables.mesh.alertmanager)
             try:
                 await self._open_listeners(gen)
             except OSError as exc:
@@ -238,8 +247,10 @@ class Runtime:
             self.proxy.start_drain()
         for conn in list(self.proxy.connections):
             conn.close()
-        if self.admin is not None and hasattr(self.admin, "close"):
+        if self.admin is not None:
             await self.admin.close()
+        for task in list(self._retired):
+            task.cancel()
         self.proxy.exchange.pool.close()
         await self.proxy.generation.upstreams.stop()
         if self.access_log is not None and self.access_log is not sys.stderr:

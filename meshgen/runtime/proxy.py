@@ -129,6 +129,8 @@ class Proxy:
         for conn in list(self.connections):
             if conn.idle:
                 conn.close()
+            elif conn.active is not None:
+                conn.active.keep_alive = False
 
     def _request_id(self, req: Request) -> bytes:
         for k, v in req.headers:
@@ -224,10 +226,11 @@ class Proxy:
         assert gen.access is not None
         ssl_obj = req.conn.transport.get_extra_info("ssl_object") if req.conn.transport else None
         caller = peer_identity(ssl_obj, gen.tables.mesh.name) if ssl_obj is not None else None
-        if gen.access.route_allowed(route, caller, req.method, path):
+        denied = gen.access.denial(route, caller, req.method, path)
+        if denied is None:
             return True
-        for svc in gen.access.routes.get(route, ()):
-            self.metrics.inc_denied(req.conn.listener.name, caller or "", svc)  # type: ignore[attr-defined]
+        listener: ListenerContext = req.conn.listener  # type: ignore[assignment]
+        self.metrics.inc_denied(listener.name, caller or "", denied)
         return False
 
     def _limited(self, req: Request, route: str, wait: float, rid: bytes) -> int:

@@ -152,13 +152,15 @@ def run_dist(dist: Path, *args: str, timeout: float = 15.0) -> Iterator[Runtime]
 
 
 BACKEND = """
-import http.server, os, sys
+import http.server, os, sys, time
 name = sys.argv[1]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     def _reply(self):
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
+        time.sleep(float(self.headers.get("x-delay", "0")))
         out = (name + " " + self.command + " " + self.path + "\\n").encode() + body
         self.send_response(int(self.headers.get("x-status", "200")))
         self.send_header("content-length", str(len(out)))
