@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import yaml
 from meshgen.emit import MANIFEST, emit
 from meshgen.pipeline import Result, compile_spec, compile_text
 from meshgen.runtime.loader import load_tables
+from meshgen.source import loads
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*/mesh.yaml"))
@@ -91,7 +93,9 @@ def test_mapping_key_order_does_not_change_the_output(spec: Path, tmp_path: Path
     """Reversing every mapping's key order changes only the spec hash in MANIFEST.json."""
     original = compile_spec(spec)
     assert original.files is not None, original.diagnostics
-    data = _reverse_keys(yaml.safe_load(spec.read_text()))
+    doc, _ = loads(spec.read_text(), "mesh.yaml")  # YAML 1.2: `on:` stays a string key
+    assert doc is not None
+    data = _reverse_keys(doc.data)
     shuffled_spec = tmp_path / "mesh.yaml"
     shuffled_spec.write_text(yaml.safe_dump(data, sort_keys=False))
     if (spec.parent / "certs").is_dir():
@@ -105,15 +109,18 @@ def test_mapping_key_order_does_not_change_the_output(spec: Path, tmp_path: Path
     assert json.loads(shuffled.files[MANIFEST])["files"] == files_a
 
 
-@pytest.fixture
-def dist_on_path(tmp_path: Path) -> Iterator[Path]:
-    dist = tmp_path / "dist"
-    saved = list(sys.path)
-    sys.path.insert(0, str(dist))
-    yield dist
-    sys.path[:] = saved
+def _forget_runtime() -> None:
     for name in [m for m in sys.modules if m.split(".")[0] == "meshgen_runtime"]:
         del sys.modules[name]
+
+
+@pytest.fixture
+def dist_on_path(tmp_path: Path) -> Iterator[Path]:
+    """A DIST path whose meshgen_runtime the test may import (put on sys.path once built)."""
+    saved = list(sys.path)
+    yield tmp_path / "dist"
+    sys.path[:] = saved
+    _forget_runtime()
 
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.parent.name)
@@ -122,8 +129,9 @@ def test_the_runtime_loader_reads_what_was_built(spec: Path, dist_on_path: Path)
     result = compile_spec(spec)
     assert result.files is not None and result.tables is not None
     emit(result.files, dist_on_path)
-    for name in [m for m in sys.modules if m.split(".")[0] == "meshgen_runtime"]:
-        del sys.modules[name]
+    _forget_runtime()
+    sys.path.insert(0, str(dist_on_path))
+    importlib.invalidate_caches()
     loaded = load_tables(dist_on_path)
-    assert type(loaded).__module__ == "meshgen_runtime.tables"
+    assert type(loaded.mesh).__module__ == "meshgen_runtime.tables"  # the copied runtime
     assert dataclasses.asdict(loaded) == dataclasses.asdict(result.tables)
