@@ -22,9 +22,9 @@ services:
 
 
 def document(text: str, folder: Path | None = None) -> Document:
-    """Load dedented ``text`` (prefixed with HEAD unless it has a version line)."""
+    """Load dedented ``text`` (prefixed with HEAD unless it has a top-level version)."""
     body = textwrap.dedent(text)
-    if not body.lstrip().startswith("version"):
+    if "\nversion:" not in "\n" + body:
         body = HEAD + body
     path = (folder or Path(".")) / "mesh.yaml"
     doc, diags = source.loads(body, "mesh.yaml", path)

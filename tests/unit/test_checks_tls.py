@@ -1,0 +1,115 @@
+"""E501-E503, E505, W501-W502: TLS files, versions and verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.h2_mesh import codes, diagnose
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Path:
+    """A spec folder with certs/ca.pem, certs/c.pem and a private certs/k.pem."""
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (folder / name).write_text("x")
+    (folder / "k.pem").chmod(0o600)
+    return tmp_path
+
+
+def service(tls: str) -> str:
+    return (
+        "services:\n  reviews:\n    discovery: {static: [{address: 127.0.0.1:1}]}\n"
+        f"    tls: {tls}\n"
+    )
+
+
+def test_existing_files_relative_to_the_spec(certs: Path) -> None:
+    """Relative paths resolve against the spec's folder, not the working directory."""
+    spec = service("{mode: mutual, ca: certs/ca.pem, cert: certs/c.pem, key: certs/k.pem}")
+    assert codes(spec, certs) == []
+
+
+def test_missing_file(certs: Path) -> None:
+    """E501 names the file as written, at its value."""
+    (diag,) = diagnose(service("{mode: simple, ca: certs/nope.pem}"), certs)
+    assert diag.code == "E501" and diag.message == "CA file 'certs/nope.pem' does not exist"
+    assert diag.span.line == 6
+
+
+def test_absolute_paths(certs: Path) -> None:
+    """Absolute paths are used as they are."""
+    assert codes(service(f"{{mode: simple, ca: '{certs / 'certs' / 'ca.pem'}'}}"), certs) == []
+
+
+def test_disabled_tls_files_are_not_checked(certs: Path) -> None:
+    """A CA from defaults is only checked where TLS is on, and only once."""
+    spec = "defaults:\n  tls: {ca: certs/missing.pem}\n" + service("{mode: disable}")
+    assert codes(spec, certs) == []
+    two = (
+        "defaults:\n  tls: {mode: simple, ca: certs/missing.pem}\nservices:\n"
+        "  a: {discovery: {static: [{address: 127.0.0.1:1}]}}\n"
+        "  b: {discovery: {static: [{address: 127.0.0.1:2}]}}\n"
+    )
+    assert codes(two, certs) == ["E501"]
+
+
+def test_readable_key_warns(certs: Path) -> None:
+    """W502 when the key can be read by group or others."""
+    (certs / "certs" / "k.pem").chmod(0o644)
+    spec = service("{mode: mutual, ca: certs/ca.pem, cert: certs/c.pem, key: certs/k.pem}")
+    diags = diagnose(spec, certs)
+    assert [d.code for d in diags] == ["W502"]
+    assert "(mode 0644)" in diags[0].message
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("'1.2'", []), ("'1.3'", []), ("'1.1'", ["E502"]), ("'1.0'", ["E502"])],
+)
+def test_min_version(certs: Path, version: str, expected: list[str]) -> None:
+    """TLS below 1.2 is an error."""
+    assert (
+        codes(service(f"{{mode: simple, ca: certs/ca.pem, min_version: {version}}}"), certs)
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        ("{mode: simple, verify: false}", ["E503"]),
+        ("{mode: simple, verify: false, insecure: true}", ["W501"]),
+        ("{mode: simple}", []),
+    ],
+)
+def test_verify_false_needs_insecure(tls: str, expected: list[str]) -> None:
+    """Turning verification off must be explicit, and still warns."""
+    assert codes(service(tls)) == expected
+
+
+def test_mutual_needs_cert_and_key(certs: Path) -> None:
+    """E505: mutual TLS without a client certificate."""
+    assert codes(service("{mode: mutual, ca: certs/ca.pem}"), certs) == ["E505"]
+
+
+def listener(tls: str) -> str:
+    return (
+        service("{mode: disable}")
+        + f"listeners:\n  - name: edge\n    address: 127.0.0.1:0\n    tls: {tls}\n"
+    )
+
+
+def test_listener_tls(certs: Path) -> None:
+    """Listener files are checked; client certificates need a CA; versions are checked."""
+    assert codes(listener("{cert: certs/c.pem, key: certs/k.pem}"), certs) == []
+    assert codes(listener("{cert: certs/c.pem, key: certs/gone.pem}"), certs) == ["E501"]
+    assert codes(
+        listener("{cert: certs/c.pem, key: certs/k.pem, client_certificates: required}"), certs
+    ) == ["E505"]
+    assert codes(listener("{cert: certs/c.pem, key: certs/k.pem, min_version: '1.1'}"), certs) == [
+        "E502"
+    ]
