@@ -73,10 +73,21 @@ def signal_expr(alert: Alert) -> str:
 
 
 def yaml_scalar(text: str) -> str:
-    """A YAML scalar for ``text``: single-quoted (PromQL stays readable), JSON when it must."""
+    """A YAML scalar for ``text``: single-quoted (PromQL stays readable) when every character
+    is printable, else double-quoted with ``\\uXXXX`` / ``\\UXXXXXXXX`` escapes."""
     if text.isprintable():
         return "'" + text.replace("'", "''") + "'"
-    return json.dumps(text)
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _template_safe(text: str) -> str:

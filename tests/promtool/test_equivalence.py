@@ -17,12 +17,13 @@ from promtool_helpers import Scenario, assert_promtool_agrees, dump, fired_steps
 from meshgen.runtime.metrics import LATENCY_BUCKETS
 from meshgen.runtime.tables import Alert, BurnWindow, Slo
 
+HOSTILE = 'it\'s "quoted"\n\t\\ {{ x }} {% y %} $labels \u00e9\u2014\U0001f600\u2028'
 STEPS = 60 * 4  # one hour of 15 s evaluations
 ROUTES = (("edge", "reviews"), ("edge", "reviews-v2"), ("internal", "reviews"))
 
 ALERTS = (
     Alert("errors-high", "reviews", "error_rate", ">", 0.05, 60.0, "page", "{{ $value }} literal"),
-    Alert("errors-low", "reviews", "error_rate", "<=", 0.01, 0.0, "info"),
+    Alert("errors-low", "reviews", "error_rate", "<=", 0.01, 0.0, "info", HOSTILE),
     Alert("rate-low", "reviews", "request_rate", "<", 4.0, 0.0, "ticket"),
     Alert("rate-high", "reviews", "request_rate", ">=", 25.0, 30.0, "ticket"),
     Alert("p50-slow", "reviews", "p50_latency", ">", 0.06, 0.0, "ticket"),
