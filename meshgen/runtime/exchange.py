@@ -301,6 +301,8 @@ class Exchange:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         req.started = True
+        if framed and not head_only and not upgraded:
+            parts.extend(conn.take_early())  # one write for head + body already received
         down.write(b"".join(parts))
         if upgraded:
             await self._tunnel(req, conn)

@@ -308,8 +308,8 @@ class ServerConnection(asyncio.Protocol):
 
     # proxy-facing helpers
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -435,6 +435,11 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     def finish(self) -> None:
         if self.chunked_out and not self.closed and self.transport is not None:
             self.transport.write(b"0\r\n\r\n")
+
+    def take_early(self) -> list[bytes]:
+        """Body chunks received before a sink was attached (the caller writes them)."""
+        early, self._early = self._early, []
+        return early
 
     def start_body(self, sink: Callable[[bytes], None]) -> None:
         """Response body chunks go to ``sink`` from now on (buffered ones first)."""

@@ -1,0 +1,148 @@
+"""Proxy throughput: wrk through meshgen's proxy vs HAProxy 2.6 (nbthread 1) to the same nginx.
+
+Usage: ``python bench/proxy.py [--duration 10] [--connections 32]``. Needs the Debian packages
+wrk, haproxy and nginx-light. Proxies are pinned to CPU 0 and wrk to CPU 1 (``taskset``), so
+"one core" means one core. meshgen runs with routing (host + path match), a round-robin
+balancer over the backend, retries and metrics on; the access log is off.
+Prints req/s, p50, p99 and the ratio to HAProxy; paste the table into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from runtime_harness import mesh_tables, run_dist, static, target, write_dist  # noqa: E402
+
+from meshgen.runtime import tables as t  # noqa: E402
+
+NGINX = """daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; keepalive_requests 1000000;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+  uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "hello from nginx\\n"; }} }} }}
+"""
+HAPROXY = """global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  retries 2
+frontend edge
+  bind 127.0.0.1:{port}
+  default_backend web
+backend web
+  balance roundrobin
+  http-reuse always
+  server web1 127.0.0.1:{backend}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"port {port} never opened")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wrk(port: int, host: str, duration: int, connections: int) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms) from ``wrk --latency`` pinned to CPU 1."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+           "-H", f"Host: {host}", f"http://127.0.0.1:{port}/api/items"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m is not None, out
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        print(f"  warning: {errors.group(1)} non-2xx responses", file=sys.stderr)
+    return rps, pct("50"), pct("99")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
+        d = Path(tmp)
+        nginx_port, haproxy_port = free_port(), free_port()
+        (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
+        (d / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=nginx_port))
+        retries = t.RetryPolicy(attempts=2, per_try_timeout_s=5.0)
+        routes = [
+            t.Route("other", t.Match(hosts=("other",)), to=(target("web"),)),
+            t.Route("api", t.Match(hosts=("shop",), path="/api/", methods=("GET",)),
+                    to=(target("web", retries=retries),)),
+        ]  # fmt: skip
+        tables = mesh_tables([static("web", [f"127.0.0.1:{nginx_port}"])], routes)
+        dist = write_dist(d / "dist", tables)
+        env_cpu = ["taskset", "-c", "0"]
+        results: dict[str, tuple[float, float, float]] = {}
+        with process(["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")], d / "nginx.log"):
+            wait_port(nginx_port)
+            results["direct nginx"] = wrk(nginx_port, "shop", 3, args.connections)
+            with process([*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")], d / "ha.log"):
+                wait_port(haproxy_port)
+                results["haproxy 2.6 (nbthread 1)"] = wrk(
+                    haproxy_port, "shop", args.duration, args.connections
+                )
+            with run_dist(dist) as rt:
+                subprocess.run(["taskset", "-acp", "0", str(rt.proc.pid)], check=True,
+                               capture_output=True)  # fmt: skip
+                results["meshgen proxy"] = wrk(rt.port, "shop", args.duration, args.connections)
+    base = results["haproxy 2.6 (nbthread 1)"]
+    print(f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset)")
+    print(f"| {'setup':<26} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'vs HAProxy':>10} |")
+    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
+    for name, (rps, p50, p99) in results.items():
+        ratio = f"{rps / base[0]:.2f}x" if name != "direct nginx" else "-"
+        print(f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {ratio:>10} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
