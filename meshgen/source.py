@@ -125,6 +125,10 @@ def _core_scalar(value: str) -> Any:
     return value
 
 
+def _short(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
 def _mark_span(file: str, node: Node) -> Span:
     start, end = node.start_mark, node.end_mark
     return Span(file, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
@@ -240,7 +244,7 @@ class _Builder:
         before = self.count
         self.count += len(node.value) + 1
         if node.tag not in (_MAP, _SEQ):
-            self.error("E014", f"tag {node.tag!r} is not supported", node,
+            self.error("E014", f"tag '{_short(node.tag)}' is not supported", node,
                        hint="remove the tag; only plain YAML values are accepted")
         if isinstance(node, MappingNode):
             result: Any = self.mapping(node, depth)
@@ -261,7 +265,7 @@ class _Builder:
         expected: Any = _TAGGED.get(tag)
         if expected is None or not isinstance(value, expected) or (
                 expected is int and isinstance(value, bool)):
-            self.error("E014", f"tag {tag!r} is not supported on {text!r}", node,
+            self.error("E014", f"tag '{_short(tag)}' is not supported on {text!r}", node,
                        hint="remove the tag; only plain YAML values are accepted")
             return text
         return float(value) if tag == _TAG + "float" else value
