@@ -7,7 +7,6 @@ says for build time. Client-side files are checked only for services whose TLS i
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -35,12 +34,12 @@ class _Files:
                 "E501",
                 f"{what} file '{value}' does not exist",
                 path,
-                f"relative paths are resolved against the spec's folder ({_folder(self.ctx)})",
+                f"relative paths are resolved against the folder of {Path(self.ctx.doc.name).name}",
             )
             return
-        if not stat.S_ISREG(mode):
-            self.ctx.error("E501", f"{what} file '{value}' is not a regular file", path)
-        elif is_key and mode & 0o066:
+        if stat.S_ISDIR(mode):
+            self.ctx.error("E501", f"{what} file '{value}' is a folder", path)
+        elif is_key and stat.S_ISREG(mode) and mode & 0o066:
             self.ctx.warning(
                 "W502",
                 f"private key '{value}' can be read or written by other users "
@@ -48,10 +47,6 @@ class _Files:
                 path,
                 f"chmod 600 {value}",
             )
-
-
-def _folder(ctx: Context) -> str:
-    return str(ctx.mesh.base_dir) if str(ctx.mesh.base_dir) not in ("", ".") else os.curdir
 
 
 def check(ctx: Context) -> None:
