@@ -86,8 +86,19 @@ def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 def wrk(port: int, host: str, duration: int, connections: int) -> tuple[float, float, float]:
     """(req/s, p50 ms, p99 ms) from ``wrk --latency`` pinned to CPU 1."""
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-           "-H", f"Host: {host}", f"http://127.0.0.1:{port}/api/items"]  # fmt: skip
+    cmd = [
+        "taskset",
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-H",
+        f"Host: {host}",
+        f"http://127.0.0.1:{port}/api/items",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -115,9 +126,12 @@ def main() -> int:
         retries = t.RetryPolicy(attempts=2, per_try_timeout_s=5.0)
         routes = [
             t.Route("other", t.Match(hosts=("other",)), to=(target("web"),)),
-            t.Route("api", t.Match(hosts=("shop",), path="/api/", methods=("GET",)),
-                    to=(target("web", retries=retries),)),
-        ]  # fmt: skip
+            t.Route(
+                "api",
+                t.Match(hosts=("shop",), path="/api/", methods=("GET",)),
+                to=(target("web", retries=retries),),
+            ),
+        ]
         tables = mesh_tables([static("web", [f"127.0.0.1:{nginx_port}"])], routes)
         dist = write_dist(d / "dist", tables)
         env_cpu = ["taskset", "-c", "0"]
@@ -131,8 +145,9 @@ def main() -> int:
                     haproxy_port, "shop", args.duration, args.connections
                 )
             with run_dist(dist) as rt:
-                subprocess.run(["taskset", "-acp", "0", str(rt.proc.pid)], check=True,
-                               capture_output=True)  # fmt: skip
+                subprocess.run(
+                    ["taskset", "-acp", "0", str(rt.proc.pid)], check=True, capture_output=True
+                )
                 results["meshgen proxy"] = wrk(rt.port, "shop", args.duration, args.connections)
     base = results["haproxy 2.6 (nbthread 1)"]
     print(f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset)")

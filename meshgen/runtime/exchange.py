@@ -188,7 +188,7 @@ class Exchange:
                 if conn is not None:
                     result = conn.status
                 self.metrics.inc_upstream(picked.service, picked.endpoint.address, result)
-                gen.upstreams.report(picked, result)  # type: ignore[arg-type]
+                gen.upstreams.report(picked, result)
                 can_retry = (
                     policy is not None
                     and tries < max_tries

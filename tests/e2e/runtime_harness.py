@@ -43,18 +43,25 @@ def write_dist(dist: Path, tables: t.Tables) -> Path:
     (dist / "mesh").mkdir(parents=True, exist_ok=True)
     rt = dist / "meshgen_runtime"
     if not rt.exists():
-        shutil.copytree(Path(runtime_pkg.__file__).parent, rt,
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        shutil.copytree(
+            Path(runtime_pkg.__file__).parent, rt, ignore=shutil.ignore_patterns("__pycache__")
+        )
         (dist / "__main__.py").write_text(MAIN)
     head = f"from meshgen_runtime.tables import {NAMES}\n"
     files = {
-        "routing": {"MESH": tables.mesh, "CLUSTERS": tables.clusters, "ROUTES": tables.routes,
-                    "LISTENERS": tables.listeners},
-        "health": {"HEALTH_CHECKS": tables.health_checks,
-                   "OUTLIER_DETECTION": tables.outlier_detection},
+        "routing": {
+            "MESH": tables.mesh,
+            "CLUSTERS": tables.clusters,
+            "ROUTES": tables.routes,
+            "LISTENERS": tables.listeners,
+        },
+        "health": {
+            "HEALTH_CHECKS": tables.health_checks,
+            "OUTLIER_DETECTION": tables.outlier_detection,
+        },
         "tls": {"CLIENT_TLS": tables.client_tls, "ACCESS": tables.access},
         "monitoring": {"ALERTS": tables.alerts, "SLOS": tables.slos},
-    }  # fmt: skip
+    }
     for stem, values in files.items():
         body = head + "".join(f"{k} = {v!r}\n" for k, v in values.items())
         tmp = dist / "mesh" / f".{stem}.tmp"
@@ -68,8 +75,13 @@ def static(name: str, addresses: Sequence[str], **kw: object) -> t.Cluster:
     return t.Cluster(name=name, discovery=t.StaticDiscovery(eps), **kw)  # type: ignore[arg-type]
 
 
-def target(service: str, weight: int = 100, retries: t.RetryPolicy | None = None,
-           timeout: float = 5.0, subset: str | None = None) -> t.Target:  # fmt: skip
+def target(
+    service: str,
+    weight: int = 100,
+    retries: t.RetryPolicy | None = None,
+    timeout: float = 5.0,
+    subset: str | None = None,
+) -> t.Target:
     return t.Target(service, subset, weight, timeout, 60.0, retries)
 
 
@@ -78,8 +90,11 @@ def mesh_tables(clusters: Sequence[t.Cluster], routes: Sequence[t.Route], **kw: 
     listener = t.Listener("edge", "127.0.0.1", 0, tuple(r.name for r in routes))
     return t.Tables(
         mesh=t.MeshInfo("shop", "mesh.test", admin_port=0),
-        clusters=tuple(clusters), routes=tuple(routes), listeners=(listener,), **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        clusters=tuple(clusters),
+        routes=tuple(routes),
+        listeners=(listener,),
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def with_routes(tables: t.Tables, routes: Sequence[t.Route]) -> t.Tables:
@@ -98,8 +113,15 @@ class Runtime:
         host, port = edge.rsplit(":", 1)
         self.host, self.port = host, int(port)
 
-    def request(self, method: str, path: str, host: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        host: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
@@ -131,9 +153,13 @@ def run_dist(dist: Path, *args: str, timeout: float = 15.0) -> Iterator[Runtime]
     ready.unlink(missing_ok=True)
     log = dist.parent / f"{dist.name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(dist), "--ready-file", str(ready), *args],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_pdeathsig)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(dist), "--ready-file", str(ready), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_pdeathsig,
+        )
     try:
         deadline = time.monotonic() + timeout
         while not ready.exists():
@@ -181,8 +207,12 @@ srv.serve_forever()
 @contextmanager
 def backend(name: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A killable subprocess HTTP backend; yields (address, process)."""
-    proc = subprocess.Popen([sys.executable, "-c", BACKEND, name], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, preexec_fn=_pdeathsig)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BACKEND, name],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        preexec_fn=_pdeathsig,
+    )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())

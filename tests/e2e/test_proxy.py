@@ -17,8 +17,17 @@ pytestmark = pytest.mark.e2e
 def echo(request: Request) -> Response:
     body = f"{request.method} {request.full_path.rstrip('?')}\n".encode() + request.get_data()
     resp = Response(body, status=int(request.headers.get("x-status", "200")))
-    for k in ("x-forwarded-for", "via", "x-request-id", "traceparent", "tracestate", "host",
-              "x-env", "x-debug", "connection"):  # fmt: skip
+    for k in (
+        "x-forwarded-for",
+        "via",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "host",
+        "x-env",
+        "x-debug",
+        "connection",
+    ):
         if k in request.headers:
             resp.headers["echo-" + k] = request.headers[k]
     resp.headers["server"] = "backend"
@@ -47,21 +56,43 @@ def proxy(
         static("ratings", [f"127.0.0.1:{b.port}"]),
     ]
     routes = [
-        t.Route("jason", t.Match(hosts=("reviews",), headers=(t.HeaderMatch("end-user", "exact", "jason"),)),
-                to=(target("ratings"),)),
-        t.Route("v2", t.Match(hosts=("reviews",), path="/v2/"), to=(target("reviews"),),
-                rewrite=t.Rewrite(path_prefix="/api/", host="reviews.internal")),
-        t.Route("moved", t.Match(hosts=("reviews",), path_kind="exact", path="/old"),
-                redirect=t.Redirect("https://new.example/", 301)),
-        t.Route("abort", t.Match(hosts=("reviews",), path="/fault"), to=(target("reviews"),),
-                fault=t.Fault(abort_status=418, abort_percent=100)),
-        t.Route("limited", t.Match(hosts=("reviews",), path="/limited"), to=(target("reviews"),),
-                rate_limit=t.RateLimit(0.001, 2)),
-        t.Route("reviews", t.Match(hosts=("reviews", "reviews.mesh.test")), to=(target("reviews"),),
-                request_headers=t.HeaderOps(set=(("x-env", "prod"),), remove=("x-debug",)),
-                response_headers=t.HeaderOps(set=(("x-served-by", "meshgen"),), remove=("server",))),
+        t.Route(
+            "jason",
+            t.Match(hosts=("reviews",), headers=(t.HeaderMatch("end-user", "exact", "jason"),)),
+            to=(target("ratings"),),
+        ),
+        t.Route(
+            "v2",
+            t.Match(hosts=("reviews",), path="/v2/"),
+            to=(target("reviews"),),
+            rewrite=t.Rewrite(path_prefix="/api/", host="reviews.internal"),
+        ),
+        t.Route(
+            "moved",
+            t.Match(hosts=("reviews",), path_kind="exact", path="/old"),
+            redirect=t.Redirect("https://new.example/", 301),
+        ),
+        t.Route(
+            "abort",
+            t.Match(hosts=("reviews",), path="/fault"),
+            to=(target("reviews"),),
+            fault=t.Fault(abort_status=418, abort_percent=100),
+        ),
+        t.Route(
+            "limited",
+            t.Match(hosts=("reviews",), path="/limited"),
+            to=(target("reviews"),),
+            rate_limit=t.RateLimit(0.001, 2),
+        ),
+        t.Route(
+            "reviews",
+            t.Match(hosts=("reviews", "reviews.mesh.test")),
+            to=(target("reviews"),),
+            request_headers=t.HeaderOps(set=(("x-env", "prod"),), remove=("x-debug",)),
+            response_headers=t.HeaderOps(set=(("x-served-by", "meshgen"),), remove=("server",)),
+        ),
         t.Route("nobody", t.Match(hosts=("nobody",)), to=(target("ghost"),)),
-    ]  # fmt: skip
+    ]
     ghost = t.Cluster("ghost", t.StaticDiscovery(()))
     tables = mesh_tables([*clusters, ghost], routes)
     dist = write_dist(tmp_path_factory.mktemp("proxy") / "dist", tables)
@@ -72,8 +103,12 @@ def proxy(
 def test_host_routing_and_headers(proxy: Runtime) -> None:
     """Host match ignores case/port/dot; XFF, Via, x-request-id added; trace headers untouched."""
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    status, hdrs, body = proxy.request("GET", "/a/./b/../c?q=1", "Reviews.Mesh.Test.:99",
-                                       {"traceparent": tp, "x-debug": "1", "X-Forwarded-For": "10.0.0.1"})  # fmt: skip
+    status, hdrs, body = proxy.request(
+        "GET",
+        "/a/./b/../c?q=1",
+        "Reviews.Mesh.Test.:99",
+        {"traceparent": tp, "x-debug": "1", "X-Forwarded-For": "10.0.0.1"},
+    )
     assert status == 200
     assert body == b"GET /a/c?q=1\n"
     assert hdrs["echo-traceparent"] == tp
@@ -125,8 +160,10 @@ def test_post_body_and_chunked(proxy: Runtime) -> None:
     """Bodies pass through, with Content-Length and chunked framing."""
     status, _, body = proxy.request("POST", "/p", "reviews", body=b"hello")
     assert status == 200 and body == b"POST /p\nhello"
-    raw = proxy.raw(b"POST /c HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: chunked\r\n"
-                    b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")  # fmt: skip
+    raw = proxy.raw(
+        b"POST /c HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"POST /c\nhello world")
 
 
@@ -145,9 +182,11 @@ def test_keep_alive_many_requests(proxy: Runtime) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b"POST / HTTP/1.1\r\nHost: reviews\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: reviews\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: reviews\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        b"POST / HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
         b"GET /a b HTTP/1.1\r\nHost: reviews\r\n\r\n",
         b"GET /%zz HTTP/1.1\r\nHost: reviews\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: reviews\r\nHost: other\r\n\r\n",

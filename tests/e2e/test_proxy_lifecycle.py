@@ -26,8 +26,13 @@ from meshgen.runtime import tables as t
 
 pytestmark = pytest.mark.e2e
 
-RETRIES = t.RetryPolicy(attempts=2, per_try_timeout_s=2.0, backoff_base_s=0.001,
-                        backoff_max_s=0.005, budget_min_per_second=100.0)  # fmt: skip
+RETRIES = t.RetryPolicy(
+    attempts=2,
+    per_try_timeout_s=2.0,
+    backoff_base_s=0.001,
+    backoff_max_s=0.005,
+    budget_min_per_second=100.0,
+)
 
 
 def client(rt: Runtime) -> http.client.HTTPConnection:
@@ -78,7 +83,7 @@ def test_failover_zero_errors_while_backend_killed(tmp_path: Path) -> None:
 
 
 def test_reload_under_load_zero_errors(tmp_path: Path) -> None:
-    """SIGHUP with new tables: traffic moves to the new backend, no request fails, bad DIST refused."""
+    """SIGHUP: traffic moves to the new backend, no request fails, a bad DIST is refused."""
     with backend("a") as (a, _), backend("b") as (b, _):
         old = t.Route("r", t.Match(hosts=("shop",)), to=(target("a"),))
         tables = mesh_tables([static("a", [a]), static("b", [b])], [old])
