@@ -1,0 +1,481 @@
+"""HAProxy target: ``DIST/haproxy/haproxy.cfg``, the same mesh for HAProxy 2.6+.
+
+Theory of operation (docs/haproxy.md has the full mapping and what is approximated):
+
+* one ``frontend`` per listener. Routes are tried in file order by setting ``txn.mg_route`` on
+  the first route whose ACLs match; every later rule (404, 403, redirect, rate limits, faults,
+  header ops, rewrites, ``use_backend``) is conditioned on that variable, so first-match-wins
+  holds however many routes match.
+* one ``backend`` per *pool*: (service, subset, zone, per-request policy). The pool
+  ``<service>`` (every endpoint, the service's own policy) always exists and runs the health
+  checks; every other pool's servers ``track`` it, so an endpoint has one health state.
+* failover (zones with panic threshold, the backup chain, subset-has-no-healthy -> 503) is a
+  chain of ``use_backend ... if { nbsrv(pool) ... }`` lines, tried in the runtime's order.
+* user strings become single-quoted config words; log-format arguments get ``%`` doubled.
+
+Nothing here reads the file system; relative certificate paths stay relative (HAProxy is run
+from the folder that holds mesh.yaml, as the runtime's ``--root``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from meshgen.runtime.tables import Cluster, DnsDiscovery, Endpoint, Listener, Route, Tables, Target
+
+from . import RenderContext
+
+DNS_SLOTS = 16  # server-template slots per DNS-discovered pool
+MAX_WEIGHT = 256  # HAProxy server weights are 0..256
+_SAFE = re.compile(r"[A-Za-z0-9_./:,=+~@*-]+")
+_ROUTE_VAR = "var(txn.mg_route)"
+RETRY_ON = {
+    "connect-failure": ("conn-failure",),
+    "reset": ("empty-response", "junk-response"),
+    "5xx": ("conn-failure", "empty-response", "response-timeout", "500", "501", "502", "503",
+            "504"),
+    "gateway-error": ("conn-failure", "response-timeout", "502", "503", "504"),
+    "retriable-4xx": (),  # 409 is not a status HAProxy can retry on
+}  # fmt: skip
+
+
+def word(text: str) -> str:
+    """One config word: as is when plain, else single-quoted (``'`` written as ``'\\''``)."""
+    if _SAFE.fullmatch(text):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def fmt(text: str) -> str:
+    """A log-format argument (header values, locations): ``%`` is literal, then quoted."""
+    return word(text.replace("%", "%%"))
+
+
+def duration(seconds: float) -> str:
+    """``1.5`` -> ``1500ms``, ``5.0`` -> ``5s`` (HAProxy time units)."""
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def scaled_weights(endpoints: tuple[Endpoint, ...]) -> list[int]:
+    """Endpoint weights 1..65535 -> HAProxy 1..256, proportionally when the largest is > 256."""
+    top = max((e.weight for e in endpoints), default=1)
+    if top <= MAX_WEIGHT:
+        return [e.weight for e in endpoints]
+    return [max(1, round(e.weight * MAX_WEIGHT / top)) for e in endpoints]
+
+
+def server_name(endpoint: Endpoint) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", endpoint.address)
+
+
+def bind_address(host: str, port: int, name: str) -> str:
+    """``host:port``; port 0 ("any free port") reads ``${MESHGEN_PORT_<NAME>}`` instead."""
+    shown = f"[{host}]" if ":" in host else host
+    if port:
+        return word(f"{shown}:{port}")
+    return f'"{shown}:${{MESHGEN_PORT_{name.upper().replace("-", "_")}}}"'
+
+
+Policy = tuple[float, float, object]  # (timeout, idle timeout, RetryPolicy | None)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One backend: a service's endpoints filtered by subset and zone, with one policy."""
+
+    name: str
+    cluster: Cluster
+    subset: str | None
+    zone: str | None
+    policy: Policy
+
+
+class Config:
+    """Builds the sections of haproxy.cfg; ``pools`` grow as frontends refer to them."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+        self.clusters = {c.name: c for c in tables.clusters}
+        self.pools: dict[tuple[str, str | None, str | None, Policy], Pool] = {}
+        self.policies: dict[str, list[Policy]] = {}
+        for c in tables.clusters:
+            self.pool(c.name, None, None, self.own_policy(c))
+
+    @staticmethod
+    def own_policy(c: Cluster) -> Policy:
+        return (c.timeout_s, c.idle_timeout_s, c.retries)
+
+    def pool(self, service: str, subset: str | None, zone: str | None, policy: Policy) -> Pool:
+        key = (service, subset, zone, policy)
+        if key not in self.pools:
+            c = self.clusters[service]
+            name = service + (f".{subset}" if subset else "")
+            if zone is not None:
+                name += f".z{c.failover.zones.index(zone)}"
+            known = self.policies.setdefault(service, [self.own_policy(c)])
+            if policy not in known:
+                known.append(policy)
+            if known.index(policy):
+                name += f".p{known.index(policy)}"
+            self.pools[key] = Pool(name, c, subset, zone, policy)
+        return self.pools[key]
+
+    def endpoints(self, pool: Pool) -> tuple[Endpoint, ...]:
+        d = pool.cluster.discovery
+        if isinstance(d, DnsDiscovery):
+            return ()
+        labels: tuple[tuple[str, str], ...] = ()
+        for s in pool.cluster.subsets:
+            if s.name == pool.subset:
+                labels = s.labels
+        return tuple(
+            e for e in d.endpoints
+            if set(labels) <= set(e.labels) and (pool.zone is None or e.zone == pool.zone)
+        )  # fmt: skip
+
+    # -- frontends ---------------------------------------------------------------------------
+
+    def frontend(self, lst: Listener) -> list[str]:
+        routes = [r for r in self.t.routes if r.name in set(lst.routes)]
+        lines = [self.bind(lst), f"timeout client {duration(self.client_timeout())}",
+                 "option forwardfor"]  # fmt: skip
+        lines += [
+            "# paths are matched normalised, as the runtime does (SPEC Route)",
+            "http-request normalize-uri percent-decode-unreserved",
+            "http-request normalize-uri percent-to-uppercase",
+            "http-request normalize-uri path-merge-slashes",
+            "http-request normalize-uri path-strip-dot",
+            "http-request normalize-uri path-strip-dotdot full",
+            "# Host: case-insensitive, port and trailing dot ignored",
+            "http-request set-var(txn.mg_host) req.hdr(host),lower,regsub(:[0-9]+$,),"
+            "regsub([.]$,)",
+            f"acl mg.routed {_ROUTE_VAR} -m found",
+        ]
+        for r in routes:
+            lines += self.route_acls(r)
+        for r in routes:
+            conds = " ".join(["!mg.routed", *self.match_acls(r)])
+            lines.append(f"http-request set-var(txn.mg_route) str({r.name}) if {conds}")
+        lines.append("http-request return status 404 content-type text/plain string 'no route' "
+                     "if !mg.routed")  # fmt: skip
+        if lst.tls is not None and lst.tls.client_certificates != "none" and self.t.access:
+            lines += self.access(routes)
+        lines += self.route_actions(routes)
+        return lines
+
+    @staticmethod
+    def bind(lst: Listener) -> str:
+        text = f"bind {bind_address(lst.host, lst.port, lst.name)}"
+        tls = lst.tls
+        if tls is not None:
+            text += f" ssl crt {word(tls.cert)} ssl-min-ver TLSv{tls.min_version}"
+            if tls.ca is not None:
+                text += f" ca-file {word(tls.ca)}"
+            text += f" verify {tls.client_certificates}"
+        return text
+
+    def client_timeout(self) -> float:
+        return max([c.idle_timeout_s for c in self.t.clusters] or [60.0])
+
+    @staticmethod
+    def route_acls(r: Route) -> list[str]:
+        m, n = r.match, r.name
+        out = [f"acl {n}.matched {_ROUTE_VAR} -m str {n}"]
+        if m.hosts:
+            out.append(f"acl {n}.host var(txn.mg_host) -m str " + " ".join(map(word, m.hosts)))
+        if m.path_kind == "exact":
+            out.append(f"acl {n}.path path -m str {_value(m.path)}")
+        elif m.path_kind == "regex":
+            out.append(f"acl {n}.path path -m reg {_value('^(?:' + m.path + ')$')}")
+        elif m.path not in ("", "/"):
+            out.append(f"acl {n}.path path -m beg {_value(m.path)}")
+        if m.methods:
+            out.append(f"acl {n}.method method " + " ".join(m.methods))
+        for i, h in enumerate(m.headers):
+            fetch = f"req.fhdr({h.name},1)"
+            if h.kind == "present":
+                out.append(f"acl {n}.h{i} {fetch} -m found")
+            elif h.kind == "regex":
+                out.append(f"acl {n}.h{i} {fetch} -m reg {_value('^(?:' + h.value + ')$')}")
+            else:
+                op = "str" if h.kind == "exact" else "beg"
+                out.append(f"acl {n}.h{i} {fetch} -m {op} {_value(h.value)}")
+        return out
+
+    @staticmethod
+    def match_acls(r: Route) -> list[str]:
+        m, n = r.match, r.name
+        names = [f"{n}.host"] if m.hosts else []
+        if m.path_kind != "prefix" or m.path not in ("", "/"):
+            names.append(f"{n}.path")
+        if m.methods:
+            names.append(f"{n}.method")
+        names += [f"{n}.h{i}" for i in range(len(m.headers))]
+        return names
+
+    def access(self, routes: list[Route]) -> list[str]:
+        """403 unless a ``from: "*"`` rule allows every destination (named callers: see docs)."""
+        lines = ["# access: only `from: \"*\"` rules are expressible (HAProxy 2.6 cannot read a",
+                 "# URI SAN); requests other rules would allow are denied (fail closed)",
+                 "acl mg.cert ssl_c_used", "acl mg.cert_ok ssl_c_verify 0"]  # fmt: skip
+        index = {c.name: i for i, c in enumerate(self.t.clusters)}
+        services = sorted({t.service for r in routes for t in r.to}, key=index.__getitem__)
+        for s in services:
+            for rule in self.t.access:
+                if rule.service != s or rule.source != "*":
+                    continue
+                conds = ["mg.cert", "mg.cert_ok"]
+                if rule.methods:
+                    conds.append("{ method " + " ".join(rule.methods) + " }")
+                if rule.paths:
+                    conds.append("{ path -m beg " + " ".join(map(_value, rule.paths)) + " }")
+                lines.append(f"http-request set-var(txn.mg_allow{index[s]}) bool(1) if "
+                             + " ".join(conds))  # fmt: skip
+        for r in routes:
+            dests = sorted({t.service for t in r.to}, key=index.__getitem__)
+            if dests:
+                alts = " || ".join(f"{r.name}.matched !{{ var(txn.mg_allow{index[d]}) -m bool }}"
+                                   for d in dests)  # fmt: skip
+                lines.append("http-request deny deny_status 403 content-type text/plain string "
+                             f"'access denied' if {alts}")  # fmt: skip
+        return lines
+
+    def route_actions(self, routes: list[Route]) -> list[str]:
+        """Per matched route, in the runtime's order (proxy.py): redirect, limits, fault, split."""
+        out: list[str] = []
+        for r in routes:
+            if r.redirect is not None:
+                out.append(f"http-request redirect location {fmt(r.redirect.location)} "
+                           f"code {r.redirect.status} if {r.name}.matched")  # fmt: skip
+        for r in routes:
+            if r.rate_limit is not None:
+                out.append(f"http-request track-sc0 str({r.name}) table ratelimit:route:{r.name} "
+                           f"if {r.name}.matched")  # fmt: skip
+                burst = r.rate_limit.burst
+                out.append("http-request deny deny_status 429 hdr retry-after 1 if "
+                           f"{r.name}.matched {{ sc_http_req_rate(0) gt {burst} }}")  # fmt: skip
+        for r in routes:
+            f = r.fault
+            if f is not None and f.delay_s > 0:
+                out.append(f"# route {r.name}: fault.delay is not expressible in HAProxy; omitted")
+            if f is not None and f.abort_status:
+                chance = _chance(f.abort_percent)
+                out.append(f"http-request return status {f.abort_status} content-type text/plain"
+                           f" string 'fault injected' if {r.name}.matched{chance}")  # fmt: skip
+            if r.mirror is not None:
+                out.append(f"# route {r.name}: mirror is not expressible in HAProxy 2.6; omitted")
+        if any(len([t for t in r.to if t.weight > 0]) > 1 for r in routes):
+            out.append("http-request set-var(txn.mg_pick) rand(100)")
+        uses: list[str] = []
+        for r in routes:
+            for t, cond in _target_conditions(r):
+                c = self.clusters[t.service]
+                if c.rate_limit is not None:
+                    out.append(f"http-request track-sc1 str({t.service}) table "
+                               f"ratelimit:service:{t.service} if {cond}")  # fmt: skip
+                    out.append(f"http-request deny deny_status 429 hdr retry-after 1 if {cond} "
+                               f"{{ sc_http_req_rate(1) gt {c.rate_limit.burst} }}")  # fmt: skip
+                uses += [f"use_backend {b} if {cond}{' ' + x if x else ''}"
+                         for b, x in self.failover_chain(t)]  # fmt: skip
+            out += self.header_ops(r)
+        return out + uses
+
+    @staticmethod
+    def header_ops(r: Route) -> list[str]:
+        out: list[str] = []
+        for phase, ops in (("request", r.request_headers), ("response", r.response_headers)):
+            out += [f"http-{phase} del-header {word(h)} if {r.name}.matched" for h in ops.remove]
+            out += [f"http-{phase} set-header {word(h)} {fmt(v)} if {r.name}.matched"
+                    for h, v in ops.set]  # fmt: skip
+        rw = r.rewrite
+        if rw is not None and rw.path_prefix is not None and r.match.path_kind == "prefix":
+            slash = "/*" if rw.path_prefix.endswith("/") else ""
+            regex = "^" + re.escape(r.match.path) + slash + "(.*)$"
+            replacement = word(rw.path_prefix.replace("%", "%%") + "\\1")
+            out.append(f"http-request replace-path {word(regex)} {replacement} "
+                       f"if {r.name}.matched")  # fmt: skip
+        if rw is not None and rw.host is not None:
+            out.append(f"http-request set-header host {fmt(rw.host)} if {r.name}.matched")
+        return out
+
+    def failover_chain(self, t: Target) -> list[tuple[str, str]]:
+        """(backend, extra condition) pairs in the runtime's pick order (upstreams.py)."""
+        policy: Policy = (t.timeout_s, t.idle_timeout_s, t.retries)
+        out: list[tuple[str, str]] = []
+        service, subset, seen = t.service, t.subset, set[str]()
+        while service not in seen and service in self.clusters:
+            seen.add(service)
+            c = self.clusters[service]
+            main = self.pool(service, subset, None, policy)
+            for zone in c.failover.zones:
+                zp = self.pool(service, subset, zone, policy)
+                size = len(self.endpoints(zp))
+                if size:
+                    need = max(1, math.ceil(size * c.failover.panic_threshold / 100 - 1e-9))
+                    out.append((zp.name, f"{{ nbsrv({zp.name}) ge {need} }}"))
+            whole = self.pool(service, None, None, self.own_policy(c)).name
+            out.append((main.name, f"{{ nbsrv({whole}) gt 0 }}"))
+            if c.failover.backup is None:
+                break
+            service, subset = c.failover.backup, None
+        first = self.pool(t.service, t.subset, None, policy).name
+        while out and out[-1][0] == first:
+            out.pop()  # the unconditional fallback below covers it
+        return [*out, (first, "")]
+
+    # -- backends ----------------------------------------------------------------------------
+
+    def backend(self, pool: Pool) -> list[str]:
+        c, (timeout, idle, retries) = pool.cluster, pool.policy
+        own = pool.name == c.name
+        lines = [f"# service {c.name}" + (f" subset {pool.subset}" if pool.subset else "")
+                 + (f" zone {pool.zone}" if pool.zone else "")]  # fmt: skip
+        lines += self.tls_notes(c.name) if own else []
+        lines += _balance(c)
+        per_try = retries.per_try_timeout_s if retries is not None else timeout  # type: ignore[attr-defined]
+        lines += [f"timeout connect {duration(c.connect_timeout_s)}",
+                  f"timeout server {duration(min(per_try, timeout))}",
+                  f"timeout tunnel {duration(idle)}",
+                  f"timeout queue {duration(c.connect_timeout_s)}"]  # fmt: skip
+        if retries is not None and retries.attempts > 0:  # type: ignore[attr-defined]
+            lines.append(f"retries {retries.attempts}")  # type: ignore[attr-defined]
+            on = dict.fromkeys(k for cond in retries.on for k in RETRY_ON[cond])  # type: ignore[attr-defined]
+            lines.append("retry-on " + (" ".join(on) or "none"))
+            lines.append("option redispatch 1")
+        else:
+            lines.append("retries 0")
+        hc = self.t.health_checks.get(c.name)
+        od = self.t.outlier_detection.get(c.name)
+        checked = hc is not None or od is not None
+        if own and hc is not None and hc.kind == "http":
+            lines.append(f"option httpchk GET {word(hc.path)}")
+            codes = hc.expected_statuses
+            alternatives = "|".join(map(str, codes))
+            lines.append(f"http-check expect status {codes[0]}" if len(codes) == 1 else
+                         f"http-check expect rstatus ^({alternatives})$")  # fmt: skip
+        if own and checked:
+            inter = hc.interval_s if hc is not None else od.interval_s  # type: ignore[union-attr]
+            lines.append(f"timeout check {duration(hc.timeout_s if hc else c.connect_timeout_s)}")
+            rise, fall = (hc.healthy_threshold, hc.unhealthy_threshold) if hc else (1, 1)
+            lines.append(f"default-server inter {duration(inter)} rise {rise} fall {fall}")
+        eps = self.endpoints(pool)
+        cb = c.circuit_breaker
+        n = len(self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))) or DNS_SLOTS
+        limits = (f" maxconn {math.ceil(min(cb.max_requests, cb.max_connections) / n)}"
+                  f" maxqueue {math.ceil(cb.max_pending_requests / n)}")  # fmt: skip
+        tls = self.tls_options(c.name)
+        if isinstance(c.discovery, DnsDiscovery):
+            d = c.discovery
+            target = d.query_name if d.record_type == "SRV" else f"{d.query_name}:{d.port}"
+            prefer = "ipv6" if d.record_type == "AAAA" else "ipv4"
+            check = _check(od) if checked else ""
+            lines.append(f"server-template ep {DNS_SLOTS} {target} resolvers dns.{c.name} "
+                         f"resolve-prefer {prefer} init-addr none{limits}{tls}{check}")  # fmt: skip
+            return lines
+        for e, w in zip(eps, scaled_weights(eps), strict=True):
+            name = server_name(e)
+            state = (_check(od) if own else f" track {c.name}/{name}") if checked else ""
+            lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
+        return lines
+
+    def tls_options(self, service: str) -> str:
+        ct = self.t.client_tls.get(service)
+        if ct is None or ct.mode == "disable":
+            return ""
+        text = f" ssl ssl-min-ver TLSv{ct.min_version}"
+        if not ct.verify:
+            return text + " verify none"
+        text += f" verify required ca-file {word(ct.ca) if ct.ca else '@system-ca'}"
+        if ct.mode == "mutual" and ct.cert:
+            text += f" crt {word(ct.cert)}"
+        if ct.sni:
+            text += f" sni str({word(ct.sni)})"
+        dns = [n for n in ct.subject_alt_names if "://" not in n]
+        if dns:
+            text += f" verifyhost {word(dns[0])}"
+        return text
+
+    def tls_notes(self, service: str) -> list[str]:
+        ct = self.t.client_tls.get(service)
+        uris = [n for n in ct.subject_alt_names if "://" in n] if ct is not None else []
+        if not uris:
+            return []
+        return [f"# subject_alt_names {' '.join(uris)}: URI SANs are not verifiable in HAProxy "
+                "2.6 (only the CA chain and DNS names are)"]
+
+
+def _value(text: str) -> str:
+    """An ACL pattern: ``--`` first when it starts with ``-`` so it is not read as a flag."""
+    return ("-- " if text.startswith("-") else "") + word(text)
+
+
+def _chance(percent: float) -> str:
+    if percent >= 100:
+        return ""
+    return f" {{ rand(10000) lt {round(percent * 100)} }}"
+
+
+def _target_conditions(r: Route) -> list[tuple[Target, str]]:
+    """Each weighted target with its condition: the route, and a ``txn.mg_pick`` range."""
+    live = [t for t in r.to if t.weight > 0]
+    if len(live) == 1:
+        return [(live[0], f"{r.name}.matched")]
+    out, low = [], 0
+    for i, t in enumerate(live):
+        high = low + t.weight
+        cond = f"{r.name}.matched"
+        if low:
+            cond += f" {{ var(txn.mg_pick) -m int ge {low} }}"
+        if i < len(live) - 1:
+            cond += f" {{ var(txn.mg_pick) -m int lt {high} }}"
+        out.append((t, cond))
+        low = high
+    return out
+
+
+def _balance(c: Cluster) -> list[str]:
+    lb = c.load_balancer
+    if lb.policy == "round_robin":
+        return ["balance roundrobin"]
+    if lb.policy == "random":
+        return ["balance random(1)"]
+    if lb.policy == "least_request":
+        return [f"balance random({lb.choice_count})"]
+    if lb.hash_header is not None:
+        key = f"hdr({lb.hash_header})"
+    elif lb.hash_cookie is not None:
+        key = f"hash req.cook({lb.hash_cookie})"
+    else:
+        key = "source"
+    return [f"balance {key}", "hash-type consistent"]
+
+
+def _check(od: object) -> str:
+    text = " check"
+    if od is not None:
+        text += f" observe layer7 error-limit {od.consecutive_5xx} on-error mark-down"  # type: ignore[attr-defined]
+    return text
+
+
+def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
+    """``{"haproxy/haproxy.cfg": text}`` for HAProxy 2.6+ (check: ``haproxy -dW -c -f``)."""
+    cfg = Config(tables)
+    frontends = [(lst.name, cfg.frontend(lst)) for lst in tables.listeners]
+    backends = [(p.name, cfg.backend(p)) for p in cfg.pools.values()]
+    tables_ = [(f"ratelimit:route:{r.name}", r.rate_limit) for r in tables.routes if r.rate_limit]
+    tables_ += [(f"ratelimit:service:{c.name}", c.rate_limit) for c in tables.clusters
+                if c.rate_limit]  # fmt: skip
+    limits = [(name, duration(rl.burst / rl.requests_per_second)) for name, rl in tables_
+              if rl is not None]  # fmt: skip
+    resolvers = [(c.name, duration(max(1.0, c.discovery.refresh_s))) for c in tables.clusters
+                 if isinstance(c.discovery, DnsDiscovery)]  # fmt: skip
+    template = ctx.env.get_template("haproxy/haproxy.cfg.j2")
+    text = template.render(
+        header=ctx.header, frontends=frontends, backends=backends, limits=limits,
+        resolvers=resolvers,
+        admin=bind_address(tables.mesh.admin_host, tables.mesh.admin_port, "admin"),
+    )  # fmt: skip
+    return {"haproxy/haproxy.cfg": text}
