@@ -59,12 +59,13 @@ def make_context(spec_name: str, version: str) -> RenderContext:
 
 def registered() -> tuple[tuple[str, RenderFn], ...]:
     """Every target, in build order; imported here so ``meshgen --version`` stays fast."""
-    from . import grafana, prometheus, python
+    from . import grafana, haproxy, prometheus, python
 
     return (
         ("python", python.render),
         ("prometheus", prometheus.render),
         ("grafana", grafana.render),
+        ("haproxy", haproxy.render),
     )
 
 
