@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from meshgen.diagnostics import Diagnostic, DiagnosticSeverity, Related
+from meshgen.checks import codes  # noqa: F401  (registers the codes)
+from meshgen.diagnostics import Diagnostic, DiagnosticSeverity, Related, did_you_mean
+
+__all__ = ["Context", "did_you_mean"]
 
 if TYPE_CHECKING:
     from meshgen.model import Mesh, PathKey
     from meshgen.source import Document
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """``did you mean 'x'?`` for the closest candidate (ignoring case), or None if none is close."""
-    by_folded: dict[str, str] = {}
-    for candidate in candidates:
-        by_folded.setdefault(candidate.casefold(), candidate)
-    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
-    return f"did you mean '{by_folded[close[0]]}'?" if close else None
 
 
 class Context:

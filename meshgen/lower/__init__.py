@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from meshgen.alertexpr import AlertExprError, parse_when
+from meshgen.checks import codes  # noqa: F401  (registers E401/E402)
 from meshgen.diagnostics import Diagnostic, has_errors
 from meshgen.lower.base import Merged, normalize_host, overlay, split_address, version_text
 from meshgen.lower.routes import RouteLowering
