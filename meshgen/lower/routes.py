@@ -141,8 +141,12 @@ def _header_match(name: str, raw: Merged) -> t.HeaderMatch:
     return t.HeaderMatch(name.lower(), "present")
 
 
+_NO_HEADER_OPS: t.HeaderOps = t.HeaderOps()
+
+
 def _header_ops(raw: Merged | None) -> t.HeaderOps:
-    raw = raw or {}
+    if not raw:
+        return _NO_HEADER_OPS
     return t.HeaderOps(
         set=tuple(sorted((str(k).lower(), str(v)) for k, v in (raw.get("set") or {}).items())),
         remove=tuple(str(n).lower() for n in raw.get("remove", ())),
