@@ -1,0 +1,126 @@
+"""Run one mesh.yaml on both engines: the embedded runtime (``python DIST``) and HAProxy.
+
+Theory of operation: the spec is compiled by the real pipeline and emitted as a real DIST. The
+runtime binds its port-0 listeners itself and reports them in its ready file; HAProxy reads the
+port of a port-0 listener from ``MESHGEN_PORT_<LISTENER>`` (docs/haproxy.md), which we set to a
+free port. A ``stats socket`` is added to ``global`` so tests can read server states.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from conftest import free_port, require_binary, start_process
+from runtime_harness import run_dist
+
+from meshgen import emit, pipeline
+
+
+def build(spec: str, folder: Path) -> Path:
+    """Compile ``spec`` (written as ``folder/mesh.yaml``) into ``folder/dist``; return DIST."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mesh.yaml").write_text(spec)
+    result = pipeline.compile_spec(folder / "mesh.yaml")
+    assert result.files is not None, [d.message for d in result.diagnostics]
+    emit.emit(result.files, folder / "dist")
+    return folder / "dist"
+
+
+def check_config(cfg: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+    """``haproxy -dW -c -f cfg`` must exit 0 (any warning is an error)."""
+    binary = require_binary("haproxy")
+    proc = subprocess.run([binary, "-dW", "-c", "-f", str(cfg)], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=30)  # fmt: skip
+    assert proc.returncode == 0, f"{cfg}:\n{proc.stdout}{proc.stderr}"
+
+
+@dataclass
+class Engine:
+    """One proxy under test, reachable on 127.0.0.1:``port``."""
+
+    name: str
+    port: int
+
+    def request(self, path: str, host: str, headers: dict[str, str] | None = None,
+                method: str = "GET") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, headers={"Host": host, **(headers or {})})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+@dataclass
+class HAProxy(Engine):
+    socket_path: Path
+
+    def show_stat(self) -> list[dict[str, str]]:
+        """Rows of ``show stat`` (pxname, svname, status, ...)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.socket_path))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        lines = data.decode().strip().splitlines()
+        head = lines[0].lstrip("# ").split(",")
+        return [dict(zip(head, line.split(","), strict=False)) for line in lines[1:]]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def run_haproxy(dist: Path, listener: str = "edge") -> Iterator[HAProxy]:
+    """Start ``haproxy -db`` on DIST's config from DIST's parent folder (relative cert paths)."""
+    binary = require_binary("haproxy")
+    root = dist.parent
+    sock = root / "haproxy.sock"
+    sock.unlink(missing_ok=True)
+    text = (dist / "haproxy" / "haproxy.cfg").read_text()
+    text = text.replace("\nglobal\n", f"\nglobal\n    stats socket {sock} level admin\n", 1)
+    cfg = root / "haproxy-test.cfg"
+    cfg.write_text(text)
+    port = free_port()
+    env = {**os.environ, "MESHGEN_PORT_ADMIN": str(free_port()),
+           f"MESHGEN_PORT_{listener.upper().replace('-', '_')}": str(port)}  # fmt: skip
+    check_config(cfg, root, env)
+    proc = start_process([binary, "-db", "-f", cfg], root / "haproxy.log", env=env, cwd=root)
+    try:
+        proc.wait_until(lambda: _accepts(port) and sock.exists(), what="haproxy")
+        yield HAProxy("haproxy", port, sock)
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def run_runtime(dist: Path, listener: str = "edge") -> Iterator[Engine]:
+    with run_dist(dist) as rt:
+        address = str(rt.ready["listeners"][listener])  # type: ignore[index]
+        yield Engine("runtime", int(address.rsplit(":", 1)[1]))
+
+
+def poll(condition: object, timeout: float = 10.0, what: str = "") -> None:
+    """Wait until ``condition()`` is true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
