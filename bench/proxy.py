@@ -4,7 +4,9 @@ Usage: ``python bench/proxy.py [--duration 10] [--connections 32]``. Needs the D
 wrk, haproxy and nginx-light. Proxies are pinned to CPU 0 and wrk to CPU 1 (``taskset``), so
 "one core" means one core. meshgen runs with routing (host + path match), a round-robin
 balancer over the backend, retries and metrics on; the access log is off.
-Prints req/s, p50, p99 and the ratio to HAProxy; paste the table into BENCHMARKS.md.
+Both proxies stay up and are measured in alternating rounds (``--rounds``, best kept), so
+load drift on a shared machine affects both alike. Prints req/s, p50, p99 and the ratio to
+HAProxy; paste the table into BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating runs; best one is kept")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
@@ -136,21 +139,30 @@ def main() -> int:
         dist = write_dist(d / "dist", tables)
         env_cpu = ["taskset", "-c", "0"]
         results: dict[str, tuple[float, float, float]] = {}
-        with process(["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")], d / "nginx.log"):
+        ha_name, mg_name = "haproxy 2.6 (nbthread 1)", "meshgen proxy"
+
+        def keep(name: str, run: tuple[float, float, float]) -> None:
+            if name not in results or run[0] > results[name][0]:
+                results[name] = run
+
+        nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
+        ha_cmd = [*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
+        with process(nginx_cmd, d / "nginx.log"), process(ha_cmd, d / "ha.log"):
             wait_port(nginx_port)
-            results["direct nginx"] = wrk(nginx_port, "shop", 3, args.connections)
-            with process([*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")], d / "ha.log"):
-                wait_port(haproxy_port)
-                results["haproxy 2.6 (nbthread 1)"] = wrk(
-                    haproxy_port, "shop", args.duration, args.connections
-                )
+            wait_port(haproxy_port)
+            keep("direct nginx", wrk(nginx_port, "shop", 3, args.connections))
             with run_dist(dist) as rt:
                 subprocess.run(
                     ["taskset", "-acp", "0", str(rt.proc.pid)], check=True, capture_output=True
                 )
-                results["meshgen proxy"] = wrk(rt.port, "shop", args.duration, args.connections)
+                for _ in range(args.rounds):  # interleaved: load drift hits both alike
+                    keep(ha_name, wrk(haproxy_port, "shop", args.duration, args.connections))
+                    keep(mg_name, wrk(rt.port, "shop", args.duration, args.connections))
     base = results["haproxy 2.6 (nbthread 1)"]
-    print(f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset)")
+    print(
+        f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset), "
+        f"best of {args.rounds} interleaved rounds"
+    )
     print(f"| {'setup':<26} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'vs HAProxy':>10} |")
     print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
     for name, (rps, p50, p99) in results.items():

@@ -336,16 +336,18 @@ class Exchange:
             else:
                 watchdog = loop.call_later(left, check_idle)
 
-        watchdog = loop.call_later(idle, check_idle)
+        assert conn.done is not None
+        # Most responses are complete by now: a watchdog only for bodies still streaming.
+        watchdog = None if conn.done.done() else loop.call_later(idle, check_idle)
         try:
-            assert conn.done is not None
             await conn.done
         except ConnectionResetError:
             req.keep_alive = False
             down.close()  # the body is cut short; the client must see it
             return
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
             down.upstream = None
             down.on_close = None
         if chunked:
