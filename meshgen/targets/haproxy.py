@@ -375,8 +375,10 @@ class Config:
             lines.append(f"server-template ep {DNS_SLOTS} {target} resolvers dns.{c.name} "
                          f"resolve-prefer {prefer} init-addr none{limits}{tls}{check}")  # fmt: skip
             return lines
-        for e, w in zip(eps, scaled_weights(eps), strict=True):
-            name = server_name(e)
+        everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
+        weights = dict(zip(everyone, scaled_weights(everyone), strict=True))
+        for e in eps:
+            name, w = server_name(e), weights[e]
             state = (_check(od) if own else f" track {c.name}/{name}") if checked else ""
             lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
         return lines

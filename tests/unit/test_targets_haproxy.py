@@ -40,7 +40,11 @@ services:
     discovery: {static: [{address: 127.0.0.1:9101}]}
 routes:
   - name: fault
-    match: {host: Fault.Test, path_regex: "/x/[0-9]+", methods: [GET], headers: {x-k: {prefix: "-a b'c"}}}
+    match:
+      host: Fault.Test
+      path_regex: "/x/[0-9]+"
+      methods: [GET]
+      headers: {x-k: {prefix: "-a b'c"}}
     to: [{service: web, subset: one}]
     fault: {abort: {status: 418, percent: 12.5}, delay: {fixed: 1s}}
     rewrite: {host: internal}
@@ -72,7 +76,7 @@ def test_first_match_routing_and_quoting() -> None:
     """Routes set txn.mg_route in file order only when unset; user strings are quoted."""
     text = _cfg()
     fault = text.index("str(fault) if !mg.routed fault.host fault.path fault.method fault.h0")
-    assert fault < text.index("http-request set-var(txn.mg_route) str(split) if !mg.routed split.path")
+    assert fault < text.index("set-var(txn.mg_route) str(split) if !mg.routed split.path")
     assert "acl fault.host var(txn.mg_host) -m str fault.test" in text
     assert "acl fault.path path -m reg '^(?:/x/[0-9]+)$'" in text
     assert "acl fault.h0 req.fhdr(x-k,1) -m beg -- '-a b'\\''c'" in text
