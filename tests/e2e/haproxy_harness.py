@@ -62,20 +62,9 @@ class Engine:
 
 @dataclass
 class HAProxy(Engine):
-    socket_path: Path
+    """HAProxy with an admin ``stats socket`` at ``socket_path`` (``show stat`` etc.)."""
 
-    def show_stat(self) -> list[dict[str, str]]:
-        """Rows of ``show stat`` (pxname, svname, status, ...)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
-            s.connect(str(self.socket_path))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        lines = data.decode().strip().splitlines()
-        head = lines[0].lstrip("# ").split(",")
-        return [dict(zip(head, line.split(","), strict=False)) for line in lines[1:]]
+    socket_path: Path
 
 
 def _accepts(port: int) -> bool:
