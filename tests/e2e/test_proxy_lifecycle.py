@@ -171,3 +171,20 @@ def test_drain_on_sigterm(tmp_path: Path) -> None:
             assert rt.proc.wait(10) == 0
     assert refused
     assert result == [(200, b"a GET /slow\n", "close")]
+
+
+def test_timeout_504_and_large_streamed_body(tmp_path: Path) -> None:
+    """A slow backend past the route timeout is 504; a 20 MiB body streams through intact."""
+    with backend("a") as (a, _):
+        routes = [
+            t.Route("slow", t.Match(hosts=("slow",)), to=(target("a", timeout=0.3),)),
+            t.Route("r", t.Match(hosts=("shop",)), to=(target("a"),)),
+        ]
+        dist = write_dist(tmp_path / "dist", mesh_tables([static("a", [a])], routes))
+        with run_dist(dist) as rt:
+            start = time.monotonic()
+            status, _, _ = rt.request("GET", "/", "slow", {"x-delay": "2"})
+            assert status == 504 and time.monotonic() - start < 1.5
+            payload = bytes(range(256)) * (20 * 4096)
+            status, _, body = rt.request("PUT", "/big", "shop", body=payload, timeout=30)
+            assert status == 200 and body == b"a PUT /big\n" + payload
