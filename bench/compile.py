@@ -175,6 +175,51 @@ def profile(n: int, work: Path) -> None:
     print(out.getvalue())
 
 
+def stage_times(n: int, work: Path) -> None:
+    """Wall time of each pipeline stage and target, in-process, for one build of ``n`` services."""
+    from meshgen import __version__, checks, lower, plan, schema, source, targets
+    from meshgen.emit import MANIFEST, emit, manifest_text
+
+    folder = work / f"stages{n}"
+    folder.mkdir()
+    make_certs(folder / "certs")
+    spec = folder / "mesh.yaml"
+    spec.write_text(make_spec(n))
+    clock = time.perf_counter
+    rows: list[tuple[str, float]] = []
+    t = clock()
+    doc, _ = source.load(spec)
+    rows.append(("source.load (H1)", clock() - t))
+    assert doc is not None
+    t = clock()
+    schema.validate(doc)
+    rows.append(("schema.validate (H1)", clock() - t))
+    t = clock()
+    mesh, _ = lower.lower(doc)
+    rows.append(("lower.lower (H2)", clock() - t))
+    assert mesh is not None
+    t = clock()
+    checks.run_all(mesh, doc)
+    rows.append(("checks.run_all (H2)", clock() - t))
+    t = clock()
+    tables = plan.to_tables(mesh)
+    rows.append(("plan.to_tables (H2)", clock() - t))
+    ctx = targets.make_context(spec.name, __version__)
+    files: dict[str, str] = {}
+    for name, render in targets.registered():
+        t = clock()
+        files.update(render(tables, ctx))
+        rows.append((f"targets.{name}.render", clock() - t))
+    files[MANIFEST] = manifest_text(files, spec.name, doc.text.encode(), __version__)
+    t = clock()
+    emit(files, folder / "dist")
+    rows.append(("emit (write + verify + swap) (H3)", clock() - t))
+    total = sum(s for _, s in rows)
+    print(f"stages of one in-process build, {n:,} services: {total:.2f}s")
+    for name, seconds in rows:
+        print(f"  {seconds:7.2f}s {100 * seconds / total:5.1f}%  {name}")
+
+
 def version_startup(runs: int = 20) -> float:
     """Median wall time of `python -m meshgen --version` (ms)."""
     times = []
@@ -199,12 +244,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="profile instead of timing")
+    parser.add_argument("--stages", action="store_true", help="time each stage in-process")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
-        if args.profile:
+        if args.profile or args.stages:
             for n in sizes:
-                profile(n, Path(tmp))
+                (profile if args.profile else stage_times)(n, Path(tmp))
             return 0
         print(f"python {sys.version.split()[0]} on {os.cpu_count()} cpu(s)")
         print(f"meshgen --version: {version_startup():.0f} ms median "

@@ -10,6 +10,7 @@ and prints curl commands to try. Every answer says which backend served it.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ def backend(name: str, port: int) -> ThreadingHTTPServer:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop like Ctrl-C: clean up below
     servers = [backend(name, port) for name, port in BACKENDS]
     print("backends: " + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p in BACKENDS))
     dist = HERE / "dist"
