@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgen import __version__, checks, lower, plan, schema, source, targets
+from meshgen import __version__, checks, lower, source, targets
 from meshgen.diagnostics import Diagnostic, has_errors
 from meshgen.emit import MANIFEST, manifest_text
+from meshgen.plan import to_tables
 from meshgen.runtime.tables import Tables
+from meshgen.schema import validate as validate_schema
 from meshgen.source import Document
 
 
@@ -50,14 +52,14 @@ def compile_document(
     result = Result(diagnostics=sorted(diags, key=_key), document=doc)
     if doc is None or has_errors(diags):
         return result
-    if _stage(result, schema.validate(doc)):
+    if _stage(result, validate_schema(doc)):
         return result
     mesh, lowered = lower.lower(doc)
     if _stage(result, lowered) or mesh is None:
         return result
     if _stage(result, checks.run_all(mesh, doc)):
         return result
-    tables = plan.to_tables(mesh)
+    tables = to_tables(mesh)
     result.tables = tables
     ctx = targets.make_context(doc.path.name, version)
     files: dict[str, str] = {}
