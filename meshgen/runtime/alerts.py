@@ -300,10 +300,10 @@ class AlertEvaluator:
     def update_rules(
         self, alerts: Sequence[Alert], slos: Sequence[Slo], alertmanager: str | None = None
     ) -> None:
-        """Swap in new rules (reload); alerts whose rule name survives keep their state."""
+        """Swap in new rules and receiver (reload); alerts whose rule name survives keep
+        their state. ``alertmanager=None`` stops notifications, as in the new tables."""
         self.alerts, self.slos = tuple(alerts), tuple(slos)
-        if alertmanager is not None:
-            self.alertmanager = alertmanager
+        self.alertmanager = alertmanager
         self.rules = compile_rules(self.alerts, self.slos)
         names = {rule.name for rule in self.rules}
         self.states = {k: v for k, v in self.states.items() if k in names}
