@@ -288,7 +288,7 @@ class AlertEvaluator:
     states: dict[str, AlertState] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.update_rules(self.alerts, self.slos)
+        self.update_rules(self.alerts, self.slos, self.alertmanager)
         self.store = Store(self._retention)
 
     @classmethod
