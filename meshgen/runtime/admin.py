@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -118,9 +118,9 @@ class _AdminProtocol(asyncio.Protocol):
         self.size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.connections.add(transport)
+        # uvloop's TCPTransport is not an asyncio.Transport subclass, but has its methods
+        self.transport = cast(asyncio.Transport, transport)
+        self.connections.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:

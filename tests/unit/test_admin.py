@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from conftest import require_binary
 from tables_factory import HOSTILE, make_tables
 
@@ -231,3 +232,26 @@ def test_status_without_upstreams_and_metrics_lint() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
     asyncio.run(main())
+
+
+def test_serves_under_uvloop() -> None:
+    """The runtime uses uvloop when installed; its transports are not asyncio subclasses."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        tables = make_tables()
+        server = await start_admin("127.0.0.1", 0, tables_provider=lambda: tables,
+                                   upstreams_provider=lambda: None, metrics=Metrics())  # fmt: skip
+        try:
+            raw = await _raw(
+                server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert raw.startswith(b"HTTP/1.1 200 OK") and raw.endswith(b"ok\n")
+        finally:
+            await server.close()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
