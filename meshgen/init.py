@@ -28,8 +28,11 @@ def starter_text(file_name: str = "mesh.yaml") -> str:
 
 
 def write_starter(path: Path, *, force: bool = False) -> int:
-    """Write the starter to ``path`` (a folder gets ``mesh.yaml``); 2 if it exists and no force."""
-    if path.is_dir():
+    """Write the starter to ``path``; 2 if it exists and no ``force``.
+
+    A path that is a folder, or does not end in .yaml/.yml, is a folder that gets ``mesh.yaml``.
+    """
+    if path.is_dir() or path.suffix not in (".yaml", ".yml"):
         path = path / "mesh.yaml"
     if path.exists() and not force:
         print(f"meshgen: error: {path} exists; use --force to overwrite it", file=sys.stderr)

@@ -163,6 +163,10 @@ def test_init_writes_a_starter_that_validates_and_builds(
     (tmp_path / "sub").mkdir()
     assert main(["init", "sub"]) == 0
     assert (tmp_path / "sub" / "mesh.yaml").is_file()
+    assert main(["init", "new/folder"]) == 0
+    assert (tmp_path / "new" / "folder" / "mesh.yaml").is_file()
+    assert main(["init", "other.yml"]) == 0
+    assert (tmp_path / "other.yml").is_file()
 
 
 def test_certs_is_delegated(tmp_path: Path) -> None:
