@@ -25,7 +25,7 @@ def _exec_table_file(path: Path) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": f"meshgen_tables_{path.stem}", "__file__": str(path)}
     try:
         code = compile(path.read_bytes(), str(path), "exec")
-        exec(code, namespace)  # noqa: S102 - generated data-only tables written by meshgen build
+        exec(code, namespace)  # generated, data-only tables written by meshgen build
     except (OSError, SyntaxError, ImportError, NameError, TypeError) as exc:
         raise TablesError(f"{path}: {exc}") from exc
     return namespace

@@ -58,7 +58,7 @@ class StaticDiscovery:
 
 @dataclass(frozen=True, slots=True)
 class DnsDiscovery:
-    """``query_name`` is fully qualified: ``_http._tcp.NAME.DOMAIN`` for SRV, the host for A/AAAA."""
+    """``query_name`` is fully qualified: ``_http._tcp.NAME.DOMAIN`` for SRV, else the host."""
 
     query_name: str
     record_type: DnsRecordType = "SRV"
@@ -297,7 +297,7 @@ class BurnWindow:
 
 @dataclass(frozen=True, slots=True)
 class Slo:
-    """SLO on non-5xx share. Alerts ``<name>-page`` and ``<name>-ticket`` fire on any window pair."""
+    """SLO on the non-5xx share; alerts ``<name>-page``/``<name>-ticket`` fire on any window pair."""
 
     name: str
     service: str
