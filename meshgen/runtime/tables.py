@@ -297,7 +297,7 @@ class BurnWindow:
 
 @dataclass(frozen=True, slots=True)
 class Slo:
-    """SLO on the non-5xx share; alerts ``<name>-page``/``<name>-ticket`` fire on any window pair."""
+    """SLO on the non-5xx share; ``<name>-page``/``<name>-ticket`` fire on any window pair."""
 
     name: str
     service: str
