@@ -93,9 +93,7 @@ def _dispatch(args: list[str]) -> int:
     if args and args[0] == "run":
         if len(args) < 2 or args[1].startswith("-"):
             raise _UsageError("meshgen run: error: usage: meshgen run DIST [runtime options]")
-        from meshgen.runtime.main import main as run_main
-
-        return run_main(args[2:], dist=Path(args[1]))
+        return _run_dist(Path(args[1]), args[2:])
     if args and args[0] == "certs":
         from meshgen.certs import main as certs_main
 
@@ -106,6 +104,26 @@ def _dispatch(args: list[str]) -> int:
 
         return write_starter(ns.path, force=ns.force)
     return _compile_command(ns)
+
+
+def _run_dist(dist: Path, options: list[str]) -> int:
+    """``meshgen run DIST``: execute DIST/__main__.py exactly as ``python DIST`` would.
+
+    DIST's tables construct ``meshgen_runtime.tables`` objects, so the runtime must be DIST's own
+    copy (``DIST/meshgen_runtime``), never this installation's ``meshgen.runtime``: runpy puts
+    DIST first on ``sys.path`` and runs its ``__main__`` module, which raises SystemExit(code).
+    """
+    import runpy
+
+    if not (dist / "__main__.py").is_file():
+        raise _UsageError(f"meshgen run: error: {dist} is not a built DIST (no __main__.py)")
+    saved = sys.argv[:]
+    sys.argv = [str(dist), *options]
+    try:
+        runpy.run_path(str(dist), run_name="__main__")
+    finally:
+        sys.argv = saved
+    return EXIT_OK
 
 
 def _compile_command(ns: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
-"""Build a DIST from hand-made tables and run ``python DIST`` on port-0 listeners.
+"""Build a DIST with the real compiler and run ``python DIST`` on port-0 listeners.
 
-The generated table files are exactly what ``meshgen build`` writes (``repr`` of the frozen
-table types after a ``from meshgen_runtime.tables import ...``), plus a copy of the runtime and
-the ``__main__.py`` of INTERFACES.md, so these tests exercise the real ``python DIST`` path.
+:func:`build_dist` compiles mesh.yaml text exactly as ``meshgen build`` does (every stage,
+every target, MANIFEST.json, atomic emit). :func:`write_dist` renders already-built tables
+with the same python target (for tests that construct tables the YAML cannot express).
+:data:`HEAD` is the usual top of a test spec: mesh ``shop``, listener ``edge`` and the admin
+server on port 0, which the ready file reports.
 """
 
 from __future__ import annotations
@@ -10,96 +12,69 @@ from __future__ import annotations
 import ctypes
 import http.client
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
-import meshgen.runtime as runtime_pkg
-from meshgen.runtime import tables as t
+from meshgen import __version__, diagnostics, pipeline, targets
+from meshgen.emit import MANIFEST, emit, manifest_text
+from meshgen.runtime.tables import Tables
+from meshgen.targets import python as python_target
 
-MAIN = """import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from meshgen_runtime.main import main
-raise SystemExit(main(sys.argv[1:], dist=Path(__file__).resolve().parent))
+HEAD = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+listeners: [{name: edge, address: "127.0.0.1:0"}]
+admin: "127.0.0.1:0"
 """
-NAMES = ", ".join(n for n in dir(t) if n[:1].isupper() and not n.startswith("Literal"))
 
 
 def _pdeathsig() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
-def write_dist(dist: Path, tables: t.Tables) -> Path:
-    """Write DIST (tables + runtime copy + __main__.py); rewriting tables atomically per file."""
-    (dist / "mesh").mkdir(parents=True, exist_ok=True)
-    rt = dist / "meshgen_runtime"
-    if not rt.exists():
-        shutil.copytree(
-            Path(runtime_pkg.__file__).parent, rt, ignore=shutil.ignore_patterns("__pycache__")
-        )
-        (dist / "__main__.py").write_text(MAIN)
-    head = f"from meshgen_runtime.tables import {NAMES}\n"
-    files = {
-        "routing": {
-            "MESH": tables.mesh,
-            "CLUSTERS": tables.clusters,
-            "ROUTES": tables.routes,
-            "LISTENERS": tables.listeners,
-        },
-        "health": {
-            "HEALTH_CHECKS": tables.health_checks,
-            "OUTLIER_DETECTION": tables.outlier_detection,
-        },
-        "tls": {"CLIENT_TLS": tables.client_tls, "ACCESS": tables.access},
-        "monitoring": {"ALERTS": tables.alerts, "SLOS": tables.slos},
-    }
-    for stem, values in files.items():
-        body = head + "".join(f"{k} = {v!r}\n" for k, v in values.items())
-        tmp = dist / "mesh" / f".{stem}.tmp"
-        tmp.write_text(body)
-        os.replace(tmp, dist / "mesh" / f"{stem}.py")
+def spec(body: str) -> str:
+    """:data:`HEAD` followed by ``body`` (services, routes, ...), dedented."""
+    return HEAD + textwrap.dedent(body)
+
+
+def compile_spec(text: str, path: Path) -> pipeline.Result:
+    """Write ``text`` to ``path`` and compile it; fail with the rendered diagnostics on error."""
+    path.write_text(text)
+    result = pipeline.compile_spec(path)
+    if result.files is None or result.tables is None:
+        shown = diagnostics.render_text(result.diagnostics, {str(path): text})
+        raise AssertionError(f"{path} does not compile:\n{shown}")
+    return result
+
+
+def build_dist(dist: Path, text: str) -> Path:
+    """``meshgen build`` of mesh.yaml ``text`` (saved next to DIST) into ``dist``; atomic."""
+    result = compile_spec(text, dist.parent / "mesh.yaml")
+    assert result.files is not None
+    emit(result.files, dist)
     return dist
 
 
-def static(name: str, addresses: Sequence[str], **kw: object) -> t.Cluster:
-    eps = tuple(t.Endpoint(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in addresses)
-    return t.Cluster(name=name, discovery=t.StaticDiscovery(eps), **kw)  # type: ignore[arg-type]
+def compile_tables(text: str, folder: Path) -> Tables:
+    """The tables the compiler makes of ``text`` (for the in-process client)."""
+    result = compile_spec(text, folder / "mesh.yaml")
+    assert result.tables is not None
+    return result.tables
 
 
-def target(
-    service: str,
-    weight: int = 100,
-    retries: t.RetryPolicy | None = None,
-    timeout: float = 5.0,
-    subset: str | None = None,
-) -> t.Target:
-    return t.Target(service, subset, weight, timeout, 60.0, retries)
-
-
-def mesh_tables(clusters: Sequence[t.Cluster], routes: Sequence[t.Route], **kw: object) -> t.Tables:
-    """Tables with one listener ``edge`` on 127.0.0.1:0 serving every route, admin on port 0."""
-    listener = t.Listener("edge", "127.0.0.1", 0, tuple(r.name for r in routes))
-    return t.Tables(
-        mesh=t.MeshInfo("shop", "mesh.test", admin_port=0),
-        clusters=tuple(clusters),
-        routes=tuple(routes),
-        listeners=(listener,),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def with_routes(tables: t.Tables, routes: Sequence[t.Route]) -> t.Tables:
-    lst = replace(tables.listeners[0], routes=tuple(r.name for r in routes))
-    return replace(tables, routes=tuple(routes), listeners=(lst,))
+def write_dist(dist: Path, tables: Tables) -> Path:
+    """Render ``tables`` with the python target (tables, ``__main__.py``, runtime) into DIST."""
+    files = python_target.render(tables, targets.make_context("mesh.yaml", __version__))
+    files[MANIFEST] = manifest_text(files, "mesh.yaml", b"", __version__)
+    emit(files, dist)
+    return dist
 
 
 class Runtime:
@@ -147,14 +122,17 @@ class Runtime:
 
 
 @contextmanager
-def run_dist(dist: Path, *args: str, timeout: float = 15.0) -> Iterator[Runtime]:
-    """Start ``python DIST --ready-file``; wait for the ready file; SIGTERM then SIGKILL at exit."""
+def run_dist(dist: Path, *args: str, timeout: float = 15.0, cli: bool = False) -> Iterator[Runtime]:
+    """Start ``python DIST --ready-file`` (``meshgen run DIST`` with ``cli``); wait for the
+    ready file; SIGTERM then SIGKILL at exit."""
     ready = dist.parent / f"{dist.name}.ready.json"
     ready.unlink(missing_ok=True)
     log = dist.parent / f"{dist.name}.log"
+    command = [sys.executable, "-m", "meshgen", "run"] if cli else [sys.executable]
+    command.append(str(dist))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(dist), "--ready-file", str(ready), *args],
+            [*command, "--ready-file", str(ready), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -10,18 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from runtime_harness import backend, mesh_tables, static, target, write_dist
-
-from meshgen.runtime import tables as t
+from runtime_harness import backend, build_dist, compile_tables, spec
 
 pytestmark = pytest.mark.e2e
 
-RETRIES = t.RetryPolicy(
-    attempts=2,
-    per_try_timeout_s=2.0,
-    backoff_base_s=0.001,
-    backoff_max_s=0.002,
-    budget_min_per_second=100.0,
+RETRIES = (
+    "{attempts: 2, per_try_timeout: 2s, backoff: {base: 1ms, max: 2ms}, "
+    "budget: {min_per_second: 100}}"
 )
 
 
@@ -34,18 +29,24 @@ def dead_address() -> str:
 def test_sync_and_async_from_the_dist_copy(tmp_path: Path) -> None:
     """`from meshgen_runtime import Mesh` in a separate process routes, retries and splits."""
     with backend("a") as (a, _), backend("b") as (b, _):
-        routes = [
-            t.Route(
-                "split",
-                t.Match(hosts=("shop",), path="/split"),
-                to=(target("a", 50), target("b", 50)),
-            ),
-            t.Route(
-                "reviews", t.Match(hosts=("reviews",)), to=(target("reviews", retries=RETRIES),)
-            ),
-        ]
-        clusters = [static("a", [a]), static("b", [b]), static("reviews", [dead_address(), a])]
-        dist = write_dist(tmp_path / "dist", mesh_tables(clusters, routes))
+        text = spec(
+            f"""
+            services:
+              a: {{discovery: {{static: [{{address: "{a}"}}]}}}}
+              b: {{discovery: {{static: [{{address: "{b}"}}]}}}}
+              reviews:
+                discovery: {{static: [{{address: "{dead_address()}"}}, {{address: "{a}"}}]}}
+                retries: {RETRIES}
+            routes:
+              - name: split
+                match: {{host: shop, path_prefix: /split}}
+                to: [{{service: a, weight: 50}}, {{service: b, weight: 50}}]
+              - name: reviews
+                match: {{host: reviews}}
+                to: [{{service: reviews}}]
+            """
+        )
+        dist = build_dist(tmp_path / "dist", text)
         script = f"""
 import asyncio, collections, sys
 sys.path.insert(0, {str(dist)!r})
@@ -88,8 +89,13 @@ def test_in_process_async(tmp_path: Path) -> None:
     from meshgen.runtime import Mesh
 
     with backend("a") as (a, _):
-        route = t.Route("r", t.Match(hosts=("svc",)), to=(target("svc"),))
-        mesh = Mesh(mesh_tables([static("svc", [a])], [route]), tmp_path)
+        text = spec(
+            f"""
+            services: {{svc: {{discovery: {{static: [{{address: "{a}"}}]}}}}}}
+            routes: [{{name: r, match: {{host: svc}}, to: [{{service: svc}}]}}]
+            """
+        )
+        mesh = Mesh(compile_tables(text, tmp_path), tmp_path)
 
         async def go() -> Counter[int]:
             codes = Counter(

@@ -6,10 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from pytest_httpserver import HTTPServer
-from runtime_harness import Runtime, mesh_tables, run_dist, static, target, write_dist
+from runtime_harness import Runtime, build_dist, run_dist, spec
 from werkzeug import Request, Response
-
-from meshgen.runtime import tables as t
 
 pytestmark = pytest.mark.e2e
 
@@ -46,56 +44,58 @@ def servers() -> Iterator[tuple[HTTPServer, HTTPServer]]:
         s.stop()
 
 
+HEADERS = """
+            headers:
+              request: {set: {x-env: prod}, remove: [x-debug]}
+              response: {set: {x-served-by: meshgen}, remove: [server]}"""  # at route indent
+
+
 @pytest.fixture(scope="module")
 def proxy(
     servers: tuple[HTTPServer, HTTPServer], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Runtime]:
     a, b = servers
-    clusters = [
-        static("reviews", [f"127.0.0.1:{a.port}"]),
-        static("ratings", [f"127.0.0.1:{b.port}"]),
-    ]
-    routes = [
-        t.Route(
-            "jason",
-            t.Match(hosts=("reviews",), headers=(t.HeaderMatch("end-user", "exact", "jason"),)),
-            to=(target("ratings"),),
-        ),
-        t.Route(
-            "v2",
-            t.Match(hosts=("reviews",), path="/v2/"),
-            to=(target("reviews"),),
-            rewrite=t.Rewrite(path_prefix="/api/", host="reviews.internal"),
-        ),
-        t.Route(
-            "moved",
-            t.Match(hosts=("reviews",), path_kind="exact", path="/old"),
-            redirect=t.Redirect("https://new.example/", 301),
-        ),
-        t.Route(
-            "abort",
-            t.Match(hosts=("reviews",), path="/fault"),
-            to=(target("reviews"),),
-            fault=t.Fault(abort_status=418, abort_percent=100),
-        ),
-        t.Route(
-            "limited",
-            t.Match(hosts=("reviews",), path="/limited"),
-            to=(target("reviews"),),
-            rate_limit=t.RateLimit(0.001, 2),
-        ),
-        t.Route(
-            "reviews",
-            t.Match(hosts=("reviews", "reviews.mesh.test")),
-            to=(target("reviews"),),
-            request_headers=t.HeaderOps(set=(("x-env", "prod"),), remove=("x-debug",)),
-            response_headers=t.HeaderOps(set=(("x-served-by", "meshgen"),), remove=("server",)),
-        ),
-        t.Route("nobody", t.Match(hosts=("nobody",)), to=(target("ghost"),)),
-    ]
-    ghost = t.Cluster("ghost", t.StaticDiscovery(()))
-    tables = mesh_tables([*clusters, ghost], routes)
-    dist = write_dist(tmp_path_factory.mktemp("proxy") / "dist", tables)
+    text = spec(
+        f"""
+        services:
+          reviews:
+            discovery: {{static: [{{address: "127.0.0.1:{a.port}"}}]}}
+          ratings:
+            discovery: {{static: [{{address: "127.0.0.1:{b.port}"}}]}}
+          ghost:  # its only subset selects no endpoint: 503
+            discovery: {{static: [{{address: "127.0.0.1:{a.port}", labels: {{v: "1"}}}}]}}
+            subsets: {{gone: {{labels: {{v: "9"}}}}}}
+        routes:
+          - name: jason
+            match: {{host: reviews, headers: {{end-user: {{exact: jason}}}}}}
+            to: [{{service: ratings}}]
+          - name: v2
+            match: {{host: reviews, path_prefix: /v2/}}
+            to: [{{service: reviews}}]
+            rewrite: {{path_prefix: /api/, host: reviews.internal}}
+          - name: moved
+            match: {{host: reviews, path_exact: /old}}
+            redirect: {{location: "https://new.example/", status: 301}}
+          - name: abort
+            match: {{host: reviews, path_prefix: /fault}}
+            to: [{{service: reviews}}]
+            fault: {{abort: {{status: 418, percent: 100}}}}
+          - name: limited
+            match: {{host: reviews, path_prefix: /limited}}
+            to: [{{service: reviews}}]
+            rate_limit: {{requests_per_second: 0.001, burst: 2}}
+          - name: reviews
+            match: {{host: reviews}}
+            to: [{{service: reviews}}]{HEADERS}
+          - name: reviews-fq
+            match: {{host: reviews.mesh.test}}
+            to: [{{service: reviews}}]{HEADERS}
+          - name: nobody
+            match: {{host: nobody}}
+            to: [{{service: ghost, subset: gone}}]
+        """
+    )
+    dist = build_dist(tmp_path_factory.mktemp("proxy") / "dist", text)
     with run_dist(dist) as rt:
         yield rt
 

@@ -11,28 +11,24 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from runtime_harness import (
-    Runtime,
-    backend,
-    mesh_tables,
-    run_dist,
-    static,
-    target,
-    with_routes,
-    write_dist,
-)
-
-from meshgen.runtime import tables as t
+from runtime_harness import Runtime, backend, build_dist, run_dist, spec
 
 pytestmark = pytest.mark.e2e
 
-RETRIES = t.RetryPolicy(
-    attempts=2,
-    per_try_timeout_s=2.0,
-    backoff_base_s=0.001,
-    backoff_max_s=0.005,
-    budget_min_per_second=100.0,
+RETRIES = (
+    "{attempts: 2, per_try_timeout: 2s, backoff: {base: 1ms, max: 5ms}, "
+    "budget: {min_per_second: 100}}"
 )
+
+
+def one_route(services: dict[str, str], to: str, route: str = "r", host: str = "shop") -> str:
+    """A spec: services ``{name: "addr[,addr]"}`` and one route ``host`` -> ``to`` (YAML)."""
+    lines = ["services:"]
+    for name, addrs in services.items():
+        eps = ", ".join(f'{{address: "{a}"}}' for a in addrs.split(","))
+        lines.append(f"  {name}: {{discovery: {{static: [{eps}]}}}}")
+    lines.append(f"routes: [{{name: {route}, match: {{host: {host}}}, to: {to}}}]")
+    return spec("\n".join(lines) + "\n")
 
 
 def client(rt: Runtime) -> http.client.HTTPConnection:
@@ -49,10 +45,8 @@ def get(conn: http.client.HTTPConnection, host: str, path: str = "/") -> tuple[i
 def test_weighted_split_within_four_sigma(tmp_path: Path) -> None:
     """A 80/20 split over 1000 requests lands within 4 sigma of 20% on the minor branch."""
     with backend("a") as (a, _), backend("b") as (b, _):
-        route = t.Route("split", t.Match(hosts=("shop",)), to=(target("a", 80), target("b", 20)))
-        dist = write_dist(
-            tmp_path / "dist", mesh_tables([static("a", [a]), static("b", [b])], [route])
-        )
+        to = "[{service: a, weight: 80}, {service: b, weight: 20}]"
+        dist = build_dist(tmp_path / "dist", one_route({"a": a, "b": b}, to, "split"))
         with run_dist(dist) as rt:
             conn = client(rt)
             n = 1000
@@ -65,8 +59,9 @@ def test_weighted_split_within_four_sigma(tmp_path: Path) -> None:
 def test_failover_zero_errors_while_backend_killed(tmp_path: Path) -> None:
     """With retries on, killing one of two endpoints mid-load fails no request."""
     with backend("a") as (a, proc_a), backend("b") as (b, _):
-        route = t.Route("r", t.Match(hosts=("shop",)), to=(target("svc", retries=RETRIES),))
-        dist = write_dist(tmp_path / "dist", mesh_tables([static("svc", [a, b])], [route]))
+        text = one_route({"svc": f"{a},{b}"}, "[{service: svc}]")
+        text += f"defaults: {{retries: {RETRIES}}}\n"
+        dist = build_dist(tmp_path / "dist", text)
         with run_dist(dist) as rt:
             statuses: Counter[int] = Counter()
             backends: Counter[str] = Counter()
@@ -85,9 +80,7 @@ def test_failover_zero_errors_while_backend_killed(tmp_path: Path) -> None:
 def test_reload_under_load_zero_errors(tmp_path: Path) -> None:
     """SIGHUP: traffic moves to the new backend, no request fails, a bad DIST is refused."""
     with backend("a") as (a, _), backend("b") as (b, _):
-        old = t.Route("r", t.Match(hosts=("shop",)), to=(target("a"),))
-        tables = mesh_tables([static("a", [a]), static("b", [b])], [old])
-        dist = write_dist(tmp_path / "dist", tables)
+        dist = build_dist(tmp_path / "dist", one_route({"a": a, "b": b}, "[{service: a}]"))
         with run_dist(dist) as rt:
             errors: list[str] = []
             seen: list[str] = []
@@ -112,8 +105,7 @@ def test_reload_under_load_zero_errors(tmp_path: Path) -> None:
                 deadline = time.monotonic() + 10
                 while len(seen) < 100 and time.monotonic() < deadline:
                     time.sleep(0.01)
-                new = t.Route("r", t.Match(hosts=("shop",)), to=(target("b"),))
-                write_dist(dist, with_routes(tables, [new]))
+                build_dist(dist, one_route({"a": a, "b": b}, "[{service: b}]"))
                 rt.proc.send_signal(signal.SIGHUP)
                 while (not seen or seen[-1] != "b") and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -141,8 +133,7 @@ def test_reload_under_load_zero_errors(tmp_path: Path) -> None:
 def test_drain_on_sigterm(tmp_path: Path) -> None:
     """SIGTERM: the in-flight request completes, new connections are refused, exit code 0."""
     with backend("a") as (a, _):
-        route = t.Route("r", t.Match(hosts=("shop",)), to=(target("a"),))
-        dist = write_dist(tmp_path / "dist", mesh_tables([static("a", [a])], [route]))
+        dist = build_dist(tmp_path / "dist", one_route({"a": a}, "[{service: a}]"))
         with run_dist(dist) as rt:
             result: list[object] = []
 
@@ -176,11 +167,15 @@ def test_drain_on_sigterm(tmp_path: Path) -> None:
 def test_timeout_504_and_large_streamed_body(tmp_path: Path) -> None:
     """A slow backend past the route timeout is 504; a 20 MiB body streams through intact."""
     with backend("a") as (a, _):
-        routes = [
-            t.Route("slow", t.Match(hosts=("slow",)), to=(target("a", timeout=0.3),)),
-            t.Route("r", t.Match(hosts=("shop",)), to=(target("a"),)),
-        ]
-        dist = write_dist(tmp_path / "dist", mesh_tables([static("a", [a])], routes))
+        text = spec(
+            f"""
+            services: {{a: {{discovery: {{static: [{{address: "{a}"}}]}}}}}}
+            routes:
+              - {{name: slow, match: {{host: slow}}, to: [{{service: a}}], timeout: 300ms}}
+              - {{name: r, match: {{host: shop}}, to: [{{service: a}}]}}
+            """
+        )
+        dist = build_dist(tmp_path / "dist", text)
         with run_dist(dist) as rt:
             start = time.monotonic()
             status, _, _ = rt.request("GET", "/", "slow", {"x-delay": "2"})
