@@ -23,7 +23,16 @@ import math
 import re
 from dataclasses import dataclass
 
-from meshgen.runtime.tables import Cluster, DnsDiscovery, Endpoint, Listener, Route, Tables, Target
+from meshgen.runtime.tables import (
+    AccessRule,
+    Cluster,
+    DnsDiscovery,
+    Endpoint,
+    Listener,
+    Route,
+    Tables,
+    Target,
+)
 
 from . import RenderContext
 
@@ -101,6 +110,11 @@ class Config:
         self.clusters = {c.name: c for c in tables.clusters}
         self.pools: dict[tuple[str, str | None, str | None, Policy], Pool] = {}
         self.policies: dict[str, list[Policy]] = {}
+        self.index = {c.name: i for i, c in enumerate(tables.clusters)}
+        self.rules: dict[str, list[AccessRule]] = {}
+        for rule in tables.access:
+            self.rules.setdefault(rule.service, []).append(rule)
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # by pool name
         for c in tables.clusters:
             self.pool(c.name, None, None, self.own_policy(c))
 
@@ -124,6 +138,11 @@ class Config:
         return self.pools[key]
 
     def endpoints(self, pool: Pool) -> tuple[Endpoint, ...]:
+        """The pool's endpoints (none for DNS discovery); computed once per pool."""
+        try:
+            return self._endpoints[pool.name]
+        except KeyError:
+            pass
         d = pool.cluster.discovery
         if isinstance(d, DnsDiscovery):
             return ()
@@ -131,15 +150,19 @@ class Config:
         for s in pool.cluster.subsets:
             if s.name == pool.subset:
                 labels = s.labels
-        return tuple(
+        wanted = set(labels)
+        out = tuple(
             e for e in d.endpoints
-            if set(labels) <= set(e.labels) and (pool.zone is None or e.zone == pool.zone)
+            if wanted <= set(e.labels) and (pool.zone is None or e.zone == pool.zone)
         )  # fmt: skip
+        self._endpoints[pool.name] = out
+        return out
 
     # -- frontends ---------------------------------------------------------------------------
 
     def frontend(self, lst: Listener) -> list[str]:
-        routes = [r for r in self.t.routes if r.name in set(lst.routes)]
+        names = set(lst.routes)
+        routes = [r for r in self.t.routes if r.name in names]
         lines = [self.bind(lst), f"timeout client {duration(self.client_timeout())}",
                  "option forwardfor"]  # fmt: skip
         lines += [
@@ -221,11 +244,11 @@ class Config:
         lines = ["# access: only `from: \"*\"` rules are expressible (HAProxy 2.6 cannot read a",
                  "# URI SAN); requests other rules would allow are denied (fail closed)",
                  "acl mg.cert ssl_c_used", "acl mg.cert_ok ssl_c_verify 0"]  # fmt: skip
-        index = {c.name: i for i, c in enumerate(self.t.clusters)}
+        index = self.index
         services = sorted({t.service for r in routes for t in r.to}, key=index.__getitem__)
         for s in services:
-            for rule in self.t.access:
-                if rule.service != s or rule.source != "*":
+            for rule in self.rules.get(s, ()):
+                if rule.source != "*":
                     continue
                 conds = ["mg.cert", "mg.cert_ok"]
                 if rule.methods:
