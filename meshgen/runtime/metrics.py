@@ -185,6 +185,10 @@ class Metrics:
     def set_cert_expiry(self, service: str, file: str, not_after_ts: float) -> None:
         self.cert_expiry[(service, file)] = not_after_ts
 
+    def forget_cert_expiry(self, service: str, file: str) -> None:
+        """Drop a certificate's gauge when a reload stops loading that file (its series ends)."""
+        self.cert_expiry.pop((service, file), None)
+
     # --- reading ------------------------------------------------------------------------
     def _families(self) -> Iterable[tuple[str, Iterable[tuple[tuple[object, ...], float]]]]:
         """(family name, (label values, value)...) for every non-histogram family."""
