@@ -103,7 +103,10 @@ def _dispatch(args: list[str]) -> int:
         from meshgen.init import write_starter
 
         return write_starter(ns.path, force=ns.force)
-    return _compile_command(ns)
+    from meshgen.pipeline import collector_paused
+
+    with collector_paused():  # the build's objects are freed before the collector runs again
+        return _compile_command(ns)
 
 
 def _run_dist(dist: Path, options: list[str]) -> int:

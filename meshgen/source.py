@@ -5,10 +5,8 @@ composer's resolver is replaced by a trivial one, and :class:`_Builder` walks th
 build plain dicts/lists with YAML 1.2 core-schema scalars (``yes``/``no``/``on``/``off`` stay
 strings; mapping keys are always the key's raw text). The node tree is kept in the
 :class:`Document`; spans are resolved lazily by path, so the happy path pays nothing for them.
-The garbage collector is paused while loading (the tree is millions of acyclic objects), and
-after a large load the survivors are moved to the permanent generation (``gc.freeze``) so the
-next full collection does not rescan them: without that, the first collection after loading a
-14 MB spec takes longer than the load itself.
+The tree is millions of acyclic objects: callers that load large specs should pause the cyclic
+garbage collector around the whole build (``meshgen.pipeline.collector_paused`` does).
 
 Safety: only safe YAML (no Python tags; unknown tags are errors), a size limit, an alias
 expansion limit (aliases share the built object, and the nodes they add are counted so a
@@ -20,7 +18,6 @@ Merge keys (``<<``) are rejected: YAML 1.2 dropped them, and ``defaults:`` cover
 
 from __future__ import annotations
 
-import gc
 import re
 import threading
 from collections.abc import Callable
@@ -62,7 +59,6 @@ MAX_ALIAS_NODES = 1_000_000
 MAX_DEPTH = 100
 """Deepest accepted nesting of mappings and sequences."""
 
-_FREEZE_ABOVE = 1 << 20  # a multi-MB tree makes the next full collection take seconds
 _MAIN_STACK_LEVELS = 4096  # libyaml needs ~250 bytes of C stack per level; 8 MiB main stack
 _THREAD_STACK_LEVELS = 1_000_000
 _STACK_BYTES_PER_LEVEL = 512
@@ -422,16 +418,7 @@ def loads(
         return None, [_too_large(name)]
     if text.startswith("\ufeff"):
         text = text[1:]
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        result = _load_text(text, name, path if path is not None else Path(name))
-        if len(text) > _FREEZE_ABOVE:
-            gc.freeze()  # the tree lives as long as the compile: never rescan it
-        return result
-    finally:
-        if was_enabled:
-            gc.enable()
+    return _load_text(text, name, path if path is not None else Path(name))
 
 
 def _load_text(text: str, name: str, path: Path) -> tuple[Document | None, list[Diagnostic]]:
