@@ -21,7 +21,8 @@ Three pure pieces and one I/O function:
   ``panic_threshold`` percent and that has a healthy endpoint wins; otherwise every healthy
   endpoint. An empty result means "no healthy endpoint" (the caller tries the backup, then 503).
 * :func:`probe` runs one active check: an HTTP/1.1 GET whose status line is parsed by
-  ``httptools`` (never by hand), or a TCP connect. Scheduling is the caller's: the first probe
+  ``httptools`` (never by hand), or a TCP connect; over TLS both verify the upstream's
+  identity exactly as the proxy does. Scheduling is the caller's: the first probe
   runs at start after :func:`first_delay` (a small jitter, so thousands of endpoints do not probe
   in lockstep), then every :func:`next_delay` (interval +-10 %, as Envoy's interval jitter).
 """
@@ -38,6 +39,7 @@ from typing import Final
 import httptools
 
 from .tables import Endpoint, HealthCheck, OutlierDetection
+from .tls import PeerIdentityError, UpstreamTls
 
 # (currently healthy, probe succeeded) -> (threshold attribute or None = reset streak)
 TRANSITIONS: Final[dict[tuple[bool, bool], str | None]] = {
@@ -169,15 +171,28 @@ class _StatusOnly:
         self.done = True
 
 
-async def _http_status(
-    endpoint: Endpoint, path: str, tls: ssl.SSLContext | None, server_hostname: str | None
-) -> int | None:
+async def _connect(
+    endpoint: Endpoint, tls: UpstreamTls | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open the probe connection; with TLS, verify the upstream's identity as the proxy does."""
+    if tls is None:
+        return await asyncio.open_connection(endpoint.host, endpoint.port)
     reader, writer = await asyncio.open_connection(
         endpoint.host,
         endpoint.port,
-        ssl=tls,
-        server_hostname=(server_hostname or endpoint.host) if tls is not None else None,
+        ssl=tls.context,
+        server_hostname=tls.server_hostname(endpoint.host),
     )
+    try:
+        tls.check_peer(writer.get_extra_info("ssl_object"))
+    except PeerIdentityError:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def _http_status(endpoint: Endpoint, path: str, tls: UpstreamTls | None) -> int | None:
+    reader, writer = await _connect(endpoint, tls)
     try:
         host = endpoint.address
         writer.write(
@@ -199,25 +214,20 @@ async def _http_status(
             await writer.wait_closed()
 
 
-async def probe(
-    check: HealthCheck,
-    endpoint: Endpoint,
-    tls: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> bool:
-    """Run one active check within ``check.timeout_s``; True means the endpoint passed."""
+async def probe(check: HealthCheck, endpoint: Endpoint, tls: UpstreamTls | None = None) -> bool:
+    """Run one active check within ``check.timeout_s``; True means the endpoint passed.
+
+    With ``tls`` the probe trusts exactly what live traffic trusts: the same context, SNI and
+    ``subject_alt_names`` check (:meth:`UpstreamTls.check_peer`), so an impostor with a
+    certificate from the right CA but the wrong identity is unhealthy, not merely unused.
+    """
     try:
         async with asyncio.timeout(check.timeout_s):
             if check.kind == "tcp":
-                _, writer = await asyncio.open_connection(
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=tls,
-                    server_hostname=(server_hostname or endpoint.host) if tls else None,
-                )
+                _, writer = await _connect(endpoint, tls)
                 writer.close()
                 return True
-            status = await _http_status(endpoint, check.path, tls, server_hostname)
+            status = await _http_status(endpoint, check.path, tls)
             return status is not None and status in check.expected_statuses
     except (OSError, TimeoutError, ssl.SSLError, httptools.HttpParserError, ValueError):
         return False

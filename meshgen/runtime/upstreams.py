@@ -50,6 +50,7 @@ from .health import (
     probe,
 )
 from .tables import Cluster, Endpoint, HealthCheck, Tables
+from .tls import UpstreamTls
 
 # Outcomes the proxy reports; any other string also counts as a local (5xx-like) failure.
 Outcome = int | Literal["connect-failure", "reset", "timeout"] | str
@@ -62,6 +63,8 @@ class MetricsSink(Protocol):
     def set_endpoint_healthy(self, service: str, endpoint: str, healthy: bool) -> None: ...
 
     def inc_ejection(self, service: str, endpoint: str) -> None: ...
+
+    def forget_endpoint(self, service: str, endpoint: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,16 @@ class _Service:
         return self.outlier is None or not self.outlier.is_ejected(address)
 
 
+def _upstream_tls(service: str, tls: ssl.SSLContext | UpstreamTls, tables: Tables) -> UpstreamTls:
+    """Probes check identity like the proxy: a bare context gets the tables' SNI and SANs."""
+    if isinstance(tls, UpstreamTls):
+        return tls
+    cfg = tables.client_tls.get(service)
+    if cfg is None:
+        return UpstreamTls(service, tls, None, (), verify=True)
+    return UpstreamTls(service, tls, cfg.sni, cfg.subject_alt_names, cfg.verify)
+
+
 class Upstreams:
     """Endpoint choice for every service of a ``Tables`` (see the module docstring)."""
 
@@ -107,14 +120,15 @@ class Upstreams:
         dns_nameservers: list[str] | None = None,
         dns_port: int = 53,
         root: Path | None = None,
-        client_ssl: Mapping[str, ssl.SSLContext] | None = None,
+        client_ssl: Mapping[str, ssl.SSLContext | UpstreamTls] | None = None,
     ) -> None:
         self._metrics = metrics
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._root = root
-        self._client_ssl = dict(client_ssl or {})
-        self._sni = {name: t.sni for name, t in tables.client_tls.items()}
+        self._tls = {
+            name: _upstream_tls(name, ctx, tables) for name, ctx in (client_ssl or {}).items()
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._services: dict[str, _Service] = {}
@@ -250,6 +264,8 @@ class Upstreams:
             task = svc.probes.pop(address, None)
             if task is not None:
                 task.cancel()
+            if self._metrics is not None:
+                self._metrics.forget_endpoint(service, address)
         for ep in endpoints:
             if ep.address in old:
                 continue
@@ -331,10 +347,10 @@ class Upstreams:
         check = svc.check
         assert check is not None
         name = svc.cluster.name
-        tls = self._client_ssl.get(name)
+        tls = self._tls.get(name)
         await asyncio.sleep(first_delay(check, self._rng))
         while True:
-            ok = await probe(check, ep, tls, self._sni.get(name))
+            ok = await probe(check, ep, tls)
             self.on_probe_result(name, ep.address, ok)
             await asyncio.sleep(next_delay(check, self._rng))
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
+import ssl
+from pathlib import Path
+from typing import Literal
 
 import pytest
+import trustme
 from pytest_httpserver import HTTPServer
 
 from meshgen.runtime.health import (
@@ -17,7 +22,8 @@ from meshgen.runtime.health import (
     next_delay,
     probe,
 )
-from meshgen.runtime.tables import Endpoint, HealthCheck, OutlierDetection
+from meshgen.runtime.tables import ClientTls, Endpoint, HealthCheck, OutlierDetection
+from meshgen.runtime.tls import upstream_tls
 
 CHECK = HealthCheck(kind="http", healthy_threshold=2, unhealthy_threshold=3)
 
@@ -208,3 +214,65 @@ def test_http_probe_garbage_response_fails() -> None:
         return ok
 
     assert not asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def tls_server_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(ca.pem, server.pem, server-key.pem): the server is reviews.mesh.test (DNS SAN only)."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("reviews.mesh.test", "127.0.0.1")
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(folder / "server-key.pem"))
+    return folder / "ca.pem", folder / "server.pem", folder / "server-key.pem"
+
+
+async def _tls_http_server(files: tuple[Path, Path, Path]) -> asyncio.Server:
+    """A TLS server answering every request with 200 (what a healthy impostor would do)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(files[1]), str(files[2]))
+
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(ok, "127.0.0.1", 0, ssl=ctx)
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp"])
+@pytest.mark.parametrize(
+    ("sans", "sni", "healthy"),
+    [
+        (("spiffe://shop/reviews",), None, False),  # chain fine, identity wrong: an impostor
+        (("ratings.mesh.test",), None, False),
+        (("reviews.mesh.test",), None, True),  # positive control
+        ((), "reviews.mesh.test", True),  # no SANs: the SNI is the identity (OpenSSL checks)
+        ((), "ratings.mesh.test", False),
+    ],
+)
+def test_tls_probe_verifies_upstream_identity(
+    tls_server_files: tuple[Path, Path, Path],
+    kind: Literal["http", "tcp"],
+    sans: tuple[str, ...],
+    sni: str | None,
+    healthy: bool,
+) -> None:
+    """Probes use the proxy's UpstreamTls: a certificate from the right CA with the wrong
+    identity fails the check, so an impostor never looks healthy."""
+    cfg = ClientTls(mode="simple", ca=str(tls_server_files[0]), sni=sni, subject_alt_names=sans)
+    client = upstream_tls("reviews", cfg, tls_server_files[0].parent)
+    assert client is not None
+
+    async def run() -> bool:
+        server = await _tls_http_server(tls_server_files)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await probe(HealthCheck(kind=kind), Endpoint("127.0.0.1", port), client)
+        finally:
+            server.close()
+
+    assert asyncio.run(run()) is healthy

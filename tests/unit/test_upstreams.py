@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import ssl
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
+import pytest
+import trustme
+
+from meshgen.runtime.metrics import Metrics
 from meshgen.runtime.tables import (
+    ClientTls,
     Cluster,
     Endpoint,
     Failover,
@@ -17,6 +26,7 @@ from meshgen.runtime.tables import (
     Subset,
     Tables,
 )
+from meshgen.runtime.tls import upstream_tls
 from meshgen.runtime.upstreams import Picked, Upstreams
 
 
@@ -40,6 +50,9 @@ class RecordingMetrics:
 
     def inc_ejection(self, service: str, endpoint: str) -> None:
         self.ejections.append((service, endpoint))
+
+    def forget_endpoint(self, service: str, endpoint: str) -> None:
+        self.healthy.pop((service, endpoint), None)
 
 
 def ep(port: int, zone: str | None = None, version: str = "v1", weight: int = 1) -> Endpoint:
@@ -220,3 +233,60 @@ def test_snapshot_is_json_able() -> None:
     assert json.loads(json.dumps(snap)) == snap
     assert snap["reviews"]["discovery"]["kind"] == "static"
     assert snap["reviews"]["total"] == 4 and snap["reviews"]["backup"] == "reviews-dr"
+
+
+def test_discovery_removal_ends_the_endpoint_healthy_series() -> None:
+    """An endpoint discovery drops loses its meshgen_endpoint_healthy sample; others stay."""
+    metrics = Metrics()
+    cluster = Cluster("svc", StaticDiscovery((ep(1), ep(2))))
+    u = Upstreams(make_tables(cluster, checked=False), metrics=metrics, rng=random.Random(5))
+    series = 'meshgen_endpoint_healthy{service="svc",endpoint="127.0.0.1:%d"} 1'
+    assert {series % 1, series % 2} <= set(metrics.render().splitlines())
+    u.apply_endpoints("svc", (ep(2), ep(3)))
+    lines = set(metrics.render().splitlines())
+    assert series % 1 not in lines and {series % 2, series % 3} <= lines
+
+
+@pytest.mark.parametrize(("san", "healthy"), [("spiffe://shop/svc", 0), ("svc.mesh.test", 1)])
+def test_probe_of_a_bare_context_checks_the_tables_identity(
+    tmp_path: Path, san: str, healthy: int
+) -> None:
+    """Given only an SSLContext (as the client passes), probes still apply the service's
+    subject_alt_names from the tables: a server with the wrong identity goes unhealthy."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("svc.mesh.test", "127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    leaf.configure_cert(server_ctx)
+    cfg = ClientTls(mode="simple", ca="ca.pem", subject_alt_names=(san,))
+    client = upstream_tls("svc", cfg, tmp_path)
+    assert client is not None
+
+    async def run() -> int:
+        handshakes = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal handshakes
+            handshakes += 1
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        cluster = Cluster("svc", StaticDiscovery((Endpoint("127.0.0.1", port),)))
+        check = HealthCheck(kind="tcp", interval_s=0.05, unhealthy_threshold=1)
+        tables = replace(
+            make_tables(cluster), client_tls={"svc": cfg}, health_checks={"svc": check}
+        )
+        metrics = Metrics()
+        u = Upstreams(tables, metrics=metrics, client_ssl={"svc": client.context}, root=tmp_path)
+        await u.start()
+        try:
+            async with asyncio.timeout(5):
+                while handshakes < 2:  # the second probe starts after the first one's verdict
+                    await asyncio.sleep(0.01)
+        finally:
+            await u.stop()
+            server.close()
+        return metrics.endpoint_healthy[("svc", f"127.0.0.1:{port}")]
+
+    assert asyncio.run(run()) == healthy
