@@ -12,6 +12,7 @@ nothing and exits 1 when the doc is out of date.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "diagnostics.md"
 CASES = ROOT / "tests" / "diagnostics" / "cases"
+PYTHONPATH = os.environ.get("PYTHONPATH", "")
 
 EXAMPLE = re.compile(
     r"^`(?P<case>[EW]\d{3}-[a-z0-9-]+\.yaml)`:\n\n```yaml\n.*?^```\n\n```\n.*?^```\n",
@@ -28,14 +30,14 @@ EXAMPLE = re.compile(
 
 
 def cli_output(case: str) -> str:
-    """stdout + stderr of ``meshgen validate CASE`` run in the cases folder."""
+    """stdout + stderr of ``meshgen validate CASE`` run in the cases folder (this checkout's)."""
     proc = subprocess.run(
         [sys.executable, "-m", "meshgen", "validate", case],
         cwd=CASES,
         capture_output=True,
         text=True,
         check=False,
-        env=None,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), PYTHONPATH)))},
     )
     return proc.stdout + proc.stderr
 
@@ -60,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     current = DOC.read_text(encoding="utf-8")
     fresh = render(current)
-    missing = sorted(
-        p.name for p in CASES.glob("*.yaml") if f"`{p.name}`:" not in fresh
-    )
+    missing = sorted(p.name for p in CASES.glob("*.yaml") if f"`{p.name}`:" not in fresh)
     if missing:
         print(f"cases without an example in {DOC.name}: {', '.join(missing)}", file=sys.stderr)
     if args.check:

@@ -1,30 +1,61 @@
-"""E504, W503: access rules need a listener that checks identities, and must cover splits.
+"""E504, E506, W503-W505: access rules, judged exactly as the runtime will judge requests.
 
-Rules apply only on listeners whose ``client_certificates`` is ``optional`` or ``required``.
-A request is allowed only when a rule allows the caller for *every* service its route can
-send to, so a rule set that allows a caller some but not all destinations of a route served
-there makes that route answer 403 to the caller: a warning, reported once per caller and
-route at the caller's first rule for one of the route's destinations.
+Rules apply only on listeners whose ``client_certificates`` is ``optional`` or ``required``
+("enforced" listeners); there, everything is denied unless a rule allows it. So that the
+build and the runtime can never disagree, the route and caller questions are answered by the
+runtime's own :class:`~meshgen.runtime.access.AccessPolicy`, built from the same tables the
+runtime loads:
+
+* W503: :meth:`AccessPolicy.partial` — a caller allowed some but not all of the services a
+  route can reach (its ``to`` services, its mirror and their failover backups) gets 403 on
+  every request to that route;
+* W504: :meth:`AccessPolicy.matrix` — an enforced listener on which no caller may do anything;
+* W505: a redirect route on an enforced listener (no rule can name its destination).
+
+E506 rejects a rule path that :func:`~meshgen.runtime.paths.normalize_path` changes: requests
+are matched on the normalised path, so such a prefix can never match and the rule silently
+allows less than it says.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterable
 
+from meshgen import plan
 from meshgen.checks.context import Context
-from meshgen.model import AccessRule
+from meshgen.diagnostics import register
+from meshgen.model import AccessRule, Listener, Mesh, PathKey, Route
+from meshgen.runtime import tables as t
+from meshgen.runtime.access import ANY, AccessPolicy, PartialAccess
+from meshgen.runtime.paths import normalize_path
+
+W503 = "W503"
+W504 = register("W504", "listener checks callers but no access rule allows anything there")
+W505 = register("W505", "redirect route on a listener that checks callers")
+E506 = register("E506", "access rule path is not normalised")
+
+
+def enforced(listener: Listener) -> bool:
+    return listener.tls is not None and listener.tls.client_certificates != "none"
+
+
+def policy(mesh: Mesh, routes: Iterable[Route] | None = None) -> AccessPolicy:
+    """The runtime's policy for ``routes`` (default: all) of ``mesh``.
+
+    Routes to unknown services are left out: E201 already stops the build for them.
+    """
+    chosen = mesh.routes if routes is None else routes
+    runtime_routes = [plan.route(r) for r in chosen if all(d.call is not None for d in r.to)]
+    clusters = [plan.cluster(s) for s in mesh.services.values()]
+    rules = [t.AccessRule(r.source, r.service, r.methods, r.paths) for r in mesh.access]
+    return AccessPolicy(rules, runtime_routes, clusters)
 
 
 def check(ctx: Context) -> None:
     mesh = ctx.mesh
-    if not mesh.access:
-        return
-    checking = [
-        listener
-        for listener in mesh.listeners
-        if listener.tls is not None and listener.tls.client_certificates != "none"
-    ]
-    if not checking:
+    _paths(ctx)
+    listeners = [listener for listener in mesh.listeners if enforced(listener)]
+    if mesh.access and not listeners:
         ctx.error(
             "E504",
             "access rules are set but no listener accepts client certificates",
@@ -34,28 +65,177 @@ def check(ctx: Context) -> None:
             key=True,
         )
         return
-    served = {name for listener in checking for name in mesh.listener_routes(listener)}
-    by_source: dict[str, list[AccessRule]] = defaultdict(list)
-    for rule in mesh.access:
-        by_source[rule.source].append(rule)
-    wildcard = {rule.service for rule in by_source.get("*", ())}
-    for route in mesh.routes:
-        destinations = list(dict.fromkeys(d.service for d in route.to))
-        if route.name not in served or len(destinations) < 2:
-            continue
-        for source, rules in by_source.items():
-            allowed = {r.service for r in rules} | wildcard
-            denied = [d for d in destinations if d not in allowed]
-            own = [r for r in rules if r.service in destinations]
-            if not denied or not own:
+    if not listeners:
+        return
+    by_name = {r.name: r for r in mesh.routes}
+    served = list(dict.fromkeys(n for ls in listeners for n in mesh.listener_routes(ls)))
+    full = policy(mesh, [by_name[n] for n in served if n in by_name])
+    _partial(ctx, full, by_name)
+    _disjoint(ctx, full, by_name)
+    for listener in listeners:
+        _listener(ctx, listener, by_name)
+    _redirects(ctx, listeners, by_name)
+
+
+def _paths(ctx: Context) -> None:
+    """E506: a rule path that normalisation changes can never be a prefix of a request path."""
+    for rule in ctx.mesh.access:
+        for j, written in enumerate(rule.paths):
+            normal = normalize_path(written)
+            if normal == written:
                 continue
-            shown = ", ".join(f"'{d}'" for d in denied)
+            where = (*rule.path, "paths", j)
+            if normal is None:
+                ctx.error(
+                    E506,
+                    f"access path '{written}' is not a valid request path, so no request "
+                    "can match it",
+                    where,
+                    "requests with such a path are answered 400 before access is checked; "
+                    "percent-encode characters outside RFC 3986",
+                )
+            else:
+                ctx.error(
+                    E506,
+                    f"access path '{written}' is not normalised, so no request can match it",
+                    where,
+                    f"requests are matched on their normalised path; write '{normal}'",
+                )
+
+
+def _partial(ctx: Context, full: AccessPolicy, routes: dict[str, Route]) -> None:
+    """W503 for each (route, caller) of ``AccessPolicy.partial`` that says something new."""
+    found = full.partial()
+    wildcard = {(p.route, p.allowed) for p in found if p.caller == ANY}
+    for item in found:
+        if item.caller != ANY and (item.route, item.allowed) in wildcard:
+            continue  # its own rules add nothing here: the '*' warning covers it
+        rule = _first_rule(ctx.mesh.access, item)
+        if rule is None:
+            continue
+        route = routes[item.route]
+        who = "any caller ('*')" if item.caller == ANY else f"'{item.caller}'"
+        victims = (
+            "callers without rules of their own for it get"
+            if item.caller == ANY
+            else f"'{item.caller}' gets"
+        )
+        allowed = ", ".join(f"'{s}'" for s in item.allowed)
+        denied = ", ".join(f"'{s}'" for s in item.denied)
+        ctx.warning(
+            W503,
+            f"access rules let {who} call {allowed} but not {denied}, which route "
+            f"'{item.route}' can also send traffic to",
+            rule.path,
+            f"{victims} 403 on every request to route '{item.route}': a request is "
+            "allowed only if every service it can reach (split, mirror, failover backup) "
+            "allows it; allow all of them or none",
+            related=_reasons(ctx, route, item.denied),
+        )
+
+
+def _disjoint(ctx: Context, full: AccessPolicy, routes: dict[str, Route]) -> None:
+    """W503 too: every destination grants the caller something, but never the same thing."""
+    partial = {(p.route, p.caller) for p in full.partial()}
+    for row in full.matrix():
+        if row.grants or not row.services or (row.route, row.caller) in partial:
+            continue
+        if not all(full.grants_for(row.caller, s) for s in row.services):
+            continue
+        own = [r for r in ctx.mesh.access if r.source == row.caller and r.service in row.services]
+        if row.caller != ANY and not own:
+            continue  # only '*' rules apply to it here: the '*' warning covers it
+        rule = (own or [r for r in ctx.mesh.access if r.service in row.services])[0]
+        who = "any caller ('*')" if row.caller == ANY else f"'{row.caller}'"
+        ctx.warning(
+            W503,
+            f"access rules let {who} call each service route '{row.route}' can reach, but no "
+            "method and path is allowed by all of them",
+            rule.path,
+            "a request is allowed only if every service it can reach (split, mirror, "
+            "failover backup) allows it; give them the same methods and paths",
+            related=[
+                (
+                    routes[row.route].path,
+                    f"route '{row.route}' reaches " + ", ".join(f"'{s}'" for s in row.services),
+                )
+            ],
+        )
+
+
+def _first_rule(rules: Iterable[AccessRule], item: PartialAccess) -> AccessRule | None:
+    """The caller's own first rule for an allowed service, else the first such ``*`` rule."""
+    candidates = [r for r in rules if r.service in item.allowed]
+    own = [r for r in candidates if r.source == item.caller]
+    wild = [r for r in candidates if r.source == ANY]
+    chosen = own or wild
+    return chosen[0] if chosen else None
+
+
+def _reasons(ctx: Context, route: Route, denied: tuple[str, ...]) -> list[tuple[PathKey, str]]:
+    """Where the route (or a service's failover) makes it reach each denied service."""
+    out: list[tuple[PathKey, str]] = []
+    for service in denied:
+        dest = next((d for d in route.to if d.service == service), None)
+        if dest is not None:
+            out.append((dest.path, f"route '{route.name}' sends traffic to '{service}' here"))
+            continue
+        if route.mirror is not None and route.mirror.service == service:
+            out.append((route.mirror.path, f"route '{route.name}' mirrors traffic here"))
+            continue
+        origin = next((s for s in ctx.mesh.services.values() if s.failover.backup == service), None)
+        if origin is not None:
+            out.append(
+                (
+                    (*origin.failover.path, "backup"),
+                    f"'{origin.name}' fails over to '{service}' here",
+                )
+            )
+    return out
+
+
+def _listener(ctx: Context, listener: Listener, routes: dict[str, Route]) -> None:
+    """W504: an enforced listener on which the rules allow nobody anything."""
+    served = [routes[n] for n in ctx.mesh.listener_routes(listener) if n in routes]
+    mesh = ctx.mesh
+    if any(d.call is None for r in served for d in r.to) or any(
+        rule.service not in mesh.services for rule in mesh.access
+    ):
+        return  # an unknown service (E201, E205): the rules cannot be judged yet
+    rows = policy(mesh, served).matrix()
+    if any(row.grants for row in rows):
+        return
+    ctx.warning(
+        W504,
+        f"listener '{listener.name}' checks callers but no access rule allows any request "
+        "on its routes: every request there gets 403",
+        (*listener.path, "tls", "client_certificates"),
+        "add access rules for the services its routes send to (every destination of a "
+        "route), or set client_certificates: none",
+    )
+
+
+def _redirects(ctx: Context, listeners: list[Listener], routes: dict[str, Route]) -> None:
+    """W505: a redirect on an enforced listener answers 403 (no rule can open it)."""
+    reported: set[str] = set()
+    for listener in listeners:
+        for name in ctx.mesh.listener_routes(listener):
+            route = routes.get(name)
+            if route is None or route.redirect is None or name in reported:
+                continue
+            reported.add(name)
             ctx.warning(
-                "W503",
-                f"access rules let '{source}' call '{own[0].service}' but not {shown}, which "
-                f"route '{route.name}' also sends traffic to",
-                own[0].path,
-                f"'{source}' gets 403 on every request to route '{route.name}'; allow all of "
-                "its destinations or none",
-                related=[((*route.path, "to"), f"route '{route.name}' splits traffic here")],
+                W505,
+                f"redirect route '{name}' is served on listener '{listener.name}', which "
+                "checks callers: it always answers 403",
+                (*route.path, "redirect"),
+                "a redirect sends traffic to no service, so no access rule can allow it; "
+                "serve it on a listener with client_certificates: none",
+                related=[
+                    (
+                        (*listener.path, "tls", "client_certificates"),
+                        f"listener '{listener.name}' enforces access rules",
+                    )
+                ],
+                key=True,
             )

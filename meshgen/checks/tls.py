@@ -1,8 +1,12 @@
-"""E501-E503, E505, W501-W502: TLS settings and the files they name.
+"""E501-E503, E505, W501-W502, W506-W507: TLS settings and the files they name.
 
 Files are checked where they are written: a ``defaults:`` CA shared by many services is
 checked (and reported) once. Relative paths resolve against the spec's folder, as SPEC.md
 says for build time. Client-side files are checked only for services whose TLS is enabled.
+
+``subject_alt_names`` are the identities a service's endpoints must prove. With
+``verify: false`` nothing is checked, so they are ignored (W507); a SPIFFE ID from another
+trust domain than ``mesh.name`` is legal (federation) but is usually a typo (W506).
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ import stat
 from pathlib import Path
 
 from meshgen.checks.context import Context
-from meshgen.model import PathKey
+from meshgen.diagnostics import register
+from meshgen.model import PathKey, Service
 
 SUPPORTED_VERSIONS = ("1.2", "1.3")
+W506 = register("W506", "SPIFFE subject_alt_name outside the mesh's trust domain")
+W507 = register("W507", "subject_alt_names ignored because verify is false")
 
 
 class _Files:
@@ -74,6 +81,7 @@ def check(ctx: Context) -> None:
         if version_path not in versions:
             versions.add(version_path)
             _version(ctx, tls.min_version, version_path)
+        _subject_alt_names(ctx, service)
         if not tls.verify:
             verify_path = service.origin("tls.verify").path
             if tls.insecure:
@@ -116,4 +124,38 @@ def _version(ctx: Context, version: str, path: PathKey) -> None:
             f"TLS min_version '{version}' is " + ("below 1.2" if below else "not supported"),
             path,
             "TLS 1.0 and 1.1 are deprecated (RFC 8996); use '1.2' or '1.3'",
+        )
+
+
+def _subject_alt_names(ctx: Context, service: Service) -> None:
+    names = service.tls.subject_alt_names
+    if not names:
+        return
+    where = service.origin("tls.subject_alt_names").path
+    if not service.tls.verify:
+        ctx.warning(
+            W507,
+            f"service '{service.name}' sets subject_alt_names but verify: false, so they are "
+            "ignored",
+            where,
+            "with verification off no identity is checked; remove subject_alt_names or verify",
+            related=[(service.origin("tls.verify").path, "verification is turned off here")],
+            key=True,
+        )
+        return
+    mesh = ctx.mesh.name
+    for index, name in enumerate(names):
+        if not name.lower().startswith("spiffe://"):
+            continue
+        rest = name[len("spiffe://") :]
+        domain, _, workload = rest.partition("/")
+        if domain == mesh:
+            continue
+        ctx.warning(
+            W506,
+            f"subject_alt_name '{name}' is in trust domain '{domain}', not this mesh's '{mesh}'",
+            (*where, index),
+            f"identities of this mesh are spiffe://{mesh}/<service>"
+            + (f"; did you mean 'spiffe://{mesh}/{workload}'?" if workload else "")
+            + " (ignore this for a federated trust domain)",
         )

@@ -1,10 +1,14 @@
-"""E504, W503: access rules need an identity-checking listener and must cover whole splits."""
+"""E504, E506, W503-W505: access rules, judged as the runtime judges requests."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.unit.h2_mesh import codes, diagnose
+from meshgen.plan import to_tables
+from meshgen.runtime.access import AccessPolicy
+from tests.unit.h2_mesh import codes, diagnose, mesh_of
 
 SPLIT = """
 services:
@@ -74,7 +78,201 @@ def test_split_warning_message() -> None:
         d for d in diagnose(spec("required", "  - {from: web, to: reviews}\n")) if d.code == "W503"
     ]
     assert diag.message == (
-        "access rules let 'web' call 'reviews' but not 'reviews-v2', which route 'split' also "
-        "sends traffic to"
+        "access rules let 'web' call 'reviews' but not 'reviews-v2', which route 'split' can "
+        "also send traffic to"
     )
-    assert diag.related[0].message == "route 'split' splits traffic here"
+    assert diag.related[0].message == "route 'split' sends traffic to 'reviews-v2' here"
+
+
+# --- W503 beyond splits: mirrors, failover backups, single-target routes -------------------
+
+REACH = """
+services:
+  pay: {discovery: {static: [{address: 127.0.0.1:1}]}, failover: {backup: pay-dr}}
+  pay-dr: {discovery: {static: [{address: 127.0.0.1:2}]}}
+  audit: {discovery: {static: [{address: 127.0.0.1:3}]}}
+routes:
+  - {name: charge, to: [{service: pay}], mirror: {service: audit, percent: 10}}
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    tls: {cert: /dev/null, key: /dev/null, ca: /dev/null, client_certificates: required}
+access:
+"""
+
+
+def w503(rules: str, base: str = REACH) -> list[tuple[str, list[str]]]:
+    return [
+        (d.message, [r.message for r in d.related])
+        for d in diagnose(base + rules)
+        if d.code == "W503"
+    ]
+
+
+def test_mirror_and_backup_of_a_single_target_route() -> None:
+    """The mirror and the target's failover backup count as destinations too."""
+    ((message, notes),) = w503("  - {from: web, to: pay}\n")
+    assert message == (
+        "access rules let 'web' call 'pay' but not 'pay-dr', 'audit', which route 'charge' can "
+        "also send traffic to"
+    )
+    assert notes == ["'pay' fails over to 'pay-dr' here", "route 'charge' mirrors traffic here"]
+    everything = (
+        "  - {from: web, to: pay}\n  - {from: web, to: pay-dr}\n  - {from: web, to: audit}\n"
+    )
+    assert w503(everything) == []
+
+
+def test_disjoint_grants_on_the_destinations_warn() -> None:
+    """Every destination allows something, but never the same request: 403 for everything."""
+    rules = (
+        "  - {from: web, to: pay, methods: [POST]}\n"
+        "  - {from: web, to: pay-dr, methods: [GET]}\n"
+        "  - {from: web, to: audit}\n"
+    )
+    ((message, notes),) = w503(rules)
+    assert message == (
+        "access rules let 'web' call each service route 'charge' can reach, but no method and "
+        "path is allowed by all of them"
+    )
+    assert notes == ["route 'charge' reaches 'pay', 'pay-dr', 'audit'"]
+    nested = (
+        "  - {from: web, to: pay, paths: [/a]}\n"
+        "  - {from: web, to: pay-dr, paths: [/a/b]}\n"
+        "  - {from: web, to: audit}\n"
+    )
+    assert w503(nested) == []
+
+
+def test_named_caller_covered_by_the_wildcard_is_not_repeated() -> None:
+    """'web' has no rule of its own on the route's services: the '*' warning covers it."""
+    rules = "  - {from: '*', to: pay}\n  - {from: web, to: other}\n"
+    base = REACH.replace(
+        "services:\n", "services:\n  other: {discovery: {static: [{address: 127.0.0.1:4}]}}\n"
+    )
+    found = w503(rules, base)
+    assert [m.split(" but ")[0] for m, _ in found] == [
+        "access rules let any caller ('*') call 'pay'"
+    ]
+
+
+def test_routes_not_served_on_a_checking_listener_are_not_judged() -> None:
+    """Only routes of listeners that check callers are subject to the rules."""
+    base = REACH.replace(
+        "routes:\n",
+        "routes:\n  - {name: dr, match: {host: dr}, to: [{service: pay-dr}]}\n",
+    ).replace("access:\n", "  - {name: plain, address: 127.0.0.1:0, routes: [charge]}\naccess:\n")
+    rules = "  - {from: web, to: pay}\n  - {from: web, to: pay-dr}\n"
+    served_both = base.replace(
+        "    address: 127.0.0.1:0\n    tls",
+        "    address: 127.0.0.1:0\n    routes: [dr, charge]\n    tls",
+    )
+    served_dr = served_both.replace("routes: [dr, charge]", "routes: [dr]")
+    assert codes(served_dr + rules) == []
+    assert [c for c in codes(served_both + rules)] == ["W503"]
+
+
+# --- W504, W505, E506 -----------------------------------------------------------------------
+
+
+def test_checking_listener_without_any_allowed_request_warns() -> None:
+    """W504 at client_certificates, also when there are no access rules at all."""
+    text = SPLIT.replace("CERTS", "optional")
+    (diag,) = [d for d in diagnose(text) if d.code != "W301"]
+    assert diag.code == "W504" and diag.severity == "warning"
+    assert diag.message == (
+        "listener 'edge' checks callers but no access rule allows any request on its routes: "
+        "every request there gets 403"
+    )
+    assert diag.span.line == text.count("\n", 0, text.index("client_certificates")) + 3
+    allowed = spec("required", "  - {from: web, to: catalog, methods: [GET]}\n")
+    assert "W504" not in codes(allowed)
+    assert "W504" not in codes(SPLIT.replace("CERTS", "none"))
+
+
+def test_redirect_on_a_checking_listener_warns() -> None:
+    """W505: a redirect names no service, so no rule can allow it."""
+    text = spec("required", "  - {from: web, to: catalog}\n").replace(
+        "routes:\n",
+        "routes:\n  - {name: moved, match: {path_prefix: /old/}, redirect: {location: /new/}}\n",
+    )
+    (diag,) = [d for d in diagnose(text) if d.code == "W505"]
+    assert diag.message == (
+        "redirect route 'moved' is served on listener 'edge', which checks callers: it always "
+        "answers 403"
+    )
+    assert diag.related[0].message == "listener 'edge' enforces access rules"
+    plain = text.replace("client_certificates: required", "client_certificates: none")
+    assert "W505" not in codes(plain)
+
+
+@pytest.mark.parametrize(
+    ("path", "message", "hint"),
+    [
+        ("/a//b", "access path '/a//b' is not normalised", "write '/a/b'"),
+        ("/a/./b/../c", "access path '/a/./b/../c' is not normalised", "write '/a/c'"),
+        ("/%7Euser", "access path '/%7Euser' is not normalised", "write '/~user'"),
+        ("/a%2fb", "access path '/a%2fb' is not normalised", "write '/a%2Fb'"),
+        ("/a?x=1", "access path '/a?x=1' is not normalised", "write '/a'"),
+        ("/a b", "access path '/a b' is not a valid request path", "answered 400"),
+    ],
+)
+def test_access_path_must_be_normalised(path: str, message: str, hint: str) -> None:
+    """E506 at the path: requests are matched on their normalised path, so it never matches."""
+    rules = f"  - {{from: web, to: catalog, paths: [/ok, '{path}']}}\n"
+    (diag,) = [d for d in diagnose(spec("required", rules)) if d.code == "E506"]
+    assert diag.severity == "error" and diag.message.startswith(message)
+    assert diag.hint is not None and hint in diag.hint
+
+
+@pytest.mark.parametrize("path", ["/", "/charge", "/charge/", "/a/b%2Fc", "/~u", "/a:b@c"])
+def test_normalised_access_paths_are_fine(path: str) -> None:
+    rules = f"  - {{from: web, to: catalog, paths: ['{path}']}}\n"
+    assert "E506" not in codes(spec("required", rules))
+
+
+# --- the build agrees with the runtime ------------------------------------------------------
+
+CALLERS = ("web", "api", "*")
+SERVICES = ("pay", "pay-dr", "audit")
+
+
+@settings(deadline=None, max_examples=60, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(CALLERS),
+            st.sampled_from(SERVICES),
+            st.sampled_from(("", "methods: [GET]", "methods: [POST]")),
+            st.sampled_from(("", "paths: [/a]", "paths: [/b]", "paths: [/a/x]")),
+        ),
+        max_size=5,
+    )
+)
+def test_w503_and_w504_match_the_runtime_decisions(
+    rules: list[tuple[str, str, str, str]],
+) -> None:
+    """W503 iff the runtime's matrix denies a caller that some destination grants something;
+    W504 iff the runtime allows nothing at all on the listener."""
+    lines = "".join(
+        f"  - {{from: '{c}', to: {s}" + "".join(f", {x}" for x in (m, p) if x) + "}\n"
+        for c, s, m, p in rules
+    )
+    text = REACH + lines
+    found = codes(text)
+    tables = to_tables(mesh_of(text))
+    runtime = AccessPolicy.from_tables(tables)
+    rows = runtime.matrix()
+    starved = [
+        row
+        for row in rows
+        if not row.grants and any(runtime.grants_for(row.caller, s) for s in row.services)
+    ]
+    assert ("W503" in found) == bool(starved)
+    assert ("W504" in found) == (not any(row.grants for row in rows))
+    for row in rows:  # what the matrix says is what a request gets
+        for method in ("GET", "POST"):
+            for path in ("/a", "/a/x", "/b"):
+                expect = any(g.permits(method, path) for g in row.grants)
+                if row.caller != "*":
+                    assert runtime.route_allowed(row.route, row.caller, method, path) == expect

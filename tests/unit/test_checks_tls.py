@@ -1,4 +1,4 @@
-"""E501-E503, E505, W501-W502: TLS files, versions and verification."""
+"""E501-E503, E505, W501-W502, W506-W507: TLS files, versions, verification, identities."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.h2_mesh import codes, diagnose
+from tests.unit.h2_mesh import codes, diagnose, document
 
 
 @pytest.fixture
@@ -107,9 +107,58 @@ def test_listener_tls(certs: Path) -> None:
     """Listener files are checked; client certificates need a CA; versions are checked."""
     assert codes(listener("{cert: certs/c.pem, key: certs/k.pem}"), certs) == []
     assert codes(listener("{cert: certs/c.pem, key: certs/gone.pem}"), certs) == ["E501"]
-    assert codes(
-        listener("{cert: certs/c.pem, key: certs/k.pem, client_certificates: required}"), certs
-    ) == ["E505"]
+    asks = listener("{cert: certs/c.pem, key: certs/k.pem, client_certificates: required}")
+    assert [c for c in codes(asks, certs) if c != "W504"] == ["E505"]
     assert codes(listener("{cert: certs/c.pem, key: certs/k.pem, min_version: '1.1'}"), certs) == [
         "E502"
     ]
+
+
+def sans(tls: str) -> list[tuple[str, str, str]]:
+    """(code, message, the spanned text) of W506/W507."""
+    lines = document(service(tls)).text.splitlines()
+    return [
+        (d.code, d.message, lines[d.span.line - 1][d.span.col - 1 : d.span.end_col - 1])
+        for d in diagnose(service(tls))
+        if d.code in ("W506", "W507")
+    ]
+
+
+def test_spiffe_san_of_another_trust_domain_warns() -> None:
+    """W506 at the SAN itself; DNS names and this mesh's SPIFFE IDs are fine."""
+    found = sans(
+        "{mode: simple, subject_alt_names: [reviews.mesh.test, 'spiffe://shop/reviews', "
+        "'spiffe://shops/reviews']}"
+    )
+    assert found == [
+        (
+            "W506",
+            "subject_alt_name 'spiffe://shops/reviews' is in trust domain 'shops', not this "
+            "mesh's 'shop'",
+            "'spiffe://shops/reviews'",
+        )
+    ]
+    (diag,) = [d for d in diagnose(service("{mode: simple, subject_alt_names: ['spiffe://x/y']}"))]
+    assert diag.hint is not None and "spiffe://shop/y" in diag.hint
+    assert sans("{mode: simple, subject_alt_names: ['spiffe://shop/reviews']}") == []
+
+
+def test_spiffe_san_is_not_checked_when_tls_is_off() -> None:
+    """mode: disable uses no SANs at all."""
+    assert sans("{mode: disable, subject_alt_names: ['spiffe://other/reviews']}") == []
+
+
+def test_sans_with_verify_false_are_ignored() -> None:
+    """W507 at the subject_alt_names key (with a note at verify); W506 is not repeated."""
+    tls = (
+        "{mode: simple, verify: false, insecure: true, "
+        "subject_alt_names: ['spiffe://other/reviews']}"
+    )
+    diags = [d for d in diagnose(service(tls)) if d.code in ("W506", "W507")]
+    (diag,) = diags
+    assert diag.code == "W507"
+    assert diag.message == (
+        "service 'reviews' sets subject_alt_names but verify: false, so they are ignored"
+    )
+    assert diag.related[0].message == "verification is turned off here"
+    assert codes(service("{mode: simple, verify: false, insecure: true}")) == ["W501"]
