@@ -257,6 +257,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         if args.profile or args.stages:
+            sys.path.insert(0, str(ROOT))  # this checkout's meshgen, as the subprocess builds
             for n in sizes:
                 (profile if args.profile else stage_times)(n, Path(tmp))
             return 0

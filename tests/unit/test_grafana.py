@@ -1,8 +1,10 @@
-"""Grafana target: valid dashboard JSON, one panel row per service, PromQL that parses."""
+"""Grafana target: valid dashboard JSON, one panel set repeated per service, PromQL that parses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,36 +13,75 @@ import yaml
 from conftest import require_binary
 from tables_factory import HOSTILE, make_tables
 
+from meshgen.runtime.tables import Cluster, Tables
 from meshgen.targets import make_context
-from meshgen.targets.grafana import SCHEMA_VERSION, render
+from meshgen.targets.grafana import SCHEMA_VERSION, SHOW_ALL_UP_TO, render
+
+BASE = ["Request rate", "Error rate (5xx share)", "Latency", "Endpoint health"]
 
 
-def _dashboard() -> dict[str, Any]:
-    files = render(make_tables(HOSTILE), make_context("mesh.yaml", "1.2.3"))
-    text = files["grafana/dashboard.json"]
+def _dashboard(tables: Tables | None = None) -> dict[str, Any]:
+    tables = make_tables(HOSTILE) if tables is None else tables
+    text = render(tables, make_context("mesh.yaml", "1.2.3"))["grafana/dashboard.json"]
     assert text.endswith("}\n")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 
 
-def test_one_row_per_service_with_the_panel_set() -> None:
+def _variable(dash: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(v for v in dash["templating"]["list"] if v["name"] == name)
+    return found
+
+
+def _with_services(count: int) -> Tables:
+    tables = make_tables()
+    first = tables.clusters[0]
+    clusters = tuple(dataclasses.replace(first, name=f"svc-{i}") for i in range(count))
+    return dataclasses.replace(tables, clusters=clusters)
+
+
+def _services_of(variable: dict[str, Any]) -> list[str]:
+    """A custom variable's values as Grafana reads its query: split at unescaped commas."""
+    return [v.replace("\\,", ",") for v in re.findall(r"(?:\\,|[^,])+", variable["query"])]
+
+
+def test_one_panel_set_repeated_per_service() -> None:
+    """One row repeats over `service`, which lists every service; SLO panel when SLOs exist."""
     dash = _dashboard()
     assert dash["schemaVersion"] == SCHEMA_VERSION and dash["uid"] == "meshgen-shop"
+    service = _variable(dash, "service")
+    assert service["type"] == "custom" and service["multi"] and service["includeAll"]
+    assert _services_of(service) == [c.name for c in make_tables().clusters]
     rows = [p for p in dash["panels"] if p["type"] == "row"]
-    assert [r["title"] for r in rows] == [c.name for c in make_tables().clusters]
-    titles: dict[str, list[str]] = {}
-    current = ""
-    for panel in dash["panels"]:
-        if panel["type"] == "row":
-            current = panel["title"]
-            titles[current] = []
-        else:
-            titles[current].append(panel["title"])
-    base = ["Request rate", "Error rate (5xx share)", "Latency", "Endpoint health"]
-    slo_services = {s.service for s in make_tables().slos}
-    for service, panels in titles.items():
-        extra = ["SLO error budget remaining"] if service in slo_services else []
-        assert panels == base + extra, service
+    assert [(r["title"], r["repeat"]) for r in rows] == [("$service", "service")]
+    assert dash["panels"][0] is rows[0]
+    titles = [p["title"] for p in dash["panels"][1:]]
+    assert titles == [*BASE, "SLO error budget remaining"]
+    no_slos = _dashboard(dataclasses.replace(make_tables(), slos=()))
+    assert [p["title"] for p in no_slos["panels"][1:]] == BASE
+
+
+def test_size_does_not_grow_with_panels_per_service() -> None:
+    """10x the services adds only their names to the variable, not panels."""
+    small, large = _dashboard(_with_services(50)), _dashboard(_with_services(500))
+    assert len(small["panels"]) == len(large["panels"])
+    assert _services_of(_variable(large, "service")) == [f"svc-{i}" for i in range(500)]
+
+
+def test_small_meshes_show_every_service_large_ones_the_first() -> None:
+    """Opening a large mesh's dashboard must not draw a panel set for every service."""
+    current = _variable(_dashboard(_with_services(SHOW_ALL_UP_TO)), "service")["current"]
+    assert current == {"text": ["All"], "value": ["$__all"]}
+    current = _variable(_dashboard(_with_services(SHOW_ALL_UP_TO + 1)), "service")["current"]
+    assert current == {"text": ["svc-0"], "value": ["svc-0"]}
+
+
+def test_commas_in_a_service_name_are_escaped() -> None:
+    tables = make_tables()
+    odd = dataclasses.replace(tables.clusters[0], name="a,b")
+    clusters: tuple[Cluster, ...] = (odd, *tables.clusters[1:])
+    dash = _dashboard(dataclasses.replace(tables, clusters=clusters))
+    assert _services_of(_variable(dash, "service")) == ["a,b", "ratings"]
 
 
 def test_ids_unique_and_grid_does_not_overlap() -> None:
@@ -57,12 +98,12 @@ def test_ids_unique_and_grid_does_not_overlap() -> None:
 
 
 def test_every_query_is_valid_promql_for_the_service(tmp_path: Path) -> None:
-    """promtool parses each panel expression (as a recording rule) and it names a service."""
+    """promtool parses each panel expression (as a recording rule); each selects `$service`."""
     promtool = require_binary("promtool")
-    rules = []
+    rules: list[dict[str, str]] = []
     for panel in _dashboard()["panels"]:
         for target in panel.get("targets", []):
-            assert "service=" in target["expr"] or "slo=" in target["expr"]
+            assert 'service=~"$service"' in target["expr"]
             assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             rules.append({"record": f"dashboard:check:{len(rules)}", "expr": target["expr"]})
     path = tmp_path / "exprs.yml"
