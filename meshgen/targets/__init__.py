@@ -59,13 +59,14 @@ def make_context(spec_name: str, version: str) -> RenderContext:
 
 def registered() -> tuple[tuple[str, RenderFn], ...]:
     """Every target, in build order; imported here so ``meshgen --version`` stays fast."""
-    from . import grafana, haproxy, prometheus, python
+    from . import access_matrix, grafana, haproxy, prometheus, python
 
     return (
         ("python", python.render),
         ("prometheus", prometheus.render),
         ("grafana", grafana.render),
         ("haproxy", haproxy.render),
+        ("access_matrix", access_matrix.render),
     )
 
 
