@@ -1,13 +1,26 @@
 """``python DIST``: load the tables, serve every listener and the admin server, reload and drain.
 
 Theory of operation: :class:`Runtime` owns one live :class:`~.proxy.Generation` at a time.
-``SIGHUP`` (or ``--watch`` noticing a changed ``DIST/mesh``) builds a complete new generation
+``SIGHUP`` (or ``--watch`` noticing a rebuilt DIST) builds a complete new generation
 first (tables, TLS contexts, upstreams started); only if every step succeeds is it swapped in,
 otherwise the reason is logged and the old one stays. Listener sockets survive a reload, so no
 connection is refused; requests already running finish on the generation they started with,
-whose upstreams are stopped once its in-flight count reaches zero. ``SIGTERM``/``SIGINT`` stop
-accepting, answer the remaining requests with ``connection: close`` within ``--grace`` seconds,
-and exit 0.
+whose upstreams are stopped once its in-flight count reaches zero (then the metric series of
+endpoints and certificate files the live tables no longer have are dropped).
+
+A listener whose address or TLS settings changed is reopened, new server first, old one closed
+after. Same address, new TLS settings: the new server is built on a *duplicate* of the old
+listening socket's descriptor, so the kernel socket and its accept queue never go away (no
+connection refused or reset, unlike binding a second SO_REUSEPORT socket and closing the
+first, which drops whatever sits in the first one's queue). Swapping the SSLContext of a
+running asyncio server is not possible through public API, and mutating the old context in
+place cannot remove a CA or lower the verify mode (``load_verify_locations`` only adds). New
+address: bind it first, then close the old one (connections to the old address are refused
+from then on, which is what the new tables say). ``--watch`` polls ``DIST/MANIFEST.json`` and
+``DIST/mesh/*.py`` and reloads once they changed and then held still for one more poll.
+
+``SIGTERM``/``SIGINT`` stop accepting, answer the remaining requests with
+``connection: close`` within ``--grace`` seconds, and exit 0.
 """
 
 from __future__ import annotations
@@ -19,7 +32,10 @@ import logging
 import os
 import random
 import signal
+import socket
+import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +49,8 @@ from .tls import TlsContexts, cert_not_after
 from .upstreams import Upstreams
 
 log = logging.getLogger("meshgen.runtime")
+WATCH_INTERVAL_S = 0.5
+Stamp = tuple[tuple[str, int, int, int], ...]
 
 
 def parse_args(argv: list[str] | None, dist: Path | None) -> argparse.Namespace:
@@ -59,6 +77,27 @@ def _addr(sock_name: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """An open listener: its server and what it was opened with (configured address, TLS)."""
+
+    server: asyncio.Server
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None
+
+
+def _series(gen: Generation) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(service, endpoint) and (service, file) label pairs a generation exports."""
+    endpoints = {
+        (service, ep["address"])
+        for service, snap in gen.upstreams.snapshot().items()
+        for ep in snap["endpoints"]
+    }
+    files = {(cf.service, cf.file) for cf in gen.tls.cert_files()} if gen.tls else set()
+    return endpoints, files
+
+
 class Runtime:
     """Listeners, admin server and the live generation of one running DIST."""
 
@@ -74,7 +113,7 @@ class Runtime:
             self.access_log = sys.stderr
         elif args.access_log:
             self.access_log = open(args.access_log, "a", buffering=1)  # noqa: SIM115
-        self.servers: dict[str, asyncio.Server] = {}
+        self.servers: dict[str, _Bound] = {}
         self.admin: AdminServer | None = None
         self.alerts: AlertEvaluator | None = None
         self.stopping = asyncio.Event()
@@ -91,7 +130,7 @@ class Runtime:
     async def _generation(self, tables: Tables, previous: TlsContexts | None = None) -> Generation:
         """Build and start everything for ``tables``; raises on any failure (nothing leaks)."""
         tls = previous.derive(tables) if previous is not None else TlsContexts(tables, self.root)
-        client_ssl = {c.name: u.context for c in tables.clusters if (u := tls.upstream(c.name))}
+        client_ssl = {c.name: u for c in tables.clusters if (u := tls.upstream(c.name))}
         servers, port = self._dns()
         upstreams = Upstreams(tables, metrics=self.metrics, root=self.root, client_ssl=client_ssl,
                               dns_nameservers=servers, dns_port=port)  # fmt: skip
@@ -108,21 +147,35 @@ class Runtime:
         return [lst for lst in tables.listeners if not wanted or lst.name in wanted]
 
     async def _open_listeners(self, gen: Generation) -> None:
-        assert self.proxy is not None
+        """Open new listeners, reopen changed ones (module docstring), close dropped ones."""
+        assert self.proxy is not None and gen.tls is not None
         loop = asyncio.get_running_loop()
         wanted = self._selected(gen.tables)
         for lst in wanted:
-            if lst.name in self.servers:
+            ctx = gen.tls.listener(lst.name)
+            old = self.servers.get(lst.name)
+            same_address = old is not None and (old.host, old.port) == (lst.host, lst.port)
+            if old is not None and same_address and old.ssl is ctx:
                 continue
-            assert gen.tls is not None
-            self.servers[lst.name] = await loop.create_server(
-                self.proxy.protocol(lst), lst.host, lst.port, ssl=gen.tls.listener(lst.name),
-                reuse_address=True, backlog=1024,
-            )  # fmt: skip
+            factory = self.proxy.protocol(lst)
+            if old is not None and same_address:
+                fd = os.dup(old.server.sockets[0].fileno())
+                server = await loop.create_server(
+                    factory, sock=socket.socket(fileno=fd), ssl=ctx, backlog=1024
+                )
+            else:
+                server = await loop.create_server(
+                    factory, lst.host, lst.port, ssl=ctx, reuse_address=True, backlog=1024
+                )
+            self.servers[lst.name] = _Bound(server, lst.host, lst.port, ctx)
+            if old is not None:
+                old.server.close()
+                where = _addr(server.sockets[0].getsockname())
+                log.info("listener %s reopened on %s", lst.name, where)
         names = {lst.name for lst in wanted}
         for name in list(self.servers):
             if name not in names:
-                self.servers.pop(name).close()
+                self.servers.pop(name).server.close()
 
     async def _start_admin(self) -> None:
         mesh = self.tables.mesh
@@ -140,7 +193,9 @@ class Runtime:
 
     def ready_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "listeners": {n: _addr(s.sockets[0].getsockname()) for n, s in self.servers.items()}
+            "listeners": {
+                n: _addr(b.server.sockets[0].getsockname()) for n, b in self.servers.items()
+            }
         }
         if self.admin is not None:
             info["admin"] = self.admin.address
@@ -212,33 +267,51 @@ class Runtime:
             return True
 
     async def _retire(self, old: Generation) -> None:
-        """Stop an old generation's upstreams once its last request finished."""
+        """Stop an old generation's upstreams once its last request finished; then drop the
+        series of endpoints and certificate files that the live generation does not have."""
         while old.in_flight > 0:
             await asyncio.sleep(0.05)
         await old.upstreams.stop()
+        assert self.proxy is not None
+        was_endpoints, was_files = _series(old)
+        endpoints, files = _series(self.proxy.generation)
+        for service, endpoint in was_endpoints - endpoints:
+            self.metrics.forget_endpoint(service, endpoint)
+        for service, file in was_files - files:
+            self.metrics.forget_cert_expiry(service, file)
 
-    def _mesh_stamp(self) -> tuple[tuple[str, float], ...]:
+    def _dist_stamp(self) -> Stamp | None:
+        """(name, inode, mtime, size) of MANIFEST.json and mesh/*.py; None while DIST is
+        incomplete (``meshgen build`` renames the old DIST away before the new one is in)."""
         files = sorted((self.dist / "mesh").glob("*.py"))
-        return tuple((f.name, f.stat().st_mtime) for f in files)
+        manifest = self.dist / "MANIFEST.json"
+        if manifest.exists():
+            files.insert(0, manifest)
+        try:
+            stats = [(f.name, f.stat()) for f in files]
+        except OSError:
+            return None
+        if not stats:
+            return None
+        return tuple((n, st.st_ino, st.st_mtime_ns, st.st_size) for n, st in stats)
 
     async def _watch(self) -> None:
-        stamp = self._mesh_stamp()
+        """``--watch``: reload when DIST changed and then held still for one poll."""
+        loaded = self._dist_stamp()
+        seen = loaded
         while True:
-            await asyncio.sleep(0.5)
-            try:
-                now = self._mesh_stamp()
-            except OSError:
-                continue
-            if now != stamp:
-                await asyncio.sleep(0.2)  # let a build finish writing
-                stamp = self._mesh_stamp()
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = self._dist_stamp()
+            if now is not None and now == seen and now != loaded:
+                loaded = now
                 await self.reload()
+            seen = now
 
     async def drain(self) -> None:
         """Stop accepting, let requests finish within ``--grace``, then close everything."""
         assert self.proxy is not None
-        for server in self.servers.values():
-            server.close()
+        for bound in self.servers.values():
+            bound.server.close()
         self.proxy.start_drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.args.grace

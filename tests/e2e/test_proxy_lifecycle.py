@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,57 +78,86 @@ def test_failover_zero_errors_while_backend_killed(tmp_path: Path) -> None:
     assert backends["a"] > 0 and backends["b"] > 300
 
 
+class Load:
+    """Three threads sending keep-alive requests until ``stop``; backends seen, errors."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.seen: list[str] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(3)]
+        self.deadline = time.monotonic() + 20
+
+    def _run(self) -> None:
+        conn = client(self.rt)
+        while not self.stop.is_set():
+            try:
+                status, who = get(conn, "shop")
+                self.seen.append(who)
+                if status != 200:
+                    self.errors.append(str(status))
+            except Exception as exc:
+                self.errors.append(repr(exc))
+                conn = client(self.rt)
+
+    def __enter__(self) -> Load:
+        for th in self.threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join()
+
+    def wait(self, condition: Callable[[], bool]) -> None:
+        while not condition() and time.monotonic() < self.deadline:
+            time.sleep(0.01)
+
+    def more(self, n: int) -> None:
+        mark = len(self.seen)
+        self.wait(lambda: len(self.seen) >= mark + n)
+
+    def switched_cleanly(self, old: str, new: str) -> None:
+        """No error; ``old`` first, ``new`` last, and ``old`` only for in-flight ones after."""
+        assert self.errors == []
+        assert self.seen[0] == old and self.seen[-1] == new
+        first = self.seen.index(new)
+        assert old not in self.seen[first + 10 :]  # in-flight ones finish on the old tables
+
+
 def test_reload_under_load_zero_errors(tmp_path: Path) -> None:
     """SIGHUP: traffic moves to the new backend, no request fails, a bad DIST is refused."""
     with backend("a") as (a, _), backend("b") as (b, _):
         dist = build_dist(tmp_path / "dist", one_route({"a": a, "b": b}, "[{service: a}]"))
-        with run_dist(dist) as rt:
-            errors: list[str] = []
-            seen: list[str] = []
-            stop = threading.Event()
-
-            def load() -> None:
-                conn = client(rt)
-                while not stop.is_set():
-                    try:
-                        status, who = get(conn, "shop")
-                        seen.append(who)
-                        if status != 200:
-                            errors.append(str(status))
-                    except Exception as exc:
-                        errors.append(repr(exc))
-                        conn = client(rt)
-
-            threads = [threading.Thread(target=load) for _ in range(3)]
-            for th in threads:
-                th.start()
-            try:
-                deadline = time.monotonic() + 10
-                while len(seen) < 100 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                build_dist(dist, one_route({"a": a, "b": b}, "[{service: b}]"))
-                rt.proc.send_signal(signal.SIGHUP)
-                while (not seen or seen[-1] != "b") and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                mark = len(seen)
-                while len(seen) < mark + 100 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                (dist / "mesh" / "routing.py").write_text("ROUTES = (\n")
-                rt.proc.send_signal(signal.SIGHUP)
-                while "reload refused" not in rt.log_text() and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                mark = len(seen)
-                while len(seen) < mark + 50 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-            finally:
-                stop.set()
-                for th in threads:
-                    th.join()
+        with run_dist(dist) as rt, Load(rt) as load:
+            load.more(100)
+            build_dist(dist, one_route({"a": a, "b": b}, "[{service: b}]"))
+            rt.proc.send_signal(signal.SIGHUP)
+            load.wait(lambda: bool(load.seen) and load.seen[-1] == "b")
+            load.more(100)
+            (dist / "mesh" / "routing.py").write_text("ROUTES = (\n")
+            rt.proc.send_signal(signal.SIGHUP)
+            load.wait(lambda: "reload refused" in rt.log_text())
+            load.more(50)
             assert "reload refused" in rt.log_text()
-    assert errors == []
-    assert seen[0] == "a" and seen[-1] == "b"
-    first_b = seen.index("b")
-    assert "a" not in seen[first_b + 10 :]  # at most in-flight ones finish on the old tables
+    load.switched_cleanly("a", "b")
+
+
+def test_watch_rebuild_switches_routing_without_failed_requests(tmp_path: Path) -> None:
+    """--watch: `meshgen build` over the running DIST moves traffic with no failed request,
+    in exactly one reload (never one of the half-swapped DIST)."""
+    with backend("a") as (a, _), backend("b") as (b, _):
+        dist = build_dist(tmp_path / "dist", one_route({"a": a, "b": b}, "[{service: a}]"))
+        with run_dist(dist, "--watch") as rt, Load(rt) as load:
+            load.more(100)
+            build_dist(dist, one_route({"a": a, "b": b}, "[{service: b}]"))
+            load.wait(lambda: bool(load.seen) and load.seen[-1] == "b")
+            load.more(100)
+            assert rt.log_text().count("reloaded") == 1
+            assert "reload refused" not in rt.log_text()
+    load.switched_cleanly("a", "b")
 
 
 def test_drain_on_sigterm(tmp_path: Path) -> None:
