@@ -27,9 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from runtime_harness import mesh_tables, run_dist, static, target, write_dist  # noqa: E402
-
-from meshgen.runtime import tables as t  # noqa: E402
+from runtime_harness import build_dist, run_dist, spec  # noqa: E402
 
 NGINX = """daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
 events {{ worker_connections 1024; }}
@@ -54,6 +52,22 @@ backend web
   http-reuse always
   server web1 127.0.0.1:{backend}
 """
+
+
+MESH = """
+    services:
+      web:
+        discovery: {{static: [{{address: "127.0.0.1:{port}"}}]}}
+        load_balancer: {{policy: round_robin}}
+        retries: {{attempts: 2, per_try_timeout: 5s}}
+    routes:
+      - name: other
+        match: {{host: other}}
+        to: [{{service: web}}]
+      - name: api
+        match: {{host: shop, path_prefix: /api/, methods: [GET]}}
+        to: [{{service: web}}]
+"""  # spec() body: mesh shop, listener edge and admin on port 0
 
 
 def free_port() -> int:
@@ -126,17 +140,7 @@ def main() -> int:
         nginx_port, haproxy_port = free_port(), free_port()
         (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
         (d / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=nginx_port))
-        retries = t.RetryPolicy(attempts=2, per_try_timeout_s=5.0)
-        routes = [
-            t.Route("other", t.Match(hosts=("other",)), to=(target("web"),)),
-            t.Route(
-                "api",
-                t.Match(hosts=("shop",), path="/api/", methods=("GET",)),
-                to=(target("web", retries=retries),),
-            ),
-        ]
-        tables = mesh_tables([static("web", [f"127.0.0.1:{nginx_port}"])], routes)
-        dist = write_dist(d / "dist", tables)
+        dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
         env_cpu = ["taskset", "-c", "0"]
         results: dict[str, tuple[float, float, float]] = {}
         ha_name, mg_name = "haproxy 2.6 (nbthread 1)", "meshgen proxy"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .http1 import HOP_BY_HOP, Request, UpstreamConnection, status_line
+from .http1 import HOP_BY_HOP, Request, ServerConnection, UpstreamConnection, status_line
 from .metrics import Metrics
 from .pool import ConnectError, Pool
 from .resilience import backoff_delay, retryable
@@ -42,24 +42,31 @@ class ForwardResult:
     local: bytes | None = None  # the proxy answers itself with this body
 
 
+# Request headers never copied as they are: hop-by-hop, and the ones the proxy writes itself.
+_REQUEST_SKIP = HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"via"}
+_VIA_LINE = b"via: %s\r\n" % VIA
+_NO_EXCLUDE: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledOps:
-    """Header operations as bytes, ready for the per-request loop."""
+    """Header operations as bytes, ready for the per-request loop.
+
+    ``skip`` is every header name the copy loop drops (``drop`` plus what the proxy itself
+    writes); ``tail`` is the ``set`` lines, rendered once.
+    """
 
     drop: frozenset[bytes]
     add: tuple[tuple[bytes, bytes], ...]
+    skip: frozenset[bytes] = frozenset()
+    tail: bytes = b""
 
     @classmethod
-    def of(cls, ops: HeaderOps) -> CompiledOps:
+    def of(cls, ops: HeaderOps, always: frozenset[bytes]) -> CompiledOps:
         add = tuple((k.encode(), v.encode()) for k, v in ops.set)
-        return cls(frozenset(k.encode() for k in ops.remove) | {k for k, _ in add}, add)
-
-
-def _connection_tokens(req_headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    for k, v in req_headers:
-        if k == b"connection":
-            return frozenset(t.strip().lower() for t in v.split(b","))
-    return frozenset()
+        drop = frozenset(k.encode() for k in ops.remove) | {k for k, _ in add}
+        tail = b"".join(b"%s: %s\r\n" % kv for kv in add)
+        return cls(drop, add, drop | always, tail)
 
 
 class Exchange:
@@ -69,13 +76,29 @@ class Exchange:
         self.metrics = metrics
         self.pool = pool if pool is not None else Pool()
         self._mirrors = 0
+        self.mirrors_skipped = 0  # bodies too large for the replay buffer, or too many mirrors
+        self._keys: dict[int, tuple[Picked, str, str]] = {}
 
     def _ops(self, gen: Generation, route: Route) -> tuple[CompiledOps, CompiledOps]:
         ops = gen.header_ops.get(route.name)
         if ops is None:
-            ops = (CompiledOps.of(route.request_headers), CompiledOps.of(route.response_headers))
+            ops = (
+                CompiledOps.of(route.request_headers, _REQUEST_SKIP),
+                CompiledOps.of(route.response_headers, HOP_BY_HOP),
+            )
             gen.header_ops[route.name] = ops
         return ops
+
+    def _key(self, picked: Picked) -> tuple[Picked, str, str]:
+        """(picked, pool key, address), cached per ``Picked`` (upstreams reuses them)."""
+        entry = self._keys.get(id(picked))
+        if entry is None or entry[0] is not picked:
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            address = picked.endpoint.address
+            entry = (picked, f"{picked.service}/{address}", address)
+            self._keys[id(picked)] = entry  # holds ``picked``: its id cannot be reused meanwhile
+        return entry
 
     def request_head(
         self,
@@ -84,62 +107,67 @@ class Exchange:
         path: str,
         query: str,
         rops: CompiledOps,
-        shadow: bool = False,
+        shadow_length: int | None = None,
     ) -> bytes:
-        """The upstream request head: rewritten target and host, hop-by-hop removed, XFF/Via."""
+        """The upstream request head: rewritten target and host, hop-by-hop removed, XFF/Via.
+
+        ``shadow_length`` makes a mirror's head: ``-shadow`` host, no upgrade, and the body
+        framed by that Content-Length (the mirror sends the buffered body whole).
+        """
         rw = route.rewrite
-        if rw is not None and rw.path_prefix is not None and route.match.path_kind == "prefix":
-            prefix = route.match.path
-            rest = path[len(prefix) :] if path.startswith(prefix) else path
-            path = (
-                rw.path_prefix + rest.lstrip("/")
-                if rw.path_prefix.endswith("/")
-                else rw.path_prefix + rest
-            )
-        host = (
-            rw.host.encode()
-            if rw is not None and rw.host is not None
-            else req.host.encode("latin-1")
-        )
-        if shadow:
+        if rw is not None:
+            if rw.path_prefix is not None and route.match.path_kind == "prefix":
+                prefix = route.match.path
+                rest = path[len(prefix) :] if path.startswith(prefix) else path
+                path = (
+                    rw.path_prefix + rest.lstrip("/")
+                    if rw.path_prefix.endswith("/")
+                    else rw.path_prefix + rest
+                )
+            host = rw.host.encode() if rw.host is not None else req.host.encode("latin-1")
+        else:
+            host = req.host.encode("latin-1")
+        if shadow_length is not None:
             host += b"-shadow"
+        skip = rops.skip
+        tokens = req.conn_tokens
+        if tokens:
+            skip = skip | tokens
         parts = [
             b"%s %s%s HTTP/1.1\r\nhost: %s\r\n"
             % (req.method.encode(), path.encode(), query.encode(), host)
         ]
-        conn_tokens = _connection_tokens(req.headers)
-        xff = via = b""
-        upgrade = b""
-        drop = rops.drop
-        for k, v in req.headers:
-            if k in HOP_BY_HOP or k == b"host" or k in drop or k in conn_tokens:
-                if k == b"upgrade":
-                    upgrade = v
-                continue
-            if k == b"x-forwarded-for":
-                xff = v + b", "
-            elif k == b"via":
-                via = v + b", "
-            elif k != b"content-length":
-                parts.append(b"%s: %s\r\n" % (k, v))
-        parts.append(
-            b"x-forwarded-for: %s%s\r\nvia: %s%s\r\n" % (xff, req.conn.client_ip.encode(), via, VIA)
-        )
-        parts.append(
-            b"x-forwarded-proto: https\r\n"
-            if req.conn.peer_cert is not None
-            else b"x-forwarded-proto: http\r\n"
-        )
-        for k, v in rops.add:
-            parts.append(b"%s: %s\r\n" % (k, v))
-        if req.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        elif req.content_length >= 0:
-            parts.append(b"content-length: %d\r\n" % req.content_length)
-        if req.upgrade and upgrade and not shadow:
-            parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
+        parts += [b"%s: %s\r\n" % (k, v) for k, v in req.headers if k not in skip]
+        parts.append(self._forwarded(req, rops.drop | tokens if tokens else rops.drop))
+        parts.append(rops.tail)
+        if shadow_length is not None:
+            if shadow_length > 0 or req.content_length == 0:
+                parts.append(b"content-length: %d\r\n" % shadow_length)
+        else:
+            if req.chunked:
+                parts.append(b"transfer-encoding: chunked\r\n")
+            elif req.content_length >= 0:
+                parts.append(b"content-length: %d\r\n" % req.content_length)
+            if req.upgrade:
+                upgrade = req.header("upgrade")
+                if upgrade:
+                    parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade.encode())
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    @staticmethod
+    def _forwarded(req: Request, dropped: frozenset[bytes]) -> bytes:
+        """X-Forwarded-For (client appended), Via (ours appended) and X-Forwarded-Proto."""
+        down = req.conn
+        xff, via = req.xff, req.via
+        if xff is None and via is None:
+            line = down.forwarded  # the common case, rendered once per connection
+            if line is None:
+                line = down.forwarded = _forwarded_lines(b"", b"", down)
+            return line
+        xff = b"" if xff is None or b"x-forwarded-for" in dropped else xff + b", "
+        via = b"" if via is None or b"via" in dropped else via + b", "
+        return _forwarded_lines(xff, via, down)
 
     async def forward(
         self,
@@ -164,33 +192,35 @@ class Exchange:
         if req.expect_continue and req.body is not None and not req.body.complete:
             req.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         head = self.request_head(req, route, path, query, rops)
-        tried: set[str] = set()
+        exclude = _NO_EXCLUDE  # endpoints already tried
         tries = 0
         stale_retry = True
         last = ForwardResult(503, b"no healthy endpoint\n")
+        upstreams = gen.upstreams
         while True:
-            picked = gen.upstreams.pick(target.service, target.subset, hash_key, frozenset(tried))
+            picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
             if picked is None:
                 return last
             tries += 1
-            tried.add(picked.endpoint.address)
+            _, key, address = self._key(picked)
             remaining = deadline - loop.time()
             per_try = min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
-            gen.upstreams.begin(picked)
+            upstreams.begin(picked)
             try:
-                outcome, conn = await self._try(gen, req, picked, head, per_try)
+                outcome, conn = await self._try(gen, req, picked, key, head, per_try)
                 if outcome == "stale" and stale_retry:
                     stale_retry = False
                     tries -= 1
-                    tried.discard(picked.endpoint.address)
                     continue
                 result: int | str = "reset" if outcome == "stale" else outcome
                 if conn is not None:
                     result = conn.status
-                self.metrics.inc_upstream(picked.service, picked.endpoint.address, result)
-                gen.upstreams.report(picked, result)
+                self.metrics.inc_upstream(picked.service, address, result)
+                upstreams.report(picked, result)
+                # Statuses below 400 satisfy no retry condition (resilience.retryable).
                 can_retry = (
                     policy is not None
+                    and (conn is None or result >= 400)  # type: ignore[operator]
                     and tries < max_tries
                     and (req.body is None or req.body.replayable)
                     and retryable(policy, req.method, result)
@@ -198,6 +228,7 @@ class Exchange:
                 )
                 if can_retry and budget is not None and budget.try_retry():
                     assert policy is not None
+                    exclude = exclude | {address}
                     if conn is not None:
                         conn.abort()
                     if req.body is not None:
@@ -214,21 +245,18 @@ class Exchange:
                 await self._respond(req, conn, sops, target.idle_timeout_s)
                 return ForwardResult(conn.status)
             finally:
-                gen.upstreams.end(picked)
+                upstreams.end(picked)
 
-    async def _try(
-        self, gen: Generation, req: Request, picked: Picked, head: bytes, timeout: float
-    ) -> tuple[str, UpstreamConnection | None]:
-        """One attempt until response headers; returns (failure outcome, None) or ("", conn)."""
-        if timeout <= 0:
-            return "timeout", None
-        loop = asyncio.get_running_loop()
+    async def _connect(
+        self, gen: Generation, picked: Picked, key: str, timeout: float
+    ) -> UpstreamConnection | None:
+        """A new connection to ``picked`` within the connect timeout; None on failure."""
         cluster = gen.clusters[picked.service]
         breaker = gen.breakers[picked.service]
         tls = gen.tls.upstream(picked.service) if gen.tls is not None else None
         try:
-            conn = await self.pool.acquire(
-                picked.service,
+            return await self.pool.open(
+                key,
                 picked.endpoint,
                 min(cluster.connect_timeout_s, timeout),
                 tls,
@@ -237,32 +265,45 @@ class Exchange:
             )
         except ConnectError as exc:
             log.debug("connect %s: %s", picked.endpoint.address, exc)
-            return "connect-failure", None
+            return None
+
+    async def _try(
+        self,
+        gen: Generation,
+        req: Request,
+        picked: Picked,
+        key: str,
+        head: bytes,
+        timeout: float,
+    ) -> tuple[str, UpstreamConnection | None]:
+        """One attempt until response headers; returns (failure outcome, None) or ("", conn)."""
+        if timeout <= 0:
+            return "timeout", None
+        conn = self.pool.take(key)
+        if conn is None:
+            conn = await self._connect(gen, picked, key, timeout)
+            if conn is None:
+                return "connect-failure", None
         conn.begin(head, req.chunked, req.conn)
-        if req.body is not None and not req.body.attach(conn):
+        body = req.body
+        if body is not None and not body.attach(conn):
             conn.abort()
             return "reset", None
         req.conn.on_close = conn.abort
-        timed_out: list[bool] = []
-
-        def expire() -> None:
-            timed_out.append(True)
-            conn.abort()
-
-        timer = loop.call_later(timeout, expire)
+        conn.arm(timeout)
         try:
             assert conn.headers_future is not None
             await conn.headers_future
         except ConnectionResetError:
-            if timed_out:
+            if conn.timed_out:
                 return "timeout", None
-            if conn.reused and not conn.received and (req.body is None or req.body.replayable):
-                if req.body is not None:
-                    req.body.detach()
+            if conn.reused and not conn.received and (body is None or body.replayable):
+                if body is not None:
+                    body.detach()
                 return "stale", None
             return "reset", None
         finally:
-            timer.cancel()
+            conn.disarm()
         return "", conn
 
     async def _respond(
@@ -271,18 +312,12 @@ class Exchange:
         """Write the response head, then pipe the body until done or idle for ``idle`` seconds."""
         status = conn.status
         down = req.conn
+        skip = sops.skip
         parts = [status_line(status)]
-        framed = False
-        drop = sops.drop
-        for k, v in conn.headers:
-            if k in HOP_BY_HOP or k in drop:
-                continue
-            if k == b"content-length":
-                framed = True
-            parts.append(b"%s: %s\r\n" % (k, v))
-        for k, v in sops.add:
-            parts.append(b"%s: %s\r\n" % (k, v))
-        parts.append(b"via: %s\r\n" % VIA)
+        parts += [b"%s: %s\r\n" % (k, v) for k, v in conn.headers if k not in skip]
+        parts.append(sops.tail)
+        parts.append(_VIA_LINE)
+        framed = conn.has_length and b"content-length" not in skip
         head_only = req.method == "HEAD" or status in (204, 304)
         upgraded = status == 101 and conn.upgraded is not None and req.upgrade
         chunked = False
@@ -302,7 +337,7 @@ class Exchange:
         parts.append(b"\r\n")
         req.started = True
         if framed and not head_only and not upgraded:
-            parts.extend(conn.take_early())  # one write for head + body already received
+            parts += conn.take_early()  # one write for head + body already received
         down.write(b"".join(parts))
         if upgraded:
             await self._tunnel(req, conn)
@@ -320,10 +355,31 @@ class Exchange:
 
         else:
             sink = down.write
-        down.upstream = conn
-        if down.write_paused:
-            conn.set_reading(False)
         conn.start_body(sink)
+        if not conn.finished:  # most responses are complete by now: no waiting, no watchdog
+            down.upstream = conn
+            if down.write_paused:
+                conn.set_reading(False)
+            try:
+                await self._stream(conn, idle)
+            except ConnectionResetError:
+                req.keep_alive = False
+                down.close()  # the body is cut short; the client must see it
+                return
+            finally:
+                down.upstream = None
+                down.on_close = None
+        down.on_close = None
+        if chunked:
+            down.write(b"0\r\n\r\n")
+        if conn.keep_alive and (req.body is None or req.body.complete):
+            self.pool.release(conn)
+        else:
+            conn.abort()
+
+    @staticmethod
+    async def _stream(conn: UpstreamConnection, idle: float) -> None:
+        """Wait for the rest of the body; abort when nothing arrived for ``idle`` seconds."""
         loop = asyncio.get_running_loop()
         watchdog: asyncio.TimerHandle | None = None
 
@@ -336,26 +392,11 @@ class Exchange:
             else:
                 watchdog = loop.call_later(left, check_idle)
 
-        assert conn.done is not None
-        # Most responses are complete by now: a watchdog only for bodies still streaming.
-        watchdog = None if conn.done.done() else loop.call_later(idle, check_idle)
+        watchdog = loop.call_later(idle, check_idle)
         try:
             await conn.done
-        except ConnectionResetError:
-            req.keep_alive = False
-            down.close()  # the body is cut short; the client must see it
-            return
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            down.upstream = None
-            down.on_close = None
-        if chunked:
-            down.write(b"0\r\n\r\n")
-        if conn.keep_alive and (req.body is None or req.body.complete):
-            self.pool.release(conn)
-        else:
-            conn.abort()
+            watchdog.cancel()
 
     async def _tunnel(self, req: Request, conn: UpstreamConnection) -> None:
         """After a 101: raw bytes both ways until either side closes."""
@@ -374,21 +415,53 @@ class Exchange:
         down.close()
 
     def mirror(self, gen: Generation, mirror: Mirror, req: Request, path: str, query: str) -> None:
-        """Fire-and-forget copy of a body-less request; never delays or affects the caller."""
-        if req.body is not None or req.upgrade or self._mirrors >= MAX_MIRRORS:
+        """Fire-and-forget copy of the request; never delays or affects the caller.
+
+        A body is mirrored whole once it has arrived, if it fits the replay buffer
+        (``REPLAY_LIMIT``); larger bodies are not mirrored (counted in ``mirrors_skipped``).
+        """
+        if req.upgrade:
+            return
+        body = req.body
+        if body is None:
+            self._fire(gen, mirror, req, path, query, b"")
+        elif body.complete:
+            self._fire(gen, mirror, req, path, query, body.buffered())
+        elif body.replay is not None:
+            body.on_end = lambda data: self._fire(gen, mirror, req, path, query, data)
+        else:
+            self._fire(gen, mirror, req, path, query, None)
+
+    def _fire(
+        self,
+        gen: Generation,
+        mirror: Mirror,
+        req: Request,
+        path: str,
+        query: str,
+        body: bytes | None,
+    ) -> None:
+        if body is None or self._mirrors >= MAX_MIRRORS:
+            self.mirrors_skipped += 1
+            log.debug(
+                "mirror to %s skipped: %s",
+                mirror.service,
+                "body over the replay limit" if body is None else "too many mirrors in flight",
+            )
             return
         picked = gen.upstreams.pick(mirror.service, mirror.subset, None)
         if picked is None:
             return
-        head = self.request_head(req, _MIRROR_ROUTE, path, query, _NO_OPS, shadow=True)
+        head = self.request_head(req, _MIRROR_ROUTE, path, query, _NO_OPS, len(body))
         self._mirrors += 1
-        task = asyncio.get_running_loop().create_task(self._shadow(gen, picked, head))
+        task = asyncio.get_running_loop().create_task(self._shadow(gen, picked, head + body))
         task.add_done_callback(lambda _t: self._end_mirror())
 
     def _end_mirror(self) -> None:
         self._mirrors -= 1
 
-    async def _shadow(self, gen: Generation, picked: Picked, head: bytes) -> None:
+    async def _shadow(self, gen: Generation, picked: Picked, message: bytes) -> None:
+        """Send the mirrored request (head and body in one write) and drain the answer."""
         cluster = gen.clusters[picked.service]
         tls = gen.tls.upstream(picked.service) if gen.tls is not None else None
         try:
@@ -396,9 +469,8 @@ class Exchange:
                 conn = await self.pool.acquire(
                     picked.service, picked.endpoint, cluster.connect_timeout_s, tls
                 )
-                conn.begin(head, False, None)
+                conn.begin(message, False, None)
                 conn.start_body(lambda _data: None)
-                assert conn.done is not None
                 await conn.done
             self.metrics.inc_upstream(picked.service, picked.endpoint.address, conn.status)
             if conn.keep_alive:
@@ -417,5 +489,16 @@ def _failure(outcome: int | str) -> ForwardResult:
     return ForwardResult(502, b"upstream reset\n")
 
 
-_NO_OPS = CompiledOps(frozenset(), ())
+def _forwarded_lines(xff: bytes, via: bytes, down: ServerConnection) -> bytes:
+    proto = b"https" if down.peer_cert is not None else b"http"
+    return b"x-forwarded-for: %s%s\r\nvia: %s%s\r\nx-forwarded-proto: %s\r\n" % (
+        xff,
+        down.client_ip.encode(),
+        via,
+        VIA,
+        proto,
+    )
+
+
+_NO_OPS = CompiledOps.of(HeaderOps(), _REQUEST_SKIP)
 _MIRROR_ROUTE = Route(name="", match=Match())

@@ -31,12 +31,15 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
      b"transfer-encoding", b"upgrade", b"expect"}
 )  # fmt: skip
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 Headers = list[tuple[bytes, bytes]]
+# Timers fire up to a millisecond early (uvloop's clock resolution); treat that as on time.
+_TIMER_SLACK = 0.002
 
 
 def status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
 
 
 def simple_response(
@@ -73,6 +76,7 @@ class RequestBody:
         "_conn",
         "complete",
         "delivered",
+        "on_end",
         "pending",
         "pending_size",
         "received",
@@ -89,6 +93,7 @@ class RequestBody:
         self.sink: BodySink | None = None
         self.complete = False
         self.delivered = False
+        self.on_end: Callable[[bytes | None], None] | None = None  # mirroring waits for it
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -109,6 +114,9 @@ class RequestBody:
         self.complete = True
         if self.sink is not None:
             self.sink.finish()
+        if self.on_end is not None:
+            on_end, self.on_end = self.on_end, None
+            on_end(self.buffered())
 
     @property
     def replayable(self) -> bool:
@@ -144,9 +152,9 @@ class RequestBody:
 class Request:
     """One parsed request head; ``headers`` keep order with lower-case names."""
 
-    __slots__ = ("body", "chunked", "conn", "content_length", "expect_continue", "headers",
-                 "host", "keep_alive", "method", "started", "target", "upgrade",
-                 "version")  # fmt: skip
+    __slots__ = ("body", "chunked", "conn", "conn_tokens", "content_length", "expect_continue",
+                 "headers", "host", "keep_alive", "method", "request_id", "started", "target",
+                 "upgrade", "version", "via", "xff")  # fmt: skip
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
@@ -162,6 +170,11 @@ class Request:
         self.expect_continue = False
         self.upgrade = False
         self.started = False  # response head written
+        # Gathered in the one pass over the head, so the proxy never rescans the headers.
+        self.request_id: bytes | None = None
+        self.conn_tokens: frozenset[bytes] = _NO_TOKENS  # header names listed in Connection
+        self.xff: bytes | None = None  # incoming X-Forwarded-For (all lines, comma-joined)
+        self.via: bytes | None = None
 
     def header(self, name: str) -> str | None:
         """First value of a header (router and hash-key callback)."""
@@ -173,6 +186,11 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[None]]
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
+def _joined(old: bytes | None, value: bytes) -> bytes:
+    return value if old is None else old + b", " + value
 
 
 class ServerConnection(asyncio.Protocol):
@@ -203,6 +221,7 @@ class ServerConnection(asyncio.Protocol):
         self.tunnel_buffer: list[bytes] | None = None
         self.closed = False
         self.on_close: Callable[[], None] | None = None
+        self.forwarded: bytes | None = None  # the proxy's per-connection X-Forwarded-* lines
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -280,6 +299,15 @@ class ServerConnection(asyncio.Protocol):
                 req.content_length = int(v)
             elif k == b"transfer-encoding":
                 req.chunked = True
+            elif k == b"x-request-id":
+                if req.request_id is None:
+                    req.request_id = v
+            elif k == b"x-forwarded-for":
+                req.xff = _joined(req.xff, v)
+            elif k == b"via":
+                req.via = _joined(req.via, v)
+            elif k == b"connection":
+                req.conn_tokens = req.conn_tokens | {t.strip().lower() for t in v.split(b",")}
             elif k == b"expect" and v.lower() == b"100-continue":
                 req.expect_continue = True
         if (
@@ -381,24 +409,39 @@ class ServerConnection(asyncio.Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol, BodySink):
-    """One pooled connection to an endpoint; one exchange at a time."""
+    """One pooled connection to an endpoint; one exchange at a time.
+
+    ``headers_future`` resolves with the final response head. ``done`` (created only when
+    someone waits for it) resolves once the whole body went to the sink; most small responses
+    are ``finished`` before anyone asks. ``arm``/``disarm`` give the exchange a deadline with
+    one long-lived timer per connection that is re-armed only when it fires early, instead of a
+    timer per request.
+    """
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reused = False
         self.status = 0
         self.headers: Headers = []
         self.headers_future: asyncio.Future[None] | None = None
-        self.done: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self.finished = False  # the body went to the sink completely
+        self.failure: Exception | None = None  # the exchange broke off
         self.keep_alive = False
+        self.has_length = False  # the response carries Content-Length
         self.upgraded: bytes | None = None
         self.until_close = False
         self.chunked_out = False
         self.received = False
         self.last_activity = 0.0
+        self.timed_out = False
+        self._deadline = 0.0  # 0: no deadline armed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._sink: Callable[[bytes], None] | None = None
         self._early: list[bytes] = []
         self._complete = False
@@ -407,11 +450,15 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     def begin(self, head: bytes, chunked: bool, downstream: ServerConnection | None) -> None:
         """Start an exchange: reset response state and write the request head."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None and self.transport is not None
         self.status = 0
         self.headers = []
         self.headers_future = loop.create_future()
-        self.done = loop.create_future()
+        self._done = None
+        self.finished = False
+        self.failure = None
+        self.timed_out = False
         self.chunked_out = chunked
         self.received = False
         self._sink = None
@@ -420,8 +467,51 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.until_close = False
         self.downstream = downstream
         self.last_activity = loop.time()
-        assert self.transport is not None
         self.transport.write(head)
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        """Resolves when the response body has gone to the sink; fails if the exchange broke."""
+        fut = self._done
+        if fut is None:
+            assert self._loop is not None
+            fut = self._done = self._loop.create_future()
+            if self.finished:
+                fut.set_result(None)
+            elif self.failure is not None:
+                fut.set_exception(self.failure)
+        return fut
+
+    # deadline: one timer per connection, re-armed lazily
+    def arm(self, timeout: float) -> None:
+        """Abort the exchange (``timed_out``) unless :meth:`disarm` runs within ``timeout``."""
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + timeout
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
+
+    def disarm(self) -> None:
+        self._deadline = 0.0
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline == 0.0 or self.closed:
+            return
+        loop = self._loop
+        assert loop is not None
+        if loop.time() + _TIMER_SLACK >= deadline:
+            self.timed_out = True
+            self.abort()
+        else:
+            self._timer = loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
 
     # BodySink: request body towards the endpoint
     def write(self, data: bytes) -> None:
@@ -444,9 +534,10 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     def start_body(self, sink: Callable[[bytes], None]) -> None:
         """Response body chunks go to ``sink`` from now on (buffered ones first)."""
         self._sink = sink
-        for chunk in self._early:
-            sink(chunk)
-        self._early = []
+        if self._early:
+            for chunk in self._early:
+                sink(chunk)
+            self._early = []
         if self._complete:
             self._resolve_done()
 
@@ -464,10 +555,11 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.received = True
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._loop.time()  # type: ignore[union-attr]
         if self.upgraded is not None:
             if self._sink is not None:
                 self._sink(data)
@@ -485,14 +577,17 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.on_lost is not None:
             self.on_lost()
             self.on_lost = None
         ended = self.upgraded is not None or (self.until_close and self.status >= 200)
-        if ended and self.done is not None and not self.done.done():
+        if ended and not self.finished and self.failure is None:
             self._complete = True
             if self._sink is not None:
-                self.done.set_result(None)
+                self._resolve_done()
             return
         self._fail(ConnectionResetError("upstream closed"))
 
@@ -505,10 +600,17 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self.downstream.set_upstream_paused(False)
 
     def _fail(self, exc: Exception) -> None:
-        for fut in (self.headers_future, self.done):
-            if fut is not None and not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # mark retrieved; the proxy may no longer be waiting
+        fut = self.headers_future
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved; the proxy may no longer be waiting
+        if self.finished or self.failure is not None:
+            return
+        self.failure = exc
+        done = self._done
+        if done is not None and not done.done():
+            done.set_exception(exc)
+            done.exception()
 
     def _set_headers(self) -> None:
         fut = self.headers_future
@@ -526,9 +628,14 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
-        self.until_close = not any(
-            k in (b"content-length", b"transfer-encoding") for k, _ in self.headers
-        )
+        framed = length = False
+        for k, _ in self.headers:
+            if k == b"content-length":
+                framed = length = True
+            elif k == b"transfer-encoding":
+                framed = True
+        self.has_length = length
+        self.until_close = not framed
         self._set_headers()
 
     def on_body(self, body: bytes) -> None:
@@ -545,5 +652,9 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._resolve_done()
 
     def _resolve_done(self) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        if self.finished or self.failure is not None:
+            return
+        self.finished = True
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)

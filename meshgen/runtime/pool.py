@@ -42,12 +42,31 @@ class Pool:
     ) -> UpstreamConnection:
         """An open connection to ``endpoint``; raises :class:`ConnectError`."""
         key = f"{service}/{endpoint.address}"
+        conn = self.take(key)
+        if conn is not None:
+            return conn
+        return await self.open(key, endpoint, connect_timeout, tls, on_open, on_close)
+
+    def take(self, key: str) -> UpstreamConnection | None:
+        """An idle open connection for ``key`` (``service/address``), if there is one."""
         stack = self._idle.get(key)
         while stack:
             conn = stack.pop()
             if not conn.closed:
                 conn.reused = True
                 return conn
+        return None
+
+    async def open(
+        self,
+        key: str,
+        endpoint: Endpoint,
+        connect_timeout: float,
+        tls: UpstreamTls | None = None,
+        on_open: Callable[[], bool] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> UpstreamConnection:
+        """A new connection for ``key``; raises :class:`ConnectError`."""
         if on_open is not None and not on_open():
             raise ConnectError("circuit breaker: max_connections")
         loop = asyncio.get_running_loop()

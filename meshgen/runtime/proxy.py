@@ -34,7 +34,8 @@ from .tls import TlsContexts, peer_identity
 from .upstreams import Upstreams
 
 log = logging.getLogger("meshgen.proxy")
-_ID_PREFIX = os.urandom(8).hex()
+_ID_PREFIX = os.urandom(8).hex().encode()
+TARGET_CACHE_SIZE = 4096
 
 
 class Generation:
@@ -113,6 +114,7 @@ class Proxy:
         self.connections: set[ServerConnection] = set()
         self.draining = False
         self._ids = 0
+        self._targets: dict[bytes, tuple[str, str] | None] = {}
 
     def swap(self, generation: Generation) -> Generation:
         """New requests use ``generation`` from now on; returns the previous one."""
@@ -133,13 +135,24 @@ class Proxy:
                 conn.active.keep_alive = False
 
     def _request_id(self, req: Request) -> bytes:
-        for k, v in req.headers:
-            if k == b"x-request-id":
-                return v
-        self._ids += 1
-        rid = b"%s-%016x" % (_ID_PREFIX.encode(), self._ids)
-        req.headers.append((b"x-request-id", rid))
+        rid = req.request_id
+        if rid is None:
+            self._ids += 1
+            rid = req.request_id = b"%s-%016x" % (_ID_PREFIX, self._ids)
+            req.headers.append((b"x-request-id", rid))
         return rid
+
+    def _split(self, target: bytes) -> tuple[str, str] | None:
+        """:func:`split_target`, memoised: clients repeat the same few targets."""
+        cache = self._targets
+        try:
+            return cache[target]
+        except KeyError:
+            pass
+        if len(cache) >= TARGET_CACHE_SIZE:
+            cache.clear()
+        split = cache[target] = split_target(target)
+        return split
 
     async def handle(self, req: Request) -> None:
         gen = self.generation
@@ -152,7 +165,7 @@ class Proxy:
             req.keep_alive = False
         try:
             rid = self._request_id(req)
-            split = split_target(req.target)
+            split = self._split(req.target)
             if split is None:
                 req.keep_alive = False
                 status = self._local(req, 400, b"bad request target\n", rid)

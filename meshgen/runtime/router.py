@@ -102,6 +102,8 @@ class CompiledRoute:
             return False
         if not self.path(path):
             return False
+        if not self.headers:
+            return True
         return all(h(header) for h in self.headers)
 
 
