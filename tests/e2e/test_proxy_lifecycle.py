@@ -213,3 +213,27 @@ def test_timeout_504_and_large_streamed_body(tmp_path: Path) -> None:
             payload = bytes(range(256)) * (20 * 4096)
             status, _, body = rt.request("PUT", "/big", "shop", body=payload, timeout=30)
             assert status == 200 and body == b"a PUT /big\n" + payload
+
+
+def test_reload_drops_the_series_of_removed_endpoints(tmp_path: Path) -> None:
+    """A reload without service b ends b's meshgen_endpoint_healthy series; a's stays."""
+    with backend("a") as (a, _), backend("b") as (b, _):
+        dist = build_dist(tmp_path / "dist", one_route({"a": a, "b": b}, "[{service: a}]"))
+        with run_dist(dist) as rt:
+            host, port = str(rt.ready["admin"]).rsplit(":", 1)
+
+            def series() -> set[str]:
+                conn = http.client.HTTPConnection(host, int(port), timeout=5)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode()
+                conn.close()
+                return {x for x in text.splitlines() if x.startswith("meshgen_endpoint_healthy{")}
+
+            has = 'meshgen_endpoint_healthy{service="%s",endpoint="%s"} 1'
+            assert series() == {has % ("a", a), has % ("b", b)}
+            build_dist(dist, one_route({"a": a}, "[{service: a}]"))
+            rt.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while series() != {has % ("a", a)}:
+                assert time.monotonic() < deadline, rt.log_text()[-2000:]
+                time.sleep(0.02)
