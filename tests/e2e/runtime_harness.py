@@ -117,6 +117,16 @@ class Runtime:
                 pass
             return out
 
+    def admin(self, path: str) -> str:
+        """GET ``path`` from the admin server (``/metrics``, ``/config``...); the body as text."""
+        host, port = str(self.ready["admin"]).rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 

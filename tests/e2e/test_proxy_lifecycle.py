@@ -220,14 +220,10 @@ def test_reload_drops_the_series_of_removed_endpoints(tmp_path: Path) -> None:
     with backend("a") as (a, _), backend("b") as (b, _):
         dist = build_dist(tmp_path / "dist", one_route({"a": a, "b": b}, "[{service: a}]"))
         with run_dist(dist) as rt:
-            host, port = str(rt.ready["admin"]).rsplit(":", 1)
 
             def series() -> set[str]:
-                conn = http.client.HTTPConnection(host, int(port), timeout=5)
-                conn.request("GET", "/metrics")
-                text = conn.getresponse().read().decode()
-                conn.close()
-                return {x for x in text.splitlines() if x.startswith("meshgen_endpoint_healthy{")}
+                lines = rt.admin("/metrics").splitlines()
+                return {x for x in lines if x.startswith("meshgen_endpoint_healthy{")}
 
             has = 'meshgen_endpoint_healthy{service="%s",endpoint="%s"} 1'
             assert series() == {has % ("a", a), has % ("b", b)}

@@ -108,15 +108,6 @@ def der_of(root: Path, name: str) -> bytes:
     return ssl.PEM_cert_to_DER_cert((root / f"certs/{name}.pem").read_text())
 
 
-def metrics(rt: Runtime) -> str:
-    host, port = str(rt.ready["admin"]).rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    return text
-
-
 def start_load(
     port: int, ctx: ssl.SSLContext, served: list[bytes], errors: list[str], stop: threading.Event
 ) -> list[threading.Thread]:
@@ -168,8 +159,8 @@ def test_tls_change_on_the_same_address_fails_no_connection(mesh_root: Path) -> 
             assert served[0] == der_of(mesh_root, "edge")
             assert ready(dist)["listeners"] == {"edge": f"127.0.0.1:{rt.port}"}
             gauge = 'meshgen_cert_expiry_timestamp_seconds{service="edge",file="certs/%s.pem"}'
-            wait_for(lambda: gauge % "edge" not in metrics(rt), rt, "old gauge dropped")
-            assert gauge % "edge2" in metrics(rt)
+            wait_for(lambda: gauge % "edge" not in rt.admin("/metrics"), rt, "old gauge dropped")
+            assert gauge % "edge2" in rt.admin("/metrics")
 
             build_dist(dist, tls_spec(a, "edge2", "required"))
             rt.proc.send_signal(1)
