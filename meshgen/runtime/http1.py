@@ -645,8 +645,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._early.append(body)
 
     def on_message_complete(self) -> None:
-        if self.status == 0:
-            return  # end of an interim 1xx
+        if self.status == 0 or self.status == 101:
+            return  # end of an interim 1xx; after a 101 the tunnel runs until a side closes
         self._complete = True
         if self._sink is not None:
             self._resolve_done()
