@@ -2,15 +2,12 @@
 
 Every target renders jinja2 templates from ``templates/<target>/`` with one shared
 :class:`RenderContext`. Two filters keep user strings safe in generated files: ``py`` writes a
-Python literal (``repr`` of scalars, tuples, key-sorted dicts and keyword-argument constructor
-calls of the table types, wrapped at 100 columns) and ``json`` writes key-sorted JSON.
+Python literal (see :mod:`.literals`) and ``json`` writes key-sorted JSON.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,8 +17,7 @@ if TYPE_CHECKING:
 
     from meshgen.runtime.tables import Tables
 
-WIDTH = 100
-TABLES_MODULE = "meshgen.runtime.tables"
+from .literals import py_literal
 
 
 @dataclass(frozen=True)
@@ -73,118 +69,3 @@ def registered() -> tuple[tuple[str, RenderFn], ...]:
 def json_text(value: Any, indent: int | None = None) -> str:
     """JSON with sorted keys; ``value`` may hold only JSON types."""
     return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=False, allow_nan=False)
-
-
-def py_literal(value: Any, prefix: int = 0) -> str:
-    """A Python literal for ``value`` that fits 100 columns after ``prefix`` columns if it can."""
-    return _layout(value, 0, prefix)
-
-
-def table_class_names(value: Any) -> set[str]:
-    """Names of the table types ``value`` instantiates (what a generated file imports)."""
-    names: set[str] = set()
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        cls = type(item)
-        if cls in _SCALARS:
-            continue
-        fields = _fields(cls)
-        if fields is not None:
-            names.add(cls.__name__)
-            stack.extend(getattr(item, name) for name, _ in fields)
-        elif cls is dict:
-            stack.extend(item.values())
-        elif cls is tuple or cls is list:
-            stack.extend(item)
-    return names
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-_NO_DEFAULT = object()
-_FIELD_CACHE: dict[type, tuple[tuple[str, Any], ...] | None] = {}
-
-
-def _fields(cls: type) -> tuple[tuple[str, Any], ...] | None:
-    """(name, default or _NO_DEFAULT) of a table type's fields; None for other types."""
-    try:
-        return _FIELD_CACHE[cls]
-    except KeyError:
-        pass
-    out: tuple[tuple[str, Any], ...] | None = None
-    if dataclasses.is_dataclass(cls):
-        if cls.__module__ != TABLES_MODULE:
-            raise TypeError(f"{cls.__name__} is not a table type of {TABLES_MODULE}")
-        out = tuple(
-            (
-                f.name,
-                f.default
-                if f.default is not dataclasses.MISSING
-                else f.default_factory()
-                if f.default_factory is not dataclasses.MISSING
-                else _NO_DEFAULT,
-            )
-            for f in dataclasses.fields(cls)
-        )
-    _FIELD_CACHE[cls] = out
-    return out
-
-
-def _scalar(value: Any) -> str:
-    cls = type(value)
-    if cls is float:
-        if not math.isfinite(value):
-            raise ValueError(f"cannot write the non-finite float {value!r} as a literal")
-        return repr(value)
-    if cls in _SCALARS:
-        return repr(value)
-    raise TypeError(f"cannot write a {cls.__name__} as a Python literal")
-
-
-def _items(value: Any) -> tuple[str, str, list[tuple[str, Any]]] | None:
-    """(opening, closing, [(label, child)]) of a container; None for a scalar.
-
-    Fields equal to their default are left out; dict items are sorted by key.
-    """
-    cls = type(value)
-    if cls in _SCALARS:
-        return None
-    fields = _fields(cls)
-    if fields is not None:
-        children = []
-        for name, default in fields:
-            item = getattr(value, name)
-            if default is _NO_DEFAULT or type(item) is not type(default) or item != default:
-                children.append((name + "=", item))
-        return cls.__name__ + "(", ")", children
-    if cls is tuple:
-        return "(", ")", [("", item) for item in value]
-    if cls is list:
-        return "[", "]", [("", item) for item in value]
-    if cls is dict:
-        return "{", "}", [(_scalar(k) + ": ", value[k]) for k in sorted(value)]
-    _scalar(value)  # raises TypeError naming the type
-    return None
-
-
-def _layout(value: Any, indent: int, used: int) -> str:
-    """Render ``value`` whose first line starts at column ``used`` (continuations at ``indent``).
-
-    Children are rendered first, each as it would sit in the multi-line form; when all of them
-    came out on one line and joining them fits the width, the result is one line too.
-    """
-    parts = _items(value)
-    if parts is None:
-        return _scalar(value)
-    opening, closing, children = parts
-    inner = indent + 4
-    texts = [label + _layout(child, inner, inner + len(label)) for label, child in children]
-    if not any("\n" in t for t in texts):
-        body = ", ".join(texts)
-        if type(value) is tuple and len(texts) == 1:
-            body += ","
-        if used + len(opening) + len(body) + len(closing) < WIDTH:
-            return opening + body + closing
-    pad = " " * inner
-    lines = [opening, *(f"{pad}{text}," for text in texts), " " * indent + closing]
-    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """The embedded-runtime target: data-only Python tables, ``__main__.py`` and the runtime copy.
 
 ``DIST/mesh/*.py`` hold nothing but ``from meshgen_runtime.tables import ...`` and literal
-constructor calls (see the ``py`` filter), so the runtime reads a spec it never parses.
+constructor calls (see :mod:`.literals`: values that repeat are module-level constants written
+once), so the runtime reads a spec it never parses.
 ``DIST/meshgen_runtime/`` is a verbatim copy of ``meshgen/runtime/*.py``.
 """
 
@@ -12,7 +13,8 @@ from typing import Any
 from meshgen.resources import runtime_dir
 from meshgen.runtime.tables import Tables
 
-from . import RenderContext, table_class_names
+from . import RenderContext
+from .literals import SharedLiterals
 
 
 def _table_values(tables: Tables) -> dict[str, dict[str, Any]]:
@@ -47,10 +49,12 @@ def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
     files: dict[str, str] = {}
     for stem, values in _table_values(tables).items():
         template = ctx.env.get_template(f"python/{stem}.py.j2")
+        literals = SharedLiterals(values)
         files[f"mesh/{stem}.py"] = template.render(
             header=ctx.header,
-            imports=sorted(table_class_names(tuple(values.values()))),
-            **values,
+            imports=sorted(literals.classes),
+            constants=literals.constants(),
+            **{key: literals.literal(key) for key in values},
         )
     for name in ("__main__.py", "requirements.txt"):
         files[name] = ctx.env.get_template(f"python/{name}.j2").render(header=ctx.header)

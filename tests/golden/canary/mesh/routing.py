@@ -2,14 +2,11 @@
 """Routing tables: the mesh, its clusters (services), routes in match order, listeners."""
 
 from meshgen_runtime.tables import (
-    CircuitBreaker,
     Cluster,
     Endpoint,
-    Failover,
     HeaderMatch,
     HeaderOps,
     Listener,
-    LoadBalancer,
     Match,
     MeshInfo,
     Mirror,
@@ -20,6 +17,10 @@ from meshgen_runtime.tables import (
     Target,
 )
 
+# values that occur more than once, written once (named by type and a hash of the value)
+_RetryPolicy_9f2eb113 = RetryPolicy(attempts=2, per_try_timeout_s=2.0)
+_labels_2f9df057 = (('version', 'v1'),)
+
 MESH = MeshInfo(name='shop', domain='mesh.test')
 
 CLUSTERS = (
@@ -27,19 +28,19 @@ CLUSTERS = (
         name='reviews',
         discovery=StaticDiscovery(
             endpoints=(
-                Endpoint(host='127.0.0.1', port=9081, labels=(('version', 'v1'),)),
-                Endpoint(host='127.0.0.1', port=9082, labels=(('version', 'v1'),)),
+                Endpoint(host='127.0.0.1', port=9081, labels=_labels_2f9df057),
+                Endpoint(host='127.0.0.1', port=9082, labels=_labels_2f9df057),
                 Endpoint(host='127.0.0.1', port=9083, labels=(('version', 'v2'),)),
                 Endpoint(host='127.0.0.1', port=9084, labels=(('version', 'v3'),)),
             ),
         ),
         subsets=(
-            Subset(name='v1', labels=(('version', 'v1'),)),
+            Subset(name='v1', labels=_labels_2f9df057),
             Subset(name='v2', labels=(('version', 'v2'),)),
             Subset(name='v3', labels=(('version', 'v3'),)),
         ),
         timeout_s=10.0,
-        retries=RetryPolicy(attempts=2, per_try_timeout_s=2.0),
+        retries=_RetryPolicy_9f2eb113,
     ),
 )
 
@@ -57,7 +58,7 @@ ROUTES = (
                 weight=100,
                 timeout_s=10.0,
                 idle_timeout_s=60.0,
-                retries=RetryPolicy(attempts=2, per_try_timeout_s=2.0),
+                retries=_RetryPolicy_9f2eb113,
             ),
         ),
     ),
@@ -71,7 +72,7 @@ ROUTES = (
                 weight=90,
                 timeout_s=10.0,
                 idle_timeout_s=60.0,
-                retries=RetryPolicy(attempts=2, per_try_timeout_s=2.0),
+                retries=_RetryPolicy_9f2eb113,
             ),
             Target(
                 service='reviews',
@@ -79,7 +80,7 @@ ROUTES = (
                 weight=10,
                 timeout_s=10.0,
                 idle_timeout_s=60.0,
-                retries=RetryPolicy(attempts=2, per_try_timeout_s=2.0),
+                retries=_RetryPolicy_9f2eb113,
             ),
         ),
         mirror=Mirror(service='reviews', subset='v2', percent=5.0),

@@ -2,11 +2,8 @@
 """Routing tables: the mesh, its clusters (services), routes in match order, listeners."""
 
 from meshgen_runtime.tables import (
-    CircuitBreaker,
     Cluster,
     DnsDiscovery,
-    Failover,
-    HeaderOps,
     Listener,
     LoadBalancer,
     Match,

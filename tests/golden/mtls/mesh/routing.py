@@ -2,13 +2,9 @@
 """Routing tables: the mesh, its clusters (services), routes in match order, listeners."""
 
 from meshgen_runtime.tables import (
-    CircuitBreaker,
     Cluster,
     Endpoint,
-    Failover,
-    HeaderOps,
     Listener,
-    LoadBalancer,
     Match,
     MeshInfo,
     Route,

@@ -6,7 +6,6 @@ from meshgen_runtime.tables import (
     Cluster,
     Endpoint,
     Failover,
-    HeaderOps,
     Listener,
     LoadBalancer,
     Match,
