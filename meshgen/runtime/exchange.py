@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,7 @@ VIA = b"1.1 meshgen"
 MAX_MIRRORS = 64
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ForwardResult:
     status: int
     local: bytes | None = None  # the proxy answers itself with this body
@@ -181,7 +181,8 @@ class Exchange:
         hash_key: bytes | None,
         rid: bytes,
     ) -> ForwardResult:
-        loop = asyncio.get_running_loop()
+        loop = req.conn.loop
+        assert loop is not None
         deadline = loop.time() + target.timeout_s
         policy = target.retries
         max_tries = 1 + (policy.attempts if policy is not None else 0)
@@ -195,7 +196,7 @@ class Exchange:
         exclude = _NO_EXCLUDE  # endpoints already tried
         tries = 0
         stale_retry = True
-        last = ForwardResult(503, b"no healthy endpoint\n")
+        last = _NO_ENDPOINT
         upstreams = gen.upstreams
         while True:
             picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
@@ -234,7 +235,7 @@ class Exchange:
                     if req.body is not None:
                         req.body.detach()
                     self.metrics.inc_retry(target.service)
-                    last = _failure(result) if conn is None else ForwardResult(conn.status)
+                    last = _failure(result) if conn is None else _result(conn.status)
                     delay = backoff_delay(
                         tries, policy.backoff_base_s, policy.backoff_max_s, gen.rng
                     )
@@ -242,8 +243,10 @@ class Exchange:
                     continue
                 if conn is None:
                     return _failure(result)
-                await self._respond(req, conn, sops, target.idle_timeout_s)
-                return ForwardResult(conn.status)
+                rest = self._respond(req, conn, sops, target.idle_timeout_s)
+                if rest is not None:
+                    await rest
+                return _result(conn.status)
             finally:
                 upstreams.end(picked)
 
@@ -306,10 +309,14 @@ class Exchange:
             conn.disarm()
         return "", conn
 
-    async def _respond(
+    def _respond(
         self, req: Request, conn: UpstreamConnection, sops: CompiledOps, idle: float
-    ) -> None:
-        """Write the response head, then pipe the body until done or idle for ``idle`` seconds."""
+    ) -> Coroutine[None, None, None] | None:
+        """Write the response head (with the body received so far) in one write.
+
+        Returns a coroutine to await when more is to come (a streaming body, a tunnel); most
+        responses are complete by now and need no coroutine, no watchdog, no task switch.
+        """
         status = conn.status
         down = req.conn
         skip = sops.skip
@@ -337,14 +344,13 @@ class Exchange:
         parts.append(b"\r\n")
         req.started = True
         if framed and not head_only and not upgraded:
-            parts += conn.take_early()  # one write for head + body already received
+            parts += conn.take_early()
         down.write(b"".join(parts))
         if upgraded:
-            await self._tunnel(req, conn)
-            return
+            return self._tunnel(req, conn)
         if req.method == "HEAD":
             conn.abort()  # llhttp cannot be told the response has no body: never reuse
-            return
+            return None
         sink: Callable[[bytes], None]
         if chunked:
             write = down.write
@@ -356,19 +362,14 @@ class Exchange:
         else:
             sink = down.write
         conn.start_body(sink)
-        if not conn.finished:  # most responses are complete by now: no waiting, no watchdog
-            down.upstream = conn
-            if down.write_paused:
-                conn.set_reading(False)
-            try:
-                await self._stream(conn, idle)
-            except ConnectionResetError:
-                req.keep_alive = False
-                down.close()  # the body is cut short; the client must see it
-                return
-            finally:
-                down.upstream = None
-                down.on_close = None
+        if not conn.finished:
+            return self._stream(req, conn, chunked, idle)
+        self._finish(req, conn, chunked)
+        return None
+
+    def _finish(self, req: Request, conn: UpstreamConnection, chunked: bool) -> None:
+        """The body is through: end the chunked framing, pool or close the connection."""
+        down = req.conn
         down.on_close = None
         if chunked:
             down.write(b"0\r\n\r\n")
@@ -377,10 +378,16 @@ class Exchange:
         else:
             conn.abort()
 
-    @staticmethod
-    async def _stream(conn: UpstreamConnection, idle: float) -> None:
-        """Wait for the rest of the body; abort when nothing arrived for ``idle`` seconds."""
-        loop = asyncio.get_running_loop()
+    async def _stream(
+        self, req: Request, conn: UpstreamConnection, chunked: bool, idle: float
+    ) -> None:
+        """Pipe the rest of the body (flow-controlled); abort when idle for ``idle`` seconds."""
+        down = req.conn
+        loop = down.loop
+        assert loop is not None
+        down.upstream = conn
+        if down.write_paused:
+            conn.set_reading(False)
         watchdog: asyncio.TimerHandle | None = None
 
         def check_idle() -> None:
@@ -395,8 +402,15 @@ class Exchange:
         watchdog = loop.call_later(idle, check_idle)
         try:
             await conn.done
+        except ConnectionResetError:
+            req.keep_alive = False
+            down.close()  # the body is cut short; the client must see it
+            return
         finally:
             watchdog.cancel()
+            down.upstream = None
+            down.on_close = None
+        self._finish(req, conn, chunked)
 
     async def _tunnel(self, req: Request, conn: UpstreamConnection) -> None:
         """After a 101: raw bytes both ways until either side closes."""
@@ -479,6 +493,18 @@ class Exchange:
                 conn.abort()
         except (ConnectError, ConnectionResetError, TimeoutError) as exc:
             log.debug("mirror to %s failed: %s", picked.endpoint.address, exc)
+
+
+_NO_ENDPOINT = ForwardResult(503, b"no healthy endpoint\n")
+_RESULTS: dict[int, ForwardResult] = {}
+
+
+def _result(status: int) -> ForwardResult:
+    """The (shared, read-only) result of a forwarded response with ``status``."""
+    result = _RESULTS.get(status)
+    if result is None:
+        result = _RESULTS[status] = ForwardResult(status)
+    return result
 
 
 def _failure(outcome: int | str) -> ForwardResult:

@@ -222,6 +222,8 @@ class ServerConnection(asyncio.Protocol):
         self.closed = False
         self.on_close: Callable[[], None] | None = None
         self.forwarded: bytes | None = None  # the proxy's per-connection X-Forwarded-* lines
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on every call.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -233,7 +235,8 @@ class ServerConnection(asyncio.Protocol):
         ssl_obj = self.transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             self.peer_cert = ssl_obj.getpeercert()
-        asyncio.get_running_loop().create_task(self._serve())
+        self.loop = asyncio.get_running_loop()
+        self.loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -380,7 +383,8 @@ class ServerConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
+        assert loop is not None
         while not self.closed:
             if not self._queue:
                 self._waiter = loop.create_future()
