@@ -14,10 +14,17 @@ billion-laughs file fails fast), and a nesting limit. libyaml's composer recurse
 deeply nested input could overflow the C stack: when the text *could* nest deeply, composing runs
 in a thread whose stack is sized for the worst case, or a depth pre-scan over events runs first.
 Merge keys (``<<``) are rejected: YAML 1.2 dropped them, and ``defaults:`` covers the use case.
+Numbers must be finite: ``.inf``, ``.nan`` and floats that overflow (``1e999``) are errors, so
+no later stage has to guard its arithmetic against them.
+
+libyaml 0.2.6 (PyYAML 6.0.4's wheels) has its own nesting limit of 1000 levels, reached while
+scanning ahead, before the pre-scan sees level ``MAX_DEPTH``; its error is turned into the
+same E011 at the same place by re-running the pre-scan with PyYAML's pure-Python parser.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -47,6 +54,7 @@ for _code, _title in (
     ("E012", "merge keys are not supported"),
     ("E013", "mapping key is not a plain value"),
     ("E014", "unsupported YAML tag"),
+    ("E015", "number is not finite"),
 ):
     register(_code, _title)
 
@@ -67,14 +75,13 @@ _PLAIN = "?"  # tag our resolver gives plain (unquoted, untagged) scalars
 _TAG = "tag:yaml.org,2002:"
 _STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
 _MISSING: Any = object()
+_NOT_FINITE: Any = object()
 _WORDS: dict[str, Any] = {
     "": None, "~": None, "null": None, "Null": None, "NULL": None,
     "true": True, "True": True, "TRUE": True,
     "false": False, "False": False, "FALSE": False,
-    ".inf": float("inf"), ".Inf": float("inf"), ".INF": float("inf"),
-    "+.inf": float("inf"), "+.Inf": float("inf"), "+.INF": float("inf"),
-    "-.inf": float("-inf"), "-.Inf": float("-inf"), "-.INF": float("-inf"),
-    ".nan": float("nan"), ".NaN": float("nan"), ".NAN": float("nan"),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf",
+                     "-.INF", ".nan", ".NaN", ".NAN"), _NOT_FINITE),
 }  # fmt: skip
 _TAGGED: dict[str, Any] = {
     _TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool, _TAG + "null": type(None)
@@ -83,6 +90,10 @@ _NUMBER_START = frozenset("0123456789+-.")
 _INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+").fullmatch
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?").fullmatch
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+class _NotFinite(Exception):
+    """A scalar that YAML would read as infinity or NaN."""
 
 
 class _Loader(CParser):
@@ -101,9 +112,11 @@ class _Loader(CParser):
 
 
 def _core_scalar(value: str) -> Any:
-    """A plain scalar's value under the YAML 1.2 core schema."""
+    """A plain scalar's value under the YAML 1.2 core schema; raises _NotFinite for inf/NaN."""
     word = _WORDS.get(value, _MISSING)
     if word is not _MISSING:
+        if word is _NOT_FINITE:
+            raise _NotFinite
         return word
     if value[0] not in _NUMBER_START:
         return value
@@ -115,7 +128,10 @@ def _core_scalar(value: str) -> Any:
                 return int(value[2:], 16)
             return int(value)
         if _FLOAT(value):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise _NotFinite
+            return number
     except ValueError:  # more digits than int() accepts: leave it to the schema
         return value
     return value
@@ -284,7 +300,10 @@ class _Builder:
                            hint="repeat the fields, or put shared policy under `defaults:`")
                 continue
             if vnode.__class__ is ScalarNode:
-                out[key] = _core_scalar(vnode.value) if vnode.tag is _PLAIN else scalar(vnode)
+                try:
+                    out[key] = _core_scalar(vnode.value) if vnode.tag is _PLAIN else scalar(vnode)
+                except _NotFinite:
+                    out[key] = self.not_finite(vnode)
             else:
                 out[key] = value(vnode, depth + 1, knode)
         return out
@@ -294,10 +313,18 @@ class _Builder:
         append, scalar, value = out.append, self.scalar, self.value
         for item in node.value:
             if item.__class__ is ScalarNode:
-                append(_core_scalar(item.value) if item.tag is _PLAIN else scalar(item))
+                try:
+                    append(_core_scalar(item.value) if item.tag is _PLAIN else scalar(item))
+                except _NotFinite:
+                    append(self.not_finite(item))
             else:
                 append(value(item, depth + 1, item))
         return out
+
+    def not_finite(self, node: ScalarNode) -> str:
+        self.error("E015", f"{node.value!r} is not a finite number", node,
+                   hint="write a finite number; infinity and NaN are not allowed")
+        return str(node.value)
 
     def duplicate(self, node: MappingNode, knode: ScalarNode) -> None:
         key = knode.value
@@ -345,9 +372,10 @@ class _DepthError(Exception):
         self.mark = mark
 
 
-def _check_depth(text: str) -> None:
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+def _check_depth(text: str, loader: Any = yaml.CSafeLoader) -> None:
+    """Raise _DepthError where the builder would: the root collection is at depth 0."""
+    depth = -1
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -399,6 +427,25 @@ def _yaml_error(name: str, text: str, exc: Exception) -> Diagnostic:
     return Diagnostic("E004", "error", f"invalid YAML: {exc}", _point(name, 1, 1))
 
 
+def _nesting_error(name: str, text: str, exc: Exception) -> Diagnostic | None:
+    """E011 where the input passes MAX_DEPTH, if ``exc`` is libyaml's own nesting limit.
+
+    libyaml >= 0.2.6 fails at 1000 levels while scanning ahead of the events the pre-scan
+    counts; the pure-Python parser has no such limit, is lazy, and stops at MAX_DEPTH + 1.
+    """
+    if not (isinstance(exc, yaml.MarkedYAMLError) and "nesting" in str(exc.problem)):
+        return None
+    try:
+        _check_depth(text, yaml.SafeLoader)
+    except _DepthError as deep:
+        mark = deep.mark
+        return Diagnostic("E011", "error", f"nesting is deeper than {MAX_DEPTH} levels",
+                          _point(name, mark.line + 1, mark.column + 1))
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def _too_large(name: str) -> Diagnostic:
     return Diagnostic("E002", "error", f"the file is larger than {MAX_BYTES >> 20} MiB",
                       _point(name, 1, 1), "split the mesh into smaller files")
@@ -429,7 +476,7 @@ def _load_text(text: str, name: str, path: Path) -> tuple[Document | None, list[
         return None, [Diagnostic("E011", "error", f"nesting is deeper than {MAX_DEPTH} levels",
                                  span)]
     except (yaml.YAMLError, ValueError, UnicodeError) as exc:
-        return None, [_yaml_error(name, text, exc)]
+        return None, [_nesting_error(name, text, exc) or _yaml_error(name, text, exc)]
     if root is None or (root.__class__ is ScalarNode and root.tag is _PLAIN and root.value in (
             "", "~", "null", "Null", "NULL")):
         return None, [Diagnostic("E005", "error", "the file is empty", _point(name, 1, 1),

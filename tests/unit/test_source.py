@@ -7,11 +7,12 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshgen.diagnostics import Diagnostic
-from meshgen.source import MAX_BYTES, Document, load, loads
+from meshgen.source import MAX_BYTES, Document, _nesting_error, load, loads
 
 SPEC = """\
 version: 1
@@ -57,7 +58,7 @@ def test_plain_data_and_string_keys() -> None:
     [
         ("yes", "yes"), ("no", "no"), ("on", "on"), ("off", "off"), ("true", True),
         ("False", False), ("~", None), ("null", None), ("", None), ("42", 42), ("-7", -7),
-        ("0o17", 15), ("0x1F", 31), ("1.5", 1.5), ("1e3", 1000.0), (".inf", float("inf")),
+        ("0o17", 15), ("0x1F", 31), ("1.5", 1.5), ("1e3", 1000.0), ("-1e3", -1000.0),
         ("2024-01-01", "2024-01-01"), ("'5'", "5"), ('"true"', "true"), ("5s", "5s"),
         ("127.0.0.1:80", "127.0.0.1:80"), ("!!str 5", "5"), ("!!int 5", 5), ("!!float 5", 5.0),
         ("9" * 5000, "9" * 5000),
@@ -111,6 +112,10 @@ def test_columns_count_characters() -> None:
         ("x: &x {a: 1}\ny:\n  <<: *x\n", "E012", 3, 3),
         ("a: &a\n  b: *a\n", "E010", 2, 3),
         ("a: " + "[" * 200 + "]" * 200 + "\n", "E011", 1, 104),
+        ("a: .nan\n", "E015", 1, 4),
+        ("a: [1, -.Inf]\n", "E015", 1, 8),
+        ("a: {b: 1e999}\n", "E015", 1, 8),
+        ("a: !!float .inf\n", "E015", 1, 4),
         ("[a]: 1\n", "E013", 1, 1),
         ("a: !!python/object:os.system x\n", "E014", 1, 4),
         ("a: !!int five\n", "E014", 1, 4),
@@ -176,11 +181,38 @@ def test_billion_laughs_fails_fast_with_bounded_memory() -> None:
     assert elapsed < 1.0 and peak < 20 * 1024 * 1024
 
 
-def test_deep_nesting_never_overflows_the_stack() -> None:
-    """Nesting far beyond the C stack's reach is a diagnostic, not a crash."""
-    for text in ("a: " + "[" * 60_000 + "]" * 60_000, "a:\n" + "- " * 60_000 + "x",
-                 "a: " + "[" * 1_200_000 + "]" * 1_200_000):
-        assert where(only(loads(text, "deep.yaml")[1]))[0] == "E011"
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [
+        ("a: " + "[" * 60_000 + "]" * 60_000, 1, 104),
+        ("a:\n" + "- " * 60_000 + "x", 2, 201),
+        ("a: " + "[" * 1_200_000 + "]" * 1_200_000, 1, 104),
+        ("a: " + "[" * 1500 + "]" * 1500, 1, 104),
+        ("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 1200)), 102, 203),
+    ],
+)
+def test_deep_nesting_never_overflows_the_stack(text: str, line: int, col: int) -> None:
+    """Nesting far beyond the C stack's (and libyaml's own) limit is E011 at depth 101.
+
+    The position is the same whichever path finds it (builder, pre-scan, or the pure-Python
+    pre-scan after libyaml >= 0.2.6 stops at its 1000-level limit), on every PyYAML 6.0.x.
+    """
+    assert where(only(loads(text, "deep.yaml")[1])) == ("E011", line, col)
+
+
+def test_libyaml_nesting_limit_becomes_e011() -> None:
+    """libyaml 0.2.6's own limit (PyYAML 6.0.4) gives the same E011 as the depth pre-scan.
+
+    The error is built exactly as libyaml 0.2.6 raises it, so this holds on libyaml 0.2.5 too.
+    """
+    text = "a: " + "[" * 1500 + "]" * 1500
+    mark = yaml.Mark("<unicode string>", 1002, 0, 1002, None, None)
+    error = yaml.scanner.ScannerError("while increasing flow level", mark,
+                                      "exceeded maximum nesting depth", mark)
+    diag = _nesting_error("deep.yaml", text, error)
+    assert diag is not None and where(diag) == ("E011", 1, 104)
+    other = yaml.scanner.ScannerError("while scanning", mark, "found unexpected end", mark)
+    assert _nesting_error("deep.yaml", text, other) is None
 
 
 def test_moderate_flow_content_on_a_worker_thread() -> None:
