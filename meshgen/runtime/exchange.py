@@ -90,14 +90,12 @@ class Exchange:
         return ops
 
     def _key(self, picked: Picked) -> tuple[Picked, str, str]:
-        """(picked, pool key, address), cached per ``Picked`` (upstreams reuses them)."""
-        entry = self._keys.get(id(picked))
-        if entry is None or entry[0] is not picked:
-            if len(self._keys) >= 4096:
-                self._keys.clear()
-            address = picked.endpoint.address
-            entry = (picked, f"{picked.service}/{address}", address)
-            self._keys[id(picked)] = entry  # holds ``picked``: its id cannot be reused meanwhile
+        """(picked, pool key, address), cached by ``id(picked)`` (upstreams reuses them)."""
+        if len(self._keys) >= 4096:
+            self._keys.clear()
+        address = picked.endpoint.address
+        entry = (picked, f"{picked.service}/{address}", address)
+        self._keys[id(picked)] = entry  # holds ``picked``: its id cannot be reused meanwhile
         return entry
 
     def request_head(
@@ -203,7 +201,10 @@ class Exchange:
             if picked is None:
                 return last
             tries += 1
-            _, key, address = self._key(picked)
+            entry = self._keys.get(id(picked))
+            if entry is None or entry[0] is not picked:
+                entry = self._key(picked)
+            key, address = entry[1], entry[2]
             remaining = deadline - loop.time()
             per_try = min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
             upstreams.begin(picked)

@@ -135,20 +135,16 @@ class Proxy:
                 conn.active.keep_alive = False
 
     def _request_id(self, req: Request) -> bytes:
-        rid = req.request_id
-        if rid is None:
-            self._ids += 1
-            rid = req.request_id = b"%s-%016x" % (_ID_PREFIX, self._ids)
-            req.headers.append((b"x-request-id", rid))
+        """A new request id for a request that came without one (sent upstream too)."""
+        self._ids += 1
+        rid = req.request_id = b"%s-%016x" % (_ID_PREFIX, self._ids)
+        req.headers.append((b"x-request-id", rid))
         return rid
 
     def _split(self, target: bytes) -> tuple[str, str] | None:
-        """:func:`split_target`, memoised: clients repeat the same few targets."""
+        """:func:`split_target`, memoised (the caller looks in the cache first): clients
+        repeat the same few targets. Invalid ones are cached too, as None."""
         cache = self._targets
-        try:
-            return cache[target]
-        except KeyError:
-            pass
         if len(cache) >= TARGET_CACHE_SIZE:
             cache.clear()
         split = cache[target] = split_target(target)
@@ -164,8 +160,12 @@ class Proxy:
         if self.draining:
             req.keep_alive = False
         try:
-            rid = self._request_id(req)
-            split = self._split(req.target)
+            rid = req.request_id
+            if rid is None:
+                rid = self._request_id(req)
+            split = self._targets.get(req.target)
+            if split is None:
+                split = self._split(req.target)
             if split is None:
                 req.keep_alive = False
                 status = self._local(req, 400, b"bad request target\n", rid)
