@@ -1,11 +1,22 @@
-"""E403-E405, E407-E409, W401-W402: discovery, subsets, zones and bind addresses."""
+"""E403-E405, E407-E409, W401-W402: discovery, subsets, zones and bind addresses.
+
+Bind clashes compare what each host stands for, without DNS: ``localhost`` is 127.0.0.1 and
+::1 (the runtime binds every address it resolves to), IP literals are compared in canonical
+form (``[0:0::1]`` is ``[::1]``), ``0.0.0.0`` takes every IPv4 address and ``::`` every
+address of both families (HAProxy binds it dual-stack). Another name may resolve to anything,
+so it clashes with the same name and with the wildcards.
+"""
 
 from __future__ import annotations
+
+import ipaddress
+from functools import cache
 
 from meshgen.checks.context import Context
 from meshgen.model import DnsDiscovery, PathKey, Service
 
-WILDCARDS = frozenset({"0.0.0.0", "::"})
+Bound = frozenset[tuple[int, str]]  # (IP version, address or "*" for every address)
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})
 
 
 def check(ctx: Context) -> None:
@@ -95,20 +106,49 @@ def _binds(ctx: Context) -> None:
     for later, (what, host, port, path) in enumerate(binds):
         for other, other_host, other_port, other_path in binds[:later]:
             if port != 0 and port == other_port and _overlap(host, other_host):
+                ours, theirs = f"{_show(host)}:{port}", f"{_show(other_host)}:{port}"
+                same = host == other_host
                 ctx.error(
                     "E407",
-                    f"{what} and {other} both bind {_show(host)}:{port}",
+                    f"{what} and {other} both bind {ours}"
+                    if same
+                    else f"{what} binds {ours}, which overlaps {theirs} of {other}",
                     path,
                     "give each listener and the admin server its own address (port 0 picks a "
-                    "free port)",
+                    "free port)"
+                    if same
+                    else "'localhost' is 127.0.0.1 and ::1, 0.0.0.0 takes every IPv4 address "
+                    "and :: every address; give each its own port (0 picks a free one)",
                     related=[(other_path, f"{other} binds it here")],
                 )
                 break
 
 
 def _overlap(a: str, b: str) -> bool:
-    """Whether binding both hosts on one port clashes (a wildcard takes every address)."""
-    return a == b or a in WILDCARDS or b in WILDCARDS
+    """Whether binding both hosts on one port clashes."""
+    if a == b:
+        return True
+    return any(
+        family == other_family and (address == other_address or "*" in (address, other_address))
+        for family, address in _bound(a)
+        for other_family, other_address in _bound(b)
+    )
+
+
+@cache
+def _bound(host: str) -> Bound:
+    """The (IP version, address) pairs binding ``host`` takes; "*" is every address."""
+    if host in LOOPBACK_NAMES:
+        return frozenset({(4, "127.0.0.1"), (6, "::1")})
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return frozenset({(4, host), (6, host)})
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return frozenset({(4, "*"), (6, "*")}) if ip.version == 6 else frozenset({(4, "*")})
+    return frozenset({(ip.version, str(ip))})
 
 
 def _show(host: str) -> str:

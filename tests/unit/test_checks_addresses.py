@@ -84,6 +84,19 @@ def test_failover_zone_without_endpoints_warns() -> None:
         (["0.0.0.0:8001", "127.0.0.1:8001"], None, ["E407"]),
         (["127.0.0.1:15000"], None, ["E407"]),
         (["[::1]:8001"], "[::1]:8001", ["E407"]),
+        (["localhost:8001", "127.0.0.1:8001"], None, ["E407"]),
+        (["[::1]:8001", "localhost:8001"], None, ["E407"]),
+        (["0.0.0.0:8001", "localhost:8001"], None, ["E407"]),
+        (["[::]:8001", "127.0.0.1:8001"], None, ["E407"]),
+        (["[::]:8001", "[::1]:8001"], None, ["E407"]),
+        (["[0:0:0:0:0:0:0:1]:8001", "[::1]:8001"], None, ["E407"]),
+        (["[::ffff:127.0.0.1]:8001", "127.0.0.1:8001"], None, ["E407"]),
+        (["LocalHost:8001"], "127.0.0.1:8001", ["E407"]),
+        (["myhost:8001", "0.0.0.0:8001"], None, ["E407"]),
+        (["myhost:8001", "127.0.0.1:8001"], None, []),
+        (["localhost:8001", "127.0.0.2:8001"], None, []),
+        (["0.0.0.0:8001", "[::1]:8001"], None, []),
+        (["localhost:8001", "localhost:8002"], None, []),
     ],
 )
 def test_bind_addresses_must_differ(
@@ -105,6 +118,16 @@ def test_default_edge_clashes_with_admin() -> None:
     diags = diagnose(ONE_SERVICE + "admin: 127.0.0.1:15001\n")
     assert [d.code for d in diags] == ["E407"]
     assert diags[0].message == "the admin server and listener 'edge' both bind 127.0.0.1:15001"
+
+
+def test_alias_clash_names_both_spellings() -> None:
+    """An alias clash shows both addresses and explains what the names stand for."""
+    diags = diagnose(ONE_SERVICE + "listeners:\n  - {name: edge, address: 127.0.0.1:8001}\n"
+                     "  - {name: local, address: localhost:8001}\n")
+    assert [d.code for d in diags] == ["E407"]
+    assert diags[0].message == (
+        "listener 'local' binds localhost:8001, which overlaps 127.0.0.1:8001 of listener 'edge'")
+    assert diags[0].hint is not None and "'localhost' is 127.0.0.1 and ::1" in diags[0].hint
 
 
 def test_duplicate_listener_names() -> None:
