@@ -55,42 +55,55 @@ class SharedLiterals:
         self._first: dict[str, tuple[Any, str]] = {}  # text -> (value, name prefix)
         self._values = values
         for value in values.values():
-            self._scan(value, "")
+            if type(value) not in _SCALARS:
+                self._scan(value, "")
         self._names = self._choose()
         self._refs = {id_: self._names[t] for id_, t in self._text.items() if t in self._names}
 
     # -- pass 1 ----------------------------------------------------------------------------
 
     def _scan(self, value: Any, label: str) -> str | None:
-        """One-line text of ``value`` (None when not shareable and not part of a shared value)."""
+        """One-line text of ``value`` (None when not shareable and not part of a shared value).
+
+        The hot loop of a build at 10,000 services: scalars are written inline.
+        """
         cls = type(value)
-        if cls in _SCALARS:
-            return _scalar(value)
         parts = _items(value)
-        assert parts is not None
+        assert parts is not None  # scalars are written by the caller
         opening, closing, children = parts
-        is_table = _fields(cls) is not None
-        if is_table:
+        fields = _fields(cls)
+        if fields is not None:
             self.classes.add(cls.__name__)
-        texts: list[str] | None = [] if cls is tuple or is_table else None
+        elif cls is not tuple:  # dict or list: never shared, nor anything holding one
+            for child_label, child in children:
+                if type(child) not in _SCALARS:
+                    self._scan(child, child_label)
+            return None
+        texts: list[str] | None = []
         kids: list[str] = []
         nested = False
         for child_label, child in children:
-            text = self._scan(child, child_label)  # scanned even when not shareable: counts
-            if text is None or texts is None:
+            child_cls = type(child)
+            if child_cls in _SCALARS:
+                if texts is not None:
+                    text = repr(child) if child_cls is not float else _scalar(child)
+                    texts.append(child_label + text)
+                continue
+            # walked even when this value is not shareable: the values inside it are counted
+            child_text = self._scan(child, child_label)
+            if child_text is None or texts is None:
                 texts = None
                 continue
-            texts.append(child_label + text)
-            if type(child) not in _SCALARS:
-                nested = True
-                if id(child) in self._text:
-                    kids.append(text)
+            texts.append(child_label + child_text)
+            nested = True
+            if id(child) in self._text:
+                kids.append(child_text)
         if texts is None:
             return None
         text = _join(opening, texts, closing, cls)
         if len(text) > SHARE_MAX:
             return None
-        if not (is_table or nested):
+        if fields is None and not nested:
             return text  # a tuple of scalars: written inside shared values, never shared itself
         self._text[id(value)] = text
         seen = self._count.get(text, 0)
@@ -98,8 +111,7 @@ class SharedLiterals:
         if not seen:
             self._kids[text] = kids
             field = label[:-1] if label.endswith("=") else "tuple"
-            prefix = cls.__name__ if is_table else field
-            self._first[text] = (value, prefix)
+            self._first[text] = (value, field if fields is None else cls.__name__)
         return text
 
     def _choose(self) -> dict[str, str]:
@@ -166,7 +178,11 @@ def _layout(value: Any, indent: int, used: int, refs: Mapping[int, str], top: bo
         return _scalar(value)
     opening, closing, children = parts
     inner = indent + 4
-    texts = [label + _layout(child, inner, inner + len(label), refs) for label, child in children]
+    texts = [
+        label + (_scalar(child) if type(child) in _SCALARS else
+                 _layout(child, inner, inner + len(label), refs))
+        for label, child in children
+    ]  # fmt: skip
     if not any("\n" in t for t in texts):
         one_line = _join(opening, texts, closing, cls)
         if used + len(one_line) < WIDTH:
