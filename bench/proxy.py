@@ -4,18 +4,22 @@ Usage: ``python bench/proxy.py [--duration 10] [--connections 32]``. Needs the D
 wrk, haproxy and nginx-light. Proxies are pinned to CPU 0 and wrk to CPU 1 (``taskset``), so
 "one core" means one core. meshgen runs with routing (host + path match), a round-robin
 balancer over the backend, retries and metrics on; the access log is off.
-Both proxies stay up and are measured in alternating rounds (``--rounds``, best kept), so
-load drift on a shared machine affects both alike. Prints req/s, p50, p99 and the ratio to
-HAProxy; paste the table into BENCHMARKS.md.
+Both proxies stay up and are measured in alternating rounds (``--rounds``), so load drift on
+a shared machine affects both alike. Prints every round (req/s, p99, the CPU time each proxy
+spent per request, read from /proc, and the round's ratio), then the table of the best run of
+each with the median round ratio; paste it into BENCHMARKS.md. CPU per request is the number
+least disturbed by other jobs on the machine: compare it when req/s swing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,8 +104,17 @@ def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def wrk(port: int, host: str, duration: int, connections: int) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms) from ``wrk --latency`` pinned to CPU 1."""
+Run = tuple[float, float, float, float]  # req/s, p50 ms, p99 ms, CPU us per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, host: str, duration: int, connections: int, pid: int | None = None) -> Run:
+    """(req/s, p50 ms, p99 ms, CPU us/request of ``pid``) from ``wrk --latency`` on CPU 1."""
     cmd = [
         "taskset",
         "-c",
@@ -115,7 +128,10 @@ def wrk(port: int, host: str, duration: int, connections: int) -> tuple[float, f
         f"Host: {host}",
         f"http://127.0.0.1:{port}/api/items",
     ]
+    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu0 if pid is not None else 0.0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -126,14 +142,14 @@ def wrk(port: int, host: str, duration: int, connections: int) -> tuple[float, f
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         print(f"  warning: {errors.group(1)} non-2xx responses", file=sys.stderr)
-    return rps, pct("50"), pct("99")
+    return rps, pct("50"), pct("99"), 1e6 * cpu / max(1, requests)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating runs; best one is kept")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating runs of both proxies")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
@@ -142,16 +158,17 @@ def main() -> int:
         (d / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=nginx_port))
         dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
         env_cpu = ["taskset", "-c", "0"]
-        results: dict[str, tuple[float, float, float]] = {}
+        results: dict[str, Run] = {}
+        rounds: list[tuple[Run, Run]] = []
         ha_name, mg_name = "haproxy 2.6 (nbthread 1)", "meshgen proxy"
 
-        def keep(name: str, run: tuple[float, float, float]) -> None:
+        def keep(name: str, run: Run) -> None:
             if name not in results or run[0] > results[name][0]:
                 results[name] = run
 
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = [*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
-        with process(nginx_cmd, d / "nginx.log"), process(ha_cmd, d / "ha.log"):
+        with process(nginx_cmd, d / "nginx.log"), process(ha_cmd, d / "ha.log") as ha:
             wait_port(nginx_port)
             wait_port(haproxy_port)
             keep("direct nginx", wrk(nginx_port, "shop", 3, args.connections))
@@ -159,19 +176,43 @@ def main() -> int:
                 subprocess.run(
                     ["taskset", "-acp", "0", str(rt.proc.pid)], check=True, capture_output=True
                 )
-                for _ in range(args.rounds):  # interleaved: load drift hits both alike
-                    keep(ha_name, wrk(haproxy_port, "shop", args.duration, args.connections))
-                    keep(mg_name, wrk(rt.port, "shop", args.duration, args.connections))
-    base = results["haproxy 2.6 (nbthread 1)"]
+                for n in range(args.rounds):  # interleaved: load drift hits both alike
+                    h = wrk(haproxy_port, "shop", args.duration, args.connections, ha.pid)
+                    m = wrk(rt.port, "shop", args.duration, args.connections, rt.proc.pid)
+                    keep(ha_name, h)
+                    keep(mg_name, m)
+                    rounds.append((h, m))
+                    print(
+                        f"round {n + 1}: haproxy {h[0]:.0f} req/s p99 {h[2]:.2f} ms "
+                        f"{h[3]:.1f} us CPU/req | meshgen {m[0]:.0f} req/s p99 {m[2]:.2f} ms "
+                        f"{m[3]:.1f} us CPU/req | {m[0] / h[0]:.2f}x",
+                        flush=True,
+                    )
+    base = results[ha_name]
     print(
         f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset), "
-        f"best of {args.rounds} interleaved rounds"
+        f"best run of each over {args.rounds} interleaved rounds"
     )
-    print(f"| {'setup':<26} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'vs HAProxy':>10} |")
-    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
-    for name, (rps, p50, p99) in results.items():
+    print(
+        f"| {'setup':<26} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} "
+        f"| {'CPU us/req':>10} | {'vs HAProxy':>10} |"
+    )
+    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 12}|")
+    for name, (rps, p50, p99, cpu) in results.items():
         ratio = f"{rps / base[0]:.2f}x" if name != "direct nginx" else "-"
-        print(f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {ratio:>10} |")
+        cpu_text = f"{cpu:.1f}" if name != "direct nginx" else "-"
+        print(
+            f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu_text:>10} "
+            f"| {ratio:>10} |"
+        )
+    ratios = [m[0] / h[0] for h, m in rounds]
+    p99s = [m[2] / h[2] for h, m in rounds]
+    print(
+        f"round ratios {', '.join(f'{r:.2f}x' for r in ratios)} (median "
+        f"{statistics.median(ratios):.2f}x); p99 meshgen/haproxy median "
+        f"{statistics.median(p99s):.2f}; CPU per request haproxy/meshgen "
+        f"{statistics.median(h[3] / m[3] for h, m in rounds):.2f}"
+    )
     return 0
 
 

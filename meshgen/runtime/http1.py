@@ -153,8 +153,8 @@ class Request:
     """One parsed request head; ``headers`` keep order with lower-case names."""
 
     __slots__ = ("body", "chunked", "conn", "conn_tokens", "content_length", "expect_continue",
-                 "headers", "host", "keep_alive", "method", "request_id", "started", "target",
-                 "upgrade", "version", "via", "xff")  # fmt: skip
+                 "headers", "host", "hosts", "keep_alive", "method", "request_id", "started",
+                 "target", "upgrade", "version", "via", "xff")  # fmt: skip
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
@@ -163,6 +163,7 @@ class Request:
         self.version = "1.1"
         self.headers: Headers = []
         self.host = ""
+        self.hosts = 0  # Host header lines seen (more than one is a 400)
         self.keep_alive = True
         self.body: RequestBody | None = None
         self.chunked = False
@@ -189,8 +190,36 @@ Handler = Callable[[Request], Awaitable[None]]
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
+_NOTED = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"x-request-id", b"x-forwarded-for",
+     b"via", b"connection", b"expect"}
+)  # fmt: skip
+
+
 def _joined(old: bytes | None, value: bytes) -> bytes:
     return value if old is None else old + b", " + value
+
+
+def _note(req: Request, k: bytes, v: bytes) -> None:
+    """Record a request header the proxy acts on (one pass, while llhttp parses)."""
+    if k == b"host":
+        req.hosts += 1
+        req.host = v.decode("latin-1")
+    elif k == b"content-length":
+        req.content_length = int(v)
+    elif k == b"transfer-encoding":
+        req.chunked = True
+    elif k == b"x-request-id":
+        if req.request_id is None:
+            req.request_id = v
+    elif k == b"x-forwarded-for":
+        req.xff = _joined(req.xff, v)
+    elif k == b"via":
+        req.via = _joined(req.via, v)
+    elif k == b"connection":
+        req.conn_tokens = req.conn_tokens | {t.strip().lower() for t in v.split(b",")}
+    elif v.lower() == b"100-continue":  # expect
+        req.expect_continue = True
 
 
 class ServerConnection(asyncio.Protocol):
@@ -282,8 +311,12 @@ class ServerConnection(asyncio.Protocol):
         self._req.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._req is not None
-        self._req.headers.append((name.lower(), value))
+        req = self._req
+        assert req is not None
+        k = name.lower()
+        req.headers.append((k, value))
+        if k in _NOTED:
+            _note(req, k, value)
 
     def on_headers_complete(self) -> None:
         req = self._req
@@ -293,29 +326,9 @@ class ServerConnection(asyncio.Protocol):
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive()
         req.upgrade = p.should_upgrade()
-        hosts = 0
-        for k, v in req.headers:
-            if k == b"host":
-                hosts += 1
-                req.host = v.decode("latin-1")
-            elif k == b"content-length":
-                req.content_length = int(v)
-            elif k == b"transfer-encoding":
-                req.chunked = True
-            elif k == b"x-request-id":
-                if req.request_id is None:
-                    req.request_id = v
-            elif k == b"x-forwarded-for":
-                req.xff = _joined(req.xff, v)
-            elif k == b"via":
-                req.via = _joined(req.via, v)
-            elif k == b"connection":
-                req.conn_tokens = req.conn_tokens | {t.strip().lower() for t in v.split(b",")}
-            elif k == b"expect" and v.lower() == b"100-continue":
-                req.expect_continue = True
         if (
-            hosts > 1
-            or (hosts == 0 and req.version == "1.1")
+            req.hosts > 1
+            or (req.hosts == 0 and req.version == "1.1")
             or (req.chunked and req.content_length >= 0)
         ):
             raise httptools.HttpParserError("bad host or framing")
@@ -468,7 +481,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._sink = None
         self._early = []
         self._complete = False
-        self.until_close = False
+        self.until_close = True  # until a Content-Length or Transfer-Encoding says otherwise
+        self.has_length = False
         self.downstream = downstream
         self.last_activity = loop.time()
         self.transport.write(head)
@@ -623,23 +637,23 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        k = name.lower()
+        self.headers.append((k, value))
+        if k == b"content-length":
+            self.has_length = True
+            self.until_close = False
+        elif k == b"transfer-encoding":
+            self.until_close = False
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.headers = []  # interim response: wait for the final one
+            self.has_length = False
+            self.until_close = True
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
-        framed = length = False
-        for k, _ in self.headers:
-            if k == b"content-length":
-                framed = length = True
-            elif k == b"transfer-encoding":
-                framed = True
-        self.has_length = length
-        self.until_close = not framed
         self._set_headers()
 
     def on_body(self, body: bytes) -> None:
