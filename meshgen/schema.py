@@ -5,11 +5,21 @@ invalid is python-jsonschema imported: its errors are grouped by the instance pa
 about (an unknown field or a bad key is about the key itself), the most relevant error of each
 group is picked with ``best_match``, and it becomes one Diagnostic at the node's span with a
 stable E1xx code and a message that names the value, then the rule.
+
+Two rules are checked in code because JSON Schema cannot say them: ``version`` must be the
+integer 1 (JSON Schema treats ``1.0`` as equal to ``1``), and no string -- value or mapping key --
+outside free text (an alert's ``summary``) holds a control character or line break (E115).
+Every string in the schema has a pattern that excludes those characters, so the fast path stays
+one call; when validation fails, E115 replaces whatever else the schema says about that string.
+The E115 rule is what keeps header values, hosts, paths and file names from injecting lines into
+HTTP heads and into the generated HAProxy config.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +44,14 @@ CONFLICT = register("E111", "fields that exclude each other")
 BAD_VERSION = register("E112", "unsupported spec version")
 DUPLICATE_ITEM = register("E113", "duplicate list item")
 TOO_FEW = register("E114", "empty list, mapping or string")
+CONTROL_CHARACTER = register("E115", "control character or line break in a value")
+OLD_TLS = register("E502", "TLS version below 1.2")
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+"""C0 controls except tab, DEL, C1 controls, and the Unicode line and paragraph separators."""
+_CHARACTER_NAMES = {"\r": "a carriage return", "\n": "a line feed", "\x00": "a NUL character",
+                    "\x7f": "a DEL character", "\x85": "a next-line character",
+                    "\u2028": "a line separator", "\u2029": "a paragraph separator"}
 
 _NAME_RULE = "expected a lowercase letter, then up to 62 lowercase letters, digits or '-'"
 _DURATION_RULE = "expected a number followed by ms, s, m, h or d (e.g. 250ms, 5s)"
@@ -65,22 +83,83 @@ def _shapes() -> dict[str, tuple[str, str, str]]:
         defs["url_path"]["pattern"]: (BAD_FORMAT, "a path", "it must start with '/'"),
         defs["hostname"]["pattern"]: (BAD_FORMAT, "a DNS name",
                                       "expected letters, digits, '-', '_' and '.'"),
+        defs["token"]["pattern"]: (BAD_FORMAT, "a header or cookie name",
+                                   "expected an RFC 9110 token: letters, digits and "
+                                   "!#$%&'*+-.^_`|~"),
+        defs["host"]["pattern"]: (BAD_FORMAT, "a host", "expected a DNS name or an IP address "
+                                  "([::1] for IPv6), optionally with :port"),
+        defs["server_name"]["pattern"]: (BAD_FORMAT, "a server name",
+                                         "expected a DNS name or an IP address"),
+        defs["uri"]["pattern"]: (BAD_FORMAT, "a URI", "spaces are not allowed (write %20)"),
     }
 
 
 def validate(doc: Document) -> list[Diagnostic]:
     """All schema violations of ``doc``, sorted by position; [] when it is valid."""
+    found = _float_version(doc)
     if _fast_validator().is_valid(doc.data):
-        return []
+        return list(found.values())
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
+    for path, on_key, text in _control_strings(doc.data):
+        found[(path, on_key)] = _control_diagnostic(doc, path, on_key, text)
     groups: dict[tuple[PathKey, bool], list[ValidationError]] = {}
     validator = Draft202012Validator(_schema())
     for error in validator.iter_errors(doc.data):
         for target in _targets(error):
-            groups.setdefault(target, []).append(error)
-    diagnostics = [_diagnose(doc, path, key, errors) for (path, key), errors in groups.items()]
-    return sorted(diagnostics, key=lambda d: d.sort_key)
+            if target not in found:
+                groups.setdefault(target, []).append(error)
+    for (path, key), errors in groups.items():
+        found[(path, key)] = _diagnose(doc, path, key, errors)
+    return sorted(found.values(), key=lambda d: d.sort_key)
+
+
+def _float_version(doc: Document) -> dict[tuple[PathKey, bool], Diagnostic]:
+    """``version: 1.0`` passes JSON Schema's ``const: 1`` (1.0 == 1) but is not the integer 1."""
+    version = doc.data.get("version") if isinstance(doc.data, dict) else None
+    if not isinstance(version, float):
+        return {}
+    return {(("version",), False): Diagnostic(
+        BAD_VERSION, "error", f"version {version!r} is not supported: expected the integer 1",
+        doc.span(("version",)), "write `version: 1`")}
+
+
+def _free_text(path: PathKey) -> bool:
+    """Fields that may hold any text: an alert's ``summary``."""
+    return len(path) == 4 and path[:2] == ("monitoring", "alerts") and path[3] == "summary"
+
+
+def _control_strings(data: Any) -> Iterator[tuple[PathKey, bool, str]]:
+    """(path, whether it is the key, text) of every string holding a control character."""
+    stack: list[tuple[PathKey, Any]] = [((), data)]
+    search = _CONTROL.search
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if search(value) and not _free_text(path):
+                yield path, False, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if search(key):
+                    yield (*path, key), True, key
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+
+
+def _control_diagnostic(doc: Document, path: PathKey, on_key: bool, text: str) -> Diagnostic:
+    found = _CONTROL.search(text)
+    assert found is not None
+    char = found.group()
+    what = _CHARACTER_NAMES.get(char, "a control character")
+    shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+    subject = f"the key {shown}" if on_key else f"{_where(path)} ({shown})"
+    message = (f"{subject} contains {what} (U+{ord(char):04X}): control characters and line "
+               "breaks are not allowed here")
+    span = doc.key_span(path) if on_key else doc.span(path)
+    hint = ("they could inject headers or config lines; remove it (only an alert's summary "
+            "may hold free text)")
+    return Diagnostic(CONTROL_CHARACTER, "error", message, span, hint)
 
 
 def _targets(error: ValidationError) -> list[tuple[PathKey, bool]]:
@@ -90,7 +169,7 @@ def _targets(error: ValidationError) -> list[tuple[PathKey, bool]]:
     """
     path: PathKey = tuple(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = error.schema.get("properties", {})
+        allowed = _schema_of(error).get("properties", {})
         return [((*path, key), True) for key in error.instance if key not in allowed]
     if "propertyNames" in error.absolute_schema_path:
         return [((*path, str(error.instance)), True)]
@@ -113,11 +192,22 @@ def _diagnose(doc: Document, path: PathKey, on_key: bool,
     return Diagnostic(code, "error", message, span, hint)
 
 
+def _schema_of(error: ValidationError) -> Mapping[str, Any]:
+    """The (sub)schema that failed; {} for the boolean schemas mesh.schema.json does not use."""
+    schema = error.schema
+    return schema if isinstance(schema, Mapping) else {}
+
+
+def _listed(value: Any) -> list[Any]:
+    """A keyword's value as a list: ``required``/``enum``/``oneOf`` lists, a ``type`` or two."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _exactly_one(error: ValidationError) -> list[str] | None:
     """The field names of a ``oneOf: [{required: [a]}, {required: [b]}]``, else None."""
     if error.validator != "oneOf":
         return None
-    options = error.validator_value
+    options = _listed(error.validator_value)
     if all(isinstance(o, dict) and set(o) == {"required"} for o in options):
         return [o["required"][0] for o in options]
     return None
@@ -162,7 +252,7 @@ def _one_of_words(words: list[str]) -> str:
     return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
-def _range_rule(schema: dict[str, Any]) -> str:
+def _range_rule(schema: Mapping[str, Any]) -> str:
     low, high = schema.get("minimum"), schema.get("maximum")
     if low is not None and high is not None:
         return f"expected {low}..{high}"
@@ -173,8 +263,8 @@ def _range_rule(schema: dict[str, Any]) -> str:
 
 def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | None]:
     """(code, message, hint) for one error; ``path`` is what the diagnostic is about."""
-    kind, value, schema = error.validator, error.instance, error.schema
-    shape = _shapes().get(schema.get("pattern", "")) if isinstance(schema, dict) else None
+    kind, value, schema = error.validator, error.instance, _schema_of(error)
+    shape = _shapes().get(schema.get("pattern", ""))
     fields = _exactly_one(error)
     if fields is not None:
         found = [f for f in fields if isinstance(value, dict) and f in value]
@@ -190,16 +280,18 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
             f"fields allowed here: {', '.join(allowed)}" if allowed else None)
         return UNKNOWN_FIELD, f"unknown field '{key}' in {_where(path[:-1])}", hint
     if kind == "required":
-        missing = [f for f in error.validator_value if not (isinstance(value, dict) and f in value)]
+        missing = [f for f in _listed(error.validator_value)
+                   if not (isinstance(value, dict) and f in value)]
         noun = "field" if len(missing) == 1 else "fields"
         return (MISSING_FIELD,
                 f"{_where(path)} is missing the required {noun} {_one_of_words(missing)}", None)
-    if shape is not None and kind in ("pattern", "type"):
+    if shape is not None and (kind == "pattern" or (kind == "type" and shape[0] != BAD_FORMAT)):
         code, what, rule = shape
+        if what == "a path" and isinstance(value, str) and value.startswith("/"):
+            rule = "spaces are not allowed (write %20)"
         return code, f"{_show(value)} is not {what}: {rule}", None
     if kind == "type":
-        types = error.validator_value if isinstance(error.validator_value, list) else [
-            error.validator_value]
+        types = _listed(error.validator_value)
         expected = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in types)
         hint = None
         if isinstance(value, (int, float)) and "string" in types:
@@ -209,8 +301,13 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
         return OUT_OF_RANGE, f"{_show(value)} is out of range: {_range_rule(schema)}", None
     if kind == "const" and path == ("version",):
         return BAD_VERSION, f"version {_show(value)} is not supported: expected 1", None
+    if kind == "enum" and path[-1:] == ("min_version",):
+        below = str(value) in ("1", "1.0", "1.1")
+        return (OLD_TLS, f"TLS min_version '{value}' is " + ("below 1.2" if below else
+                                                             "not supported"),
+                "TLS 1.0 and 1.1 are deprecated (RFC 8996); use '1.2' or '1.3'")
     if kind in ("enum", "const"):
-        options = error.validator_value if kind == "enum" else [error.validator_value]
+        options = _listed(error.validator_value) if kind == "enum" else [error.validator_value]
         shown: list[Any] = [o for o in options if not isinstance(o, float)]  # TLS "1.2" == 1.2
         hint = did_you_mean(str(value), [str(o) for o in shown if isinstance(o, str)])
         if hint is None and isinstance(value, (int, float)) and str(value) in shown:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,111 @@ def test_mutations_never_crash_and_agree_with_jsonschema(path: tuple[str | int, 
     diags = validate(doc)
     assert (diags == []) == valid
     assert all(d.code in CODES and d.span.line >= 1 for d in diags)
+
+
+def test_version_must_be_the_integer_one() -> None:
+    """`version: 1.0` equals 1 to JSON Schema, but it is not the integer the SPEC asks for."""
+    diag = only(errors_of(VALID.replace("version: 1\n", "version: 1.0\n", 1)))
+    assert (diag.code, diag.span.line) == ("E112", 1)
+    assert diag.message == "version 1.0 is not supported: expected the integer 1"
+    assert errors_of(VALID) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "shown"),
+    [
+        (("defaults", "tls", "min_version"), "1.1", "1.1"),
+        (("defaults", "tls", "min_version"), 1.0, "1.0"),
+        (("services", "ratings", "tls"), {"min_version": "1.0"}, "1.0"),
+        (("listeners", 0, "tls", "min_version"), "1.1", "1.1"),
+    ],
+)
+def test_old_tls_versions_are_rejected_everywhere(path: tuple[str | int, ...], value: Any,
+                                                  shown: str) -> None:
+    """min_version below 1.2 is E502 even where no service uses TLS (ratings has none)."""
+    doc = doc_of(mutate(path, value))
+    diag = only(validate(doc))
+    assert diag.code == "E502" and diag.message == f"TLS min_version '{shown}' is below 1.2"
+    where = (*path, "min_version") if isinstance(value, dict) else path
+    assert diag.span == doc.span(where)
+
+
+def _string_schemas(node: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]]:
+    """Every subschema that accepts strings (other than fixed enum/const values)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        types = node.get("type")
+        if types == "string" or (isinstance(types, list) and "string" in types):
+            found.append((where, node))
+        for key, value in node.items():
+            found += _string_schemas(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _string_schemas(value, f"{where}/{index}")
+    return found
+
+
+def test_every_string_in_the_schema_excludes_control_characters() -> None:
+    """The fast validator rejects CR/LF/NUL/DEL in every string but an alert's summary.
+
+    This is what lets validate() skip its E115 walk on valid specs.
+    """
+    schema = json.loads((data_dir("schemas") / "mesh.schema.json").read_text())
+    strings = _string_schemas(schema)
+    assert len(strings) > 10
+    free = [where for where, node in strings if "pattern" not in node]
+    assert free == ["#/properties/monitoring/properties/alerts/items/properties/summary"]
+    for where, node in strings:
+        if "pattern" not in node:
+            continue
+        search = re.compile(node["pattern"]).search
+        for bad in ("\r", "\n", "\x00", "\x7f", "\u2028", "\x85"):
+            for text in (bad, "a" + bad + "b", "/a" + bad + "b", "1" + bad + "2s", "a.b" + bad):
+                assert search(text) is None or ("\n" in text and text.endswith("\n")), (where,
+                                                                                      text)
+
+
+def test_control_characters_are_one_clear_diagnostic() -> None:
+    """E115 at the value (or key), replacing the pattern error for that string."""
+    doc = doc_of(mutate(("routes", 0, "headers", "response", "set"),
+                        {"x-served-by": "v\r\nSet-Cookie: evil=2"}))
+    diag = only(validate(doc))
+    path = ("routes", 0, "headers", "response", "set", "x-served-by")
+    assert diag.code == "E115" and diag.span == doc.span(path)
+    assert diag.message.startswith("'x-served-by' ('v\\r\\nSet-Cookie: evil=2') contains a "
+                                   "carriage return (U+000D)")
+    doc = doc_of(mutate(("services", "reviews", "discovery", "static", 0, "labels"),
+                        {"version\n": "v1"}))
+    diag = only(validate(doc))
+    key = ("services", "reviews", "discovery", "static", 0, "labels", "version\n")
+    assert diag.code == "E115" and diag.span == doc.key_span(key)
+
+
+def test_trailing_newline_is_caught_although_python_re_dollar_allows_it() -> None:
+    """`$` matches before a final newline in Python: 'reviews\\n' must still be E115."""
+    diag = only(errors_of(mutate(("routes", 0, "name"), "reviews\n")))
+    assert diag.code == "E115"
+
+
+@pytest.mark.parametrize(
+    ("path", "good", "bad"),
+    [
+        (("routes", 0, "headers", "request", "remove", 0), "x-debug_2!#$%&'*+.^`|~", "x debug"),
+        (("routes", 0, "headers", "request", "remove", 0), "x-debug", "x:debug"),
+        (("services", "reviews", "load_balancer", "hash_on", "header"), "x-user", "x user"),
+        (("routes", 0, "match", "host"), "Reviews.mesh.test.", "reviews mesh"),
+        (("routes", 0, "match", "host"), "[::1]:8080", "::1"),
+        (("routes", 0, "match", "host"), "10.0.0.1:80", "a/b"),
+        (("routes", 0, "rewrite", "host"), "reviews.internal:8443", "reviews.internal/x"),
+        (("services", "reviews", "tls", "sni"), "::1", "reviews.mesh.test:443"),
+        (("services", "reviews", "tls", "subject_alt_names", 0), "spiffe://shop/a", "a b"),
+        (("routes", 1, "redirect", "location"), "/new?x=1", "https://a/ b"),
+        (("routes", 0, "match", "path_prefix"), "/api/%20", "/a b"),
+        (("monitoring", "alertmanager"), "http://am:9093", "http://am 9093"),
+    ],
+)
+def test_field_shapes(path: tuple[str | int, ...], good: str, bad: str) -> None:
+    """Header names are tokens, hosts DNS names or IPs, URIs and paths have no spaces."""
+    assert errors_of(mutate(path, good)) == []
+    diag = only(errors_of(mutate(path, bad)))
+    assert diag.code == "E110", diag
