@@ -14,8 +14,8 @@ billion-laughs file fails fast), and a nesting limit. libyaml's composer recurse
 deeply nested input could overflow the C stack: when the text *could* nest deeply, composing runs
 in a thread whose stack is sized for the worst case, or a depth pre-scan over events runs first.
 Merge keys (``<<``) are rejected: YAML 1.2 dropped them, and ``defaults:`` covers the use case.
-Numbers must be finite: ``.inf``, ``.nan`` and floats that overflow (``1e999``) are errors, so
-no later stage has to guard its arithmetic against them.
+Numbers must be finite: ``.inf``, ``.nan``, floats that overflow (``1e999``) and integers too
+large to become a float are errors, so no later stage has to guard its arithmetic against them.
 
 libyaml 0.2.6 (PyYAML 6.0.4's wheels) has its own nesting limit of 1000 levels, reached while
 scanning ahead, before the pre-scan sees level ``MAX_DEPTH``; its error is turned into the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ for _code, _title in (
     ("E012", "merge keys are not supported"),
     ("E013", "mapping key is not a plain value"),
     ("E014", "unsupported YAML tag"),
-    ("E015", "number is not finite"),
+    ("E015", "number is infinite, NaN or too large"),
 ):
     register(_code, _title)
 
@@ -76,6 +77,7 @@ _TAG = "tag:yaml.org,2002:"
 _STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
 _MISSING: Any = object()
 _NOT_FINITE: Any = object()
+_LARGEST_FLOAT = int(sys.float_info.max)
 _WORDS: dict[str, Any] = {
     "": None, "~": None, "null": None, "Null": None, "NULL": None,
     "true": True, "True": True, "TRUE": True,
@@ -123,10 +125,14 @@ def _core_scalar(value: str) -> Any:
     try:
         if _INT(value):
             if value.startswith("0o"):
-                return int(value[2:], 8)
-            if value.startswith("0x"):
-                return int(value[2:], 16)
-            return int(value)
+                integer = int(value[2:], 8)
+            elif value.startswith("0x"):
+                integer = int(value[2:], 16)
+            else:
+                integer = int(value)
+            if len(value) > 100 and abs(integer) > _LARGEST_FLOAT:
+                raise _NotFinite
+            return integer
         if _FLOAT(value):
             number = float(value)
             if not math.isfinite(number):
@@ -322,8 +328,10 @@ class _Builder:
         return out
 
     def not_finite(self, node: ScalarNode) -> str:
-        self.error("E015", f"{node.value!r} is not a finite number", node,
-                   hint="write a finite number; infinity and NaN are not allowed")
+        text = node.value if len(node.value) <= 20 else node.value[:17] + "..."
+        self.error("E015", f"{text!r} is not a finite number", node,
+                   hint="write a finite number; infinity, NaN and numbers beyond 1.8e308 are "
+                   "not allowed")
         return str(node.value)
 
     def duplicate(self, node: MappingNode, knode: ScalarNode) -> None:

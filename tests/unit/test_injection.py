@@ -283,3 +283,15 @@ def test_summary_is_free_text() -> None:
         for rule in group.get("rules", [])
     ]
     assert any(a.get("summary") == summary for a in annotations), annotations
+
+
+@pytest.mark.parametrize(
+    "rate", [float("nan"), float("inf"), -float("inf"), 10**400], ids=["nan", "inf", "-inf", "huge"]
+)
+def test_non_finite_numbers_exit_1(rate: float, capsys: pytest.CaptureFixture[str]) -> None:
+    """`.nan`, `.inf` and numbers beyond a float are E015 (exit 1), not an internal error."""
+    data = copy.deepcopy(BASE)
+    data["services"]["reviews"]["rate_limit"] = {"requests_per_second": rate}
+    spec, _ = build(data)
+    assert main(["validate", str(spec)]) == 1
+    assert "error[E015]" in capsys.readouterr().err
