@@ -10,6 +10,12 @@ jittered backoff, avoiding endpoints already tried. A stale pooled connection th
 answering is retried once on a fresh connection without counting as a try. The accepted
 response's head is written, then its body is piped by the protocols (flow-controlled) while an
 idle watchdog enforces ``idle_timeout``.
+
+Hot path (one request, one core): the try deadline is the upstream connection's long-lived
+timer, re-armed only when it fires early (no timer per request); a response that arrived whole
+with its head is written in one ``write`` without another coroutine or watchdog; header skip sets
+and ``set`` lines are compiled once per route, the X-Forwarded-* lines once per downstream
+connection (``heads.py``); mirroring lives in ``mirror.py``.
 """
 
 from __future__ import annotations
@@ -21,19 +27,18 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .http1 import HOP_BY_HOP, Request, ServerConnection, UpstreamConnection, status_line
+from .heads import REQUEST_SKIP, VIA_LINE, CompiledOps, request_head
+from .http1 import HOP_BY_HOP, Request, UpstreamConnection, status_line
 from .metrics import Metrics
 from .pool import ConnectError, Pool
 from .resilience import backoff_delay, retryable
-from .tables import Cluster, HeaderOps, Match, Mirror, Route, Target
+from .tables import Cluster, Route, Target
 from .upstreams import Picked
 
 if TYPE_CHECKING:
     from .proxy import Generation
 
 log = logging.getLogger("meshgen.proxy")
-VIA = b"1.1 meshgen"
-MAX_MIRRORS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,31 +47,7 @@ class ForwardResult:
     local: bytes | None = None  # the proxy answers itself with this body
 
 
-# Request headers never copied as they are: hop-by-hop, and the ones the proxy writes itself.
-_REQUEST_SKIP = HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"via"}
-_VIA_LINE = b"via: %s\r\n" % VIA
 _NO_EXCLUDE: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledOps:
-    """Header operations as bytes, ready for the per-request loop.
-
-    ``skip`` is every header name the copy loop drops (``drop`` plus what the proxy itself
-    writes); ``tail`` is the ``set`` lines, rendered once.
-    """
-
-    drop: frozenset[bytes]
-    add: tuple[tuple[bytes, bytes], ...]
-    skip: frozenset[bytes] = frozenset()
-    tail: bytes = b""
-
-    @classmethod
-    def of(cls, ops: HeaderOps, always: frozenset[bytes]) -> CompiledOps:
-        add = tuple((k.encode(), v.encode()) for k, v in ops.set)
-        drop = frozenset(k.encode() for k in ops.remove) | {k for k, _ in add}
-        tail = b"".join(b"%s: %s\r\n" % kv for kv in add)
-        return cls(drop, add, drop | always, tail)
 
 
 class Exchange:
@@ -75,15 +56,13 @@ class Exchange:
     def __init__(self, metrics: Metrics, pool: Pool | None = None) -> None:
         self.metrics = metrics
         self.pool = pool if pool is not None else Pool()
-        self._mirrors = 0
-        self.mirrors_skipped = 0  # bodies too large for the replay buffer, or too many mirrors
         self._keys: dict[int, tuple[Picked, str, str]] = {}
 
     def _ops(self, gen: Generation, route: Route) -> tuple[CompiledOps, CompiledOps]:
         ops = gen.header_ops.get(route.name)
         if ops is None:
             ops = (
-                CompiledOps.of(route.request_headers, _REQUEST_SKIP),
+                CompiledOps.of(route.request_headers, REQUEST_SKIP),
                 CompiledOps.of(route.response_headers, HOP_BY_HOP),
             )
             gen.header_ops[route.name] = ops
@@ -97,75 +76,6 @@ class Exchange:
         entry = (picked, f"{picked.service}/{address}", address)
         self._keys[id(picked)] = entry  # holds ``picked``: its id cannot be reused meanwhile
         return entry
-
-    def request_head(
-        self,
-        req: Request,
-        route: Route,
-        path: str,
-        query: str,
-        rops: CompiledOps,
-        shadow_length: int | None = None,
-    ) -> bytes:
-        """The upstream request head: rewritten target and host, hop-by-hop removed, XFF/Via.
-
-        ``shadow_length`` makes a mirror's head: ``-shadow`` host, no upgrade, and the body
-        framed by that Content-Length (the mirror sends the buffered body whole).
-        """
-        rw = route.rewrite
-        if rw is not None:
-            if rw.path_prefix is not None and route.match.path_kind == "prefix":
-                prefix = route.match.path
-                rest = path[len(prefix) :] if path.startswith(prefix) else path
-                path = (
-                    rw.path_prefix + rest.lstrip("/")
-                    if rw.path_prefix.endswith("/")
-                    else rw.path_prefix + rest
-                )
-            host = rw.host.encode() if rw.host is not None else req.host.encode("latin-1")
-        else:
-            host = req.host.encode("latin-1")
-        if shadow_length is not None:
-            host += b"-shadow"
-        skip = rops.skip
-        tokens = req.conn_tokens
-        if tokens:
-            skip = skip | tokens
-        parts = [
-            b"%s %s%s HTTP/1.1\r\nhost: %s\r\n"
-            % (req.method.encode(), path.encode(), query.encode(), host)
-        ]
-        parts += [b"%s: %s\r\n" % (k, v) for k, v in req.headers if k not in skip]
-        parts.append(self._forwarded(req, rops.drop | tokens if tokens else rops.drop))
-        parts.append(rops.tail)
-        if shadow_length is not None:
-            if shadow_length > 0 or req.content_length == 0:
-                parts.append(b"content-length: %d\r\n" % shadow_length)
-        else:
-            if req.chunked:
-                parts.append(b"transfer-encoding: chunked\r\n")
-            elif req.content_length >= 0:
-                parts.append(b"content-length: %d\r\n" % req.content_length)
-            if req.upgrade:
-                upgrade = req.header("upgrade")
-                if upgrade:
-                    parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade.encode())
-        parts.append(b"\r\n")
-        return b"".join(parts)
-
-    @staticmethod
-    def _forwarded(req: Request, dropped: frozenset[bytes]) -> bytes:
-        """X-Forwarded-For (client appended), Via (ours appended) and X-Forwarded-Proto."""
-        down = req.conn
-        xff, via = req.xff, req.via
-        if xff is None and via is None:
-            line = down.forwarded  # the common case, rendered once per connection
-            if line is None:
-                line = down.forwarded = _forwarded_lines(b"", b"", down)
-            return line
-        xff = b"" if xff is None or b"x-forwarded-for" in dropped else xff + b", "
-        via = b"" if via is None or b"via" in dropped else via + b", "
-        return _forwarded_lines(xff, via, down)
 
     async def forward(
         self,
@@ -190,7 +100,7 @@ class Exchange:
         rops, sops = self._ops(gen, route)
         if req.expect_continue and req.body is not None and not req.body.complete:
             req.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = self.request_head(req, route, path, query, rops)
+        head = request_head(req, route, path, query, rops)
         exclude = _NO_EXCLUDE  # endpoints already tried
         tries = 0
         stale_retry = True
@@ -324,7 +234,7 @@ class Exchange:
         parts = [status_line(status)]
         parts += [b"%s: %s\r\n" % (k, v) for k, v in conn.headers if k not in skip]
         parts.append(sops.tail)
-        parts.append(_VIA_LINE)
+        parts.append(VIA_LINE)
         framed = conn.has_length and b"content-length" not in skip
         head_only = req.method == "HEAD" or status in (204, 304)
         upgraded = status == 101 and conn.upgraded is not None and req.upgrade
@@ -429,72 +339,6 @@ class Exchange:
             await conn.done
         down.close()
 
-    def mirror(self, gen: Generation, mirror: Mirror, req: Request, path: str, query: str) -> None:
-        """Fire-and-forget copy of the request; never delays or affects the caller.
-
-        A body is mirrored whole once it has arrived, if it fits the replay buffer
-        (``REPLAY_LIMIT``); larger bodies are not mirrored (counted in ``mirrors_skipped``).
-        """
-        if req.upgrade:
-            return
-        body = req.body
-        if body is None:
-            self._fire(gen, mirror, req, path, query, b"")
-        elif body.complete:
-            self._fire(gen, mirror, req, path, query, body.buffered())
-        elif body.replay is not None:
-            body.on_end = lambda data: self._fire(gen, mirror, req, path, query, data)
-        else:
-            self._fire(gen, mirror, req, path, query, None)
-
-    def _fire(
-        self,
-        gen: Generation,
-        mirror: Mirror,
-        req: Request,
-        path: str,
-        query: str,
-        body: bytes | None,
-    ) -> None:
-        if body is None or self._mirrors >= MAX_MIRRORS:
-            self.mirrors_skipped += 1
-            log.debug(
-                "mirror to %s skipped: %s",
-                mirror.service,
-                "body over the replay limit" if body is None else "too many mirrors in flight",
-            )
-            return
-        picked = gen.upstreams.pick(mirror.service, mirror.subset, None)
-        if picked is None:
-            return
-        head = self.request_head(req, _MIRROR_ROUTE, path, query, _NO_OPS, len(body))
-        self._mirrors += 1
-        task = asyncio.get_running_loop().create_task(self._shadow(gen, picked, head + body))
-        task.add_done_callback(lambda _t: self._end_mirror())
-
-    def _end_mirror(self) -> None:
-        self._mirrors -= 1
-
-    async def _shadow(self, gen: Generation, picked: Picked, message: bytes) -> None:
-        """Send the mirrored request (head and body in one write) and drain the answer."""
-        cluster = gen.clusters[picked.service]
-        tls = gen.tls.upstream(picked.service) if gen.tls is not None else None
-        try:
-            async with asyncio.timeout(cluster.timeout_s):
-                conn = await self.pool.acquire(
-                    picked.service, picked.endpoint, cluster.connect_timeout_s, tls
-                )
-                conn.begin(message, False, None)
-                conn.start_body(lambda _data: None)
-                await conn.done
-            self.metrics.inc_upstream(picked.service, picked.endpoint.address, conn.status)
-            if conn.keep_alive:
-                self.pool.release(conn)
-            else:
-                conn.abort()
-        except (ConnectError, ConnectionResetError, TimeoutError) as exc:
-            log.debug("mirror to %s failed: %s", picked.endpoint.address, exc)
-
 
 _NO_ENDPOINT = ForwardResult(503, b"no healthy endpoint\n")
 _RESULTS: dict[int, ForwardResult] = {}
@@ -514,18 +358,3 @@ def _failure(outcome: int | str) -> ForwardResult:
     if outcome == "connect-failure":
         return ForwardResult(503, b"upstream connect error\n")
     return ForwardResult(502, b"upstream reset\n")
-
-
-def _forwarded_lines(xff: bytes, via: bytes, down: ServerConnection) -> bytes:
-    proto = b"https" if down.peer_cert is not None else b"http"
-    return b"x-forwarded-for: %s%s\r\nvia: %s%s\r\nx-forwarded-proto: %s\r\n" % (
-        xff,
-        down.client_ip.encode(),
-        via,
-        VIA,
-        proto,
-    )
-
-
-_NO_OPS = CompiledOps.of(HeaderOps(), _REQUEST_SKIP)
-_MIRROR_ROUTE = Route(name="", match=Match())

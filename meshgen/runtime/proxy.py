@@ -23,9 +23,11 @@ from typing import IO
 
 from .access import AccessPolicy, enforced_on
 from .balancers import request_hash_key
-from .exchange import CompiledOps, Exchange, ForwardResult
+from .exchange import Exchange, ForwardResult
+from .heads import CompiledOps
 from .http1 import Request, ServerConnection, simple_response
 from .metrics import Metrics
+from .mirror import Mirrors
 from .paths import split_target
 from .resilience import CircuitBreaker, RetryBudget, TokenBucket
 from .router import Router
@@ -111,6 +113,7 @@ class Proxy:
         self.metrics = metrics
         self.access_log = access_log
         self.exchange = Exchange(metrics)
+        self.mirrors = Mirrors(self.exchange)
         self.connections: set[ServerConnection] = set()
         self.draining = False
         self._ids = 0
@@ -215,7 +218,7 @@ class Proxy:
                 cluster = gen.clusters[service]
                 hash_key = request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
                 if route.mirror is not None and router.chance(route.mirror.percent):
-                    self.exchange.mirror(gen, route.mirror, req, path, query)
+                    self.mirrors.mirror(gen, route.mirror, req, path, query)
                 result: ForwardResult = await self.exchange.forward(
                     gen, req, route, target, cluster, path, query, hash_key, rid
                 )

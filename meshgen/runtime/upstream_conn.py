@@ -1,0 +1,287 @@
+"""The upstream side of HTTP/1.1 on httptools (llhttp): one pooled connection to an endpoint.
+
+Theory of operation: an :class:`UpstreamConnection` is an ``asyncio.Protocol`` that carries one
+exchange at a time. ``begin`` writes the request head; the response head resolves
+``headers_future``; body chunks go straight to the sink the proxy attached (the downstream
+writer), or wait in ``_early`` until it does. The request body arrives through the
+:class:`BodySink` interface, flow-controlled against the downstream connection. Deadlines use
+one long-lived timer per connection (``arm``/``disarm``) instead of a timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+if TYPE_CHECKING:
+    from .http1 import ServerConnection
+
+Headers = list[tuple[bytes, bytes]]
+# Timers fire up to a millisecond early (uvloop's clock resolution); treat that as on time.
+_TIMER_SLACK = 0.002
+
+
+class BodySink:
+    """Where a body goes: ``write`` each chunk, ``finish`` once."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+
+class UpstreamConnection(asyncio.Protocol, BodySink):
+    """One pooled connection to an endpoint; one exchange at a time.
+
+    ``headers_future`` resolves with the final response head. ``done`` (created only when
+    someone waits for it) resolves once the whole body went to the sink; most small responses
+    are ``finished`` before anyone asks. ``arm``/``disarm`` give the exchange a deadline with
+    one long-lived timer per connection that is re-armed only when it fires early, instead of a
+    timer per request.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self.status = 0
+        self.headers: Headers = []
+        self.headers_future: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self.finished = False  # the body went to the sink completely
+        self.failure: Exception | None = None  # the exchange broke off
+        self.keep_alive = False
+        self.has_length = False  # the response carries Content-Length
+        self.upgraded: bytes | None = None
+        self.until_close = False
+        self.chunked_out = False
+        self.received = False
+        self.last_activity = 0.0
+        self.timed_out = False
+        self._deadline = 0.0  # 0: no deadline armed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._sink: Callable[[bytes], None] | None = None
+        self._early: list[bytes] = []
+        self._complete = False
+        self.downstream: ServerConnection | None = None  # request body source, paused with us
+        self.on_lost: Callable[[], None] | None = None
+
+    def begin(self, head: bytes, chunked: bool, downstream: ServerConnection | None) -> None:
+        """Start an exchange: reset response state and write the request head."""
+        loop = self._loop
+        assert loop is not None and self.transport is not None
+        self.status = 0
+        self.headers = []
+        self.headers_future = loop.create_future()
+        self._done = None
+        self.finished = False
+        self.failure = None
+        self.timed_out = False
+        self.chunked_out = chunked
+        self.received = False
+        self._sink = None
+        self._early = []
+        self._complete = False
+        self.until_close = True  # until a Content-Length or Transfer-Encoding says otherwise
+        self.has_length = False
+        self.downstream = downstream
+        self.last_activity = loop.time()
+        self.transport.write(head)
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        """Resolves when the response body has gone to the sink; fails if the exchange broke."""
+        fut = self._done
+        if fut is None:
+            assert self._loop is not None
+            fut = self._done = self._loop.create_future()
+            if self.finished:
+                fut.set_result(None)
+            elif self.failure is not None:
+                fut.set_exception(self.failure)
+        return fut
+
+    # deadline: one timer per connection, re-armed lazily
+    def arm(self, timeout: float) -> None:
+        """Abort the exchange (``timed_out``) unless :meth:`disarm` runs within ``timeout``."""
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + timeout
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
+
+    def disarm(self) -> None:
+        self._deadline = 0.0
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline == 0.0 or self.closed:
+            return
+        loop = self._loop
+        assert loop is not None
+        if loop.time() + _TIMER_SLACK >= deadline:
+            self.timed_out = True
+            self.abort()
+        else:
+            self._timer = loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
+
+    # BodySink: request body towards the endpoint
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        if self.chunked_out:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.transport.write(data)
+
+    def finish(self) -> None:
+        if self.chunked_out and not self.closed and self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+
+    def take_early(self) -> list[bytes]:
+        """Body chunks received before a sink was attached (the caller writes them)."""
+        early, self._early = self._early, []
+        return early
+
+    def start_body(self, sink: Callable[[bytes], None]) -> None:
+        """Response body chunks go to ``sink`` from now on (buffered ones first)."""
+        self._sink = sink
+        if self._early:
+            for chunk in self._early:
+                sink(chunk)
+            self._early = []
+        if self._complete:
+            self._resolve_done()
+
+    def set_reading(self, on: bool) -> None:
+        if self.transport is not None and not self.closed:
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self._loop = asyncio.get_running_loop()
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        self.last_activity = self._loop.time()  # type: ignore[union-attr]
+        if self.upgraded is not None:
+            if self._sink is not None:
+                self._sink(data)
+            else:
+                self._early.append(data)
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = data[exc.args[0] :] if exc.args else b""
+            self._set_headers()
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionResetError(f"bad response: {exc}"))
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.on_lost is not None:
+            self.on_lost()
+            self.on_lost = None
+        ended = self.upgraded is not None or (self.until_close and self.status >= 200)
+        if ended and not self.finished and self.failure is None:
+            self._complete = True
+            if self._sink is not None:
+                self._resolve_done()
+            return
+        self._fail(ConnectionResetError("upstream closed"))
+
+    def pause_writing(self) -> None:
+        if self.downstream is not None:
+            self.downstream.set_upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.downstream is not None:
+            self.downstream.set_upstream_paused(False)
+
+    def _fail(self, exc: Exception) -> None:
+        fut = self.headers_future
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved; the proxy may no longer be waiting
+        if self.finished or self.failure is not None:
+            return
+        self.failure = exc
+        done = self._done
+        if done is not None and not done.done():
+            done.set_exception(exc)
+            done.exception()
+
+    def _set_headers(self) -> None:
+        fut = self.headers_future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        k = name.lower()
+        self.headers.append((k, value))
+        if k == b"content-length":
+            self.has_length = True
+            self.until_close = False
+        elif k == b"transfer-encoding":
+            self.until_close = False
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers = []  # interim response: wait for the final one
+            self.has_length = False
+            self.until_close = True
+            return
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        self._set_headers()
+
+    def on_body(self, body: bytes) -> None:
+        if self._sink is not None:
+            self._sink(body)
+        else:
+            self._early.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.status == 0 or self.status == 101:
+            return  # end of an interim 1xx; after a 101 the tunnel runs until a side closes
+        self._complete = True
+        if self._sink is not None:
+            self._resolve_done()
+
+    def _resolve_done(self) -> None:
+        if self.finished or self.failure is not None:
+            return
+        self.finished = True
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)
