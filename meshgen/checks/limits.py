@@ -55,8 +55,8 @@ class _Limits:
                 TOO_LONG,
                 f"{field} is {format_duration(seconds)}: durations are limited to 24d",
                 path,
-                "HAProxy rejects timers above 2^31-1 ms (about 24.8 days), as epoll limits "
-                "one wait of the Python runtime; only an SLO window may be longer",
+                "HAProxy rejects timers above 2^31-1 ms (about 24.8 days), the most epoll can wait "
+                "at once as well; only an SLO window may be longer",
             )
 
     def service(self, service: Service) -> None:
@@ -121,7 +121,7 @@ class _Limits:
                 written[-1].path,
                 "the backoff starts at base and doubles up to max; raise max or lower base "
                 "(built-in: 25ms and 250ms)",
-                related=[(o.path, "set here") for o in written[:-1]],
+                related=[(o.path, "retries.backoff.base is set here") for o in written[:-1]],
             )
 
 
