@@ -140,17 +140,19 @@ def _compile_command(ns: argparse.Namespace) -> int:
         if ns.strict and warnings and not errors and ns.format == "text":
             print(f"meshgen: {warnings} warning(s) and --strict: failing", file=sys.stderr)
         return EXIT_INVALID
+    files = result.files
+    del result  # the document and tables (most of a large build's memory) go before verifying
     if ns.command == "validate":
         from meshgen.emit import VerifyError, verify
 
         try:
-            verify({p: t.encode("utf-8") for p, t in result.files.items()})
+            verify({p: t.encode("utf-8") for p, t in files.items()})
         except VerifyError as exc:
             _internal_error(exc)
             return EXIT_USAGE
         _say(ns, f"{ns.spec}: ok")
         return EXIT_OK
-    return _build(ns, result.files)
+    return _build(ns, files)
 
 
 def _build(ns: argparse.Namespace, files: dict[str, str]) -> int:
