@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -168,18 +166,18 @@ BAD = ["\r\n", "\n", "\r", "\x00", "\x7f", "\r\nSet-Cookie: evil=2",
        "\nserver evil 6.6.6.6:80", "\x1b[31m", "\u2028"]  # fmt: skip
 
 
-@cache
-def folder() -> Path:
+@pytest.fixture(scope="module")
+def spec_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the TLS files BASE names (existence is all a build checks)."""
-    path = Path(tempfile.mkdtemp(prefix="meshgen-injection-"))
+    path = tmp_path_factory.mktemp("injection")
     for name in ("ca.pem", "client.pem", "client-key.pem", "edge.pem", "edge-key.pem"):
         (path / name).write_text("-----BEGIN PLACEHOLDER-----\n", encoding="utf-8")
         os.chmod(path / name, 0o600)
     return path
 
 
-def build(data: dict[str, Any], name: str = "mesh.yaml") -> tuple[Path, Result]:
-    spec = folder() / name
+def build(data: dict[str, Any], folder: Path, name: str = "mesh.yaml") -> tuple[Path, Result]:
+    spec = folder / name
     spec.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return spec, compile_spec(spec)
 
@@ -194,9 +192,9 @@ def errors(result: Result) -> list[Diagnostic]:
     return [d for d in result.diagnostics if d.severity == "error"]
 
 
-def test_base_spec_builds() -> None:
+def test_base_spec_builds(spec_folder: Path) -> None:
     """BASE is a full spec that builds; every field below is injected into a working spec."""
-    _, result = build(BASE, "base.yaml")
+    _, result = build(BASE, spec_folder, "base.yaml")
     assert result.ok and errors(result) == [], result.diagnostics
     for path in VALUES + KEYS:
         parent_of(BASE, path)[path[-1]]  # every path exists
@@ -208,14 +206,17 @@ def test_base_spec_builds() -> None:
     bad=st.sampled_from(BAD),
     at=st.sampled_from(["end", "start", "middle"]),
 )
-def test_control_characters_in_values_fail_the_build(path: PathKey, bad: str, at: str) -> None:
+def test_control_characters_in_values_fail_the_build(
+    spec_folder: Path, path: PathKey, bad: str, at: str
+) -> None:
+    """CR/LF/NUL/DEL/ESC/U+2028 anywhere in any such value: no DIST, an error at that value."""
     data = copy.deepcopy(BASE)
     parent = parent_of(data, path)
     good = str(parent[path[-1]])
     middle = len(good) // 2
     parent[path[-1]] = {"end": good + bad, "start": bad + good,
                         "middle": good[:middle] + bad + good[middle:]}[at]  # fmt: skip
-    spec, result = build(data)
+    spec, result = build(data, spec_folder)
     assert not result.ok and result.files is None
     found = errors(result)
     assert found, result.diagnostics
@@ -226,11 +227,14 @@ def test_control_characters_in_values_fail_the_build(path: PathKey, bad: str, at
 
 @settings(deadline=None, max_examples=100, derandomize=True)
 @given(path=st.sampled_from(KEYS), bad=st.sampled_from(BAD))
-def test_control_characters_in_keys_fail_the_build(path: PathKey, bad: str) -> None:
+def test_control_characters_in_keys_fail_the_build(
+    spec_folder: Path, path: PathKey, bad: str
+) -> None:
+    """The same in mapping keys (header names, label names, subset names): error at the key."""
     data = copy.deepcopy(BASE)
     parent = parent_of(data, path)
     parent[str(path[-1]) + bad] = parent.pop(path[-1])
-    spec, result = build(data)
+    spec, result = build(data, spec_folder)
     assert not result.ok
     doc, _ = loads(spec.read_text(encoding="utf-8"), str(spec))
     assert doc is not None
@@ -238,15 +242,17 @@ def test_control_characters_in_keys_fail_the_build(path: PathKey, bad: str) -> N
     assert any(d.span == doc.key_span(renamed) for d in errors(result)), errors(result)
 
 
-def test_the_audit_cases_exit_1_with_e115(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_audit_cases_exit_1_with_e115(
+    spec_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The two audit findings: a Set-Cookie smuggled into a header value, and a HAProxy line."""
     data = copy.deepcopy(BASE)
     data["routes"][0]["headers"]["response"]["set"]["x-served-by"] = "v\r\nSet-Cookie: evil=2"
     data["services"]["reviews"]["tls"]["subject_alt_names"] = [
         "spiffe://shop/reviews\nserver evil 6.6.6.6:80"
     ]
-    spec, _ = build(data)
-    out = folder() / "dist-audit"
+    spec, _ = build(data, spec_folder)
+    out = spec_folder / "dist-audit"
     assert main(["build", str(spec), "-o", str(out)]) == 1
     printed = capsys.readouterr()
     assert printed.err.count("error[E115]") == 2, printed
@@ -254,21 +260,21 @@ def test_the_audit_cases_exit_1_with_e115(capsys: pytest.CaptureFixture[str]) ->
     assert not out.exists()
 
 
-def test_tab_is_allowed_in_header_values_only_where_the_rfc_allows() -> None:
+def test_tab_is_allowed_in_header_values_only_where_the_rfc_allows(spec_folder: Path) -> None:
     """HTAB is legal inside a header value (RFC 9110) but not in a header name or a path."""
     data = copy.deepcopy(BASE)
     data["routes"][0]["headers"]["response"]["set"]["x-served-by"] = "mesh\tgen"
-    assert build(data)[1].ok
+    assert build(data, spec_folder)[1].ok
     data["routes"][0]["headers"]["response"]["remove"] = ["x\ty"]
-    assert [d.code for d in errors(build(data)[1])] == ["E110"]
+    assert [d.code for d in errors(build(data, spec_folder)[1])] == ["E110"]
 
 
-def test_summary_is_free_text() -> None:
+def test_summary_is_free_text(spec_folder: Path) -> None:
     """Quotes, newlines, backslashes and emoji in a summary build and reach the alert rules."""
     summary = "reviews said \"no\" 'twice'\nsee C:\\runbook\r\n\tthen page 🚨 — ok"
     data = copy.deepcopy(BASE)
     data["monitoring"]["alerts"][0]["summary"] = summary
-    _, result = build(data)
+    _, result = build(data, spec_folder)
     assert result.ok and result.files is not None, result.diagnostics
     rules = [
         yaml.safe_load(text)
@@ -288,10 +294,12 @@ def test_summary_is_free_text() -> None:
 @pytest.mark.parametrize(
     "rate", [float("nan"), float("inf"), -float("inf"), 10**400], ids=["nan", "inf", "-inf", "huge"]
 )
-def test_non_finite_numbers_exit_1(rate: float, capsys: pytest.CaptureFixture[str]) -> None:
+def test_non_finite_numbers_exit_1(
+    spec_folder: Path, rate: float, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`.nan`, `.inf` and numbers beyond a float are E015 (exit 1), not an internal error."""
     data = copy.deepcopy(BASE)
     data["services"]["reviews"]["rate_limit"] = {"requests_per_second": rate}
-    spec, _ = build(data)
+    spec, _ = build(data, spec_folder)
     assert main(["validate", str(spec)]) == 1
     assert "error[E015]" in capsys.readouterr().err
