@@ -18,7 +18,6 @@ from meshgen.checks.context import Context
 from meshgen.diagnostics import register
 from meshgen.model import PathKey, Service
 
-SUPPORTED_VERSIONS = ("1.2", "1.3")
 W506 = register("W506", "SPIFFE subject_alt_name outside the mesh's trust domain")
 W507 = register("W507", "subject_alt_names ignored because verify is false")
 
@@ -58,7 +57,6 @@ class _Files:
 
 def check(ctx: Context) -> None:
     files = _Files(ctx)
-    versions: set[PathKey] = set()
     for service in ctx.mesh.services.values():
         tls = service.tls
         if tls.mode == "disable":
@@ -77,10 +75,6 @@ def check(ctx: Context) -> None:
                 (*where, "mode"),
                 "add tls.cert and tls.key, or use mode: simple",
             )
-        version_path = service.origin("tls.min_version").path
-        if version_path not in versions:
-            versions.add(version_path)
-            _version(ctx, tls.min_version, version_path)
         _subject_alt_names(ctx, service)
         if not tls.verify:
             verify_path = service.origin("tls.verify").path
@@ -106,7 +100,6 @@ def check(ctx: Context) -> None:
         files.check(server.cert, (*where, "cert"), "certificate", False)
         files.check(server.key, (*where, "key"), "key", True)
         files.check(server.ca, (*where, "ca"), "CA", False)
-        _version(ctx, server.min_version, (*where, "min_version"))
         if server.client_certificates != "none" and server.ca is None:
             ctx.error(
                 "E505",
@@ -114,17 +107,6 @@ def check(ctx: Context) -> None:
                 (*where, "client_certificates"),
                 "add tls.ca: the CA that signs the callers' certificates",
             )
-
-
-def _version(ctx: Context, version: str, path: PathKey) -> None:
-    if version not in SUPPORTED_VERSIONS:
-        below = version in ("1.0", "1.1", "1")
-        ctx.error(
-            "E502",
-            f"TLS min_version '{version}' is " + ("below 1.2" if below else "not supported"),
-            path,
-            "TLS 1.0 and 1.1 are deprecated (RFC 8996); use '1.2' or '1.3'",
-        )
 
 
 def _subject_alt_names(ctx: Context, service: Service) -> None:
