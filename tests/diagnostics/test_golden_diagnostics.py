@@ -55,6 +55,47 @@ def test_diagnostic_output_matches_golden(
     assert output == expected, f"output of {case.name} changed; if intended run: {UPDATE}"
 
 
+def _missing_file(folder: Path) -> str:
+    return "missing.yaml"
+
+
+def _too_large_file(folder: Path) -> str:
+    from meshgen.source import MAX_BYTES
+
+    big = folder / "huge.yaml"
+    with big.open("wb") as out:
+        out.write(b"version: 1\n")
+        out.truncate(MAX_BYTES + 1)
+    return big.name
+
+
+# Cases that cannot be a committed .yaml file: each writes its input into a temp folder.
+GENERATED = {"E001-missing-file": _missing_file, "E002-too-large": _too_large_file}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_case_matches_golden(
+    name: str,
+    tmp_path: Path,
+    update_golden: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A missing file and an oversize file each get one positioned diagnostic and exit 1."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["validate", GENERATED[name](tmp_path)])
+    captured = capsys.readouterr()
+    output = f"{captured.out}{captured.err}[exit {code}]\n"
+    assert f"error[{name[:4]}]" in output and output.endswith("[exit 1]\n"), output
+    golden = CASES / "generated" / f"{name}.expected"
+    if update_golden:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(output, encoding="utf-8")
+        return
+    assert golden.exists(), f"{golden.name} is missing; create it with: {UPDATE}"
+    assert output == golden.read_text(encoding="utf-8"), f"{name} changed; if intended: {UPDATE}"
+
+
 def test_every_expected_file_has_a_case() -> None:
     """No orphaned .expected files (a renamed case must take its golden file along)."""
     orphans = [p.name for p in CASES.glob("*.expected") if not p.with_suffix(".yaml").exists()]
