@@ -39,6 +39,7 @@ from . import RenderContext
 DNS_SLOTS = 16  # server-template slots per DNS-discovered pool
 MAX_WEIGHT = 256  # HAProxy server weights are 0..256
 _SAFE = re.compile(r"[A-Za-z0-9_./:,=+~@*-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ROUTE_VAR = "var(txn.mg_route)"
 RETRY_ON = {
     "connect-failure": ("conn-failure",),
@@ -51,7 +52,13 @@ RETRY_ON = {
 
 
 def word(text: str) -> str:
-    """One config word: as is when plain, else single-quoted (``'`` written as ``'\\''``)."""
+    """One config word: as is when plain, else single-quoted (``'`` written as ``'\\''``).
+
+    The schema keeps control characters out of every spec string; a line break here would
+    end the config line, so it is refused outright rather than trusted to be absent.
+    """
+    if _CONTROL.search(text):
+        raise ValueError(f"control character in HAProxy config word {text!r}")
     if _SAFE.fullmatch(text):
         return text
     return "'" + text.replace("'", "'\\''") + "'"
@@ -428,7 +435,8 @@ class Config:
         uris = [n for n in ct.subject_alt_names if "://" in n] if ct is not None else []
         if not uris:
             return []
-        return [f"# subject_alt_names {' '.join(uris)}: URI SANs are not verifiable in HAProxy "
+        names = " ".join(map(word, uris))
+        return [f"# subject_alt_names {names}: URI SANs are not verifiable in HAProxy "
                 "2.6 (only the CA chain and DNS names are)"]
 
 

@@ -159,3 +159,10 @@ def test_example_config_is_valid(example: str, tmp_path: Path) -> None:
     cfg.write_text(result.files["haproxy/haproxy.cfg"])
     proc = _check(cfg, folder)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("text", ["a\nserver evil 6.6.6.6:80", "x\r\ny", "nul\x00"])
+def test_word_refuses_control_characters(text: str) -> None:
+    """A config word can never carry a line break (or other control) into haproxy.cfg."""
+    with pytest.raises(ValueError, match="control character"):
+        haproxy.word(text)
