@@ -98,6 +98,16 @@ def _series(gen: Generation) -> tuple[set[tuple[str, str]], set[tuple[str, str]]
     return endpoints, files
 
 
+def _unknown_listeners(wanted: list[str], tables: Tables) -> str:
+    """Why ``--listener`` names ``wanted`` do not fit ``tables`` ('' when they all exist)."""
+    known = sorted(lst.name for lst in tables.listeners)
+    unknown = sorted(set(wanted) - set(known))
+    if not unknown:
+        return ""
+    names = ", ".join(repr(n) for n in unknown)
+    return f"unknown listener {names} (the spec has: {', '.join(known)})"
+
+
 class Runtime:
     """Listeners, admin server and the live generation of one running DIST."""
 
@@ -141,9 +151,9 @@ class Runtime:
 
     def _selected(self, tables: Tables) -> list[Listener]:
         wanted = self.args.listener
-        unknown = set(wanted) - {lst.name for lst in tables.listeners}
+        unknown = _unknown_listeners(wanted, tables)
         if unknown:
-            raise ValueError(f"unknown listener(s): {', '.join(sorted(unknown))}")
+            raise ValueError(unknown)
         return [lst for lst in tables.listeners if not wanted or lst.name in wanted]
 
     async def _open_listeners(self, gen: Generation) -> None:
@@ -352,6 +362,10 @@ def main(argv: list[str] | None = None, dist: Path | None = None) -> int:
     except Exception as exc:
         log.error("cannot load %s: %s", args.dist, exc)
         return 1
+    unknown = _unknown_listeners(args.listener, tables)
+    if unknown:
+        print(f"python DIST: error: {unknown}", file=sys.stderr)
+        return 2
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         runtime = Runtime(args, tables)
         return runner.run(runtime.run())
