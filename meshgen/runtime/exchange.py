@@ -6,10 +6,15 @@ the replay buffer or stream) -> wait for response headers under
 ``connect-failure`` / ``reset`` / ``timeout``. Retryable outcomes (``resilience.retryable``),
 within the attempt count, the retry budget and the deadline, and only while the request body can
 be resent (not yet sent, or kept whole in the 64 KiB replay buffer), start another try after a
-jittered backoff, avoiding endpoints already tried. A stale pooled connection that closes before
-answering is retried once on a fresh connection without counting as a try. The accepted
-response's head is written, then its body is piped by the protocols (flow-controlled) while an
-idle watchdog enforces ``idle_timeout``.
+jittered backoff, avoiding endpoints already tried. Every try is first admitted by the service's
+circuit breaker (``resilience.CircuitBreaker``): with all ``max_connections`` busy it waits in
+the FIFO pending queue until a slot is handed over or the request ``timeout`` passes (504, as
+Envoy's route timeout covers pending time); a full queue or ``max_requests`` reached gives a fast
+503 with ``x-meshgen-overloaded: true`` (Envoy: ``x-envoy-overloaded``), never retried. The slot
+is held until the response body is through and given up during a retry's backoff. A stale
+pooled connection that closes before answering is retried once on a fresh connection without
+counting as a try. The accepted response's head is written, then its body is piped by the
+protocols (flow-controlled) while an idle watchdog enforces ``idle_timeout``.
 
 Hot path (one request, one core): the try deadline is the upstream connection's long-lived
 timer, re-armed only when it fires early (no timer per request); a response that arrived whole
@@ -31,7 +36,7 @@ from .heads import REQUEST_SKIP, VIA_LINE, CompiledOps, request_head
 from .http1 import HOP_BY_HOP, Request, UpstreamConnection, status_line
 from .metrics import Metrics
 from .pool import ConnectError, Pool
-from .resilience import backoff_delay, retryable
+from .resilience import CircuitBreaker, backoff_delay, retryable
 from .tables import Cluster, Route, Target
 from .upstreams import Picked
 
@@ -45,6 +50,7 @@ log = logging.getLogger("meshgen.proxy")
 class ForwardResult:
     status: int
     local: bytes | None = None  # the proxy answers itself with this body
+    overloaded: bool = False  # refused by the circuit breaker (x-meshgen-overloaded: true)
 
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
@@ -106,43 +112,62 @@ class Exchange:
         stale_retry = True
         last = _NO_ENDPOINT
         upstreams = gen.upstreams
-        while True:
-            picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
-            if picked is None:
-                return last
-            tries += 1
-            entry = self._keys.get(id(picked))
-            if entry is None or entry[0] is not picked:
-                entry = self._key(picked)
-            key, address = entry[1], entry[2]
-            remaining = deadline - loop.time()
-            per_try = min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
-            upstreams.begin(picked)
-            try:
-                outcome, conn = await self._try(gen, req, picked, key, head, per_try)
-                if outcome == "stale" and stale_retry:
-                    stale_retry = False
-                    tries -= 1
-                    continue
-                result: int | str = "reset" if outcome == "stale" else outcome
-                if conn is not None:
-                    result = conn.status
-                self.metrics.inc_upstream(picked.service, address, result)
-                upstreams.report(picked, result)
-                # Statuses below 400 satisfy no retry condition (resilience.retryable).
-                can_retry = (
-                    policy is not None
-                    and (conn is None or result >= 400)  # type: ignore[operator]
-                    and tries < max_tries
-                    and (req.body is None or req.body.replayable)
-                    and retryable(policy, req.method, result)
-                    and deadline - loop.time() > 0
+        breaker = gen.breakers[target.service]
+        holding = False  # this request holds one of the breaker's active slots
+        try:
+            while True:
+                if not holding:
+                    verdict = breaker.admit()
+                    if verdict is not None:
+                        if verdict != "wait":
+                            return _OVERLOADED
+                        if not await self._wait(breaker, loop, deadline):
+                            return _QUEUE_TIMEOUT
+                    holding = True
+                picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
+                if picked is None:
+                    return last
+                tries += 1
+                entry = self._keys.get(id(picked))
+                if entry is None or entry[0] is not picked:
+                    entry = self._key(picked)
+                key, address = entry[1], entry[2]
+                remaining = deadline - loop.time()
+                per_try = (
+                    min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
                 )
-                if can_retry and budget is not None and budget.try_retry():
+                upstreams.begin(picked)
+                try:
+                    outcome, conn = await self._try(gen, req, picked, key, head, per_try)
+                    if outcome == "stale" and stale_retry:
+                        stale_retry = False
+                        tries -= 1
+                        continue
+                    result: int | str = "reset" if outcome == "stale" else outcome
+                    if conn is not None:
+                        result = conn.status
+                    self.metrics.inc_upstream(picked.service, address, result)
+                    upstreams.report(picked, result)
+                    # Statuses below 400 satisfy no retry condition (resilience.retryable).
+                    can_retry = (
+                        policy is not None
+                        and (conn is None or result >= 400)  # type: ignore[operator]
+                        and tries < max_tries
+                        and (req.body is None or req.body.replayable)
+                        and retryable(policy, req.method, result)
+                        and deadline - loop.time() > 0
+                    )
+                    if not (can_retry and budget is not None and budget.try_retry()):
+                        if conn is None:
+                            return _failure(result)
+                        rest = self._respond(req, conn, sops, target.idle_timeout_s)
+                        if rest is not None:
+                            await rest
+                        return _result(conn.status)
                     assert policy is not None
                     exclude = exclude | {address}
                     if conn is not None:
-                        conn.abort()
+                        self.pool.discard(conn)
                     if req.body is not None:
                         req.body.detach()
                     self.metrics.inc_retry(target.service)
@@ -150,16 +175,48 @@ class Exchange:
                     delay = backoff_delay(
                         tries, policy.backoff_base_s, policy.backoff_max_s, gen.rng
                     )
-                    await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                    continue
-                if conn is None:
-                    return _failure(result)
-                rest = self._respond(req, conn, sops, target.idle_timeout_s)
-                if rest is not None:
-                    await rest
-                return _result(conn.status)
-            finally:
-                upstreams.end(picked)
+                finally:
+                    upstreams.end(picked)
+                # A retry goes through admission again (as in Envoy): the slot is free
+                # during the backoff.
+                holding = False
+                breaker.release()
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        finally:
+            if holding:
+                breaker.release()
+
+    async def _wait(
+        self, breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
+    ) -> bool:
+        """Wait in the breaker's pending queue: True once a slot is handed over, False when
+        ``deadline`` (loop time) passes first."""
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        fut: asyncio.Future[bool] = loop.create_future()
+
+        def wake(granted: bool) -> bool:
+            if fut.done():
+                return False
+            fut.set_result(granted)
+            return True
+
+        def expire() -> None:
+            if breaker.cancel(wake):
+                wake(False)
+
+        breaker.enqueue(wake, breaker.clock() + remaining)
+        timer = loop.call_later(remaining, expire)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            granted = fut.done() and not fut.cancelled() and fut.result()
+            if not breaker.cancel(wake) and granted:
+                breaker.release()
+            raise
+        finally:
+            timer.cancel()
 
     async def _connect(
         self, gen: Generation, picked: Picked, key: str, timeout: float
@@ -201,7 +258,7 @@ class Exchange:
         conn.begin(head, req.chunked, req.conn)
         body = req.body
         if body is not None and not body.attach(conn):
-            conn.abort()
+            self.pool.discard(conn)
             return "reset", None
         req.conn.on_close = conn.abort
         conn.arm(timeout)
@@ -260,7 +317,7 @@ class Exchange:
         if upgraded:
             return self._tunnel(req, conn)
         if req.method == "HEAD":
-            conn.abort()  # llhttp cannot be told the response has no body: never reuse
+            self.pool.discard(conn)  # llhttp cannot be told the response has no body: never reuse
             return None
         sink: Callable[[bytes], None]
         if chunked:
@@ -287,7 +344,7 @@ class Exchange:
         if conn.keep_alive and (req.body is None or req.body.complete):
             self.pool.release(conn)
         else:
-            conn.abort()
+            self.pool.discard(conn)
 
     async def _stream(
         self, req: Request, conn: UpstreamConnection, chunked: bool, idle: float
@@ -341,6 +398,8 @@ class Exchange:
 
 
 _NO_ENDPOINT = ForwardResult(503, b"no healthy endpoint\n")
+_OVERLOADED = ForwardResult(503, b"upstream overflow\n", overloaded=True)
+_QUEUE_TIMEOUT = ForwardResult(504, b"upstream timeout\n")
 _RESULTS: dict[int, ForwardResult] = {}
 
 

@@ -4,7 +4,9 @@ Theory of operation: a connection is either in use by exactly one exchange or id
 endpoint's stack. ``acquire`` pops the most recently used idle connection that is still open
 (LIFO keeps few sockets warm) or opens a new one within ``connect_timeout``; ``release`` puts a
 connection back only if its last exchange ended cleanly with keep-alive. Connection counts feed
-the service's circuit breaker (``max_connections``).
+the service's circuit breaker (``max_connections``); at that cap an idle connection of the same
+service (to another endpoint) is closed to make room, and a discarded connection gives its slot
+back at once.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Pool:
         on_close: Callable[[], None] | None = None,
     ) -> UpstreamConnection:
         """A new connection for ``key``; raises :class:`ConnectError`."""
-        if on_open is not None and not on_open():
+        if on_open is not None and not on_open() and not (self._evict_idle(key) and on_open()):
             raise ConnectError("circuit breaker: max_connections")
         loop = asyncio.get_running_loop()
         try:
@@ -107,6 +109,28 @@ class Pool:
             return
         conn.downstream = None
         stack.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """Close ``conn`` for good and give its slot back to the circuit breaker now, not
+        when the transport reports the loss a loop turn later (a waiter may need it)."""
+        on_lost, conn.on_lost = conn.on_lost, None
+        conn.abort()
+        if on_lost is not None:
+            on_lost()
+
+    def _evict_idle(self, key: str) -> bool:
+        """Close one idle connection of ``key``'s service (to another endpoint, as the
+        service's connection cap is reached) so a new one may open; False if there is none."""
+        prefix = key[: key.rindex("/") + 1]
+        for other, stack in self._idle.items():
+            if not other.startswith(prefix):
+                continue
+            while stack:
+                conn = stack.pop(0)  # the least recently used
+                if not conn.closed:
+                    self.discard(conn)
+                    return True
+        return False
 
     def close(self) -> None:
         """Close every idle connection; later releases close too."""

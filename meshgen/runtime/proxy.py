@@ -3,9 +3,12 @@
 Theory of operation: a :class:`Generation` holds everything derived from one ``Tables`` value
 (routers, buckets, breakers, budgets, access policy, upstreams). Each request reads the current
 generation once when it starts, so a reload (``Proxy.swap``) changes what *new* requests see
-while in-flight ones finish on the old. The order of decisions is Envoy's: route (404), access
-(403), redirect, route rate limit (429), fault (delay/abort), split, service rate limit (429),
-circuit breaker (503), mirror, then tries with retries. The response head is committed only
+while in-flight ones finish on the old. The order of decisions is Envoy's: route (404), split
+(the weighted destination is chosen here, so every later local answer counts under that service
+and subset, as Envoy attributes it to the chosen cluster), access (403), redirect, route rate
+limit (429), fault (delay/abort), service rate limit (429), mirror, then tries with retries,
+each admitted by the circuit breaker (wait in its pending queue, or 503 with
+``x-meshgen-overloaded: true``). The response head is committed only
 after a try is accepted, so a failed try can still be retried; after that the body streams.
 """
 
@@ -38,6 +41,7 @@ from .upstreams import Upstreams
 log = logging.getLogger("meshgen.proxy")
 _ID_PREFIX = os.urandom(8).hex().encode()
 TARGET_CACHE_SIZE = 4096
+_OVERLOADED = [(b"x-meshgen-overloaded", b"true")]  # Envoy: x-envoy-overloaded
 
 
 class Generation:
@@ -73,7 +77,7 @@ class Generation:
             if c.rate_limit is not None
         }
         self.breakers = {
-            c.name: CircuitBreaker(c.circuit_breaker, _circuit_gauge(metrics, c.name))
+            c.name: CircuitBreaker(c.circuit_breaker, _circuit_gauge(metrics, c.name), clock)
             for c in tables.clusters
         }
         self.budgets: dict[str, RetryBudget] = {}
@@ -182,13 +186,19 @@ class Proxy:
                 return
             route = cr.route
             route_name = route.name
+            # The destination is chosen first, so every local answer from here on counts under
+            # the service (and subset) the route would have sent the request to.
+            target = router.pick(cr)
+            if target is not None:
+                service, subset = target.service, target.subset or ""
             if gen.enforced[ctx.name] and not self._allowed(gen, req, route_name, path):
                 status = self._local(req, 403, b"access denied\n", rid)
                 return
-            if route.redirect is not None:
+            if route.redirect is not None:  # a redirect route has no destination
                 loc = route.redirect.location.encode()
                 status = self._local(req, route.redirect.status, b"", rid, [(b"location", loc)])
                 return
+            assert target is not None
             if route.rate_limit is not None:
                 wait = gen.route_buckets[route_name].try_acquire()
                 if wait is not None:
@@ -201,32 +211,23 @@ class Proxy:
                 if fault.abort_status and router.chance(fault.abort_percent):
                     status = self._local(req, fault.abort_status, b"fault injected\n", rid)
                     return
-            target = router.pick(cr)
-            assert target is not None
-            service, subset = target.service, target.subset or ""
             bucket = gen.service_buckets.get(service)
             if bucket is not None:
                 wait = bucket.try_acquire()
                 if wait is not None:
                     status = self._limited(req, route_name, wait, rid)
                     return
-            breaker = gen.breakers[service]
-            if not breaker.try_request():
-                status = self._local(req, 503, b"circuit breaker open\n", rid)
-                return
-            try:
-                cluster = gen.clusters[service]
-                hash_key = request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
-                if route.mirror is not None and router.chance(route.mirror.percent):
-                    self.mirrors.mirror(gen, route.mirror, req, path, query)
-                result: ForwardResult = await self.exchange.forward(
-                    gen, req, route, target, cluster, path, query, hash_key, rid
-                )
-                status = result.status
-                if result.local is not None:
-                    status = self._local(req, result.status, result.local, rid)
-            finally:
-                breaker.release_request()
+            cluster = gen.clusters[service]
+            hash_key = request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
+            if route.mirror is not None and router.chance(route.mirror.percent):
+                self.mirrors.mirror(gen, route.mirror, req, path, query)
+            result: ForwardResult = await self.exchange.forward(
+                gen, req, route, target, cluster, path, query, hash_key, rid
+            )
+            status = result.status
+            if result.local is not None:
+                extra = _OVERLOADED if result.overloaded else None
+                status = self._local(req, result.status, result.local, rid, extra)
         finally:
             gen.in_flight -= 1
             duration = time.monotonic() - start

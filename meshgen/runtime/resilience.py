@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Everything here is a pure decision or a small counter with an injected clock; nothing sleeps
 or does I/O. The proxy asks, in order: ``TokenBucket.try_acquire`` (429 + ``Retry-After``),
-``CircuitBreaker.try_request`` (503 fast), and after a failed try ``retryable`` then
-``RetryBudget.try_retry`` then waits ``backoff_delay`` before the next try.
+``CircuitBreaker.admit`` (per try: go, wait in the pending queue, or a fast 503), and after a
+failed try ``retryable`` then ``RetryBudget.try_retry`` then waits ``backoff_delay``.
 
 Retry conditions (``RetryPolicy.on``), following Envoy's ``retry_on`` semantics:
 
@@ -31,6 +31,8 @@ retries already allowed. So after any allowed retry, retries <= the budget.
 from __future__ import annotations
 
 import random
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -39,6 +41,10 @@ from .tables import RetryCondition, RetryPolicy
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUDGET_WINDOW_S: Final = 10
+
+Waker = Callable[[bool], bool]
+"""Called with True when a queued request gets its slot, False when its deadline passed;
+returns False when the waiter is gone (the slot then goes to the next one)."""
 
 _OUTCOME_CONDITIONS: Final[dict[str, frozenset[RetryCondition]]] = {
     "connect-failure": frozenset({"connect-failure", "5xx", "gateway-error"}),
@@ -139,73 +145,119 @@ class RetryBudget:
 
 
 class CircuitBreaker:
-    """Envoy-style limits on concurrent connections, pending and active requests of a service.
+    """Envoy-style limits on a service's connections, active requests and pending queue.
 
-    Each ``try_*`` claims one unit (False when the limit is reached: answer 503 fast) and must be
-    paired with ``release_*``. ``is_open`` is True while any counter sits at its limit;
-    ``on_change(is_open)`` is called when that flips (e.g. ``Metrics.set_circuit_open``).
+    An *active* request holds one upstream connection (HTTP/1.1: one exchange per connection),
+    so ``requests`` is also the number of busy connections. ``admit`` decides, as Envoy's
+    connection pool does: while every allowed connection is busy (``requests >=
+    max_connections``) a request may wait in the FIFO pending queue (``enqueue``) if fewer than
+    ``max_pending_requests`` wait already, else it is refused (reason ``pending``); otherwise
+    beyond ``max_requests`` it is refused (reason ``requests``). ``release`` hands the slot to
+    the oldest live waiter (its ``wake(True)``); waiters whose deadline (``clock`` time) has
+    passed are told ``wake(False)`` and skipped. ``try_connection`` caps open sockets (idle
+    ones included; the pool closes an idle one to make room). ``is_open`` is True while any
+    limit is saturated; ``on_change(is_open)`` is called when that flips.
     """
 
     def __init__(
         self,
         limits: CircuitBreakerLimits,
         on_change: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
+        self.clock = clock
         self.connections = 0
-        self.pending = 0
         self.requests = 0
         self.rejected: dict[str, int] = {"connections": 0, "pending": 0, "requests": 0}
+        self.expired = 0  # waiters whose deadline passed in the queue
+        self._queue: deque[tuple[Waker, float]] = deque()
         self._on_change = on_change
         self._open = False
+        self._busy_limit = min(limits.max_connections, limits.max_requests)
 
     @property
     def is_open(self) -> bool:
         return self._open
 
+    @property
+    def pending(self) -> int:
+        """Requests waiting in the queue for a connection."""
+        return len(self._queue)
+
     def _update(self) -> None:
         now_open = (
-            self.connections >= self.limits.max_connections
-            or self.pending >= self.limits.max_pending_requests
-            or self.requests >= self.limits.max_requests
+            self.requests >= self._busy_limit
+            or len(self._queue) >= self.limits.max_pending_requests
         )
         if now_open != self._open:
             self._open = now_open
             if self._on_change is not None:
                 self._on_change(now_open)
 
-    def try_request(self) -> bool:
-        if self.requests >= self.limits.max_requests:
-            self.rejected["requests"] += 1
-            return False
-        self.requests += 1
-        self._update()
-        return True
+    def admit(self, can_wait: bool = True) -> str | None:
+        """None: admitted (call ``release`` later); ``"wait"``: ``enqueue`` and wait; else
+        the refusal reason (``pending``, ``requests``, or ``connections`` when the caller
+        cannot wait), counted in :attr:`rejected`."""
+        if self.requests >= self.limits.max_connections:
+            if not can_wait:
+                reason = "connections"
+            elif len(self._queue) < self.limits.max_pending_requests:
+                return "wait"
+            else:
+                reason = "pending"
+        elif self.requests >= self.limits.max_requests:
+            reason = "requests"
+        else:
+            self.requests += 1
+            if self.requests >= self._busy_limit:
+                self._update()
+            return None
+        self.rejected[reason] += 1
+        return reason
 
-    def release_request(self) -> None:
+    def enqueue(self, wake: Waker, deadline: float) -> None:
+        """Queue a waiter after ``admit`` said ``"wait"``; ``wake(True)`` hands it the slot
+        (it must ``release`` later); ``wake`` returns False when the waiter is gone."""
+        self._queue.append((wake, deadline))
+        self._update()
+
+    def cancel(self, wake: Waker) -> bool:
+        """Take a waiter out of the queue (it timed out); False if it is no longer queued."""
+        for i, (w, _) in enumerate(self._queue):
+            if w is wake:
+                del self._queue[i]
+                self._update()
+                return True
+        return False
+
+    def release(self) -> None:
+        """An active request ended: its slot passes to the oldest live waiter, or is freed."""
+        queue = self._queue
+        while queue:
+            wake, deadline = queue.popleft()
+            if deadline <= self.clock():
+                self.expired += 1
+                wake(False)
+            elif wake(True):
+                self._update()
+                return
         self.requests = max(0, self.requests - 1)
         self._update()
 
-    def try_pending(self) -> bool:
-        if self.pending >= self.limits.max_pending_requests:
-            self.rejected["pending"] += 1
-            return False
-        self.pending += 1
-        self._update()
-        return True
+    def try_request(self) -> bool:
+        """Admit without waiting (callers that cannot queue); pair with ``release_request``."""
+        return self.admit(can_wait=False) is None
 
-    def release_pending(self) -> None:
-        self.pending = max(0, self.pending - 1)
-        self._update()
+    def release_request(self) -> None:
+        self.release()
 
     def try_connection(self) -> bool:
         if self.connections >= self.limits.max_connections:
             self.rejected["connections"] += 1
             return False
         self.connections += 1
-        self._update()
         return True
 
     def release_connection(self) -> None:
         self.connections = max(0, self.connections - 1)
-        self._update()

@@ -111,21 +111,88 @@ def test_retryable_non_idempotent_allowed_when_configured() -> None:
     assert not retryable(RetryPolicy(attempts=0, per_try_timeout_s=1.0), "GET", 502)
 
 
-def test_circuit_breaker_limits_and_open_state() -> None:
-    """Limits reject with a counted reason; is_open flips and reports on change."""
+def test_circuit_breaker_requests_limit_and_open_state() -> None:
+    """Beyond max_requests (connections to spare) a request is refused with a counted reason;
+    is_open flips while the limit is reached and reports each change."""
     changes: list[bool] = []
     cb = CircuitBreaker(
-        Limits(max_connections=1, max_pending_requests=1, max_requests=2), on_change=changes.append
+        Limits(max_connections=5, max_pending_requests=1, max_requests=2), on_change=changes.append
     )
-    assert cb.try_request() and not cb.is_open
-    assert cb.try_request() and cb.is_open
-    assert not cb.try_request()
+    assert cb.admit() is None and not cb.is_open
+    assert cb.admit() is None and cb.is_open
+    assert cb.admit() == "requests"
     assert cb.rejected["requests"] == 1
+    cb.release()
+    assert not cb.is_open
+    assert changes == [True, False]
+
+
+class Waiter:
+    """A queued request: records what the breaker told it; ``gone`` ones refuse the slot."""
+
+    def __init__(self, log: list[tuple[str, bool]], name: str, gone: bool = False) -> None:
+        self.log, self.name, self.gone = log, name, gone
+
+    def __call__(self, granted: bool) -> bool:
+        if self.gone:
+            return False
+        self.log.append((self.name, granted))
+        return True
+
+
+def test_circuit_breaker_pending_queue_is_fifo_and_bounded() -> None:
+    """1 connection, 1 pending: the 2nd request waits, the 3rd and 4th are refused; the busy
+    slot passes to the waiter when the 1st ends (Envoy's max_pending_requests)."""
+    clock = Clock()
+    changes: list[bool] = []
+    cb = CircuitBreaker(
+        Limits(max_connections=1, max_pending_requests=1, max_requests=1), changes.append, clock
+    )
+    log: list[tuple[str, bool]] = []
+    assert cb.admit() is None and cb.is_open
+    assert cb.admit() == "wait"
+    cb.enqueue(Waiter(log, "b"), clock.now + 5)
+    assert cb.pending == 1
+    assert cb.admit() == "pending" and cb.admit() == "pending"
+    assert cb.rejected == {"connections": 0, "pending": 2, "requests": 0}
+    clock.now += 0.3
+    cb.release()  # a's slot goes to b: still one active request
+    assert log == [("b", True)] and cb.requests == 1 and cb.pending == 0 and cb.is_open
+    cb.release()
+    assert cb.requests == 0 and not cb.is_open
+    assert changes == [True, False]
+
+
+def test_circuit_breaker_queue_order_expiry_and_cancel() -> None:
+    """Waiters are served oldest first; expired ones are told False and skipped, gone ones
+    are skipped, cancelled ones leave the queue."""
+    clock = Clock()
+    cb = CircuitBreaker(
+        Limits(max_connections=1, max_pending_requests=4, max_requests=9), None, clock
+    )
+    log: list[tuple[str, bool]] = []
+    assert cb.admit() is None
+    late, gone, cancelled = Waiter(log, "late"), Waiter(log, "gone", gone=True), Waiter(log, "c")
+    for w, deadline in ((late, 1), (gone, 10), (cancelled, 10), (Waiter(log, "d"), 10)):
+        assert cb.admit() == "wait"
+        cb.enqueue(w, clock.now + deadline)
+    assert cb.cancel(cancelled) and not cb.cancel(cancelled)
+    clock.now += 2  # past late's deadline
+    cb.release()
+    assert log == [("late", False), ("d", True)]
+    assert cb.expired == 1 and cb.pending == 0 and cb.requests == 1
+    cb.release()
+    assert cb.requests == 0
+
+
+def test_circuit_breaker_no_wait_and_connection_cap() -> None:
+    """Callers that cannot wait are refused when every connection is busy; sockets are capped
+    separately and do not hold the circuit open."""
+    cb = CircuitBreaker(Limits(max_connections=1, max_pending_requests=1, max_requests=1))
+    assert cb.try_request() and not cb.try_request()
+    assert cb.rejected["connections"] == 1
     cb.release_request()
-    assert not cb.is_open
-    assert cb.try_pending() and not cb.try_pending()
-    cb.release_pending()
     assert cb.try_connection() and not cb.try_connection()
+    assert not cb.is_open  # an idle socket at the cap refuses nothing
     cb.release_connection()
-    assert not cb.is_open
-    assert changes == [True, False, True, False, True, False]
+    assert cb.try_connection()
