@@ -188,7 +188,8 @@ def _nesting_error(name: str, text: str, exc: Exception) -> Diagnostic | None:
 
 def _too_large(name: str) -> list[Diagnostic]:
     message = f"the file is larger than {MAX_BYTES >> 20} MiB"
-    return _error("E002", message, point(name, 1, 1), "split the mesh into smaller files")
+    hint = "the limit guards against runaway input (about 20,000 services fit); split the mesh"
+    return _error("E002", message, point(name, 1, 1), hint)
 
 
 def loads(
