@@ -58,8 +58,10 @@ def make_spec(n: int, seed: int = 1) -> str:
             version = "v1" if e % 2 == 0 else "v2"
             zone = "a" if e < 2 else "b"
             address = f"10.{i // 250 % 250}.{i % 250}.{e + 1}:{port}"
-            out.append(f"        - {{address: {address}, weight: {rng.randint(1, 10)},"
-                       f" zone: {zone}, labels: {{version: {version}}}}}")
+            out.append(
+                f"        - {{address: {address}, weight: {rng.randint(1, 10)},"
+                f" zone: {zone}, labels: {{version: {version}}}}}"
+            )
         out += [
             "    subsets:",
             "      v1: {labels: {version: v1}}",
@@ -116,8 +118,9 @@ def run_measured(argv: list[str]) -> tuple[float, float, str]:
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
-            raise SystemExit(f"{argv[:4]} failed ({proc.returncode}):\n"
-                             f"{err.read().decode()[-3000:]}")
+            raise SystemExit(
+                f"{argv[:4]} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}"
+            )
         return wall, usage.ru_maxrss / 1024, out.read().decode()
 
 
@@ -137,8 +140,9 @@ def bench(n: int, work: Path) -> dict[str, float]:
     wall, peak, _ = run_measured(build_argv)
     result["build_s"] = wall
     result["build_peak_mib"] = peak
-    result["dist_mib"] = sum(p.stat().st_size for p in (folder / "dist").rglob("*")
-                             if p.is_file()) / 2**20
+    result["dist_mib"] = (
+        sum(p.stat().st_size for p in (folder / "dist").rglob("*") if p.is_file()) / 2**20
+    )
     return result
 
 
@@ -233,8 +237,12 @@ def version_startup(runs: int = 20) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "meshgen", "--version"], check=True,
-                       stdout=subprocess.DEVNULL, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "meshgen", "--version"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
         times.append(time.perf_counter() - t)
     return 1000 * sorted(times)[runs // 2]
 
@@ -262,20 +270,44 @@ def main() -> int:
                 (profile if args.profile else stage_times)(n, Path(tmp))
             return 0
         print(f"python {sys.version.split()[0]} on {os.cpu_count()} cpu(s)")
-        print(f"meshgen --version: {version_startup():.0f} ms median "
-              f"(python -c pass: {version_baseline():.0f} ms)")
-        header = ("services", "spec MiB", "build s", "load s", "load nogc s", "build/load",
-                  "build/nogc", "build peak MiB", "load peak MiB", "dist MiB", "ms/service")
+        print(
+            f"meshgen --version: {version_startup():.0f} ms median "
+            f"(python -c pass: {version_baseline():.0f} ms)"
+        )
+        header = (
+            "services",
+            "spec MiB",
+            "build s",
+            "load s",
+            "load nogc s",
+            "build/load",
+            "build/nogc",
+            "build peak MiB",
+            "load peak MiB",
+            "dist MiB",
+            "ms/service",
+        )
         print(" | ".join(header))
         for n in sizes:
             r = bench(n, Path(tmp))
-            print(" | ".join([
-                f"{n:,}", f"{r['mib']:.1f}", f"{r['build_s']:.2f}", f"{r['load_s']:.2f}",
-                f"{r['load_nogc_s']:.2f}", f"{r['build_s'] / r['load_s']:.2f}x",
-                f"{r['build_s'] / r['load_nogc_s']:.2f}x", f"{r['build_peak_mib']:.0f}",
-                f"{r['load_peak_mib']:.0f}", f"{r['dist_mib']:.1f}",
-                f"{1000 * r['build_s'] / n:.2f}",
-            ]), flush=True)
+            print(
+                " | ".join(
+                    [
+                        f"{n:,}",
+                        f"{r['mib']:.1f}",
+                        f"{r['build_s']:.2f}",
+                        f"{r['load_s']:.2f}",
+                        f"{r['load_nogc_s']:.2f}",
+                        f"{r['build_s'] / r['load_s']:.2f}x",
+                        f"{r['build_s'] / r['load_nogc_s']:.2f}x",
+                        f"{r['build_peak_mib']:.0f}",
+                        f"{r['load_peak_mib']:.0f}",
+                        f"{r['dist_mib']:.1f}",
+                        f"{1000 * r['build_s'] / n:.2f}",
+                    ]
+                ),
+                flush=True,
+            )
     return 0
 
 

@@ -42,23 +42,32 @@ def _parser() -> argparse.ArgumentParser:
     def spec_command(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("spec", type=Path, help="the mesh.yaml to compile")
-        cmd.add_argument("--format", choices=("text", "json", "github"), default="text",
-                         help="how to print diagnostics (default: text)")
+        cmd.add_argument(
+            "--format",
+            choices=("text", "json", "github"),
+            default="text",
+            help="how to print diagnostics (default: text)",
+        )
         cmd.add_argument("--strict", action="store_true", help="treat warnings as errors")
         return cmd
 
     build = spec_command("build", "check SPEC and write DIST (replaced atomically)")
     build.add_argument("-o", "--output", type=Path, required=True, metavar="DIST")
-    build.add_argument("--check", action="store_true",
-                       help="write nothing; exit 1 naming the files when DIST is out of date")
+    build.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming the files when DIST is out of date",
+    )
     spec_command("validate", "check SPEC; write nothing")
     init = sub.add_parser("init", help="write a commented starter mesh.yaml")
     init.add_argument("path", nargs="?", type=Path, default=Path("mesh.yaml"))
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    sub.add_parser("run", help="run a built DIST on the embedded runtime: run DIST [options]",
-                   add_help=False)
-    sub.add_parser("certs", help="certificate helpers for development: certs --help",
-                   add_help=False)
+    sub.add_parser(
+        "run", help="run a built DIST on the embedded runtime: run DIST [options]", add_help=False
+    )
+    sub.add_parser(
+        "certs", help="certificate helpers for development: certs --help", add_help=False
+    )
     return p
 
 
@@ -85,8 +94,10 @@ def _internal_error(exc: BaseException) -> None:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     print(f"meshgen: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
-    print(f"meshgen {__version__} hit a bug; please report it with the mesh.yaml that caused it.",
-          file=sys.stderr)
+    print(
+        f"meshgen {__version__} hit a bug; please report it with the mesh.yaml that caused it.",
+        file=sys.stderr,
+    )
 
 
 def _dispatch(args: list[str]) -> int:
@@ -162,8 +173,11 @@ def _build(ns: argparse.Namespace, files: dict[str, str]) -> int:
     if ns.check:
         problems = compare(files, dist)
         if problems:
-            print(f"meshgen: {dist} is out of date with {ns.spec}; rebuild with "
-                  f"`meshgen build {ns.spec} -o {dist}`:", file=sys.stderr)
+            print(
+                f"meshgen: {dist} is out of date with {ns.spec}; rebuild with "
+                f"`meshgen build {ns.spec} -o {dist}`:",
+                file=sys.stderr,
+            )
             for line in problems:
                 print(f"  {line}", file=sys.stderr)
             return EXIT_INVALID

@@ -155,8 +155,13 @@ def render_text(
 
 
 def _span_json(span: Span) -> dict[str, str | int]:
-    return {"file": span.file, "line": span.line, "column": span.col,
-            "end_line": span.end_line, "end_column": span.end_col}
+    return {
+        "file": span.file,
+        "line": span.line,
+        "column": span.col,
+        "end_line": span.end_line,
+        "end_column": span.end_col,
+    }
 
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
@@ -164,13 +169,17 @@ def render_json(diagnostics: Iterable[Diagnostic]) -> str:
     return json.dumps(
         [
             {
-                **_span_json(d.span), "severity": d.severity, "code": d.code,
-                "message": d.message, "hint": d.hint,
+                **_span_json(d.span),
+                "severity": d.severity,
+                "code": d.code,
+                "message": d.message,
+                "hint": d.hint,
                 "related": [{**_span_json(r.span), "message": r.message} for r in d.related],
             }
             for d in _sorted(diagnostics)
         ],
-        indent=2, ensure_ascii=False,
+        indent=2,
+        ensure_ascii=False,
     )
 
 
@@ -193,9 +202,14 @@ def render_github(diagnostics: Iterable[Diagnostic]) -> str:
         s = d.span
         props = ",".join(
             f"{key}={_escape_property(str(value))}"
-            for key, value in (("file", s.file), ("line", s.line), ("col", s.col),
-                               ("endLine", s.end_line), ("endColumn", s.end_col),
-                               ("title", d.code))
+            for key, value in (
+                ("file", s.file),
+                ("line", s.line),
+                ("col", s.col),
+                ("endLine", s.end_line),
+                ("endColumn", s.end_col),
+                ("title", d.code),
+            )
         )
         body = [d.message, *(f"note: {_where(r.span)}: {r.message}" for r in d.related)]
         if d.hint:

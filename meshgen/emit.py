@@ -34,9 +34,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest_text(
-    files: Mapping[str, str], spec_name: str, spec_bytes: bytes, version: str
-) -> str:
+def manifest_text(files: Mapping[str, str], spec_name: str, spec_bytes: bytes, version: str) -> str:
     """MANIFEST.json: version, the spec's hash and every file's hash; sorted, no timestamps."""
     doc = {
         "meshgen": version,

@@ -49,9 +49,15 @@ OLD_TLS = register("E502", "TLS version below 1.2")
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls except tab, DEL, C1 controls, and the Unicode line and paragraph separators."""
-_CHARACTER_NAMES = {"\r": "a carriage return", "\n": "a line feed", "\x00": "a NUL character",
-                    "\x7f": "a DEL character", "\x85": "a next-line character",
-                    "\u2028": "a line separator", "\u2029": "a paragraph separator"}
+_CHARACTER_NAMES = {
+    "\r": "a carriage return",
+    "\n": "a line feed",
+    "\x00": "a NUL character",
+    "\x7f": "a DEL character",
+    "\x85": "a next-line character",
+    "\u2028": "a line separator",
+    "\u2029": "a paragraph separator",
+}
 
 _NAME_RULE = "expected a lowercase letter, then up to 62 lowercase letters, digits or '-'"
 _DURATION_RULE = "expected a number followed by ms, s, m, h or d (e.g. 250ms, 5s)"
@@ -81,15 +87,26 @@ def _shapes() -> dict[str, tuple[str, str, str]]:
         defs["name"]["pattern"]: (BAD_NAME, "a valid name", _NAME_RULE),
         defs["address"]["pattern"]: (BAD_ADDRESS, "an address", _ADDRESS_RULE),
         defs["url_path"]["pattern"]: (BAD_FORMAT, "a path", "it must start with '/'"),
-        defs["hostname"]["pattern"]: (BAD_FORMAT, "a DNS name",
-                                      "expected letters, digits, '-', '_' and '.'"),
-        defs["token"]["pattern"]: (BAD_FORMAT, "a header or cookie name",
-                                   "expected an RFC 9110 token: letters, digits and "
-                                   "!#$%&'*+-.^_`|~"),
-        defs["host"]["pattern"]: (BAD_FORMAT, "a host", "expected a DNS name or an IP address "
-                                  "([::1] for IPv6), optionally with :port"),
-        defs["server_name"]["pattern"]: (BAD_FORMAT, "a server name",
-                                         "expected a DNS name or an IP address"),
+        defs["hostname"]["pattern"]: (
+            BAD_FORMAT,
+            "a DNS name",
+            "expected letters, digits, '-', '_' and '.'",
+        ),
+        defs["token"]["pattern"]: (
+            BAD_FORMAT,
+            "a header or cookie name",
+            "expected an RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~",
+        ),
+        defs["host"]["pattern"]: (
+            BAD_FORMAT,
+            "a host",
+            "expected a DNS name or an IP address ([::1] for IPv6), optionally with :port",
+        ),
+        defs["server_name"]["pattern"]: (
+            BAD_FORMAT,
+            "a server name",
+            "expected a DNS name or an IP address",
+        ),
         defs["uri"]["pattern"]: (BAD_FORMAT, "a URI", "spaces are not allowed (write %20)"),
     }
 
@@ -119,9 +136,15 @@ def _float_version(doc: Document) -> dict[tuple[PathKey, bool], Diagnostic]:
     version = doc.data.get("version") if isinstance(doc.data, dict) else None
     if not isinstance(version, float):
         return {}
-    return {(("version",), False): Diagnostic(
-        BAD_VERSION, "error", f"version {version!r} is not supported: expected the integer 1",
-        doc.span(("version",)), "write `version: 1`")}
+    return {
+        (("version",), False): Diagnostic(
+            BAD_VERSION,
+            "error",
+            f"version {version!r} is not supported: expected the integer 1",
+            doc.span(("version",)),
+            "write `version: 1`",
+        )
+    }
 
 
 def _free_text(path: PathKey) -> bool:
@@ -154,11 +177,15 @@ def _control_diagnostic(doc: Document, path: PathKey, on_key: bool, text: str) -
     what = _CHARACTER_NAMES.get(char, "a control character")
     shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
     subject = f"the key {shown}" if on_key else f"{_where(path)} ({shown})"
-    message = (f"{subject} contains {what} (U+{ord(char):04X}): control characters and line "
-               "breaks are not allowed here")
+    message = (
+        f"{subject} contains {what} (U+{ord(char):04X}): control characters and line "
+        "breaks are not allowed here"
+    )
     span = doc.key_span(path) if on_key else doc.span(path)
-    hint = ("they could inject headers or config lines; remove it (only an alert's summary "
-            "may hold free text)")
+    hint = (
+        "they could inject headers or config lines; remove it (only an alert's summary "
+        "may hold free text)"
+    )
     return Diagnostic(CONTROL_CHARACTER, "error", message, span, hint)
 
 
@@ -176,12 +203,16 @@ def _targets(error: ValidationError) -> list[tuple[PathKey, bool]]:
     return [(path, False)]
 
 
-def _diagnose(doc: Document, path: PathKey, on_key: bool,
-              errors: list[ValidationError]) -> Diagnostic:
+def _diagnose(
+    doc: Document, path: PathKey, on_key: bool, errors: list[ValidationError]
+) -> Diagnostic:
     from jsonschema.exceptions import best_match, relevance  # type: ignore[import-untyped,unused-ignore]
 
-    special = [e for e in errors if e.validator in ("required", "additionalProperties")
-               or _exactly_one(e) is not None]
+    special = [
+        e
+        for e in errors
+        if e.validator in ("required", "additionalProperties") or _exactly_one(e) is not None
+    ]
     error = special[0] if special else best_match(errors, key=relevance)
     assert error is not None
     code, message, hint = _explain(error, path)
@@ -226,16 +257,28 @@ def _show(value: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"),
-                       (str, "a string"), (dict, "a mapping"), (list, "a list")):
+    for kind, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (dict, "a mapping"),
+        (list, "a list"),
+    ):
         if isinstance(value, kind):
             return name
     return "null"
 
 
-_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number",
-               "boolean": "true or false", "object": "a mapping", "array": "a list",
-               "null": "null"}
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
 
 
 def _where(path: PathKey) -> str:
@@ -271,20 +314,30 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
         state = "neither" if not found else "both " + " and ".join(f"'{f}'" for f in found)
         if len(fields) > 2:
             state = "none" if not found else _one_of_words(found)
-        return (EXACTLY_ONE, f"{_where(path)} needs exactly one of {_one_of_words(fields)}; "
-                f"found {state}", None)
+        return (
+            EXACTLY_ONE,
+            f"{_where(path)} needs exactly one of {_one_of_words(fields)}; found {state}",
+            None,
+        )
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         key = str(path[-1])
         hint = did_you_mean(key, allowed) or (
-            f"fields allowed here: {', '.join(allowed)}" if allowed else None)
+            f"fields allowed here: {', '.join(allowed)}" if allowed else None
+        )
         return UNKNOWN_FIELD, f"unknown field '{key}' in {_where(path[:-1])}", hint
     if kind == "required":
-        missing = [f for f in _listed(error.validator_value)
-                   if not (isinstance(value, dict) and f in value)]
+        missing = [
+            f
+            for f in _listed(error.validator_value)
+            if not (isinstance(value, dict) and f in value)
+        ]
         noun = "field" if len(missing) == 1 else "fields"
-        return (MISSING_FIELD,
-                f"{_where(path)} is missing the required {noun} {_one_of_words(missing)}", None)
+        return (
+            MISSING_FIELD,
+            f"{_where(path)} is missing the required {noun} {_one_of_words(missing)}",
+            None,
+        )
     if shape is not None and (kind == "pattern" or (kind == "type" and shape[0] != BAD_FORMAT)):
         code, what, rule = shape
         if what == "a path" and isinstance(value, str) and value.startswith("/"):
@@ -303,9 +356,11 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
         return BAD_VERSION, f"version {_show(value)} is not supported: expected 1", None
     if kind == "enum" and path[-1:] == ("min_version",):
         below = str(value) in ("1", "1.0", "1.1")
-        return (OLD_TLS, f"TLS min_version '{value}' is " + ("below 1.2" if below else
-                                                             "not supported"),
-                "TLS 1.0 and 1.1 are deprecated (RFC 8996); use '1.2' or '1.3'")
+        return (
+            OLD_TLS,
+            f"TLS min_version '{value}' is " + ("below 1.2" if below else "not supported"),
+            "TLS 1.0 and 1.1 are deprecated (RFC 8996); use '1.2' or '1.3'",
+        )
     if kind in ("enum", "const"):
         options = _listed(error.validator_value) if kind == "enum" else [error.validator_value]
         shown: list[Any] = [o for o in options if not isinstance(o, float)]  # TLS "1.2" == 1.2
@@ -315,10 +370,19 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
         rule = "expected " + ", ".join(_show(o) for o in shown)
         return NOT_ALLOWED, f"{_show(value)} is not allowed here: {rule}", hint
     if kind == "not":
-        other = next((str(p) for p in reversed(error.absolute_schema_path)
-                      if str(p) not in ("not", "properties", path[-1])), "another field")
-        return (CONFLICT, f"'{path[-1]}' cannot be combined with '{other}'",
-                f"keep one of '{other}' and '{path[-1]}'")
+        other = next(
+            (
+                str(p)
+                for p in reversed(error.absolute_schema_path)
+                if str(p) not in ("not", "properties", path[-1])
+            ),
+            "another field",
+        )
+        return (
+            CONFLICT,
+            f"'{path[-1]}' cannot be combined with '{other}'",
+            f"keep one of '{other}' and '{path[-1]}'",
+        )
     if kind == "uniqueItems":
         return DUPLICATE_ITEM, f"{_where(path)} lists the same item twice", None
     if kind in ("minItems", "minProperties", "minLength"):

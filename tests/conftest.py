@@ -114,8 +114,10 @@ class Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                pytest.fail(f"{what or self.popen.args!r} exited {self.popen.returncode}:\n"
-                            f"{self.log_tail()}")
+                pytest.fail(
+                    f"{what or self.popen.args!r} exited {self.popen.returncode}:\n"
+                    f"{self.log_tail()}"
+                )
             if ready():
                 return
             time.sleep(0.02)
@@ -164,8 +166,9 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., Process]]:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Process:
-        proc = start_process(argv, tmp_path / "logs" / f"{name}-{len(started)}.log", env=env,
-                             cwd=cwd)
+        proc = start_process(
+            argv, tmp_path / "logs" / f"{name}-{len(started)}.log", env=env, cwd=cwd
+        )
         started.append(proc)
         return proc
 

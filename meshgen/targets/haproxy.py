@@ -180,8 +180,7 @@ class Config:
             "http-request normalize-uri path-strip-dot",
             "http-request normalize-uri path-strip-dotdot full",
             "# Host: case-insensitive, port and trailing dot ignored",
-            "http-request set-var(txn.mg_host) req.hdr(host),lower,regsub(:[0-9]+$,),"
-            "regsub([.]$,)",
+            "http-request set-var(txn.mg_host) req.hdr(host),lower,regsub(:[0-9]+$,),regsub([.]$,)",
             f"acl mg.routed {_ROUTE_VAR} -m found",
         ]
         for r in routes:
@@ -436,8 +435,10 @@ class Config:
         if not uris:
             return []
         names = " ".join(map(word, uris))
-        return [f"# subject_alt_names {names}: URI SANs are not verifiable in HAProxy "
-                "2.6 (only the CA chain and DNS names are)"]
+        return [
+            f"# subject_alt_names {names}: URI SANs are not verifiable in HAProxy "
+            "2.6 (only the CA chain and DNS names are)"
+        ]
 
 
 def _value(text: str) -> str:

@@ -56,8 +56,9 @@ def test_example_dist_matches_golden(
     The example is copied first so its private keys can get mode 0600, as a checkout (git keeps
     only 0644/0755) would need before a warning-free build.
     """
-    shutil.copytree(ROOT / "examples" / example, tmp_path / example,
-                    ignore=shutil.ignore_patterns("dist"))
+    shutil.copytree(
+        ROOT / "examples" / example, tmp_path / example, ignore=shutil.ignore_patterns("dist")
+    )
     for key in (tmp_path / example).rglob("*-key.pem"):
         key.chmod(0o600)
     monkeypatch.chdir(tmp_path)

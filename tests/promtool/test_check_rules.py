@@ -36,9 +36,10 @@ def test_example_rules_pass_promtool(spec: Path, tmp_path: Path) -> None:
     for rule in compile_rules(tables.alerts, tables.slos):
         assert f"- alert: '{rule.name}'" in rules
     AlertEvaluator.from_tables(tables).step(0.0, {})
-    dashboard = result.files.get("grafana/dashboard.json") or grafana_target.render(
-        tables, make_context(spec.name, "0")
-    )["grafana/dashboard.json"]
+    dashboard = (
+        result.files.get("grafana/dashboard.json")
+        or grafana_target.render(tables, make_context(spec.name, "0"))["grafana/dashboard.json"]
+    )
     assert json.loads(dashboard)["panels"]
 
 

@@ -44,12 +44,20 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     services: dict[str, Any] = {}
     for name in names:
         ports = draw(st.lists(st.integers(1024, 65535), min_size=1, max_size=4, unique=True))
-        service: dict[str, Any] = {"discovery": {"static": [
-            {"address": f"127.0.0.1:{p}", "weight": draw(st.integers(1, 100))} for p in ports
-        ]}}
+        service: dict[str, Any] = {
+            "discovery": {
+                "static": [
+                    {"address": f"127.0.0.1:{p}", "weight": draw(st.integers(1, 100))}
+                    for p in ports
+                ]
+            }
+        }
         if draw(st.booleans()):
-            service["health_check"] = {"http": {"path": "/healthz"}, "interval": "5s",
-                                       "timeout": "1s"}
+            service["health_check"] = {
+                "http": {"path": "/healthz"},
+                "interval": "5s",
+                "timeout": "1s",
+            }
         if draw(st.booleans()):
             policy = draw(st.sampled_from(["round_robin", "random", "least_request"]))
             service["load_balancer"] = {"policy": policy}
@@ -62,11 +70,13 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     for i in range(draw(st.integers(0, 4))):
         targets = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
         weights = _split_100(draw, len(targets))
-        routes.append({
-            "name": f"route{i}",
-            "match": {"path_prefix": f"/r{i}/"},
-            "to": [{"service": s, "weight": w} for s, w in zip(targets, weights, strict=True)],
-        })
+        routes.append(
+            {
+                "name": f"route{i}",
+                "match": {"path_prefix": f"/r{i}/"},
+                "to": [{"service": s, "weight": w} for s, w in zip(targets, weights, strict=True)],
+            }
+        )
     spec: dict[str, Any] = {
         "version": 1,
         "mesh": {"name": "mesh", "domain": "mesh.test"},
@@ -126,19 +136,25 @@ def _assert_clean(code: int, err: str) -> None:
     assert "internal error" not in err and "Traceback" not in err, err
 
 
-YAMLISH = st.text(alphabet=st.sampled_from(list(" \n\t-:[]{},#&*!|>'\"%@`?~0aZ9.\\\u00e9")),
-                  max_size=40)
+YAMLISH = st.text(
+    alphabet=st.sampled_from(list(" \n\t-:[]{},#&*!|>'\"%@`?~0aZ9.\\\u00e9")), max_size=40
+)
 
 
 @settings(max_examples=150)
-@given(edits=st.lists(st.tuples(st.integers(0, len(QUICKSTART)), st.integers(0, 20), YAMLISH),
-                      min_size=1, max_size=5))
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(QUICKSTART)), st.integers(0, 20), YAMLISH),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_mutated_yaml_never_crashes_the_cli(
     spec_file: Path, edits: list[tuple[int, int, str]]
 ) -> None:
     text = QUICKSTART
     for at, cut, insert in edits:
-        text = text[:at] + insert + text[at + cut:]
+        text = text[:at] + insert + text[at + cut :]
     _assert_clean(*_validate(spec_file, text))
 
 
@@ -149,10 +165,14 @@ def test_arbitrary_text_never_crashes_the_cli(spec_file: Path, text: str) -> Non
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
     | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 

@@ -34,7 +34,7 @@ from meshgen.runtime.tables import (
     Target,
 )
 
-HOSTILE = "it's \"quoted\"\n\t\\ ''' \"\"\" ); import os; ( \u00e9\u2014\U0001f600 {{ x }} {% y %}"
+HOSTILE = 'it\'s "quoted"\n\t\\ \'\'\' """ ); import os; ( \u00e9\u2014\U0001f600 {{ x }} {% y %}'
 
 
 def make_tables(text: str = "v1") -> Tables:
@@ -95,8 +95,13 @@ def make_tables(text: str = "v1") -> Tables:
         outlier_detection={"reviews": OutlierDetection(consecutive_5xx=3)},
         client_tls={
             "reviews": ClientTls(
-                "mutual", "certs/ca.pem", "certs/c.pem", "certs/c-key.pem", "reviews.mesh.test",
-                ("spiffe://shop/reviews",), "1.3",
+                "mutual",
+                "certs/ca.pem",
+                "certs/c.pem",
+                "certs/c-key.pem",
+                "reviews.mesh.test",
+                ("spiffe://shop/reviews",),
+                "1.3",
             )
         },
         access=(
@@ -106,7 +111,10 @@ def make_tables(text: str = "v1") -> Tables:
         alerts=(Alert("reviews-errors", "reviews", "error_rate", ">", 0.05, 120.0, "page", text),),
         slos=(
             Slo(
-                "reviews-availability", "reviews", 99.9, 2592000.0,
+                "reviews-availability",
+                "reviews",
+                99.9,
+                2592000.0,
                 (BurnWindow(3600.0, 300.0, 14.4), BurnWindow(21600.0, 1800.0, 6.0)),
                 (BurnWindow(86400.0, 7200.0, 3.0), BurnWindow(259200.0, 21600.0, 1.0)),
             ),

@@ -122,11 +122,14 @@ def test_default_edge_clashes_with_admin() -> None:
 
 def test_alias_clash_names_both_spellings() -> None:
     """An alias clash shows both addresses and explains what the names stand for."""
-    diags = diagnose(ONE_SERVICE + "listeners:\n  - {name: edge, address: 127.0.0.1:8001}\n"
-                     "  - {name: local, address: localhost:8001}\n")
+    diags = diagnose(
+        ONE_SERVICE + "listeners:\n  - {name: edge, address: 127.0.0.1:8001}\n"
+        "  - {name: local, address: localhost:8001}\n"
+    )
     assert [d.code for d in diags] == ["E407"]
     assert diags[0].message == (
-        "listener 'local' binds localhost:8001, which overlaps 127.0.0.1:8001 of listener 'edge'")
+        "listener 'local' binds localhost:8001, which overlaps 127.0.0.1:8001 of listener 'edge'"
+    )
     assert diags[0].hint is not None and "'localhost' is 127.0.0.1 and ::1" in diags[0].hint
 
 

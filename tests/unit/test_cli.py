@@ -43,8 +43,9 @@ def test_version_is_printed_without_importing_the_compiler() -> None:
         "heavy = sorted(m for m in ('jinja2', 'yaml', 'jsonschema', 'jsonschema_rs',"
         " 'meshgen.pipeline') if m in sys.modules)\nprint(rc, heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.splitlines() == [f"meshgen {__version__}", "0 []"]
 
 

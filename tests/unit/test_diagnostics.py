@@ -28,9 +28,13 @@ def spec_source() -> str:
 
 
 def unknown_service() -> Diagnostic:
-    return Diagnostic("E201", "error",
-                      "route 'reviews-split' sends traffic to unknown service 'reveiws'",
-                      Span("mesh.yaml", 14, 18, 14, 25), hint="did you mean 'reviews'?")
+    return Diagnostic(
+        "E201",
+        "error",
+        "route 'reviews-split' sends traffic to unknown service 'reveiws'",
+        Span("mesh.yaml", 14, 18, 14, 25),
+        hint="did you mean 'reviews'?",
+    )
 
 
 def test_text_matches_spec_layout() -> None:
@@ -48,8 +52,13 @@ def test_text_quotes_a_document() -> None:
     """A Document works as a source; related spans become note lines with their location."""
     doc, _ = loads("a: 1\nb: 2\n", "m.yaml")
     assert doc is not None
-    diag = Diagnostic("E008", "warning", "dup", Span("m.yaml", 2, 1, 2, 2),
-                      related=(Related(Span("m.yaml", 1, 1, 1, 2), "first set here"),))
+    diag = Diagnostic(
+        "E008",
+        "warning",
+        "dup",
+        Span("m.yaml", 2, 1, 2, 2),
+        related=(Related(Span("m.yaml", 1, 1, 1, 2), "first set here"),),
+    )
     assert render_text([diag], {"m.yaml": doc}) == (
         "m.yaml:2:1: warning[E008]: dup\n"
         "    2 | b: 2\n"
@@ -61,10 +70,10 @@ def test_text_quotes_a_document() -> None:
 @pytest.mark.parametrize(
     ("span", "caret"),
     [
-        (Span("f", 1, 3, 1, 3), "  ^"),        # zero width: one caret
-        (Span("f", 1, 3, 4, 1), "  ^"),        # multi-line: one caret
-        (Span("f", 1, 5, 1, 99), "    ^^"),    # clipped to the line
-        (Span("f", 1, 7, 1, 9), "      ^"),    # past the end: one caret after the text
+        (Span("f", 1, 3, 1, 3), "  ^"),  # zero width: one caret
+        (Span("f", 1, 3, 4, 1), "  ^"),  # multi-line: one caret
+        (Span("f", 1, 5, 1, 99), "    ^^"),  # clipped to the line
+        (Span("f", 1, 7, 1, 9), "      ^"),  # past the end: one caret after the text
     ],
 )
 def test_caret_shapes(span: Span, caret: str) -> None:
@@ -82,8 +91,9 @@ def test_tabs_are_kept_in_the_caret_padding() -> None:
 def test_wide_line_numbers_widen_the_gutter() -> None:
     """Line 123456 still fits the gutter."""
     source = "\n" * 123455 + "x: 1\n"
-    lines = render_text([Diagnostic("E1", "error", "m", Span("f", 123456, 1, 123456, 2))],
-                        {"f": source}).splitlines()
+    lines = render_text(
+        [Diagnostic("E1", "error", "m", Span("f", 123456, 1, 123456, 2))], {"f": source}
+    ).splitlines()
     assert lines[1:] == [" 123456 | x: 1", "        | ^"]
 
 
@@ -108,21 +118,50 @@ def test_missing_source_is_read_from_disk_or_skipped(tmp_path: Path) -> None:
 
 def test_json() -> None:
     """JSON carries every field, related spans included."""
-    diag = Diagnostic("E008", "error", "dup", Span("m.yaml", 2, 1, 2, 2), "fix",
-                      (Related(Span("m.yaml", 1, 1, 1, 2), "first"),))
-    assert json.loads(render_json([diag])) == [{
-        "file": "m.yaml", "line": 2, "column": 1, "end_line": 2, "end_column": 2,
-        "severity": "error", "code": "E008", "message": "dup", "hint": "fix",
-        "related": [{"file": "m.yaml", "line": 1, "column": 1, "end_line": 1, "end_column": 2,
-                     "message": "first"}],
-    }]
+    diag = Diagnostic(
+        "E008",
+        "error",
+        "dup",
+        Span("m.yaml", 2, 1, 2, 2),
+        "fix",
+        (Related(Span("m.yaml", 1, 1, 1, 2), "first"),),
+    )
+    assert json.loads(render_json([diag])) == [
+        {
+            "file": "m.yaml",
+            "line": 2,
+            "column": 1,
+            "end_line": 2,
+            "end_column": 2,
+            "severity": "error",
+            "code": "E008",
+            "message": "dup",
+            "hint": "fix",
+            "related": [
+                {
+                    "file": "m.yaml",
+                    "line": 1,
+                    "column": 1,
+                    "end_line": 1,
+                    "end_column": 2,
+                    "message": "first",
+                }
+            ],
+        }
+    ]
     assert json.loads(render_json([])) == []
 
 
 def test_github_annotation_and_escaping() -> None:
     """One workflow command per diagnostic, escaped as the actions toolkit does."""
-    diag = Diagnostic("E101", "warning", "100% bad\nvalue", Span("a,b:c.yaml", 3, 5, 3, 9),
-                      hint="try x", related=(Related(Span("a,b:c.yaml", 1, 1, 1, 2), "here"),))
+    diag = Diagnostic(
+        "E101",
+        "warning",
+        "100% bad\nvalue",
+        Span("a,b:c.yaml", 3, 5, 3, 9),
+        hint="try x",
+        related=(Related(Span("a,b:c.yaml", 1, 1, 1, 2), "here"),),
+    )
     assert render_github([diag]) == (
         "::warning file=a%2Cb%3Ac.yaml,line=3,col=5,endLine=3,endColumn=9,title=E101::"
         "100%25 bad%0Avalue%0Anote: a,b:c.yaml:1:1: here%0Ahint: try x"

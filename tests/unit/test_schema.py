@@ -167,8 +167,9 @@ def test_full_spec_is_valid() -> None:
     assert errors_of(VALID) == []
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*/mesh.yaml")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*/mesh.yaml")), ids=lambda p: p.parent.name
+)
 def test_examples_are_valid(example: Path) -> None:
     """The shipped examples validate."""
     doc, diags = loads(example.read_text(), str(example))
@@ -178,45 +179,97 @@ def test_examples_are_valid(example: Path) -> None:
 
 CASES: list[tuple[str, tuple[str | int, ...], Any, str, str]] = [
     # code, path, new value, expected message fragment, what the span is on
-    ("E101", ("services", "reviews", "retires"), {"attempts": 1}, "unknown field 'retires'",
-     "key"),
-    ("E101", ("defaults", "discovery"), {"dns": {"name": "x"}}, "unknown field 'discovery'",
-     "key"),
-    ("E102", ("services", "reviews", "retries", "idempotent_only"), "maybe",
-     "'maybe' is a string, expected true or false", "value"),
+    ("E101", ("services", "reviews", "retires"), {"attempts": 1}, "unknown field 'retires'", "key"),
+    ("E101", ("defaults", "discovery"), {"dns": {"name": "x"}}, "unknown field 'discovery'", "key"),
+    (
+        "E102",
+        ("services", "reviews", "retries", "idempotent_only"),
+        "maybe",
+        "'maybe' is a string, expected true or false",
+        "value",
+    ),
     ("E103", ("services", "reviews", "timeout"), 5, "5 is not a duration", "value"),
     ("E103", ("services", "reviews", "timeout"), "5", "'5' is not a duration", "value"),
     ("E104", ("routes", 0, "name"), "Reviews", "'Reviews' is not a valid name", "value"),
-    ("E104", ("services", "Bad_Name"), {"discovery": {"dns": {"name": "x"}}},
-     "'Bad_Name' is not a valid name", "key"),
+    (
+        "E104",
+        ("services", "Bad_Name"),
+        {"discovery": {"dns": {"name": "x"}}},
+        "'Bad_Name' is not a valid name",
+        "key",
+    ),
     ("E105", ("admin",), "localhost", "'localhost' is not an address", "value"),
     ("E105", ("listeners", 0, "address"), "127.0.0.1:65536", "is not an address", "value"),
-    ("E106", ("routes", 0, "to", 0, "weight"), 101, "101 is out of range: expected 0..100",
-     "value"),
-    ("E106", ("services", "reviews", "discovery", "static", 0, "weight"), 0,
-     "0 is out of range: expected 1..65535", "value"),
-    ("E106", ("services", "reviews", "failover", "panic_threshold"), 100.5,
-     "100.5 is out of range", "value"),
-    ("E107", ("services", "reviews", "load_balancer", "policy"), "rond_robin",
-     "'rond_robin' is not allowed here", "value"),
-    ("E108", ("services", "reviews", "discovery"), None,
-     "'reviews' is missing the required field 'discovery'", "key"),
-    ("E109", ("services", "reviews", "discovery", "dns"), {"name": "reviews"},
-     "needs exactly one of 'static' or 'dns'; found both", "parent"),
+    (
+        "E106",
+        ("routes", 0, "to", 0, "weight"),
+        101,
+        "101 is out of range: expected 0..100",
+        "value",
+    ),
+    (
+        "E106",
+        ("services", "reviews", "discovery", "static", 0, "weight"),
+        0,
+        "0 is out of range: expected 1..65535",
+        "value",
+    ),
+    (
+        "E106",
+        ("services", "reviews", "failover", "panic_threshold"),
+        100.5,
+        "100.5 is out of range",
+        "value",
+    ),
+    (
+        "E107",
+        ("services", "reviews", "load_balancer", "policy"),
+        "rond_robin",
+        "'rond_robin' is not allowed here",
+        "value",
+    ),
+    (
+        "E108",
+        ("services", "reviews", "discovery"),
+        None,
+        "'reviews' is missing the required field 'discovery'",
+        "key",
+    ),
+    (
+        "E109",
+        ("services", "reviews", "discovery", "dns"),
+        {"name": "reviews"},
+        "needs exactly one of 'static' or 'dns'; found both",
+        "parent",
+    ),
     ("E110", ("routes", 0, "match", "path_prefix"), "api", "'api' is not a path", "value"),
-    ("E111", ("routes", 1, "match", "path_regex"), "/o.*", "'path_regex' cannot be combined",
-     "key"),
+    (
+        "E111",
+        ("routes", 1, "match", "path_regex"),
+        "/o.*",
+        "'path_regex' cannot be combined",
+        "key",
+    ),
     ("E112", ("version",), 2, "version 2 is not supported", "value"),
-    ("E113", ("routes", 0, "match", "methods"), ["GET", "GET"], "lists the same item twice",
-     "value"),
+    (
+        "E113",
+        ("routes", 0, "match", "methods"),
+        ["GET", "GET"],
+        "lists the same item twice",
+        "value",
+    ),
     ("E114", ("routes", 0, "to"), [], "'to' is an empty list", "value"),
 ]
 
 
-@pytest.mark.parametrize(("code", "path", "value", "message", "on"), CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_each_code(code: str, path: tuple[str | int, ...], value: Any, message: str,
-                   on: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "path", "value", "message", "on"),
+    CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)],
+)
+def test_each_code(
+    code: str, path: tuple[str | int, ...], value: Any, message: str, on: str
+) -> None:
     """One mutation gives one diagnostic with its code, message and span."""
     doc = doc_of(mutate(path, value))
     diag = only(validate(doc))
@@ -255,7 +308,11 @@ def test_all_errors_reported_sorted() -> None:
     text = "version: 2\nmesh: {name: Shop}\nservices: {}\nextra: 1\n"
     diags = errors_of(text)
     assert [(d.code, d.span.line) for d in diags] == [
-        ("E112", 1), ("E104", 2), ("E114", 3), ("E101", 4)]
+        ("E112", 1),
+        ("E104", 2),
+        ("E114", 3),
+        ("E101", 4),
+    ]
 
 
 def test_missing_top_level_fields() -> None:
@@ -266,20 +323,32 @@ def test_missing_top_level_fields() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 200) | st.sampled_from(
-        ["", "5s", "x", "Abc", "127.0.0.1:1", "round_robin", "/p", "1.2"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["name", "to", "x", "static", "dns", "weight"]), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 200)
+    | st.sampled_from(["", "5s", "x", "Abc", "127.0.0.1:1", "round_robin", "/p", "1.2"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["name", "to", "x", "static", "dns", "weight"]), inner, max_size=3
+        )
+    ),
     max_leaves=6,
 )
-PATHS = [c[1] for c in CASES] + [("services", "ratings"), ("routes", 1), ("monitoring",),
-                                 ("listeners", 0, "tls"), ("access", 1, "from")]
+PATHS = [c[1] for c in CASES] + [
+    ("services", "ratings"),
+    ("routes", 1),
+    ("monitoring",),
+    ("listeners", 0, "tls"),
+    ("access", 1, "from"),
+]
 
 
 @settings(deadline=None, max_examples=150)
 @given(st.sampled_from(PATHS), json_values)
-def test_mutations_never_crash_and_agree_with_jsonschema(path: tuple[str | int, ...],
-                                                         value: Any) -> None:
+def test_mutations_never_crash_and_agree_with_jsonschema(
+    path: tuple[str | int, ...], value: Any
+) -> None:
     """Any mutation yields diagnostics exactly when python-jsonschema finds the spec invalid."""
     text = mutate(path, copy.deepcopy(value) if value is not None else "x")
     doc = doc_of(text)
@@ -307,8 +376,9 @@ def test_version_must_be_the_integer_one() -> None:
         (("listeners", 0, "tls", "min_version"), "1.1", "1.1"),
     ],
 )
-def test_old_tls_versions_are_rejected_everywhere(path: tuple[str | int, ...], value: Any,
-                                                  shown: str) -> None:
+def test_old_tls_versions_are_rejected_everywhere(
+    path: tuple[str | int, ...], value: Any, shown: str
+) -> None:
     """min_version below 1.2 is E502 even where no service uses TLS (ratings has none)."""
     doc = doc_of(mutate(path, value))
     diag = only(validate(doc))
@@ -348,21 +418,25 @@ def test_every_string_in_the_schema_excludes_control_characters() -> None:
         search = re.compile(node["pattern"]).search
         for bad in ("\r", "\n", "\x00", "\x7f", "\u2028", "\x85"):
             for text in (bad, "a" + bad + "b", "/a" + bad + "b", "1" + bad + "2s", "a.b" + bad):
-                assert search(text) is None or ("\n" in text and text.endswith("\n")), (where,
-                                                                                      text)
+                assert search(text) is None or ("\n" in text and text.endswith("\n")), (where, text)
 
 
 def test_control_characters_are_one_clear_diagnostic() -> None:
     """E115 at the value (or key), replacing the pattern error for that string."""
-    doc = doc_of(mutate(("routes", 0, "headers", "response", "set"),
-                        {"x-served-by": "v\r\nSet-Cookie: evil=2"}))
+    doc = doc_of(
+        mutate(
+            ("routes", 0, "headers", "response", "set"), {"x-served-by": "v\r\nSet-Cookie: evil=2"}
+        )
+    )
     diag = only(validate(doc))
     path = ("routes", 0, "headers", "response", "set", "x-served-by")
     assert diag.code == "E115" and diag.span == doc.span(path)
-    assert diag.message.startswith("'x-served-by' ('v\\r\\nSet-Cookie: evil=2') contains a "
-                                   "carriage return (U+000D)")
-    doc = doc_of(mutate(("services", "reviews", "discovery", "static", 0, "labels"),
-                        {"version\n": "v1"}))
+    assert diag.message.startswith(
+        "'x-served-by' ('v\\r\\nSet-Cookie: evil=2') contains a carriage return (U+000D)"
+    )
+    doc = doc_of(
+        mutate(("services", "reviews", "discovery", "static", 0, "labels"), {"version\n": "v1"})
+    )
     diag = only(validate(doc))
     key = ("services", "reviews", "discovery", "static", 0, "labels", "version\n")
     assert diag.code == "E115" and diag.span == doc.key_span(key)

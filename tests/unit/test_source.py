@@ -56,12 +56,32 @@ def test_plain_data_and_string_keys() -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("yes", "yes"), ("no", "no"), ("on", "on"), ("off", "off"), ("true", True),
-        ("False", False), ("~", None), ("null", None), ("", None), ("42", 42), ("-7", -7),
-        ("0o17", 15), ("0x1F", 31), ("1.5", 1.5), ("1e3", 1000.0), ("-1e3", -1000.0),
-        ("2024-01-01", "2024-01-01"), ("'5'", "5"), ('"true"', "true"), ("5s", "5s"),
-        ("127.0.0.1:80", "127.0.0.1:80"), ("!!str 5", "5"), ("!!int 5", 5), ("!!float 5", 5.0),
-        ("9" * 5000, "9" * 5000), ("9" * 300, int("9" * 300)),
+        ("yes", "yes"),
+        ("no", "no"),
+        ("on", "on"),
+        ("off", "off"),
+        ("true", True),
+        ("False", False),
+        ("~", None),
+        ("null", None),
+        ("", None),
+        ("42", 42),
+        ("-7", -7),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("1.5", 1.5),
+        ("1e3", 1000.0),
+        ("-1e3", -1000.0),
+        ("2024-01-01", "2024-01-01"),
+        ("'5'", "5"),
+        ('"true"', "true"),
+        ("5s", "5s"),
+        ("127.0.0.1:80", "127.0.0.1:80"),
+        ("!!str 5", "5"),
+        ("!!int 5", 5),
+        ("!!float 5", 5.0),
+        ("9" * 5000, "9" * 5000),
+        ("9" * 300, int("9" * 300)),
     ],
 )
 def test_core_schema_scalars(text: str, value: object) -> None:
@@ -78,7 +98,8 @@ def test_spans_resolve_lazily_by_path() -> None:
     """span() gives the value's span, key_span() the key's, absent paths their nearest ancestor."""
     doc = ok(SPEC)
     assert doc.span(("services", "reviews", "discovery", "static", 0, "address")) == (
-        doc.span(("services", "reviews", "discovery", "static", 0, "address")))
+        doc.span(("services", "reviews", "discovery", "static", 0, "address"))
+    )
     address = doc.span(("services", "reviews", "discovery", "static", 0, "address"))
     assert (address.line, address.col, address.end_line, address.end_col) == (8, 21, 8, 35)
     key = doc.key_span(("services", "reviews", "retries"))
@@ -209,8 +230,9 @@ def test_libyaml_nesting_limit_becomes_e011() -> None:
     """
     text = "a: " + "[" * 1500 + "]" * 1500
     mark = yaml.Mark("<unicode string>", 1002, 0, 1002, None, None)
-    error = yaml.scanner.ScannerError("while increasing flow level", mark,
-                                      "exceeded maximum nesting depth", mark)
+    error = yaml.scanner.ScannerError(
+        "while increasing flow level", mark, "exceeded maximum nesting depth", mark
+    )
     diag = _nesting_error("deep.yaml", text, error)
     assert diag is not None and where(diag) == ("E011", 1, 104)
     other = yaml.scanner.ScannerError("while scanning", mark, "found unexpected end", mark)
@@ -261,8 +283,12 @@ def test_large_file_on_disk(tmp_path: Path) -> None:
 
 
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(alphabet=st.sampled_from(list("ab:-[]{}&*!<>|'\"#,? \n\t\r~01.\x00\x85é\ud800")),
-               max_size=60))
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("ab:-[]{}&*!<>|'\"#,? \n\t\r~01.\x00\x85é\ud800")),
+        max_size=60,
+    )
+)
 def test_arbitrary_yamlish_text_never_raises(text: str) -> None:
     """Any text gives a Document xor at least one diagnostic; nothing escapes loads()."""
     doc, diags = loads(text, "fuzz.yaml")

@@ -114,7 +114,7 @@ def test_backends_failover_and_policies() -> None:
     assert "retries 3\n    retry-on conn-failure empty-response response-timeout 500" in text
     assert "timeout server 700ms" in text
     assert "stick-table type string len 64 size 8 store http_req_rate(2s)" in text
-    assert "bind \"127.0.0.1:${MESHGEN_PORT_EDGE}\"" in text
+    assert 'bind "127.0.0.1:${MESHGEN_PORT_EDGE}"' in text
 
 
 def test_scaled_weights() -> None:

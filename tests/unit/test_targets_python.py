@@ -120,7 +120,8 @@ def test_main_starts_the_copied_runtime_main() -> None:
     tree = ast.parse(_render(make_tables())["__main__.py"])
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert [(i.module, [a.name for a in i.names]) for i in imports][-1] == (
-        "meshgen_runtime.main", ["main"]
+        "meshgen_runtime.main",
+        ["main"],
     )
 
 
