@@ -35,11 +35,21 @@ from meshgen.runtime.tables import (
 )
 
 from . import RenderContext
+from .haproxy_syntax import (
+    acl_value,
+    balance,
+    bind_address,
+    chance,
+    check_options,
+    duration,
+    fmt,
+    scaled_weights,
+    section,
+    server_name,
+    word,
+)
 
 DNS_SLOTS = 16  # server-template slots per DNS-discovered pool
-MAX_WEIGHT = 256  # HAProxy server weights are 0..256
-_SAFE = re.compile(r"[A-Za-z0-9_./:,=+~@*-]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ROUTE_VAR = "var(txn.mg_route)"
 RETRY_ON = {
     "connect-failure": ("conn-failure",),
@@ -49,50 +59,6 @@ RETRY_ON = {
     "gateway-error": ("conn-failure", "response-timeout", "502", "503", "504"),
     "retriable-4xx": (),  # 409 is not a status HAProxy can retry on
 }  # fmt: skip
-
-
-def word(text: str) -> str:
-    """One config word: as is when plain, else single-quoted (``'`` written as ``'\\''``).
-
-    The schema keeps control characters out of every spec string; a line break here would
-    end the config line, so it is refused outright rather than trusted to be absent.
-    """
-    if _CONTROL.search(text):
-        raise ValueError(f"control character in HAProxy config word {text!r}")
-    if _SAFE.fullmatch(text):
-        return text
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def fmt(text: str) -> str:
-    """A log-format argument (header values, locations): ``%`` is literal, then quoted."""
-    return word(text.replace("%", "%%"))
-
-
-def duration(seconds: float) -> str:
-    """``1.5`` -> ``1500ms``, ``5.0`` -> ``5s`` (HAProxy time units)."""
-    ms = max(1, round(seconds * 1000))
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-
-
-def scaled_weights(endpoints: tuple[Endpoint, ...]) -> list[int]:
-    """Endpoint weights 1..65535 -> HAProxy 1..256, proportionally when the largest is > 256."""
-    top = max((e.weight for e in endpoints), default=1)
-    if top <= MAX_WEIGHT:
-        return [e.weight for e in endpoints]
-    return [max(1, round(e.weight * MAX_WEIGHT / top)) for e in endpoints]
-
-
-def server_name(endpoint: Endpoint) -> str:
-    return re.sub(r"[^A-Za-z0-9_.:-]", "_", endpoint.address)
-
-
-def bind_address(host: str, port: int, name: str) -> str:
-    """``host:port``; port 0 ("any free port") reads ``${MESHGEN_PORT_<NAME>}`` instead."""
-    shown = f"[{host}]" if ":" in host else host
-    if port:
-        return word(f"{shown}:{port}")
-    return f'"{shown}:${{MESHGEN_PORT_{name.upper().replace("-", "_")}}}"'
 
 
 Policy = tuple[float, float, object]  # (timeout, idle timeout, RetryPolicy | None)
@@ -216,11 +182,11 @@ class Config:
         if m.hosts:
             out.append(f"acl {n}.host var(txn.mg_host) -m str " + " ".join(map(word, m.hosts)))
         if m.path_kind == "exact":
-            out.append(f"acl {n}.path path -m str {_value(m.path)}")
+            out.append(f"acl {n}.path path -m str {acl_value(m.path)}")
         elif m.path_kind == "regex":
-            out.append(f"acl {n}.path path -m reg {_value('^(?:' + m.path + ')$')}")
+            out.append(f"acl {n}.path path -m reg {acl_value('^(?:' + m.path + ')$')}")
         elif m.path not in ("", "/"):
-            out.append(f"acl {n}.path path -m beg {_value(m.path)}")
+            out.append(f"acl {n}.path path -m beg {acl_value(m.path)}")
         if m.methods:
             out.append(f"acl {n}.method method " + " ".join(m.methods))
         for i, h in enumerate(m.headers):
@@ -228,10 +194,10 @@ class Config:
             if h.kind == "present":
                 out.append(f"acl {n}.h{i} {fetch} -m found")
             elif h.kind == "regex":
-                out.append(f"acl {n}.h{i} {fetch} -m reg {_value('^(?:' + h.value + ')$')}")
+                out.append(f"acl {n}.h{i} {fetch} -m reg {acl_value('^(?:' + h.value + ')$')}")
             else:
                 op = "str" if h.kind == "exact" else "beg"
-                out.append(f"acl {n}.h{i} {fetch} -m {op} {_value(h.value)}")
+                out.append(f"acl {n}.h{i} {fetch} -m {op} {acl_value(h.value)}")
         return out
 
     @staticmethod
@@ -260,7 +226,7 @@ class Config:
                 if rule.methods:
                     conds.append("{ method " + " ".join(rule.methods) + " }")
                 if rule.paths:
-                    conds.append("{ path -m beg " + " ".join(map(_value, rule.paths)) + " }")
+                    conds.append("{ path -m beg " + " ".join(map(acl_value, rule.paths)) + " }")
                 lines.append(f"http-request set-var(txn.mg_allow{index[s]}) bool(1) if "
                              + " ".join(conds))  # fmt: skip
         for r in routes:
@@ -291,9 +257,9 @@ class Config:
             if f is not None and f.delay_s > 0:
                 out.append(f"# route {r.name}: fault.delay is not expressible in HAProxy; omitted")
             if f is not None and f.abort_status:
-                chance = _chance(f.abort_percent)
+                odds = chance(f.abort_percent)
                 out.append(f"http-request return status {f.abort_status} content-type text/plain"
-                           f" string 'fault injected' if {r.name}.matched{chance}")  # fmt: skip
+                           f" string 'fault injected' if {r.name}.matched{odds}")  # fmt: skip
             if r.mirror is not None:
                 out.append(f"# route {r.name}: mirror is not expressible in HAProxy 2.6; omitted")
         if any(len([t for t in r.to if t.weight > 0]) > 1 for r in routes):
@@ -363,7 +329,7 @@ class Config:
         lines = [f"# service {c.name}" + (f" subset {pool.subset}" if pool.subset else "")
                  + (f" zone {pool.zone}" if pool.zone else "")]  # fmt: skip
         lines += self.tls_notes(c.name) if own else []
-        lines += _balance(c)
+        lines += balance(c)
         per_try = retries.per_try_timeout_s if retries is not None else timeout  # type: ignore[attr-defined]
         lines += [f"timeout connect {duration(c.connect_timeout_s)}",
                   f"timeout server {duration(min(per_try, timeout))}",
@@ -401,14 +367,14 @@ class Config:
             d = c.discovery
             target = d.query_name if d.record_type == "SRV" else f"{d.query_name}:{d.port}"
             prefer = "ipv6" if d.record_type == "AAAA" else "ipv4"
-            check = _check(od) if checked else ""
+            check = check_options(od) if checked else ""
             lines.append(f"server-template ep {DNS_SLOTS} {target} resolvers dns.{c.name} "
                          f"resolve-prefer {prefer} init-addr none{limits}{tls}{check}")  # fmt: skip
             return lines
         weights = dict(zip(everyone, scaled_weights(everyone), strict=True))
         for e in eps:
             name, w = server_name(e), weights[e]
-            state = (_check(od) if own else f" track {c.name}/{name}") if checked else ""
+            state = (check_options(od) if own else f" track {c.name}/{name}") if checked else ""
             lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
         return lines
 
@@ -441,17 +407,6 @@ class Config:
         ]
 
 
-def _value(text: str) -> str:
-    """An ACL pattern: ``--`` first when it starts with ``-`` so it is not read as a flag."""
-    return ("-- " if text.startswith("-") else "") + word(text)
-
-
-def _chance(percent: float) -> str:
-    if percent >= 100:
-        return ""
-    return f" {{ rand(10000) lt {round(percent * 100)} }}"
-
-
 def _target_conditions(r: Route) -> list[tuple[Target, str]]:
     """Each weighted target with its condition: the route, and a ``txn.mg_pick`` range."""
     live = [t for t in r.to if t.weight > 0]
@@ -470,40 +425,11 @@ def _target_conditions(r: Route) -> list[tuple[Target, str]]:
     return out
 
 
-def _balance(c: Cluster) -> list[str]:
-    lb = c.load_balancer
-    if lb.policy == "round_robin":
-        return ["balance roundrobin"]
-    if lb.policy == "random":
-        return ["balance random(1)"]
-    if lb.policy == "least_request":
-        return [f"balance random({lb.choice_count})"]
-    if lb.hash_header is not None:
-        key = f"hdr({lb.hash_header})"
-    elif lb.hash_cookie is not None:
-        key = f"hash req.cook({lb.hash_cookie})"
-    else:
-        key = "source"
-    return [f"balance {key}", "hash-type consistent"]
-
-
-def _check(od: object) -> str:
-    text = " check"
-    if od is not None:
-        text += f" observe layer7 error-limit {od.consecutive_5xx} on-error mark-down"  # type: ignore[attr-defined]
-    return text
-
-
-def _section(lines: list[str]) -> str:
-    """A section's body, one indented line each (joined here: 1.6M template loop steps at 10k)."""
-    return "".join(f"    {line}\n" for line in lines)
-
-
 def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
     """``{"haproxy/haproxy.cfg": text}`` for HAProxy 2.6+ (check: ``haproxy -dW -c -f``)."""
     cfg = Config(tables)
-    frontends = [(lst.name, _section(cfg.frontend(lst))) for lst in tables.listeners]
-    backends = [(p.name, _section(cfg.backend(p))) for p in cfg.pools.values()]
+    frontends = [(lst.name, section(cfg.frontend(lst))) for lst in tables.listeners]
+    backends = [(p.name, section(cfg.backend(p))) for p in cfg.pools.values()]
     tables_ = [(f"ratelimit:route:{r.name}", r.rate_limit) for r in tables.routes if r.rate_limit]
     tables_ += [(f"ratelimit:service:{c.name}", c.rate_limit) for c in tables.clusters
                 if c.rate_limit]  # fmt: skip
