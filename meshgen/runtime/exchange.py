@@ -280,7 +280,7 @@ class Exchange:
     def _respond(
         self, req: Request, conn: UpstreamConnection, sops: CompiledOps, idle: float
     ) -> Coroutine[None, None, None] | None:
-        """Write the response head (with the body received so far) in one write.
+        """Send the response head (with the body received so far) in one write.
 
         Returns a coroutine to await when more is to come (a streaming body, a tunnel); most
         responses are complete by now and need no coroutine, no watchdog, no task switch.
@@ -313,7 +313,7 @@ class Exchange:
         req.started = True
         if framed and not head_only and not upgraded:
             parts += conn.take_early()
-        down.write(b"".join(parts))
+        down.send(b"".join(parts))
         if upgraded:
             return self._tunnel(req, conn)
         if req.method == "HEAD":

@@ -26,7 +26,7 @@ from typing import cast
 
 import httptools
 
-from .upstream_conn import BodySink, Headers
+from .upstream_conn import BodySink, Headers, WriteBatch, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
 
 REPLAY_LIMIT = 64 * 1024
@@ -244,6 +244,7 @@ class ServerConnection(asyncio.Protocol):
         self.forwarded: bytes | None = None  # the proxy's per-connection X-Forwarded-* lines
         # Kept: asyncio.get_running_loop() costs a getpid() system call on every call.
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.batch: WriteBatch | None = None
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -256,6 +257,7 @@ class ServerConnection(asyncio.Protocol):
         if ssl_obj is not None:
             self.peer_cert = ssl_obj.getpeercert()
         self.loop = asyncio.get_running_loop()
+        self.batch = write_batch(self.loop)
         self.loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
@@ -343,11 +345,23 @@ class ServerConnection(asyncio.Protocol):
 
     # proxy-facing helpers
     def write(self, data: bytes) -> None:
+        """Write now (body chunks: flow control sees them at once), after anything batched."""
         if self.transport is not None and not self.transport.is_closing():
+            assert self.batch is not None
+            self.batch.flush()
             self.transport.write(data)
+
+    def send(self, data: bytes) -> None:
+        """Write at the end of this loop pass (a head, a whole small response): see
+        :class:`~.upstream_conn.WriteBatch`."""
+        if self.transport is not None and not self.transport.is_closing():
+            assert self.batch is not None
+            self.batch.send(self.transport, data)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            assert self.batch is not None
+            self.batch.flush()
             self.transport.close()
 
     @property

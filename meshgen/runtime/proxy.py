@@ -274,7 +274,7 @@ class Proxy:
             headers.extend(extra)
         if req.method == "HEAD":
             body = b""
-        req.conn.write(simple_response(status, body, headers, close=not req.keep_alive))
+        req.conn.send(simple_response(status, body, headers, close=not req.keep_alive))
         return status
 
     def _log(
