@@ -103,7 +103,8 @@ class Exchange:
         budget = gen.budgets.get(target.service) if policy is not None else None
         if budget is not None:
             budget.record_request()
-        rops, sops = self._ops(gen, route)
+        ops = gen.header_ops.get(route.name)
+        rops, sops = ops if ops is not None else self._ops(gen, route)
         if req.expect_continue and req.body is not None and not req.body.complete:
             req.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         head = request_head(req, route, path, query, rops)
@@ -138,7 +139,21 @@ class Exchange:
                 )
                 upstreams.begin(picked)
                 try:
-                    outcome, conn = await self._try(gen, req, picked, key, head, per_try)
+                    # A pooled connection is used inline, without the ``_try`` coroutine.
+                    conn = self.pool.take(key) if per_try > 0 else None
+                    if conn is None:
+                        outcome, conn = await self._try(gen, req, picked, key, head, per_try)
+                    elif not self._start(req, conn, head, per_try):
+                        outcome, conn = "reset", None
+                    else:
+                        waiting = conn
+                        try:
+                            await waiting.headers_future  # type: ignore[misc]
+                            outcome = ""
+                        except ConnectionResetError:
+                            outcome, conn = _broken(req, waiting), None
+                        finally:
+                            waiting.disarm()
                     if outcome == "stale" and stale_retry:
                         stale_retry = False
                         tries -= 1
@@ -147,7 +162,8 @@ class Exchange:
                     if conn is not None:
                         result = conn.status
                     self.metrics.inc_upstream(picked.service, address, result)
-                    upstreams.report(picked, result)
+                    if picked.service in gen.outlier:
+                        upstreams.report(picked, result)
                     # Statuses below 400 satisfy no retry condition (resilience.retryable).
                     can_retry = (
                         policy is not None
@@ -247,35 +263,34 @@ class Exchange:
         head: bytes,
         timeout: float,
     ) -> tuple[str, UpstreamConnection | None]:
-        """One attempt until response headers; returns (failure outcome, None) or ("", conn)."""
+        """One attempt on a new connection until response headers; returns (failure outcome,
+        None) or ("", conn). (``forward`` does the same inline on a pooled connection.)"""
         if timeout <= 0:
             return "timeout", None
-        conn = self.pool.take(key)
+        conn = await self._connect(gen, picked, key, timeout)
         if conn is None:
-            conn = await self._connect(gen, picked, key, timeout)
-            if conn is None:
-                return "connect-failure", None
+            return "connect-failure", None
+        if not self._start(req, conn, head, timeout):
+            return "reset", None
+        try:
+            await conn.headers_future  # type: ignore[misc]
+        except ConnectionResetError:
+            return _broken(req, conn), None
+        finally:
+            conn.disarm()
+        return "", conn
+
+    def _start(self, req: Request, conn: UpstreamConnection, head: bytes, timeout: float) -> bool:
+        """Send the head (and the body so far) on ``conn`` and arm the try's deadline; False
+        when the body cannot be resent (the connection is discarded)."""
         conn.begin(head, req.chunked, req.conn)
         body = req.body
         if body is not None and not body.attach(conn):
             self.pool.discard(conn)
-            return "reset", None
+            return False
         req.conn.on_close = conn.abort
         conn.arm(timeout)
-        try:
-            assert conn.headers_future is not None
-            await conn.headers_future
-        except ConnectionResetError:
-            if conn.timed_out:
-                return "timeout", None
-            if conn.reused and not conn.received and (body is None or body.replayable):
-                if body is not None:
-                    body.detach()
-                return "stale", None
-            return "reset", None
-        finally:
-            conn.disarm()
-        return "", conn
+        return True
 
     def _respond(
         self, req: Request, conn: UpstreamConnection, sops: CompiledOps, idle: float
@@ -409,6 +424,19 @@ def _result(status: int) -> ForwardResult:
     if result is None:
         result = _RESULTS[status] = ForwardResult(status)
     return result
+
+
+def _broken(req: Request, conn: UpstreamConnection) -> str:
+    """The outcome of a try whose connection broke before the response head: ``timeout``,
+    ``stale`` (a reused connection the server had closed; retried once for free) or ``reset``."""
+    if conn.timed_out:
+        return "timeout"
+    body = req.body
+    if conn.reused and not conn.received and (body is None or body.replayable):
+        if body is not None:
+            body.detach()
+        return "stale"
+    return "reset"
 
 
 def _failure(outcome: int | str) -> ForwardResult:

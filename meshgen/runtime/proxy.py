@@ -89,6 +89,12 @@ class Generation:
                         p.budget_ratio, p.budget_min_per_second, clock
                     )
         self.header_ops: dict[str, tuple[CompiledOps, CompiledOps]] = {}
+        # Services whose balancer hashes requests (``balancers.request_hash_key`` reads them)
+        # and those with outlier detection (``Upstreams.report`` acts only for them).
+        self.hashing = frozenset(
+            c.name for c in tables.clusters if c.load_balancer.policy in ("ring_hash", "maglev")
+        )
+        self.outlier = frozenset(tables.outlier_detection)
         self.in_flight = 0
 
 
@@ -218,7 +224,11 @@ class Proxy:
                     status = self._limited(req, route_name, wait, rid)
                     return
             cluster = gen.clusters[service]
-            hash_key = request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
+            hash_key = (
+                request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
+                if service in gen.hashing
+                else None
+            )
             if route.mirror is not None and router.chance(route.mirror.percent):
                 self.mirrors.mirror(gen, route.mirror, req, path, query)
             result: ForwardResult = await self.exchange.forward(

@@ -131,8 +131,13 @@ class RetryBudget:
         return sum(b[1] for b in live), sum(b[2] for b in live)
 
     def record_request(self) -> None:
-        """Count one original (non-retry) request."""
-        self._bucket()[1] += 1
+        """Count one original (non-retry) request (``_bucket`` inlined: once per request)."""
+        second = int(self._clock())
+        bucket = self._buckets[second % BUDGET_WINDOW_S]
+        if bucket[0] == second:
+            bucket[1] += 1
+        else:
+            bucket[0], bucket[1], bucket[2] = second, 1, 0
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows it."""
@@ -175,6 +180,7 @@ class CircuitBreaker:
         self._on_change = on_change
         self._open = False
         self._busy_limit = min(limits.max_connections, limits.max_requests)
+        self._no_queue = limits.max_pending_requests <= 0  # an empty queue is full
 
     @property
     def is_open(self) -> bool:
@@ -242,8 +248,11 @@ class CircuitBreaker:
             elif wake(True):
                 self._update()
                 return
-        self.requests = max(0, self.requests - 1)
-        self._update()
+        if self.requests > 0:
+            self.requests -= 1
+        # ``_update`` with the queue empty, inlined: once per request.
+        if (self.requests >= self._busy_limit or self._no_queue) != self._open:
+            self._update()
 
     def try_request(self) -> bool:
         """Admit without waiting (callers that cannot queue); pair with ``release_request``."""
