@@ -45,10 +45,12 @@ class Endpoint:
     weight: int = 1
     zone: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    # Derived once here: the proxy reads it several times per request.
+    address: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        host, port = self.host, self.port
+        object.__setattr__(self, "address", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,7 +212,7 @@ _FIELD_CACHE: dict[type, tuple[tuple[str, Any], ...] | None] = {}
 
 
 def _fields(cls: type) -> tuple[tuple[str, Any], ...] | None:
-    """(name, default or _NO_DEFAULT) of a table type's fields; None for other types."""
+    """(name, default or _NO_DEFAULT) of a table type's constructor fields; None otherwise."""
     try:
         return _FIELD_CACHE[cls]
     except KeyError:
@@ -231,6 +231,7 @@ def _fields(cls: type) -> tuple[tuple[str, Any], ...] | None:
                 else _NO_DEFAULT,
             )
             for f in dataclasses.fields(cls)
+            if f.init  # derived fields (Endpoint.address) are computed, never written
         )
     _FIELD_CACHE[cls] = out
     return out
