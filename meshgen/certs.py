@@ -11,8 +11,14 @@ listener with ``tls``, and each ``--name``. A workload certificate carries the S
 and ``localhost``, IP SANs ``127.0.0.1`` and ``::1``, and is valid for both server and client
 authentication, so one file serves a listener, an upstream and an mTLS caller alike.
 
-Keys are ECDSA P-256, PKCS#8 PEM, created with mode 0600. Every file is written to a temporary
-name and renamed into place, so a runtime reloading during a rotation never reads half a file.
+Next to each workload certificate, ``<name>.pem.key`` is a relative symlink to
+``<name>-key.pem``: HAProxy's ``crt FILE`` loads a key that is not inside FILE from
+``FILE.key``, so the HAProxy build runs as is, and no second copy of the key bytes exists (a
+relative link keeps working when the folder is copied or committed; git stores symlinks).
+
+Keys are ECDSA P-256, PKCS#8 PEM, created with mode 0600. Every file (and link) is written to a
+temporary name and renamed into place, so a runtime reloading during a rotation never reads half
+a file.
 Existing keys are never overwritten without ``--force``; ``--keep-ca`` re-issues the workload
 certificates from the CA already in DIR (rotation without changing trust).
 """
@@ -198,6 +204,18 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _link(path: Path, target: str) -> None:
+    """Make ``path`` a symlink to ``target`` (relative to its folder), replacing what is there."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+
+
+def key_link(cert: Path) -> Path:
+    """Where HAProxy looks for the key of certificate ``cert``: ``<cert>.key``."""
+    return cert.with_name(cert.name + ".key")
+
+
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -247,10 +265,11 @@ def issue(
         written += [out / "ca.pem", out / "ca-key.pem"]
     for name in ids.names:
         cert, key = make_workload_cert(ca_cert, ca_key, ids, name, now, days)
-        # Key first: a reader that sees the new certificate must also find its key.
+        # Key (and its link) first: a reader that sees the new certificate must find its key.
         _write(out / f"{name}-key.pem", _key_pem(key), 0o600)
+        _link(key_link(out / f"{name}.pem"), f"{name}-key.pem")
         _write(out / f"{name}.pem", _pem(cert), 0o644)
-        written += [out / f"{name}.pem", out / f"{name}-key.pem"]
+        written += [out / f"{name}.pem", out / f"{name}-key.pem", key_link(out / f"{name}.pem")]
     return written
 
 

@@ -252,6 +252,24 @@ class Slo:
 
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """A merged policy mapping that no layer completed (reported as E116 by checks.merging).
+
+    ``path`` is the mapping in the most specific layer that wrote it (``services.a.rate_limit``);
+    ``below`` names the lower layers that were consulted ("in defaults", "on service 'a' or
+    in defaults"); ``conflict`` lists (service, value) pairs when a route's destinations supply
+    different values for ``missing``. The policy itself is lowered as absent.
+    """
+
+    owner: str  # "service 'a'" or "route 'r'"
+    field: str  # "rate_limit" or "health_check"
+    missing: str  # "requests_per_second" or "http or tcp"
+    path: PathKey
+    below: str
+    conflict: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Mesh:
     name: str
     domain: str  # "" when mesh.domain is absent
@@ -265,6 +283,7 @@ class Mesh:
     access: tuple[AccessRule, ...] = ()
     alerts: tuple[Alert, ...] = ()
     slos: tuple[Slo, ...] = ()
+    gaps: tuple[Gap, ...] = ()  # merged policy no layer completed (E116)
     base_dir: Path = field(default_factory=Path)  # the spec's folder, for relative file paths
 
     def listener_routes(self, listener: Listener) -> tuple[str, ...]:

@@ -235,8 +235,11 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _exactly_one(error: ValidationError) -> list[str] | None:
-    """The field names of a ``oneOf: [{required: [a]}, {required: [b]}]``, else None."""
-    if error.validator != "oneOf":
+    """The field names of a ``oneOf``/``anyOf: [{required: [a]}, {required: [b]}]``, else None.
+
+    ``anyOf`` is used where a ``dependentSchemas`` rule already reports "both" as E111.
+    """
+    if error.validator not in ("oneOf", "anyOf"):
         return None
     options = _listed(error.validator_value)
     if all(isinstance(o, dict) and set(o) == {"required"} for o in options):
@@ -295,6 +298,11 @@ def _one_of_words(words: list[str]) -> str:
     return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
+def _all_of_words(words: list[str]) -> str:
+    quoted = [f"'{w}'" for w in words]
+    return ", ".join(quoted[:-1]) + f" and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+
 def _range_rule(schema: Mapping[str, Any]) -> str:
     low, high = schema.get("minimum"), schema.get("maximum")
     if low is not None and high is not None:
@@ -335,7 +343,7 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
         noun = "field" if len(missing) == 1 else "fields"
         return (
             MISSING_FIELD,
-            f"{_where(path)} is missing the required {noun} {_one_of_words(missing)}",
+            f"{_where(path)} is missing the required {noun} {_all_of_words(missing)}",
             None,
         )
     if shape is not None and (kind == "pattern" or (kind == "type" and shape[0] != BAD_FORMAT)):

@@ -14,6 +14,7 @@ from meshgen.checks import (
     addresses,
     failover,
     limits,
+    merging,
     monitoring,
     references,
     routes,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from meshgen.source import Document
 
 CHECKS = (
+    merging.check,
     references.check,
     routes.check,
     shadowing.check,

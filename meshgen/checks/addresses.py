@@ -1,4 +1,10 @@
-"""E403-E405, E407-E409, W401-W402: discovery, subsets, zones and bind addresses.
+"""E403-E405, E407-E409, E413, W401-W402, W404: discovery, subsets, zones and bind addresses.
+
+``port`` with SRV discovery is an error (E413), not a warning: an SRV record names the port of
+each target, and a build that silently drops the written port would send traffic somewhere the
+spec does not say (Envoy and Istio have no such override either). Deleting the line is the whole
+fix. The same static address listed twice in one service (W404) is legal but doubles its share
+of traffic and its health probes under two endpoint names; a weight says that on purpose.
 
 Bind clashes compare what each host stands for, without DNS: ``localhost`` is 127.0.0.1 and
 ::1 (the runtime binds every address it resolves to), IP literals are compared in canonical
@@ -13,7 +19,11 @@ import ipaddress
 from functools import cache
 
 from meshgen.checks.context import Context
-from meshgen.model import DnsDiscovery, PathKey, Service
+from meshgen.diagnostics import register
+from meshgen.model import DnsDiscovery, Endpoint, PathKey, Service
+
+SRV_PORT = register("E413", "`port` with SRV discovery")
+DUPLICATE_ENDPOINT = register("W404", "static endpoint listed twice")
 
 Bound = frozenset[tuple[int, str]]  # (IP version, address or "*" for every address)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})
@@ -53,6 +63,16 @@ def _dns(ctx: Context, service: Service, dns: DnsDiscovery) -> None:
             dns.path,
             f"{dns.record_type} records carry no port: add 'port: 8080' (SRV records do)",
         )
+    if dns.record_type == "SRV" and dns.port is not None:
+        ctx.error(
+            SRV_PORT,
+            f"DNS SRV discovery of service '{service.name}' sets port {dns.port}, which SRV "
+            "would ignore",
+            (*dns.path, "port"),
+            "SRV records carry the port of each target; remove 'port', or use type: A or "
+            "AAAA to connect to this port",
+            key=True,
+        )
     if "." not in dns.name and not ctx.mesh.domain:
         ctx.error(
             "E409",
@@ -66,6 +86,7 @@ def _dns(ctx: Context, service: Service, dns: DnsDiscovery) -> None:
 def _static(ctx: Context, service: Service) -> None:
     assert not isinstance(service.discovery, DnsDiscovery)
     endpoints = service.discovery.endpoints
+    _duplicates(ctx, service, endpoints)
     for subset in service.subsets:
         wanted = set(subset.labels)
         if wanted and not any(wanted <= set(e.labels) for e in endpoints):
@@ -85,6 +106,32 @@ def _static(ctx: Context, service: Service) -> None:
                 (*service.failover.path, "zones", index),
                 "known zones: " + ", ".join(sorted(z for z in zones if z)) if any(zones) else None,
             )
+
+
+def _duplicates(ctx: Context, service: Service, endpoints: tuple[Endpoint, ...]) -> None:
+    """W404: one address (compared in canonical IP form) listed twice in a service."""
+    first: dict[tuple[str, int], Endpoint] = {}
+    for endpoint in endpoints:
+        key = (_canonical(endpoint.host), endpoint.port)
+        earlier = first.setdefault(key, endpoint)
+        if earlier is endpoint:
+            continue
+        alias = f" (as {earlier.address})" if earlier.address != endpoint.address else ""
+        ctx.warning(
+            DUPLICATE_ENDPOINT,
+            f"endpoint {endpoint.address} of service '{service.name}' is listed twice{alias}",
+            (*endpoint.path, "address"),
+            "it gets twice the traffic and two health checks; list it once and set "
+            f"'weight: {earlier.weight + endpoint.weight}' if the double share is meant",
+            related=[((*earlier.path, "address"), "first listed here")],
+        )
+
+
+def _canonical(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 def _binds(ctx: Context) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from meshgen.checks import codes  # noqa: F401  (registers the codes)
-from meshgen.diagnostics import Diagnostic, DiagnosticSeverity, Related, did_you_mean
+from meshgen.diagnostics import Diagnostic, DiagnosticSeverity, Related, Span, did_you_mean
 
 __all__ = ["Context", "did_you_mean"]
 
@@ -30,9 +30,10 @@ class Context:
         hint: str | None = None,
         related: Iterable[tuple[PathKey, str]] = (),
         key: bool = False,
+        at: Span | None = None,
     ) -> None:
-        """Report at the value node of ``path`` (its key token when ``key``)."""
-        span = self.doc.key_span(path) if key else self.doc.span(path)
+        """Report at the value node of ``path`` (its key token when ``key``), or at ``at``."""
+        span = at or (self.doc.key_span(path) if key else self.doc.span(path))
         self.diagnostics.append(
             Diagnostic(
                 code,
@@ -52,8 +53,9 @@ class Context:
         hint: str | None = None,
         related: Iterable[tuple[PathKey, str]] = (),
         key: bool = False,
+        at: Span | None = None,
     ) -> None:
-        self.report("error", code, message, path, hint, related, key)
+        self.report("error", code, message, path, hint, related, key, at)
 
     def warning(
         self,

@@ -1,17 +1,30 @@
-"""E601-E605, W601: alert conditions, alert names, SLO ranges, and alerts nobody can trigger.
+"""E601-E605, W601-W602: alert conditions, alert names, SLO ranges, alerts that cannot fire.
 
 W601 is limited to signals that come from request traffic (error rate, request rate,
 latency, SLOs): health and certificate signals are measured whether or not a route reaches
 the service. Reachable means: a destination or mirror of a route some listener serves, or a
-failover backup of a reachable service.
+failover backup of a reachable service. W602: ``cert_expiry`` is measured on the certificate
+files the runtime loads for a service (its ``tls.ca`` when verifying, its ``tls.cert`` with
+mutual TLS; a listener's files count under the listener's name), so without any it never fires.
+
+A condition error (E601, E602) points at the part of ``when`` that is wrong -- the signal, the
+operator or the value -- when the scalar is written plain or quoted without escapes, so source
+columns and characters agree; otherwise at the whole value.
 """
 
 from __future__ import annotations
 
-from meshgen.alertexpr import AlertExprError, parse_when
+import re
+
+from meshgen.alertexpr import OPERATORS, SIGNAL_UNITS, AlertExprError, parse_when
 from meshgen.checks.context import Context
+from meshgen.diagnostics import Span, register
 from meshgen.durations import format_duration
-from meshgen.model import PathKey
+from meshgen.model import Alert, PathKey, Service
+
+NO_CERTIFICATE = register("W602", "cert_expiry alert on a service without certificate files")
+_PARTS = re.compile(r"\s*([A-Za-z0-9_]*)\s*([<>=!]*)\s*(.*?)\s*")
+"""SIGNAL OP VALUE, split as meshgen.alertexpr splits it: for the columns of a bad part."""
 
 TRAFFIC_SIGNALS = frozenset(
     {"error_rate", "request_rate", "p50_latency", "p90_latency", "p99_latency"}
@@ -43,7 +56,10 @@ def check(ctx: Context) -> None:
             try:
                 parse_when(alert.when)
             except AlertExprError as exc:
-                ctx.error(exc.code, exc.message, (*alert.path, "when"), exc.hint)
+                where = (*alert.path, "when")
+                ctx.error(exc.code, exc.message, where, exc.hint, at=_part_span(ctx, alert))
+        elif alert.expr.signal == "cert_expiry":
+            _cert_files(ctx, alert)
     for slo in mesh.slos:
         for suffix in ("page", "ticket"):
             claim(f"{slo.name}-{suffix}", (*slo.path, "name"), f"SLO '{slo.name}'")
@@ -94,3 +110,46 @@ def _reachability(ctx: Context) -> None:
                 (*path, "service"),
                 "it can never fire; route traffic to the service or remove the alert",
             )
+
+
+def _part_span(ctx: Context, alert: Alert) -> Span | None:
+    """The span of the wrong part of ``when`` inside its scalar; None: the whole value."""
+    found = _PARTS.fullmatch(alert.when)
+    if found is None:
+        return None
+    signal, op = found.group(1), found.group(2)
+    group = 1 if signal not in SIGNAL_UNITS else 2 if op not in OPERATORS else 3
+    start, end = found.span(group)
+    whole = ctx.doc.span((*alert.path, "when"))
+    if start == end or whole.line != whole.end_line:
+        return None
+    raw = ctx.doc.line_text(whole.line)[whole.col - 1 : whole.end_col - 1]
+    quoted = len(raw) >= 2 and raw[0] in ("'", '"') and raw[-1] == raw[0]
+    if (raw[1:-1] if quoted else raw) != alert.when:
+        return None  # an escape, a block or a folded scalar: columns are not characters
+    col = whole.col + quoted + start
+    return Span(whole.file, whole.line, col, whole.line, col + end - start)
+
+
+def _has_certificates(ctx: Context, service: Service) -> bool:
+    tls = service.tls
+    if tls.mode != "disable" and (
+        (tls.ca is not None and tls.verify) or (tls.cert is not None and tls.mode == "mutual")
+    ):
+        return True
+    return any(ls.tls is not None and ls.name == service.name for ls in ctx.mesh.listeners)
+
+
+def _cert_files(ctx: Context, alert: Alert) -> None:
+    """W602: cert_expiry on a service whose certificates nobody loads has no series."""
+    service = ctx.mesh.services.get(alert.service)
+    if service is None or _has_certificates(ctx, service):
+        return
+    ctx.warning(
+        NO_CERTIFICATE,
+        f"alert '{alert.name}' watches cert_expiry of service '{alert.service}', which has no "
+        "certificate files: it can never fire",
+        (*alert.path, "when"),
+        "cert_expiry measures the files the runtime loads for the service: tls.ca (when "
+        "verifying) and, with mode: mutual, tls.cert; set TLS on the service or remove the alert",
+    )

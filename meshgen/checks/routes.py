@@ -1,4 +1,10 @@
-"""E3xx/W302: route structure (weights, redirect vs to, rewrite, regexes, names) and retries.
+"""E3xx/W302-W303: route structure (weights, redirect vs to, rewrite, regexes, names), retries
+and routes no listener serves.
+
+W303 needs every listener to list its ``routes:`` (a listener without the list serves every
+route) and is left out while a listener names an unknown route (E204, probably a typo for it);
+default routes (no ``routes:`` in mesh.yaml) are never reported, since a service may
+exist only as a failover backup.
 
 The retry warning is reported once per place ``per_try_timeout`` is written, so a
 ``defaults:`` value shared by many services gives one warning, not one per service.
@@ -9,8 +15,11 @@ from __future__ import annotations
 import re
 
 from meshgen.checks.context import Context
+from meshgen.diagnostics import register
 from meshgen.durations import format_duration
 from meshgen.model import CallPolicy, PathKey, Route
+
+UNSERVED = register("W303", "route served by no listener")
 
 
 def check(ctx: Context) -> None:
@@ -33,6 +42,28 @@ def check(ctx: Context) -> None:
         _shape(ctx, route)
         _regexes(ctx, route)
     _retries(ctx)
+    _unserved(ctx)
+
+
+def _unserved(ctx: Context) -> None:
+    """W303: every listener lists its routes and none lists this one."""
+    listeners = ctx.mesh.listeners
+    if any(listener.routes is None for listener in listeners):
+        return
+    served = {name for listener in listeners for name in listener.routes or ()}
+    if served - {route.name for route in ctx.mesh.routes}:
+        return  # a listener names an unknown route (E204): likely the one meant here
+    names = ", ".join(f"'{listener.name}'" for listener in listeners)
+    for route in ctx.mesh.routes:
+        if route.synthetic or route.name in served:
+            continue
+        ctx.warning(
+            UNSERVED,
+            f"route '{route.name}' is served by no listener: every listener lists its routes "
+            "and none lists it",
+            (*route.path, "name"),
+            f"add '{route.name}' to the routes of a listener ({names}), or remove the route",
+        )
 
 
 def _weights(ctx: Context, route: Route) -> None:

@@ -1,8 +1,14 @@
-"""E501-E503, E505, W501-W502, W506-W507: TLS settings and the files they name.
+"""E501-E503, E505, W501-W502, W506-W508: TLS settings and the files they name.
 
 Files are checked where they are written: a ``defaults:`` CA shared by many services is
 checked (and reported) once. Relative paths resolve against the spec's folder, as SPEC.md
 says for build time. Client-side files are checked only for services whose TLS is enabled.
+
+HAProxy's ``crt FILE`` takes the key from FILE itself or from ``FILE.key``; it cannot be told
+the ``key`` path mesh.yaml names. For every certificate the HAProxy build references (a
+listener's ``cert``; a service's ``cert`` with verified mutual TLS) whose key is in neither
+place, W508 says so at build time instead of ``haproxy -c`` failing later; ``meshgen certs``
+writes ``<cert>.key`` links.
 
 ``subject_alt_names`` are the identities a service's endpoints must prove. With
 ``verify: false`` nothing is checked, so they are ignored (W507); a SPIFFE ID from another
@@ -20,6 +26,8 @@ from meshgen.model import PathKey, Service
 
 W506 = register("W506", "SPIFFE subject_alt_name outside the mesh's trust domain")
 W507 = register("W507", "subject_alt_names ignored because verify is false")
+W508 = register("W508", "certificate key HAProxy cannot find")
+PEM_LIMIT = 1 << 20  # certificate files are read up to 1 MiB to look for a key block
 
 
 class _Files:
@@ -76,6 +84,10 @@ def check(ctx: Context) -> None:
                 "add tls.cert and tls.key, or use mode: simple",
             )
         _subject_alt_names(ctx, service)
+        if tls.mode == "mutual" and tls.verify:
+            _haproxy_key(
+                ctx, tls.cert, tls.key, service.origin("tls.cert").path, f"service '{service.name}'"
+            )
         if not tls.verify:
             verify_path = service.origin("tls.verify").path
             if tls.insecure:
@@ -100,6 +112,7 @@ def check(ctx: Context) -> None:
         files.check(server.cert, (*where, "cert"), "certificate", False)
         files.check(server.key, (*where, "key"), "key", True)
         files.check(server.ca, (*where, "ca"), "CA", False)
+        _haproxy_key(ctx, server.cert, server.key, (*where, "cert"), f"listener '{listener.name}'")
         if server.client_certificates != "none" and server.ca is None:
             ctx.error(
                 "E505",
@@ -107,6 +120,39 @@ def check(ctx: Context) -> None:
                 (*where, "client_certificates"),
                 "add tls.ca: the CA that signs the callers' certificates",
             )
+
+
+def _haproxy_key(
+    ctx: Context, cert: str | None, key: str | None, path: PathKey, owner: str
+) -> None:
+    """W508: HAProxy loads the key of ``crt FILE`` from FILE or ``FILE.key`` only."""
+    if cert is None or key is None:
+        return  # E505 reports a missing one
+    base = ctx.mesh.base_dir
+    cert_file = Path(cert) if Path(cert).is_absolute() else base / cert
+    key_file = Path(key) if Path(key).is_absolute() else base / key
+    sidecar = cert_file.with_name(cert_file.name + ".key")
+    try:
+        if sidecar.exists() or cert_file.samefile(key_file):
+            return
+        with cert_file.open("rb") as handle:
+            if b"PRIVATE KEY-----" in handle.read(PEM_LIMIT):
+                return
+    except OSError:
+        return  # a missing file is E501
+    ctx.warning(
+        W508,
+        f"HAProxy cannot load the key of {owner} certificate '{cert}': it is not in the file "
+        f"and '{cert}.key' does not exist",
+        path,
+        f"HAProxy's crt loads the key from the certificate file or '<cert>.key'; run meshgen "
+        f"certs (it makes that link) or: ln -s {_relative(key_file, sidecar)} {cert}.key",
+    )
+
+
+def _relative(target: Path, link: Path) -> str:
+    """``target`` as a symlink at ``link`` should name it (relative when in the same folder)."""
+    return target.name if target.parent == link.parent else str(target)
 
 
 def _subject_alt_names(ctx: Context, service: Service) -> None:

@@ -123,6 +123,7 @@ class Lowerer(RouteLowering):
         )
         monitoring = self.data.get("monitoring") or {}
         head = self.data.get("mesh") or {}
+        routes = self.routes(services)
         return Mesh(
             name=str(head.get("name", "")),
             domain=self.domain,
@@ -131,11 +132,12 @@ class Lowerer(RouteLowering):
             admin_path=None if admin is None else ("admin",),
             alertmanager=monitoring.get("alertmanager"),
             services=services,
-            routes=self.routes(services),
+            routes=routes,
             listeners=self.listeners(),
             access=self.access(),
             alerts=self.alerts(monitoring.get("alerts") or []),
             slos=self.slos(monitoring.get("slos") or []),
+            gaps=tuple(self.gaps),
             base_dir=self.doc.path.parent,
         )
 

@@ -21,6 +21,7 @@ from meshgen.diagnostics import Diagnostic
 from meshgen.durations import DurationError, parse_duration
 from meshgen.model import (
     BUILT_IN,
+    Gap,
     Origin,
     OriginKind,
     PathKey,
@@ -127,6 +128,8 @@ class LowererBase:
         self.doc = doc
         self.data: Merged = doc.data
         self.diagnostics: list[Diagnostic] = []
+        self.gaps: list[Gap] = []
+        self.rate_limits: dict[str, Merged | None] = {}  # merged per service, for routes
         self.domain: str = str((self.data.get("mesh") or {}).get("domain") or "").rstrip(".")
         self.defaults: Merged = {}
         self.default_origins: OriginMap = {}

@@ -6,7 +6,7 @@ from typing import cast
 
 from meshgen.lower.base import CALL_FIELDS, Merged, OriginMap, normalize_host, overlay
 from meshgen.lower.services import ServiceLowering, rate_limit
-from meshgen.model import CallPolicy, Destination, Mirror, PathKey, Route, Service
+from meshgen.model import CallPolicy, Destination, Gap, Mirror, PathKey, Route, Service
 from meshgen.runtime import tables as t
 
 
@@ -61,7 +61,7 @@ class RouteLowering(ServiceLowering):
             path=path,
             match=self.match(raw.get("match") or {}),
             to=to,
-            rate_limit=rate_limit(raw.get("rate_limit")),
+            rate_limit=self.route_rate_limit(raw, path),
             fault=None if fault is None else self.fault(fault, (*path, "fault")),
             mirror=None
             if mirror is None
@@ -81,6 +81,38 @@ class RouteLowering(ServiceLowering):
             else t.Redirect(str(redirect["location"]), int(redirect.get("status", 301))),
             has_to="to" in raw,
         )
+
+    def route_rate_limit(self, raw: Merged, path: PathKey) -> t.RateLimit | None:
+        """The route's bucket: its ``rate_limit`` over each destination service's, key by key.
+
+        Fields the route leaves out come from its services' merged ``rate_limit`` (which
+        include ``defaults:``); when they are missing everywhere, or the services disagree,
+        the gap is recorded for E116 and the bucket is left out.
+        """
+        own = raw.get("rate_limit")
+        if own is None:
+            return None
+        name, where = str(raw["name"]), (*path, "rate_limit")
+        services = list(dict.fromkeys(str(d["service"]) for d in raw.get("to") or ()))
+        below = {s: self.rate_limits[s] or {} for s in services if s in self.rate_limits}
+        layered = {s: {**lower, **own} for s, lower in below.items()} or {
+            "": {**(self.defaults.get("rate_limit") or {}), **own}  # a redirect: no service
+        }
+        lacking = [s for s, m in layered.items() if "requests_per_second" not in m]
+        owner, field = f"route '{name}'", "rate_limit"
+        if lacking:
+            shown = " or ".join(f"'{s}'" for s in lacking if s)
+            where_below = f"on service {shown} or in defaults" if shown else "in defaults"
+            self.gaps.append(Gap(owner, field, "requests_per_second", where, where_below))
+            return None
+        buckets = {s: rate_limit(m) for s, m in layered.items()}
+        for key in ("requests_per_second", "burst"):
+            values = {s: getattr(b, key) for s, b in buckets.items()}
+            if key not in own and len(set(values.values())) > 1:
+                conflict = tuple((s, f"{v:g}") for s, v in values.items())
+                self.gaps.append(Gap(owner, field, key, where, "", conflict))
+                return None
+        return next(iter(buckets.values()))
 
     def route_call(self, service: Service | None, own: Merged, path: PathKey) -> CallPolicy | None:
         """The destination's call policy with the route's timeout/idle_timeout/retries on top."""

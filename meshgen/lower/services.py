@@ -20,6 +20,7 @@ from meshgen.model import (
     DnsDiscovery,
     Endpoint,
     Failover,
+    Gap,
     PathKey,
     Retries,
     Service,
@@ -48,12 +49,12 @@ class ServiceLowering(LowererBase):
                 for n, s in sorted((raw.get("subsets") or {}).items())
             ),
             load_balancer=load_balancer_of(merged.get("load_balancer") or {}),
-            health_check=self.health_check(merged, origins),
+            health_check=self.health_check(name, merged, origins),
             outlier_detection=self.outlier(merged, origins),
             circuit_breaker=t.CircuitBreaker(**(merged.get("circuit_breaker") or {})),
             connect_timeout_s=self.timed(merged, origins, "connect_timeout", 5.0),
             call=self.call_policy(merged, origins),
-            rate_limit=rate_limit(merged.get("rate_limit")),
+            rate_limit=self.service_rate_limit(name, merged.get("rate_limit")),
             failover=self.failover(raw.get("failover") or {}, (*path, "failover")),
             tls=self.client_tls(merged.get("tls") or {}),
             origins=origins,
@@ -84,13 +85,30 @@ class ServiceLowering(LowererBase):
             )
         return StaticDiscovery(tuple(endpoints), (*path, "static"))
 
-    def health_check(self, merged: Merged, origins: OriginMap) -> t.HealthCheck | None:
+    def service_rate_limit(self, name: str, raw: Merged | None) -> t.RateLimit | None:
+        """The merged bucket; a ``defaults:`` one is complete, so a gap is the service's own."""
+        self.rate_limits[name] = raw
+        if raw is not None and "requests_per_second" not in raw:
+            where = ("services", name, "rate_limit")
+            self.gaps.append(
+                Gap(f"service '{name}'", "rate_limit", "requests_per_second", where, "in defaults")
+            )
+            return None
+        return rate_limit(raw)
+
+    def health_check(self, name: str, merged: Merged, origins: OriginMap) -> t.HealthCheck | None:
         raw = merged.get("health_check")
         if raw is None:
             return None
         http = raw.get("http")
+        if http is None and "tcp" not in raw:
+            where = ("services", name, "health_check")
+            self.gaps.append(
+                Gap(f"service '{name}'", "health_check", "http or tcp", where, "in defaults")
+            )
+            return None
         return t.HealthCheck(
-            kind="tcp" if "tcp" in raw and http is None else "http",
+            kind="tcp" if http is None else "http",
             path=str((http or {}).get("path", "/")),
             expected_statuses=tuple((http or {}).get("expected_statuses", (200,))),
             interval_s=self.timed(merged, origins, "health_check.interval", 5.0),

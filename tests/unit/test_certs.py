@@ -60,11 +60,29 @@ def test_writes_ca_and_workload_certs_with_private_keys_0600(spec: Path, tmp_pat
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         ["ca.pem", "ca-key.pem"]
-        + [f"{n}{s}" for n in ("edge", "frontend", "on", "payments") for s in (".pem", "-key.pem")]
+        + [
+            f"{n}{s}"
+            for n in ("edge", "frontend", "on", "payments")
+            for s in (".pem", "-key.pem", ".pem.key")
+        ]
     )
     for path in out.iterdir():
         mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o600 if path.name.endswith("-key.pem") else 0o644), path
+        private = path.name.endswith(("-key.pem", ".pem.key"))
+        assert mode == (0o600 if private else 0o644), path
+
+
+def test_haproxy_key_links_are_relative_symlinks(spec: Path, tmp_path: Path) -> None:
+    """<cert>.key names <name>-key.pem relatively: no second copy of the key bytes."""
+    out = tmp_path / "certs"
+    certs.main([str(spec), "-o", str(out)])
+    link = out / "edge.pem.key"
+    assert link.is_symlink() and str(link.readlink()) == "edge-key.pem"
+    moved = tmp_path / "moved"
+    out.rename(moved)  # still resolves after the folder moves
+    assert (moved / "edge.pem.key").read_bytes() == (moved / "edge-key.pem").read_bytes()
+    assert certs.main([str(spec), "-o", str(moved), "--force"]) == 0  # replaced in place
+    assert (moved / "edge.pem.key").readlink() == Path("edge-key.pem")
 
 
 def test_workload_certificate_contents(spec: Path, tmp_path: Path) -> None:

@@ -176,3 +176,34 @@ def test_backup_chain_without_cycle_is_fine() -> None:
         )
         == []
     )
+
+
+def test_srv_discovery_with_a_port_is_an_error() -> None:
+    """E413: SRV records carry the port, so a written port would be silently ignored."""
+    text = "services:\n  pay:\n    discovery: {dns: {name: pay, port: 8080}}\n"
+    (diag,) = diagnose(text)
+    assert diag.code == "E413" and "sets port 8080" in diag.message
+    assert diag.span.line == 5  # the `port` key, after the two HEAD lines
+    assert codes(text.replace("name: pay,", "name: pay, type: A,")) == []
+
+
+def test_duplicate_static_endpoint_warns() -> None:
+    """W404 on the second listing (IPs compared canonically), pointing at the first."""
+    text = (
+        "services:\n  pay:\n    discovery:\n      static:\n"
+        "        - {address: '[::1]:80'}\n        - {address: 127.0.0.1:80}\n"
+        "        - {address: '[0:0::1]:80', weight: 3}\n"
+    )
+    (diag,) = diagnose(text)
+    assert diag.code == "W404" and diag.severity == "warning"
+    assert diag.message == "endpoint [0:0::1]:80 of service 'pay' is listed twice (as [::1]:80)"
+    assert diag.span.line == 9 and diag.related[0].span.line == 7
+    assert diag.hint is not None and "'weight: 4'" in diag.hint
+
+
+def test_same_address_in_two_services_is_fine() -> None:
+    text = (
+        "services:\n  a:\n    discovery: {static: [{address: 127.0.0.1:80}]}\n"
+        "  b:\n    discovery: {static: [{address: 127.0.0.1:80}]}\n"
+    )
+    assert codes(text) == []

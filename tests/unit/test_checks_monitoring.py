@@ -96,7 +96,7 @@ monitoring:
         ("lonely", "error_rate > 1%", ["W601"]),
         ("lonely", "p99_latency > 1s", ["W601"]),
         ("lonely", "healthy_endpoints < 1", []),
-        ("lonely", "cert_expiry < 7d", []),
+        ("lonely", "cert_expiry < 7d", ["W602"]),  # not W601; W602: no certificate files
     ],
 )
 def test_alerts_on_services_no_route_reaches(service: str, when: str, expected: list[str]) -> None:
@@ -113,3 +113,54 @@ def test_slo_on_unrouted_service_warns() -> None:
     )
     (diag,) = diagnose(spec)
     assert diag.code == "W601" and diag.message.startswith("SLO 's' watches service 'lonely'")
+
+
+def test_value_error_points_inside_the_quoted_condition() -> None:
+    """E602: the caret is under the value, not the whole `when` (quoted scalar: +1 column)."""
+    (diag,) = diagnose(alerts(alert(when="p99_latency > 5%")))
+    assert diag.code == "E602"
+    line = "    - {name: a, service: reviews, when: 'p99_latency > 5%', for: 2m, severity: page}"
+    col = line.index("5%") + 1
+    assert (diag.span.line, diag.span.col, diag.span.end_col) == (11, col, col + 2)
+
+
+@pytest.mark.parametrize(
+    ("when", "part"),
+    [
+        ("eror_rate > 5%", "eror_rate"),
+        ("error_rate => 5%", "=>"),
+        ("error_rate > 5s", "5s"),
+    ],
+)
+def test_condition_errors_point_at_the_wrong_part_of_a_plain_scalar(when: str, part: str) -> None:
+    text = ONE_SERVICE + (
+        f"monitoring:\n  alerts:\n    - name: a\n      service: reviews\n      when: {when}\n"
+    )
+    (diag,) = diagnose(text)
+    col = len("      when: ") + when.index(part) + 1
+    assert (diag.span.line, diag.span.col, diag.span.end_col) == (13, col, col + len(part))
+
+
+def test_condition_with_escapes_points_at_the_whole_value() -> None:
+    """Source columns and characters differ after an escape: fall back to the whole scalar."""
+    text = ONE_SERVICE + (
+        "monitoring:\n  alerts:\n    - name: a\n      service: reviews\n"
+        '      when: "error_rate > 5\\u0025x"\n'
+    )
+    (diag,) = diagnose(text)
+    assert diag.code == "E602"
+    assert (diag.span.col, diag.span.end_col) == (13, 13 + len('"error_rate > 5\\u0025x"'))
+
+
+def test_cert_expiry_without_certificate_files_warns() -> None:
+    """W602: no tls.ca/cert is loaded for the service, so the signal has no series."""
+    (diag,) = diagnose(alerts(alert(when="cert_expiry < 7d")))
+    assert diag.code == "W602" and "can never fire" in diag.message
+
+
+def test_cert_expiry_with_a_ca_file_is_fine() -> None:
+    text = alerts(alert(when="cert_expiry < 7d")).replace(
+        "        - {address: 127.0.0.1:9081}\n",
+        "        - {address: 127.0.0.1:9081}\n    tls: {mode: simple, ca: /dev/null}\n",
+    )
+    assert codes(text) == []

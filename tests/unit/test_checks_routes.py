@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.h2_mesh import codes, diagnose
+from tests.unit.h2_mesh import ONE_SERVICE, codes, diagnose
 
 TWO = """
 services:
@@ -145,3 +145,28 @@ def test_route_retry_override_is_checked() -> None:
     diags = diagnose(spec)
     assert [d.code for d in diags] == ["W302"]
     assert "route 'r' to 'details'" in diags[0].message
+
+
+def test_route_no_listener_serves_warns() -> None:
+    """W303 when every listener lists its routes and none lists the route."""
+    text = ONE_SERVICE + (
+        "routes:\n"
+        "  - {name: a, match: {host: a}, to: [{service: reviews}]}\n"
+        "  - {name: b, match: {host: b}, to: [{service: reviews}]}\n"
+        "listeners:\n"
+        "  - {name: one, address: 127.0.0.1:15001, routes: [a]}\n"
+        "  - {name: two, address: 127.0.0.1:15002, routes: [a]}\n"
+    )
+    (diag,) = diagnose(text)
+    assert diag.code == "W303" and diag.message.startswith("route 'b' is served by no listener")
+    assert diag.span.line == 11
+    assert codes(text.replace("routes: [a]}\n", "}\n", 1)) == []  # `one` serves every route
+
+
+def test_unserved_route_is_quiet_while_a_listener_names_an_unknown_route() -> None:
+    """With a typo in a listener's routes (E204) the unserved route is probably the one meant."""
+    text = ONE_SERVICE + (
+        "routes:\n  - {name: a, match: {host: a}, to: [{service: reviews}]}\n"
+        "listeners:\n  - {name: one, address: 127.0.0.1:15001, routes: [aa]}\n"
+    )
+    assert codes(text) == ["E204"]

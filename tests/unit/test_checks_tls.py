@@ -1,4 +1,4 @@
-"""E501-E503, E505, W501-W502, W506-W507: TLS files, versions, verification, identities."""
+"""E501-E503, E505, W501-W502, W506-W508: TLS files, versions, verification, identities."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from tests.unit.h2_mesh import codes, diagnose, document
 
 @pytest.fixture
 def certs(tmp_path: Path) -> Path:
-    """A spec folder with certs/ca.pem, certs/c.pem and a private certs/k.pem."""
+    """A spec folder with certs/ca.pem, certs/c.pem, a private certs/k.pem and c.pem.key -> it."""
     folder = tmp_path / "certs"
     folder.mkdir()
     for name in ("ca.pem", "c.pem", "k.pem"):
         (folder / name).write_text("x")
     (folder / "k.pem").chmod(0o600)
+    (folder / "c.pem.key").symlink_to("k.pem")
     return tmp_path
 
 
@@ -154,3 +155,35 @@ def test_sans_with_verify_false_are_ignored() -> None:
     )
     assert diag.related[0].message == "verification is turned off here"
     assert codes(service("{mode: simple, verify: false, insecure: true}")) == ["W501"]
+
+
+@pytest.mark.parametrize("owner", ["listener", "service"])
+def test_key_haproxy_cannot_find_warns(certs: Path, owner: str) -> None:
+    """W508 at the certificate when its key is neither inside it nor at <cert>.key."""
+    (certs / "certs" / "c.pem.key").unlink()
+    files = "cert: certs/c.pem, key: certs/k.pem"
+    spec = (
+        listener("{" + files + "}")
+        if owner == "listener"
+        else service("{mode: mutual, ca: certs/ca.pem, " + files + "}")
+    )
+    (diag,) = diagnose(spec, certs)
+    assert diag.code == "W508" and diag.severity == "warning"
+    assert f"{owner} '" in diag.message and "'certs/c.pem.key' does not exist" in diag.message
+    assert diag.hint is not None and "ln -s k.pem certs/c.pem.key" in diag.hint
+    lines = document(spec).text.splitlines()
+    assert lines[diag.span.line - 1][diag.span.col - 1 : diag.span.end_col - 1] == "certs/c.pem"
+
+
+def test_key_inside_the_certificate_or_same_file_is_fine(certs: Path) -> None:
+    (certs / "certs" / "c.pem.key").unlink()
+    assert codes(listener("{cert: certs/k.pem, key: certs/k.pem}"), certs) == []
+    (certs / "certs" / "c.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    assert codes(listener("{cert: certs/c.pem, key: certs/k.pem}"), certs) == []
+
+
+def test_unverified_mutual_tls_sends_no_certificate_to_haproxy(certs: Path) -> None:
+    """HAProxy's `verify none` server line carries no crt, so no key is needed there."""
+    (certs / "certs" / "c.pem.key").unlink()
+    tls = "{mode: mutual, cert: certs/c.pem, key: certs/k.pem, verify: false, insecure: true}"
+    assert codes(service(tls), certs) == ["W501"]

@@ -319,7 +319,7 @@ def test_missing_top_level_fields() -> None:
     """A document without required top-level fields names them all at the document start."""
     diag = only(errors_of("admin: 127.0.0.1:1\n"))
     assert diag.code == "E108" and (diag.span.line, diag.span.col) == (1, 1)
-    assert "'version', 'mesh' or 'services'" in diag.message
+    assert "'version', 'mesh' and 'services'" in diag.message
 
 
 json_values = st.recursive(
