@@ -51,13 +51,18 @@ class AlertExpr:
 
 
 class AlertExprError(ValueError):
-    """``code`` is E601 (does not parse) or E602 (value does not fit the signal)."""
+    """``code`` is E601 (does not parse) or E602 (value does not fit the signal).
 
-    def __init__(self, code: str, message: str, hint: str | None = None) -> None:
+    ``part`` is the (start, end) character range of the wrong part of the condition (signal,
+    operator or value), for a caret under just that part; empty when the part is missing.
+    """
+
+    def __init__(self, code: str, message: str, hint: str | None, part: tuple[int, int]) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.hint = hint
+        self.part = part
 
 
 def parse_when(text: str) -> AlertExpr:
@@ -69,16 +74,19 @@ def parse_when(text: str) -> AlertExpr:
         close = difflib.get_close_matches(signal, SIGNALS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else "signals: " + ", ".join(SIGNALS)
         problem = f"unknown signal '{signal}'" if signal else "no signal at the start"
-        raise AlertExprError("E601", f"alert condition '{text}': {problem}", hint)
+        raise AlertExprError("E601", f"alert condition '{text}': {problem}", hint, found.span(1))
     if op not in OPERATORS:
         shown = f"'{op}'" if op else "nothing"
         raise AlertExprError(
             "E601",
             f"alert condition '{text}': expected an operator after '{signal}', found {shown}",
             "write SIGNAL OP VALUE with OP one of > >= < <=",
+            found.span(2),
         )
     if not value:
-        raise AlertExprError("E601", f"alert condition '{text}': no value after '{op}'")
+        raise AlertExprError(
+            "E601", f"alert condition '{text}': no value after '{op}'", None, found.span(3)
+        )
     unit = SIGNAL_UNITS[signal]
     threshold = _threshold(unit, value)
     if threshold is None:
@@ -86,6 +94,7 @@ def parse_when(text: str) -> AlertExpr:
             "E602",
             f"alert condition '{text}': '{value}' does not fit {signal}",
             f"{signal} takes {UNIT_EXAMPLES[unit]}",
+            found.span(3),
         )
     return AlertExpr(cast(Signal, signal), cast(Comparison, op), threshold)
 

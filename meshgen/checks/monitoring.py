@@ -14,17 +14,13 @@ columns and characters agree; otherwise at the whole value.
 
 from __future__ import annotations
 
-import re
-
-from meshgen.alertexpr import OPERATORS, SIGNAL_UNITS, AlertExprError, parse_when
+from meshgen.alertexpr import AlertExprError, parse_when
 from meshgen.checks.context import Context
 from meshgen.diagnostics import Span, register
 from meshgen.durations import format_duration
 from meshgen.model import Alert, PathKey, Service
 
 NO_CERTIFICATE = register("W602", "cert_expiry alert on a service without certificate files")
-_PARTS = re.compile(r"\s*([A-Za-z0-9_]*)\s*([<>=!]*)\s*(.*?)\s*")
-"""SIGNAL OP VALUE, split as meshgen.alertexpr splits it: for the columns of a bad part."""
 
 TRAFFIC_SIGNALS = frozenset(
     {"error_rate", "request_rate", "p50_latency", "p90_latency", "p99_latency"}
@@ -57,7 +53,8 @@ def check(ctx: Context) -> None:
                 parse_when(alert.when)
             except AlertExprError as exc:
                 where = (*alert.path, "when")
-                ctx.error(exc.code, exc.message, where, exc.hint, at=_part_span(ctx, alert))
+                at = _part_span(ctx, alert, exc.part)
+                ctx.error(exc.code, exc.message, where, exc.hint, at=at)
         elif alert.expr.signal == "cert_expiry":
             _cert_files(ctx, alert)
     for slo in mesh.slos:
@@ -112,14 +109,9 @@ def _reachability(ctx: Context) -> None:
             )
 
 
-def _part_span(ctx: Context, alert: Alert) -> Span | None:
-    """The span of the wrong part of ``when`` inside its scalar; None: the whole value."""
-    found = _PARTS.fullmatch(alert.when)
-    if found is None:
-        return None
-    signal, op = found.group(1), found.group(2)
-    group = 1 if signal not in SIGNAL_UNITS else 2 if op not in OPERATORS else 3
-    start, end = found.span(group)
+def _part_span(ctx: Context, alert: Alert, part: tuple[int, int]) -> Span | None:
+    """The span of the wrong ``part`` of ``when`` inside its scalar; None: the whole value."""
+    start, end = part
     whole = ctx.doc.span((*alert.path, "when"))
     if start == end or whole.line != whole.end_line:
         return None

@@ -53,3 +53,20 @@ def test_invalid_conditions_say_what_fits(text: str, code: str, hint_part: str |
     assert caught.value.message.startswith(f"alert condition '{text}'")
     if hint_part is not None:
         assert caught.value.hint is not None and hint_part in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "bad_part"),
+    [
+        ("eror_rate > 5%", "eror_rate"),
+        ("error_rate => 5%", "=>"),
+        ("error_rate > 5", "5"),
+        ("  p99_latency <= 5%  ", "5%"),
+    ],
+)
+def test_error_names_the_wrong_part(text: str, bad_part: str) -> None:
+    """The error carries the character range of the wrong part, for a caret under just it."""
+    with pytest.raises(AlertExprError) as caught:
+        parse_when(text)
+    start, end = caught.value.part
+    assert text[start:end] == bad_part
