@@ -1,4 +1,4 @@
-"""The code stays lint- and type-clean: ruff and mypy --strict run as part of the suite."""
+"""The code stays lint-, format- and type-clean: ruff and mypy --strict run in the suite."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_lint_is_clean() -> None:
     """`ruff check` reports nothing for the whole repository."""
     result = run("ruff", "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied() -> None:
+    """Every Python file is laid out as `ruff format` writes it (no style churn in diffs)."""
+    result = run("ruff", "format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
