@@ -2,8 +2,9 @@
 
 ``mesh = Mesh.load(DIST); mesh.request("GET", "http://reviews/x")`` routes on the URL's host
 and path over *all* routes of the DIST (no listener), then picks, balances, retries, applies
-the circuit breaker, rate limits, TLS and metrics exactly like the sidecar, sharing its
-:class:`~.proxy.Generation`, :class:`~.pool.Pool` and resilience helpers.
+the circuit breaker (per try, with the proxy's pending queue: :func:`~.exchange.admit`), rate
+limits, TLS and metrics exactly like the sidecar, sharing its :class:`~.proxy.Generation`,
+:class:`~.pool.Pool` and resilience helpers.
 
 Theory of operation: a ``Mesh`` binds to one event loop, the first that uses it. ``await
 mesh.arequest(...)`` runs on the caller's loop; ``mesh.request(...)`` (sync) runs the same
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .exchange import admit
 from .http1 import HOP_BY_HOP, UpstreamConnection
 from .loader import load_tables
 from .metrics import Metrics
@@ -126,13 +128,12 @@ class Mesh:
             if bucket is not None and bucket.try_acquire() is not None:
                 self.metrics.inc_rate_limited(route.name)
                 raise MeshError(429, "rate limited")
-        breaker = gen.breakers[tgt.service]
-        if not breaker.try_request():
-            raise MeshError(503, "circuit breaker open")
         try:
             resp = await self._forward(gen, method, host, path + query, hdrs, body, tgt)
-        finally:
-            breaker.release_request()
+        except MeshError as exc:  # a local 503/504 counts, as the proxy's does
+            self.metrics.observe_request("", route.name, tgt.service, tgt.subset or "",
+                                         exc.status, time.monotonic() - start)  # fmt: skip
+            raise
         self.metrics.observe_request("", route.name, tgt.service, tgt.subset or "",
                                      resp.status, time.monotonic() - start)  # fmt: skip
         return resp
@@ -150,20 +151,31 @@ class Mesh:
         budget = gen.budgets.get(tgt.service) if policy is not None else None
         if budget is not None:
             budget.record_request()
+        breaker = gen.breakers[tgt.service]
         tried: set[str] = set()
         failure: int | str = "connect-failure"
         for attempt in range(1 + (policy.attempts if policy is not None else 0)):
-            picked = gen.upstreams.pick(tgt.service, tgt.subset, None, frozenset(tried))
-            if picked is None:
-                raise MeshError(503, "no healthy endpoint")
-            tried.add(picked.endpoint.address)
-            left = deadline - loop.time()
-            per_try = min(policy.per_try_timeout_s, left) if policy is not None else left
-            gen.upstreams.begin(picked)
+            # Each try is admitted like the proxy's: wait in the pending queue while every
+            # connection is busy (until the deadline: 504), else a fast 503; the slot is held
+            # for the try only, so it is free during the backoff.
+            refused = await admit(breaker, loop, deadline)
+            if refused is not None:
+                assert refused.local is not None
+                raise MeshError(refused.status, refused.local.decode().strip())
             try:
-                result = await self._try(gen, picked, head, per_try)
+                picked = gen.upstreams.pick(tgt.service, tgt.subset, None, frozenset(tried))
+                if picked is None:
+                    raise MeshError(503, "no healthy endpoint")
+                tried.add(picked.endpoint.address)
+                left = deadline - loop.time()
+                per_try = min(policy.per_try_timeout_s, left) if policy is not None else left
+                gen.upstreams.begin(picked)
+                try:
+                    result = await self._try(gen, picked, head, per_try)
+                finally:
+                    gen.upstreams.end(picked)
             finally:
-                gen.upstreams.end(picked)
+                breaker.release()
             outcome = result.status if isinstance(result, Response) else result
             self.metrics.inc_upstream(picked.service, picked.endpoint.address, outcome)
             gen.upstreams.report(picked, outcome)

@@ -122,7 +122,7 @@ class Exchange:
                     if verdict is not None:
                         if verdict != "wait":
                             return _OVERLOADED
-                        if not await self._wait(breaker, loop, deadline):
+                        if not await wait_for_slot(breaker, loop, deadline):
                             return _QUEUE_TIMEOUT
                     holding = True
                 picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
@@ -201,38 +201,6 @@ class Exchange:
         finally:
             if holding:
                 breaker.release()
-
-    async def _wait(
-        self, breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
-    ) -> bool:
-        """Wait in the breaker's pending queue: True once a slot is handed over, False when
-        ``deadline`` (loop time) passes first."""
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return False
-        fut: asyncio.Future[bool] = loop.create_future()
-
-        def wake(granted: bool) -> bool:
-            if fut.done():
-                return False
-            fut.set_result(granted)
-            return True
-
-        def expire() -> None:
-            if breaker.cancel(wake):
-                wake(False)
-
-        breaker.enqueue(wake, breaker.clock() + remaining)
-        timer = loop.call_later(remaining, expire)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            granted = fut.done() and not fut.cancelled() and fut.result()
-            if not breaker.cancel(wake) and granted:
-                breaker.release()
-            raise
-        finally:
-            timer.cancel()
 
     async def _connect(
         self, gen: Generation, picked: Picked, key: str, timeout: float
@@ -416,6 +384,53 @@ _NO_ENDPOINT = ForwardResult(503, b"no healthy endpoint\n")
 _OVERLOADED = ForwardResult(503, b"upstream overflow\n", overloaded=True)
 _QUEUE_TIMEOUT = ForwardResult(504, b"upstream timeout\n")
 _RESULTS: dict[int, ForwardResult] = {}
+
+
+async def admit(
+    breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
+) -> ForwardResult | None:
+    """Admission of one try (the proxy inlines the fast case): None once a slot is held (the
+    caller must ``breaker.release()``), else the local answer: a fast 503 (overloaded) or 504
+    when ``deadline`` (loop time) passes in the pending queue. The in-process client uses it."""
+    verdict = breaker.admit()
+    if verdict is None:
+        return None
+    if verdict != "wait":
+        return _OVERLOADED
+    return None if await wait_for_slot(breaker, loop, deadline) else _QUEUE_TIMEOUT
+
+
+async def wait_for_slot(
+    breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
+) -> bool:
+    """Wait in the breaker's pending queue: True once a slot is handed over, False when
+    ``deadline`` (loop time) passes first."""
+    remaining = deadline - loop.time()
+    if remaining <= 0:
+        return False
+    fut: asyncio.Future[bool] = loop.create_future()
+
+    def wake(granted: bool) -> bool:
+        if fut.done():
+            return False
+        fut.set_result(granted)
+        return True
+
+    def expire() -> None:
+        if breaker.cancel(wake):
+            wake(False)
+
+    breaker.enqueue(wake, breaker.clock() + remaining)
+    timer = loop.call_later(remaining, expire)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        granted = fut.done() and not fut.cancelled() and fut.result()
+        if not breaker.cancel(wake) and granted:
+            breaker.release()
+        raise
+    finally:
+        timer.cancel()
 
 
 def _result(status: int) -> ForwardResult:

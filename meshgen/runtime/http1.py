@@ -14,6 +14,11 @@ move from one transport to the other inside ``data_received`` without a task swi
   (``pause_writing``) the peer transport stops reading until ``resume_writing``.
 * llhttp rejects smuggling inputs (Content-Length with Transfer-Encoding, differing duplicate
   Content-Length, bad chunk sizes); a parse error answers 400 and closes.
+* Host (RFC 9112 section 3.2): an HTTP/1.1 request without exactly one Host line, or with an
+  invalid value (``a b``, control characters), or with an empty one on an origin-form target
+  (an ``http`` URI with an empty host is invalid, RFC 9110 section 4.2.1) is a 400. An
+  absolute-form target's authority replaces the Host header (RFC 9112 section 3.2.2), so
+  routing and the upstream ``Host`` use the authority, as Envoy and HAProxy do.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import cast
 
 import httptools
 
+from .paths import target_authority, valid_host
 from .upstream_conn import BodySink, Headers, WriteBatch, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
 
@@ -213,6 +219,31 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
         req.expect_continue = True
 
 
+_GOOD_HOSTS: set[str] = set()  # valid non-empty Host values seen (bounded)
+
+
+def _check_host(req: Request) -> None:
+    """RFC 9112 section 3.2 (see the module docstring); raises to answer 400."""
+    authority = target_authority(req.target)
+    if authority is not None:
+        if not authority or not valid_host(authority):
+            raise httptools.HttpParserError("bad authority")
+        if req.host and not valid_host(req.host):
+            raise httptools.HttpParserError("bad host")
+        req.host = authority
+        return
+    host = req.host
+    if not host:
+        if req.version == "1.1":
+            raise httptools.HttpParserError("empty host")
+        return
+    if not valid_host(host):
+        raise httptools.HttpParserError("bad host")
+    if len(_GOOD_HOSTS) >= 4096:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS.add(host)
+
+
 class ServerConnection(asyncio.Protocol):
     """One downstream connection: parse, queue, hand requests to the proxy in order."""
 
@@ -325,6 +356,8 @@ class ServerConnection(asyncio.Protocol):
             or (req.chunked and req.content_length >= 0)
         ):
             raise httptools.HttpParserError("bad host or framing")
+        if req.host not in _GOOD_HOSTS or not req.target.startswith(b"/"):
+            _check_host(req)
         if req.chunked or req.content_length > 0:
             req.body = RequestBody(self)
         self._queue.append(req)

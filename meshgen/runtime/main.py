@@ -6,7 +6,8 @@ first (tables, TLS contexts, upstreams started); only if every step succeeds is 
 otherwise the reason is logged and the old one stays. Listener sockets survive a reload, so no
 connection is refused; requests already running finish on the generation they started with,
 whose upstreams are stopped once its in-flight count reaches zero (then the metric series of
-endpoints and certificate files the live tables no longer have are dropped).
+endpoints, certificate files, services and rate-limited routes the live tables no longer have
+are dropped; a new generation starts its services' and routes' rare-event series at 0).
 
 A listener whose address or TLS settings changed is reopened, new server first, old one closed
 after. Same address, new TLS settings: the new server is built on a *duplicate* of the old
@@ -289,6 +290,11 @@ class Runtime:
             self.metrics.forget_endpoint(service, endpoint)
         for service, file in was_files - files:
             self.metrics.forget_cert_expiry(service, file)
+        live = self.proxy.generation
+        for service in old.services - live.services:
+            self.metrics.forget_service(service)
+        for route in old.limited_routes - live.limited_routes:
+            self.metrics.forget_route(route)
 
     def _dist_stamp(self) -> Stamp | None:
         """(name, inode, mtime, size) of MANIFEST.json and mesh/*.py; None while DIST is

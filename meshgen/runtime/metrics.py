@@ -6,6 +6,13 @@ tuple of label values (no locks: the runtime is one asyncio thread). Nothing is 
 until ``render()`` (for ``/metrics``) or ``collect()`` (for the embedded alert evaluator)
 is called. The metric names and labels are part of the public contract (SPEC.md).
 
+Series that count rare events would otherwise appear only after the first one, which breaks
+``absent()``, ``rate()`` over the first increment and dashboards: :meth:`Metrics.declare` starts
+``meshgen_circuit_open`` and ``meshgen_retries_total`` at 0 for every service, and
+``meshgen_rate_limited_total`` for every route that can answer 429 (its own rate limit, or one of
+its destination services has one); :meth:`Metrics.forget_service` / :meth:`forget_route` end
+them when a reload removes the service or route.
+
 ``collect()`` returns the same samples ``render()`` prints, as plain data keyed by sample
 name and sorted label pairs, so the alert evaluator sees exactly what Prometheus would
 scrape.
@@ -188,6 +195,23 @@ class Metrics:
     def forget_cert_expiry(self, service: str, file: str) -> None:
         """Drop a certificate's gauge when a reload stops loading that file (its series ends)."""
         self.cert_expiry.pop((service, file), None)
+
+    def declare(self, services: Iterable[str], limited_routes: Iterable[str]) -> None:
+        """Start the rare-event series at 0 (existing values are kept: a reload)."""
+        for service in services:
+            self.circuit_open.setdefault((service,), 0)
+            self.retries.setdefault((service,), 0)
+        for route in limited_routes:
+            self.rate_limited.setdefault((route,), 0)
+
+    def forget_service(self, service: str) -> None:
+        """End a removed service's circuit and retry series."""
+        self.circuit_open.pop((service,), None)
+        self.retries.pop((service,), None)
+
+    def forget_route(self, route: str) -> None:
+        """End a removed (or no longer rate-limited) route's 429 series."""
+        self.rate_limited.pop((route,), None)
 
     # --- reading ------------------------------------------------------------------------
     def _families(self) -> Iterable[tuple[str, Iterable[tuple[tuple[object, ...], float]]]]:

@@ -15,6 +15,10 @@ Normalisation (RFC 3986 section 6.2.2, as Envoy's ``normalize_path`` + ``merge_s
 
 Invalid targets return ``None`` (the proxy answers 400): not origin- or absolute-form, bytes
 outside printable ASCII, a ``%`` not followed by two hex digits, or an encoded NUL.
+
+:func:`valid_host` checks a Host value (or an absolute-form target's authority) against RFC 9112
+section 3.2's ``uri-host [ ":" port ]``; :func:`target_authority` extracts that authority, which
+routes an absolute-form request instead of the Host header (RFC 9112 section 3.2.2).
 """
 
 from __future__ import annotations
@@ -28,7 +32,29 @@ _NEEDS_WORK = re.compile(r"%|//|/\.\.?(?:/|$)")
 _PCT = re.compile(r"%(.?.?)")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
+# RFC 3986 host (IP-literal, IPv4address or reg-name) and an optional port.
+_HOST = re.compile(
+    r"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+    r"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
+
+
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is a syntactically valid Host value (empty is valid syntax)."""
+    return _HOST.fullmatch(host) is not None
+
+
+def target_authority(raw_target: bytes) -> str | None:
+    """The authority of an absolute-form target (``http://web:80/x`` -> ``web:80``); None for
+    any other form. Userinfo (``user@``) is kept, so :func:`valid_host` rejects it."""
+    if raw_target[:1] == b"/":
+        return None
+    try:
+        absolute = _ABSOLUTE.match(raw_target.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+    return None if absolute is None else absolute.group(1)
 
 
 def _decode(match: re.Match[str]) -> str:

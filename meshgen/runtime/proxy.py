@@ -80,6 +80,14 @@ class Generation:
             c.name: CircuitBreaker(c.circuit_breaker, _circuit_gauge(metrics, c.name), clock)
             for c in tables.clusters
         }
+        self.services = frozenset(self.clusters)
+        self.limited_routes = frozenset(
+            r.name
+            for r in tables.routes
+            if r.redirect is None
+            and (r.rate_limit is not None or any(t.service in self.service_buckets for t in r.to))
+        )
+        metrics.declare(self.services, self.limited_routes)
         self.budgets: dict[str, RetryBudget] = {}
         for r in tables.routes:
             for t in r.to:

@@ -125,3 +125,20 @@ def test_gauges_overwrite_and_forget() -> None:
     assert 'meshgen_endpoint_healthy{service="s",endpoint="e:1"} 0' in m.render()
     m.forget_endpoint("s", "e:1")
     assert 'endpoint="e:1"' not in m.render()
+
+
+def test_declared_series_start_at_zero_and_can_be_forgotten() -> None:
+    """Rare-event series exist at 0 before the first event; declaring again keeps counts."""
+    m = Metrics()
+    m.declare(["a", "b"], ["r"])
+    m.inc_retry("a")
+    m.declare(["a"], ["r"])
+    text = m.render()
+    assert 'meshgen_retries_total{service="a"} 1' in text
+    assert 'meshgen_retries_total{service="b"} 0' in text
+    assert 'meshgen_circuit_open{service="b"} 0' in text
+    assert 'meshgen_rate_limited_total{route="r"} 0' in text
+    m.forget_service("b")
+    m.forget_route("r")
+    text = m.render()
+    assert 'service="b"' not in text and 'route="r"' not in text

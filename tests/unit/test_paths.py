@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgen.runtime.paths import normalize_path, split_target
+from meshgen.runtime.paths import normalize_path, split_target, target_authority, valid_host
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,24 @@ def test_idempotent_and_clean(segments: list[str]) -> None:
     assert "//" not in once
     parts = once.split("/")
     assert "." not in parts and ".." not in parts
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [("web", True), ("web.mesh.test.:8080", True), ("[::1]:80", True), ("10.0.0.1", True),
+     ("a%41b", True), ("", True), ("a b", False), ("we\x01b", False), ("web:80x", False),
+     ("user@web", False), ("[::1", False), ("a%zz", False), ("web/x", False)],
+)  # fmt: skip
+def test_valid_host(host: str, ok: bool) -> None:
+    """RFC 9112 3.2 Host syntax: uri-host [":" port]."""
+    assert valid_host(host) is ok
+
+
+def test_target_authority() -> None:
+    """Only an absolute-form target has an authority (userinfo kept, to be rejected)."""
+    assert target_authority(b"http://web:81/x?y") == "web:81"
+    assert target_authority(b"HTTPS://Web?q") == "Web"
+    assert target_authority(b"http://u@web/") == "u@web"
+    assert target_authority(b"http:///x") == ""
+    assert target_authority(b"/x") is None
+    assert target_authority(b"*") is None
