@@ -1,16 +1,7 @@
-"""Schema-valid mesh.yaml data -> :class:`meshgen.model.Mesh`.
+"""Shared pieces of lowering: merging with origins, addresses, durations.
 
-This module holds the shared pieces (merging, addresses, durations); services.py, routes.py
-and __init__.py build on it.
-
-Theory of operation: the schema has already rejected wrong shapes, so lowering only parses
-values (durations, addresses), merges policy (built-in < ``defaults:`` < service < route) and
-adds what SPEC.md implies (default routes, the ``edge`` listener, the admin address). Merging
-works on the plain mappings: ``defaults:`` is overlaid once, then each service overlays a
-copy, recording per dotted field the :class:`Origin` of the value that won. Built-in values are
-never stored in the merged mapping: a missing key means "built-in" and the builders below
-supply it, so an untouched field costs nothing. Values the schema cannot rule out (a port
-above 65535, a malformed address) become E401/E402 diagnostics, never exceptions.
+services.py, routes.py and __init__.py build on these; the package docstring (lower/__init__)
+states the theory of operation.
 """
 
 from __future__ import annotations
