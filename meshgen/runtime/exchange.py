@@ -56,6 +56,37 @@ class ForwardResult:
 _NO_EXCLUDE: frozenset[str] = frozenset()
 
 
+class Resume:
+    """Where the callback fast path (``fastpath.py``) hands a request to :meth:`Exchange.forward`:
+    the loop state at that point. ``first`` is an endpoint already picked (and admitted) that
+    needs a new connection; ``delay`` a retry's backoff still to sleep (no slot held)."""
+
+    __slots__ = ("deadline", "delay", "exclude", "first", "head", "holding", "last", "stale_retry",
+                 "tries")  # fmt: skip
+
+    def __init__(
+        self,
+        deadline: float,
+        head: bytes,
+        holding: bool,
+        first: Picked | None = None,
+        tries: int = 0,
+        exclude: frozenset[str] = _NO_EXCLUDE,
+        stale_retry: bool = True,
+        last: ForwardResult | None = None,
+        delay: float | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.head = head
+        self.holding = holding
+        self.first = first
+        self.tries = tries
+        self.exclude = exclude
+        self.stale_retry = stale_retry
+        self.last = last if last is not None else _NO_ENDPOINT
+        self.delay = delay
+
+
 class Exchange:
     """Forwarding and mirroring over one shared connection pool."""
 
@@ -94,28 +125,38 @@ class Exchange:
         query: str,
         hash_key: bytes | None,
         rid: bytes,
+        resume: Resume | None = None,
     ) -> ForwardResult:
         loop = req.conn.loop
         assert loop is not None
-        deadline = loop.time() + target.timeout_s
         policy = target.retries
         max_tries = 1 + (policy.attempts if policy is not None else 0)
         budget = gen.budgets.get(target.service) if policy is not None else None
-        if budget is not None:
-            budget.record_request()
         ops = gen.header_ops.get(route.name)
         rops, sops = ops if ops is not None else self._ops(gen, route)
-        if req.expect_continue and req.body is not None and not req.body.complete:
-            req.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = request_head(req, route, path, query, rops)
-        exclude = _NO_EXCLUDE  # endpoints already tried
-        tries = 0
-        stale_retry = True
-        last = _NO_ENDPOINT
+        first: Picked | None = None
+        delay: float | None = None
+        if resume is None:
+            deadline = loop.time() + target.timeout_s
+            if budget is not None:
+                budget.record_request()
+            if req.expect_continue and req.body is not None and not req.body.complete:
+                req.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            head = request_head(req, route, path, query, rops)
+            exclude = _NO_EXCLUDE  # endpoints already tried
+            tries = 0
+            stale_retry = True
+            last = _NO_ENDPOINT
+            holding = False  # this request holds one of the breaker's active slots
+        else:
+            deadline, head, holding = resume.deadline, resume.head, resume.holding
+            first, delay, tries, exclude = resume.first, resume.delay, resume.tries, resume.exclude
+            stale_retry, last = resume.stale_retry, resume.last
         upstreams = gen.upstreams
         breaker = gen.breakers[target.service]
-        holding = False  # this request holds one of the breaker's active slots
         try:
+            if delay is not None:  # a retry's backoff, begun on the fast path
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             while True:
                 if not holding:
                     verdict = breaker.admit()
@@ -125,7 +166,11 @@ class Exchange:
                         if not await wait_for_slot(breaker, loop, deadline):
                             return _QUEUE_TIMEOUT
                     holding = True
-                picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
+                picked: Picked | None
+                if first is not None:
+                    picked, first = first, None
+                else:
+                    picked = upstreams.pick(target.service, target.subset, hash_key, exclude)
                 if picked is None:
                     return last
                 tries += 1

@@ -184,6 +184,9 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[None]]
+# Takes a request in protocol callbacks (no coroutine) and returns True, or returns False having
+# done nothing; a request it took ends with ``ServerConnection.request_done``.
+FastHandler = Callable[[Request], bool]
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
@@ -248,9 +251,14 @@ class ServerConnection(asyncio.Protocol):
     """One downstream connection: parse, queue, hand requests to the proxy in order."""
 
     def __init__(
-        self, handler: Handler, listener: object, registry: set[ServerConnection] | None = None
+        self,
+        handler: Handler,
+        listener: object,
+        registry: set[ServerConnection] | None = None,
+        fast: FastHandler | None = None,
     ) -> None:
         self.handler = handler
+        self.fast = fast
         self.registry = registry
         self.listener = listener  # the proxy's per-listener context, opaque here
         self.transport: asyncio.Transport | None = None
@@ -360,6 +368,16 @@ class ServerConnection(asyncio.Protocol):
             _check_host(req)
         if req.chunked or req.content_length > 0:
             req.body = RequestBody(self)
+        elif self.active is None and not self._queue and self.fast is not None:
+            self.active = req
+            try:
+                taken = self.fast(req)
+            except Exception:
+                self._failed(req)
+                raise
+            if taken:
+                return
+            self.active = None
         self._queue.append(req)
         self._req_in_progress = False
         if self.active is not None:
@@ -428,6 +446,35 @@ class ServerConnection(asyncio.Protocol):
             self.write(simple_response(400, b"bad request\n", close=True))
         self.close()
 
+    def request_done(self, req: Request) -> None:
+        """The fast path answered ``req`` (what ``_serve`` does after a handler)."""
+        self.active = None
+        if self.closed:
+            return
+        if not req.keep_alive:
+            self.close()
+            return
+        if self._pipeline_paused:
+            self._pipeline_paused = False
+            self._apply_reading()
+        if self._queue:
+            self._wake()
+
+    async def finish_detached(self, req: Request, rest: Awaitable[None]) -> None:
+        """A fast-path request that went on in a coroutine: await it, then ``request_done``."""
+        try:
+            await rest
+        except Exception:
+            self._failed(req)
+            raise
+        self.request_done(req)
+
+    def _failed(self, req: Request) -> None:
+        if not req.started:
+            req.started = True
+            self.write(simple_response(500, b"internal error\n", close=True))
+        self.close()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -437,7 +484,7 @@ class ServerConnection(asyncio.Protocol):
         loop = self.loop
         assert loop is not None
         while not self.closed:
-            if not self._queue:
+            if not self._queue or self.active is not None:  # a fast-path request runs
                 self._waiter = loop.create_future()
                 await self._waiter
                 self._waiter = None
@@ -447,10 +494,7 @@ class ServerConnection(asyncio.Protocol):
             try:
                 await self.handler(req)
             except Exception:
-                if not req.started:
-                    req.started = True
-                    self.write(simple_response(500, b"internal error\n", close=True))
-                self.close()
+                self._failed(req)
                 raise
             self.active = None
             if self.tunnel is not None or self.closed:

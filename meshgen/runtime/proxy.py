@@ -27,13 +27,14 @@ from typing import IO
 from .access import AccessPolicy, enforced_on
 from .balancers import request_hash_key
 from .exchange import Exchange, ForwardResult
+from .fastpath import FastTry
 from .heads import CompiledOps
 from .http1 import Request, ServerConnection, simple_response
 from .metrics import Metrics
 from .mirror import Mirrors
 from .paths import split_target
 from .resilience import CircuitBreaker, RetryBudget, TokenBucket
-from .router import Router
+from .router import CompiledRoute, Router
 from .tables import Cluster, Listener, Tables
 from .tls import TlsContexts, peer_identity
 from .upstreams import Upstreams
@@ -104,6 +105,28 @@ class Generation:
         )
         self.outlier = frozenset(tables.outlier_detection)
         self.in_flight = 0
+        self.fast_routes: dict[str, bool] = {}  # route name -> fast path eligible (lazily)
+
+    def fast_route(self, cr: CompiledRoute) -> bool:
+        """Whether requests of ``cr`` may take the callback fast path (``fastpath.py``): no
+        step before forwarding that may wait or answer locally, a positive timeout."""
+        route = cr.route
+        ok = self.fast_routes.get(route.name)
+        if ok is None:
+            ok = self.fast_routes[route.name] = (
+                route.redirect is None
+                and route.rate_limit is None
+                and route.fault is None
+                and route.mirror is None
+                and bool(cr.targets)
+                and all(
+                    t.service not in self.service_buckets
+                    and t.timeout_s > 0
+                    and (t.retries is None or t.retries.per_try_timeout_s > 0)
+                    for t in cr.targets
+                )
+            )
+        return ok
 
 
 def _circuit_gauge(metrics: Metrics, service: str) -> Callable[[bool], None]:
@@ -144,7 +167,7 @@ class Proxy:
 
     def protocol(self, listener: Listener) -> Callable[[], ServerConnection]:
         ctx = ListenerContext(self, listener)
-        return lambda: ServerConnection(self.handle, ctx, self.connections)
+        return lambda: ServerConnection(self.handle, ctx, self.connections, self.fast)
 
     def start_drain(self) -> None:
         """Answer with ``connection: close`` from now on and close idle keep-alive connections."""
@@ -170,6 +193,71 @@ class Proxy:
             cache.clear()
         split = cache[target] = split_target(target)
         return split
+
+    def fast(self, req: Request) -> bool:
+        """Take ``req`` on the callback fast path, or return False having changed nothing
+        (the order of decisions is that of :meth:`handle`)."""
+        if req.upgrade or req.expect_continue or self.draining:
+            return False
+        gen = self.generation
+        ctx: ListenerContext = req.conn.listener  # type: ignore[assignment]
+        if gen.enforced[ctx.name]:
+            return False
+        rid = req.request_id  # (``handle`` keeps one made here)
+        if rid is None:
+            rid = self._request_id(req)
+        split = self._targets.get(req.target)
+        if split is None:
+            split = self._split(req.target)
+            if split is None:
+                return False
+        path, query = split
+        router = gen.routers[ctx.name]
+        cr = router.match(req.host, path, req.method, req.header)
+        if cr is None or not gen.fast_route(cr):
+            return False
+        gen.in_flight += 1
+        start = time.monotonic()
+        target = router.pick(cr)
+        assert target is not None
+        service = target.service
+        cluster = gen.clusters[service]
+        hash_key = (
+            request_hash_key(cluster.load_balancer, req.header, req.conn.client_ip)
+            if service in gen.hashing
+            else None
+        )
+        route = cr.route
+        FastTry(
+            self, gen, req, ctx.name, route, target, cluster, path, query, hash_key, rid, start
+        ).run()
+        return True
+
+    def answer(self, req: Request, result: ForwardResult, rid: bytes) -> int:
+        """The status of a forwarded request, answering locally when it has a local body."""
+        if result.local is None:
+            return result.status
+        extra = _OVERLOADED if result.overloaded else None
+        return self._local(req, result.status, result.local, rid, extra)
+
+    def account(
+        self,
+        gen: Generation,
+        req: Request,
+        listener: str,
+        route: str,
+        service: str,
+        subset: str,
+        status: int,
+        start: float,
+    ) -> None:
+        """A request ended: in-flight count, metrics, access log."""
+        gen.in_flight -= 1
+        duration = time.monotonic() - start
+        if status:
+            self.metrics.observe_request(listener, route, service, subset, status, duration)
+        if self.access_log is not None:
+            self._log(listener, req, route, service, status, duration)
 
     async def handle(self, req: Request) -> None:
         gen = self.generation
@@ -242,19 +330,9 @@ class Proxy:
             result: ForwardResult = await self.exchange.forward(
                 gen, req, route, target, cluster, path, query, hash_key, rid
             )
-            status = result.status
-            if result.local is not None:
-                extra = _OVERLOADED if result.overloaded else None
-                status = self._local(req, result.status, result.local, rid, extra)
+            status = self.answer(req, result, rid)
         finally:
-            gen.in_flight -= 1
-            duration = time.monotonic() - start
-            if status:
-                self.metrics.observe_request(
-                    ctx.name, route_name, service, subset, status, duration
-                )
-            if self.access_log is not None:
-                self._log(ctx.name, req, route_name, service, status, duration)
+            self.account(gen, req, ctx.name, route_name, service, subset, status, start)
 
     def _allowed(self, gen: Generation, req: Request, route: str, path: str) -> bool:
         """Access control on enforced listeners (deny-by-default); counts denials."""

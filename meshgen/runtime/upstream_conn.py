@@ -120,14 +120,27 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._complete = False
         self.downstream: ServerConnection | None = None  # request body source, paused with us
         self.on_lost: Callable[[], None] | None = None
+        # The fast path's callback instead of ``headers_future``: called once, with None after
+        # the read that brought the head (its body so far is buffered by then) or the error.
+        self._on_head: Callable[[Exception | None], None] | None = None
+        self._head_ready = False
 
-    def begin(self, head: bytes, chunked: bool, downstream: ServerConnection | None) -> None:
-        """Start an exchange: reset response state and write the request head."""
+    def begin(
+        self,
+        head: bytes,
+        chunked: bool,
+        downstream: ServerConnection | None,
+        on_head: Callable[[Exception | None], None] | None = None,
+    ) -> None:
+        """Start an exchange: reset response state and write the request head. The response
+        head resolves ``headers_future``, or calls ``on_head`` when given."""
         loop = self._loop
         assert loop is not None and self.transport is not None
         self.status = 0
         self.headers = []
-        self.headers_future = loop.create_future()
+        self._on_head = on_head
+        self._head_ready = False
+        self.headers_future = loop.create_future() if on_head is None else None
         self._done = None
         self.finished = False
         self.failure = None
@@ -254,6 +267,12 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         except httptools.HttpParserError as exc:
             self._fail(ConnectionResetError(f"bad response: {exc}"))
             self.abort()
+            return
+        if self._head_ready:
+            self._head_ready = False
+            on_head, self._on_head = self._on_head, None
+            assert on_head is not None
+            on_head(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -284,15 +303,21 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if fut is not None and not fut.done():
             fut.set_exception(exc)
             fut.exception()  # mark retrieved; the proxy may no longer be waiting
-        if self.finished or self.failure is not None:
-            return
-        self.failure = exc
-        done = self._done
-        if done is not None and not done.done():
-            done.set_exception(exc)
-            done.exception()
+        on_head, self._on_head = self._on_head, None
+        had_head, self._head_ready = self._head_ready, False
+        if not (self.finished or self.failure is not None):
+            self.failure = exc
+            done = self._done
+            if done is not None and not done.done():
+                done.set_exception(exc)
+                done.exception()
+        if on_head is not None:
+            on_head(None if had_head else exc)
 
     def _set_headers(self) -> None:
+        if self._on_head is not None:
+            self._head_ready = True  # delivered once this read is parsed
+            return
         fut = self.headers_future
         if fut is not None and not fut.done():
             fut.set_result(None)
