@@ -207,11 +207,13 @@ class Exchange:
                     if conn is not None:
                         result = conn.status
                     self.metrics.inc_upstream(picked.service, address, result)
-                    if picked.service in gen.outlier:
+                    client_gone = req.conn.closed  # nothing to retry for, no endpoint to blame
+                    if picked.service in gen.outlier and not client_gone:
                         upstreams.report(picked, result)
                     # Statuses below 400 satisfy no retry condition (resilience.retryable).
                     can_retry = (
-                        policy is not None
+                        not client_gone
+                        and policy is not None
                         and (conn is None or result >= 400)  # type: ignore[operator]
                         and tries < max_tries
                         and (req.body is None or req.body.replayable)
@@ -488,9 +490,12 @@ def _result(status: int) -> ForwardResult:
 
 def _broken(req: Request, conn: UpstreamConnection) -> str:
     """The outcome of a try whose connection broke before the response head: ``timeout``,
-    ``stale`` (a reused connection the server had closed; retried once for free) or ``reset``."""
+    ``stale`` (a reused connection the server had closed; retried once for free) or ``reset``.
+    A try we aborted because the client went away is a ``reset``, never replayed."""
     if conn.timed_out:
         return "timeout"
+    if req.conn.closed:
+        return "reset"
     body = req.body
     if conn.reused and not conn.received and (body is None or body.replayable):
         if body is not None:

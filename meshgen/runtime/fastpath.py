@@ -142,13 +142,15 @@ class FastTry:
         else:
             result = conn.status
         exchange.metrics.inc_upstream(picked.service, self.address, result)
-        if picked.service in gen.outlier:
+        client_gone = req.conn.closed  # nothing to retry for, no endpoint to blame
+        if picked.service in gen.outlier and not client_gone:
             upstreams.report(picked, result)
         policy = target.retries
         loop = req.conn.loop
         assert loop is not None
         can_retry = (
-            policy is not None
+            not client_gone
+            and policy is not None
             and (ok is None or result >= 400)  # type: ignore[operator]
             and policy.attempts > 0
             and retryable(policy, req.method, result)

@@ -376,6 +376,7 @@ class ServerConnection(asyncio.Protocol):
                 self._failed(req)
                 raise
             if taken:
+                self._req_in_progress = False
                 return
             self.active = None
         self._queue.append(req)

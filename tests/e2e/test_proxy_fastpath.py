@@ -76,6 +76,7 @@ class Counted:
     def __init__(self, proxy: Proxy) -> None:
         self.handled = 0
         self.forwarded = 0
+        self.port = 0  # the proxy's listening port, for scenarios that open another connection
         handle, forward = proxy.handle, proxy.exchange.forward
 
         async def counted_handle(req: Request) -> None:
@@ -125,9 +126,8 @@ def _run(tmp_path: Path, services: str, scenario: Scenario) -> None:
         proxy = Proxy(gen, metrics)
         counted = Counted(proxy)
         server = await loop.create_server(proxy.protocol(tables.listeners[0]), "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.sockets[0].getsockname()[1]
-        )
+        counted.port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", counted.port)
 
         async def get(path: str, host: str = "api", extra: str = "", also: int = 0) -> Any:
             """GET ``path``; with ``also``, that many more in the same write (pipelined)."""
@@ -293,3 +293,39 @@ def test_circuit_breaker_overflow_on_the_fast_path_is_503(tmp_path: Path) -> Non
         assert counted.handled == 0
 
     _run(tmp_path, services, scenario)
+
+
+def test_a_keep_alive_connection_is_idle_after_a_fast_path_request(tmp_path: Path) -> None:
+    """Drain closes an idle keep-alive connection at once, also when its last request took the
+    fast path (otherwise SIGTERM would wait out the whole grace period)."""
+
+    async def scenario(proxy: Proxy, counted: Counted, get: Any) -> None:
+        for _ in range(2):
+            assert (await get("/ok"))[0] == 200
+        assert counted.forwarded == 1  # the second request took the fast path
+        (conn,) = proxy.connections
+        assert conn.idle
+        proxy.start_drain()
+        await asyncio.sleep(0.05)
+        assert conn.closed
+
+    _run(tmp_path, SERVICES, scenario)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_a_client_that_hangs_up_is_not_replayed(tmp_path: Path, method: str) -> None:
+    """A client that disconnects while its request waits on a pooled upstream connection aborts
+    that try; the abort is not taken for a stale connection, so the backend sees it once."""
+
+    async def scenario(proxy: Proxy, counted: Counted, get: Any) -> None:
+        await get("/ok")  # a pooled connection for the next request to reuse
+        _, writer = await asyncio.open_connection("127.0.0.1", counted.port)
+        length = "content-length: 0\r\n" if method == "POST" else ""
+        writer.write(f"{method} /slow HTTP/1.1\r\nhost: api\r\n{length}\r\n".encode())
+        await asyncio.sleep(0.1)
+        writer.transport.abort()
+        await asyncio.sleep(0.6)  # /slow answers after 0.3 s: a replay would have arrived
+        assert Backend.calls.get("/slow") == 1
+        assert proxy.generation.in_flight == 0
+
+    _run(tmp_path, SERVICES, scenario)
