@@ -127,7 +127,7 @@ def _run(tmp_path: Path, services: str, scenario: Scenario) -> None:
         counted = Counted(proxy)
         server = await loop.create_server(proxy.protocol(tables.listeners[0]), "127.0.0.1", 0)
         counted.port = server.sockets[0].getsockname()[1]
-        _, writer = await asyncio.open_connection("127.0.0.1", counted.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", counted.port)
 
         async def get(path: str, host: str = "api", extra: str = "", also: int = 0) -> Any:
             """GET ``path``; with ``also``, that many more in the same write (pipelined)."""
