@@ -319,7 +319,9 @@ class Exchange:
         down = req.conn
         skip = sops.skip
         parts = [status_line(status)]
-        parts += [b"%s: %s\r\n" % (k, v) for k, v in conn.headers if k not in skip]
+        for k, v in conn.headers:  # one flat join: cheaper than a formatted line per header
+            if k not in skip:
+                parts += (k, b": ", v, b"\r\n")
         parts.append(sops.tail)
         parts.append(VIA_LINE)
         framed = conn.has_length and b"content-length" not in skip

@@ -78,7 +78,9 @@ def request_head(
         b"%s %s%s HTTP/1.1\r\nhost: %s\r\n"
         % (req.method.encode(), path.encode(), query.encode(), host)
     ]
-    parts += [b"%s: %s\r\n" % (k, v) for k, v in req.headers if k not in skip]
+    for k, v in req.headers:  # one flat join: cheaper than a formatted line per header
+        if k not in skip:
+            parts += (k, b": ", v, b"\r\n")
     parts.append(_forwarded(req, rops.drop | tokens if tokens else rops.drop))
     parts.append(rops.tail)
     if shadow_length is not None:

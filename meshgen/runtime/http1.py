@@ -222,6 +222,8 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
         req.expect_continue = True
 
 
+# The common methods' names, decoded once (llhttp only reports methods it knows).
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _GOOD_HOSTS: set[str] = set()  # valid non-empty Host values seen (bounded)
 
 
@@ -354,7 +356,8 @@ class ServerConnection(asyncio.Protocol):
         req = self._req
         assert req is not None
         p = self._parser
-        req.method = p.get_method().decode("ascii")
+        method = p.get_method()
+        req.method = _METHODS.get(method) or method.decode("ascii")
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive()
         req.upgrade = p.should_upgrade()
