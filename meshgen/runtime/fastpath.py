@@ -170,7 +170,8 @@ class FastTry:
                 return
             upstreams.end(picked)
             breaker.release()
-            self._finish(_result(ok.status))
+            self._account(ok.status)  # a forwarded response: nothing to answer locally
+            req.conn.request_done(req)
             return
         assert policy is not None
         if ok is not None:
@@ -228,14 +229,14 @@ class FastTry:
         self.req.conn.request_done(self.req)
 
     def _account(self, status: int) -> None:
-        service = self.target.service
+        target = self.target
         self.proxy.account(
             self.gen,
             self.req,
             self.listener,
             self.route.name,
-            service,
-            self.target.subset or "",
+            target.service,
+            target.subset or "",
             status,
             self.start,
         )
