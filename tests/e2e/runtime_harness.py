@@ -9,6 +9,7 @@ server on port 0, which the ready file reports.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import http.client
 import json
@@ -193,10 +194,11 @@ srv.serve_forever()
 
 
 @contextmanager
-def backend(name: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A killable subprocess HTTP backend; yields (address, process)."""
+def script_backend(source: str, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``python -c source *args``, a server that prints its port on its first line; yields
+    (address, process) and kills the process (by PID) on the way out."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", BACKEND, name],
+        [sys.executable, "-c", source, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         preexec_fn=_pdeathsig,
@@ -208,3 +210,8 @@ def backend(name: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def backend(name: str) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    """A killable subprocess HTTP backend answering with its ``name``; yields (address, process)."""
+    return script_backend(BACKEND, name)

@@ -9,19 +9,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import re
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, backend, build_dist, run_dist, spec
+from runtime_harness import Runtime, backend, build_dist, run_dist, script_backend, spec
 
 pytestmark = pytest.mark.e2e
 
@@ -251,25 +247,11 @@ srv.serve_forever()
 """
 
 
-def _pdeathsig() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
 @contextmanager
 def flaky_backend() -> Iterator[str]:
     """Answers the first POST to each path with 503, later ones with 200 "n len sha256"."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", FLAKY],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        preexec_fn=_pdeathsig,
-    )
-    try:
-        assert proc.stdout is not None
-        yield f"127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with script_backend(FLAKY) as (address, _):
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,13 @@ import hashlib
 import http.client
 import json
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, _pdeathsig, build_dist, run_dist, spec
+from runtime_harness import Runtime, build_dist, run_dist, script_backend, spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -90,18 +88,8 @@ srv.serve_forever()
 
 @contextmanager
 def stream_backend() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BACKEND],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        preexec_fn=_pdeathsig,
-    )
-    try:
-        assert proc.stdout is not None
-        yield f"127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with script_backend(BACKEND) as (address, _):
+        yield address
 
 
 def peak_rss(pid: int) -> int:
