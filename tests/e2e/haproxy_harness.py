@@ -3,7 +3,10 @@
 Theory of operation: the spec is compiled by the real pipeline and emitted as a real DIST. The
 runtime binds its port-0 listeners itself and reports them in its ready file; HAProxy reads the
 port of a port-0 listener from ``MESHGEN_PORT_<LISTENER>`` (docs/haproxy.md), which we set to a
-free port. A ``stats socket`` is added to ``global`` so tests can read server states.
+free port. A ``stats socket`` is added to ``global`` so tests can read server states. For DNS
+discovery the generated ``resolvers`` sections read ``/etc/resolv.conf`` (``parse-resolv-conf``);
+``nameserver=HOST:PORT`` swaps that line for ``nameserver dns1 HOST:PORT`` in the test copy, the
+counterpart of the runtime's ``--dns-server`` (the generated file holds no machine address).
 """
 
 from __future__ import annotations
@@ -76,14 +79,19 @@ def _accepts(port: int) -> bool:
 
 
 @contextmanager
-def run_haproxy(dist: Path, listener: str = "edge") -> Iterator[HAProxy]:
-    """Start ``haproxy -db`` on DIST's config from DIST's parent folder (relative cert paths)."""
+def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = None,
+                ) -> Iterator[HAProxy]:  # fmt: skip
+    """Start ``haproxy -db`` on DIST's config from DIST's parent folder (relative cert paths);
+    with ``nameserver`` every ``resolvers`` section asks that HOST:PORT instead of resolv.conf."""
     binary = require_binary("haproxy")
     root = dist.parent
     sock = root / "haproxy.sock"
     sock.unlink(missing_ok=True)
     text = (dist / "haproxy" / "haproxy.cfg").read_text()
     text = text.replace("\nglobal\n", f"\nglobal\n    stats socket {sock} level admin\n", 1)
+    if nameserver is not None:
+        assert "    parse-resolv-conf\n" in text, "no resolvers section to point at the nameserver"
+        text = text.replace("    parse-resolv-conf\n", f"    nameserver dns1 {nameserver}\n")
     cfg = root / "haproxy-test.cfg"
     cfg.write_text(text)
     port = free_port()
@@ -99,8 +107,9 @@ def run_haproxy(dist: Path, listener: str = "edge") -> Iterator[HAProxy]:
 
 
 @contextmanager
-def run_runtime(dist: Path, listener: str = "edge") -> Iterator[Engine]:
-    with run_dist(dist) as rt:
+def run_runtime(dist: Path, *args: str, listener: str = "edge") -> Iterator[Engine]:
+    """Start ``python DIST *args`` (e.g. ``--dns-server HOST:PORT``) on its port-0 listeners."""
+    with run_dist(dist, *args) as rt:
         address = str(rt.ready["listeners"][listener])  # type: ignore[index]
         yield Engine("runtime", int(address.rsplit(":", 1)[1]))
 
