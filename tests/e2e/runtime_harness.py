@@ -166,7 +166,16 @@ def run_dist(dist: Path, *args: str, timeout: float = 15.0, cli: bool = False) -
                 proc.wait()
 
 
-BACKEND = """
+SERVE_HANDLER = """
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+"""Tail of a :func:`script_backend` script: serve its handler class ``H`` on a free port and
+print the port first."""
+
+BACKEND = (
+    """
 import http.server, os, sys, time
 name = sys.argv[1]
 class H(http.server.BaseHTTPRequestHandler):
@@ -187,10 +196,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
     do_GET = do_POST = do_PUT = do_DELETE = _reply
     def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
 """
+    + SERVE_HANDLER
+)
 
 
 @contextmanager

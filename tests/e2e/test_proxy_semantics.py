@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, backend, build_dist, run_dist, script_backend, spec
+from runtime_harness import (
+    SERVE_HANDLER,
+    Runtime,
+    backend,
+    build_dist,
+    run_dist,
+    script_backend,
+    spec,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -227,7 +235,8 @@ def test_connection_cap_closes_an_idle_connection_to_make_room(breaker: Runtime)
 
 # --- retry of request bodies ---------------------------------------------------------------
 
-FLAKY = """
+FLAKY = (
+    """
 import hashlib, http.server, sys
 seen = {}
 class H(http.server.BaseHTTPRequestHandler):
@@ -241,10 +250,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
     def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
 """
+    + SERVE_HANDLER
+)
 
 
 @contextmanager

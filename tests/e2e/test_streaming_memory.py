@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, build_dist, run_dist, script_backend, spec
+from runtime_harness import SERVE_HANDLER, Runtime, build_dist, run_dist, script_backend, spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -32,7 +32,8 @@ CHUNK = MIB
 STALL_S = 1.5
 PEAK_LIMIT = 150 * MIB
 
-BACKEND = r"""
+BACKEND = (
+    r"""
 import hashlib, http.server, random, sys, time
 BLOCK = random.Random(4).randbytes(1 << 20)
 last = {}
@@ -80,10 +81,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
     def log_message(self, *a): pass
 import json
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
 """
+    + SERVE_HANDLER
+)
 
 
 @contextmanager
