@@ -6,6 +6,12 @@ exchange at a time. ``begin`` writes the request head; the response head resolve
 writer), or wait in ``_early`` until it does. The request body arrives through the
 :class:`BodySink` interface, flow-controlled against the downstream connection. Deadlines use
 one long-lived timer per connection (``arm``/``disarm``) instead of a timer per request.
+
+A response is framed exactly once. Bytes nobody asked for (anything on an idle pooled
+connection, a second response or garbage after the one that answered the request) mean the
+endpoint and the proxy no longer agree on where messages start: the connection is closed at
+once and never reused (HAProxy drops such bytes too); an answer already complete still goes to
+its client, nothing after it ever reaches anyone.
 """
 
 from __future__ import annotations
@@ -118,6 +124,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._sink: Callable[[bytes], None] | None = None
         self._early: list[bytes] = []
         self._complete = False
+        self._expecting = False  # a request was sent and its final response is not complete
         self.downstream: ServerConnection | None = None  # request body source, paused with us
         self.on_lost: Callable[[], None] | None = None
         # The fast path's callback instead of ``headers_future``: called once, with None after
@@ -150,6 +157,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._sink = None
         self._early = []
         self._complete = False
+        self._expecting = True
         self.until_close = True  # until a Content-Length or Transfer-Encoding says otherwise
         self.has_length = False
         self.downstream = downstream
@@ -259,20 +267,31 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             else:
                 self._early.append(data)
             return
+        if not self._expecting:  # on an idle connection, or after the complete response
+            self._drop()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.upgraded = data[exc.args[0] :] if exc.args else b""
             self._set_headers()
         except httptools.HttpParserError as exc:
-            self._fail(ConnectionResetError(f"bad response: {exc}"))
-            self.abort()
-            return
+            if not self._complete:
+                self._fail(ConnectionResetError(f"bad response: {exc}"))
+                self.abort()
+                return
+            self._drop()  # a second response (or garbage) after the answer: the answer stands
         if self._head_ready:
             self._head_ready = False
             on_head, self._on_head = self._on_head, None
             assert on_head is not None
             on_head(None)
+
+    def _drop(self) -> None:
+        """Bytes nobody asked for arrived: never reuse this connection (module docstring)."""
+        self.keep_alive = False
+        self.closed = True  # the pool skips it from now on, before the loss is reported
+        self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -282,6 +301,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if self.on_lost is not None:
             self.on_lost()
             self.on_lost = None
+        if self._complete:
+            return  # the answer was whole before the connection went
         ended = self.upgraded is not None or (self.until_close and self.status >= 200)
         if ended and not self.finished and self.failure is None:
             self._complete = True
@@ -305,7 +326,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             fut.exception()  # mark retrieved; the proxy may no longer be waiting
         on_head, self._on_head = self._on_head, None
         had_head, self._head_ready = self._head_ready, False
-        if not (self.finished or self.failure is not None):
+        if not (self.finished or self._complete or self.failure is not None):
             self.failure = exc
             done = self._done
             if done is not None and not done.done():
@@ -323,6 +344,10 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             fut.set_result(None)
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if not self._expecting:  # a second response after the one that answered
+            raise httptools.HttpParserError("unsolicited response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         k = name.lower()
         self.headers.append((k, value))
@@ -353,6 +378,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if self.status == 0 or self.status == 101:
             return  # end of an interim 1xx; after a 101 the tunnel runs until a side closes
         self._complete = True
+        self._expecting = False
         if self._sink is not None:
             self._resolve_done()
 

@@ -1,0 +1,135 @@
+"""A hostile upstream for the runtime's tests: it answers each request by its path, badly.
+
+Run as a script (``script_backend(SOURCE)``): it prints its port, then serves. Requests are
+parsed with httptools; each answer is written in ONE ``write`` so that what the proxy reads in
+one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 with body
+``NAME``) let a test check that the next client gets its own answer. Paths:
+
+``/unsolicited``  200 "first", then 100 ms later an injected response on the idle connection
+``/unsolicited-head`` the same, but only the injected response's head (its body never comes)
+``/two``          200 "one" and an injected response in the same packet
+``/endless-head`` a response head that never ends (a header value 8 KiB per write)
+``/many-headers`` a response head with 10,000 headers
+``/endless-body`` 200 chunked, chunks for ever (the client stops reading)
+``/1xx-flood``    interim 100 responses for ever
+``/garbage``      bytes that are no HTTP
+``/mid-body``     200 with content-length 100, 10 bytes, then close
+``/cl-te``        a response with both Content-Length and Transfer-Encoding
+``/dup-cl``       a response with two Content-Length lines
+``/gzip-chunked`` a response with ``Transfer-Encoding: gzip, chunked``
+``/bad-chunk-first`` a 200 head and an invalid chunk in the same packet
+``/bad-chunk-late``  a 200 chunked head with one chunk, 200 ms later an invalid chunk
+``/101``          101 Switching Protocols to a request that asked for no upgrade
+``/refuse-upgrade`` 426 to an upgrade request; the request body is echoed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import httptools
+
+INJECTED = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nx-injected: 1\r\n\r\ninjected"
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+class Hostile(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body = b""
+        self.stop = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop = True
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.on_message_complete()
+        except httptools.HttpParserError:
+            self.t.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        path, body = self.url.decode(), self.body
+        self.url, self.body = b"", b""
+        loop = asyncio.get_running_loop()
+        t = self.t
+        if path.startswith("/ok/"):
+            t.write(ok(path[4:].encode() + body))
+        elif path == "/unsolicited":
+            t.write(ok(b"first"))
+            loop.call_later(0.1, t.write, INJECTED)
+        elif path == "/unsolicited-head":
+            t.write(ok(b"first"))
+            loop.call_later(0.1, t.write, INJECTED[: INJECTED.index(b"\r\n\r\n") + 4])
+        elif path == "/two":
+            t.write(ok(b"one") + INJECTED)
+        elif path == "/endless-head":
+            t.write(b"HTTP/1.1 200 OK\r\nx-long: ")
+            self.tasks.add(loop.create_task(self._forever(b"a" * 8192)))
+        elif path == "/many-headers":
+            t.write(b"HTTP/1.1 200 OK\r\n" + b"x-h: v\r\n" * 10000 + b"content-length: 0\r\n\r\n")
+        elif path == "/endless-body":
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            self.tasks.add(loop.create_task(self._forever(b"2000\r\n" + b"b" * 8192 + b"\r\n")))
+        elif path == "/1xx-flood":
+            self.tasks.add(loop.create_task(self._forever(b"HTTP/1.1 100 Continue\r\n\r\n" * 64)))
+        elif path == "/garbage":
+            t.write(b"\x00\x01 this is no HTTP at all\r\n\r\n")
+        elif path == "/mid-body":
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            loop.call_later(0.05, t.close)
+        elif path == "/cl-te":
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\n\r\n")  # fmt: skip
+        elif path == "/dup-cl":
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc")
+        elif path == "/gzip-chunked":
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\n\r\n")  # fmt: skip
+        elif path == "/bad-chunk-first":
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n")
+        elif path == "/bad-chunk-late":
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            loop.call_later(0.2, t.write, b"zz\r\n")
+        elif path == "/101":
+            t.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n"
+                    b"\r\n")  # fmt: skip
+        elif path == "/refuse-upgrade":
+            out = b"refused " + body
+            t.write(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: %d\r\n\r\n" % len(out) + out)
+            self.parser = httptools.HttpRequestParser(self)  # go on as plain HTTP/1.1
+        else:
+            t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+
+    async def _forever(self, piece: bytes) -> None:
+        while not self.stop:
+            self.t.write(piece)
+            await asyncio.sleep(0.001)
+            while not self.stop and self.t.get_write_buffer_size() > 1 << 20:
+                await asyncio.sleep(0.01)
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Hostile, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
