@@ -20,7 +20,8 @@ Keys are ECDSA P-256, PKCS#8 PEM, created with mode 0600. Every file (and link) 
 temporary name and renamed into place, so a runtime reloading during a rotation never reads half
 a file.
 Existing keys are never overwritten without ``--force``; ``--keep-ca`` re-issues the workload
-certificates from the CA already in DIR (rotation without changing trust).
+certificates and keys from the CA already in DIR (rotation without changing trust), which is
+what it is for, so it replaces them without ``--force``.
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def issue(
     keys = [] if keep_ca else [out / "ca-key.pem"]
     keys += [out / f"{n}-key.pem" for n in ids.names]
     existing = [k for k in keys if k.exists()]
-    if existing and not force:
+    if existing and not (force or keep_ca):  # --keep-ca is a rotation: new workload keys
         listed = ", ".join(str(k) for k in existing)
         raise CertsError(f"refusing to overwrite existing keys ({listed}); use --force", EXIT_USAGE)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,8 +280,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a DEVELOPMENT CA and one certificate per service/caller/listener. "
         "Not for production: the CA key is stored unencrypted next to the certificates.",
     )
-    p.add_argument("spec", type=Path, metavar="mesh.yaml")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    p.add_argument("spec", type=Path, metavar="mesh.yaml", help="the mesh to issue them for")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR", help="folder to write them to"
+    )
     p.add_argument(
         "--name",
         action="append",
@@ -289,11 +292,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also issue a certificate for NAME (a caller that is not in mesh.yaml)",
     )
     p.add_argument("--days", type=int, default=365, help="workload certificate validity (365)")
-    p.add_argument("--force", action="store_true", help="overwrite existing keys")
+    p.add_argument("--force", action="store_true", help="overwrite existing keys (and the CA)")
     p.add_argument(
         "--keep-ca",
         action="store_true",
-        help="re-issue workload certificates from the CA already in DIR",
+        help="rotate: re-issue workload certificates and keys from the CA already in DIR "
+        "(no --force needed)",
     )
     return p
 

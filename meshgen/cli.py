@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         return cmd
 
     build = spec_command("build", "check SPEC and write DIST (replaced atomically)")
-    build.add_argument("-o", "--output", type=Path, required=True, metavar="DIST")
+    build.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIST", help="folder to write"
+    )
     build.add_argument(
         "--check",
         action="store_true",
@@ -60,8 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     spec_command("validate", "check SPEC; write nothing")
     init = sub.add_parser("init", help="write a commented starter mesh.yaml")
-    init.add_argument("path", nargs="?", type=Path, default=Path("mesh.yaml"))
+    init.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        default=Path("mesh.yaml"),
+        help="file (or folder, for FOLDER/mesh.yaml) to write (default: mesh.yaml)",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.add_parser("schema", help="print the JSON Schema of mesh.yaml (for editors and CI)")
     sub.add_parser(
         "run", help="run a built DIST on the embedded runtime: run DIST [options]", add_help=False
     )
@@ -102,6 +111,11 @@ def _internal_error(exc: BaseException) -> None:
 
 def _dispatch(args: list[str]) -> int:
     if args and args[0] == "run":
+        if args[1:2] in (["-h"], ["--help"]):
+            from meshgen.runtime.main import arg_parser
+
+            arg_parser("meshgen run", with_dist=True).print_help()
+            return EXIT_OK
         if len(args) < 2 or args[1].startswith("-"):
             raise _UsageError("meshgen run: error: usage: meshgen run DIST [runtime options]")
         return _run_dist(Path(args[1]), args[2:])
@@ -110,6 +124,11 @@ def _dispatch(args: list[str]) -> int:
 
         return certs_main(args[1:])
     ns = _parser().parse_args(args)
+    if ns.command == "schema":
+        from meshgen.resources import schema_text
+
+        sys.stdout.write(schema_text())
+        return EXIT_OK
     if ns.command == "init":
         from meshgen.init import write_starter
 

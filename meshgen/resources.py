@@ -21,3 +21,13 @@ def data_dir(name: str) -> Path:
 def runtime_dir() -> Path:
     """The runtime package that ``meshgen build`` copies to ``DIST/meshgen_runtime``."""
     return Path(str(files("meshgen"))) / "runtime"
+
+
+def schema_path() -> Path:
+    """The JSON Schema of mesh.yaml that this installation validates with."""
+    return data_dir("schemas") / "mesh.schema.json"
+
+
+def schema_text() -> str:
+    """The schema's text, as shipped (``meshgen schema`` prints it)."""
+    return schema_path().read_text(encoding="utf-8")

@@ -24,7 +24,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .diagnostics import Diagnostic, Span, did_you_mean, register
-from .resources import data_dir
+from .resources import schema_text
 from .source import Document, PathKey
 
 if TYPE_CHECKING:
@@ -66,8 +66,7 @@ _ADDRESS_RULE = "expected host:port with a port 0..65535 (e.g. 127.0.0.1:15001, 
 
 @cache
 def _schema() -> dict[str, Any]:
-    with open(data_dir("schemas") / "mesh.schema.json", encoding="utf-8") as handle:
-        schema: dict[str, Any] = json.load(handle)
+    schema: dict[str, Any] = json.loads(schema_text())
     return schema
 
 

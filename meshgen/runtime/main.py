@@ -54,20 +54,26 @@ WATCH_INTERVAL_S = 0.5
 Stamp = tuple[tuple[str, int, int, int], ...]
 
 
-def parse_args(argv: list[str] | None, dist: Path | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python DIST", description="Run a meshgen DIST.")
-    if dist is None:
+def arg_parser(prog: str = "python DIST", *, with_dist: bool = False) -> argparse.ArgumentParser:
+    """The runtime's options (``with_dist``: DIST is a positional argument, for ``meshgen run``)."""
+    p = argparse.ArgumentParser(prog=prog, description="Run a built DIST on the embedded runtime.")
+    if with_dist:
         p.add_argument("dist", type=Path, metavar="DIST", help="the folder meshgen build wrote")
     p.add_argument("--listener", action="append", default=[], metavar="NAME",
                    help="serve only this listener (repeatable)")  # fmt: skip
     p.add_argument("--root", type=Path, help="folder for relative file paths (default: DIST/..)")
     p.add_argument("--ready-file", type=Path, help="write bound addresses here once serving")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="least severe log level written to stderr (default: info)")  # fmt: skip
     p.add_argument("--access-log", metavar="PATH", help="JSON line per request ('-' = stderr)")
     p.add_argument("--watch", action="store_true", help="reload when DIST/mesh changes")
     p.add_argument("--grace", type=float, default=15.0, help="drain period on SIGTERM (s)")
     p.add_argument("--dns-server", metavar="HOST:PORT", help="DNS server for discovery")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None, dist: Path | None) -> argparse.Namespace:
+    args = arg_parser(with_dist=dist is None).parse_args(argv)
     if dist is not None:
         args.dist = dist
     return args

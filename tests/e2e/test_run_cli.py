@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import venv
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,20 @@ def test_meshgen_run_refuses_a_folder_that_is_no_dist(tmp_path: Path) -> None:
     from meshgen.cli import main
 
     assert main(["run", str(tmp_path)]) == 2
+
+
+def test_python_dist_without_its_requirements_says_how_to_install_them(tmp_path: Path) -> None:
+    """On a Python without httptools (a bare venv), `python DIST` exits 2 with the pip command
+    for DIST/requirements.txt instead of a ModuleNotFoundError traceback."""
+    dist = build_dist(tmp_path / "dist", spec(SPEC.format(a="127.0.0.1:9")))
+    venv.create(tmp_path / "bare", with_pip=False, symlinks=True)
+    bare = tmp_path / "bare" / "bin" / "python"
+    gone = subprocess.run([bare, "-c", "import httptools"], capture_output=True)
+    assert gone.returncode == 1  # the venv really lacks it
+    run = subprocess.run(
+        [bare, dist, "--ready-file", tmp_path / "ready"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and "'httptools'" in run.stderr
+    assert f"{bare} -m pip install -r {dist / 'requirements.txt'}" in run.stderr
+    assert not (tmp_path / "ready").exists()

@@ -117,13 +117,17 @@ def test_refuses_to_overwrite_keys_without_force(
 
 
 def test_keep_ca_reissues_from_the_same_ca(spec: Path, tmp_path: Path) -> None:
-    """--keep-ca: new workload keys and certificates, same CA, so trust does not change."""
+    """--keep-ca: new workload keys and certificates, same CA, so trust does not change; it is
+    a rotation, so it replaces the workload keys without --force (and keeps them 0600)."""
     out = tmp_path / "certs"
     certs.main([str(spec), "-o", str(out)])
-    ca, leaf = (out / "ca.pem").read_bytes(), (out / "payments.pem").read_bytes()
-    assert certs.main([str(spec), "-o", str(out), "--keep-ca", "--force", "--days", "2"]) == 0
-    assert (out / "ca.pem").read_bytes() == ca
+    ca, ca_key = (out / "ca.pem").read_bytes(), (out / "ca-key.pem").read_bytes()
+    leaf, key = (out / "payments.pem").read_bytes(), (out / "payments-key.pem").read_bytes()
+    assert certs.main([str(spec), "-o", str(out), "--keep-ca", "--days", "2"]) == 0
+    assert (out / "ca.pem").read_bytes() == ca and (out / "ca-key.pem").read_bytes() == ca_key
     assert (out / "payments.pem").read_bytes() != leaf
+    assert (out / "payments-key.pem").read_bytes() != key
+    assert stat.S_IMODE((out / "payments-key.pem").stat().st_mode) == 0o600
     new = load(out / "payments.pem")
     assert (new.not_valid_after_utc - new.not_valid_before_utc).days == 2
     new.verify_directly_issued_by(load(out / "ca.pem"))

@@ -116,12 +116,14 @@ def test_rendering_is_deterministic_and_dicts_are_sorted() -> None:
     assert health.index("'ratings'") < health.index("'reviews'")
 
 
-def test_main_starts_the_copied_runtime_main() -> None:
+def test_main_starts_the_copied_runtime_through_its_launcher() -> None:
+    """__main__.py imports the copied runtime's launcher (standard library only), which
+    imports ``main`` and turns a missing requirement into install instructions."""
     tree = ast.parse(_render(make_tables())["__main__.py"])
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert [(i.module, [a.name for a in i.names]) for i in imports][-1] == (
-        "meshgen_runtime.main",
-        ["main"],
+        "meshgen_runtime.launch",
+        ["start"],
     )
 
 

@@ -8,6 +8,6 @@ DIST = Path(__file__).resolve().parent
 
 if __name__ == "__main__":
     sys.path.insert(0, str(DIST))
-    from meshgen_runtime.main import main
+    from meshgen_runtime.launch import start
 
-    raise SystemExit(main(sys.argv[1:], dist=DIST))
+    raise SystemExit(start(sys.argv[1:], DIST))
