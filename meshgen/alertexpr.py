@@ -3,7 +3,7 @@
 Shared by the monitoring checks (which report parse errors) and the monitoring targets (which
 compile the result to PromQL and to the embedded evaluator), so both read one grammar.
 
-Units per signal (SPEC.md, Monitoring):
+Units per signal (docs/reference.md, Monitoring):
 - ``error_rate``, ``healthy_ratio``: a percentage ``N%`` (0..100), threshold = ratio 0..1;
 - ``request_rate``: requests per second, ``N`` or ``N/s``;
 - ``p50_latency``, ``p90_latency``, ``p99_latency``, ``cert_expiry``: a duration, in seconds;

@@ -135,7 +135,7 @@ def render_text(
     diagnostics: Iterable[Diagnostic],
     sources: Mapping[str, SourceLines | str] | None = None,
 ) -> str:
-    """SPEC.md's format: header, source line, caret line, notes, hint; blank line between.
+    """docs/diagnostics.md's format: header, source line, caret, notes, hint; blank line between.
 
     ``sources`` maps a file name (as in spans) to its Document or text; a file missing from it
     is read from disk, and a line that cannot be found is simply not quoted.

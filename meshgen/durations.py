@@ -1,7 +1,7 @@
 """Durations as written in mesh.yaml (``250ms``, ``5s``, ``2m``, ``1h``, ``30d``) <-> seconds.
 
 One parser shared by the compiler stages and the alert-expression parser, so every place that
-accepts a duration accepts exactly the SPEC.md syntax: digits then one unit, no bare numbers.
+accepts a duration accepts exactly the documented syntax: digits then one unit, no bare numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ UNIT_SECONDS: Final[dict[str, int]] = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 class DurationError(ValueError):
-    """The text is not a SPEC.md duration; the message says what was expected."""
+    """The text is not a valid duration; the message says what was expected."""
 
 
 def parse_duration(text: object) -> float:
@@ -33,7 +33,7 @@ def parse_duration(text: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact SPEC.md spelling of ``seconds`` (``3600.0`` -> ``1h``), for messages."""
+    """The shortest exact spelling of ``seconds`` (``3600.0`` -> ``1h``), for messages."""
     millis = round(seconds * 1000)
     if millis % 1000:
         return f"{millis}ms"

@@ -12,7 +12,7 @@ def starter_text(file_name: str = "mesh.yaml") -> str:
     """The starter spec, rendered from templates/init/mesh.yaml.j2."""
     import jinja2
 
-    from meshgen.resources import data_dir
+    from meshgen.resources import data_dir, schema_id
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
@@ -23,7 +23,7 @@ def starter_text(file_name: str = "mesh.yaml") -> str:
     return env.get_template("init/mesh.yaml.j2").render(
         version=__version__,
         file_name=file_name,
-        schema_url=(data_dir("schemas") / "mesh.schema.json").as_uri(),
+        schema_url=schema_id(),
     )
 
 

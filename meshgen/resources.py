@@ -31,3 +31,11 @@ def schema_path() -> Path:
 def schema_text() -> str:
     """The schema's text, as shipped (``meshgen schema`` prints it)."""
     return schema_path().read_text(encoding="utf-8")
+
+
+def schema_id() -> str:
+    """The schema's ``$id``: the URL editors load it from, valid wherever a mesh.yaml is copied."""
+    import json
+
+    schema_url: str = json.loads(schema_text())["$id"]
+    return schema_url

@@ -107,6 +107,11 @@ def _shapes() -> dict[str, tuple[str, str, str]]:
             "expected a DNS name or an IP address",
         ),
         defs["uri"]["pattern"]: (BAD_FORMAT, "a URI", "spaces are not allowed (write %20)"),
+        defs["http_url"]["pattern"]: (
+            BAD_FORMAT,
+            "an http(s) URL",
+            "expected http:// or https:// then host[:port][/path], without spaces",
+        ),
     }
 
 
@@ -302,6 +307,13 @@ def _all_of_words(words: list[str]) -> str:
     return ", ".join(quoted[:-1]) + f" and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
+def _expected(schema: Mapping[str, Any]) -> str:
+    """What a value of ``schema`` must be, from its description's first sentence."""
+    text = str(schema.get("description") or "a value of another form")
+    first = text.split(". ", 1)[0].rstrip(".")
+    return first[:1].lower() + first[1:]
+
+
 def _range_rule(schema: Mapping[str, Any]) -> str:
     low, high = schema.get("minimum"), schema.get("maximum")
     if low is not None and high is not None:
@@ -395,6 +407,6 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
     if kind in ("minItems", "minProperties", "minLength"):
         noun = {"minItems": "list", "minProperties": "mapping", "minLength": "string"}[kind]
         return TOO_FEW, f"{_where(path)} is an empty {noun}: at least one is needed", None
-    if kind == "pattern":
-        return BAD_FORMAT, f"{_show(value)} does not match {error.validator_value}", None
+    if kind == "pattern":  # a shape without a rule above: say what is expected, not the regex
+        return BAD_FORMAT, f"{_show(value)} is not valid here: expected {_expected(schema)}", None
     return BAD_FORMAT, f"{_show(value)} is not valid here: {error.message}", None

@@ -1,6 +1,6 @@
 """E116: a policy mapping that is still incomplete once its layers are merged.
 
-SPEC.md merges mappings key by key (built-in < ``defaults:`` < service < route), so the schema
+Mappings merge key by key (built-in < ``defaults:`` < service < route), so the schema
 lets a service or route write part of a ``rate_limit`` or ``health_check`` and leaves the rest
 to a lower layer. Lowering records each mapping no layer completed as a :class:`~meshgen.model.Gap`
 (and leaves the policy out); this check reports it at the most specific layer that wrote it.

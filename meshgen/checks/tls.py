@@ -1,7 +1,7 @@
 """E501-E503, E505, W501-W502, W506-W508: TLS settings and the files they name.
 
 Files are checked where they are written: a ``defaults:`` CA shared by many services is
-checked (and reported) once. Relative paths resolve against the spec's folder, as SPEC.md
+checked (and reported) once. Relative paths resolve against the spec's folder, as docs/reference.md
 says for build time. Client-side files are checked only for services whose TLS is enabled.
 
 HAProxy's ``crt FILE`` takes the key from FILE itself or from ``FILE.key``; it cannot be told

@@ -2,7 +2,7 @@
 
 Theory of operation: the schema has already rejected wrong shapes, so lowering only parses
 values (durations, addresses), merges policy (built-in < ``defaults:`` < service < route) and
-adds what SPEC.md implies (default routes, the ``edge`` listener, the admin address). Merging
+adds the implied parts (default routes, the ``edge`` listener, the admin address). Merging
 works on the plain mappings: ``defaults:`` is overlaid once, then each service overlays a
 copy, recording per dotted field the :class:`Origin` of the value that won. Built-in values are
 never stored in the merged mapping: a missing key means "built-in" and the builders below

@@ -20,7 +20,7 @@ class RouteLowering(ServiceLowering):
         return tuple(self.route(r, ("routes", i), services) for i, r in enumerate(raw_routes))
 
     def default_route(self, service: Service) -> Route:
-        """SPEC.md: without ``routes:``, host NAME and NAME.<domain> go to service NAME."""
+        """Without ``routes:``, host NAME and NAME.<domain> go to service NAME (reference.md)."""
         hosts = (service.name, f"{service.name}.{self.domain}") if self.domain else (service.name,)
         dest = Destination(service.name, None, 100, service.path, service.call)
         return Route(

@@ -1,6 +1,6 @@
 """Access control: may this caller send this request through this route? (pure, no I/O)
 
-Theory of operation (SPEC.md, Access):
+Theory of operation (docs/reference.md, Access rules):
 
 * Rules are enforced only on listeners whose TLS asks for client certificates
   (``optional`` / ``required``, see :func:`enforced_on`); there, everything is denied unless a rule

@@ -15,7 +15,7 @@ Three pure pieces and one I/O function:
   endpoints out at once (never more: with 10 % of 5 endpoints nobody is ejected). An ejection
   lasts ``base_ejection_time x times ejected``. ``review`` runs every ``interval``: it returns
   expired ejections and lowers ``times ejected`` by one for endpoints that stayed in.
-* :func:`failover_select` implements SPEC.md "Failover" over one endpoint group (a service or
+* :func:`failover_select` implements the failover order (reference.md) over one group (a service or
   one of its subsets): the listed zones in order, then endpoints with no or an unlisted zone as a
   last group; the first group whose healthy share (healthy / all in the group) is at least
   ``panic_threshold`` percent and that has a healthy endpoint wins; otherwise every healthy
@@ -132,7 +132,7 @@ def failover_select(
     zones: Sequence[str],
     panic_threshold: float,
 ) -> tuple[Endpoint, ...]:
-    """SPEC.md Failover over one endpoint group; () when no endpoint is healthy."""
+    """The documented failover order over one endpoint group; () when no endpoint is healthy."""
     up = tuple(e for e in endpoints if healthy(e.address))
     if not up or not zones:
         return up

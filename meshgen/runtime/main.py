@@ -61,13 +61,29 @@ def arg_parser(prog: str = "python DIST", *, with_dist: bool = False) -> argpars
         p.add_argument("dist", type=Path, metavar="DIST", help="the folder meshgen build wrote")
     p.add_argument("--listener", action="append", default=[], metavar="NAME",
                    help="serve only this listener (repeatable)")  # fmt: skip
-    p.add_argument("--root", type=Path, help="folder for relative file paths (default: DIST/..)")
-    p.add_argument("--ready-file", type=Path, help="write bound addresses here once serving")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="least severe log level written to stderr (default: info)")  # fmt: skip
+    p.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="folder for relative file paths (default: the folder holding DIST)",
+    )
+    p.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help="write bound addresses here (JSON) once serving",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        metavar="LEVEL",
+        help="debug, info, warning or error (logs go to stderr)",
+    )
     p.add_argument("--access-log", metavar="PATH", help="JSON line per request ('-' = stderr)")
     p.add_argument("--watch", action="store_true", help="reload when DIST/mesh changes")
-    p.add_argument("--grace", type=float, default=15.0, help="drain period on SIGTERM (s)")
+    p.add_argument("--grace", type=float, default=15.0, metavar="SECONDS",
+                   help="how long SIGTERM waits for requests in flight")  # fmt: skip
     p.add_argument("--dns-server", metavar="HOST:PORT", help="DNS server for discovery")
     return p
 

@@ -4,7 +4,7 @@ Theory of operation: the proxy and the upstreams call the ``inc_*`` / ``set_*`` 
 ``observe_request`` methods on the hot path, so each one is a single dict update keyed by a
 tuple of label values (no locks: the runtime is one asyncio thread). Nothing is formatted
 until ``render()`` (for ``/metrics``) or ``collect()`` (for the embedded alert evaluator)
-is called. The metric names and labels are part of the public contract (SPEC.md).
+is called. The metric names and labels are part of the public contract (docs/reference.md, Metrics).
 
 Series that count rare events would otherwise appear only after the first one, which breaks
 ``absent()``, ``rate()`` over the first increment and dashboards: :meth:`Metrics.declare` starts
@@ -131,7 +131,7 @@ class _Histogram:
 
 
 class Metrics:
-    """Counters, gauges and one histogram, keyed by label-value tuples (SPEC.md names)."""
+    """Counters, gauges and one histogram, keyed by label-value tuples (the documented names)."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, str, int], int] = {}

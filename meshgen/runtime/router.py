@@ -2,7 +2,7 @@
 
 Theory of operation: every matcher is compiled once when a :class:`Router` is built (a table
 generation), so a request costs one dict lookup for its host, then a few cheap predicate calls
-per candidate route in file order; the first match wins (SPEC "Route"). Routes without a host
+per candidate route in file order; the first match wins (reference.md). Routes without a host
 condition are merged, in file order, into every host's candidate list, so an unknown host only
 scans the host-less routes. The weighted split uses an injectable ``random.Random``; tests seed
 it. Nothing here does I/O or reads a clock.

@@ -12,7 +12,7 @@ recompute the eligible tuple (subset labels -> health and ejection -> :func:`fai
 and fetch the balancer built for exactly that tuple from a small cache, building it only if
 that tuple was never seen (a flapping endpoint does not rebuild a maglev table each time).
 
-Choice order for ``pick(service, subset, ...)``, SPEC.md "Subsets" and "Failover":
+Choice order for ``pick(service, subset, ...)`` (docs/reference.md, "Failover order"):
 
 1. eligible endpoints of the subset (or of the whole service when ``subset`` is None);
 2. none, but the service still has a healthy endpoint (in another subset): None -> 503,

@@ -139,7 +139,7 @@ class Config:
         lines = [self.bind(lst), f"timeout client {duration(self.client_timeout())}",
                  "option forwardfor"]  # fmt: skip
         lines += [
-            "# paths are matched normalised, as the runtime does (SPEC Route)",
+            "# paths are matched normalised, as the runtime does (docs/reference.md, Routes)",
             "http-request normalize-uri percent-decode-unreserved",
             "http-request normalize-uri percent-to-uppercase",
             "http-request normalize-uri path-merge-slashes",

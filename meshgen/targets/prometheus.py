@@ -52,7 +52,7 @@ def error_ratio_expr(service: str, window: str) -> str:
 
 
 def signal_expr(alert: Alert) -> str:
-    """PromQL for the alert's signal (SPEC.md Monitoring), before the comparison."""
+    """PromQL for the alert's signal (docs/reference.md, Monitoring), before the comparison."""
     window = format_duration(SIGNAL_WINDOW_S)
     service = _q(alert.service)
     signal = alert.signal

@@ -102,7 +102,7 @@ def test_listener_option_serves_only_the_named_listeners(tmp_path: Path) -> None
 
 
 def test_unknown_listener_is_a_usage_error(tmp_path: Path) -> None:
-    """An unknown name exits 2 (SPEC: usage error) naming it and the known listeners."""
+    """An unknown name exits 2 (a usage error) naming it and the known listeners."""
     with reserved_port() as c_port:
         dist = build_dist(tmp_path / "dist", three_listeners("127.0.0.1:9", c_port))
         result = run_to_exit(dist, "--listener", "edge", "--listener", "nope")

@@ -16,7 +16,7 @@ services:
 
 
 def test_spec_example_unknown_service() -> None:
-    """The SPEC.md example: exact message, code, position and hint."""
+    """The documented example (docs/diagnostics.md): exact message, code, position and hint."""
     (diag,) = diagnose(
         ONE_SERVICE
         + """routes:

@@ -154,7 +154,8 @@ def test_init_writes_a_starter_that_validates_and_builds(
     assert main(["init"]) == 0
     spec = tmp_path / "mesh.yaml"
     assert spec.read_text() == starter_text("mesh.yaml")
-    assert spec.read_text().startswith("# yaml-language-server: $schema=file://")
+    first = spec.read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=https://meshgen.dev/schemas/mesh.schema.json"
     assert main(["build", "mesh.yaml", "-o", "dist", "--strict"]) == 0, capsys.readouterr().err
     assert main(["init"]) == 2
     assert "--force" in capsys.readouterr().err

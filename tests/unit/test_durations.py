@@ -1,4 +1,4 @@
-"""Durations: exactly the SPEC.md syntax, and a round trip for messages."""
+"""Durations: exactly the documented syntax, and a round trip for messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key-by-key merging of partial policy mappings (SPEC Merging) and E116 when none completes.
+"""Key-by-key merging of partial policy mappings (reference.md) and E116 when none completes.
 
 The schema accepts a partial ``rate_limit`` or ``health_check`` at service and route level;
 lowering merges the layers (built-in < defaults < service < route) and an incomplete result is

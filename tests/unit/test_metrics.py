@@ -1,4 +1,4 @@
-"""Metrics: SPEC.md names and labels, text format 0.0.4, histogram buckets, promtool lint."""
+"""Metrics: the documented names and labels, text format 0.0.4, histogram buckets, promtool lint."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _filled() -> Metrics:
 
 
 def test_every_spec_metric_has_help_type_and_its_labels() -> None:
-    """Each SPEC.md family is declared once with HELP and TYPE and carries its label names."""
+    """Each documented family is declared once with HELP and TYPE and carries its label names."""
     text = _filled().render()
     expected = {
         "meshgen_requests_total": ("counter", "listener,route,service,subset,code"),

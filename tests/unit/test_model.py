@@ -30,7 +30,7 @@ routes:
 
 
 def test_builtin_defaults_follow_the_spec() -> None:
-    """A bare service gets SPEC.md's built-in policy, every value marked built-in."""
+    """A bare service gets the documented built-in policy, every value marked built-in."""
     mesh = mesh_of("services:\n  a:\n    discovery: {static: [{address: 127.0.0.1:1}]}\n")
     service = mesh.services["a"]
     assert service.load_balancer.policy == "round_robin"

@@ -1,4 +1,4 @@
-"""plan.to_tables: effective values, SPEC defaults, Sloth burn windows, order invariance."""
+"""plan.to_tables: effective values, built-in defaults, Sloth burn windows, order invariance."""
 
 from __future__ import annotations
 

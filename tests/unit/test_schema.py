@@ -1,4 +1,4 @@
-"""meshgen.schema: mesh.schema.json accepts SPEC.md, and each violation is one clear diagnostic."""
+"""meshgen.schema: mesh.schema.json accepts the v1 contract; each violation is one diagnostic."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_every_object_rejects_unknown_fields() -> None:
 
 
 def test_full_spec_is_valid() -> None:
-    """Every field SPEC.md shows is accepted."""
+    """Every field the reference shows is accepted."""
     assert errors_of(VALID) == []
 
 
