@@ -16,7 +16,8 @@ Theory of operation: an asyncio Protocol feeds bytes to httptools (llhttp); each
 request is answered synchronously from in-memory state, so pipelined responses keep their
 order. Only GET and HEAD exist; anything else is 405, a parse error is 400 and closes.
 ``/status`` is an HTML page for people (refreshes itself every 5 s with a meta refresh, no
-script), built with every value escaped; its rows carry ``data-*`` attributes for tests.
+script), built with every value escaped (:mod:`.status_page`); its rows carry ``data-*``
+attributes for tests.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -84,7 +86,8 @@ def handle(ctx: _Context, method: str, path: str) -> Response:
             ctx.tables_provider(),
             upstreams.snapshot() if upstreams is not None else {},
             ctx.metrics,
-            ctx.alerts.firing() if ctx.alerts is not None else [],
+            ctx.alerts,
+            ctx.alerts.clock() if ctx.alerts is not None else time.time(),
         )
         csp = "default-src 'none'; style-src 'unsafe-inline'"
         return 200, "text/html; charset=utf-8", page.encode(), (("Content-Security-Policy", csp),)

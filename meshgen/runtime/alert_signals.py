@@ -17,6 +17,7 @@ REQUESTS = "meshgen_requests_total"
 BUCKETS = "meshgen_request_duration_seconds_bucket"
 HEALTHY = "meshgen_endpoint_healthy"
 CERT_EXPIRY = "meshgen_cert_expiry_timestamp_seconds"
+UPSTREAM = "meshgen_upstream_requests_total"
 QUANTILES = {"p50_latency": 0.5, "p90_latency": 0.9, "p99_latency": 0.99}
 RATIO_SIGNALS = frozenset({"error_rate", "healthy_ratio"})
 DURATION_SIGNALS = frozenset({*QUANTILES, "cert_expiry"})

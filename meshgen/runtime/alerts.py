@@ -13,6 +13,11 @@ nothing was requested), so it never fires.
 Notifications follow Prometheus (see :mod:`.alertmanager`): newly firing and resolved alerts
 are due at once, firing ones again every ``RESEND_S``, resolved ones until
 ``RESOLVED_RETENTION_S`` after they resolved. The rule and signal helpers are re-exported here.
+
+The store also keeps ``SIGNAL_WINDOW_S`` of every service's request, latency and upstream
+series (:data:`STATUS_SERIES`), alerted or not: the ``/status`` page reads its rates, error
+ratios and p99 from the same store at :attr:`AlertEvaluator.evaluated_at`, so what a person sees
+there is what the rules see.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .alert_signals import (
     RATIO_SIGNALS,
     REQUESTS,
     SIGNAL_WINDOW_S,
+    UPSTREAM,
     error_ratio,
     signal_metric,
     signal_value,
@@ -65,6 +71,8 @@ __all__ = [
     "RESEND_S",
     "RESOLVED_RETENTION_S",
     "SIGNAL_WINDOW_S",
+    "STATUS_SERIES",
+    "UPSTREAM",
     "AlertEvaluator",
     "AlertState",
     "Rule",
@@ -82,6 +90,8 @@ __all__ = [
 ]
 
 EVAL_INTERVAL_S = 15.0
+STATUS_SERIES = frozenset({REQUESTS, BUCKETS, UPSTREAM})
+"""Kept for every service (``SIGNAL_WINDOW_S``) for the status page."""
 
 
 @dataclass(slots=True)
@@ -125,6 +135,7 @@ class AlertEvaluator:
     rules: list[Rule] = field(init=False)
     store: Store = field(init=False)
     states: dict[str, AlertState] = field(init=False, default_factory=dict)
+    evaluated_at: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.update_rules(self.alerts, self.slos, self.alertmanager)
@@ -155,12 +166,16 @@ class AlertEvaluator:
         self._keep = keep
 
     def _retention(self, name: str, service: str) -> float | None:
-        return self._keep.get((name, service))
+        keep = self._keep.get((name, service))
+        if keep is None and name in STATUS_SERIES:
+            return SIGNAL_WINDOW_S
+        return keep
 
     def step(self, now: float, samples: Samples) -> list[dict[str, Any]]:
         """Ingest a snapshot, evaluate every rule at ``now``; return alerts to notify."""
         now = round(now * 1000) / 1000
         self.store.ingest(now, samples)
+        self.evaluated_at = now
         for rule in self.rules:
             value = rule.check(self.store, now)
             current = self.states.get(rule.name)

@@ -97,6 +97,14 @@ class _Service:
         return self.outlier is None or not self.outlier.is_ejected(address)
 
 
+def _probe_state(svc: _Service, address: str) -> str:
+    """Active health of one endpoint: ``passing``, ``failing`` or ``unchecked`` (no check)."""
+    state = svc.states.get(address)
+    if svc.check is None or state is None:
+        return "unchecked"
+    return "passing" if state.healthy else "failing"
+
+
 def _upstream_tls(service: str, tls: ssl.SSLContext | UpstreamTls, tables: Tables) -> UpstreamTls:
     """Probes check identity like the proxy: a bare context gets the tables' SNI and SANs."""
     if isinstance(tls, UpstreamTls):
@@ -384,6 +392,7 @@ class Upstreams:
                         "zone": e.zone,
                         "labels": dict(e.labels),
                         "healthy": svc.healthy(e.address),
+                        "health": _probe_state(svc, e.address),
                         "ejected": svc.outlier is not None and svc.outlier.is_ejected(e.address),
                         "in_flight": svc.in_flight.get(e.address, 0),
                     }

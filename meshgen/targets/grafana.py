@@ -1,17 +1,22 @@
 """Grafana target: ``DIST/grafana/dashboard.json``, one panel set repeated per service.
 
-The dashboard holds a single row of panels (request rate, error rate, p50/p99 latency,
-endpoint health, SLO budget remaining) whose queries select ``service=~"$service"``; the row
-repeats over the ``service`` variable, a custom variable listing the mesh's services. So every
-service gets its panel set while the file stays the same size at 10 or 10,000 services (one
-copy per service was 39 MiB at 10,000 and drew 50,000 panels on open). Small meshes open with
-every service shown; larger ones open on the first service, and the picker selects more.
+The dashboard holds a row of panels (request rate, 5xx share, p50/p99 latency, endpoint health)
+whose queries select ``service=~"$service"``; the row repeats over the ``service`` variable, a
+custom variable listing the mesh's services. When the mesh has SLOs, a second row repeats over
+``slo_service``, which lists only the services that have one, with the SLO panels (error budget
+remaining, 5xx share against the budget): a service without an SLO gets no empty SLO panel.
+So every service gets its panel set while the file stays the same size at 10 or 10,000
+services (one copy per service was 39 MiB at 10,000 and drew 50,000 panels on open). Small
+meshes open with every service shown; larger ones open on the first service.
 
-Built as Python data and written with sorted keys (deterministic, no template needed for
-JSON). Panels use the runtime's metric names and the SLO recordings of rules.yml, so the
-dashboard works against a Prometheus that scrapes ``/metrics`` and loads the rules. The data
-source is a dashboard variable (``${datasource}``), so importing it asks for one. JSON files
-carry no header comment; MANIFEST.json records who generated them.
+Rates use ``$__rate_interval`` (at least four scrape intervals, as Grafana recommends, so a
+panel never shows gaps at a short zoom); the 5xx share is ``(5xx or vector(0)) / all``, so it
+reads 0, not "no data", for a service with traffic and no error yet. Built as Python data and
+written with sorted keys (deterministic, no template needed for JSON). Panels use the
+runtime's metric names and the SLO recordings of rules.yml, so the dashboard works against a
+Prometheus that scrapes ``/metrics`` and loads the rules. The data source is a dashboard
+variable (``${datasource}``), so importing it asks for one. JSON files carry no header comment;
+MANIFEST.json records who generated them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ SCHEMA_VERSION = 39  # Grafana 10.x / 11.x dashboards
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 WIDTH = 24
 SERVICE_VAR = "service"
+SLO_SERVICE_VAR = "slo_service"
+RATE = "$__rate_interval"
 SHOW_ALL_UP_TO = 20
 """Meshes with at most this many services open with every service's row repeated."""
 ALL = "$__all"
@@ -51,24 +58,22 @@ def _panel(
     return panel
 
 
-def service_panels(with_slos: bool) -> list[dict[str, Any]]:
-    """Request rate, error rate, p50/p99 latency, endpoint health and SLO budget remaining.
-
-    Queries select the service of the repeated row (``$service``); the SLO panel exists when the
-    mesh has SLOs and shows each of the service's SLOs (empty for a service without one).
-    """
+def service_panels() -> list[dict[str, Any]]:
+    """Request rate, 5xx share, p50/p99 latency and endpoint health of ``$service``."""
     sel = f'service=~"${SERVICE_VAR}"'
     requests = f"meshgen_requests_total{{{sel}}}"
     buckets = f"meshgen_request_duration_seconds_bucket{{{sel}}}"
-    panels = [
-        _panel("Request rate", "reqps", [(f"sum by (code) (rate({requests}[5m]))", "{{code}}")]),
+    errors = f'meshgen_requests_total{{{sel},code=~"5.."}}'
+    return [
+        _panel(
+            "Request rate", "reqps", [(f"sum by (code) (rate({requests}[{RATE}]))", "{{code}}")]
+        ),
         _panel(
             "Error rate (5xx share)",
             "percentunit",
             [
                 (
-                    f'sum(rate(meshgen_requests_total{{{sel},code=~"5.."}}[5m]))'
-                    f" / sum(rate({requests}[5m]))",
+                    f"(sum(rate({errors}[{RATE}])) or vector(0)) / sum(rate({requests}[{RATE}]))",
                     "5xx",
                 )
             ],
@@ -77,7 +82,7 @@ def service_panels(with_slos: bool) -> list[dict[str, Any]]:
             "Latency",
             "s",
             [
-                (f"histogram_quantile({q}, sum by (le) (rate({buckets}[5m])))", f"p{p}")
+                (f"histogram_quantile({q}, sum by (le) (rate({buckets}[{RATE}])))", f"p{p}")
                 for q, p in ((0.5, "50"), (0.99, "99"))
             ],
         ),
@@ -87,15 +92,27 @@ def service_panels(with_slos: bool) -> list[dict[str, Any]]:
             [(f"max by (endpoint) (meshgen_endpoint_healthy{{{sel}}})", "{{endpoint}}")],
         ),
     ]
-    if with_slos:
-        expr = f"meshgen_slo:error_budget_remaining:ratio{{{sel}}}"
-        panels.append(_panel("SLO error budget remaining", "percentunit", [(expr, "{{slo}}")],
-                             "stat"))  # fmt: skip
-    return panels
 
 
-def service_variable(services: list[str]) -> dict[str, Any]:
-    """The ``service`` variable: a custom list of the mesh's services, multi-select with All.
+def slo_panels() -> list[dict[str, Any]]:
+    """Budget remaining and 5xx share against the budget, for each SLO of ``$slo_service``."""
+    sel = f'service=~"${SLO_SERVICE_VAR}"'
+    remaining = f"meshgen_slo:error_budget_remaining:ratio{{{sel}}}"
+    return [
+        _panel("SLO error budget remaining", "percentunit", [(remaining, "{{slo}}")], "stat"),
+        _panel(
+            "SLO 5xx share vs budget",
+            "percentunit",
+            [
+                (f"meshgen_slo:sli_error:ratio_rate1h{{{sel}}}", "{{slo}} 5xx share (1h)"),
+                (f"meshgen_slo:error_budget:ratio{{{sel}}}", "{{slo}} budget"),
+            ],
+        ),
+    ]
+
+
+def service_variable(services: list[str], name: str = SERVICE_VAR) -> dict[str, Any]:
+    """A custom variable listing ``services``, multi-select with All.
 
     Grafana splits a custom variable's query at commas (``\\,`` is a literal comma); service
     names (``[a-z][a-z0-9-]*``) never need it, other text is escaped anyway.
@@ -105,8 +122,8 @@ def service_variable(services: list[str]) -> dict[str, Any]:
         {"text": ["All"], "value": [ALL]} if shown is services else {"text": shown, "value": shown}
     )
     return {
-        "name": SERVICE_VAR,
-        "label": "Service",
+        "name": name,
+        "label": "Service" if name == SERVICE_VAR else "Service with an SLO",
         "type": "custom",
         "query": ",".join(s.replace(",", "\\,") for s in services),
         "multi": True,
@@ -116,22 +133,30 @@ def service_variable(services: list[str]) -> dict[str, Any]:
     }
 
 
-def dashboard(tables: Tables) -> dict[str, Any]:
-    """The dashboard model: one row repeated over ``$service`` and its panel set."""
+def _row(title: str, repeat: str, y: int, panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row repeated over ``repeat`` at height ``y``, then its panels side by side."""
     row = {
         "type": "row",
-        "title": f"${SERVICE_VAR}",
-        "repeat": SERVICE_VAR,
+        "title": title,
+        "repeat": repeat,
         "collapsed": False,
         "panels": [],
-        "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": 0},
+        "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y},
     }
-    panels: list[dict[str, Any]] = [row]
-    row_panels = service_panels(bool(tables.slos))
-    width = WIDTH // len(row_panels)
-    for i, panel in enumerate(row_panels):
-        panel["gridPos"] = {"h": 8, "w": width, "x": i * width, "y": 1}
-        panels.append(panel)
+    width = WIDTH // len(panels)
+    for i, panel in enumerate(panels):
+        panel["gridPos"] = {"h": 8, "w": width, "x": i * width, "y": y + 1}
+    return [row, *panels]
+
+
+def dashboard(tables: Tables) -> dict[str, Any]:
+    """The dashboard model: a row per ``$service``, then a row per ``$slo_service``."""
+    panels = _row(f"${SERVICE_VAR}", SERVICE_VAR, 0, service_panels())
+    variables = [service_variable([c.name for c in tables.clusters])]
+    with_slos = sorted({slo.service for slo in tables.slos})
+    if with_slos:
+        panels += _row(f"SLOs of ${SLO_SERVICE_VAR}", SLO_SERVICE_VAR, 9, slo_panels())
+        variables.append(service_variable(with_slos, SLO_SERVICE_VAR))
     for i, panel in enumerate(panels, start=1):
         panel["id"] = i
     return {
@@ -157,7 +182,7 @@ def dashboard(tables: Tables) -> dict[str, Any]:
                     "hide": 0,
                     "refresh": 1,
                 },
-                service_variable([c.name for c in tables.clusters]),
+                *variables,
             ]
         },
         "panels": panels,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import json
+import re
 import socket
 import subprocess
 import urllib.error
@@ -134,7 +136,7 @@ def test_alerts_endpoint_lists_firing_alerts() -> None:
 
 
 def test_status_page_shows_live_state_escaped() -> None:
-    """Every service and endpoint, health/ejection/in-flight/circuit, no raw user markup."""
+    """Every service, route and endpoint, endpoint verdict/ejection/circuit, no raw markup."""
 
     async def body(server: AdminServer, metrics: Metrics, _: AlertEvaluator) -> None:
         metrics.set_circuit_open("reviews", True)
@@ -145,7 +147,10 @@ def test_status_page_shows_live_state_escaped() -> None:
         assert '<meta http-equiv="refresh"' in text
         for cluster in make_tables().clusters:
             assert f'data-service="{cluster.name}"' in text
-        assert 'data-endpoint="127.0.0.1:9082" data-healthy="false" data-ejected="true"' in text
+        assert re.search(r'data-endpoint="127.0.0.1:9082" data-verdict="failing"[^>]*'
+                         r'data-ejected="true"', text)  # fmt: skip
+        for route in make_tables().routes:
+            assert f'data-route="{html.escape(route.name, quote=True)}"' in text
         assert 'data-circuit="open"' in text
         assert "{{ x }}" in text and "<script" not in text.lower()
         assert HOSTILE not in text  # quotes and angle brackets arrive escaped

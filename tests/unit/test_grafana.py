@@ -18,6 +18,7 @@ from meshgen.targets import make_context
 from meshgen.targets.grafana import SCHEMA_VERSION, SHOW_ALL_UP_TO, render
 
 BASE = ["Request rate", "Error rate (5xx share)", "Latency", "Endpoint health"]
+SLO = ["SLO error budget remaining", "SLO 5xx share vs budget"]
 
 
 def _dashboard(tables: Tables | None = None) -> dict[str, Any]:
@@ -46,19 +47,50 @@ def _services_of(variable: dict[str, Any]) -> list[str]:
 
 
 def test_one_panel_set_repeated_per_service() -> None:
-    """One row repeats over `service`, which lists every service; SLO panel when SLOs exist."""
+    """One row repeats over `service`, which lists every service; the SLO row repeats over
+    `slo_service`, which lists only the services that have an SLO."""
     dash = _dashboard()
     assert dash["schemaVersion"] == SCHEMA_VERSION and dash["uid"] == "meshgen-shop"
     service = _variable(dash, "service")
     assert service["type"] == "custom" and service["multi"] and service["includeAll"]
     assert _services_of(service) == [c.name for c in make_tables().clusters]
     rows = [p for p in dash["panels"] if p["type"] == "row"]
-    assert [(r["title"], r["repeat"]) for r in rows] == [("$service", "service")]
+    assert [(r["title"], r["repeat"]) for r in rows] == [
+        ("$service", "service"),
+        ("SLOs of $slo_service", "slo_service"),
+    ]
     assert dash["panels"][0] is rows[0]
-    titles = [p["title"] for p in dash["panels"][1:]]
-    assert titles == [*BASE, "SLO error budget remaining"]
+    titles = [p["title"] for p in dash["panels"] if p["type"] != "row"]
+    assert titles == [*BASE, *SLO]
+    with_slo = sorted({s.service for s in make_tables(HOSTILE).slos})
+    assert _services_of(_variable(dash, "slo_service")) == with_slo
+    assert len(with_slo) < len(make_tables().clusters)  # the case that matters: not all
     no_slos = _dashboard(dataclasses.replace(make_tables(), slos=()))
     assert [p["title"] for p in no_slos["panels"][1:]] == BASE
+    assert "slo_service" not in {v["name"] for v in no_slos["templating"]["list"]}
+
+
+def test_slo_panels_select_only_services_with_an_slo() -> None:
+    """Every SLO panel query selects `$slo_service`, never `$service` (no empty SLO panels)."""
+    dash = _dashboard()
+    for panel in dash["panels"]:
+        exprs = [t["expr"] for t in panel.get("targets", [])]
+        slo = panel["title"] in SLO
+        assert all(('service=~"$slo_service"' in e) == slo for e in exprs), panel["title"]
+
+
+def test_rates_use_the_rate_interval_and_the_5xx_share_reads_zero() -> None:
+    """`$__rate_interval` windows everywhere; the 5xx share is `(5xx or vector(0)) / all`."""
+    exprs = [t["expr"] for p in _dashboard()["panels"] for t in p.get("targets", [])]
+    assert not any("[5m]" in e for e in exprs)
+    assert all("[$__rate_interval]" in e for e in exprs if "rate(" in e)
+    share = next(
+        t["expr"]
+        for p in _dashboard()["panels"]
+        if p["title"] == "Error rate (5xx share)"
+        for t in p["targets"]
+    )
+    assert share.startswith("(sum(rate(") and ") or vector(0)) / sum(rate(" in share
 
 
 def test_size_does_not_grow_with_panels_per_service() -> None:
@@ -98,14 +130,18 @@ def test_ids_unique_and_grid_does_not_overlap() -> None:
 
 
 def test_every_query_is_valid_promql_for_the_service(tmp_path: Path) -> None:
-    """promtool parses each panel expression (as a recording rule); each selects `$service`."""
+    """promtool parses each panel expression (as a recording rule, with Grafana's variables
+    replaced as Grafana does); each selects its row's service variable."""
     promtool = require_binary("promtool")
     rules: list[dict[str, str]] = []
     for panel in _dashboard()["panels"]:
         for target in panel.get("targets", []):
-            assert 'service=~"$service"' in target["expr"]
+            expr = target["expr"]
+            assert 'service=~"$service"' in expr or 'service=~"$slo_service"' in expr
             assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-            rules.append({"record": f"dashboard:check:{len(rules)}", "expr": target["expr"]})
+            expr = expr.replace("$__rate_interval", "1m").replace("$slo_service", "reviews")
+            expr = expr.replace("$service", "reviews")
+            rules.append({"record": f"dashboard:check:{len(rules)}", "expr": expr})
     path = tmp_path / "exprs.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
