@@ -27,6 +27,7 @@ from meshgen.runtime.tables import (
     Fault,
     HeaderOps,
     HealthCheck,
+    Limits,
     LoadBalancer,
     Match,
     OutlierDetection,
@@ -217,6 +218,7 @@ class Listener:
     routes: tuple[str, ...] | None
     tls: ServerTls | None
     synthetic: bool = False
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True, slots=True)

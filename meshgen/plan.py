@@ -167,6 +167,7 @@ def to_tables(mesh: Mesh) -> t.Tables:
                 port=listener.port,
                 routes=tuple(sorted(set(mesh.listener_routes(listener)), key=order.__getitem__)),
                 tls=listener.tls,
+                limits=listener.limits,
             )
             for listener in mesh.listeners
         ),

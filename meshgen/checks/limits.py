@@ -1,4 +1,4 @@
-"""E410-E412, W403: durations the runtimes can actually run.
+"""E410-E412, W403: durations the runtimes can actually run (services, routes, listeners).
 
 A zero interval makes the runtime loop without pause and a zero timeout fails every attempt,
 so every interval, timeout, refresh, backoff and ejection time must be longer than 0 (E410).
@@ -142,3 +142,8 @@ def check(ctx: Context) -> None:
             )
     for alert in ctx.mesh.alerts:
         limits.duration(alert.for_s, (*alert.path, "for"), "for", positive=False)
+    for listener in ctx.mesh.listeners:  # built-in values (never written) are within limits
+        head, idle = listener.limits.request_head_timeout_s, listener.limits.client_idle_timeout_s
+        at = (*listener.path, "limits")
+        limits.duration(head, (*at, "request_head_timeout"), "limits.request_head_timeout")
+        limits.duration(idle, (*at, "client_idle_timeout"), "limits.client_idle_timeout")

@@ -64,9 +64,26 @@ class Lowerer(RouteLowering):
                     port,
                     None if routes is None else tuple(routes),
                     server_tls,
+                    limits=self.limits(raw.get("limits") or {}, (*path, "limits")),
                 )
             )
         return tuple(result)
+
+    def limits(self, raw: Merged, path: PathKey) -> t.Limits:
+        """A listener's ``limits:``; the table type's defaults for what is not written."""
+        base = t.Limits()
+
+        def timed(key: str, fallback: float) -> float:
+            return self.duration(raw[key], (*path, key), fallback) if key in raw else fallback
+
+        return t.Limits(
+            request_head_bytes=int(raw.get("request_head_bytes", base.request_head_bytes)),
+            request_headers=int(raw.get("request_headers", base.request_headers)),
+            url_bytes=int(raw.get("url_bytes", base.url_bytes)),
+            request_head_timeout_s=timed("request_head_timeout", base.request_head_timeout_s),
+            client_idle_timeout_s=timed("client_idle_timeout", base.client_idle_timeout_s),
+            max_connections=int(raw.get("max_connections", base.max_connections)),
+        )
 
     def access(self) -> tuple[AccessRule, ...]:
         return tuple(

@@ -298,7 +298,7 @@ class Exchange:
     def _start(self, req: Request, conn: UpstreamConnection, head: bytes, timeout: float) -> bool:
         """Send the head (and the body so far) on ``conn`` and arm the try's deadline; False
         when the body cannot be resent (the connection is discarded)."""
-        conn.begin(head, req.chunked, req.conn)
+        conn.begin(head, req.chunked, req.conn, upgrade=req.upgrade)
         body = req.body
         if body is not None and not body.attach(conn):
             self.pool.discard(conn)
@@ -341,6 +341,8 @@ class Exchange:
                 req.keep_alive = False
         if not req.keep_alive and not upgraded:
             parts.append(b"connection: close\r\n")
+        elif req.version == "1.0" and not upgraded:  # HTTP/1.0 keeps it only when told so
+            parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
         req.started = True
         if framed and not head_only and not upgraded:

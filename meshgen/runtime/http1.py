@@ -13,7 +13,22 @@ move from one transport to the other inside ``data_received`` without a task swi
 * Flow control (a 1 GiB body never sits in memory): when a transport's write buffer is full
   (``pause_writing``) the peer transport stops reading until ``resume_writing``.
 * llhttp rejects smuggling inputs (Content-Length with Transfer-Encoding, differing duplicate
-  Content-Length, bad chunk sizes); a parse error answers 400 and closes.
+  Content-Length, bad chunk sizes); a parse error answers 400 and closes. A transfer-coding
+  other than one ``chunked`` is refused (``gzip, chunked``: 501 as RFC 9112 section 6.1; any
+  other: 400), and so are HTTP/0.9 (400) and versions other than 1.0 and 1.1 (505).
+* Limits (``listeners[].limits``, :class:`~.tables.Limits`): a target over ``url_bytes`` is a 414,
+  a head over ``request_head_bytes`` or ``request_headers`` a 431, and the connection closes.
+  Head bytes and header lines are counted after each read while a head is incomplete, so an
+  endless header line or header list is refused after at most one read past the limit, before
+  llhttp's per-read re-concatenation of the line can grow; a read that carried a whole head and
+  more is measured exactly.
+* Refusals and parse errors after a request that is being answered (bytes after
+  ``Connection: close``, garbage after a valid request) never take its place: it is answered
+  first, then the error (unless that request closed the connection anyway); an error in the
+  body of the request being answered ends it at once.
+* A lost connection drops its parser and requests at once: the parser holds this protocol
+  through its callbacks, so without that a half-parsed head would live until the cyclic garbage
+  collector runs.
 * Host (RFC 9112 section 3.2): an HTTP/1.1 request without exactly one Host line, or with an
   invalid value (``a b``, control characters), or with an empty one on an origin-form target
   (an ``http`` URI with an empty host is invalid, RFC 9110 section 4.2.1) is a 400. An
@@ -31,8 +46,9 @@ from typing import cast
 
 import httptools
 
+from .guard import ListenerGuard
 from .paths import target_authority, valid_host
-from .upstream_conn import BodySink, Headers, WriteBatch, write_batch
+from .upstream_conn import BodySink, Headers, WriteBatch, head_size, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
 
 REPLAY_LIMIT = 64 * 1024
@@ -196,6 +212,23 @@ _NOTED = frozenset(
 )  # fmt: skip
 
 
+class Refused(Exception):
+    """Raised in a parser callback: answer ``status`` and close (``reason`` is counted)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason)
+        self.refusal = (status, reason)
+
+
+Refusal = tuple[int, str]  # (status, reason); the exception itself is never kept (its frames
+_BAD_REQUEST: Refusal = (400, "bad_request")  # would hold the connection in a cycle)
+
+
+_REASONS = {400: b"bad request\n", 408: b"request timeout\n", 414: b"uri too long\n",
+            431: b"request header fields too large\n", 501: b"transfer-coding not implemented\n",
+            505: b"http version not supported\n"}  # fmt: skip
+
+
 def _joined(old: bytes | None, value: bytes) -> bytes:
     return value if old is None else old + b", " + value
 
@@ -208,6 +241,9 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
     elif k == b"content-length":
         req.content_length = int(v)
     elif k == b"transfer-encoding":
+        coding = v.strip().lower()
+        if coding != b"chunked" or req.chunked:  # RFC 9112 6.1: 501 for a coding we lack
+            raise Refused(501 if coding.endswith(b", chunked") else 400, "bad_request")
         req.chunked = True
     elif k == b"x-request-id":
         if req.request_id is None:
@@ -256,6 +292,7 @@ class ServerConnection(asyncio.Protocol):
         self,
         handler: Handler,
         listener: object,
+        guard: ListenerGuard,
         registry: set[ServerConnection] | None = None,
         fast: FastHandler | None = None,
     ) -> None:
@@ -263,12 +300,25 @@ class ServerConnection(asyncio.Protocol):
         self.fast = fast
         self.registry = registry
         self.listener = listener  # the proxy's per-listener context, opaque here
+        self.guard = guard
+        limits = self.limits = guard.limits  # a reload's new limits apply to new connections
+        self._max_url = limits.url_bytes
+        self._max_headers = limits.request_headers
+        self._max_head = limits.request_head_bytes
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.peer_cert: object = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser  # made once the connection is admitted
+        self._admitted = False
         self._req: Request | None = None  # being parsed
         self._req_in_progress = False
+        # Head bytes (module docstring): the size of the read being parsed, its bytes before the
+        # current head began (when a message ended in it), and the head's bytes so far.
+        self._chunk = 0
+        self._slack = 0
+        self._head_raw = 0
+        self._head_slack = 0
+        self._deferred: Refusal | None = None  # answered once the requests before it are
         self.active: Request | None = None  # being answered
         self._queue: deque[Request] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -290,6 +340,10 @@ class ServerConnection(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        if not self.guard.admit(self.transport):
+            return  # closed at once; connection_lost follows
+        self._admitted = True
+        self._parser = httptools.HttpRequestParser(self)
         if self.registry is not None:
             self.registry.add(self)
         peer = self.transport.get_extra_info("peername")
@@ -308,21 +362,44 @@ class ServerConnection(asyncio.Protocol):
         if self.tunnel_buffer is not None:
             self.tunnel_buffer.append(data)
             return
+        n = self._chunk = len(data)
+        self._slack = 0
+        if self._req_in_progress:
+            self._head_raw += n
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.tunnel_buffer = [data[exc.args[0] :]] if exc.args else []
-        except httptools.HttpParserError:
-            self._bad_request()
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            self._refuse(cause.refusal if isinstance(cause, Refused) else _BAD_REQUEST)
+            del cause  # its traceback holds this frame: no cycle through the protocol
+            return
+        if self._req_in_progress:  # a head goes on past this read
+            req = self._req
+            if self._head_raw - self._head_slack > self._max_head:
+                self._refuse((431, "request_head_bytes"))
+            elif req is not None and len(req.headers) > self._max_headers:
+                self._refuse((431, "request_headers"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self._admitted:
+            return
+        self.guard.release()
         if self.registry is not None:
             self.registry.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
         if self.on_close is not None:
             self.on_close()
+        # Free what the peer sent now: the parser and this protocol hold each other.
+        del self._parser
+        self._req = None
+        self._queue.clear()
+        self.tunnel_buffer = None
+        self.on_close = None
+        self.upstream = None
         self._wake()
 
     def pause_writing(self) -> None:
@@ -339,16 +416,21 @@ class ServerConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._req = Request(self)
         self._req_in_progress = True
+        self._head_raw = self._chunk  # the whole read: an upper bound of this head so far
+        self._head_slack = self._slack  # of which the previous message may have had this much
 
     def on_url(self, url: bytes) -> None:
-        assert self._req is not None
-        self._req.target += url
+        req = self._req
+        assert req is not None
+        req.target += url
+        if len(req.target) > self._max_url:
+            raise Refused(414, "url_bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._req
         assert req is not None
         k = name.lower()
-        req.headers.append((k, value))
+        req.headers.append((k, value))  # counted after the read or the head (module docstring)
         if k in _NOTED:
             _note(req, k, value)
 
@@ -358,12 +440,19 @@ class ServerConnection(asyncio.Protocol):
         p = self._parser
         method = p.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
-        req.version = p.get_http_version()
+        version = req.version = p.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise Refused(400 if version == "0.9" else 505, "bad_request")
+        if len(req.headers) > self._max_headers:
+            raise Refused(431, "request_headers")
+        limit = self._max_head
+        if self._head_raw > limit and len(req.target) + head_size(req.headers) > limit:
+            raise Refused(431, "request_head_bytes")  # a read with a whole head and more
         req.keep_alive = p.should_keep_alive()
         req.upgrade = p.should_upgrade()
         if (
             req.hosts > 1
-            or (req.hosts == 0 and req.version == "1.1")
+            or (req.hosts == 0 and version == "1.1")
             or (req.chunked and req.content_length >= 0)
         ):
             raise httptools.HttpParserError("bad host or framing")
@@ -394,6 +483,7 @@ class ServerConnection(asyncio.Protocol):
         self._req.body.feed(body)
 
     def on_message_complete(self) -> None:
+        self._slack = self._chunk  # a head that begins in this read follows this message
         req = self._req
         if req is not None and req.body is not None:
             req.body.end()
@@ -415,8 +505,8 @@ class ServerConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            assert self.batch is not None
-            self.batch.flush()
+            if self.batch is not None:
+                self.batch.flush()
             self.transport.close()
 
     @property
@@ -434,7 +524,12 @@ class ServerConnection(asyncio.Protocol):
         self._apply_reading()
 
     def _apply_reading(self) -> None:
-        want_paused = self._body_paused or self._upstream_paused or self._pipeline_paused
+        want_paused = (
+            self._body_paused
+            or self._upstream_paused
+            or self._pipeline_paused
+            or self._deferred is not None
+        )
         if want_paused != self._reading_paused and self.transport is not None and not self.closed:
             self._reading_paused = want_paused
             if want_paused:
@@ -442,26 +537,54 @@ class ServerConnection(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
 
-    def _bad_request(self) -> None:
+    def _refuse(self, refused: Refusal) -> None:
+        """Answer ``refused`` and close; after the requests before it when there are any
+        (module docstring)."""
+        req = self.active
+        broken = self._req
+        if broken is not None and broken.body is not None and not broken.body.complete:
+            if broken is not req:  # a queued request's body is cut: it never runs
+                if broken in self._queue:
+                    self._queue.remove(broken)
+            else:  # the request being answered lost the rest of its body: it ends here
+                self._error(refused)
+                return
+        if req is not None or self._queue:
+            self._deferred = refused
+            self._apply_reading()
+            return
+        self._error(refused)
+
+    def _error(self, refused: Refusal) -> None:
+        """Write the refusal (unless a response already started) and close."""
+        status, reason = refused
+        self.guard.reject(reason)
         req = self.active
         if req is None or not req.started:
             if req is not None:
                 req.started = True
-            self.write(simple_response(400, b"bad request\n", close=True))
+            self.write(simple_response(status, _REASONS.get(status, b"bad request\n"), close=True))
         self.close()
+
+    def _next(self, req: Request) -> bool:
+        """After ``req`` was answered: False when the connection is done (closed)."""
+        if self.closed:
+            return False
+        if not req.keep_alive or (req.body is not None and not req.body.complete):
+            self.close()
+            return False
+        if self._deferred is not None and not self._queue:
+            self._error(self._deferred)
+            return False
+        if self._pipeline_paused:
+            self._pipeline_paused = False
+            self._apply_reading()
+        return True
 
     def request_done(self, req: Request) -> None:
         """The fast path answered ``req`` (what ``_serve`` does after a handler)."""
         self.active = None
-        if self.closed:
-            return
-        if not req.keep_alive:
-            self.close()
-            return
-        if self._pipeline_paused:
-            self._pipeline_paused = False
-            self._apply_reading()
-        if self._queue:
+        if self._next(req) and self._queue:
             self._wake()
 
     async def finish_detached(self, req: Request, rest: Awaitable[None]) -> None:
@@ -501,11 +624,5 @@ class ServerConnection(asyncio.Protocol):
                 self._failed(req)
                 raise
             self.active = None
-            if self.tunnel is not None or self.closed:
+            if self.tunnel is not None or not self._next(req):
                 return
-            if not req.keep_alive or (req.body is not None and not req.body.complete):
-                self.close()
-                return
-            if self._pipeline_paused:
-                self._pipeline_paused = False
-                self._apply_reading()

@@ -10,8 +10,10 @@ Series that count rare events would otherwise appear only after the first one, w
 ``absent()``, ``rate()`` over the first increment and dashboards: :meth:`Metrics.declare` starts
 ``meshgen_circuit_open`` and ``meshgen_retries_total`` at 0 for every service, and
 ``meshgen_rate_limited_total`` for every route that can answer 429 (its own rate limit, or one of
-its destination services has one); :meth:`Metrics.forget_service` / :meth:`forget_route` end
-them when a reload removes the service or route.
+its destination services has one); :meth:`Metrics.declare_listener` starts
+``meshgen_connections_rejected_total`` for each reason of each listener served;
+:meth:`Metrics.forget_service` / :meth:`forget_route` end them when a reload removes the service
+or route.
 
 ``collect()`` returns the same samples ``render()`` prints, as plain data keyed by sample
 name and sorted label pairs, so the alert evaluator sees exactly what Prometheus would
@@ -88,6 +90,11 @@ _HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Requests refused with 403 by access rules.",
         ("listener", "from", "to"),
     ),
+    "meshgen_connections_rejected_total": (
+        "counter",
+        "Client connections refused or closed by a listener's limits, by reason.",
+        ("listener", "reason"),
+    ),
     "meshgen_cert_expiry_timestamp_seconds": (
         "gauge",
         "notAfter of a certificate the runtime uses, as a Unix time.",
@@ -144,6 +151,7 @@ class Metrics:
         self.rate_limited: dict[tuple[str], int] = {}
         self.denied: dict[tuple[str, str, str], int] = {}
         self.cert_expiry: dict[tuple[str, str], float] = {}
+        self.rejected: dict[tuple[str, str], int] = {}
 
     # --- hot path -----------------------------------------------------------------------
     def observe_request(
@@ -189,6 +197,15 @@ class Metrics:
         key = (listener, source, service)
         self.denied[key] = self.denied.get(key, 0) + 1
 
+    def inc_rejected(self, listener: str, reason: str) -> None:
+        key = (listener, reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+    def declare_listener(self, listener: str, reasons: Iterable[str]) -> None:
+        """Start a listener's refusal series at 0 (kept while the process runs)."""
+        for reason in reasons:
+            self.rejected.setdefault((listener, reason), 0)
+
     def set_cert_expiry(self, service: str, file: str, not_after_ts: float) -> None:
         self.cert_expiry[(service, file)] = not_after_ts
 
@@ -227,6 +244,8 @@ class Metrics:
         yield "meshgen_circuit_open", ((k, float(v)) for k, v in self.circuit_open.items())
         yield "meshgen_rate_limited_total", ((k, float(v)) for k, v in self.rate_limited.items())
         yield "meshgen_denied_total", ((k, float(v)) for k, v in self.denied.items())
+        rejected = ((k, float(v)) for k, v in self.rejected.items())
+        yield "meshgen_connections_rejected_total", rejected
         yield "meshgen_cert_expiry_timestamp_seconds", ((k, v) for k, v in self.cert_expiry.items())
 
     def _histogram_samples(self) -> Iterable[tuple[str, LabelKey, float]]:

@@ -17,8 +17,9 @@ Invalid targets return ``None`` (the proxy answers 400): not origin- or absolute
 outside printable ASCII, a ``%`` not followed by two hex digits, or an encoded NUL.
 
 :func:`valid_host` checks a Host value (or an absolute-form target's authority) against RFC 9112
-section 3.2's ``uri-host [ ":" port ]``; :func:`target_authority` extracts that authority, which
-routes an absolute-form request instead of the Host header (RFC 9112 section 3.2.2).
+section 3.2's ``uri-host [ ":" port ]`` (a port above 65535 is invalid too);
+:func:`target_authority` extracts that authority, which routes an absolute-form request instead
+of the Host header (RFC 9112 section 3.2.2).
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
 # RFC 3986 host (IP-literal, IPv4address or reg-name) and an optional port.
 _HOST = re.compile(
     r"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
-    r"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+    r"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(?P<port>[0-9]*))?"
 )
 
 
 def valid_host(host: str) -> bool:
-    """Whether ``host`` is a syntactically valid Host value (empty is valid syntax)."""
-    return _HOST.fullmatch(host) is not None
+    """Whether ``host`` is a valid Host value (empty is valid syntax; a port is 0..65535)."""
+    found = _HOST.fullmatch(host)
+    if found is None:
+        return False
+    port = found.group("port")
+    return not port or int(port) <= 65535
 
 
 def target_authority(raw_target: bytes) -> str | None:

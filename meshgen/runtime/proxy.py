@@ -28,6 +28,7 @@ from .access import AccessPolicy, enforced_on
 from .balancers import request_hash_key
 from .exchange import Exchange, ForwardResult
 from .fastpath import FastTry
+from .guard import REASONS, ListenerGuard
 from .heads import CompiledOps
 from .http1 import Request, ServerConnection, simple_response
 from .metrics import Metrics
@@ -156,6 +157,7 @@ class Proxy:
         self.exchange = Exchange(metrics)
         self.mirrors = Mirrors(self.exchange)
         self.connections: set[ServerConnection] = set()
+        self.guards: dict[str, ListenerGuard] = {}
         self.draining = False
         self._ids = 0
         self._targets: dict[bytes, tuple[str, str] | None] = {}
@@ -163,11 +165,26 @@ class Proxy:
     def swap(self, generation: Generation) -> Generation:
         """New requests use ``generation`` from now on; returns the previous one."""
         old, self.generation = self.generation, generation
+        for listener in generation.tables.listeners:
+            if listener.name in self.guards:
+                self.guard(listener)
         return old
 
     def protocol(self, listener: Listener) -> Callable[[], ServerConnection]:
         ctx = ListenerContext(self, listener)
-        return lambda: ServerConnection(self.handle, ctx, self.connections, self.fast)
+        guard = self.guard(listener)
+        return lambda: ServerConnection(self.handle, ctx, guard, self.connections, self.fast)
+
+    def guard(self, listener: Listener) -> ListenerGuard:
+        """The listener's guard (one per name for the process; a reload updates its limits)."""
+        guard = self.guards.get(listener.name)
+        if guard is None:
+            guard = self.guards[listener.name] = ListenerGuard(
+                listener.name, listener.limits, self.metrics.inc_rejected
+            )
+            self.metrics.declare_listener(listener.name, REASONS)
+        guard.limits = listener.limits
+        return guard
 
     def start_drain(self) -> None:
         """Answer with ``connection: close`` from now on and close idle keep-alive connections."""
@@ -368,6 +385,8 @@ class Proxy:
         headers = [(b"x-request-id", rid)]
         if extra:
             headers.extend(extra)
+        if req.keep_alive and req.version == "1.0":
+            headers.append((b"connection", b"keep-alive"))
         if req.method == "HEAD":
             body = b""
         req.conn.send(simple_response(status, body, headers, close=not req.keep_alive))

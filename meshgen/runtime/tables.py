@@ -246,12 +246,29 @@ class ServerTls:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What a listener's clients may send and how long they may take (``listeners[].limits``).
+
+    The byte and count limits also bound the response heads of the requests that came in on
+    the listener; health probes and the in-process client use the defaults.
+    """
+
+    request_head_bytes: int = 65536
+    request_headers: int = 100
+    url_bytes: int = 16384
+    request_head_timeout_s: float = 10.0
+    client_idle_timeout_s: float = 60.0
+    max_connections: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     name: str
     host: str
     port: int  # 0: any free port; the runtime reports what it bound
     routes: tuple[str, ...]  # route names served, in route-table order
     tls: ServerTls | None = None
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,14 @@ exchange at a time. ``begin`` writes the request head; the response head resolve
 ``headers_future``; body chunks go straight to the sink the proxy attached (the downstream
 writer), or wait in ``_early`` until it does. The request body arrives through the
 :class:`BodySink` interface, flow-controlled against the downstream connection. Deadlines use
-one long-lived timer per connection (``arm``/``disarm``) instead of a timer per request.
+one long-lived :class:`~.timers.LazyTimer` per connection (``arm``/``disarm``).
+
+A response head (interim 1xx heads included) gets the byte and header-count limits of the
+listener the request came in on (the defaults for probes-less callers: the in-process client,
+mirrors); over them, or with a transfer-coding other than ``chunked``, the try fails as a
+``reset`` (502) and the connection is closed. The parser holds this protocol through its
+callbacks: the reference is dropped when the connection is lost, so a half-parsed head is freed
+at once, not by the cyclic garbage collector.
 
 A response is framed exactly once. Bytes nobody asked for (anything on an idle pooled
 connection, a second response or garbage after the one that answered the request) mean the
@@ -23,12 +30,21 @@ from weakref import WeakKeyDictionary
 
 import httptools
 
+from .tables import Limits
+from .timers import LazyTimer
+
 if TYPE_CHECKING:
     from .http1 import ServerConnection
 
 Headers = list[tuple[bytes, bytes]]
-# Timers fire up to a millisecond early (uvloop's clock resolution); treat that as on time.
-_TIMER_SLACK = 0.002
+DEFAULT_LIMITS = Limits()
+
+
+def head_size(headers: Headers, start_line: int = 16) -> int:
+    """The size of a head with ``headers`` (and a start line of about ``start_line`` bytes) as
+    the peer sent it, without optional whitespace: the exact count when a read carried more
+    than the head."""
+    return start_line + 2 + sum(len(k) + len(v) + 4 for k, v in headers)
 
 
 class WriteBatch:
@@ -91,9 +107,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     ``headers_future`` resolves with the final response head. ``done`` (created only when
     someone waits for it) resolves once the whole body went to the sink; most small responses
-    are ``finished`` before anyone asks. ``arm``/``disarm`` give the exchange a deadline with
-    one long-lived timer per connection that is re-armed only when it fires early, instead of a
-    timer per request.
+    are ``finished`` before anyone asks. ``arm``/``disarm`` give the exchange a deadline.
     """
 
     def __init__(self, key: str) -> None:
@@ -118,13 +132,16 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.received = False
         self.last_activity = 0.0
         self.timed_out = False
-        self._deadline = 0.0  # 0: no deadline armed
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer: LazyTimer  # made with the connection
+        self._in_head = False  # the final response head is not complete yet
+        self._head_raw = 0  # bytes read since the request was sent, while in the head
+        self._max_head = DEFAULT_LIMITS.request_head_bytes
+        self._max_headers = DEFAULT_LIMITS.request_headers
         self._sink: Callable[[bytes], None] | None = None
         self._early: list[bytes] = []
         self._complete = False
         self._expecting = False  # a request was sent and its final response is not complete
+        self._may_upgrade = False
         self.downstream: ServerConnection | None = None  # request body source, paused with us
         self.on_lost: Callable[[], None] | None = None
         # The fast path's callback instead of ``headers_future``: called once, with None after
@@ -138,9 +155,11 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         chunked: bool,
         downstream: ServerConnection | None,
         on_head: Callable[[Exception | None], None] | None = None,
+        upgrade: bool = False,
     ) -> None:
         """Start an exchange: reset response state and write the request head. The response
-        head resolves ``headers_future``, or calls ``on_head`` when given."""
+        head resolves ``headers_future``, or calls ``on_head`` when given. Only a request that
+        asked to ``upgrade`` may be answered 101 (else the try fails: 502)."""
         loop = self._loop
         assert loop is not None and self.transport is not None
         self.status = 0
@@ -158,6 +177,12 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._early = []
         self._complete = False
         self._expecting = True
+        self._may_upgrade = upgrade
+        self._in_head = True
+        self._head_raw = 0
+        if downstream is not None:
+            limits = downstream.limits
+            self._max_head, self._max_headers = limits.request_head_bytes, limits.request_headers
         self.until_close = True  # until a Content-Length or Transfer-Encoding says otherwise
         self.has_length = False
         self.downstream = downstream
@@ -178,36 +203,17 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                 fut.set_exception(self.failure)
         return fut
 
-    # deadline: one timer per connection, re-armed lazily
     def arm(self, timeout: float) -> None:
         """Abort the exchange (``timed_out``) unless :meth:`disarm` runs within ``timeout``."""
-        loop = self._loop
-        assert loop is not None
-        deadline = loop.time() + timeout
-        self._deadline = deadline
-        timer = self._timer
-        if timer is None or self._timer_at > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._expire)
-            self._timer_at = deadline
+        self._timer.set(self._loop.time() + timeout)  # type: ignore[union-attr]
 
     def disarm(self) -> None:
-        self._deadline = 0.0
+        self._timer.due = 0.0
 
-    def _expire(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline == 0.0 or self.closed:
-            return
-        loop = self._loop
-        assert loop is not None
-        if loop.time() + _TIMER_SLACK >= deadline:
+    def _expired(self) -> None:
+        if not self.closed:
             self.timed_out = True
             self.abort()
-        else:
-            self._timer = loop.call_at(deadline, self._expire)
-            self._timer_at = deadline
 
     # BodySink: request body towards the endpoint
     def write(self, data: bytes) -> None:
@@ -257,6 +263,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self._loop = asyncio.get_running_loop()
         self._batch = write_batch(self._loop)
+        self._timer = LazyTimer(self._loop, self._expired)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -270,6 +277,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if not self._expecting:  # on an idle connection, or after the complete response
             self._drop()
             return
+        if self._in_head:
+            self._head_raw += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -281,11 +290,14 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                 self.abort()
                 return
             self._drop()  # a second response (or garbage) after the answer: the answer stands
+        if self._in_head and (  # no end in sight
+            self._head_raw > self._max_head or len(self.headers) > self._max_headers
+        ):
+            self._fail(ConnectionResetError("response head too large"))
+            self.abort()
+            return
         if self._head_ready:
-            self._head_ready = False
-            on_head, self._on_head = self._on_head, None
-            assert on_head is not None
-            on_head(None)
+            self._deliver_head(None)
 
     def _drop(self) -> None:
         """Bytes nobody asked for arrived: never reuse this connection (module docstring)."""
@@ -295,9 +307,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
+        del self._parser  # the parser holds this protocol: free both now (module docstring)
         if self.on_lost is not None:
             self.on_lost()
             self.on_lost = None
@@ -320,50 +331,64 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self.downstream.set_upstream_paused(False)
 
     def _fail(self, exc: Exception) -> None:
-        fut = self.headers_future
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved; the proxy may no longer be waiting
-        on_head, self._on_head = self._on_head, None
-        had_head, self._head_ready = self._head_ready, False
+        """The exchange broke off. A head parsed in the same read was not delivered yet: the
+        failure is delivered instead (a 502 rather than a head and a cut body)."""
         if not (self.finished or self._complete or self.failure is not None):
             self.failure = exc
             done = self._done
             if done is not None and not done.done():
                 done.set_exception(exc)
                 done.exception()
-        if on_head is not None:
-            on_head(None if had_head else exc)
+        self._deliver_head(exc)
 
     def _set_headers(self) -> None:
-        if self._on_head is not None:
-            self._head_ready = True  # delivered once this read is parsed
+        self._head_ready = True  # delivered once this read is parsed
+
+    def _deliver_head(self, exc: Exception | None) -> None:
+        """Resolve ``headers_future`` or call ``on_head``, once per exchange."""
+        self._head_ready = False
+        on_head, self._on_head = self._on_head, None
+        if on_head is not None:
+            on_head(exc)
             return
         fut = self.headers_future
         if fut is not None and not fut.done():
-            fut.set_result(None)
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved; the proxy may no longer be waiting
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
         if not self._expecting:  # a second response after the one that answered
             raise httptools.HttpParserError("unsolicited response")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
         k = name.lower()
-        self.headers.append((k, value))
+        self.headers.append((k, value))  # counted after the read or the head
         if k == b"content-length":
             self.has_length = True
             self.until_close = False
         elif k == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":  # a coding we would pass on undeclared
+                raise httptools.HttpParserError("transfer-coding other than chunked")
             self.until_close = False
 
     def on_headers_complete(self) -> None:
+        if not self._expecting:
+            raise httptools.HttpParserError("unsolicited response")
+        if len(self.headers) > self._max_headers:
+            raise httptools.HttpParserError("too many response headers")
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.headers = []  # interim response: wait for the final one
             self.has_length = False
             self.until_close = True
             return
+        self._in_head = False
+        if status == 101 and not self._may_upgrade:
+            raise httptools.HttpParserError("101 to a request without upgrade")
+        if self._head_raw > self._max_head and head_size(self.headers) > self._max_head:
+            raise httptools.HttpParserError("response head too large")
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self._set_headers()

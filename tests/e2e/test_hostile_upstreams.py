@@ -29,7 +29,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
             services:
               hostile:
                 discovery: {{static: [{{address: "{address}"}}]}}
-                timeout: 2s
+                timeout: 5s
                 idle_timeout: 1s
             routes:
               - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
@@ -85,3 +85,56 @@ def test_two_responses_in_one_packet(proxy: Runtime) -> None:
     assert "x-injected" not in headers
     for i in range(3):
         own_answer(proxy, f"after-two-{i}")
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/endless-head", 502),  # over the listener's request_head_bytes (64 KiB)
+        ("/many-headers", 502),  # over request_headers (100)
+        ("/1xx-flood", 502),  # interim heads count into the same head limit
+        ("/garbage", 502),
+        ("/cl-te", 502),
+        ("/dup-cl", 502),
+        ("/gzip-chunked", 502),  # a coding the proxy would pass on undeclared
+        ("/bad-chunk-first", 502),  # nothing was sent to the client yet
+        ("/101", 502),  # switching protocols nobody asked for
+    ],
+)
+def test_bad_response_heads_are_502(proxy: Runtime, path: str, status: int) -> None:
+    """A response head the proxy cannot frame safely is a 502; the connection is dropped."""
+    started = time.monotonic()
+    got, headers, body = proxy.request("GET", path, "hostile")
+    assert got == status, (got, headers, body)
+    assert time.monotonic() - started < 4  # not the 5 s route timeout: refused on arrival
+    own_answer(proxy, f"after{path.replace('/', '-')}")
+
+
+def raw_until_closed(rt: Runtime, path: str, timeout: float = 5.0, limit: int = 1 << 20) -> bytes:
+    """A request on its own connection; what arrives until the proxy closes it (at most
+    ``limit`` bytes; fails on timeout)."""
+    with socket.create_connection((rt.host, rt.port), timeout=timeout) as s:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: hostile\r\n\r\n" % path.encode())
+        out = b""
+        while len(out) < limit and (chunk := s.recv(65536)):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("path", ["/bad-chunk-late", "/mid-body"])
+def test_a_body_broken_after_the_head_closes_the_connection(proxy: Runtime, path: str) -> None:
+    """Once the head went out, a broken body is never turned into a late 502 inside the
+    stream: the client gets the head, the bytes that were good, and a closed connection."""
+    out = raw_until_closed(proxy, path)
+    assert out.startswith(b"HTTP/1.1 200 "), out[:200]
+    assert out.count(b"HTTP/1.1") == 1 and b"502" not in out, out
+    assert out.endswith(b"3\r\nabc\r\n") or out.endswith(b"0123456789"), out
+    own_answer(proxy, f"after{path.replace('/', '-')}")
+
+
+def test_an_endless_body_streams_until_the_client_leaves(proxy: Runtime) -> None:
+    """A body that never ends streams with backpressure; when the client hangs up, the
+    upstream connection goes too and the next client gets its own answer."""
+    out = raw_until_closed(proxy, "/endless-body", limit=4 << 20)
+    assert out.startswith(b"HTTP/1.1 200 ") and len(out) >= 4 << 20
+    own_answer(proxy, "after-endless-body")

@@ -61,6 +61,30 @@ def test_default_routes_listener_and_admin() -> None:
     assert (mesh.admin_host, mesh.admin_port, mesh.admin_path) == ("127.0.0.1", 15000, None)
 
 
+def test_listener_limits_are_lowered_with_defaults() -> None:
+    """`limits:` fields written are parsed (durations in seconds); the rest keep the defaults
+    (64 KiB head, 100 headers, 16 KiB URL, 10 s head, 60 s idle, 10,000 connections)."""
+    mesh = mesh_of(
+        ONE_SERVICE
+        + "listeners:\n"
+        + "  - {name: a, address: 127.0.0.1:1,\n"
+        + "     limits: {url_bytes: 2048, client_idle_timeout: 5m}}\n"
+        + "  - {name: b, address: 127.0.0.1:2}\n"
+    )
+    a, b = mesh.listeners
+    assert (a.limits.url_bytes, a.limits.client_idle_timeout_s) == (2048, 300.0)
+    defaults = (65536, 100, 16384, 10.0, 60.0, 10000)
+    assert (
+        b.limits.request_head_bytes,
+        b.limits.request_headers,
+        b.limits.url_bytes,
+        b.limits.request_head_timeout_s,
+        b.limits.client_idle_timeout_s,
+        b.limits.max_connections,
+    ) == defaults
+    assert (a.limits.request_head_bytes, a.limits.max_connections) == (65536, 10000)
+
+
 def test_dns_names_are_qualified_with_the_domain() -> None:
     """Dotless names get mesh.domain; SRV queries _http._tcp.NAME; dotted names are FQDNs."""
     mesh = mesh_of(

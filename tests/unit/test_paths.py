@@ -88,10 +88,11 @@ def test_idempotent_and_clean(segments: list[str]) -> None:
     ("host", "ok"),
     [("web", True), ("web.mesh.test.:8080", True), ("[::1]:80", True), ("10.0.0.1", True),
      ("a%41b", True), ("", True), ("a b", False), ("we\x01b", False), ("web:80x", False),
-     ("user@web", False), ("[::1", False), ("a%zz", False), ("web/x", False)],
+     ("user@web", False), ("[::1", False), ("a%zz", False), ("web/x", False),
+     ("x:65535", True), ("x:", True), ("x:99999", False), ("[::1]:65536", False)],
 )  # fmt: skip
 def test_valid_host(host: str, ok: bool) -> None:
-    """RFC 9112 3.2 Host syntax: uri-host [":" port]."""
+    """RFC 9112 3.2 Host syntax: uri-host [":" port], the port within 0..65535."""
     assert valid_host(host) is ok
 
 

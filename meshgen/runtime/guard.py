@@ -1,0 +1,96 @@
+"""What one listener allows its clients: its limits, its open connections, its refusals.
+
+Theory of operation: each listener (and the admin server) has one :class:`ListenerGuard` for
+the life of the process; a reload updates its ``limits`` in place, so connections opened from
+then on follow the new tables while open ones keep theirs. A new connection is admitted by
+:meth:`ListenerGuard.admit` or accepted and closed at once (as Envoy's listener connection
+limit; HAProxy's ``maxconn`` leaves it in the backlog instead): beyond the listener's
+``max_connections``, or when the process is within :data:`PROXY_FD_RESERVE` descriptors of its
+``RLIMIT_NOFILE`` (the admin server keeps a smaller reserve, so ``/healthz`` still answers when
+the listeners are full). Every refusal is counted in
+``meshgen_connections_rejected_total{listener,reason}`` with one of :data:`REASONS`.
+
+The runtime raises its soft ``RLIMIT_NOFILE`` to the hard limit at start
+(:func:`raise_fd_limit`), as HAProxy does from its ``maxconn``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Callable
+
+from .tables import Limits
+
+log = logging.getLogger("meshgen.runtime")
+
+REASONS = (
+    "max_connections",  # the listener's limits.max_connections reached: accepted and closed
+    "fd_limit",  # the process is close to RLIMIT_NOFILE: accepted and closed
+    "request_head_timeout",  # the head did not arrive within limits.request_head_timeout: 408
+    "request_head_bytes",  # 431
+    "request_headers",  # 431
+    "url_bytes",  # 414
+    "bad_request",  # not HTTP/1.x, or framing the proxy does not accept: 400, 501, 505
+)
+ADMIN_NAME = "_admin"  # its label value; listener names start with a letter
+PROXY_FD_RESERVE = 128  # descriptors kept free by the listeners: upstream connects, admin, logs
+ADMIN_FD_RESERVE = 16
+ADMIN_LIMITS = Limits(max_connections=256)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit to %d: %s", target, exc)
+    return soft
+
+
+class ListenerGuard:
+    """Admission and refusal counting for one listener (see the module docstring)."""
+
+    __slots__ = ("_count", "fd_ceiling", "limits", "name", "open")
+
+    def __init__(
+        self,
+        name: str,
+        limits: Limits,
+        count: Callable[[str, str], None],
+        fd_reserve: int = PROXY_FD_RESERVE,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.open = 0
+        self._count = count
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.fd_ceiling = (1 << 62) if soft == resource.RLIM_INFINITY else soft - fd_reserve
+
+    def admit(self, transport: asyncio.Transport) -> bool:
+        """Count a new connection in, or close it at once (and count why); True if admitted."""
+        reason = ""
+        if self.open >= self.limits.max_connections:
+            reason = "max_connections"
+        else:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.fileno() >= self.fd_ceiling:
+                reason = "fd_limit"
+        if reason:
+            transport.abort()
+            self.reject(reason)
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        """An admitted connection is gone."""
+        self.open -= 1
+
+    def reject(self, reason: str) -> None:
+        self._count(self.name, reason)

@@ -1,0 +1,182 @@
+"""What a client may send (`listeners[].limits`) and how the proxy refuses the rest.
+
+`python DIST` with small limits on its listener (4 KiB head, 20 headers, 1 KiB URL) in front of
+an echo backend. Each refusal has its status (414, 431, 400, 501, 505), closes the connection,
+is counted in `meshgen_connections_rejected_total{listener,reason}` and never reaches the
+backend; a valid request before the refused bytes is answered first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from runtime_harness import Runtime, backend, build_dist, run_dist, spec
+from test_proxy_semantics import samples
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+LIMITS = "{request_head_bytes: 4096, request_headers: 20, url_bytes: 1024}"
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    with backend("web") as (web, _):
+        text = spec(
+            f"""
+            services:
+              web: {{discovery: {{static: [{{address: "{web}"}}]}}}}
+            routes:
+              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
+            """
+        ).replace('address: "127.0.0.1:0"}', f'address: "127.0.0.1:0", limits: {LIMITS}}}', 1)
+        dist = build_dist(tmp_path_factory.mktemp("limits") / "dist", text)
+        with run_dist(dist) as rt:
+            yield rt
+
+
+def rejected(rt: Runtime, reason: str) -> float:
+    return sum(
+        value
+        for labels, value in samples(rt, "meshgen_connections_rejected_total")
+        if labels == {"listener": "edge", "reason": reason}
+    )
+
+
+def forwarded(rt: Runtime) -> float:
+    return sum(value for _, value in samples(rt, "meshgen_upstream_requests_total"))
+
+
+def converse(rt: Runtime, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``data``; return what came back and whether the proxy closed the connection."""
+    with socket.create_connection((rt.host, rt.port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            return out, False
+        return out, True
+
+
+def statuses(raw: bytes) -> list[int]:
+    """The status of every response in ``raw`` (the echo bodies hold no status line)."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.[01] (\d{3}) ", raw)]
+
+
+GET = b"GET /%s HTTP/1.1\r\nHost: web\r\n"
+
+
+REFUSED = [
+    (b"GET /" + b"u" * 1100 + b" HTTP/1.1\r\nHost: web\r\n\r\n", 414, "url_bytes"),
+    (GET % b"big" + b"x-big: " + b"v" * 5000 + b"\r\n\r\n", 431, "request_head_bytes"),
+    (GET % b"many" + b"x-h: v\r\n" * 21 + b"\r\n", 431, "request_headers"),
+    (GET % b"te" + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, "bad_request"),
+    (GET % b"te2" + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, "bad_request"),
+    (b"GET /nine\r\n\r\n", 400, "bad_request"),  # HTTP/0.9
+    (b"GET /two HTTP/2.0\r\nHost: web\r\n\r\n", 505, "bad_request"),
+    (b"GET /port HTTP/1.1\r\nHost: web:99999\r\n\r\n", 400, "bad_request"),
+]  # fmt: skip
+REFUSED_IDS = ["url", "head-bytes", "header-count", "gzip-chunked", "chunked-twice", "http-0.9",
+               "http-2.0", "port-99999"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "reason"), REFUSED, ids=REFUSED_IDS)
+def test_refused_requests(proxy: Runtime, request_bytes: bytes, status: int, reason: str) -> None:
+    """Each refusal: its status, the connection closed, counted, nothing forwarded."""
+    before, sent = rejected(proxy, reason), forwarded(proxy)
+    out, closed = converse(proxy, request_bytes + GET % b"after" + b"\r\n")
+    assert statuses(out) == [status] and closed, out[:300]
+    assert rejected(proxy, reason) == before + 1
+    assert forwarded(proxy) == sent
+
+
+def test_limits_hold_exactly(proxy: Runtime) -> None:
+    """A head of exactly 20 headers and a URL of exactly 1024 bytes are served."""
+    url = b"/" + b"u" * 1023
+    head = b"GET %s HTTP/1.1\r\nHost: web\r\n" % url + b"x-h: v\r\n" * 18 + b"Connection: close\r\n"
+    out, _ = converse(proxy, head + b"\r\n")
+    assert statuses(out) == [200], out[:300]
+
+
+def test_an_endless_header_line_is_refused_early(proxy: Runtime) -> None:
+    """A header value sent 1 KiB at a time without end: 431 once the head passes the limit,
+    after at most one read more (never the quadratic re-parse of the growing line)."""
+    before = rejected(proxy, "request_head_bytes")
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as s:
+        s.sendall(GET % b"endless" + b"x-endless: ")
+        s.setblocking(False)
+        sent, out = 0, b""
+        deadline = time.monotonic() + 10
+        while not out and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                sent += s.send(b"a" * 1024)
+            try:
+                out = s.recv(65536)
+            except BlockingIOError:
+                time.sleep(0.001)
+            except ConnectionResetError:
+                break
+    assert statuses(out) == [431], out[:200]
+    assert sent < 4096 + 512 * 1024, sent
+    assert rejected(proxy, "request_head_bytes") == before + 1
+
+
+def test_garbage_after_a_valid_request(proxy: Runtime) -> None:
+    """The request that arrived whole is forwarded and answered; the garbage after it gets
+    its 400 afterwards, and the connection closes."""
+    sent = forwarded(proxy)
+    out, closed = converse(proxy, GET % b"valid" + b"\r\n" + b"\x00\x01garbage\r\n\r\n")
+    assert statuses(out) == [200, 400] and closed, out
+    assert b"web GET /valid\n" in out
+    assert forwarded(proxy) == sent + 1
+
+
+def test_pipelined_request_over_a_limit_after_a_valid_one(proxy: Runtime) -> None:
+    """A valid request, then one with an over-long URL: 200 first, then 414."""
+    out, closed = converse(proxy, GET % b"first" + b"\r\nGET /" + b"u" * 1100 + b" HTTP/1.1\r\n")
+    assert statuses(out) == [200, 414] and closed, out
+
+
+@pytest.mark.parametrize(
+    "first",
+    [GET % b"close" + b"Connection: close\r\n\r\n", b"GET /ten HTTP/1.0\r\nHost: web\r\n\r\n"],
+    ids=["connection-close", "http-1.0"],
+)
+def test_bytes_after_the_last_request_are_ignored(proxy: Runtime, first: bytes) -> None:
+    """After a request that ends the connection, whatever follows is not answered (no 400
+    in place of the response of the request that ran)."""
+    out, closed = converse(proxy, first + b"GET /more HTTP/1.1\r\nHost: web\r\n\r\n\x00junk")
+    assert statuses(out) == [200] and closed, out
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One whole response with a Content-Length from ``s``."""
+    out = b""
+    while b"\r\n\r\n" not in out:
+        out += s.recv(65536)
+    head, _, body = out.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_http_1_0_keep_alive(proxy: Runtime) -> None:
+    """An HTTP/1.0 request that asks to keep the connection gets `Connection: keep-alive` in
+    its answer, and the connection serves the next request."""
+    one = b"GET /a HTTP/1.0\r\nHost: web\r\nConnection: keep-alive\r\n\r\n"
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as s:
+        s.sendall(one)
+        first = read_response(s)
+        assert statuses(first) == [200] and b"\r\nconnection: keep-alive\r\n" in first.lower()
+        s.sendall(b"GET /b HTTP/1.0\r\nHost: web\r\n\r\n")
+        second = read_response(s)
+        assert statuses(second) == [200] and b"web GET /b" in second
+        assert b"\r\nconnection: close\r\n" in second.lower() and s.recv(100) == b""
