@@ -37,6 +37,7 @@ APT_PACKAGES = {
     "nginx": "nginx-light",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "systemd-analyze": "systemd",
 }
 
 
