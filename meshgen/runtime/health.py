@@ -12,14 +12,16 @@ Three pure pieces and one I/O function:
 * :class:`OutlierDetector` is Envoy's consecutive-5xx detector for one service. ``report``
   counts consecutive failures (status >= 500, connect failure, reset, timeout) per address and
   ejects at ``consecutive_5xx`` unless that would put more than ``max_ejection_percent`` of the
-  endpoints out at once (never more: with 10 % of 5 endpoints nobody is ejected). An ejection
+  endpoints out at once; as Envoy, one endpoint may always be ejected whatever the percent (so
+  with 10 % of 3 endpoints the bad one still goes; a second one waits). An ejection
   lasts ``base_ejection_time x times ejected``. ``review`` runs every ``interval``: it returns
   expired ejections and lowers ``times ejected`` by one for endpoints that stayed in.
 * :func:`failover_select` implements the failover order (reference.md) over one group (a service or
-  one of its subsets): the listed zones in order, then endpoints with no or an unlisted zone as a
-  last group; the first group whose healthy share (healthy / all in the group) is at least
-  ``panic_threshold`` percent and that has a healthy endpoint wins; otherwise every healthy
-  endpoint. An empty result means "no healthy endpoint" (the caller tries the backup, then 503).
+  one of its subsets): the listed zones in order; the first zone whose healthy share (healthy /
+  all in the zone) is at least ``panic_threshold`` percent and that has a healthy endpoint wins;
+  otherwise every healthy endpoint of the group, in any zone or none (endpoints with no or an
+  unlisted zone are never preferred, only used with the rest; HAProxy's chain does the same).
+  An empty result means "no healthy endpoint" (the caller tries the backup, then 503).
 * :func:`probe` runs one active check: an HTTP/1.1 GET whose status line is parsed by
   ``httptools`` (never by hand), or a TCP connect; over TLS both verify the upstream's
   identity exactly as the proxy does. Scheduling is the caller's: the first probe
@@ -100,7 +102,8 @@ class OutlierDetector:
         self.consecutive[address] = count
         if count < self.policy.consecutive_5xx or address in self.ejected_until:
             return False
-        if (len(self.ejected_until) + 1) * 100 > self.policy.max_ejection_percent * total:
+        ejected = len(self.ejected_until)
+        if ejected and (ejected + 1) * 100 > self.policy.max_ejection_percent * total:
             return False
         times = self.times_ejected.get(address, 0) + 1
         self.times_ejected[address] = times
@@ -136,18 +139,20 @@ def failover_select(
     up = tuple(e for e in endpoints if healthy(e.address))
     if not up or not zones:
         return up
-    listed = set(zones)
-    groups: list[tuple[list[Endpoint], list[Endpoint]]] = [([], []) for _ in range(len(zones) + 1)]
     position = {z: i for i, z in enumerate(zones)}
+    members = [0] * len(zones)
+    members_up: list[list[Endpoint]] = [[] for _ in zones]
     for ep in endpoints:
-        i = position[ep.zone] if ep.zone in listed and ep.zone is not None else len(zones)
-        groups[i][0].append(ep)
+        i = position.get(ep.zone) if ep.zone is not None else None
+        if i is not None:
+            members[i] += 1
     for ep in up:
-        i = position[ep.zone] if ep.zone in listed and ep.zone is not None else len(zones)
-        groups[i][1].append(ep)
-    for members, members_up in groups:
-        if members_up and len(members_up) * 100 >= panic_threshold * len(members):
-            return tuple(members_up)
+        i = position.get(ep.zone) if ep.zone is not None else None
+        if i is not None:
+            members_up[i].append(ep)
+    for total, zone_up in zip(members, members_up, strict=True):
+        if zone_up and len(zone_up) * 100 >= panic_threshold * total:
+            return tuple(zone_up)
     return up
 
 

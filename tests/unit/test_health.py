@@ -78,8 +78,16 @@ def test_outlier_max_ejection_percent_is_never_exceeded() -> None:
     od = OutlierDetector(OutlierDetection(consecutive_5xx=1, max_ejection_percent=50))
     assert od.report("a", 500, 0.0, 4) and od.report("b", 500, 0.0, 4)
     assert not od.report("c", 500, 0.0, 4)
-    small = OutlierDetector(OutlierDetection(consecutive_5xx=1, max_ejection_percent=10))
-    assert not small.report("a", 500, 0.0, 5)
+
+
+@pytest.mark.parametrize("percent", [0, 10, 33])
+def test_outlier_may_always_eject_one_endpoint(percent: float) -> None:
+    """As Envoy: one endpoint may be ejected whatever the percent; a second one only within it."""
+    od = OutlierDetector(OutlierDetection(consecutive_5xx=1, max_ejection_percent=percent))
+    assert od.report("a", 500, 0.0, 3) and od.is_ejected("a")
+    assert not od.report("b", 500, 0.0, 3) and not od.is_ejected("b")
+    od.review(od.ejected_until["a"])  # a returns: the one free ejection is available again
+    assert od.report("b", 500, 1000.0, 3)
 
 
 def test_outlier_ejection_time_grows_and_review_returns_and_decays() -> None:
@@ -122,9 +130,16 @@ def test_failover_prefers_first_zone_meeting_panic_threshold() -> None:
     assert select({"10.0.0.1"}, panic=60) == {"10.0.0.3", "10.0.0.4"}
 
 
-def test_failover_unlisted_zones_come_last_then_all_healthy() -> None:
-    """Zones a and b down -> the no-zone/unlisted group; nothing qualifies -> all healthy."""
+def test_failover_no_zone_qualifies_uses_every_healthy_endpoint() -> None:
+    """No listed zone qualifies -> every healthy endpoint, in any zone or none (the no-zone and
+    unlisted endpoints are never preferred as a group of their own)."""
     assert select({"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}) == {"10.0.0.5", "10.0.0.6"}
+    assert select({"10.0.0.1", "10.0.0.3"}, panic=60) == {
+        "10.0.0.2",
+        "10.0.0.4",
+        "10.0.0.5",
+        "10.0.0.6",
+    }
     assert select({"10.0.0.1", "10.0.0.3", "10.0.0.5"}, panic=60) == {
         "10.0.0.2",
         "10.0.0.4",
