@@ -42,7 +42,9 @@ def burn_windows(
     )
 
 
-def retry_policy(retries: Retries | None, timeout_s: float) -> t.RetryPolicy | None:
+def retry_policy(
+    retries: Retries | None, timeout_s: float, budget_route: str | None = None
+) -> t.RetryPolicy | None:
     if retries is None or retries.attempts <= 0:
         return None
     per_try = retries.per_try_timeout_s
@@ -55,6 +57,7 @@ def retry_policy(retries: Retries | None, timeout_s: float) -> t.RetryPolicy | N
         budget_ratio=retries.budget_ratio,
         budget_min_per_second=retries.budget_min_per_second,
         idempotent_only=retries.idempotent_only,
+        budget_route=budget_route,
     )
 
 
@@ -88,14 +91,18 @@ def cluster(service: Service) -> t.Cluster:
     )
 
 
-def _target(service: str, subset: str | None, weight: int, call: CallPolicy) -> t.Target:
+def _target(
+    route_name: str, service: str, subset: str | None, weight: int, call: CallPolicy
+) -> t.Target:
+    """One destination; a route that wrote its own ``retries.budget`` gets its own pool."""
+    own_budget = call.origin("retries.budget").kind == "route"
     return t.Target(
         service=service,
         subset=subset,
         weight=weight,
         timeout_s=call.timeout_s,
         idle_timeout_s=call.idle_timeout_s,
-        retries=retry_policy(call.retries, call.timeout_s),
+        retries=retry_policy(call.retries, call.timeout_s, route_name if own_budget else None),
     )
 
 
@@ -105,7 +112,7 @@ def route(item: Route) -> t.Route:
     for dest in item.to:
         assert dest.call is not None, "checks reject routes to unknown services"
         weight = dest.weight if dest.weight is not None else (100 if single else 0)
-        targets.append(_target(dest.service, dest.subset, weight, dest.call))
+        targets.append(_target(item.name, dest.service, dest.subset, weight, dest.call))
     mirror = item.mirror
     return t.Route(
         name=item.name,

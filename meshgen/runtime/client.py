@@ -148,7 +148,7 @@ class Mesh:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + tgt.timeout_s
         policy = tgt.retries
-        budget = gen.budgets.get(tgt.service) if policy is not None else None
+        budget = gen.budgets.get(id(tgt)) if policy is not None else None
         if budget is not None:
             budget.record_request()
         breaker = gen.breakers[tgt.service]

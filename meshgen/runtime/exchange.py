@@ -131,7 +131,7 @@ class Exchange:
         assert loop is not None
         policy = target.retries
         max_tries = 1 + (policy.attempts if policy is not None else 0)
-        budget = gen.budgets.get(target.service) if policy is not None else None
+        budget = gen.budgets.get(id(target)) if policy is not None else None
         ops = gen.header_ops.get(route.name)
         rops, sops = ops if ops is not None else self._ops(gen, route)
         first: Picked | None = None

@@ -89,7 +89,7 @@ class FastTry:
         self.deadline = loop.time() + target.timeout_s
         policy = target.retries
         if policy is not None:
-            budget = gen.budgets.get(target.service)
+            budget = gen.budgets.get(id(target))
             if budget is not None:
                 budget.record_request()
         ops = gen.header_ops.get(self.route.name)
@@ -156,7 +156,7 @@ class FastTry:
             and retryable(policy, req.method, result)
             and self.deadline - loop.time() > 0
         )
-        budget = gen.budgets.get(target.service) if policy is not None else None
+        budget = gen.budgets.get(id(target)) if policy is not None else None
         if not (can_retry and budget is not None and budget.try_retry()):
             if ok is None:
                 upstreams.end(picked)

@@ -90,14 +90,7 @@ class Generation:
             and (r.rate_limit is not None or any(t.service in self.service_buckets for t in r.to))
         )
         metrics.declare(self.services, self.limited_routes)
-        self.budgets: dict[str, RetryBudget] = {}
-        for r in tables.routes:
-            for t in r.to:
-                if t.retries is not None and t.service not in self.budgets:
-                    p = t.retries
-                    self.budgets[t.service] = RetryBudget(
-                        p.budget_ratio, p.budget_min_per_second, clock
-                    )
+        self.budgets = retry_budgets(tables, clock)
         self.header_ops: dict[str, tuple[CompiledOps, CompiledOps]] = {}
         # Services whose balancer hashes requests (``balancers.request_hash_key`` reads them)
         # and those with outlier detection (``Upstreams.report`` acts only for them).
@@ -128,6 +121,26 @@ class Generation:
                 )
             )
         return ok
+
+
+def retry_budgets(tables: Tables, clock: Callable[[], float]) -> dict[int, RetryBudget]:
+    """The retry budget of each retrying route destination, keyed by ``id`` of its ``Target``
+    (the tables' objects, which live as long as the generation; an int key keeps the per-request
+    lookup as cheap as a service-name key). One pool per service; a route that wrote its own
+    ``retries.budget`` gets one pool per destination service of its own."""
+    pools: dict[tuple[str, str | None], RetryBudget] = {}
+    budgets: dict[int, RetryBudget] = {}
+    for r in tables.routes:
+        for t in r.to:
+            p = t.retries
+            if p is None:
+                continue
+            key = (t.service, p.budget_route)
+            pool = pools.get(key)
+            if pool is None:
+                pool = pools[key] = RetryBudget(p.budget_ratio, p.budget_min_per_second, clock)
+            budgets[id(t)] = pool
+    return budgets
 
 
 def _circuit_gauge(metrics: Metrics, service: str) -> Callable[[bool], None]:

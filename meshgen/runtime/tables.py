@@ -121,6 +121,9 @@ class RetryPolicy:
     budget_ratio: float = 0.2
     budget_min_per_second: float = 10.0
     idempotent_only: bool = True
+    # The route that wrote its own ``retries.budget``: its traffic to this service draws from
+    # a pool of its own. None: the service's pool.
+    budget_route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,3 +168,28 @@ def test_tables_do_not_depend_on_mapping_key_order(rng: random.Random) -> None:
     data = document(FULL).data  # YAML 1.2: the key `on` stays a string
     shuffled = yaml.safe_dump(_shuffle(data, rng), sort_keys=False)
     assert to_tables(mesh_of(shuffled)) == tables()
+
+
+BUDGETS = """
+services:
+  web:
+    discovery: {static: [{address: 127.0.0.1:9081}]}
+    retries: {attempts: 1, budget: {ratio: 0.5}}
+routes:
+  - {name: tight, match: {path_prefix: /t}, to: [{service: web}],
+     retries: {budget: {min_per_second: 1}}}
+  - {name: loose, match: {path_prefix: /l}, to: [{service: web}], retries: {attempts: 2}}
+  - {name: plain, match: {path_prefix: /}, to: [{service: web}]}
+"""
+
+
+def test_a_route_that_writes_its_own_budget_names_its_pool() -> None:
+    """Only a route that wrote `retries.budget` gets `budget_route`; the others draw from the
+    service's pool, whatever the route order."""
+    routes = {r.name: r.to[0].retries for r in to_tables(mesh_of(BUDGETS)).routes}
+    tight, loose, plain = routes["tight"], routes["loose"], routes["plain"]
+    assert tight is not None and loose is not None and plain is not None
+    assert (tight.budget_route, tight.budget_ratio) == ("tight", 0.5)
+    assert tight.budget_min_per_second == 1
+    assert (loose.budget_route, loose.budget_ratio, loose.budget_min_per_second) == (None, 0.5, 10)
+    assert plain.budget_route is None

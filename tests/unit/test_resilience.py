@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from meshgen.runtime.proxy import retry_budgets
 from meshgen.runtime.resilience import (
     CircuitBreaker,
     RetryBudget,
@@ -14,7 +15,8 @@ from meshgen.runtime.resilience import (
     retryable,
 )
 from meshgen.runtime.tables import CircuitBreaker as Limits
-from meshgen.runtime.tables import RetryPolicy
+from meshgen.runtime.tables import Match, RetryPolicy, Route, Tables, Target
+from tests.unit.tables_factory import make_tables
 
 
 class Clock:
@@ -196,3 +198,28 @@ def test_circuit_breaker_no_wait_and_connection_cap() -> None:
     assert not cb.is_open  # an idle socket at the cap refuses nothing
     cb.release_connection()
     assert cb.try_connection()
+
+
+def test_retry_budgets_pool_per_service_and_per_route_that_sets_its_own() -> None:
+    """Routes without their own budget share the service's pool; a route with its own gets a
+    pool of its own per destination service, in whatever order the routes come."""
+    base = make_tables()
+    own = RetryPolicy(attempts=1, per_try_timeout_s=1.0, budget_min_per_second=1.0,
+                      budget_route="tight")  # fmt: skip
+    shared = RetryPolicy(attempts=1, per_try_timeout_s=1.0)
+
+    def route(name: str, policy: RetryPolicy, services: tuple[str, ...]) -> Route:
+        to = tuple(Target(s, None, 100 // len(services), 1.0, 1.0, policy) for s in services)
+        return Route(name=name, match=Match(path=f"/{name}"), to=to)
+
+    for order in (1, -1):
+        routes = (route("tight", own, ("a", "b")), route("loose", shared, ("a",)),
+                  route("other", shared, ("a", "b")))[::order]  # fmt: skip
+        tables = Tables(mesh=base.mesh, clusters=base.clusters, routes=routes,
+                        listeners=base.listeners)  # fmt: skip
+        budgets = retry_budgets(tables, lambda: 0.0)
+        by = {(r.name, t.service): budgets[id(t)] for r in routes for t in r.to}
+        assert by[("loose", "a")] is by[("other", "a")]
+        assert by[("other", "b")] is not by[("other", "a")]
+        assert by[("tight", "a")] not in (by[("loose", "a")], by[("tight", "b")])
+        assert by[("tight", "a")].min_per_second == 1.0 and by[("loose", "a")].min_per_second == 10
