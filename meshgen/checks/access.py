@@ -1,4 +1,4 @@
-"""E504, E506, W503-W505: access rules, judged exactly as the runtime will judge requests.
+"""E504, E506, W503, W504: access rules, judged exactly as the runtime will judge requests.
 
 Rules apply only on listeners whose ``client_certificates`` is ``optional`` or ``required``
 ("enforced" listeners); there, everything is denied unless a rule allows it. So that the
@@ -9,8 +9,10 @@ runtime loads:
 * W503: :meth:`AccessPolicy.partial` — a caller allowed some but not all of the services a
   route can reach (its ``to`` services, its mirror and their failover backups) gets 403 on
   every request to that route;
-* W504: :meth:`AccessPolicy.matrix` — an enforced listener on which no caller may do anything;
-* W505: a redirect route on an enforced listener (no rule can name its destination).
+* W504: :meth:`AccessPolicy.matrix` — an enforced listener on which no caller may send anything
+  anywhere (its redirect routes aside: a redirect forwards nothing and answers every caller the
+  listener admits, as HAProxy's ``http-request redirect`` does; W505, which warned that it
+  answered 403, is retired).
 
 E506 rejects a rule path that :func:`~meshgen.runtime.paths.normalize_path` changes: requests
 are matched on the normalised path, so such a prefix can never match and the rule silently
@@ -31,7 +33,6 @@ from meshgen.runtime.paths import normalize_path
 
 W503 = "W503"
 W504 = register("W504", "listener checks callers but no access rule allows anything there")
-W505 = register("W505", "redirect route on a listener that checks callers")
 E506 = register("E506", "access rule path is not normalised")
 
 
@@ -74,7 +75,6 @@ def check(ctx: Context) -> None:
     _disjoint(ctx, full, by_name)
     for listener in listeners:
         _listener(ctx, listener, by_name)
-    _redirects(ctx, listeners, by_name)
 
 
 def _paths(ctx: Context) -> None:
@@ -197,45 +197,24 @@ def _reasons(ctx: Context, route: Route, denied: tuple[str, ...]) -> list[tuple[
 def _listener(ctx: Context, listener: Listener, routes: dict[str, Route]) -> None:
     """W504: an enforced listener on which the rules allow nobody anything."""
     served = [routes[n] for n in ctx.mesh.listener_routes(listener) if n in routes]
+    forwarding = [r for r in served if r.redirect is None]
     mesh = ctx.mesh
+    if not forwarding:
+        return  # only redirects: they answer every caller the listener admits
     if any(d.call is None for r in served for d in r.to) or any(
         rule.service not in mesh.services for rule in mesh.access
     ):
         return  # an unknown service (E201, E205): the rules cannot be judged yet
-    rows = policy(mesh, served).matrix()
+    rows = policy(mesh, forwarding).matrix()
     if any(row.grants for row in rows):
         return
+    but = ", except on its redirect routes" if len(forwarding) < len(served) else ""
     ctx.warning(
         W504,
         f"listener '{listener.name}' checks callers but no access rule allows any request "
-        "on its routes: every request there gets 403",
+        f"on its routes: every request there gets 403{but}",
         (*listener.path, "tls", "client_certificates"),
         "add access rules for the services its routes send to (every destination of a "
         "route), or set client_certificates: none",
     )
 
-
-def _redirects(ctx: Context, listeners: list[Listener], routes: dict[str, Route]) -> None:
-    """W505: a redirect on an enforced listener answers 403 (no rule can open it)."""
-    reported: set[str] = set()
-    for listener in listeners:
-        for name in ctx.mesh.listener_routes(listener):
-            route = routes.get(name)
-            if route is None or route.redirect is None or name in reported:
-                continue
-            reported.add(name)
-            ctx.warning(
-                W505,
-                f"redirect route '{name}' is served on listener '{listener.name}', which "
-                "checks callers: it always answers 403",
-                (*route.path, "redirect"),
-                "a redirect sends traffic to no service, so no access rule can allow it; "
-                "serve it on a listener with client_certificates: none",
-                related=[
-                    (
-                        (*listener.path, "tls", "client_certificates"),
-                        f"listener '{listener.name}' enforces access rules",
-                    )
-                ],
-                key=True,
-            )

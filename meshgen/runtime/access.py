@@ -16,8 +16,8 @@ Theory of operation (docs/reference.md, Access rules):
 * A request on a route is allowed only if it is allowed for **every** service the route can
   send to (:func:`route_services`: its ``to`` services, its mirror, and their ``backup``
   chains), so the decision does not depend on which split branch or failover is picked.
-* A route that reaches no service (a ``redirect``) is denied on enforced listeners: no rule
-  can name its destination.
+* A route that reaches no service (a ``redirect``) is never asked about: it forwards nothing,
+  so the proxy answers it before access, to every caller the listener admits.
 * :class:`AccessPolicy` precomputes, per route and per named caller, the grants of each
   service, so a decision is a few dict lookups and prefix tests. :meth:`AccessPolicy.matrix`
   reduces the rules to the effective allow matrix for ``meshgen explain`` and the build output.

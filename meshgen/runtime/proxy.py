@@ -5,7 +5,8 @@ Theory of operation: a :class:`Generation` holds everything derived from one ``T
 generation once when it starts, so a reload (``Proxy.swap``) changes what *new* requests see
 while in-flight ones finish on the old. The order of decisions is Envoy's: route (404), split
 (the weighted destination is chosen here, so every later local answer counts under that service
-and subset, as Envoy attributes it to the chosen cluster), access (403), redirect, route rate
+and subset, as Envoy attributes it to the chosen cluster), redirect (it forwards nothing, so
+it answers every caller the listener admits, as HAProxy's does), access (403), route rate
 limit (429), fault (delay/abort), service rate limit (429), mirror, then tries with retries,
 each admitted by the circuit breaker (wait in its pending queue, or 503 with
 ``x-meshgen-overloaded: true``). The response head is committed only
@@ -323,12 +324,12 @@ class Proxy:
             target = router.pick(cr)
             if target is not None:
                 service, subset = target.service, target.subset or ""
-            if gen.enforced[ctx.name] and not self._allowed(gen, req, route_name, path):
-                status = self._local(req, 403, b"access denied\n", rid)
-                return
-            if route.redirect is not None:  # a redirect route has no destination
+            if route.redirect is not None:  # forwards nothing: every admitted caller gets it
                 loc = route.redirect.location.encode()
                 status = self._local(req, route.redirect.status, b"", rid, [(b"location", loc)])
+                return
+            if gen.enforced[ctx.name] and not self._allowed(gen, req, route_name, path):
+                status = self._local(req, 403, b"access denied\n", rid)
                 return
             assert target is not None
             if route.rate_limit is not None:

@@ -243,14 +243,15 @@ def payments_backend(mesh_root: Path) -> Iterator[HTTPServer]:
 
 def mtls_tables(backend: HTTPServer) -> t.Tables:
     route = t.Route("pay", t.Match(), (t.Target("payments", None, 100, 5.0, 60.0, None),))
+    moved = t.Route("moved", t.Match(path="/old/"), redirect=t.Redirect("https://new.test/"))
     server_tls = t.ServerTls("certs/edge.pem", "certs/edge-key.pem", "certs/ca.pem", "optional")
     return t.Tables(
         mesh=t.MeshInfo("shop", "mesh.test", admin_port=0),
         clusters=(
             t.Cluster("payments", t.StaticDiscovery((t.Endpoint("127.0.0.1", backend.port),))),
         ),
-        routes=(route,),
-        listeners=(t.Listener("edge", "127.0.0.1", 0, ("pay",), server_tls),),
+        routes=(moved, route),
+        listeners=(t.Listener("edge", "127.0.0.1", 0, ("moved", "pay"), server_tls),),
         client_tls={
             "payments": t.ClientTls(
                 mode="mutual",
@@ -264,8 +265,11 @@ def mtls_tables(backend: HTTPServer) -> t.Tables:
     )
 
 
-def https(port: int, root: Path, identity: str | None, method: str, path: str) -> tuple[int, bytes]:
-    """One request to the runtime's TLS listener, as ``identity`` (None: no certificate)."""
+def https(
+    port: int, root: Path, identity: str | None, method: str, path: str
+) -> tuple[int, bytes, str | None]:
+    """One request to the runtime's TLS listener, as ``identity`` (None: no certificate):
+    status, body and ``location``."""
     ctx = ssl.create_default_context(cafile=root / "certs/ca.pem")
     if identity is not None:
         ctx.load_cert_chain(root / f"certs/{identity}.pem", root / f"certs/{identity}-key.pem")
@@ -273,7 +277,7 @@ def https(port: int, root: Path, identity: str | None, method: str, path: str) -
     try:
         conn.request(method, path, body=b"{}", headers={"Host": "payments"})
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.read(), resp.getheader("location")
     finally:
         conn.close()
 
@@ -282,10 +286,11 @@ def test_runtime_enforces_access_over_mtls(
     tmp_path: Path, mesh_root: Path, payments_backend: HTTPServer
 ) -> None:
     """An allowed caller gets through to a TLS upstream; denied ones get 403, the upstream
-    sees nothing, and the denial is counted with the caller's name."""
+    sees nothing, and the denial is counted with the caller's name; a redirect route answers
+    every caller the listener admits, with or without an identity, and denies nothing."""
     dist = write_dist(mesh_root / "dist", mtls_tables(payments_backend))
     with run_dist(dist) as rt:
-        assert https(rt.port, mesh_root, "frontend", "POST", "/charge") == (200, b"charged")
+        assert https(rt.port, mesh_root, "frontend", "POST", "/charge")[:2] == (200, b"charged")
         assert len(payments_backend.log) == 1
         for identity, method, path in (
             ("frontend", "GET", "/charge"),
@@ -294,7 +299,7 @@ def test_runtime_enforces_access_over_mtls(
             ("payments", "POST", "/charge"),  # a valid identity without a rule
             (None, "POST", "/charge"),  # optional listener, no certificate
         ):
-            status, _ = https(rt.port, mesh_root, identity, method, path)
+            status, _, _ = https(rt.port, mesh_root, identity, method, path)
             assert status == 403, (identity, method, path)
         assert len(payments_backend.log) == 1  # nothing denied was forwarded
         admin = str(rt.ready["admin"])
@@ -307,6 +312,15 @@ def test_runtime_enforces_access_over_mtls(
         assert denied % ("payments", 1) in text.splitlines()
         assert denied % ("", 1) in text.splitlines()
         assert "meshgen_cert_expiry_timestamp_seconds" in text
+        # a redirect forwards nothing: it answers every caller the listener admits (as HAProxy)
+        for identity in ("frontend", "payments", None):
+            moved = https(rt.port, mesh_root, identity, "GET", "/old/x")
+            assert moved == (301, b"", "https://new.test/"), identity
+        metrics.request("GET", "/metrics")
+        after = metrics.getresponse().read().decode()
+        assert [ln for ln in after.splitlines() if ln.startswith("meshgen_denied_total")] == [
+            ln for ln in text.splitlines() if ln.startswith("meshgen_denied_total")
+        ]
 
 
 def test_runtime_rotation_with_reload_fails_no_request(

@@ -1,4 +1,4 @@
-"""E504, E506, W503-W505: access rules, judged as the runtime judges requests."""
+"""E504, E506, W503, W504: access rules, judged as the runtime judges requests."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def test_routes_not_served_on_a_checking_listener_are_not_judged() -> None:
     assert [c for c in codes(served_both + rules)] == ["W503"]
 
 
-# --- W504, W505, E506 -----------------------------------------------------------------------
+# --- W504, E506 -----------------------------------------------------------------------------
 
 
 def test_checking_listener_without_any_allowed_request_warns() -> None:
@@ -190,20 +190,19 @@ def test_checking_listener_without_any_allowed_request_warns() -> None:
     assert "W504" not in codes(SPLIT.replace("CERTS", "none"))
 
 
-def test_redirect_on_a_checking_listener_warns() -> None:
-    """W505: a redirect names no service, so no rule can allow it."""
-    text = spec("required", "  - {from: web, to: catalog}\n").replace(
-        "routes:\n",
-        "routes:\n  - {name: moved, match: {path_prefix: /old/}, redirect: {location: /new/}}\n",
+def test_redirects_answer_every_admitted_caller_so_nothing_warns_about_them() -> None:
+    """A redirect forwards nothing: no warning on a checking listener (W505 is retired), and
+    W504 says its redirects are the exception, or stays silent when only redirects are served."""
+    moved = "  - {name: moved, match: {path_prefix: /old/}, redirect: {location: /new/}}\n"
+    allowed = spec("required", "  - {from: web, to: catalog}\n").replace(
+        "routes:\n", "routes:\n" + moved
     )
-    (diag,) = [d for d in diagnose(text) if d.code == "W505"]
-    assert diag.message == (
-        "redirect route 'moved' is served on listener 'edge', which checks callers: it always "
-        "answers 403"
-    )
-    assert diag.related[0].message == "listener 'edge' enforces access rules"
-    plain = text.replace("client_certificates: required", "client_certificates: none")
-    assert "W505" not in codes(plain)
+    assert [d.code for d in diagnose(allowed) if d.code.startswith("W5")] == []
+    nobody = SPLIT.replace("CERTS", "required").replace("routes:\n", "routes:\n" + moved)
+    (diag,) = [d for d in diagnose(nobody) if d.code == "W504"]
+    assert diag.message.endswith("every request there gets 403, except on its redirect routes")
+    only = nobody.replace("address: 127.0.0.1:0\n", "address: 127.0.0.1:0\n    routes: [moved]\n")
+    assert "W504" not in codes(only)
 
 
 @pytest.mark.parametrize(
