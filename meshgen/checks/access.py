@@ -217,4 +217,3 @@ def _listener(ctx: Context, listener: Listener, routes: dict[str, Route]) -> Non
         "add access rules for the services its routes send to (every destination of a "
         "route), or set client_certificates: none",
     )
-

@@ -121,6 +121,16 @@ class OutlierDetector:
                 self.times_ejected[address] = times - 1
         return returned
 
+    def adopt(self, other: OutlierDetector, address: str) -> None:
+        """Take ``address``'s counts and ejection from ``other`` (the detector a reload
+        replaces), so an ejected endpoint stays out for the rest of its ejection."""
+        if address in other.consecutive:
+            self.consecutive[address] = other.consecutive[address]
+        if address in other.ejected_until:
+            self.ejected_until[address] = other.ejected_until[address]
+        if address in other.times_ejected:
+            self.times_ejected[address] = other.times_ejected[address]
+
     def forget(self, keep: Iterable[str]) -> None:
         """Drop state of addresses no longer discovered."""
         alive = set(keep)

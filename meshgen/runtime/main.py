@@ -3,7 +3,8 @@
 Theory of operation: :class:`Runtime` owns one live :class:`~.proxy.Generation` at a time.
 ``SIGHUP`` (or ``--watch`` noticing a rebuilt DIST) builds a complete new generation
 first (tables, TLS contexts, upstreams started); only if every step succeeds is it swapped in,
-otherwise the reason is logged and the old one stays. Listener sockets survive a reload, so no
+otherwise the reason is logged and the old one stays. Endpoints that stay keep their health and
+ejection state (:meth:`~.upstreams.Upstreams.inherit`). Listener sockets survive a reload, so no
 connection is refused; requests already running finish on the generation they started with,
 whose upstreams are stopped once its in-flight count reaches zero (then the metric series of
 endpoints, certificate files, services and rate-limited routes the live tables no longer have
@@ -160,14 +161,23 @@ class Runtime:
         host, _, port = self.args.dns_server.rpartition(":")
         return [host.strip("[]")], int(port)
 
-    async def _generation(self, tables: Tables, previous: TlsContexts | None = None) -> Generation:
-        """Build and start everything for ``tables``; raises on any failure (nothing leaks)."""
-        tls = previous.derive(tables) if previous is not None else TlsContexts(tables, self.root)
+    async def _generation(self, tables: Tables, previous: Generation | None = None) -> Generation:
+        """Build and start everything for ``tables``; raises on any failure (nothing leaks).
+        A reload passes the ``previous`` generation: TLS contexts are derived from its, and
+        the health and ejection state of endpoints that stay is carried over (taken after the
+        new upstreams started, with no await before the swap, so no result falls between)."""
+        tls = (
+            previous.tls.derive(tables)
+            if previous is not None and previous.tls is not None
+            else TlsContexts(tables, self.root)
+        )
         client_ssl = {c.name: u for c in tables.clusters if (u := tls.upstream(c.name))}
         servers, port = self._dns()
         upstreams = Upstreams(tables, metrics=self.metrics, root=self.root, client_ssl=client_ssl,
                               dns_nameservers=servers, dns_port=port)  # fmt: skip
         await upstreams.start()
+        if previous is not None:
+            upstreams.inherit(previous.upstreams)
         for cf in tls.cert_files():
             self.metrics.set_cert_expiry(cf.service, cf.file, cert_not_after(cf.path))
         return Generation(tables, upstreams, self.metrics, tls, self.rng)
@@ -280,7 +290,7 @@ class Runtime:
             try:
                 tables = load_tables(self.dist)
                 self._selected(tables)
-                gen = await self._generation(tables, self.proxy.generation.tls)
+                gen = await self._generation(tables, self.proxy.generation)
             except Exception as exc:
                 log.error("reload refused, keeping the running tables: %s", exc)
                 return False

@@ -307,6 +307,25 @@ class Upstreams:
                     self._metrics.set_endpoint_healthy(service, address, svc.healthy(address))
         return returned
 
+    def inherit(self, old: Upstreams) -> None:
+        """Carry over, from the generation a reload replaces, the health and ejection state of
+        every endpoint that stays (same service and address): a reload must not send traffic to
+        an endpoint already known dead. Endpoints that are new start healthy as usual."""
+        for name, svc in self._services.items():
+            prev = old._services.get(name)
+            if prev is None:
+                continue
+            before = {e.address for e in prev.endpoints}
+            for address in [e.address for e in svc.endpoints if e.address in before]:
+                state, was = svc.states.get(address), prev.states.get(address)
+                if state is not None and was is not None:
+                    state.healthy, state.streak = was.healthy, was.streak
+                if svc.outlier is not None and prev.outlier is not None:
+                    svc.outlier.adopt(prev.outlier, address)
+                if self._metrics is not None:
+                    self._metrics.set_endpoint_healthy(name, address, svc.healthy(address))
+            svc.version += 1
+
     # ---- asyncio shell --------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -6,10 +6,12 @@
   limits nor is limited by the service's pool.
 - Zone failover with no qualifying zone uses every healthy endpoint of the service (any zone or
   none) on both engines.
+- A reload (SIGHUP) carries the health and ejection state of endpoints that stay.
 """
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from haproxy_harness import Engine, poll, run_haproxy, run_runtime
-from runtime_harness import backend, build_dist, run_dist, script_backend, spec
+from runtime_harness import SERVE_HANDLER, backend, build_dist, run_dist, script_backend, spec
 from test_proxy_semantics import count
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -133,3 +135,60 @@ def test_no_qualifying_zone_uses_every_healthy_endpoint(tmp_path: Path) -> None:
             poll(lambda e=e: _spread(e) == set(names), what=f"{e.name}: every healthy endpoint")
             counts = Counter(e.request("/", "web")[1].get("x-backend", "") for _ in range(80))
             assert set(counts) == set(names) and min(counts.values()) >= 8, (e.name, counts)
+
+
+SICK = (
+    """
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        status = 503 if self.path == "/healthz" else 200
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.send_header("x-backend", "sick")
+        self.end_headers()
+    def log_message(self, *a): pass
+"""
+    + SERVE_HANDLER
+)
+"""Fails its health check (503 on /healthz) but answers traffic: any request it gets shows."""
+
+
+def test_reload_keeps_known_dead_and_ejected_endpoints_out(tmp_path: Path) -> None:
+    """`sick` is down by health check and `rst` ejected by outlier detection; after SIGHUP the
+    new generation sends neither a single request (their state is carried over)."""
+    with ExitStack() as stack:
+        g1, _ = stack.enter_context(backend("g1"))
+        g2, _ = stack.enter_context(backend("g2"))
+        sick, _ = stack.enter_context(script_backend(SICK))
+        rst, _ = stack.enter_context(script_backend(RESETTER))
+        text = spec(
+            f"""
+            services:
+              web:
+                discovery: {{static: [{{address: "{g1}"}}, {{address: "{sick}"}}]}}
+                health_check: {{http: {{path: /healthz}}, interval: 1s, unhealthy_threshold: 2}}
+              flaky:
+                discovery: {{static: [{{address: "{g2}"}}, {{address: "{rst}"}}]}}
+                outlier_detection: {{consecutive_5xx: 2, base_ejection_time: 1m}}
+            """
+        )
+        rt = stack.enter_context(run_dist(build_dist(tmp_path / "dist", text)))
+        poll(lambda: count(rt, "meshgen_endpoint_healthy", endpoint=sick) == 0, what="sick down")
+
+        def ejected() -> bool:
+            rt.request("GET", "/", "flaky")
+            return count(rt, "meshgen_ejections_total", endpoint=rst) == 1
+
+        poll(ejected, what="rst ejected")
+        rt.proc.send_signal(signal.SIGHUP)
+        poll(lambda: "reloaded" in rt.log_text(), what="reload")
+        seen: Counter[tuple[str, int, str | None]] = Counter()
+        for _ in range(30):
+            for host in ("web", "flaky"):
+                status, headers, _ = rt.request("GET", "/", host)
+                seen[(host, status, headers.get("x-backend"))] += 1
+        assert seen == Counter({("web", 200, "g1"): 30, ("flaky", 200, "g2"): 30}), seen
+        assert count(rt, "meshgen_endpoint_healthy", endpoint=sick) == 0
+        assert count(rt, "meshgen_endpoint_healthy", endpoint=rst) == 0

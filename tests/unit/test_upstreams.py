@@ -290,3 +290,32 @@ def test_probe_of_a_bare_context_checks_the_tables_identity(
         return metrics.endpoint_healthy[("svc", f"127.0.0.1:{port}")]
 
     assert asyncio.run(run()) == healthy
+
+
+def test_inherit_carries_health_and_ejections_of_endpoints_that_stay() -> None:
+    """A reload's new Upstreams takes the old one's down states and ejections (with their
+    remaining time) for addresses it still has; new addresses start healthy; metrics follow."""
+    clock = Clock()
+    svc = Cluster("s", StaticDiscovery((ep(1), ep(2), ep(3))))
+    tables = make_tables(svc, outlier=True)
+    old = Upstreams(tables, clock=clock, rng=random.Random(1))
+    old.on_probe_result("s", "127.0.0.1:1", False)  # threshold 1: down
+    picked = Picked("s", ep(2))
+    old.report(picked, 503)
+    old.report(picked, 503)  # consecutive_5xx 2: ejected until t=30
+    old.report(Picked("s", ep(3)), 503)  # one failure counted towards an ejection
+    assert not old.snapshot()["s"]["endpoints"][1]["healthy"]
+    metrics = RecordingMetrics()
+    moved = replace(svc, discovery=StaticDiscovery((ep(1), ep(2), ep(3), ep(4))))
+    new = Upstreams(make_tables(moved, outlier=True), clock=clock, metrics=metrics)
+    new.inherit(old)
+    assert set(ports(new, "s", None)) == {3, 4}
+    assert metrics.healthy[("s", "127.0.0.1:1")] is False
+    assert metrics.healthy[("s", "127.0.0.1:2")] is False
+    clock.now = 10.0
+    new.report(Picked("s", ep(3)), 503)  # the carried count completes the streak: until t=40
+    assert set(ports(new, "s", None)) == {4}
+    new.on_probe_result("s", "127.0.0.1:1", True)  # healthy_threshold 1: back
+    clock.now = 30.0
+    assert new.review_outliers("s") == ["127.0.0.1:2"]
+    assert set(ports(new, "s", None)) == {1, 2, 4}
