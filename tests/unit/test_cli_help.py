@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from meshgen import certs, cli
+from meshgen import certs, cli, precommit
 from meshgen.resources import schema_path
 from meshgen.runtime.main import arg_parser
 
@@ -29,6 +29,10 @@ def _all_parsers() -> dict[str, argparse.ArgumentParser]:
     for name, sub in _subcommands(top).choices.items():
         found[f"meshgen {name}"] = DELEGATED.get(name, sub)
     found["python DIST"] = arg_parser()
+    hooks = precommit._parser()
+    found["python -m meshgen.precommit"] = hooks
+    for name, sub in _subcommands(hooks).choices.items():
+        found[f"python -m meshgen.precommit {name}"] = sub
     return found
 
 
