@@ -15,6 +15,10 @@ called per request, so a reload (new tables, new Upstreams) shows at once.
 Theory of operation: an asyncio Protocol feeds bytes to httptools (llhttp); each complete
 request is answered synchronously from in-memory state, so pipelined responses keep their
 order. Only GET and HEAD exist; anything else is 405, a parse error is 400 and closes.
+Clients are held to :data:`~.guard.ADMIN_LIMITS` like a listener's (``request_head_timeout``
+408, ``client_idle_timeout``, 64 KiB per request: 431, URL 16 KiB: 414, at most 256
+connections, and a smaller descriptor reserve than the listeners so ``/healthz`` still answers
+when they are full), counted under ``listener="_admin"``.
 ``/status`` is an HTML page for people (refreshes itself every 5 s with a meta refresh, no
 script), built with every value escaped (:mod:`.status_page`); its rows carry ``data-*``
 attributes for tests.
@@ -32,17 +36,29 @@ from typing import Any, Protocol, cast
 import httptools
 
 from .alerts import AlertEvaluator
+from .guard import (
+    ADMIN_FD_RESERVE,
+    ADMIN_LIMITS,
+    ADMIN_NAME,
+    HEAD,
+    IDLE,
+    REASONS,
+    ClientClock,
+    ListenerGuard,
+)
 from .metrics import Metrics
 from .status_page import render_status
-from .tables import Tables
+from .tables import Limits, Tables
 
-MAX_REQUEST_BYTES = 64 * 1024
 _REASONS = {
     200: "OK",
     302: "Found",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
 }
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -112,33 +128,65 @@ def _encode(response: Response, head_only: bool, keep_alive: bool) -> bytes:
 
 
 class _AdminProtocol(asyncio.Protocol):
-    def __init__(self, ctx: _Context, connections: set[asyncio.Transport]) -> None:
+    def __init__(
+        self, ctx: _Context, connections: set[asyncio.Transport], guard: ListenerGuard
+    ) -> None:
         self.ctx = ctx
         self.connections = connections
+        self.guard = guard
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser  # made once the connection is admitted
+        self.clock: ClientClock | None = None
         self.url = b""
         self.size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass, but has its methods
         self.transport = cast(asyncio.Transport, transport)
+        if not self.guard.admit(self.transport):
+            return
+        self.parser = httptools.HttpRequestParser(self)
+        self.clock = ClientClock(asyncio.get_running_loop(), self.guard.limits, self._expired)
         self.connections.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.clock is None:
+            return  # never admitted
+        self.guard.release()
+        self.clock.close()
+        del self.parser  # it holds this protocol: free both now
         if self.transport is not None:
             self.connections.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        self.size += len(data)
+        clock = self.clock
+        assert clock is not None
+        if clock.phase == IDLE:
+            clock.phase, clock.since = HEAD, asyncio.get_running_loop().time()
+        self.size += len(data)  # of the request being read (admin requests have no body)
         try:
-            if self.size > MAX_REQUEST_BYTES:
-                raise httptools.HttpParserError("request too large")
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reply((400, TEXT, b"no upgrades here\n", ()), False, False)
+            self._refuse(400, "bad_request", b"no upgrades here\n")
+            return
         except httptools.HttpParserError:
-            self._reply((400, TEXT, b"bad request\n", ()), False, False)
+            if len(self.url) > self.guard.limits.url_bytes:
+                self._refuse(414, "url_bytes", b"uri too long\n")
+            else:
+                self._refuse(400, "bad_request", b"bad request\n")
+            return
+        if self.size > self.guard.limits.request_head_bytes:
+            self._refuse(431, "request_head_bytes", b"request too large\n")
+
+    def _expired(self, head: bool) -> None:
+        if head:
+            self._refuse(408, "request_head_timeout", b"request timeout\n")
+        elif self.transport is not None:
+            self.transport.close()
+
+    def _refuse(self, status: int, reason: str, body: bytes) -> None:
+        self.guard.reject(reason)
+        self._reply((status, TEXT, body, ()), False, False)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -146,6 +194,8 @@ class _AdminProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.guard.limits.url_bytes:
+            raise httptools.HttpParserError("url too long")
 
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode("latin-1")
@@ -156,6 +206,9 @@ class _AdminProtocol(asyncio.Protocol):
             self._reply((400, TEXT, b"bad url\n", ()), False, False)
             return
         self.size = 0
+        clock = self.clock
+        assert clock is not None
+        clock.phase, clock.since = IDLE, asyncio.get_running_loop().time()
         self._reply(handle(self.ctx, method, path), method == "HEAD", keep_alive)
 
     def _reply(self, response: Response, head_only: bool, keep_alive: bool) -> None:
@@ -196,12 +249,15 @@ async def start_admin(
     upstreams_provider: Callable[[], SnapshotSource | None],
     metrics: Metrics,
     alerts: AlertEvaluator | None = None,
+    limits: Limits = ADMIN_LIMITS,
 ) -> AdminServer:
     """Listen on ``host:port`` (0: any free port) and serve the admin endpoints."""
     ctx = _Context(tables_provider, upstreams_provider, metrics, alerts)
     connections: set[asyncio.Transport] = set()
+    guard = ListenerGuard(ADMIN_NAME, limits, metrics.inc_rejected, ADMIN_FD_RESERVE)
+    metrics.declare_listener(ADMIN_NAME, REASONS)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: _AdminProtocol(ctx, connections), host, port, reuse_address=True
+        lambda: _AdminProtocol(ctx, connections, guard), host, port, reuse_address=True
     )
     return AdminServer(server, connections)

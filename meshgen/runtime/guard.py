@@ -22,6 +22,7 @@ import resource
 from collections.abc import Callable
 
 from .tables import Limits
+from .timers import TIMER_SLACK
 
 log = logging.getLogger("meshgen.runtime")
 
@@ -94,3 +95,63 @@ class ListenerGuard:
 
     def reject(self, reason: str) -> None:
         self._count(self.name, reason)
+
+
+IDLE, HEAD, BUSY = 0, 1, 2
+"""Phases of a client connection: waiting for a request (``client_idle_timeout``), receiving a
+request head (``request_head_timeout``), a request in flight (the route's timeouts apply)."""
+
+
+class ClientClock:
+    """A client connection's head and idle deadlines with one lazily re-armed loop timer.
+
+    The connection only stores its ``phase`` and, for IDLE and HEAD, the loop time it began
+    (``since``): two attribute writes per request, no timer call. The timer checks the phase
+    when it fires and re-arms itself at the deadline, but never further than the shortest of
+    the two timeouts ahead, so a phase that begins later with a nearer deadline still finds a
+    timer that fires in time. ``expired(head)`` is called once when the deadline passes (head:
+    in the HEAD phase); :meth:`close` releases the timer and the callback, and with them the
+    connection (which holds this clock: a cycle otherwise).
+    """
+
+    __slots__ = ("_expired", "_handle", "_head", "_horizon", "_idle", "_loop", "phase", "since")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limits: Limits,
+        expired: Callable[[bool], None],
+    ) -> None:
+        self._loop = loop
+        self._head = limits.request_head_timeout_s
+        self._idle = limits.client_idle_timeout_s
+        self._horizon = min(self._head, self._idle)
+        self._expired = expired
+        self.phase = HEAD  # a new connection's first head: from the accept
+        self.since = loop.time()
+        self._handle: asyncio.TimerHandle | None = loop.call_at(
+            self.since + self._head, self._check
+        )
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        phase = self.phase
+        if phase == BUSY:
+            due = now + self._horizon
+        else:
+            due = self.since + (self._head if phase == HEAD else self._idle)
+            if now + TIMER_SLACK >= due:
+                self._handle = None
+                self._expired(phase == HEAD)
+                return
+        self._handle = self._loop.call_at(min(due, now + self._horizon), self._check)
+
+    def close(self) -> None:
+        self._expired = _ignore
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def _ignore(head: bool) -> None:
+    """The callback of a closed clock."""

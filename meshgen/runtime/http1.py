@@ -26,6 +26,11 @@ move from one transport to the other inside ``data_received`` without a task swi
   ``Connection: close``, garbage after a valid request) never take its place: it is answered
   first, then the error (unless that request closed the connection anyway); an error in the
   body of the request being answered ends it at once.
+* Timeouts (:class:`~.guard.ClientClock`): a request head must arrive whole within
+  ``request_head_timeout`` of its first byte (a new connection's first head: of the accept),
+  else 408 (a connection that sent nothing is just closed) and close; a keep-alive connection
+  with no request in flight closes after ``client_idle_timeout``. While a request is in flight
+  the route's ``timeout`` and ``idle_timeout`` apply instead.
 * A lost connection drops its parser and requests at once: the parser holds this protocol
   through its callbacks, so without that a half-parsed head would live until the cyclic garbage
   collector runs.
@@ -46,7 +51,7 @@ from typing import cast
 
 import httptools
 
-from .guard import ListenerGuard
+from .guard import BUSY, HEAD, IDLE, ClientClock, ListenerGuard
 from .paths import target_authority, valid_host
 from .upstream_conn import BodySink, Headers, WriteBatch, head_size, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
@@ -309,6 +314,7 @@ class ServerConnection(asyncio.Protocol):
         self.client_ip = ""
         self.peer_cert: object = None
         self._parser: httptools.HttpRequestParser  # made once the connection is admitted
+        self._clock: ClientClock  # likewise
         self._admitted = False
         self._req: Request | None = None  # being parsed
         self._req_in_progress = False
@@ -353,6 +359,7 @@ class ServerConnection(asyncio.Protocol):
             self.peer_cert = ssl_obj.getpeercert()
         self.loop = asyncio.get_running_loop()
         self.batch = write_batch(self.loop)
+        self._clock = ClientClock(self.loop, self.limits, self._expired)
         self.loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
@@ -362,6 +369,9 @@ class ServerConnection(asyncio.Protocol):
         if self.tunnel_buffer is not None:
             self.tunnel_buffer.append(data)
             return
+        clock = self._clock
+        if clock.phase == IDLE:  # the first byte of the next request: its head is timed
+            clock.phase, clock.since = HEAD, self.loop.time()  # type: ignore[union-attr]
         n = self._chunk = len(data)
         self._slack = 0
         if self._req_in_progress:
@@ -387,6 +397,7 @@ class ServerConnection(asyncio.Protocol):
         if not self._admitted:
             return
         self.guard.release()
+        self._clock.close()
         if self.registry is not None:
             self.registry.discard(self)
         if self.tunnel is not None:
@@ -437,6 +448,7 @@ class ServerConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self._req
         assert req is not None
+        self._clock.phase = BUSY  # the route's timeouts apply from here
         p = self._parser
         method = p.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
@@ -566,6 +578,18 @@ class ServerConnection(asyncio.Protocol):
             self.write(simple_response(status, _REASONS.get(status, b"bad request\n"), close=True))
         self.close()
 
+    def _expired(self, head: bool) -> None:
+        """The client's head or idle deadline passed (:class:`~.guard.ClientClock`)."""
+        if self.closed:
+            return
+        if not head:
+            self.close()  # a keep-alive connection nobody used
+        elif self._req_in_progress:
+            self._error((408, "request_head_timeout"))
+        else:  # nothing of a request arrived: no answer, as HAProxy's http-ignore-probes
+            self.guard.reject("request_head_timeout")
+            self.close()
+
     def _next(self, req: Request) -> bool:
         """After ``req`` was answered: False when the connection is done (closed)."""
         if self.closed:
@@ -576,6 +600,10 @@ class ServerConnection(asyncio.Protocol):
         if self._deferred is not None and not self._queue:
             self._error(self._deferred)
             return False
+        if not self._queue:  # the next head (if it began already) or an idle wait is timed
+            clock = self._clock
+            clock.phase = HEAD if self._req_in_progress else IDLE
+            clock.since = self.loop.time()  # type: ignore[union-attr]
         if self._pipeline_paused:
             self._pipeline_paused = False
             self._apply_reading()

@@ -23,6 +23,9 @@ from then on, which is what the new tables say). ``--watch`` polls ``DIST/MANIFE
 
 ``SIGTERM``/``SIGINT`` stop accepting, answer the remaining requests with
 ``connection: close`` within ``--grace`` seconds, and exit 0.
+
+At start the soft ``RLIMIT_NOFILE`` is raised to the hard limit (``guard.raise_fd_limit``), so
+the listeners' connection limits, not a low default of 1024 descriptors, decide who is refused.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import IO, Any
 
 from .admin import AdminServer, start_admin
 from .alerts import AlertEvaluator
+from .guard import raise_fd_limit
 from .loader import load_tables
 from .metrics import Metrics
 from .proxy import Generation, Proxy
@@ -404,6 +408,7 @@ def main(argv: list[str] | None = None, dist: Path | None = None) -> int:
     if unknown:
         print(f"python DIST: error: {unknown}", file=sys.stderr)
         return 2
+    log.debug("open files limit: %d", raise_fd_limit())
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         runtime = Runtime(args, tables)
         return runner.run(runtime.run())

@@ -7,8 +7,9 @@ a number, and when the handle fires early it re-arms itself at the current deadl
 deadline *earlier* than the armed one replaces the handle. ``due = 0.0`` switches it off
 without touching the loop.
 
-:meth:`LazyTimer.close` drops the handle, which holds the owner through its callback: an owner
-that closes its timer when its connection is lost is freed at once, not when the timer fires.
+:meth:`LazyTimer.close` drops the handle and the callback, both of which hold the owner (which
+holds the timer: a cycle): an owner that closes its timer when its connection is lost is freed
+at once, not when the timer fires or the cyclic garbage collector runs.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class LazyTimer:
             self._at = due
 
     def close(self) -> None:
-        """Off for good: the handle (and through it the owner) is released now."""
+        """Off for good: the handle and the callback (and through them the owner) are released."""
         self.due = 0.0
+        self._fire = _never
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -60,3 +62,7 @@ class LazyTimer:
         else:
             self._handle = self._loop.call_at(due, self._expire)
             self._at = due
+
+
+def _never() -> None:
+    """The callback of a closed timer."""

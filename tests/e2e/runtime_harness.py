@@ -13,6 +13,9 @@ import contextlib
 import ctypes
 import http.client
 import json
+import os
+import re
+import resource
 import signal
 import socket
 import subprocess
@@ -38,6 +41,33 @@ admin: "127.0.0.1:0"
 
 def _pdeathsig() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _limited(nofile: tuple[int, int]) -> None:
+    """In the child before exec: the parent-death signal and the open-files limit."""
+    _pdeathsig()
+    resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
+
+def open_fds(pid: int) -> int:
+    """How many descriptors process ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One whole response with a Content-Length from socket ``s`` (head and body)."""
+    out = b""
+    while b"\r\n\r\n" not in out:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {out!r}")
+        out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    assert found is not None, head
+    while len(body) < int(found[1]):
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
 
 
 def spec(body: str) -> str:
@@ -133,9 +163,15 @@ class Runtime:
 
 
 @contextmanager
-def run_dist(dist: Path, *args: str, timeout: float = 15.0, cli: bool = False) -> Iterator[Runtime]:
-    """Start ``python DIST --ready-file`` (``meshgen run DIST`` with ``cli``); wait for the
-    ready file; SIGTERM then SIGKILL at exit."""
+def run_dist(
+    dist: Path,
+    *args: str,
+    timeout: float = 15.0,
+    cli: bool = False,
+    nofile: tuple[int, int] | None = None,
+) -> Iterator[Runtime]:
+    """Start ``python DIST --ready-file`` (``meshgen run DIST`` with ``cli``; with ``nofile``
+    (soft, hard) as its RLIMIT_NOFILE); wait for the ready file; SIGTERM then SIGKILL at exit."""
     ready = dist.parent / f"{dist.name}.ready.json"
     ready.unlink(missing_ok=True)
     log = dist.parent / f"{dist.name}.log"
@@ -147,7 +183,7 @@ def run_dist(dist: Path, *args: str, timeout: float = 15.0, cli: bool = False) -
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_pdeathsig,
+            preexec_fn=_pdeathsig if nofile is None else lambda: _limited(nofile),
         )
     try:
         deadline = time.monotonic() + timeout

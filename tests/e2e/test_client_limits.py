@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from runtime_harness import Runtime, backend, build_dist, run_dist, spec
+from runtime_harness import Runtime, backend, build_dist, read_response, run_dist, spec
 from test_proxy_semantics import samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -154,18 +154,6 @@ def test_bytes_after_the_last_request_are_ignored(proxy: Runtime, first: bytes) 
     in place of the response of the request that ran)."""
     out, closed = converse(proxy, first + b"GET /more HTTP/1.1\r\nHost: web\r\n\r\n\x00junk")
     assert statuses(out) == [200] and closed, out
-
-
-def read_response(s: socket.socket) -> bytes:
-    """One whole response with a Content-Length from ``s``."""
-    out = b""
-    while b"\r\n\r\n" not in out:
-        out += s.recv(65536)
-    head, _, body = out.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)[1])  # type: ignore[index]
-    while len(body) < length:
-        body += s.recv(65536)
-    return head + b"\r\n\r\n" + body
 
 
 def test_http_1_0_keep_alive(proxy: Runtime) -> None:

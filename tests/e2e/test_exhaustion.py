@@ -12,9 +12,11 @@ too noisy to assert and is recorded in BENCHMARKS.md instead. Descriptors are co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import socket
+import time
 import tracemalloc
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import uvloop
-from runtime_harness import compile_tables, spec
+from runtime_harness import Runtime, build_dist, compile_tables, open_fds, run_dist, spec
 
 from meshgen.runtime.http1 import ServerConnection
 from meshgen.runtime.metrics import Metrics
@@ -170,3 +172,74 @@ def test_floods_are_refused_and_freed(tmp_path: Path, payload: bytes, status: by
     _, _, held = in_process(tmp_path, attack)
     assert all(status in a[:20] for a in answers), {a[:40] for a in answers}
     assert held < 256 * 1024, held
+
+
+@pytest.mark.parametrize(
+    ("payload", "answer"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: web\r\nx-slow: ", b"HTTP/1.1 408 "),  # slowloris, stalled
+        (b"", b""),  # idle flood: connections that never send a byte
+    ],
+    ids=["slowloris", "idle"],
+)
+def test_stalled_clients_are_closed_and_freed(
+    tmp_path: Path, payload: bytes, answer: bytes
+) -> None:
+    """100 clients that stop sending (or never start) are closed by the proxy at the 500 ms
+    head timeout (408 if a head had begun), and freed without the cyclic collector."""
+    answers: list[bytes] = []
+
+    async def attack(proxy: Proxy, port: int) -> None:
+        answers.extend(await flood(port, 100, payload))
+
+    proxy, _, held = in_process(tmp_path, attack)
+    assert all(a.startswith(answer) for a in answers) and len(answers) == 100, set(answers)
+    counted = proxy.metrics.collect()["meshgen_connections_rejected_total"]
+    assert counted[(("listener", "edge"), ("reason", "request_head_timeout"))] == 100
+    assert held < 256 * 1024, held
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    text = spec(SERVICES).replace(
+        'address: "127.0.0.1:0"}', f'address: "127.0.0.1:0", limits: {LIMITS}}}', 1
+    )
+    with run_dist(build_dist(tmp_path_factory.mktemp("exhaustion") / "dist", text)) as rt:
+        yield rt
+
+
+ATTACKS = {
+    "slowloris": (b"GET / HTTP/1.1\r\nHost: web\r\nx-slow: ", b"HTTP/1.1 408 "),
+    "idle": (b"", b""),
+    "long-header": (b"GET / HTTP/1.1\r\nHost: web\r\nx-pad: " + b"p" * 20000, b"HTTP/1.1 431 "),
+    "many-headers": (b"GET / HTTP/1.1\r\nHost: web\r\n" + b"x-h: v\r\n" * 60, b"HTTP/1.1 431 "),
+    "large-url": (b"GET /" + b"u" * 5000, b"HTTP/1.1 414 "),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ATTACKS))
+def test_attacks_leave_the_runtimes_descriptors_at_baseline(runtime: Runtime, kind: str) -> None:
+    """100 attackers on `python DIST` at once: each gets its answer and is closed by the proxy;
+    afterwards the runtime holds exactly the descriptors it held before."""
+    payload, answer = ATTACKS[kind]
+    pid = runtime.proc.pid
+    baseline = open_fds(pid)
+    attackers = [
+        socket.create_connection((runtime.host, runtime.port), timeout=5) for _ in range(100)
+    ]
+    try:
+        for s in attackers:
+            s.sendall(payload)
+        for s in attackers:
+            out = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := s.recv(65536):
+                    out += chunk
+            assert out.startswith(answer), out[:60]
+    finally:
+        for s in attackers:
+            s.close()
+    deadline = time.monotonic() + 5
+    while open_fds(pid) != baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_fds(pid) == baseline

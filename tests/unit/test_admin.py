@@ -21,7 +21,7 @@ from tables_factory import HOSTILE, make_tables
 from meshgen.runtime.admin import AdminServer, start_admin
 from meshgen.runtime.alerts import AlertEvaluator
 from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.tables import Alert, Tables
+from meshgen.runtime.tables import Alert, Limits, Tables
 
 
 class FakeUpstreams:
@@ -185,18 +185,59 @@ def test_keep_alive_and_pipelining_keep_order() -> None:
     _with_admin(body)
 
 
-def test_malformed_requests_get_400_and_close() -> None:
+def test_malformed_or_oversized_requests_are_refused_and_closed() -> None:
+    """400 for bad syntax, 414 for a URL over 16 KiB, 431 for a head over 64 KiB; then close."""
+
     async def body(server: AdminServer, *_: Any) -> None:
-        for junk in (
-            b"GARBAGE\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        for junk, status in (
+            (b"GARBAGE\r\n\r\n", b"400 Bad Request"),
+            (
+                b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"400 Bad Request",
+            ),
+            (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", b"414 URI Too Long"),
+            (b"GET / HTTP/1.1\r\n" + b"x-h: v\r\n" * 10_000, b"431 Request Header Fields"),
         ):
             raw = await _raw(server, junk)
-            assert raw.startswith(b"HTTP/1.1 400 Bad Request"), raw[:80]
+            assert raw.startswith(b"HTTP/1.1 " + status), raw[:80]
             assert b"Connection: close" in raw
 
     _with_admin(body)
+
+
+def test_admin_clients_get_the_listeners_timeouts_and_cap() -> None:
+    """The admin server holds its clients to limits like a listener's: a slow head gets 408,
+    an idle keep-alive connection closes, connections beyond the cap are closed at once; each
+    refusal counted under listener="_admin"."""
+    limits = Limits(request_head_timeout_s=0.3, client_idle_timeout_s=0.3, max_connections=3)
+    metrics = Metrics()
+
+    async def main() -> None:
+        server = await start_admin(
+            "127.0.0.1", 0, tables_provider=make_tables, upstreams_provider=lambda: None,
+            metrics=metrics, limits=limits,
+        )  # fmt: skip
+        host, port = server.host, server.port
+        try:
+            slow_r, slow_w = await asyncio.open_connection(host, port)
+            slow_w.write(b"GET /healthz HTTP/1.1\r\n")
+            idle_r, idle_w = await asyncio.open_connection(host, port)
+            idle_w.write(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert (await idle_r.readuntil(b"ok\n")).startswith(b"HTTP/1.1 200 ")
+            third = await asyncio.open_connection(host, port)
+            fourth_r, _ = await asyncio.open_connection(host, port)
+            assert await asyncio.wait_for(fourth_r.read(), 2) == b""  # over the cap
+            assert (await asyncio.wait_for(slow_r.read(), 2)).startswith(b"HTTP/1.1 408 ")
+            assert await asyncio.wait_for(idle_r.read(), 2) == b""  # idle: closed, no answer
+            for writer in (slow_w, idle_w, third[1]):
+                writer.close()
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    rejected = metrics.collect()["meshgen_connections_rejected_total"]
+    assert rejected[(("listener", "_admin"), ("reason", "max_connections"))] == 1
+    assert rejected[(("listener", "_admin"), ("reason", "request_head_timeout"))] >= 1
 
 
 def test_close_drops_idle_keep_alive_connections() -> None:
