@@ -2,7 +2,8 @@
 
 A :class:`Diagnostic` has a stable code (documented in docs/diagnostics.md), a severity, a
 primary :class:`Span`, a message that names the offending value then the rule, an optional
-hint, and related spans (a cycle names every member). Renderers live below the types.
+hint, and related spans (a cycle names every member). Renderers live below the types; the
+codes and their titles are listed once, in :mod:`meshgen.codes`.
 """
 
 from __future__ import annotations
@@ -50,20 +51,6 @@ class Diagnostic:
 
 def has_errors(diagnostics: list[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diagnostics)
-
-
-# --- code registry ------------------------------------------------------------------------
-
-CODES: dict[str, str] = {}
-"""Every diagnostic code -> its one-line title; each stage registers its own codes."""
-
-
-def register(code: str, title: str) -> str:
-    """Register ``code`` (idempotent for the same title) and return it, for module constants."""
-    known = CODES.setdefault(code, title)
-    if known != title:
-        raise ValueError(f"diagnostic code {code} is already registered as {known!r}")
-    return code
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

@@ -23,29 +23,29 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from .diagnostics import Diagnostic, Span, did_you_mean, register
+from .diagnostics import Diagnostic, Span, did_you_mean
 from .resources import schema_text
 from .source import Document, PathKey
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError  # type: ignore[import-untyped,unused-ignore]
 
-UNKNOWN_FIELD = register("E101", "unknown field")
-WRONG_TYPE = register("E102", "value of the wrong type")
-BAD_DURATION = register("E103", "not a duration")
-BAD_NAME = register("E104", "not a valid name")
-BAD_ADDRESS = register("E105", "not a host:port address")
-OUT_OF_RANGE = register("E106", "number out of range")
-NOT_ALLOWED = register("E107", "not one of the allowed values")
-MISSING_FIELD = register("E108", "missing required field")
-EXACTLY_ONE = register("E109", "exactly one of several fields is needed")
-BAD_FORMAT = register("E110", "value of the wrong form")
-CONFLICT = register("E111", "fields that exclude each other")
-BAD_VERSION = register("E112", "unsupported spec version")
-DUPLICATE_ITEM = register("E113", "duplicate list item")
-TOO_FEW = register("E114", "empty list, mapping or string")
-CONTROL_CHARACTER = register("E115", "control character or line break in a value")
-OLD_TLS = register("E502", "TLS version below 1.2")
+UNKNOWN_FIELD = "E101"
+WRONG_TYPE = "E102"
+BAD_DURATION = "E103"
+BAD_NAME = "E104"
+BAD_ADDRESS = "E105"
+OUT_OF_RANGE = "E106"
+NOT_ALLOWED = "E107"
+MISSING_FIELD = "E108"
+EXACTLY_ONE = "E109"
+BAD_FORMAT = "E110"
+CONFLICT = "E111"
+BAD_VERSION = "E112"
+DUPLICATE_ITEM = "E113"
+TOO_FEW = "E114"
+CONTROL_CHARACTER = "E115"
+OLD_TLS = "E502"
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls except tab, DEL, C1 controls, and the Unicode line and paragraph separators."""

@@ -29,30 +29,11 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .diagnostics import Diagnostic, Related, Span, register
+from .diagnostics import Diagnostic, Related, Span
 from .source_build import MAX_ALIAS_NODES, build
 from .source_compose import MAX_DEPTH, PLAIN, DepthError, check_depth, compose, mark_span, point
 
 __all__ = ["MAX_ALIAS_NODES", "MAX_BYTES", "MAX_DEPTH", "Document", "PathKey", "load", "loads"]
-
-for _code, _title in (
-    ("E001", "the file cannot be read"),
-    ("E002", "the file is too large"),
-    ("E003", "the file is not valid UTF-8 text"),
-    ("E004", "invalid YAML syntax"),
-    ("E005", "the file is empty"),
-    ("E006", "more than one YAML document"),
-    ("E007", "the document is not a mapping"),
-    ("E008", "duplicate mapping key"),
-    ("E009", "aliases expand to too many nodes"),
-    ("E010", "recursive alias"),
-    ("E011", "nesting too deep"),
-    ("E012", "merge keys are not supported"),
-    ("E013", "mapping key is not a plain value"),
-    ("E014", "unsupported YAML tag"),
-    ("E015", "number is infinite, NaN or too large"),
-):
-    register(_code, _title)
 
 PathKey = tuple[str | int, ...]
 

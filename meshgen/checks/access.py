@@ -25,15 +25,14 @@ from collections.abc import Iterable
 
 from meshgen import plan
 from meshgen.checks.context import Context
-from meshgen.diagnostics import register
 from meshgen.model import AccessRule, Listener, Mesh, PathKey, Route
 from meshgen.runtime import tables as t
 from meshgen.runtime.access import ANY, AccessPolicy, PartialAccess
 from meshgen.runtime.paths import normalize_path
 
 W503 = "W503"
-W504 = register("W504", "listener checks callers but no access rule allows anything there")
-E506 = register("E506", "access rule path is not normalised")
+W504 = "W504"
+E506 = "E506"
 
 
 def enforced(listener: Listener) -> bool:

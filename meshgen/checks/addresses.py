@@ -19,11 +19,10 @@ import ipaddress
 from functools import cache
 
 from meshgen.checks.context import Context
-from meshgen.diagnostics import register
 from meshgen.model import DnsDiscovery, Endpoint, PathKey, Service
 
-SRV_PORT = register("E413", "`port` with SRV discovery")
-DUPLICATE_ENDPOINT = register("W404", "static endpoint listed twice")
+SRV_PORT = "E413"
+DUPLICATE_ENDPOINT = "W404"
 
 Bound = frozenset[tuple[int, str]]  # (IP version, address or "*" for every address)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from meshgen.checks import codes  # noqa: F401  (registers the codes)
 from meshgen.diagnostics import Diagnostic, DiagnosticSeverity, Related, Span, did_you_mean
 
 __all__ = ["Context", "did_you_mean"]

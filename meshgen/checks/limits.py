@@ -11,14 +11,13 @@ HAProxy stores timers as signed 32-bit milliseconds and rejects anything above 2
 from __future__ import annotations
 
 from meshgen.checks.context import Context
-from meshgen.diagnostics import register
 from meshgen.durations import format_duration
 from meshgen.model import CallPolicy, DnsDiscovery, PathKey, Service
 
-ZERO = register("E410", "interval or timeout of zero")
-TOO_LONG = register("E411", "duration longer than 24 days")
-BACKOFF = register("E412", "retry backoff base longer than its max")
-PROBE_OVERLAP = register("W403", "health check timeout longer than its interval")
+ZERO = "E410"
+TOO_LONG = "E411"
+BACKOFF = "E412"
+PROBE_OVERLAP = "W403"
 
 MAX_SECONDS = 24 * 86400
 """Longest duration: HAProxy rejects timers above 2^31-1 ms (24.8 days)."""

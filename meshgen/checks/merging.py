@@ -11,10 +11,9 @@ field the route leaves out, the route must say which one it means.
 from __future__ import annotations
 
 from meshgen.checks.context import Context
-from meshgen.diagnostics import register
 from meshgen.model import Gap
 
-INCOMPLETE = register("E116", "policy field missing after merging")
+INCOMPLETE = "E116"
 
 
 def check(ctx: Context) -> None:

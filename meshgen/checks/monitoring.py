@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from meshgen.alertexpr import AlertExprError, parse_when
 from meshgen.checks.context import Context
-from meshgen.diagnostics import Span, register
+from meshgen.diagnostics import Span
 from meshgen.durations import format_duration
 from meshgen.model import Alert, PathKey, Service
 
-NO_CERTIFICATE = register("W602", "cert_expiry alert on a service without certificate files")
+NO_CERTIFICATE = "W602"
 
 TRAFFIC_SIGNALS = frozenset(
     {"error_rate", "request_rate", "p50_latency", "p90_latency", "p99_latency"}

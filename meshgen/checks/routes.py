@@ -15,11 +15,10 @@ from __future__ import annotations
 import re
 
 from meshgen.checks.context import Context
-from meshgen.diagnostics import register
 from meshgen.durations import format_duration
 from meshgen.model import CallPolicy, PathKey, Route
 
-UNSERVED = register("W303", "route served by no listener")
+UNSERVED = "W303"
 
 
 def check(ctx: Context) -> None:

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from meshgen.lower.base import (
-    DEFAULT_RETRY_ON,
-    POLICY_FIELDS,
-    LowererBase,
-    Merged,
-    OriginMap,
-    copy_nested,
-    overlay,
-    pairs,
-    version_text,
-)
+from meshgen import builtin
+from meshgen.lower.context import LowerContext, pairs, version_text
+from meshgen.lower.merge import POLICY_FIELDS, Merged, OriginMap, copy_nested, overlay
 from meshgen.model import (
     CallPolicy,
     DnsDiscovery,
@@ -30,159 +22,202 @@ from meshgen.model import (
 )
 from meshgen.runtime import tables as t
 
+_default = builtin.default
 
-class ServiceLowering(LowererBase):
-    """Services and their effective policy (built-in < defaults < service)."""
 
-    def service(self, name: str, raw: Merged) -> Service:
-        path: PathKey = ("services", name)
-        merged = dict(self.defaults)
-        copy_nested(merged)
-        origins = dict(self.default_origins)
-        overlay(merged, origins, {k: raw[k] for k in POLICY_FIELDS if k in raw}, "service", path)
-        return Service(
-            name=name,
-            path=path,
-            discovery=self.discovery(raw.get("discovery") or {}, (*path, "discovery")),
-            subsets=tuple(
-                Subset(n, pairs((s or {}).get("labels")), (*path, "subsets", n))
-                for n, s in sorted((raw.get("subsets") or {}).items())
+def services(ctx: LowerContext) -> dict[str, Service]:
+    """Every service, sorted by name, with its effective policy (built-in < defaults < service)."""
+    raw_services = ctx.data.get("services") or {}
+    return {n: service(ctx, n, raw_services[n] or {}) for n in sorted(raw_services)}
+
+
+def service(ctx: LowerContext, name: str, raw: Merged) -> Service:
+    path: PathKey = ("services", name)
+    merged = dict(ctx.defaults)
+    copy_nested(merged)
+    origins = dict(ctx.default_origins)
+    overlay(merged, origins, {k: raw[k] for k in POLICY_FIELDS if k in raw}, "service", path)
+    return Service(
+        name=name,
+        path=path,
+        discovery=discovery(ctx, raw.get("discovery") or {}, (*path, "discovery")),
+        subsets=tuple(
+            Subset(n, pairs((s or {}).get("labels")), (*path, "subsets", n))
+            for n, s in sorted((raw.get("subsets") or {}).items())
+        ),
+        load_balancer=load_balancer_of(merged.get("load_balancer") or {}),
+        health_check=health_check(ctx, name, merged, origins),
+        outlier_detection=outlier(ctx, merged, origins),
+        circuit_breaker=circuit_breaker(merged.get("circuit_breaker") or {}),
+        connect_timeout_s=ctx.timed(merged, origins, "connect_timeout"),
+        call=call_policy(ctx, merged, origins),
+        rate_limit=service_rate_limit(ctx, name, merged.get("rate_limit")),
+        failover=failover(raw.get("failover") or {}, (*path, "failover")),
+        tls=client_tls(merged.get("tls") or {}),
+        origins=origins,
+    )
+
+
+def discovery(ctx: LowerContext, raw: Merged, path: PathKey) -> StaticDiscovery | DnsDiscovery:
+    if "dns" in raw:
+        dns = raw["dns"]
+        name = str(dns.get("name", path[1])).lower().rstrip(".")
+        fqdn = name if "." in name or not ctx.domain else f"{name}.{ctx.domain}"
+        kind = cast(t.DnsRecordType, dns.get("type", _default("service.discovery.dns.type")))
+        query = f"_http._tcp.{fqdn}" if kind == "SRV" and not fqdn.startswith("_") else fqdn
+        refresh = builtin.seconds("service.discovery.dns.refresh")
+        if "refresh" in dns:
+            refresh = ctx.duration(dns["refresh"], (*path, "dns", "refresh"), refresh)
+        return DnsDiscovery(name, query, kind, dns.get("port"), refresh, (*path, "dns"))
+    endpoints = []
+    weight = _default("service.discovery.static.weight")
+    for index, item in enumerate(raw.get("static") or ()):
+        where = (*path, "static", index)
+        host, port = ctx.address(item["address"], (*where, "address"), "endpoint", False)
+        endpoints.append(
+            Endpoint(
+                host,
+                port,
+                int(item.get("weight", weight)),
+                item.get("zone"),
+                pairs(item.get("labels")),
+                where,
+            )
+        )
+    return StaticDiscovery(tuple(endpoints), (*path, "static"))
+
+
+def service_rate_limit(ctx: LowerContext, name: str, raw: Merged | None) -> t.RateLimit | None:
+    """The merged bucket; a ``defaults:`` one is complete, so a gap is the service's own."""
+    ctx.rate_limits[name] = raw
+    if raw is not None and "requests_per_second" not in raw:
+        where = ("services", name, "rate_limit")
+        ctx.gaps.append(
+            Gap(f"service '{name}'", "rate_limit", "requests_per_second", where, "in defaults")
+        )
+        return None
+    return rate_limit(raw)
+
+
+def health_check(
+    ctx: LowerContext, name: str, merged: Merged, origins: OriginMap
+) -> t.HealthCheck | None:
+    raw = merged.get("health_check")
+    if raw is None:
+        return None
+    http = raw.get("http")
+    if http is None and "tcp" not in raw:
+        where = ("services", name, "health_check")
+        ctx.gaps.append(
+            Gap(f"service '{name}'", "health_check", "http or tcp", where, "in defaults")
+        )
+        return None
+    http_raw = http or {}
+    return t.HealthCheck(
+        kind="tcp" if http is None else "http",
+        path=str(http_raw.get("path", _default("service.health_check.http.path"))),
+        expected_statuses=tuple(
+            http_raw.get(
+                "expected_statuses", _default("service.health_check.http.expected_statuses")
+            )
+        ),
+        interval_s=ctx.timed(merged, origins, "health_check.interval"),
+        timeout_s=ctx.timed(merged, origins, "health_check.timeout"),
+        healthy_threshold=int(
+            raw.get("healthy_threshold", _default("service.health_check.healthy_threshold"))
+        ),
+        unhealthy_threshold=int(
+            raw.get("unhealthy_threshold", _default("service.health_check.unhealthy_threshold"))
+        ),
+    )
+
+
+def outlier(ctx: LowerContext, merged: Merged, origins: OriginMap) -> t.OutlierDetection | None:
+    raw = merged.get("outlier_detection")
+    if raw is None:
+        return None
+    return t.OutlierDetection(
+        consecutive_5xx=int(
+            raw.get("consecutive_5xx", _default("service.outlier_detection.consecutive_5xx"))
+        ),
+        interval_s=ctx.timed(merged, origins, "outlier_detection.interval"),
+        base_ejection_time_s=ctx.timed(merged, origins, "outlier_detection.base_ejection_time"),
+        max_ejection_percent=float(
+            raw.get(
+                "max_ejection_percent", _default("service.outlier_detection.max_ejection_percent")
+            )
+        ),
+    )
+
+
+def circuit_breaker(raw: Merged) -> t.CircuitBreaker:
+    return t.CircuitBreaker(
+        **{
+            key: int(raw.get(key, _default(f"service.circuit_breaker.{key}")))
+            for key in ("max_connections", "max_pending_requests", "max_requests")
+        }
+    )
+
+
+def call_policy(ctx: LowerContext, merged: Merged, origins: OriginMap) -> CallPolicy:
+    retries = merged.get("retries")
+    policy = None
+    if retries is not None:
+        budget = retries.get("budget") or {}
+        per_try = retries.get("per_try_timeout")
+        policy = Retries(
+            attempts=int(retries.get("attempts", _default("service.retries.attempts"))),
+            per_try_timeout_s=None
+            if per_try is None
+            else ctx.duration(per_try, origins["retries.per_try_timeout"].path),
+            on=tuple(retries.get("on", _default("service.retries.on"))),
+            backoff_base_s=ctx.timed(merged, origins, "retries.backoff.base"),
+            backoff_max_s=ctx.timed(merged, origins, "retries.backoff.max"),
+            budget_ratio=float(budget.get("ratio", _default("service.retries.budget.ratio"))),
+            budget_min_per_second=float(
+                budget.get("min_per_second", _default("service.retries.budget.min_per_second"))
             ),
-            load_balancer=load_balancer_of(merged.get("load_balancer") or {}),
-            health_check=self.health_check(name, merged, origins),
-            outlier_detection=self.outlier(merged, origins),
-            circuit_breaker=t.CircuitBreaker(**(merged.get("circuit_breaker") or {})),
-            connect_timeout_s=self.timed(merged, origins, "connect_timeout", 5.0),
-            call=self.call_policy(merged, origins),
-            rate_limit=self.service_rate_limit(name, merged.get("rate_limit")),
-            failover=self.failover(raw.get("failover") or {}, (*path, "failover")),
-            tls=self.client_tls(merged.get("tls") or {}),
-            origins=origins,
-        )
-
-    def discovery(self, raw: Merged, path: PathKey) -> StaticDiscovery | DnsDiscovery:
-        if "dns" in raw:
-            dns = raw["dns"]
-            name = str(dns.get("name", path[1])).lower().rstrip(".")
-            fqdn = name if "." in name or not self.domain else f"{name}.{self.domain}"
-            kind = cast(t.DnsRecordType, dns.get("type", "SRV"))
-            query = f"_http._tcp.{fqdn}" if kind == "SRV" and not fqdn.startswith("_") else fqdn
-            refresh = self.duration(dns.get("refresh", "30s"), (*path, "dns", "refresh"), 30.0)
-            return DnsDiscovery(name, query, kind, dns.get("port"), refresh, (*path, "dns"))
-        endpoints = []
-        for index, item in enumerate(raw.get("static") or ()):
-            where = (*path, "static", index)
-            host, port = self.address(item["address"], (*where, "address"), "endpoint", False)
-            endpoints.append(
-                Endpoint(
-                    host,
-                    port,
-                    int(item.get("weight", 1)),
-                    item.get("zone"),
-                    pairs(item.get("labels")),
-                    where,
-                )
-            )
-        return StaticDiscovery(tuple(endpoints), (*path, "static"))
-
-    def service_rate_limit(self, name: str, raw: Merged | None) -> t.RateLimit | None:
-        """The merged bucket; a ``defaults:`` one is complete, so a gap is the service's own."""
-        self.rate_limits[name] = raw
-        if raw is not None and "requests_per_second" not in raw:
-            where = ("services", name, "rate_limit")
-            self.gaps.append(
-                Gap(f"service '{name}'", "rate_limit", "requests_per_second", where, "in defaults")
-            )
-            return None
-        return rate_limit(raw)
-
-    def health_check(self, name: str, merged: Merged, origins: OriginMap) -> t.HealthCheck | None:
-        raw = merged.get("health_check")
-        if raw is None:
-            return None
-        http = raw.get("http")
-        if http is None and "tcp" not in raw:
-            where = ("services", name, "health_check")
-            self.gaps.append(
-                Gap(f"service '{name}'", "health_check", "http or tcp", where, "in defaults")
-            )
-            return None
-        return t.HealthCheck(
-            kind="tcp" if http is None else "http",
-            path=str((http or {}).get("path", "/")),
-            expected_statuses=tuple((http or {}).get("expected_statuses", (200,))),
-            interval_s=self.timed(merged, origins, "health_check.interval", 5.0),
-            timeout_s=self.timed(merged, origins, "health_check.timeout", 1.0),
-            healthy_threshold=int(raw.get("healthy_threshold", 2)),
-            unhealthy_threshold=int(raw.get("unhealthy_threshold", 3)),
-        )
-
-    def outlier(self, merged: Merged, origins: OriginMap) -> t.OutlierDetection | None:
-        raw = merged.get("outlier_detection")
-        if raw is None:
-            return None
-        return t.OutlierDetection(
-            consecutive_5xx=int(raw.get("consecutive_5xx", 5)),
-            interval_s=self.timed(merged, origins, "outlier_detection.interval", 10.0),
-            base_ejection_time_s=self.timed(
-                merged, origins, "outlier_detection.base_ejection_time", 30.0
+            idempotent_only=bool(
+                retries.get("idempotent_only", _default("service.retries.idempotent_only"))
             ),
-            max_ejection_percent=float(raw.get("max_ejection_percent", 10.0)),
         )
+    return CallPolicy(
+        timeout_s=ctx.timed(merged, origins, "timeout"),
+        idle_timeout_s=ctx.timed(merged, origins, "idle_timeout"),
+        retries=policy,
+        origins=origins,
+    )
 
-    def call_policy(self, merged: Merged, origins: OriginMap) -> CallPolicy:
-        retries = merged.get("retries")
-        policy = None
-        if retries is not None:
-            budget = retries.get("budget") or {}
-            per_try = retries.get("per_try_timeout")
-            policy = Retries(
-                attempts=int(retries.get("attempts", 1)),
-                per_try_timeout_s=None
-                if per_try is None
-                else self.timed(merged, origins, "retries.per_try_timeout", 0.0),
-                on=tuple(retries.get("on", DEFAULT_RETRY_ON)),
-                backoff_base_s=self.timed(merged, origins, "retries.backoff.base", 0.025),
-                backoff_max_s=self.timed(merged, origins, "retries.backoff.max", 0.25),
-                budget_ratio=float(budget.get("ratio", 0.2)),
-                budget_min_per_second=float(budget.get("min_per_second", 10)),
-                idempotent_only=bool(retries.get("idempotent_only", True)),
-            )
-        return CallPolicy(
-            timeout_s=self.timed(merged, origins, "timeout", 15.0),
-            idle_timeout_s=self.timed(merged, origins, "idle_timeout", 60.0),
-            retries=policy,
-            origins=origins,
-        )
 
-    def failover(self, raw: Merged, path: PathKey) -> Failover:
-        return Failover(
-            tuple(str(z) for z in raw.get("zones", ())),
-            float(raw.get("panic_threshold", 50.0)),
-            raw.get("backup"),
-            path,
-        )
+def failover(raw: Merged, path: PathKey) -> Failover:
+    return Failover(
+        tuple(str(z) for z in raw.get("zones", ())),
+        float(raw.get("panic_threshold", _default("service.failover.panic_threshold"))),
+        raw.get("backup"),
+        path,
+    )
 
-    def client_tls(self, raw: Merged) -> TlsPolicy:
-        return TlsPolicy(
-            mode=raw.get("mode", "disable"),
-            ca=raw.get("ca"),
-            cert=raw.get("cert"),
-            key=raw.get("key"),
-            sni=raw.get("sni"),
-            subject_alt_names=tuple(raw.get("subject_alt_names", ())),
-            min_version=version_text(raw.get("min_version", "1.2")),
-            verify=bool(raw.get("verify", True)),
-            insecure=bool(raw.get("insecure", False)),
-        )
+
+def client_tls(raw: Merged) -> TlsPolicy:
+    return TlsPolicy(
+        mode=raw.get("mode", _default("service.tls.mode")),
+        ca=raw.get("ca"),
+        cert=raw.get("cert"),
+        key=raw.get("key"),
+        sni=raw.get("sni"),
+        subject_alt_names=tuple(raw.get("subject_alt_names", ())),
+        min_version=version_text(raw.get("min_version", _default("service.tls.min_version"))),
+        verify=bool(raw.get("verify", _default("service.tls.verify"))),
+        insecure=bool(raw.get("insecure", _default("service.tls.insecure"))),
+    )
 
 
 def load_balancer_of(raw: Merged) -> t.LoadBalancer:
     hash_on = raw.get("hash_on") or {}
     header = hash_on.get("header")
     return t.LoadBalancer(
-        policy=raw.get("policy", "round_robin"),
-        choice_count=int(raw.get("choice_count", 2)),
+        policy=raw.get("policy", _default("service.load_balancer.policy")),
+        choice_count=int(raw.get("choice_count", _default("service.load_balancer.choice_count"))),
         hash_header=None if header is None else str(header).lower(),
         hash_cookie=hash_on.get("cookie"),
         hash_source_ip=bool(hash_on.get("source_ip", False)),

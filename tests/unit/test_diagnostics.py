@@ -1,4 +1,4 @@
-"""meshgen.diagnostics: the text, JSON and GitHub renderers, did-you-mean and the code registry."""
+"""meshgen.diagnostics: the text, JSON and GitHub renderers and did-you-mean."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 
 from meshgen.diagnostics import (
-    CODES,
     Diagnostic,
     Related,
     Span,
     did_you_mean,
-    register,
     render_github,
     render_json,
     render_text,
@@ -174,13 +172,3 @@ def test_did_you_mean() -> None:
     assert did_you_mean("Reviews", ["reviews"]) == "did you mean 'reviews'?"
     assert did_you_mean("zzz", ["reviews"]) is None
     assert did_you_mean("x", []) is None
-
-
-def test_registry() -> None:
-    """Codes register once with a title; re-registering the same title is fine, another is not."""
-    assert register("E999-test", "a test code") == "E999-test"
-    assert register("E999-test", "a test code") == "E999-test"
-    with pytest.raises(ValueError, match="already registered"):
-        register("E999-test", "something else")
-    del CODES["E999-test"]
-    assert CODES["E008"] == "duplicate mapping key"

@@ -14,7 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgen.diagnostics import CODES, Diagnostic
+from meshgen.codes import CODES
+from meshgen.diagnostics import Diagnostic
 from meshgen.resources import data_dir
 from meshgen.schema import validate
 from meshgen.source import Document, loads

@@ -1,0 +1,70 @@
+"""Policy merging with origins: built-in < ``defaults:`` < service < route.
+
+Mappings merge key by key; lists and scalars replace. Each merged field remembers the
+:class:`~meshgen.model.Origin` of the value that won, keyed by its dotted name
+(``"retries.attempts"``). Built-in values are never stored: a missing key means "built-in"
+(:mod:`meshgen.builtin` supplies it when the value is read).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from meshgen.model import Origin, OriginKind, PathKey
+
+POLICY_FIELDS: Final = (
+    "load_balancer",
+    "health_check",
+    "outlier_detection",
+    "circuit_breaker",
+    "connect_timeout",
+    "timeout",
+    "idle_timeout",
+    "retries",
+    "rate_limit",
+    "tls",
+)
+CALL_FIELDS: Final[tuple[str, ...]] = ("timeout", "idle_timeout", "retries")
+ATOMIC: Final = frozenset({"load_balancer.hash_on"})  # one-of mappings replace as a whole
+EXCLUSIVE: Final = {
+    "health_check.http": "health_check.tcp",
+    "health_check.tcp": "health_check.http",
+}
+
+Merged = dict[str, Any]
+OriginMap = dict[str, Origin]
+
+
+def overlay(
+    merged: Merged,
+    origins: OriginMap,
+    value: Merged,
+    kind: OriginKind,
+    path: PathKey,
+    prefix: str = "",
+) -> None:
+    """Merge ``value`` into ``merged`` in place: mappings key by key, lists and scalars replace."""
+    for key, item in value.items():
+        dotted = prefix + key
+        where = (*path, key)
+        other = EXCLUSIVE.get(dotted)
+        if other is not None and merged.pop(other.rsplit(".", 1)[1], None) is not None:
+            for stale in [k for k in origins if k == other or k.startswith(other + ".")]:
+                del origins[stale]
+        origins[dotted] = Origin(kind, where)
+        if isinstance(item, dict) and dotted not in ATOMIC:
+            current = merged.get(key)
+            nested: Merged = dict(current) if isinstance(current, dict) else {}
+            copy_nested(nested)
+            merged[key] = nested
+            overlay(nested, origins, item, kind, where, dotted + ".")
+        else:
+            merged[key] = item
+
+
+def copy_nested(mapping: Merged) -> None:
+    """Copy nested mappings so overlaying a service never mutates the shared ``defaults:``."""
+    for key, item in mapping.items():
+        if isinstance(item, dict):
+            mapping[key] = dict(item)
+            copy_nested(mapping[key])
