@@ -2,11 +2,12 @@
 
 Theory of operation: :func:`loads` checks size and encoding, composes the text with libyaml
 (:mod:`meshgen.source_compose`, safe against deep nesting) and walks the node tree once into
-plain dicts/lists with YAML 1.2 core-schema scalars (:mod:`meshgen.source_build`). The node
-tree is kept in the :class:`Document`; spans are resolved lazily by path, so the happy path pays
-nothing for them. The tree is millions of acyclic objects: callers that load large specs should
-pause the cyclic garbage collector around the whole build (``meshgen.pipeline.collector_paused``
-does).
+plain dicts/lists with YAML 1.2 core-schema scalars (:mod:`meshgen.source_build`), then
+gathers facts about the files the spec names (:mod:`meshgen.source_files`), so no later stage
+touches the file system. The node tree is kept in the :class:`Document`; spans are resolved
+lazily by path, so the happy path pays nothing for them. The tree is millions of acyclic
+objects: callers that load large specs should pause the cyclic garbage collector around the
+whole build (``meshgen.pipeline.collector_paused`` does).
 
 Safety: only safe YAML (no Python tags; unknown tags are errors), a size limit (``MAX_BYTES``),
 an alias expansion limit (``MAX_ALIAS_NODES``) and a nesting limit (``MAX_DEPTH``). Merge keys
@@ -22,6 +23,7 @@ same E011 at the same place by re-running the pre-scan with PyYAML's pure-Python
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .diagnostics import Diagnostic, Related, Span
 from .source_build import MAX_ALIAS_NODES, build
 from .source_compose import MAX_DEPTH, PLAIN, DepthError, check_depth, compose, mark_span, point
+from .source_files import FileFacts, gather
 
 __all__ = ["MAX_ALIAS_NODES", "MAX_BYTES", "MAX_DEPTH", "Document", "PathKey", "load", "loads"]
 
@@ -45,13 +48,15 @@ _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 @dataclass(frozen=True)
 class Document:
-    """A loaded mesh.yaml: plain ``data`` plus the node tree its spans come from."""
+    """A loaded mesh.yaml: plain ``data``, the node tree its spans come from, and ``files``:
+    what the file system says about the files it names (:mod:`meshgen.source_files`)."""
 
     path: Path
     name: str
     text: str
     data: Any
     root: Node | None = field(default=None, repr=False, compare=False)
+    files: Mapping[str, FileFacts] = field(default_factory=dict, repr=False, compare=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def span(self, path: PathKey) -> Span:
@@ -212,7 +217,7 @@ def _load_text(text: str, name: str, path: Path) -> tuple[Document | None, list[
     data, diagnostics = build(root, name, "&" in text)
     if diagnostics:
         return None, diagnostics
-    return Document(path, name, text, data, root), []
+    return Document(path, name, text, data, root, gather(data, path.parent)), []
 
 
 def load(path: Path) -> tuple[Document | None, list[Diagnostic]]:

@@ -3,6 +3,8 @@
 Files are checked where they are written: a ``defaults:`` CA shared by many services is
 checked (and reported) once. Relative paths resolve against the spec's folder, as docs/reference.md
 says for build time. Client-side files are checked only for services whose TLS is enabled.
+The checks are pure: what the file system says about each file (exists, folder, mode, identity,
+a key inside a certificate) was gathered by ``source`` (:mod:`meshgen.source_files`).
 
 HAProxy's ``crt FILE`` takes the key from FILE itself or from ``FILE.key``; it cannot be told
 the ``key`` path mesh.yaml names. For every certificate the HAProxy build references (a
@@ -17,16 +19,15 @@ trust domain than ``mesh.name`` is legal (federation) but is usually a typo (W50
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 from meshgen.checks.context import Context
 from meshgen.model import PathKey, Service
+from meshgen.source_files import resolve
 
 W506 = "W506"
 W507 = "W507"
 W508 = "W508"
-PEM_LIMIT = 1 << 20  # certificate files are read up to 1 MiB to look for a key block
 
 
 class _Files:
@@ -38,11 +39,8 @@ class _Files:
         if value is None or path in self.seen:
             return
         self.seen.add(path)
-        file = Path(value)
-        resolved = file if file.is_absolute() else self.ctx.mesh.base_dir / file
-        try:
-            mode = resolved.stat().st_mode
-        except OSError:
+        facts = self.ctx.doc.files[value]
+        if facts.kind == "missing":
             self.ctx.error(
                 "E501",
                 f"{what} file '{value}' does not exist",
@@ -50,13 +48,13 @@ class _Files:
                 f"relative paths are resolved against the folder of {Path(self.ctx.doc.name).name}",
             )
             return
-        if stat.S_ISDIR(mode):
+        if facts.kind == "folder":
             self.ctx.error("E501", f"{what} file '{value}' is a folder", path)
-        elif is_key and stat.S_ISREG(mode) and mode & 0o066:
+        elif is_key and facts.kind == "file" and facts.mode & 0o066:
             self.ctx.warning(
                 "W502",
                 f"private key '{value}' can be read or written by other users "
-                f"(mode {stat.S_IMODE(mode):04o})",
+                f"(mode {facts.mode:04o})",
                 path,
                 f"chmod 600 {value}",
             )
@@ -127,18 +125,16 @@ def _haproxy_key(
     """W508: HAProxy loads the key of ``crt FILE`` from FILE or ``FILE.key`` only."""
     if cert is None or key is None:
         return  # E505 reports a missing one
-    base = ctx.mesh.base_dir
-    cert_file = Path(cert) if Path(cert).is_absolute() else base / cert
-    key_file = Path(key) if Path(key).is_absolute() else base / key
+    files = ctx.doc.files
+    cert_facts, key_facts = files[cert], files[key]
+    if cert_facts.kind in ("missing", "folder") or key_facts.kind == "missing":
+        return  # E501
+    if files[cert + ".key"].kind != "missing" or cert_facts.has_private_key:
+        return
+    if cert_facts.identity == key_facts.identity:
+        return
+    cert_file, key_file = resolve(cert, ctx.mesh.base_dir), resolve(key, ctx.mesh.base_dir)
     sidecar = cert_file.with_name(cert_file.name + ".key")
-    try:
-        if sidecar.exists() or cert_file.samefile(key_file):
-            return
-        with cert_file.open("rb") as handle:
-            if b"PRIVATE KEY-----" in handle.read(PEM_LIMIT):
-                return
-    except OSError:
-        return  # a missing file is E501
     ctx.warning(
         W508,
         f"HAProxy cannot load the key of {owner} certificate '{cert}': it is not in the file "
