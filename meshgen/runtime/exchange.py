@@ -1,20 +1,23 @@
 """One proxied exchange: tries with retries until response headers, then the streamed response.
 
-Theory of operation: a *try* is pick endpoint -> pooled connection -> request head (+ body from
-the replay buffer or stream) -> wait for response headers under
-``min(per_try_timeout, what is left of timeout)``. A try ends in an outcome: a status, or
-``connect-failure`` / ``reset`` / ``timeout``. Retryable outcomes (``resilience.retryable``),
-within the attempt count, the retry budget and the deadline, and only while the request body can
-be resent (not yet sent, or kept whole in the 64 KiB replay buffer), start another try after a
-jittered backoff, avoiding endpoints already tried. Every try is first admitted by the service's
-circuit breaker (``resilience.CircuitBreaker``): with all ``max_connections`` busy it waits in
-the FIFO pending queue until a slot is handed over or the request ``timeout`` passes (504, as
-Envoy's route timeout covers pending time); a full queue or ``max_requests`` reached gives a fast
-503 with ``x-meshgen-overloaded: true`` (Envoy: ``x-envoy-overloaded``), never retried. The slot
-is held until the response body is through and given up during a retry's backoff. A stale
-pooled connection that closes before answering is retried once on a fresh connection without
-counting as a try. The accepted response's head is written, then its body is piped by the
-protocols (flow-controlled) while an idle watchdog enforces ``idle_timeout``.
+Theory of operation: a *try* is pick endpoint -> pooled connection -> request head (+ body from the
+replay buffer or stream) -> wait for response headers under ``min(per_try_timeout, what is left of
+timeout)``. The route's ``timeout`` counts from the end of the request (:func:`request_deadline`);
+while its body is still arriving only ``idle_timeout`` applies, to bytes either way, so a slow
+upload that keeps moving is never cut. A try ends in an outcome: a status, or ``connect-failure`` /
+``reset`` / ``timeout`` / ``client-timeout`` (the client stopped sending its body: 408, no retry,
+the endpoint not blamed). Retryable outcomes (``resilience.retryable``), within the attempt count,
+the retry budget and the deadline, and only while the request body can be resent (not yet sent, or
+kept whole in the 64 KiB replay buffer), start another try after a jittered backoff, avoiding
+endpoints already tried. Every try is first admitted by the service's circuit breaker
+(``resilience.CircuitBreaker``): with all ``max_connections`` busy it waits in the FIFO pending
+queue until a slot is handed over or the request ``timeout`` passes (504, as Envoy's route timeout
+covers pending time); a full queue or ``max_requests`` reached gives a fast 503 with
+``x-meshgen-overloaded: true`` (Envoy: ``x-envoy-overloaded``), never retried. The slot is held
+until the response body is through and given up during a retry's backoff. A stale pooled connection
+that closes before answering is retried once on a fresh connection without counting as a try. The
+accepted response's head is written, then its body is piped by the protocols (flow-controlled) while
+an idle watchdog enforces ``idle_timeout``.
 
 Hot path (one request, one core): the try deadline is the upstream connection's long-lived
 timer, re-armed only when it fires early (no timer per request); a response that arrived whole
@@ -137,7 +140,7 @@ class Exchange:
         first: Picked | None = None
         delay: float | None = None
         if resume is None:
-            deadline = loop.time() + target.timeout_s
+            deadline = request_deadline(req, loop.time(), target.timeout_s)
             if budget is not None:
                 budget.record_request()
             if req.expect_continue and req.body is not None and not req.body.complete:
@@ -158,12 +161,15 @@ class Exchange:
             if delay is not None:  # a retry's backoff, begun on the fast path
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             while True:
+                if deadline == INF:  # the body was still arriving: has it ended by now?
+                    deadline = request_deadline(req, loop.time(), target.timeout_s)
                 if not holding:
                     verdict = breaker.admit()
                     if verdict is not None:
                         if verdict != "wait":
                             return _OVERLOADED
-                        if not await wait_for_slot(breaker, loop, deadline):
+                        queued = min(deadline, loop.time() + target.timeout_s)
+                        if not await wait_for_slot(breaker, loop, queued):
                             return _QUEUE_TIMEOUT
                     holding = True
                 picked: Picked | None
@@ -179,6 +185,8 @@ class Exchange:
                     entry = self._key(picked)
                 key, address = entry[1], entry[2]
                 remaining = deadline - loop.time()
+                if remaining == INF:  # the timeout starts when the body is complete
+                    remaining = target.timeout_s
                 per_try = (
                     min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
                 )
@@ -186,9 +194,10 @@ class Exchange:
                 try:
                     # A pooled connection is used inline, without the ``_try`` coroutine.
                     conn = self.pool.take(key) if per_try > 0 else None
+                    idle = target.idle_timeout_s
                     if conn is None:
-                        outcome, conn = await self._try(gen, req, picked, key, head, per_try)
-                    elif not self._start(req, conn, head, per_try):
+                        outcome, conn = await self._try(gen, req, picked, key, head, per_try, idle)
+                    elif not self._start(req, conn, head, per_try, idle):
                         outcome, conn = "reset", None
                     else:
                         waiting = conn
@@ -207,7 +216,8 @@ class Exchange:
                     if conn is not None:
                         result = conn.status
                     self.metrics.inc_upstream(picked.service, address, result)
-                    client_gone = req.conn.closed  # nothing to retry for, no endpoint to blame
+                    # Nothing to retry for, no endpoint to blame:
+                    client_gone = req.conn.closed or result == CLIENT_TIMEOUT
                     if picked.service in gen.outlier and not client_gone:
                         upstreams.report(picked, result)
                     # Statuses below 400 satisfy no retry condition (resilience.retryable).
@@ -277,6 +287,7 @@ class Exchange:
         key: str,
         head: bytes,
         timeout: float,
+        idle: float,
     ) -> tuple[str, UpstreamConnection | None]:
         """One attempt on a new connection until response headers; returns (failure outcome,
         None) or ("", conn). (``forward`` does the same inline on a pooled connection.)"""
@@ -285,7 +296,7 @@ class Exchange:
         conn = await self._connect(gen, picked, key, timeout)
         if conn is None:
             return "connect-failure", None
-        if not self._start(req, conn, head, timeout):
+        if not self._start(req, conn, head, timeout, idle):
             return "reset", None
         try:
             await conn.headers_future  # type: ignore[misc]
@@ -295,16 +306,22 @@ class Exchange:
             conn.disarm()
         return "", conn
 
-    def _start(self, req: Request, conn: UpstreamConnection, head: bytes, timeout: float) -> bool:
-        """Send the head (and the body so far) on ``conn`` and arm the try's deadline; False
-        when the body cannot be resent (the connection is discarded)."""
+    def _start(
+        self, req: Request, conn: UpstreamConnection, head: bytes, timeout: float, idle: float
+    ) -> bool:
+        """Send the head (and the body so far) on ``conn`` and arm the try's deadline (while
+        the body is still arriving: ``idle``, then ``timeout`` from its end); False when the
+        body cannot be resent (the connection is discarded)."""
         conn.begin(head, req.chunked, req.conn, upgrade=req.upgrade)
         body = req.body
         if body is not None and not body.attach(conn):
             self.pool.discard(conn)
             return False
         req.conn.on_close = conn.abort
-        conn.arm(timeout)
+        if body is not None and not body.complete:
+            conn.arm_upload(idle, timeout)
+        else:
+            conn.arm(timeout)
         return True
 
     def _respond(
@@ -420,10 +437,7 @@ class Exchange:
         assert conn.transport is not None and conn.done is not None
         if conn.upgraded:
             down.write(conn.upgraded)
-        for chunk in down.tunnel_buffer or ():
-            conn.transport.write(chunk)
-        down.tunnel_buffer = None
-        down.tunnel = conn.transport
+        down.start_tunnel(conn.transport)
         down.upstream = conn
         conn.start_body(down.write)
         with contextlib.suppress(ConnectionResetError):
@@ -431,6 +445,8 @@ class Exchange:
         down.close()
 
 
+INF = float("inf")
+CLIENT_TIMEOUT = "client-timeout"  # the outcome of a try whose upload the client let stall
 _NO_ENDPOINT = ForwardResult(503, b"no healthy endpoint\n")
 _OVERLOADED = ForwardResult(503, b"upstream overflow\n", overloaded=True)
 _QUEUE_TIMEOUT = ForwardResult(504, b"upstream timeout\n")
@@ -492,12 +508,23 @@ def _result(status: int) -> ForwardResult:
     return result
 
 
+def request_deadline(req: Request, now: float, timeout: float) -> float:
+    """When the route's ``timeout`` ends: that long after the end of the request (``now`` for
+    a request without a body, whose head just ended), or :data:`INF` while the body is still
+    arriving (``idle_timeout`` guards an upload, however long it takes)."""
+    body = req.body
+    if body is None:
+        return now + timeout
+    return body.ended_at + timeout if body.complete else INF
+
+
 def _broken(req: Request, conn: UpstreamConnection) -> str:
     """The outcome of a try whose connection broke before the response head: ``timeout``,
-    ``stale`` (a reused connection the server had closed; retried once for free) or ``reset``.
-    A try we aborted because the client went away is a ``reset``, never replayed."""
+    :data:`CLIENT_TIMEOUT` (the upload stalled on the client's side), ``stale`` (a reused
+    connection the server had closed; retried once for free) or ``reset``. A try we aborted
+    because the client went away is a ``reset``, never replayed."""
     if conn.timed_out:
-        return "timeout"
+        return CLIENT_TIMEOUT if conn.client_stalled else "timeout"
     if req.conn.closed:
         return "reset"
     body = req.body
@@ -511,6 +538,8 @@ def _broken(req: Request, conn: UpstreamConnection) -> str:
 def _failure(outcome: int | str) -> ForwardResult:
     if outcome == "timeout":
         return ForwardResult(504, b"upstream timeout\n")
+    if outcome == CLIENT_TIMEOUT:  # as Envoy's route idle_timeout before the response head
+        return ForwardResult(408, b"request timeout\n")
     if outcome == "connect-failure":
         return ForwardResult(503, b"upstream connect error\n")
     return ForwardResult(502, b"upstream reset\n")

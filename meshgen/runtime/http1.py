@@ -31,6 +31,11 @@ move from one transport to the other inside ``data_received`` without a task swi
   else 408 (a connection that sent nothing is just closed) and close; a keep-alive connection
   with no request in flight closes after ``client_idle_timeout``. While a request is in flight
   the route's ``timeout`` and ``idle_timeout`` apply instead.
+* Upgrade: after a request with ``Upgrade`` (llhttp hands everything after its head over as
+  raw bytes) its Content-Length body is forwarded, then reading pauses until the answer: a 101
+  starts the tunnel with what was read meanwhile; any other answer means the upstream refused,
+  and the connection carries on as HTTP/1.1 from those bytes, with a fresh parser. An upgrade
+  request with a chunked body is a 400 (its end could not be told from the tunnel's bytes).
 * A lost connection drops its parser and requests at once: the parser holds this protocol
   through its callbacks, so without that a half-parsed head would live until the cyclic garbage
   collector runs.
@@ -94,6 +99,7 @@ class RequestBody:
         "_conn",
         "complete",
         "delivered",
+        "ended_at",
         "on_end",
         "pending",
         "pending_size",
@@ -110,6 +116,7 @@ class RequestBody:
         self.received = 0
         self.sink: BodySink | None = None
         self.complete = False
+        self.ended_at = 0.0  # loop time of the body's last byte (the route timeout starts)
         self.delivered = False
         self.on_end: Callable[[bytes | None], None] | None = None  # mirroring waits for it
 
@@ -130,6 +137,7 @@ class RequestBody:
 
     def end(self) -> None:
         self.complete = True
+        self.ended_at = self._conn.loop.time()  # type: ignore[union-attr]
         if self.sink is not None:
             self.sink.finish()
         if self.on_end is not None:
@@ -335,7 +343,9 @@ class ServerConnection(asyncio.Protocol):
         self.write_paused = False
         self.upstream: UpstreamConnection | None = None  # response source, paused with us
         self.tunnel: asyncio.Transport | None = None
-        self.tunnel_buffer: list[bytes] | None = None
+        self.tunnel_buffer: list[bytes] | None = None  # read after an upgrade request
+        self._upgrade_body = 0  # bytes of the upgrade request's body still to come
+        self._upgrade_wait = False  # reading paused until the upgrade request is answered
         self.closed = False
         self.on_close: Callable[[], None] | None = None
         self.forwarded: bytes | None = None  # the proxy's per-connection X-Forwarded-* lines
@@ -367,7 +377,7 @@ class ServerConnection(asyncio.Protocol):
             self.tunnel.write(data)
             return
         if self.tunnel_buffer is not None:
-            self.tunnel_buffer.append(data)
+            self._after_upgrade(data)
             return
         clock = self._clock
         if clock.phase == IDLE:  # the first byte of the next request: its head is timed
@@ -379,7 +389,8 @@ class ServerConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.tunnel_buffer = [data[exc.args[0] :]] if exc.args else []
+            self.tunnel_buffer = []
+            self._after_upgrade(data[exc.args[0] :] if exc.args else b"")
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             self._refuse(cause.refusal if isinstance(cause, Refused) else _BAD_REQUEST)
@@ -461,7 +472,9 @@ class ServerConnection(asyncio.Protocol):
         if self._head_raw > limit and len(req.target) + head_size(req.headers) > limit:
             raise Refused(431, "request_head_bytes")  # a read with a whole head and more
         req.keep_alive = p.should_keep_alive()
-        req.upgrade = p.should_upgrade()
+        upgrade = req.upgrade = p.should_upgrade()
+        if upgrade and req.chunked:
+            raise Refused(400, "bad_request")  # see the module docstring
         if (
             req.hosts > 1
             or (req.hosts == 0 and version == "1.1")
@@ -472,6 +485,8 @@ class ServerConnection(asyncio.Protocol):
             _check_host(req)
         if req.chunked or req.content_length > 0:
             req.body = RequestBody(self)
+            if upgrade:
+                self._upgrade_body = req.content_length
         elif self.active is None and not self._queue and self.fast is not None:
             self.active = req
             try:
@@ -497,7 +512,7 @@ class ServerConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._slack = self._chunk  # a head that begins in this read follows this message
         req = self._req
-        if req is not None and req.body is not None:
+        if req is not None and req.body is not None and not self._upgrade_body:
             req.body.end()
 
     # proxy-facing helpers
@@ -541,6 +556,7 @@ class ServerConnection(asyncio.Protocol):
             or self._upstream_paused
             or self._pipeline_paused
             or self._deferred is not None
+            or self._upgrade_wait
         )
         if want_paused != self._reading_paused and self.transport is not None and not self.closed:
             self._reading_paused = want_paused
@@ -548,6 +564,49 @@ class ServerConnection(asyncio.Protocol):
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
+
+    def _after_upgrade(self, data: bytes) -> None:
+        """Bytes after an upgrade request's head: its body first, the rest kept for the
+        tunnel or the next request (module docstring)."""
+        left = self._upgrade_body
+        if left:
+            req = self._req
+            assert req is not None and req.body is not None
+            body, data = data[:left], data[left:]
+            self._upgrade_body = left - len(body)
+            if body:
+                req.body.feed(body)
+            if self._upgrade_body:
+                return
+            req.body.end()
+        assert self.tunnel_buffer is not None
+        if data:
+            self.tunnel_buffer.append(data)
+        if not self._upgrade_wait:
+            self._upgrade_wait = True
+            self._apply_reading()
+
+    def start_tunnel(self, transport: asyncio.Transport) -> None:
+        """The upgrade was accepted (101): raw bytes both ways from now on."""
+        for chunk in self.tunnel_buffer or ():
+            transport.write(chunk)
+        self.tunnel_buffer = None
+        self.tunnel = transport
+        self._upgrade_wait = False
+        self._apply_reading()
+
+    def _refused_upgrade(self) -> None:
+        """The upstream answered the upgrade request without 101: HTTP/1.1 goes on, from the
+        bytes read meanwhile, with a fresh parser (llhttp stops for good at an upgrade)."""
+        buffered = self.tunnel_buffer or []
+        self.tunnel_buffer = None
+        self._upgrade_wait = False
+        self._parser = httptools.HttpRequestParser(self)
+        for chunk in buffered:
+            if self.closed or self.tunnel_buffer is not None:
+                break
+            self.data_received(chunk)
+        self._apply_reading()
 
     def _refuse(self, refused: Refusal) -> None:
         """Answer ``refused`` and close; after the requests before it when there are any
@@ -600,13 +659,15 @@ class ServerConnection(asyncio.Protocol):
         if self._deferred is not None and not self._queue:
             self._error(self._deferred)
             return False
-        if not self._queue:  # the next head (if it began already) or an idle wait is timed
-            clock = self._clock
-            clock.phase = HEAD if self._req_in_progress else IDLE
-            clock.since = self.loop.time()  # type: ignore[union-attr]
         if self._pipeline_paused:
             self._pipeline_paused = False
             self._apply_reading()
+        if self.tunnel_buffer is not None:  # an upgrade request answered without 101
+            self._refused_upgrade()
+        if self.active is None and not self._queue:  # the next head (if it began) or idle
+            clock = self._clock
+            clock.phase = HEAD if self._req_in_progress else IDLE
+            clock.since = self.loop.time()  # type: ignore[union-attr]
         return True
 
     def request_done(self, req: Request) -> None:

@@ -7,6 +7,14 @@ writer), or wait in ``_early`` until it does. The request body arrives through t
 :class:`BodySink` interface, flow-controlled against the downstream connection. Deadlines use
 one long-lived :class:`~.timers.LazyTimer` per connection (``arm``/``disarm``).
 
+Time limits: :meth:`UpstreamConnection.arm` bounds the wait for the response head. While the
+request body is still arriving (:meth:`UpstreamConnection.arm_upload`) only ``idle_timeout``
+applies, to bytes in either direction: an upload slower than the route's ``timeout`` is fine
+as long as it moves, and the ``timeout`` starts once the body is complete (as Envoy's route
+timeout). An upload that stalls because the client stopped sending is ``client_stalled`` (the
+endpoint is not to blame); one that stalls because the endpoint stopped reading is the
+endpoint's timeout.
+
 A response head (interim 1xx heads included) gets the byte and header-count limits of the
 listener the request came in on (the defaults for probes-less callers: the in-process client,
 mirrors); over them, or with a transfer-coding other than ``chunked``, the try fails as a
@@ -31,7 +39,7 @@ from weakref import WeakKeyDictionary
 import httptools
 
 from .tables import Limits
-from .timers import LazyTimer
+from .timers import TIMER_SLACK, LazyTimer
 
 if TYPE_CHECKING:
     from .http1 import ServerConnection
@@ -115,7 +123,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch: WriteBatch | None = None
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser  # made with the connection (a protocol
+        # whose connect fails is never connected, and must not hold itself through a parser)
         self.closed = False
         self.reused = False
         self.status = 0
@@ -132,6 +141,10 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.received = False
         self.last_activity = 0.0
         self.timed_out = False
+        self.client_stalled = False  # timed out while the client had stopped sending the body
+        self._upload_idle = 0.0  # the body is still arriving: idle_timeout guards it
+        self._after_upload = 0.0  # the try's timeout, armed once the body is complete
+        self._writing_paused = False
         self._timer: LazyTimer  # made with the connection
         self._in_head = False  # the final response head is not complete yet
         self._head_raw = 0  # bytes read since the request was sent, while in the head
@@ -171,6 +184,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.finished = False
         self.failure = None
         self.timed_out = False
+        self.client_stalled = False
+        self._upload_idle = 0.0
         self.chunked_out = chunked
         self.received = False
         self._sink = None
@@ -207,19 +222,36 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         """Abort the exchange (``timed_out``) unless :meth:`disarm` runs within ``timeout``."""
         self._timer.set(self._loop.time() + timeout)  # type: ignore[union-attr]
 
+    def arm_upload(self, idle: float, after: float) -> None:
+        """While the request body arrives: abort when no byte moves either way for ``idle``;
+        once the body is complete (:meth:`finish`), ``arm(after)``."""
+        self._upload_idle = idle
+        self._after_upload = after
+        self._timer.set(self._loop.time() + idle)  # type: ignore[union-attr]
+
     def disarm(self) -> None:
         self._timer.due = 0.0
+        self._upload_idle = 0.0
 
     def _expired(self) -> None:
-        if not self.closed:
-            self.timed_out = True
-            self.abort()
+        if self.closed:
+            return
+        idle = self._upload_idle
+        if idle:
+            due = self.last_activity + idle
+            if self._loop.time() + TIMER_SLACK < due:  # type: ignore[union-attr]
+                self._timer.set(due)
+                return
+            self.client_stalled = not self._writing_paused
+        self.timed_out = True
+        self.abort()
 
     # BodySink: request body towards the endpoint
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
             return
         assert self._batch is not None
+        self.last_activity = self._loop.time()  # type: ignore[union-attr]
         self._batch.flush()  # the head goes first
         if self.chunked_out:
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -231,6 +263,9 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             assert self._batch is not None
             self._batch.flush()
             self.transport.write(b"0\r\n\r\n")
+        if self._upload_idle:  # the request is complete: its timeout starts now
+            self._upload_idle = 0.0
+            self.arm(self._after_upload)
 
     def take_early(self) -> list[bytes]:
         """Body chunks received before a sink was attached (the caller writes them)."""
@@ -264,6 +299,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._loop = asyncio.get_running_loop()
         self._batch = write_batch(self._loop)
         self._timer = LazyTimer(self._loop, self._expired)
+        self._parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -323,10 +359,12 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._fail(ConnectionResetError("upstream closed"))
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self.downstream is not None:
             self.downstream.set_upstream_paused(True)
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self.downstream is not None:
             self.downstream.set_upstream_paused(False)
 

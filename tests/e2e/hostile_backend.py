@@ -20,7 +20,11 @@ one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 wi
 ``/bad-chunk-first`` a 200 head and an invalid chunk in the same packet
 ``/bad-chunk-late``  a 200 chunked head with one chunk, 200 ms later an invalid chunk
 ``/101``          101 Switching Protocols to a request that asked for no upgrade
-``/refuse-upgrade`` 426 to an upgrade request; the request body is echoed
+``/refuse-upgrade`` 426 to an upgrade request, echoing its body; then plain HTTP/1.1 goes on
+``/refuse-upgrade-slow`` the same after 0.5 s
+``/slow``         200 after 1.5 s
+``/count``        200 with the number of body bytes received (uploads)
+``/stall-read``   stops reading the request body for 3 s, then answers like ``/count``
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class Hostile(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.body = b""
+        self.size = 0  # body bytes of the request
+        self.length = 0  # the request's Content-Length
+        self.upgrade_left = 0  # body bytes of an upgrade request still to come
         self.stop = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -50,22 +57,53 @@ class Hostile(asyncio.Protocol):
         self.stop = True
 
     def data_received(self, data: bytes) -> None:
+        if self.upgrade_left:  # llhttp leaves an upgrade request's body to us
+            body, data = data[: self.upgrade_left], data[self.upgrade_left :]
+            self.on_body(body)
+            self.upgrade_left -= len(body)
+            if self.upgrade_left:
+                return
+            self.answer()
+        if not data:
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.on_message_complete()
+        except httptools.HttpParserUpgrade as exc:
+            self.parser = httptools.HttpRequestParser(self)  # refused: plain HTTP/1.1 goes on
+            self.upgrade_left = self.length
+            if not self.upgrade_left:
+                self.answer()
+            self.data_received(data[exc.args[0] :])
         except httptools.HttpParserError:
             self.t.close()
+
+    def on_message_begin(self) -> None:
+        self.length = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-length":
+            self.length = int(value)
+
+    def on_headers_complete(self) -> None:
+        if self.url == b"/stall-read":
+            self.t.pause_reading()
+            asyncio.get_running_loop().call_later(3, self.t.resume_reading)
+
     def on_body(self, body: bytes) -> None:
-        self.body += body
+        self.size += len(body)
+        if len(self.body) < 65536:  # kept for echoing; big uploads are only counted
+            self.body += body
 
     def on_message_complete(self) -> None:
-        path, body = self.url.decode(), self.body
-        self.url, self.body = b"", b""
+        if not self.parser.should_upgrade():
+            self.answer()
+
+    def answer(self) -> None:
+        path, body, size = self.url.decode(), self.body, self.size
+        self.url, self.body, self.size = b"", b"", 0
         loop = asyncio.get_running_loop()
         t = self.t
         if path.startswith("/ok/"):
@@ -109,10 +147,14 @@ class Hostile(asyncio.Protocol):
         elif path == "/101":
             t.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n"
                     b"\r\n")  # fmt: skip
-        elif path == "/refuse-upgrade":
+        elif path in ("/refuse-upgrade", "/refuse-upgrade-slow"):
             out = b"refused " + body
-            t.write(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: %d\r\n\r\n" % len(out) + out)
-            self.parser = httptools.HttpRequestParser(self)  # go on as plain HTTP/1.1
+            refusal = b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: %d\r\n\r\n" % len(out)
+            loop.call_later(0.5 if path.endswith("slow") else 0, t.write, refusal + out)
+        elif path == "/slow":
+            loop.call_later(1.5, t.write, ok(b"late"))
+        elif path in ("/count", "/stall-read"):
+            t.write(ok(b"%d" % size))
         else:
             t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
 
