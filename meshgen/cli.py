@@ -17,10 +17,8 @@ from meshgen import __version__
 
 if TYPE_CHECKING:
     from meshgen.pipeline import Result
-    from meshgen.source import Document
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-SOURCE_QUOTE_LIMIT = 16 * 1024 * 1024  # bytes of a spec that failed to load we still quote
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
             help="how to print diagnostics (default: text)",
         )
         cmd.add_argument("--strict", action="store_true", help="treat warnings as errors")
+        cmd.add_argument(
+            "--overlay",
+            action="append",
+            type=Path,
+            default=[],
+            metavar="FILE",
+            help="a partial mesh.yaml merged on top of SPEC (repeatable, applied in order; "
+            "mappings merge key by key, lists replace, null removes a key)",
+        )
         return cmd
 
     build = spec_command("build", "check SPEC and write DIST (replaced atomically)")
@@ -162,8 +169,8 @@ def _run_dist(dist: Path, options: list[str]) -> int:
 def _compile_command(ns: argparse.Namespace) -> int:
     from meshgen import pipeline
 
-    result = pipeline.compile_spec(ns.spec)
-    _print_diagnostics(result, ns.format, ns.spec)
+    result = pipeline.compile_spec(ns.spec, overlays=ns.overlay)
+    _print_diagnostics(result, ns.format)
     errors = sum(d.severity == "error" for d in result.diagnostics)
     warnings = len(result.diagnostics) - errors
     if result.files is None or errors or (ns.strict and warnings):
@@ -219,7 +226,7 @@ def _say(ns: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def _print_diagnostics(result: Result, fmt: str, spec: Path) -> None:
+def _print_diagnostics(result: Result, fmt: str) -> None:
     from meshgen import diagnostics
 
     diags = result.diagnostics
@@ -229,17 +236,6 @@ def _print_diagnostics(result: Result, fmt: str, spec: Path) -> None:
         if diags:
             print(diagnostics.render_github(diags))
     elif diags:
-        text = diagnostics.render_text(diags, _sources(result, spec))
+        sources = result.document.sources() if result.document else result.sources
+        text = diagnostics.render_text(diags, sources)
         print(text, file=sys.stderr, end="" if text.endswith("\n") else "\n")
-
-
-def _sources(result: Result, spec: Path) -> dict[str, Document | str]:
-    """What the caret renderer quotes: the document, or the raw text if it did not load."""
-    if result.document is not None:
-        return {result.document.name: result.document}
-    try:
-        if spec.stat().st_size <= SOURCE_QUOTE_LIMIT:
-            return {str(spec): spec.read_text(encoding="utf-8", errors="replace")}
-    except OSError:
-        pass
-    return {}

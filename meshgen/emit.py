@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 MANIFEST = "MANIFEST.json"
@@ -34,11 +34,23 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest_text(files: Mapping[str, str], spec_name: str, spec_bytes: bytes, version: str) -> str:
-    """MANIFEST.json: version, the spec's hash and every file's hash; sorted, no timestamps."""
+def manifest_text(
+    files: Mapping[str, str],
+    spec_name: str,
+    spec_bytes: bytes,
+    version: str,
+    overlays: Sequence[tuple[str, bytes]] = (),
+) -> str:
+    """MANIFEST.json: version, the hash of every input and of every file; no timestamps.
+
+    ``inputs`` lists mesh.yaml then each overlay in the order applied, by path relative to
+    mesh.yaml's folder (``-`` for standard input); ``spec`` repeats mesh.yaml's entry.
+    """
+    inputs = [(spec_name, spec_bytes), *overlays]
     doc = {
         "meshgen": version,
         "spec": {"name": spec_name, "sha256": sha256(spec_bytes)},
+        "inputs": [{"path": name, "sha256": sha256(data)} for name, data in inputs],
         "files": {path: sha256(text.encode("utf-8")) for path, text in sorted(files.items())},
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -7,7 +7,10 @@ Document for a span only when it reports something (spans are never computed eag
 10,000-service mesh lowers in a fraction of a second). Each object with merged policy carries
 one ``origins`` mapping from a dotted field name (``"timeout"``, ``"retries.attempts"``,
 ``"tls.ca"``) to the :class:`Origin` of its effective value, for ``meshgen explain`` and for
-diagnostics that must point at where a value was written.
+diagnostics that must point at where a value was written; an origin also names the input
+file that wrote the value (mesh.yaml or an overlay). ``Mesh.source`` is the Document the mesh
+was lowered from: ``mesh.source.span(path)`` is the FILE:LINE:COL of any path, in the file that
+wrote it.
 
 Value types that need no source position (load balancer, health check, ...) are the runtime's
 frozen table types, so :mod:`meshgen.plan` copies them instead of translating them.
@@ -18,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from meshgen.alertexpr import AlertExpr
 from meshgen.runtime.tables import (
@@ -39,16 +42,22 @@ from meshgen.runtime.tables import (
     TlsMode,
 )
 
+if TYPE_CHECKING:
+    from meshgen.source import Document
+
 PathKey = tuple[str | int, ...]
 OriginKind = Literal["built-in", "defaults", "service", "route"]
 
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where an effective value was written; ``path`` is ``()`` for built-in defaults."""
+    """Where an effective value was written: the layer (``kind``), the path in the merged
+    spec (``()`` for built-in defaults) and ``file``, the name of the input that wrote it
+    (mesh.yaml's own name, or an overlay's; ``""`` for built-in defaults)."""
 
     kind: OriginKind
     path: PathKey
+    file: str = ""
 
 
 BUILT_IN: Final = Origin("built-in", ())
@@ -272,6 +281,30 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """Parts of mesh.yaml left out of the model because an earlier stage reported an error in
+    them (see :mod:`meshgen.units`). Checks stay silent where they cannot judge without those
+    parts: a reference to a skipped service is not "unknown", and a rule about all listeners
+    or all access rules is not judged on some of them. ``units`` are their paths."""
+
+    units: frozenset[PathKey] = frozenset()
+    services: frozenset[str] = frozenset()
+    routes: frozenset[str] = frozenset()  # names of skipped routes
+    nameless_route: bool = False  # a skipped route whose name cannot be read
+
+    def __bool__(self) -> bool:
+        return bool(self.units)
+
+    def any(self, section: str) -> bool:
+        """Whether a unit of ``section`` (``"listeners"``, ``"access"``, ...) was skipped."""
+        return any(unit[0] == section for unit in self.units)
+
+    def route(self, name: str) -> bool:
+        """Whether a listener's reference to route ``name`` may be to a skipped route."""
+        return name in self.routes or self.nameless_route
+
+
+@dataclass(frozen=True, slots=True)
 class Mesh:
     name: str
     domain: str  # "" when mesh.domain is absent
@@ -287,6 +320,8 @@ class Mesh:
     slos: tuple[Slo, ...] = ()
     gaps: tuple[Gap, ...] = ()  # merged policy no layer completed (E116)
     base_dir: Path = field(default_factory=Path)  # the spec's folder, for relative file paths
+    skipped: Skipped = field(default_factory=Skipped)  # parts left out after errors
+    source: Document | None = field(default=None, repr=False, compare=False)  # spans, files
 
     def listener_routes(self, listener: Listener) -> tuple[str, ...]:
         """Names of the routes a listener serves (all routes when it lists none)."""

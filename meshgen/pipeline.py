@@ -1,8 +1,15 @@
 """The compiler as ordered stages: source -> schema -> lower -> checks -> plan -> targets.
 
-Each stage returns diagnostics; the pipeline stops after the first stage that reported an
-error and returns *all* of that stage's diagnostics (warnings of earlier stages included),
-sorted by position. Only ``source`` reads the file system; writing is ``emit``'s job.
+Each stage is a function ``input -> (output, diagnostics)``. Later stages still run on the
+parts that passed: a schema or lowering error inside one service, route, listener, access
+rule, alert or SLO leaves that part out (:mod:`meshgen.units`) and the rest is lowered and
+checked, so one run reports every error it can (a typo in one service, an unknown service in a
+route and bad weights in another). Only an error outside those parts (``version``, ``mesh``,
+``defaults``, a file that does not parse) stops the pipeline after its stage. Diagnostics of
+all stages come back together, sorted by position; nothing is rendered after an error. Only
+``source`` reads the file system; writing is ``emit``'s job.
+
+Other commands use :func:`load_mesh` to get the typed, checked model of a spec with overlays.
 
 The cyclic garbage collector is paused for a whole build (:func:`collector_paused`): a build
 allocates millions of acyclic objects (node tree, model, tables, text) that all live until it
@@ -14,7 +21,8 @@ scanned once by the next collection; what the build dropped was freed by referen
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,20 +30,28 @@ from pathlib import Path
 from meshgen import __version__, checks, lower, source, targets
 from meshgen.diagnostics import Diagnostic, has_errors
 from meshgen.emit import MANIFEST, manifest_text
+from meshgen.model import Mesh
 from meshgen.plan import to_tables
 from meshgen.runtime.tables import Tables
-from meshgen.schema import validate as validate_schema
-from meshgen.source import Document
+from meshgen.schema import check as check_schema
+from meshgen.source import Document, Input
+from meshgen.units import units_of
 
 
 @dataclass
 class Result:
-    """What a compile produced. ``files`` is None when a stage reported errors."""
+    """What a compile produced. ``files`` is None when a stage reported errors.
+
+    ``sources`` maps each input's name (as in diagnostics) to its text, for quoting lines
+    even when an input did not parse.
+    """
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
     document: Document | None = None
     tables: Tables | None = None
     files: dict[str, str] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    mesh: Mesh | None = None
 
     @property
     def ok(self) -> bool:
@@ -54,18 +70,32 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def compile_spec(path: Path, version: str = __version__) -> Result:
-    """Compile the mesh.yaml at ``path`` into DIST files (nothing is written)."""
+def load_mesh(path: Path, overlays: Sequence[Path] = ()) -> tuple[Mesh | None, list[Diagnostic]]:
+    """The checked model of the mesh.yaml at ``path`` with ``overlays`` merged on top, in order.
+
+    Returns every diagnostic of every stage that could run (sorted by position) and the mesh,
+    or None when any of them is an error. Each policy value's :class:`~meshgen.model.Origin`
+    names its layer (built-in, defaults, service, route), its path and ``file``: the input
+    that wrote it (mesh.yaml's name as given, or an overlay's). ``mesh.source`` is the loaded
+    :class:`~meshgen.source.Document`: ``mesh.source.span(path)`` gives the FILE:LINE:COL of
+    any model path in the file that wrote it, and ``mesh.source.sources()`` the inputs for
+    ``diagnostics.render_text``. ``-`` (once) reads standard input.
+    """
     with collector_paused():
-        doc, diags = source.load(path)
-        return compile_document(doc, diags, version)
+        result = _analyse(*_read(path, overlays))
+        return (None if has_errors(result.diagnostics) else result.mesh), result.diagnostics
+
+
+def compile_spec(path: Path, version: str = __version__, overlays: Sequence[Path] = ()) -> Result:
+    """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files (nothing is written)."""
+    with collector_paused():
+        return _compile(_analyse(*_read(path, overlays)), version)
 
 
 def compile_text(text: str, name: str, version: str = __version__) -> Result:
     """Compile mesh.yaml text; relative file paths resolve against the working directory."""
     with collector_paused():
-        doc, diags = source.loads(text, name)
-        return compile_document(doc, diags, version)
+        return _compile(_analyse(*_loaded([Input(Path(name), name, text)], [])), version)
 
 
 def compile_document(
@@ -73,36 +103,86 @@ def compile_document(
 ) -> Result:
     """Run every stage after ``source`` on an already loaded document."""
     with collector_paused():
-        return _compile(doc, diags, version)
+        sources = {} if doc is None else {doc.name: doc.text}
+        return _compile(_analyse(doc, diags, sources), version)
 
 
-def _compile(doc: Document | None, diags: list[Diagnostic], version: str) -> Result:
-    result = Result(diagnostics=sorted(diags, key=_key), document=doc)
+def _read(
+    path: Path, overlays: Sequence[Path]
+) -> tuple[Document | None, list[Diagnostic], dict[str, str]]:
+    inputs: list[Input] = []
+    diagnostics: list[Diagnostic] = []
+    for item in (path, *overlays):
+        got, problems = source.read(item)
+        diagnostics += problems
+        if got is not None:
+            inputs.append(got)
+    return _loaded(inputs, diagnostics)
+
+
+def _loaded(
+    inputs: list[Input], diagnostics: list[Diagnostic]
+) -> tuple[Document | None, list[Diagnostic], dict[str, str]]:
+    sources = {item.name: item.text for item in inputs}
+    if diagnostics:
+        return None, diagnostics, sources
+    doc, problems = source.load_inputs(inputs[0], inputs[1:])
+    return doc, problems, sources
+
+
+def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, str]) -> Result:
+    """source's result -> schema -> lower -> checks, each on the parts the one before passed."""
+    result = Result(diagnostics=sorted(diags, key=_key), document=doc, sources=sources)
     if doc is None or has_errors(diags):
         return result
-    if _stage(result, validate_schema(doc)):
+    invalid, schema_diags = check_schema(doc)
+    _add(result, schema_diags)
+    skip = units_of(invalid)
+    if skip is None:
         return result
-    mesh, lowered = lower.lower(doc)
-    if _stage(result, lowered) or mesh is None:
+    mesh, lowered = lower.lower(doc, skip)
+    _add(result, lowered)
+    if mesh is None:
         return result
-    if _stage(result, checks.run_all(mesh, doc)):
+    _add(result, checks.run_all(mesh, doc))
+    result.mesh = mesh
+    return result
+
+
+def _compile(result: Result, version: str) -> Result:
+    """plan -> targets -> MANIFEST, when no stage reported an error."""
+    doc, mesh = result.document, result.mesh
+    if doc is None or mesh is None or has_errors(result.diagnostics):
         return result
     tables = to_tables(mesh)
     result.tables = tables
-    ctx = targets.make_context(doc.path.name, version)
+    inputs = _inputs(doc)
+    ctx = targets.make_context(" + ".join(name for name, _ in inputs), version)
     files: dict[str, str] = {}
     for _name, render in targets.registered():
         files.update(render(tables, ctx))
-    files[MANIFEST] = manifest_text(files, doc.path.name, doc.text.encode("utf-8"), version)
+    files[MANIFEST] = manifest_text(files, inputs[0][0], inputs[0][1], version, inputs[1:])
     result.files = dict(sorted(files.items()))
     return result
+
+
+def _inputs(doc: Document) -> list[tuple[str, bytes]]:
+    """(path relative to mesh.yaml's folder, bytes) of mesh.yaml and each overlay."""
+    out = [(doc.path.name, doc.text.encode("utf-8"))]
+    for layer in doc.overlays:
+        if str(layer.path) == "-":
+            where = "-"
+        else:
+            where = Path(os.path.relpath(layer.path, doc.folder)).as_posix()
+        out.append((where, layer.text.encode("utf-8")))
+    return out
 
 
 def _key(d: Diagnostic) -> tuple[str, int, int, str, str]:
     return d.sort_key
 
 
-def _stage(result: Result, diags: list[Diagnostic]) -> bool:
-    """Add a stage's diagnostics; True when it reported an error (stop here)."""
-    result.diagnostics = sorted([*result.diagnostics, *diags], key=_key)
-    return has_errors(diags)
+def _add(result: Result, diags: list[Diagnostic]) -> None:
+    """Add a stage's diagnostics, keeping them sorted by position."""
+    if diags:
+        result.diagnostics = sorted([*result.diagnostics, *diags], key=_key)

@@ -1,175 +1,79 @@
-"""Read mesh.yaml into plain data plus a node tree that knows every line and column.
+"""Read mesh.yaml (and its overlays) into plain data plus node trees that know every position.
 
-Theory of operation: :func:`loads` checks size and encoding, composes the text with libyaml
+Theory of operation: :func:`read` gets each input's text (a file, or stdin for ``-``) within
+the size limit and as UTF-8; :func:`parse` composes a text with libyaml
 (:mod:`meshgen.source_compose`, safe against deep nesting) and walks the node tree once into
-plain dicts/lists with YAML 1.2 core-schema scalars (:mod:`meshgen.source_build`), then
-gathers facts about the files the spec names (:mod:`meshgen.source_files`), so no later stage
-touches the file system. The node tree is kept in the :class:`Document`; spans are resolved
-lazily by path, so the happy path pays nothing for them. The tree is millions of acyclic
-objects: callers that load large specs should pause the cyclic garbage collector around the
-whole build (``meshgen.pipeline.collector_paused`` does).
+plain dicts/lists with YAML 1.2 core-schema scalars (:mod:`meshgen.source_build`). Overlays
+are merged on top of mesh.yaml in order (:mod:`meshgen.source_overlay`), and facts about the
+files the merged spec names are gathered (:mod:`meshgen.source_files`), so no later stage
+touches the file system. The node trees are kept in the :class:`Document`
+(:mod:`meshgen.source_document`); spans are resolved lazily by path, so the happy path pays
+nothing for them. The trees are millions of acyclic objects: callers that load large specs
+should pause the cyclic garbage collector around the whole build
+(``meshgen.pipeline.collector_paused`` does).
 
 Safety: only safe YAML (no Python tags; unknown tags are errors), a size limit (``MAX_BYTES``),
 an alias expansion limit (``MAX_ALIAS_NODES``) and a nesting limit (``MAX_DEPTH``). Merge keys
 (``<<``) are rejected: YAML 1.2 dropped them, and ``defaults:`` covers the use case. Numbers
 must be finite: ``.inf``, ``.nan``, floats that overflow (``1e999``) and integers too large to
 become a float are errors, so no later stage has to guard its arithmetic against them.
-
-libyaml 0.2.6 (PyYAML 6.0.4's wheels) has its own nesting limit of 1000 levels, reached while
-scanning ahead, before the pre-scan sees level ``MAX_DEPTH``; its error is turned into the
-same E011 at the same place by re-running the pre-scan with PyYAML's pure-Python parser.
+Syntax errors are explained in meshgen's words where the mistake is a common one
+(:mod:`meshgen.source_errors`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .diagnostics import Diagnostic, Related, Span
+from .diagnostics import Diagnostic, Span
 from .source_build import MAX_ALIAS_NODES, build
-from .source_compose import MAX_DEPTH, PLAIN, DepthError, check_depth, compose, mark_span, point
-from .source_files import FileFacts, gather
+from .source_compose import MAX_DEPTH, PLAIN, DepthError, compose, mark_span, point
+from .source_document import Document, Layer, PathKey
+from .source_errors import line_col, nesting_error, too_deep, yaml_error
+from .source_files import gather
+from .source_overlay import Writers, merge
 
-__all__ = ["MAX_ALIAS_NODES", "MAX_BYTES", "MAX_DEPTH", "Document", "PathKey", "load", "loads"]
-
-PathKey = tuple[str | int, ...]
+__all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "STDIN",
+    "Document",
+    "Input",
+    "Layer",
+    "PathKey",
+    "load",
+    "load_inputs",
+    "loads",
+    "read",
+]
 
 MAX_BYTES = 32 * 1024 * 1024
 """Largest accepted input (UTF-8 bytes)."""
 
-_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+STDIN = "<stdin>"
+"""How diagnostics name the standard input (given as ``-``)."""
 
 
 @dataclass(frozen=True)
-class Document:
-    """A loaded mesh.yaml: plain ``data``, the node tree its spans come from, and ``files``:
-    what the file system says about the files it names (:mod:`meshgen.source_files`)."""
+class Input:
+    """One input's text as read; ``name`` is how diagnostics name it (the path as given)."""
 
     path: Path
     name: str
     text: str
-    data: Any
-    root: Node | None = field(default=None, repr=False, compare=False)
-    files: Mapping[str, FileFacts] = field(default_factory=dict, repr=False, compare=False)
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def span(self, path: PathKey) -> Span:
-        """Span of the value at ``path``; the nearest existing ancestor's if it is absent."""
-        node = self._walk(path)[1]
-        return mark_span(self.name, node) if node is not None else point(self.name, 1, 1)
-
-    def key_span(self, path: PathKey) -> Span:
-        """Span of the key token of the last element of ``path`` (mapping entries only)."""
-        if path and isinstance(path[-1], str):
-            parent, node = self._walk(path[:-1])
-            if parent == len(path) - 1 and isinstance(node, MappingNode):
-                entry = self._index(node).get(path[-1])
-                if entry is not None:
-                    return mark_span(self.name, entry[0])
-        return self.span(path)
-
-    def line_text(self, line: int) -> str:
-        """The text of 1-based ``line`` without its line break ("" past the end)."""
-        lines: list[str] | None = self._cache.get("lines")
-        if lines is None:
-            lines = _LINE_BREAK.split(self.text)
-            self._cache["lines"] = lines
-        return lines[line - 1] if 0 < line <= len(lines) else ""
-
-    def _walk(self, path: PathKey) -> tuple[int, Node | None]:
-        """(number of path elements found, deepest node found)."""
-        node = self.root
-        for depth, step in enumerate(path):
-            child: Node | None = None
-            if isinstance(node, MappingNode) and isinstance(step, str):
-                entry = self._index(node).get(step)
-                child = entry[1] if entry is not None else None
-            elif isinstance(node, SequenceNode) and isinstance(step, int):
-                child = node.value[step] if 0 <= step < len(node.value) else None
-            if child is None:
-                return depth, node
-            node = child
-        return len(path), node
-
-    def _index(self, node: MappingNode) -> dict[str, tuple[Node, Node]]:
-        indexes: dict[int, dict[str, tuple[Node, Node]]] = self._cache.setdefault("index", {})
-        index = indexes.get(id(node))
-        if index is None:
-            index = {}
-            for key, value in node.value:
-                if isinstance(key, ScalarNode):
-                    index.setdefault(key.value, (key, value))
-            indexes[id(node)] = index
-        return index
 
 
 def _error(code: str, message: str, span: Span, hint: str | None = None) -> list[Diagnostic]:
     """The one error that stops a load."""
     return [Diagnostic(code, "error", message, span, hint)]
-
-
-def _line_col(text: str, index: int) -> tuple[int, int]:
-    """1-based line and column of character ``index`` of ``text``."""
-    line_start = max(text.rfind("\n", 0, index), text.rfind("\r", 0, index)) + 1
-    return text.count("\n", 0, index) + 1, index - line_start + 1
-
-
-def _yaml_error(name: str, text: str, exc: Exception) -> Diagnostic:
-    if isinstance(exc, yaml.reader.ReaderError):
-        index = len(text.encode("utf-8")[: exc.position].decode("utf-8", "ignore"))
-        line, col = _line_col(text, index)
-        return Diagnostic(
-            "E004",
-            "error",
-            f"character {chr(exc.character)!r} is not allowed in YAML: {exc.reason}",
-            point(name, line, col),
-            "remove the character or quote and escape it (\\x..)",
-        )
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        span = point(name, mark.line + 1, mark.column + 1)
-        if exc.problem == "but found another document":
-            return Diagnostic(
-                "E006",
-                "error",
-                "the file holds more than one YAML document",
-                span,
-                "a mesh.yaml holds one document: remove the '---' separator",
-            )
-        related: tuple[Related, ...] = ()
-        if exc.context and exc.context_mark is not None:
-            cm = exc.context_mark
-            related = (Related(point(name, cm.line + 1, cm.column + 1), exc.context),)
-        return Diagnostic("E004", "error", f"invalid YAML: {exc.problem}", span, None, related)
-    return Diagnostic("E004", "error", f"invalid YAML: {exc}", point(name, 1, 1))
-
-
-def _too_deep(name: str, mark: Any) -> Diagnostic:
-    message = f"nesting is deeper than {MAX_DEPTH} levels"
-    return Diagnostic("E011", "error", message, point(name, mark.line + 1, mark.column + 1))
-
-
-def _nesting_error(name: str, text: str, exc: Exception) -> Diagnostic | None:
-    """E011 where the input passes MAX_DEPTH, if ``exc`` is libyaml's own nesting limit.
-
-    libyaml >= 0.2.6 fails at 1000 levels while scanning ahead of the events the pre-scan
-    counts; the pure-Python parser has no such limit, is lazy, and stops at MAX_DEPTH + 1.
-    """
-    if not (isinstance(exc, yaml.MarkedYAMLError) and "nesting" in str(exc.problem)):
-        return None
-    try:
-        check_depth(text, yaml.SafeLoader)
-    except DepthError as deep:
-        return _too_deep(name, deep.mark)
-    except yaml.YAMLError:
-        return None
-    return None
 
 
 def _too_large(name: str) -> list[Diagnostic]:
@@ -178,54 +82,16 @@ def _too_large(name: str) -> list[Diagnostic]:
     return _error("E002", message, point(name, 1, 1), hint)
 
 
-def loads(
-    text: str, name: str, path: Path | None = None
-) -> tuple[Document | None, list[Diagnostic]]:
-    """Parse ``text`` (diagnostics name it ``name``); the Document is None if anything failed."""
+def read(path: Path) -> tuple[Input | None, list[Diagnostic]]:
+    """The text of ``path`` (``-``: standard input), or the diagnostic why it cannot be had."""
+    stdin = str(path) == "-"
+    name = STDIN if stdin else str(path)
     try:
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        line, col = _line_col(text, exc.start)
-        message = "the text holds an unpaired surrogate, which is not valid Unicode"
-        return None, _error("E003", message, point(name, line, col))
-    if size > MAX_BYTES:
-        return None, _too_large(name)
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    return _load_text(text, name, path if path is not None else Path(name))
-
-
-def _load_text(text: str, name: str, path: Path) -> tuple[Document | None, list[Diagnostic]]:
-    try:
-        root = compose(text)
-    except DepthError as exc:
-        return None, [_too_deep(name, exc.mark)]
-    except (yaml.YAMLError, ValueError, UnicodeError) as exc:
-        return None, [_nesting_error(name, text, exc) or _yaml_error(name, text, exc)]
-    if root is None or (
-        root.__class__ is ScalarNode
-        and root.tag is PLAIN
-        and root.value in ("", "~", "null", "Null", "NULL")
-    ):
-        hint = "start with `version: 1`, or run `meshgen init`"
-        return None, _error("E005", "the file is empty", point(name, 1, 1), hint)
-    if not isinstance(root, MappingNode):
-        kind = "a list" if isinstance(root, SequenceNode) else f"the value {root.value!r}"
-        hint = "a mesh.yaml is a mapping with `version`, `mesh` and `services`"
-        message = f"the document is {kind}, not a mapping"
-        return None, _error("E007", message, mark_span(name, root), hint)
-    data, diagnostics = build(root, name, "&" in text)
-    if diagnostics:
-        return None, diagnostics
-    return Document(path, name, text, data, root, gather(data, path.parent)), []
-
-
-def load(path: Path) -> tuple[Document | None, list[Diagnostic]]:
-    """Read and parse ``path``; diagnostics name the file as given."""
-    name = str(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
+        if stdin:
+            raw = sys.stdin.buffer.read(MAX_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         return None, _error("E001", f"cannot read {name!r}: {reason.lower()}", point(name, 1, 1))
@@ -235,7 +101,123 @@ def load(path: Path) -> tuple[Document | None, list[Diagnostic]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         prefix = raw[: exc.start].decode("utf-8", "replace")
-        line, col = _line_col(prefix, len(prefix))
+        line, col = line_col(prefix, len(prefix))
         message = f"byte 0x{raw[exc.start]:02x} is not valid UTF-8"
         return None, _error("E003", message, point(name, line, col), "save the file as UTF-8")
-    return loads(text, name, path)
+    return Input(path, name, text.removeprefix("\ufeff")), []
+
+
+def _checked_text(text: str, name: str) -> tuple[str | None, list[Diagnostic]]:
+    """``text`` without a byte-order mark, if it is valid Unicode within the size limit."""
+    try:
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        line, col = line_col(text, exc.start)
+        message = "the text holds an unpaired surrogate, which is not valid Unicode"
+        return None, _error("E003", message, point(name, line, col))
+    if size > MAX_BYTES:
+        return None, _too_large(name)
+    return text.removeprefix("\ufeff"), []
+
+
+def parse(
+    text: str, name: str, overlay: bool = False
+) -> tuple[tuple[Node, Any] | None, list[Diagnostic]]:
+    """(node tree, plain data) of one input, or the diagnostics why not.
+
+    An overlay may be empty (it changes nothing: the tree is None and the data ``{}``).
+    """
+    try:
+        root = compose(text)
+    except DepthError as exc:
+        return None, [too_deep(name, exc.mark)]
+    except (yaml.YAMLError, ValueError, UnicodeError) as exc:
+        return None, [nesting_error(name, text, exc) or yaml_error(name, text, exc)]
+    if root is None or (
+        root.__class__ is ScalarNode
+        and root.tag is PLAIN
+        and root.value in ("", "~", "null", "Null", "NULL")
+    ):
+        if overlay:
+            return (MappingNode("tag:yaml.org,2002:map", []), {}), []
+        hint = "start with `version: 1`, or run `meshgen init`"
+        return None, _error("E005", "the file is empty", point(name, 1, 1), hint)
+    if not isinstance(root, MappingNode):
+        kind = "a list" if isinstance(root, SequenceNode) else f"the value {root.value!r}"
+        hint = (
+            "an overlay is a partial mesh.yaml: a mapping of the fields it changes"
+            if overlay
+            else "a mesh.yaml is a mapping with `version`, `mesh` and `services`"
+        )
+        message = f"the document is {kind}, not a mapping"
+        return None, _error("E007", message, mark_span(name, root), hint)
+    data, diagnostics = build(root, name, "&" in text)
+    if diagnostics:
+        return None, diagnostics
+    return (root, data), []
+
+
+def load_inputs(
+    spec: Input, overlays: Sequence[Input] = ()
+) -> tuple[Document | None, list[Diagnostic]]:
+    """Parse mesh.yaml and its overlays and merge them; every input's errors are reported."""
+    diagnostics: list[Diagnostic] = []
+    inputs: list[Input] = []
+    trees: list[tuple[Node, Any]] = []
+    for index, item in enumerate((spec, *overlays)):
+        text, problems = _checked_text(item.text, item.name)
+        if text is not None:
+            inputs.append(Input(item.path, item.name, text))
+            tree, problems = parse(text, item.name, overlay=index > 0)
+            if tree is not None:
+                trees.append(tree)
+        diagnostics += problems
+    if diagnostics:
+        return None, sorted(diagnostics, key=lambda d: d.sort_key)
+    (base, *layers), ((root, data), *overlaid) = inputs, trees
+    folder = base.path.parent
+    writers: Writers = {}
+    if overlaid:
+        data, writers = merge(data, [tree_data for _, tree_data in overlaid])
+    return (
+        Document(
+            base.path,
+            base.name,
+            base.text,
+            data,
+            root,
+            gather(data, folder),
+            tuple(
+                Layer(item.path, item.name, item.text, tree_root)
+                for item, (tree_root, _) in zip(layers, overlaid, strict=True)
+            ),
+            writers,
+            folder,
+        ),
+        [],
+    )
+
+
+def loads(
+    text: str, name: str, path: Path | None = None
+) -> tuple[Document | None, list[Diagnostic]]:
+    """Parse ``text`` (diagnostics name it ``name``); the Document is None if anything failed."""
+    return load_inputs(Input(path if path is not None else Path(name), name, text))
+
+
+def load(path: Path, overlays: Sequence[Path] = ()) -> tuple[Document | None, list[Diagnostic]]:
+    """Read and parse ``path`` with ``overlays`` merged on top; diagnostics name files as given.
+
+    ``-`` (once, as mesh.yaml or an overlay) reads standard input; relative paths in the spec
+    then resolve against the working directory when it is mesh.yaml.
+    """
+    inputs: list[Input] = []
+    diagnostics: list[Diagnostic] = []
+    for item in (path, *overlays):
+        got, problems = read(item)
+        diagnostics += problems
+        if got is not None:
+            inputs.append(got)
+    if diagnostics:
+        return None, diagnostics
+    return load_inputs(inputs[0], inputs[1:])

@@ -54,6 +54,8 @@ def policy(mesh: Mesh, routes: Iterable[Route] | None = None) -> AccessPolicy:
 def check(ctx: Context) -> None:
     mesh = ctx.mesh
     _paths(ctx)
+    if mesh.skipped.any("listeners"):
+        return  # which listeners check callers is not known
     listeners = [listener for listener in mesh.listeners if enforced(listener)]
     if mesh.access and not listeners:
         ctx.error(
@@ -65,8 +67,8 @@ def check(ctx: Context) -> None:
             key=True,
         )
         return
-    if not listeners:
-        return
+    if not listeners or mesh.skipped:
+        return  # (or the rules and routes are known only in part: no verdict on them)
     by_name = {r.name: r for r in mesh.routes}
     served = list(dict.fromkeys(n for ls in listeners for n in mesh.listener_routes(ls)))
     full = policy(mesh, [by_name[n] for n in served if n in by_name])

@@ -80,6 +80,8 @@ def check(ctx: Context) -> None:
 
 def _reachability(ctx: Context) -> None:
     mesh = ctx.mesh
+    if mesh.skipped:
+        return  # routes, listeners or backups left out: reachability is not known
     served = {name for listener in mesh.listeners for name in mesh.listener_routes(listener)}
     reachable: set[str] = set()
     for route in mesh.routes:
@@ -115,7 +117,7 @@ def _part_span(ctx: Context, alert: Alert, part: tuple[int, int]) -> Span | None
     whole = ctx.doc.span((*alert.path, "when"))
     if start == end or whole.line != whole.end_line:
         return None
-    raw = ctx.doc.line_text(whole.line)[whole.col - 1 : whole.end_col - 1]
+    raw = ctx.doc.line_in(whole.file, whole.line)[whole.col - 1 : whole.end_col - 1]
     quoted = len(raw) >= 2 and raw[0] in ("'", '"') and raw[-1] == raw[0]
     if (raw[1:-1] if quoted else raw) != alert.when:
         return None  # an escape, a block or a folded scalar: columns are not characters

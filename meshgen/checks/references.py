@@ -1,6 +1,7 @@
 """E2xx: every name a spec refers to exists (services, subsets, routes).
 
-``access`` ``from`` is a caller identity, not a reference: it need not be a service.
+``access`` ``from`` is a caller identity, not a reference: it need not be a service. A name of
+a part left out after an earlier error (``Mesh.skipped``) is not reported as unknown.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from meshgen.model import PathKey
 
 def check(ctx: Context) -> None:
     mesh = ctx.mesh
-    services = mesh.services
+    services = {*mesh.services, *mesh.skipped.services}  # names a reference may use
     for route in mesh.routes:
         if route.synthetic:
             continue
@@ -34,7 +35,7 @@ def check(ctx: Context) -> None:
     known_routes = set(route_names)
     for listener in mesh.listeners:
         for index, name in enumerate(listener.routes or ()):
-            if name not in known_routes:
+            if name not in known_routes and not mesh.skipped.route(name):
                 ctx.error(
                     "E204",
                     f"listener '{listener.name}' serves unknown route '{name}'",
@@ -59,7 +60,7 @@ def check(ctx: Context) -> None:
                 (*path, "service"),
                 did_you_mean(watched, services),
             )
-    for service in services.values():
+    for service in mesh.services.values():
         backup = service.failover.backup
         if backup is not None and backup not in services:
             ctx.error(
@@ -80,12 +81,14 @@ def _destination(
     verb: str,
 ) -> None:
     service = ctx.mesh.services.get(service_name)
+    if service is None and service_name in ctx.mesh.skipped.services:
+        return
     if service is None:
         ctx.error(
             code,
             f"route '{route}' {verb} unknown service '{service_name}'",
             (*path, "service"),
-            did_you_mean(service_name, ctx.mesh.services),
+            did_you_mean(service_name, {*ctx.mesh.services, *ctx.mesh.skipped.services}),
         )
         return
     if subset is not None and service.subset(subset) is None:

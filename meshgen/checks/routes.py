@@ -47,7 +47,7 @@ def check(ctx: Context) -> None:
 def _unserved(ctx: Context) -> None:
     """W303: every listener lists its routes and none lists this one."""
     listeners = ctx.mesh.listeners
-    if any(listener.routes is None for listener in listeners):
+    if ctx.mesh.skipped.any("listeners") or any(lst.routes is None for lst in listeners):
         return
     served = {name for listener in listeners for name in listener.routes or ()}
     if served - {route.name for route in ctx.mesh.routes}:

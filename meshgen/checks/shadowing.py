@@ -24,8 +24,8 @@ from meshgen.runtime.tables import HeaderMatch, Match
 def check(ctx: Context) -> None:
     mesh = ctx.mesh
     routes = mesh.routes
-    if len(routes) < 2 or routes[0].synthetic:
-        return
+    if len(routes) < 2 or routes[0].synthetic or mesh.skipped.any("listeners"):
+        return  # (with a listener left out, which routes it serves is not known)
     served_by: dict[str, set[int]] = defaultdict(set)
     for number, listener in enumerate(mesh.listeners):
         for name in mesh.listener_routes(listener):

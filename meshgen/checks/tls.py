@@ -45,7 +45,7 @@ class _Files:
                 "E501",
                 f"{what} file '{value}' does not exist",
                 path,
-                f"relative paths are resolved against the folder of {Path(self.ctx.doc.name).name}",
+                _where_relative(self.ctx),
             )
             return
         if facts.kind == "folder":
@@ -58,6 +58,13 @@ class _Files:
                 path,
                 f"chmod 600 {value}",
             )
+
+
+def _where_relative(ctx: Context) -> str:
+    doc = ctx.doc
+    if str(doc.path) == "-":
+        return "relative paths are resolved against the working directory (mesh.yaml from stdin)"
+    return f"relative paths are resolved against the folder of {doc.path.name}"
 
 
 def check(ctx: Context) -> None:

@@ -10,7 +10,8 @@ service overlays a copy, recording per dotted field the :class:`Origin` of the v
 Built-in values are never stored in the merged mapping: a missing key means "built-in" and
 the functions supply it from :mod:`meshgen.builtin`, so an untouched field costs nothing.
 Values the schema cannot rule out (a port above 65535, a malformed address) become E401/E402
-diagnostics, never exceptions.
+diagnostics, never exceptions; the part of the spec holding one (a service, a route, ...) is
+then left out (:mod:`meshgen.units`) and the rest lowered, so the checks still judge it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from meshgen.diagnostics import Diagnostic, has_errors
 from meshgen.lower import listeners, monitoring, routes, services
 from meshgen.lower.context import LowerContext, normalize_host, split_address
 from meshgen.lower.merge import overlay
-from meshgen.model import Mesh
+from meshgen.model import Mesh, PathKey, Skipped
+from meshgen.units import skipped, units_of
 
 if TYPE_CHECKING:
     from meshgen.source import Document
@@ -29,12 +31,23 @@ if TYPE_CHECKING:
 __all__ = ["LowerContext", "lower", "normalize_host", "overlay", "split_address"]
 
 
-def lower(doc: Document) -> tuple[Mesh | None, list[Diagnostic]]:
-    """Build the typed mesh; on any E401/E402 return None with every such diagnostic."""
-    ctx = LowerContext(doc)
+def lower(
+    doc: Document, skip: frozenset[PathKey] = frozenset()
+) -> tuple[Mesh | None, list[Diagnostic]]:
+    """Build the typed mesh without the units in ``skip``, and every E401/E402.
+
+    A unit with such an error is left out too (``Mesh.skipped`` says which); the mesh is None
+    only when an error lies outside every unit (the admin address).
+    """
+    ctx = LowerContext(doc, skip)
     mesh = _mesh(ctx)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: d.sort_key)
-    return (None if has_errors(diagnostics) else mesh), diagnostics
+    if not has_errors(diagnostics):
+        return mesh, diagnostics
+    failed = units_of(ctx.failed)
+    if failed is None:
+        return None, diagnostics
+    return _mesh(LowerContext(doc, skip | failed)), diagnostics
 
 
 def _mesh(ctx: LowerContext) -> Mesh:
@@ -58,5 +71,7 @@ def _mesh(ctx: LowerContext) -> Mesh:
         alerts=monitoring.alerts(ctx, monitoring_raw.get("alerts") or []),
         slos=monitoring.slos(ctx, monitoring_raw.get("slos") or []),
         gaps=tuple(ctx.gaps),
-        base_dir=ctx.doc.path.parent,
+        base_dir=ctx.doc.folder,
+        skipped=skipped(data, ctx.skip) if ctx.skip else Skipped(),
+        source=ctx.doc,
     )

@@ -13,19 +13,25 @@ from typing import TYPE_CHECKING, Any
 from meshgen import builtin
 from meshgen.diagnostics import Diagnostic
 from meshgen.durations import DurationError, parse_duration
-from meshgen.lower.merge import Merged, OriginMap, overlay
-from meshgen.model import BUILT_IN, Gap, PathKey
+from meshgen.lower.merge import Merged, OriginMap, OriginOf, overlay
+from meshgen.model import BUILT_IN, Gap, Origin, OriginKind, PathKey
 
 if TYPE_CHECKING:
     from meshgen.source import Document
 
 
 class LowerContext:
-    """One lowering run: the document, the merged ``defaults:``, diagnostics and gaps."""
+    """One lowering run: the document, the merged ``defaults:``, diagnostics and gaps.
 
-    def __init__(self, doc: Document) -> None:
+    ``skip`` holds the units (:mod:`meshgen.units`) an earlier stage found broken: the stage
+    functions leave them out. ``failed`` collects the paths of this run's own errors.
+    """
+
+    def __init__(self, doc: Document, skip: frozenset[PathKey] = frozenset()) -> None:
         self.doc = doc
         self.data: Merged = doc.data
+        self.skip = skip
+        self.failed: list[PathKey] = []
         self.diagnostics: list[Diagnostic] = []
         self.gaps: list[Gap] = []
         self.rate_limits: dict[str, Merged | None] = {}  # merged per service, for routes
@@ -36,11 +42,21 @@ class LowerContext:
             self.defaults,
             self.default_origins,
             self.data.get("defaults") or {},
-            "defaults",
+            self.origin("defaults"),
             ("defaults",),
         )
 
+    def origin(self, kind: OriginKind) -> OriginOf:
+        """How values written in layer ``kind`` record their origin (with the file that wrote
+        them: mesh.yaml's name unless an overlay did)."""
+        if not self.doc.overlays:
+            name = self.doc.name
+            return lambda where: Origin(kind, where, name)
+        file_of = self.doc.file_of
+        return lambda where: Origin(kind, where, file_of(where))
+
     def error(self, code: str, message: str, path: PathKey, hint: str | None = None) -> None:
+        self.failed.append(path)
         self.diagnostics.append(Diagnostic(code, "error", message, self.doc.span(path), hint))
 
     def duration(self, value: Any, path: PathKey, fallback: float = 0.0) -> float:

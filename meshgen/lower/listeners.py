@@ -16,7 +16,11 @@ def listeners(ctx: LowerContext) -> tuple[Listener, ...]:
             Listener(str(raw["name"]), (), *_built_in_address(raw["address"]), None, None, True)
             for raw in builtin.default("listeners")
         )
-    return tuple(listener(ctx, raw, ("listeners", i)) for i, raw in enumerate(raw_listeners))
+    return tuple(
+        listener(ctx, raw, ("listeners", i))
+        for i, raw in enumerate(raw_listeners)
+        if ("listeners", i) not in ctx.skip
+    )
 
 
 def listener(ctx: LowerContext, raw: Merged, path: PathKey) -> Listener:
@@ -91,4 +95,5 @@ def access(ctx: LowerContext) -> tuple[AccessRule, ...]:
             ("access", i),
         )
         for i, r in enumerate(ctx.data.get("access") or ())
+        if ("access", i) not in ctx.skip
     )

@@ -8,9 +8,10 @@ Mappings merge key by key; lists and scalars replace. Each merged field remember
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
-from meshgen.model import Origin, OriginKind, PathKey
+from meshgen.model import Origin, PathKey
 
 POLICY_FIELDS: Final = (
     "load_balancer",
@@ -33,13 +34,15 @@ EXCLUSIVE: Final = {
 
 Merged = dict[str, Any]
 OriginMap = dict[str, Origin]
+OriginOf = Callable[[PathKey], Origin]
+"""The origin of a value written at a path, in one layer (see LowerContext.origin)."""
 
 
 def overlay(
     merged: Merged,
     origins: OriginMap,
     value: Merged,
-    kind: OriginKind,
+    origin: OriginOf,
     path: PathKey,
     prefix: str = "",
 ) -> None:
@@ -51,13 +54,13 @@ def overlay(
         if other is not None and merged.pop(other.rsplit(".", 1)[1], None) is not None:
             for stale in [k for k in origins if k == other or k.startswith(other + ".")]:
                 del origins[stale]
-        origins[dotted] = Origin(kind, where)
+        origins[dotted] = origin(where)
         if isinstance(item, dict) and dotted not in ATOMIC:
             current = merged.get(key)
             nested: Merged = dict(current) if isinstance(current, dict) else {}
             copy_nested(nested)
             merged[key] = nested
-            overlay(nested, origins, item, kind, where, dotted + ".")
+            overlay(nested, origins, item, origin, where, dotted + ".")
         else:
             merged[key] = item
 

@@ -13,6 +13,8 @@ def alerts(ctx: LowerContext, raw: list[Merged]) -> tuple[Alert, ...]:
     result = []
     for index, item in enumerate(raw):
         path: PathKey = ("monitoring", "alerts", index)
+        if path in ctx.skip:
+            continue
         try:
             expr = parse_when(str(item["when"]))
         except AlertExprError:
@@ -43,4 +45,5 @@ def slos(ctx: LowerContext, raw: list[Merged]) -> tuple[Slo, ...]:
             ("monitoring", "slos", i),
         )
         for i, s in enumerate(raw)
+        if ("monitoring", "slos", i) not in ctx.skip
     )

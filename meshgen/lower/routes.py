@@ -16,7 +16,12 @@ def routes(ctx: LowerContext, services: dict[str, Service]) -> tuple[Route, ...]
     raw_routes = ctx.data.get("routes")
     if raw_routes is None:
         return tuple(default_route(ctx, s) for s in services.values())
-    return tuple(route(ctx, r, ("routes", i), services) for i, r in enumerate(raw_routes))
+    skip = ctx.skip
+    return tuple(
+        route(ctx, r, ("routes", i), services)
+        for i, r in enumerate(raw_routes)
+        if ("routes", i) not in skip
+    )
 
 
 def default_route(ctx: LowerContext, service: Service) -> Route:
@@ -130,18 +135,19 @@ def route_call(
         return service.call
     merged: Merged = {}
     origins: OriginMap = {}
+    defaults = ctx.origin("defaults")
     for key in CALL_FIELDS:
         if key in ctx.defaults:
-            overlay(merged, origins, {key: ctx.defaults[key]}, "defaults", ("defaults",))
+            overlay(merged, origins, {key: ctx.defaults[key]}, defaults, ("defaults",))
     raw_service = ctx.data["services"][service.name]
     overlay(
         merged,
         origins,
         {k: raw_service[k] for k in CALL_FIELDS if k in raw_service},
-        "service",
+        ctx.origin("service"),
         service.path,
     )
-    overlay(merged, origins, own, "route", path)
+    overlay(merged, origins, own, ctx.origin("route"), path)
     return call_policy(ctx, merged, origins)
 
 

@@ -28,7 +28,12 @@ _default = builtin.default
 def services(ctx: LowerContext) -> dict[str, Service]:
     """Every service, sorted by name, with its effective policy (built-in < defaults < service)."""
     raw_services = ctx.data.get("services") or {}
-    return {n: service(ctx, n, raw_services[n] or {}) for n in sorted(raw_services)}
+    skip = ctx.skip
+    return {
+        n: service(ctx, n, raw_services[n] or {})
+        for n in sorted(raw_services)
+        if ("services", n) not in skip
+    }
 
 
 def service(ctx: LowerContext, name: str, raw: Merged) -> Service:
@@ -36,7 +41,8 @@ def service(ctx: LowerContext, name: str, raw: Merged) -> Service:
     merged = dict(ctx.defaults)
     copy_nested(merged)
     origins = dict(ctx.default_origins)
-    overlay(merged, origins, {k: raw[k] for k in POLICY_FIELDS if k in raw}, "service", path)
+    own: Merged = {k: raw[k] for k in POLICY_FIELDS if k in raw}
+    overlay(merged, origins, own, ctx.origin("service"), path)
     return Service(
         name=name,
         path=path,

@@ -101,6 +101,7 @@ def _without_spec_hash(files: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(files)
     manifest = json.loads(out.pop(MANIFEST))
     manifest.pop("spec")
+    manifest.pop("inputs")
     out[MANIFEST] = manifest
     return out
 

@@ -178,7 +178,20 @@ def test_bad_addresses_are_reported_not_raised() -> None:
     assert diags[0].span.line == 5
 
 
-def test_lower_returns_no_mesh_on_errors() -> None:
-    """Lowering errors mean no model (the pipeline stops)."""
-    mesh, diags = lower(document("services:\n  a: {discovery: {static: [{address: x}]}}\n"))
-    assert mesh is None and diags[0].code == "E401"
+def test_lowering_errors_leave_their_part_out() -> None:
+    """A service with a bad address is left out (and named as skipped); the rest is lowered."""
+    mesh, diags = lower(
+        document(
+            "services:\n  a: {discovery: {static: [{address: x}]}}\n"
+            "  b: {discovery: {static: [{address: 127.0.0.1:1}]}}\n"
+        )
+    )
+    assert [d.code for d in diags] == ["E401"]
+    assert mesh is not None and list(mesh.services) == ["b"]
+    assert mesh.skipped.services == {"a"} and mesh.skipped.units == {("services", "a")}
+
+
+def test_an_error_outside_every_part_gives_no_mesh() -> None:
+    """A bad admin address spoils no single part: no model (the pipeline stops there)."""
+    mesh, diags = lower(document(ONE_SERVICE + "admin: 127.0.0.1:99999\n"))
+    assert mesh is None and [d.code for d in diags] == ["E401"]

@@ -59,10 +59,10 @@ def test_service_overrides_defaults_key_by_key() -> None:
     assert service.load_balancer.policy == "random"
     assert service.load_balancer.choice_count == 3
     assert service.origin("load_balancer.policy") == Origin(
-        "service", ("services", "reviews", "load_balancer", "policy")
+        "service", ("services", "reviews", "load_balancer", "policy"), "mesh.yaml"
     )
     assert service.origin("load_balancer.choice_count") == Origin(
-        "defaults", ("defaults", "load_balancer", "choice_count")
+        "defaults", ("defaults", "load_balancer", "choice_count"), "mesh.yaml"
     )
     retries = service.call.retries
     assert retries is not None
@@ -94,7 +94,7 @@ def test_tls_merges_defaults_with_service_fields() -> None:
         "ca.pem",
         "reviews.mesh.test",
     )
-    assert service.origin("tls.ca") == Origin("defaults", ("defaults", "tls", "ca"))
+    assert service.origin("tls.ca") == Origin("defaults", ("defaults", "tls", "ca"), "mesh.yaml")
 
 
 def test_route_policy_overrides_the_destination_service() -> None:
@@ -107,7 +107,7 @@ def test_route_policy_overrides_the_destination_service() -> None:
     assert call.retries.attempts == 2 and call.origin("retries.attempts").kind == "service"
     assert call.retries.per_try_timeout_s == 0.5
     assert call.origin("retries.per_try_timeout") == Origin(
-        "route", ("routes", 0, "retries", "per_try_timeout")
+        "route", ("routes", 0, "retries", "per_try_timeout"), "mesh.yaml"
     )
     assert call.retries.backoff_base_s == 0.01
     assert call.origin("retries.backoff.base").kind == "defaults"

@@ -58,11 +58,48 @@ def _codes(result: Result) -> list[str]:
     return [d.code for d in result.diagnostics]
 
 
-def test_the_pipeline_stops_after_the_first_stage_with_errors() -> None:
-    """A schema error hides later reference errors: they would be noise about a bad input."""
+def test_a_schema_error_in_one_part_does_not_hide_errors_in_another() -> None:
+    """The service with the unknown field is left out; the route's reference is still checked."""
     result = compile_text(TWO_STAGES_BROKEN, "mesh.yaml")
     assert result.files is None and result.tables is None
-    assert result.diagnostics and all(code.startswith("E1") for code in _codes(result))
+    assert _codes(result) == ["E101", "E201"]
+
+
+EVERY_STAGE = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  reviews:
+    discovery:
+      static: [{address: 127.0.0.1:9081}]
+    helth_check: {tcp: {}}
+  ratings:
+    discovery:
+      static: [{address: 127.0.0.1:9082}]
+routes:
+  - name: split
+    match: {path_prefix: /split}
+    to:
+      - {service: reveiws, weight: 50}
+      - {service: ratings, weight: 60}
+  - name: own
+    match: {path_prefix: /own}
+    to: [{service: reviews}]
+"""
+
+
+def test_a_typo_an_unknown_service_and_bad_weights_in_one_run() -> None:
+    """One run reports all three; the route to the service with the typo is not 'unknown'."""
+    result = compile_text(EVERY_STAGE, "mesh.yaml")
+    assert _codes(result) == ["E101", "E301", "E201"]
+    unknown = result.diagnostics[2]
+    assert unknown.hint == "did you mean 'reviews'?" and unknown.span.line == 15
+
+
+def test_an_error_outside_every_part_stops_after_its_stage() -> None:
+    """A broken `defaults:` affects every service: nothing after the schema is judged."""
+    broken = TWO_STAGES_BROKEN.replace("services:\n", "defaults: {timeout: soon}\nservices:\n")
+    assert _codes(compile_text(broken, "mesh.yaml")) == ["E103", "E101"]
 
 
 def test_all_errors_of_a_stage_are_reported_sorted_by_position() -> None:

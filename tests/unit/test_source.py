@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshgen.diagnostics import Diagnostic
-from meshgen.source import MAX_BYTES, Document, _nesting_error, load, loads
+from meshgen.source import MAX_BYTES, Document, load, loads
+from meshgen.source_errors import nesting_error
 
 SPEC = """\
 version: 1
@@ -233,10 +234,10 @@ def test_libyaml_nesting_limit_becomes_e011() -> None:
     error = yaml.scanner.ScannerError(
         "while increasing flow level", mark, "exceeded maximum nesting depth", mark
     )
-    diag = _nesting_error("deep.yaml", text, error)
+    diag = nesting_error("deep.yaml", text, error)
     assert diag is not None and where(diag) == ("E011", 1, 104)
     other = yaml.scanner.ScannerError("while scanning", mark, "found unexpected end", mark)
-    assert _nesting_error("deep.yaml", text, other) is None
+    assert nesting_error("deep.yaml", text, other) is None
 
 
 def test_moderate_flow_content_on_a_worker_thread() -> None:
