@@ -21,6 +21,10 @@ address: bind it first, then close the old one (connections to the old address a
 from then on, which is what the new tables say). ``--watch`` polls ``DIST/MANIFEST.json`` and
 ``DIST/mesh/*.py`` and reloads once they changed and then held still for one more poll.
 
+After a reload the runtime logs what changed, one line per change in mesh.yaml's words
+(:mod:`.table_changes`, at most :data:`RELOAD_LOG_LINES`), e.g. ``reload: route
+reviews-split: to reviews/v3 weight 10 -> 50``.
+
 ``SIGTERM``/``SIGINT`` stop accepting, answer the remaining requests with
 ``connection: close`` within ``--grace`` seconds, and exit 0.
 
@@ -50,12 +54,14 @@ from .guard import raise_fd_limit
 from .loader import load_tables
 from .metrics import Metrics
 from .proxy import Generation, Proxy
+from .table_changes import count_changes, describe, table_changes
 from .tables import Listener, Tables
 from .tls import TlsContexts, cert_not_after
 from .upstreams import Upstreams
 
 log = logging.getLogger("meshgen.runtime")
 WATCH_INTERVAL_S = 0.5
+RELOAD_LOG_LINES = 50  # changes logged one per line after a reload; the rest are counted
 Stamp = tuple[tuple[str, int, int, int], ...]
 
 
@@ -299,7 +305,7 @@ class Runtime:
                 log.error("reload refused, keeping the running tables: %s", exc)
                 return False
             old = self.proxy.swap(gen)
-            self.tables = tables
+            was, self.tables = self.tables, tables
             if self.alerts is not None:
                 self.alerts.update_rules(tables.alerts, tables.slos, tables.mesh.alertmanager)
             try:
@@ -307,11 +313,23 @@ class Runtime:
             except OSError as exc:
                 log.error("reload: cannot open a listener: %s", exc)
             self._write_ready()
-            log.info("reloaded %s", self.dist)
             task = asyncio.get_running_loop().create_task(self._retire(old))
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
+            await self._log_changes(was, tables)
             return True
+
+    async def _log_changes(self, old: Tables, new: Tables) -> None:
+        """Log what the reload changed (the new tables already serve; the diff of a large mesh
+        runs in a thread so requests keep flowing)."""
+        try:
+            changes = await asyncio.to_thread(table_changes, old, new)
+        except Exception as exc:  # a bug in describing must not undo a good reload
+            log.error("reloaded %s; cannot list the changes: %r", self.dist, exc)
+            return
+        log.info("reloaded %s: %s", self.dist, count_changes(changes))
+        for line in describe(changes, RELOAD_LOG_LINES):
+            log.info("reload: %s", line)
 
     async def _retire(self, old: Generation) -> None:
         """Stop an old generation's upstreams once its last request finished; then drop the
