@@ -26,7 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .exchange import admit
-from .http1 import HOP_BY_HOP, UpstreamConnection
+from .forward.attempt import new_request_id
+from .forward.heads import REQUEST_SKIP, CompiledOps, request_head
+from .forward.local import LocalRequest
+from .http1 import UpstreamConnection
 from .loader import load_tables
 from .metrics import Metrics
 from .paths import split_target
@@ -110,13 +113,16 @@ class Mesh:
         parts = urlsplit(url)
         host = parts.netloc
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        split = split_target(target)
+        req = LocalRequest(method, host, target, headers or {}, body)
+        split = split_target(req.target)
         if split is None:
             raise MeshError(400, f"invalid path {target!r}")
         path, query = split
-        hdrs = {k.lower(): v for k, v in (headers or {}).items()}
+        if req.request_id is None:
+            req.request_id = new_request_id()
+            req.headers.append((b"x-request-id", req.request_id))
         start = time.monotonic()
-        cr = self.router.match(host, path, method, hdrs.get)
+        cr = self.router.match(host, path, method, req.header)
         if cr is None:
             raise MeshError(404, f"no route for host {host!r}")
         route = cr.route
@@ -128,8 +134,10 @@ class Mesh:
             if bucket is not None and bucket.try_acquire() is not None:
                 self.metrics.inc_rate_limited(route.name)
                 raise MeshError(429, "rate limited")
+        ops = CompiledOps.of(route.request_headers, REQUEST_SKIP)
+        head = request_head(req, route, path, query, ops) + body
         try:
-            resp = await self._forward(gen, method, host, path + query, hdrs, body, tgt)
+            resp = await self._forward(gen, method, head, tgt)
         except MeshError as exc:  # a local 503/504 counts, as the proxy's does
             self.metrics.observe_request("", route.name, tgt.service, tgt.subset or "",
                                          exc.status, time.monotonic() - start)  # fmt: skip
@@ -138,13 +146,8 @@ class Mesh:
                                      resp.status, time.monotonic() - start)  # fmt: skip
         return resp
 
-    async def _forward(self, gen: Generation, method: str, host: str, target: str,
-                       hdrs: dict[str, str], body: bytes, tgt: Any) -> Response:  # fmt: skip
-        lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
-        lines += [f"{k}: {v}" for k, v in hdrs.items() if k.encode() not in HOP_BY_HOP
-                  and k not in ("host", "content-length")]  # fmt: skip
-        lines.append(f"content-length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    async def _forward(self, gen: Generation, method: str, head: bytes,
+                       tgt: Any) -> Response:  # fmt: skip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + tgt.timeout_s
         policy = tgt.retries

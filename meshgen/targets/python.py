@@ -3,11 +3,12 @@
 ``DIST/mesh/*.py`` hold nothing but ``from meshgen_runtime.tables import ...`` and literal
 constructor calls (see :mod:`.literals`: values that repeat are module-level constants written
 once), so the runtime reads a spec it never parses.
-``DIST/meshgen_runtime/`` is a verbatim copy of ``meshgen/runtime/*.py``.
+``DIST/meshgen_runtime/`` is a verbatim copy of the ``meshgen/runtime`` package tree.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from meshgen.resources import runtime_dir
@@ -35,12 +36,23 @@ def _table_values(tables: Tables) -> dict[str, dict[str, Any]]:
     }
 
 
+def runtime_sources() -> dict[str, Path]:
+    """Every module of the runtime's package tree by its path under ``DIST/meshgen_runtime/``
+    (subpackages included, ``__pycache__`` left out), in sorted order."""
+    root = runtime_dir()
+    return {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*.py"))
+        if "__pycache__" not in path.relative_to(root).parts
+    }
+
+
 def runtime_files() -> dict[str, str]:
-    """``meshgen_runtime/<name>.py`` for every runtime module, byte for byte."""
+    """``meshgen_runtime/...`` for every runtime module, byte for byte."""
     out: dict[str, str] = {}
-    for path in sorted(runtime_dir().glob("*.py")):
+    for rel, path in runtime_sources().items():
         with open(path, encoding="utf-8", newline="") as f:
-            out[f"meshgen_runtime/{path.name}"] = f.read()
+            out[f"meshgen_runtime/{rel}"] = f.read()
     return out
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from runtime_harness import backend, build_dist, compile_tables, spec
+from runtime_harness import backend, build_dist, compile_tables, run_dist, spec
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +112,42 @@ def test_in_process_async(tmp_path: Path) -> None:
         'meshgen_requests_total{listener="",route="r",service="svc",subset="",code="200"} 10'
         in mesh.metrics.render()
     )
+
+
+def test_the_client_sends_the_head_the_proxy_sends(tmp_path: Path) -> None:
+    """A route with ``rewrite`` and a request header ``set``: the endpoint gets the same path,
+    Host and headers through ``Mesh.request`` as through the sidecar (one head builder)."""
+    from meshgen.runtime import Mesh
+
+    with backend("a") as (a, _):
+        text = spec(
+            f"""
+            services: {{items: {{discovery: {{static: [{{address: "{a}"}}]}}}}}}
+            routes:
+              - name: items
+                match: {{host: shop, path_prefix: /v1/}}
+                to: [{{service: items}}]
+                rewrite: {{path_prefix: /internal/, host: items.internal}}
+                headers: {{request: {{set: {{x-env: prod}}, remove: [x-debug]}}}}
+            """
+        )
+        dist = build_dist(tmp_path / "dist", text)
+        headers = {"x-debug": "1", "x-request-id": "r-1", "x-forwarded-for": "10.1.1.1"}
+        with run_dist(dist) as rt:
+            status, got, body = rt.request("GET", "/v1/items?q=2", "shop", headers)
+        assert status == 200
+        mesh = Mesh(compile_tables(text, tmp_path), tmp_path)
+        try:
+            resp = mesh.request("GET", "http://shop/v1/items?q=2", headers)
+        finally:
+            mesh.close()
+    assert resp.status == 200 and resp.body == body == b"a GET /internal/items?q=2\n"
+    echoed = {k: v for k, v in got.items() if k.startswith("echo-")}
+    assert echoed == {
+        "echo-host": "items.internal",
+        "echo-x-env": "prod",
+        "echo-x-request-id": "r-1",
+        "echo-x-forwarded-for": "10.1.1.1, 127.0.0.1",
+        "echo-via": "1.1 meshgen",
+    }
+    assert {k: v for k, v in resp.headers if k.startswith("echo-")} == echoed

@@ -16,7 +16,7 @@ import pytest
 from meshgen import __version__
 from meshgen.cli import main
 from meshgen.emit import MANIFEST, read_tree, sha256
-from meshgen.resources import runtime_dir
+from meshgen.targets.python import runtime_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent
@@ -73,7 +73,7 @@ def test_example_dist_matches_golden(
     spec_bytes = (ROOT / "examples" / example / "mesh.yaml").read_bytes()
     assert manifest["spec"] == {"name": "mesh.yaml", "sha256": sha256(spec_bytes)}
     runtime = {p: d for p, d in tree.items() if p.startswith(RUNTIME)}
-    assert runtime == {f"{RUNTIME}{p.name}": p.read_bytes() for p in runtime_dir().glob("*.py")}
+    assert runtime == {f"{RUNTIME}{rel}": p.read_bytes() for rel, p in runtime_sources().items()}
     actual = normalise(tree)
     golden = GOLDEN / example
     if update_golden:

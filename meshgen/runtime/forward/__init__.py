@@ -1,0 +1,1 @@
+"""Forwarding: one request's life (:mod:`.attempt`), its upstream head (:mod:`.heads`), drivers."""
