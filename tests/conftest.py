@@ -2,7 +2,8 @@
 
 Theory of operation: every server a test starts is a real process on 127.0.0.1, started by
 PID with stdin from /dev/null, its log in a file, and a parent-death signal so nothing
-outlives a killed pytest. Readiness is polled with a deadline, never a fixed sleep.
+outlives a killed pytest. Readiness is polled with a deadline (``polling.eventually``), never
+a fixed sleep.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from polling import eventually
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -113,17 +114,14 @@ class Process:
 
     def wait_until(self, ready: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
         """Poll ``ready`` until true; fail with the log tail on timeout or early exit."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        name = what or repr(self.popen.args)
+
+        def check() -> bool:
             if self.popen.poll() is not None:
-                pytest.fail(
-                    f"{what or self.popen.args!r} exited {self.popen.returncode}:\n"
-                    f"{self.log_tail()}"
-                )
-            if ready():
-                return
-            time.sleep(0.02)
-        pytest.fail(f"{what or self.popen.args!r} not ready after {timeout}s:\n{self.log_tail()}")
+                pytest.fail(f"{name} exited {self.popen.returncode}:\n{self.log_tail()}")
+            return ready()
+
+        eventually(check, timeout=timeout, what=name, context=self.log_tail)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.popen.poll() is None:

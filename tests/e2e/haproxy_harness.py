@@ -15,13 +15,13 @@ import http.client
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import free_port, require_binary, start_process
+from polling import eventually
 from runtime_harness import run_dist
 
 from meshgen import emit, pipeline
@@ -114,11 +114,4 @@ def run_runtime(dist: Path, *args: str, listener: str = "edge") -> Iterator[Engi
         yield Engine("runtime", int(address.rsplit(":", 1)[1]))
 
 
-def poll(condition: object, timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``condition()`` is true, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+poll = eventually  # the parity tests' name for it

@@ -21,10 +21,11 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from polling import eventually
 
 from meshgen import __version__, diagnostics, pipeline, targets
 from meshgen.emit import MANIFEST, emit, manifest_text
@@ -186,11 +187,14 @@ def run_dist(
             preexec_fn=_pdeathsig if nofile is None else lambda: _limited(nofile),
         )
     try:
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"runtime did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.02)
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"runtime exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            return ready.exists()
+
+        eventually(started, timeout=timeout, what="the runtime's ready file",
+                   context=lambda: log.read_text()[-3000:])  # fmt: skip
         yield Runtime(proc, log, json.loads(ready.read_text()))
     finally:
         if proc.poll() is None:
@@ -220,6 +224,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def _reply(self):
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
+        if self.headers.get("x-arrived"):  # tell the test the request is here (a file)
+            open(self.headers["x-arrived"], "w").close()
         time.sleep(float(self.headers.get("x-delay", "0")))
         out = (name + " " + self.command + " " + self.path + "\\n").encode() + body
         self.send_response(int(self.headers.get("x-status", "200")))

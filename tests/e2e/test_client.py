@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from ports import refused_port
 from runtime_harness import backend, build_dist, compile_tables, run_dist, spec
 
 pytestmark = pytest.mark.e2e
@@ -20,22 +20,16 @@ RETRIES = (
 )
 
 
-def dead_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"  # closed at once: connections are refused
-
-
 def test_sync_and_async_from_the_dist_copy(tmp_path: Path) -> None:
     """`from meshgen_runtime import Mesh` in a separate process routes, retries and splits."""
-    with backend("a") as (a, _), backend("b") as (b, _):
+    with backend("a") as (a, _), backend("b") as (b, _), refused_port() as dead:
         text = spec(
             f"""
             services:
               a: {{discovery: {{static: [{{address: "{a}"}}]}}}}
               b: {{discovery: {{static: [{{address: "{b}"}}]}}}}
               reviews:
-                discovery: {{static: [{{address: "{dead_address()}"}}, {{address: "{a}"}}]}}
+                discovery: {{static: [{{address: "127.0.0.1:{dead}"}}, {{address: "{a}"}}]}}
                 retries: {RETRIES}
             routes:
               - name: split

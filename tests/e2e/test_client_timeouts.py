@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from polling import eventually
 from runtime_harness import (
     Runtime,
     backend,
@@ -156,10 +157,7 @@ def test_idle_flood_near_the_open_files_limit(tmp_path: Path) -> None:
             assert open_fds(rt.proc.pid) <= 256 - 16
             for s in flood:
                 s.close()
-            deadline = time.monotonic() + 5
-            while open_fds(rt.proc.pid) > baseline and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert open_fds(rt.proc.pid) == baseline
+            eventually(lambda: open_fds(rt.proc.pid) == baseline, timeout=5, what="fds back")
             assert rt.request("GET", "/after", "web")[0] == 200
 
 

@@ -20,13 +20,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import Process, require_binary, start_process
+from polling import eventually
 from runtime_harness import backend, build_dist, spec
 
 from meshgen import __version__
@@ -106,10 +106,7 @@ def test_systemd_command_lines_start_reload_and_stop_the_runtime(tmp_path: Path)
             assert _get(edge, "web") == (200, b"a GET /\n")
             build_dist(root / "dist", spec(ROUTE.format(a=b)))
             os.kill(proc.pid, signal.SIGHUP)  # ExecReload
-            deadline = time.monotonic() + 10
-            while _get(edge, "web")[1] != b"b GET /\n":
-                assert time.monotonic() < deadline, proc.log_tail()
-                time.sleep(0.05)
+            eventually(lambda: _get(edge, "web")[1] == b"b GET /\n", context=proc.log_tail)
         finally:
             proc.stop()
         assert proc.popen.returncode == 0, proc.log_tail()
@@ -242,10 +239,8 @@ def test_sidecar_script_reloads_a_changed_archive_with_sighup(tmp_path: Path) ->
             edge = _ready(tmp_path / "ready.json", proc)["listeners"]["edge"]
             assert _get(edge, "web") == (200, b"a GET /\n")
             _archive(build_dist(tmp_path / "build-b" / "dist", spec(ROUTE.format(a=b))), archive)
-            deadline = time.monotonic() + 15
-            while _get(edge, "web")[1] != b"b GET /\n":
-                assert time.monotonic() < deadline, proc.log_tail()
-                time.sleep(0.05)
+            eventually(lambda: _get(edge, "web")[1] == b"b GET /\n", timeout=15,
+                       context=proc.log_tail)  # fmt: skip
             assert "changed; reloading" in proc.log.read_text()
             archive.write_bytes(b"not a tarball")
             proc.wait_until(lambda: "is not a DIST archive" in proc.log.read_text(), 10)

@@ -16,7 +16,6 @@ import contextlib
 import gc
 import random
 import socket
-import time
 import tracemalloc
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import uvloop
+from polling import eventually, eventually_async
 from runtime_harness import Runtime, build_dist, compile_tables, open_fds, run_dist, spec
 
 from meshgen.runtime.http1 import ServerConnection
@@ -105,9 +105,7 @@ def in_process(tmp_path: Path, attack: Attack) -> tuple[Proxy, Refs, int]:
         before = runtime_bytes()
         try:
             await attack(proxy, port)
-            deadline = loop.time() + 10
-            while proxy.connections and loop.time() < deadline:
-                await asyncio.sleep(0.02)
+            await eventually_async(lambda: not proxy.connections, what="connections closed")
             for _ in range(3):  # connection_lost runs a loop pass after the close
                 await asyncio.sleep(0)
             after = runtime_bytes()
@@ -255,7 +253,4 @@ def test_attacks_leave_the_runtimes_descriptors_at_baseline(runtime: Runtime, ki
     finally:
         for s in attackers:
             s.close()
-    deadline = time.monotonic() + 5
-    while open_fds(pid) != baseline and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds(pid) == baseline
+    eventually(lambda: open_fds(pid) == baseline, timeout=5, what="descriptors back to baseline")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import require_binary
+from polling import eventually
 from runtime_harness import Runtime, backend, build_dist, compile_tables, run_dist, spec
 from test_proxy_semantics import samples
 
@@ -165,10 +165,8 @@ def test_rare_event_series_exist_from_start_and_follow_reloads(tmp_path: Path) -
             build_dist(dist, spec(RELOADED.format(a=a)))
             rt.proc.send_signal(signal.SIGHUP)
             want = {"plain": 0.0, "fresh": 0.0}
-            deadline = time.monotonic() + 10
-            while _series(rt, "meshgen_circuit_open", "service") != want:
-                assert time.monotonic() < deadline, rt.admin("/metrics")
-                time.sleep(0.05)
+            eventually(lambda: _series(rt, "meshgen_circuit_open", "service") == want,
+                       context=lambda: rt.admin("/metrics"))  # fmt: skip
             assert _series(rt, "meshgen_retries_total", "service") == want
             assert _series(rt, "meshgen_rate_limited_total", "route") == {"plain": 0.0}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from polling import eventually_async
 from runtime_harness import compile_tables, spec
 
 from meshgen.runtime.http1 import Request
@@ -306,8 +307,7 @@ def test_a_keep_alive_connection_is_idle_after_a_fast_path_request(tmp_path: Pat
         (conn,) = proxy.connections
         assert conn.idle
         proxy.start_drain()
-        await asyncio.sleep(0.05)
-        assert conn.closed
+        await eventually_async(lambda: conn.closed, timeout=1, what="the idle connection closed")
 
     _run(tmp_path, SERVICES, scenario)
 
@@ -322,10 +322,11 @@ def test_a_client_that_hangs_up_is_not_replayed(tmp_path: Path, method: str) -> 
         _, writer = await asyncio.open_connection("127.0.0.1", counted.port)
         length = "content-length: 0\r\n" if method == "POST" else ""
         writer.write(f"{method} /slow HTTP/1.1\r\nhost: api\r\n{length}\r\n".encode())
-        await asyncio.sleep(0.1)
+        await eventually_async(lambda: Backend.calls.get("/slow") == 1, what="the backend's try")
         writer.transport.abort()
-        await asyncio.sleep(0.6)  # /slow answers after 0.3 s: a replay would have arrived
+        # The request ends when its last try does: a replay would keep it in flight (and reach
+        # the backend) before that.
+        await eventually_async(lambda: proxy.generation.in_flight == 0, what="the request's end")
         assert Backend.calls.get("/slow") == 1
-        assert proxy.generation.in_flight == 0
 
     _run(tmp_path, SERVICES, scenario)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from polling import eventually
 from runtime_harness import Runtime, backend, build_dist, run_dist, spec
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +88,6 @@ class Load:
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run) for _ in range(3)]
-        self.deadline = time.monotonic() + 20
 
     def _run(self) -> None:
         conn = client(self.rt)
@@ -112,8 +112,8 @@ class Load:
             th.join()
 
     def wait(self, condition: Callable[[], bool]) -> None:
-        while not condition() and time.monotonic() < self.deadline:
-            time.sleep(0.01)
+        last = lambda: f"errors: {self.errors[-5:]}, seen: {self.seen[-5:]}"  # noqa: E731
+        eventually(condition, timeout=20, interval=0.01, what="the load", context=last)
 
     def more(self, n: int) -> None:
         mark = len(self.seen)
@@ -166,31 +166,33 @@ def test_drain_on_sigterm(tmp_path: Path) -> None:
         dist = build_dist(tmp_path / "dist", one_route({"a": a}, "[{service: a}]"))
         with run_dist(dist) as rt:
             result: list[object] = []
+            arrived = tmp_path / "arrived"
+            headers = {"Host": "shop", "x-delay": "1.0", "x-arrived": str(arrived)}
 
             def slow() -> None:
                 conn = client(rt)
-                conn.request("GET", "/slow", headers={"Host": "shop", "x-delay": "1.0"})
+                conn.request("GET", "/slow", headers=headers)
                 resp = conn.getresponse()
                 result.append((resp.status, resp.read(), resp.getheader("connection")))
 
             th = threading.Thread(target=slow)
             th.start()
-            time.sleep(0.3)  # let the request reach the backend (it sleeps 1 s there)
+            eventually(arrived.exists, what="the request at the backend (it sleeps 1 s there)")
             rt.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            refused = False
-            while time.monotonic() < deadline and not refused:
+
+            def refused() -> bool:
                 probe = client(rt)
                 try:
                     probe.connect()
-                    time.sleep(0.02)
                 except (ConnectionRefusedError, ConnectionResetError):
-                    refused = True  # a reset here: the listening socket closed mid-handshake
+                    return True  # a reset here: the listening socket closed mid-handshake
                 finally:
                     probe.close()
+                return False
+
+            eventually(refused, timeout=5, what="new connections refused")
             th.join()
             assert rt.proc.wait(10) == 0
-    assert refused
     assert result == [(200, b"a GET /slow\n", "close")]
 
 
@@ -229,7 +231,4 @@ def test_reload_drops_the_series_of_removed_endpoints(tmp_path: Path) -> None:
             assert series() == {has % ("a", a), has % ("b", b)}
             build_dist(dist, one_route({"a": a}, "[{service: a}]"))
             rt.proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while series() != {has % ("a", a)}:
-                assert time.monotonic() < deadline, rt.log_text()[-2000:]
-                time.sleep(0.02)
+            eventually(lambda: series() == {has % ("a", a)}, context=lambda: rt.log_text()[-2000:])

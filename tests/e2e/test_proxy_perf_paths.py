@@ -7,26 +7,26 @@ test is what happens on the wire after the response head: bytes after a 101, a b
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import Process, free_port
-from runtime_harness import Runtime, backend, build_dist, run_dist, spec
+from runtime_harness import Runtime, backend, build_dist, run_dist, script_backend, spec
 
 pytestmark = pytest.mark.e2e
 
-# argv: PORT MODE. "upgrade": answer 101, send b"hello:", then echo every byte back.
+# argv: MODE; it listens on a port of its own and prints it (``script_backend``).
+# "upgrade": answer 101, send b"hello:", then echo every byte back.
 # "stall": send a response head promising 1000 bytes, 7 of them, then hold the socket open.
 RAW_BACKEND = r"""
 import socket, sys, threading
-port, mode = int(sys.argv[1]), sys.argv[2]
+mode = sys.argv[1]
 srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", port))
+srv.bind(("127.0.0.1", 0))
 srv.listen(16)
+print(srv.getsockname()[1], flush=True)
 def serve(c):
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -52,19 +52,14 @@ while True:
 """
 
 
-def _raw_backend(processes: Callable[..., Process], mode: str) -> int:
-    port = int(free_port())
-    proc = processes([sys.executable, "-c", RAW_BACKEND, str(port), mode], name=mode)
-
-    def accepting() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            return False
-
-    proc.wait_until(accepting, what=f"{mode} backend")
-    return port
+@pytest.fixture
+def raw_backend() -> Iterator[Callable[[str], int]]:
+    """``raw_backend(mode)``: start :data:`RAW_BACKEND` (listening once it printed its port);
+    every one started is killed at teardown."""
+    with ExitStack() as stack:
+        yield lambda mode: int(
+            stack.enter_context(script_backend(RAW_BACKEND, mode))[0].rsplit(":", 1)[1]
+        )
 
 
 def _read_until(sock: socket.socket, marker: bytes, deadline_s: float = 5.0) -> bytes:
@@ -80,9 +75,9 @@ def _read_until(sock: socket.socket, marker: bytes, deadline_s: float = 5.0) -> 
 
 @pytest.fixture
 def raw_proxy(
-    processes: Callable[..., Process], tmp_path: Path
+    raw_backend: Callable[[str], int], tmp_path: Path
 ) -> Iterator[tuple[Runtime, int, int]]:
-    ws, stall = _raw_backend(processes, "upgrade"), _raw_backend(processes, "stall")
+    ws, stall = raw_backend("upgrade"), raw_backend("stall")
     text = spec(
         f"""
         services:

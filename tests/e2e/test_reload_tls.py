@@ -7,10 +7,11 @@ import json
 import socket
 import ssl
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from polling import eventually
 from runtime_harness import Runtime, backend, build_dist, run_dist, spec
 
 from meshgen import certs
@@ -41,33 +42,31 @@ def ready(dist: Path) -> dict[str, object]:
     return data
 
 
-def wait_for(condition: object, rt: Runtime, what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out: {what}\n{rt.log_text()[-2000:]}"
-        time.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def wait_for(
+    condition: Callable[[], object], rt: Runtime, what: str, seconds: float = 10.0
+) -> None:
+    eventually(condition, timeout=seconds, what=what, context=lambda: rt.log_text()[-2000:])
 
 
 def test_address_change_opens_the_new_address_and_closes_the_old(tmp_path: Path) -> None:
-    """SIGHUP with a new listener address: the new one serves, the old one is closed."""
+    """SIGHUP with a new listener address (another loopback address, port 0: the runtime binds a
+    free port and reports it): the new one serves, the old one is closed."""
     with backend("a") as (a, _):
         dist = build_dist(tmp_path / "dist", spec(SERVICE.format(a=a)))
         with run_dist(dist) as rt:
             old_port = rt.port
-            port = free_port()
             text = spec(SERVICE.format(a=a)).replace(
-                'address: "127.0.0.1:0"}', f'address: "127.0.0.1:{port}"}}'
+                'address: "127.0.0.1:0"}', 'address: "127.0.0.2:0"}'
             )
             build_dist(dist, text)
             rt.proc.send_signal(1)  # SIGHUP
-            wait_for(lambda: ready(dist)["listeners"] == {"edge": f"127.0.0.1:{port}"}, rt, "ready")
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+            def edge() -> str:
+                return str(ready(dist)["listeners"]["edge"])  # type: ignore[index]
+
+            wait_for(lambda: edge().startswith("127.0.0.2:"), rt, "the new address ready")
+            port = int(edge().rsplit(":", 1)[1])
+            conn = http.client.HTTPConnection("127.0.0.2", port, timeout=5)
             conn.request("GET", "/", headers={"Host": "shop"})
             assert conn.getresponse().status == 200
             conn.close()

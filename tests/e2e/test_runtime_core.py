@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dns_server import Dnsmasq, Srv
+from polling import eventually_async
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -43,17 +44,6 @@ def tables(*clusters: Cluster, checks: dict[str, HealthCheck] | None = None) -> 
         listeners=(),
         health_checks=checks or {},
     )
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll on the running loop (so the Upstreams tasks progress) until ``predicate``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -106,14 +96,16 @@ def test_srv_discovery_follows_record_changes_and_keeps_last_good(dnsmasq: Dnsma
                 ]
             )
             want = {"127.0.0.1:8001": 5, "127.0.0.3:8003": 7}
-            await until(lambda: addresses(up, "pay") == want, 6.0, "SRV change")
+            await eventually_async(
+                lambda: addresses(up, "pay") == want, timeout=6.0, what="SRV change"
+            )
             assert {up.pick("pay", None, None).endpoint.port for _ in range(24)} == {8001, 8003}  # type: ignore[union-attr]
             dnsmasq.stop()
             failures = up.snapshot()["pay"]["discovery"]["failures"]
-            await until(
+            await eventually_async(
                 lambda: up.snapshot()["pay"]["discovery"]["failures"] > failures,
-                9.0,
-                "a counted DNS failure",
+                timeout=9.0,
+                what="a counted DNS failure",
             )
             snap = up.snapshot()["pay"]
             assert addresses(up, "pay") == want and snap["discovery"]["last_error"]
@@ -140,11 +132,15 @@ def test_a_records_via_hostsdir_and_nxdomain_keeps_last_good(dnsmasq: Dnsmasq) -
             up.begin(busy)
             dnsmasq.set_hosts({"api.mesh.test": ["127.0.0.12", "127.0.0.13"]})
             want = {"127.0.0.12:9000": 1, "127.0.0.13:9000": 1}
-            await until(lambda: addresses(up, "api") == want, 4.0, "A change")
+            await eventually_async(
+                lambda: addresses(up, "api") == want, timeout=4.0, what="A change"
+            )
             up.end(busy)  # the request that started before the swap ends cleanly
             dnsmasq.set_hosts({"other.mesh.test": ["127.0.0.14"]})
-            await until(
-                lambda: up.snapshot()["api"]["discovery"]["failures"] > 0, 4.0, "NXDOMAIN counted"
+            await eventually_async(
+                lambda: up.snapshot()["api"]["discovery"]["failures"] > 0,
+                timeout=4.0,
+                what="NXDOMAIN counted",
             )
             assert addresses(up, "api") == want
         finally:
@@ -215,9 +211,13 @@ def test_active_health_takes_a_backend_out_and_back(
         try:
             assert ports(up) == {first.port, second.port}  # start healthy
             status["code"] = 503
-            await until(lambda: ports(up) == {second.port}, 3.0, "backend marked down")
+            await eventually_async(
+                lambda: ports(up) == {second.port}, timeout=3.0, what="backend marked down"
+            )
             status["code"] = 200
-            await until(lambda: len(ports(up)) == 2, 3.0, "backend marked up")
+            await eventually_async(
+                lambda: len(ports(up)) == 2, timeout=3.0, what="backend marked up"
+            )
         finally:
             await up.stop()
 
@@ -241,10 +241,10 @@ def test_backup_service_when_every_endpoint_is_down(httpserver: HTTPServer) -> N
         up = Upstreams(tables(primary, dr, checks={"primary": check, "dr": check}))
         await up.start()
         try:
-            await until(
+            await eventually_async(
                 lambda: (p := up.pick("primary", None, None)) is not None and p.service == "dr",
-                3.0,
-                "failover to the backup",
+                timeout=3.0,
+                what="failover to the backup",
             )
             snap = up.snapshot()
             assert snap["primary"]["healthy"] == 0 and snap["dr"]["healthy"] == 1

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, require_binary
+from conftest import require_binary
+from ports import refused_port
 from runtime_harness import build_dist, run_dist, spec
 
 from meshgen.runtime.admin import AdminServer, start_admin
@@ -232,7 +233,11 @@ def test_a_service_whose_endpoints_refuse_connections_shows_failing(tmp_path: Pa
     """A real runtime, a service with no health check and two endpoints nobody listens on:
     after a few requests (503s), /status calls both endpoints failing and the service
     "0 of 2 serving" at once, without waiting for an evaluation."""
-    closed = [free_port(), free_port()]
+    with refused_port() as one, refused_port() as two:
+        _refused_endpoints_fail(tmp_path, [one, two])
+
+
+def _refused_endpoints_fail(tmp_path: Path, closed: list[int]) -> None:
     dist = build_dist(tmp_path / "dist", spec(f"""
         services:
           dead:

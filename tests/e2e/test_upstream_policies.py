@@ -17,8 +17,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from haproxy_harness import Engine, poll, run_haproxy, run_runtime
+from ports import refused_port
 from runtime_harness import SERVE_HANDLER, backend, build_dist, run_dist, script_backend, spec
 from test_proxy_semantics import count
 
@@ -126,7 +126,9 @@ def test_no_qualifying_zone_uses_every_healthy_endpoint(tmp_path: Path) -> None:
         names = ("a1", "b1", "n1", "u1")
         addrs = {n: stack.enter_context(backend(n))[0] for n in names}
         # a port nothing listens on: connects fail, so does the tcp check
-        closed = {n: f"127.0.0.1:{free_port()}" for n in ("dead_a", "dead_b")}
+        closed = {
+            n: f"127.0.0.1:{stack.enter_context(refused_port())}" for n in ("dead_a", "dead_b")
+        }
         folder = tmp_path / "mesh"
         folder.mkdir()
         dist = build_dist(folder / "dist", ZONES.format(**addrs, **closed))

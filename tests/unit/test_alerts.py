@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from polling import eventually_async
 from pytest_httpserver import HTTPServer
 
 from meshgen.runtime.alerts import (
@@ -254,13 +255,17 @@ def test_alertmanager_receives_firing_then_resolved(httpserver: HTTPServer) -> N
     async def drive() -> None:
         task = asyncio.create_task(evaluator.run(metrics, interval_s=0.001))
         try:
-            await _until(lambda: len(evaluator.store.data) > 0, 5)
+            await eventually_async(lambda: len(evaluator.store.data) > 0, timeout=5, interval=0.005)
             phase["errors"] = 10
-            await _until(lambda: len(received) >= 1, 5)
+            await eventually_async(lambda: len(received) >= 1, timeout=5, interval=0.005)
             phase["errors"] = 0
-            await _until(lambda: _state(evaluator) == "resolved", 10)
+            await eventually_async(
+                lambda: _state(evaluator) == "resolved", timeout=10, interval=0.005
+            )
             ends = _iso(evaluator.states["reviews-errors"].resolved_at or 0.0)
-            await _until(lambda: received[-1][0]["endsAt"] == ends, 10)
+            await eventually_async(
+                lambda: received[-1][0]["endsAt"] == ends, timeout=10, interval=0.005
+            )
         finally:
             task.cancel()
 
@@ -288,11 +293,3 @@ def test_alertmanager_down_is_not_fatal() -> None:
 def _state(evaluator: AlertEvaluator) -> str | None:
     st = evaluator.states.get("reviews-errors")
     return st.state if st else None
-
-
-async def _until(predicate: Any, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
