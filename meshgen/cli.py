@@ -11,14 +11,18 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from meshgen import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from meshgen.diagnostics import Diagnostic, SourceLines
     from meshgen.pipeline import Result
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
+REVIEW_COMMANDS = ("plan",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         help="file (or folder, for FOLDER/mesh.yaml) to write (default: mesh.yaml)",
     )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _review_parsers(sub)
     sub.add_parser("schema", help="print the JSON Schema of mesh.yaml (for editors and CI)")
     sub.add_parser(
         "run", help="run a built DIST on the embedded runtime: run DIST [options]", add_help=False
@@ -85,6 +90,44 @@ def _parser() -> argparse.ArgumentParser:
         "certs", help="certificate helpers for development: certs --help", add_help=False
     )
     return p
+
+
+def _diagnostics_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--diagnostics",
+        choices=("text", "json", "github"),
+        default="text",
+        help="how to print the problems of an invalid input, on stderr (default: text)",
+    )
+
+
+def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    text = (
+        "the semantic difference from OLD to NEW (each a mesh.yaml or a built DIST): routes, "
+        "endpoints, policies, access verdicts, alerts, SLOs, listeners, TLS; exit 0 no "
+        "difference, 3 differences, 1 an invalid input, 2 usage or internal error"
+    )
+    plan = sub.add_parser("plan", help=text, description=text)
+    for side in ("old", "new"):
+        plan.add_argument(
+            side, type=Path, help=f"the {side.upper()} mesh.yaml (- for stdin) or DIST folder"
+        )
+    for side in ("old", "new"):
+        plan.add_argument(
+            f"--{side}-overlay",
+            action="append",
+            type=Path,
+            default=[],
+            metavar="FILE",
+            help=f"an overlay merged on top of the {side.upper()} mesh.yaml (repeatable, in order)",
+        )
+    plan.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="text, json, or markdown for a pull-request comment (default: text)",
+    )
+    _diagnostics_option(plan)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +183,10 @@ def _dispatch(args: list[str]) -> int:
         from meshgen.init import write_starter
 
         return write_starter(ns.path, force=ns.force)
+    if ns.command in REVIEW_COMMANDS:
+        from meshgen.review import commands
+
+        return int(getattr(commands, ns.command)(ns))
     from meshgen.pipeline import collector_paused
 
     with collector_paused():  # the build's objects are freed before the collector runs again
@@ -227,15 +274,25 @@ def _say(ns: argparse.Namespace, message: str) -> None:
 
 
 def _print_diagnostics(result: Result, fmt: str) -> None:
+    sources = result.document.sources() if result.document else result.sources
+    print_diagnostics(result.diagnostics, fmt, sources)
+
+
+def print_diagnostics(
+    diags: list[Diagnostic],
+    fmt: str,
+    sources: Mapping[str, SourceLines | str] | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Diagnostics as ``fmt`` (text, json, github): text on stderr, the others on ``stream``
+    (default stdout, where build and validate print them; plan keeps stdout for the plan)."""
     from meshgen import diagnostics
 
-    diags = result.diagnostics
     if fmt == "json":
-        print(diagnostics.render_json(diags))
+        print(diagnostics.render_json(diags), file=stream or sys.stdout)
     elif fmt == "github":
         if diags:
-            print(diagnostics.render_github(diags))
+            print(diagnostics.render_github(diags), file=stream or sys.stdout)
     elif diags:
-        sources = result.document.sources() if result.document else result.sources
         text = diagnostics.render_text(diags, sources)
         print(text, file=sys.stderr, end="" if text.endswith("\n") else "\n")

@@ -36,6 +36,11 @@ def load_tables(dist: Path) -> Tables:
     ns: dict[str, Any] = {}
     for stem in TABLE_FILES:
         ns.update(_exec_table_file(Path(dist) / "mesh" / f"{stem}.py"))
+    return tables_from(ns, dist)
+
+
+def tables_from(ns: dict[str, Any], dist: Path) -> Tables:
+    """The :class:`Tables` of the names the table files of ``dist`` defined."""
     try:
         return Tables(
             mesh=ns["MESH"],

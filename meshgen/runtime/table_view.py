@@ -256,7 +256,7 @@ def listener_view(listener: Listener) -> View:
         "address": f"[{listener.host}]:{listener.port}"
         if ":" in listener.host
         else f"{listener.host}:{listener.port}",
-        "routes": text("routes", listener.routes),
+        "routes": text("routes", tuple(sorted(listener.routes))),  # tried in table order
     }
     if listener.tls is not None:
         view["tls"] = fields_view(listener.tls)

@@ -1,0 +1,1 @@
+"""Commands for reviewing and understanding a mesh: plan, explain, graph."""

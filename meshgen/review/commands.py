@@ -1,0 +1,54 @@
+"""The review commands' glue: read the inputs, run the analysis, print, choose the exit code.
+
+Exit codes (as every meshgen command): 0 nothing to report, 1 an invalid input (its
+diagnostics on stderr), 2 usage or internal error; ``plan`` adds 3, "there are differences".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from meshgen.cli import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, EXIT_USAGE, print_diagnostics
+from meshgen.diagnostics import has_errors
+
+
+def _usage(command: str, message: str) -> int:
+    print(f"meshgen {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def plan(ns: argparse.Namespace) -> int:
+    """``meshgen plan OLD NEW``: print the changes; 0 none, 3 some, 1 an invalid side."""
+    from meshgen.review.diff import Side, SideError, load_side
+    from meshgen.review.diff import plan as plan_changes
+    from meshgen.review.plan_render import RENDERERS
+
+    paths: list[Path] = [ns.old, ns.new]
+    overlays: list[list[Path]] = [ns.old_overlay, ns.new_overlay]
+    if [str(p) for p in (*paths, *overlays[0], *overlays[1])].count("-") > 1:
+        return _usage("plan", "standard input (-) can be read only once")
+    for path, layers, which in zip(paths, overlays, ("old", "new"), strict=True):
+        if layers and path.is_dir():
+            return _usage("plan", f"--{which}-overlay applies to a mesh.yaml; {path} is a DIST")
+    sides: list[Side] = []
+    invalid = False
+    for path, layers in zip(paths, overlays, strict=True):
+        try:
+            side, diagnostics = load_side(path, layers)
+        except SideError as exc:
+            print(f"meshgen plan: error: {exc}", file=sys.stderr)
+            invalid = True
+            continue
+        if side is None or has_errors(diagnostics):
+            print_diagnostics(diagnostics, ns.diagnostics, stream=sys.stderr)
+            invalid = True
+            continue
+        sides.append(side)
+    if invalid:
+        return EXIT_INVALID
+    old, new = sides
+    planned = plan_changes(old, new)
+    sys.stdout.write(RENDERERS[ns.format](planned, old.label, new.label))
+    return EXIT_CHANGES if planned else EXIT_OK
