@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from meshgen.pipeline import Result
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
-REVIEW_COMMANDS = ("plan",)
+REVIEW_COMMANDS = ("plan", "explain")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,6 +128,50 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="text, json, or markdown for a pull-request comment (default: text)",
     )
     _diagnostics_option(plan)
+    text = (
+        "how the runtime treats a request (listener, each route tried and why it did or did "
+        "not match, split, endpoints, every policy value with its origin, access verdict) or "
+        "what a service's effective settings are and where each was written"
+    )
+    explain = sub.add_parser("explain", help=text, description=text)
+    explain.add_argument("spec", type=Path, help="the mesh.yaml (- for stdin)")
+    what = explain.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--request",
+        metavar="'METHOD URL'",
+        help="a request, e.g. 'GET http://reviews/path' (or '/path' with -H 'Host: ...')",
+    )
+    what.add_argument("--service", metavar="NAME", help="a service's effective configuration")
+    explain.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header (repeatable)",
+    )
+    explain.add_argument(
+        "--from",
+        dest="caller",
+        metavar="SERVICE",
+        help="the caller's identity (its client certificate's spiffe://MESH/SERVICE)",
+    )
+    explain.add_argument(
+        "--listener",
+        metavar="NAME",
+        help="the listener the request arrives on (default: the first whose routes match; "
+        "with --from, one that checks client certificates first)",
+    )
+    explain.add_argument(
+        "--overlay",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="an overlay merged on top of SPEC (repeatable, in order)",
+    )
+    explain.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
+    _diagnostics_option(explain)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshgen.cli import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, EXIT_USAGE, print_diagnostics
 from meshgen.diagnostics import has_errors
+
+if TYPE_CHECKING:
+    from meshgen.model import Mesh
 
 
 def _usage(command: str, message: str) -> int:
@@ -52,3 +56,48 @@ def plan(ns: argparse.Namespace) -> int:
     planned = plan_changes(old, new)
     sys.stdout.write(RENDERERS[ns.format](planned, old.label, new.label))
     return EXIT_CHANGES if planned else EXIT_OK
+
+
+def _load(command: str, ns: argparse.Namespace) -> tuple[Mesh | None, int]:
+    """The checked model of ``ns.spec`` with ``ns.overlay``; None and the exit code if not."""
+    from meshgen.pipeline import load_mesh
+
+    if [str(p) for p in (ns.spec, *ns.overlay)].count("-") > 1:
+        return None, _usage(command, "standard input (-) can be read only once")
+    mesh, diagnostics = load_mesh(ns.spec, ns.overlay)
+    if mesh is None:
+        print_diagnostics(diagnostics, ns.diagnostics, stream=sys.stderr)
+        return None, EXIT_INVALID
+    return mesh, EXIT_OK
+
+
+def explain(ns: argparse.Namespace) -> int:
+    """``meshgen explain SPEC --request ... | --service NAME``."""
+    from meshgen.plan import to_tables
+    from meshgen.review.effective import explain_service
+    from meshgen.review.explain import RequestError, explain_request, parse_request
+    from meshgen.review.explain_render import (
+        render_json,
+        render_service_text,
+        render_trace_text,
+    )
+
+    mesh, code = _load("explain", ns)
+    if mesh is None:
+        return code
+    tables = to_tables(mesh)
+    if ns.service is not None:
+        if ns.service not in mesh.services:
+            known = ", ".join(sorted(mesh.services))
+            return _usage("explain", f"--service {ns.service!r}: no such service ({known})")
+        report = explain_service(mesh, tables, ns.service)
+        text = render_json(report) if ns.format == "json" else render_service_text(report)
+    else:
+        try:
+            request = parse_request(ns.request, ns.header, ns.caller)
+            trace = explain_request(mesh, tables, request, ns.listener)
+        except RequestError as exc:
+            return _usage("explain", str(exc))
+        text = render_json(trace) if ns.format == "json" else render_trace_text(trace)
+    sys.stdout.write(text)
+    return EXIT_OK

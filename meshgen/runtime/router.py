@@ -140,13 +140,17 @@ class Router:
         self, host: str, path: str, method: str, header: HeaderGetter = _no_headers
     ) -> CompiledRoute | None:
         """The first route matching; ``host`` is the raw Host header, ``path`` normalised."""
-        candidates = self._by_host.get(host)
-        if candidates is None:
-            candidates = self._by_host.get(normalize_host(host), self._default)
-        for cr in candidates:
+        for cr in self.candidates(host):
             if cr.matches(path, method, header):
                 return cr
         return None
+
+    def candidates(self, host: str) -> tuple[CompiledRoute, ...]:
+        """The routes whose host condition ``host`` (the raw Host header) meets, in order."""
+        candidates = self._by_host.get(host)
+        if candidates is None:
+            candidates = self._by_host.get(normalize_host(host), self._default)
+        return candidates
 
     def pick(self, cr: CompiledRoute) -> Target | None:
         """The weighted target of a matched route (``None`` for a redirect-only route)."""

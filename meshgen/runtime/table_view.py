@@ -61,6 +61,8 @@ RENAMES: Final = {
 PERCENT: Final = frozenset(
     {"max_ejection_percent", "panic_threshold", "percent", "delay_percent", "abort_percent"}
 )
+# Flags whose False is the same as leaving them out of mesh.yaml (shown only when set).
+FLAGS: Final = frozenset({"hash_source_ip"})
 # Fields that identify the object (they are its key) or are derived, never shown as values.
 SKIPPED: Final = frozenset({"name", "budget_route", "address", "kind"})
 ENDPOINT_KEY: Final = frozenset({"host", "port"})
@@ -99,6 +101,8 @@ def fields_view(obj: Any, skip: frozenset[str] = frozenset()) -> View:
     for f in fields(obj):
         value = getattr(obj, f.name)
         if f.name in SKIPPED or f.name in skip or value is None or value == ():
+            continue
+        if value is False and f.name in FLAGS:
             continue
         name = RENAMES.get(f.name, f.name.removesuffix("_s"))
         put(view, name, fields_view(value) if is_dataclass(value) else text(f.name, value))

@@ -115,6 +115,20 @@ def _upstream_tls(service: str, tls: ssl.SSLContext | UpstreamTls, tables: Table
     return UpstreamTls(service, tls, cfg.sni, cfg.subject_alt_names, cfg.verify)
 
 
+def subset_members(
+    cluster: Cluster, endpoints: tuple[Endpoint, ...], subset: str | None
+) -> tuple[Endpoint, ...] | None:
+    """The endpoints a route's ``subset`` of ``cluster`` selects (all for None or empty
+    labels); None for a subset the cluster does not have."""
+    if subset is None:
+        return endpoints
+    labels = next((s.labels for s in cluster.subsets if s.name == subset), None)
+    if labels is None or not labels:
+        return None if labels is None else endpoints
+    want = set(labels)
+    return tuple(e for e in endpoints if want.issubset(e.labels))
+
+
 class Upstreams:
     """Endpoint choice for every service of a ``Tables`` (see the module docstring)."""
 
@@ -157,14 +171,7 @@ class Upstreams:
         cached = svc.picks.get(subset)
         if cached is not None and cached[0] == svc.version:
             return cached[1]
-        members: tuple[Endpoint, ...] | None = svc.endpoints
-        if subset is not None:
-            labels = next((s.labels for s in svc.cluster.subsets if s.name == subset), None)
-            if labels is None:
-                members = None
-            elif labels:
-                want = set(labels)
-                members = tuple(e for e in svc.endpoints if want.issubset(e.labels))
+        members = subset_members(svc.cluster, svc.endpoints, subset)
         balancer: Balancer | None = None
         if members:
             fo = svc.cluster.failover

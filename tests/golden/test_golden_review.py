@@ -31,6 +31,27 @@ CASES = {
     "plan-dist-vs-spec": "plan tests/golden/quickstart examples/quickstart/mesh.yaml",
     "plan-zone-failover-from-dist": "plan tests/golden/zone-failover"
     " tests/golden/review/zone-failover-drill.yaml",
+    "explain-canary-split": "explain examples/canary/mesh.yaml --request 'GET http://reviews/x'",
+    "explain-canary-jason": "explain examples/canary/mesh.yaml"
+    " --request 'GET http://reviews/' -H 'end-user: jason'",
+    "explain-canary-overlay": "explain examples/canary/mesh.yaml"
+    " --overlay tests/golden/review/canary-prod.yaml --request 'GET http://reviews/'",
+    "explain-canary-no-route": "explain examples/canary/mesh.yaml"
+    " --request 'GET http://reviews.mesh.test/'",
+    "explain-mtls-allowed": "explain examples/mtls/mesh.yaml"
+    " --request 'POST https://payments.mesh.test/charge' --from frontend",
+    "explain-mtls-denied-json": "explain examples/mtls/mesh.yaml"
+    " --request 'DELETE https://payments.mesh.test/charge/../admin' --from frontend --format json",
+    "explain-mtls-no-certificate": "explain examples/mtls/mesh.yaml"
+    " --request 'GET https://catalog.mesh.test/public/'",
+    "explain-zone-failover": "explain examples/zone-failover/mesh.yaml"
+    " --request 'POST http://payments/pay'",
+    "explain-dns": "explain examples/dns/mesh.yaml"
+    " --request 'HEAD /items' -H 'Host: inventory.mesh.test'",
+    "explain-service-zone-failover": "explain examples/zone-failover/mesh.yaml --service payments",
+    "explain-service-canary-overlay": "explain examples/canary/mesh.yaml"
+    " --overlay tests/golden/review/canary-prod.yaml --service reviews",
+    "explain-service-slo-json": "explain examples/slo/mesh.yaml --service checkout --format json",
 }
 
 
