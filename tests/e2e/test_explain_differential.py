@@ -9,7 +9,6 @@ import http.client
 import json
 import shutil
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from meshgen.plan import to_tables
 from meshgen.review.explain import Request, explain_request
 from meshgen.runtime.tables import Tables
 from tests.e2e.runtime_harness import Runtime, backend, build_dist, run_dist
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -133,13 +133,11 @@ def _send(m: Running, method: str, host: str, path: str, headers: dict[str, str]
         status = resp.status
     finally:
         conn.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = m.log.read_text().splitlines()
-        if len(lines) > before:
-            return status, json.loads(lines[before])
-        time.sleep(0.01)
-    raise AssertionError(f"no access-log line for {method} {host} {path}")
+    lines = eventually(
+        lambda: m.log.read_text().splitlines()[before:],
+        what=f"the access-log line of {method} {host} {path}",
+    )
+    return status, json.loads(lines[0])
 
 
 @settings(max_examples=60)

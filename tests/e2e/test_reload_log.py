@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 from tests.e2e.runtime_harness import backend, build_dist, run_dist, spec
+from tests.polling import eventually
 
 ALERT = """\
 monitoring:
@@ -34,14 +34,18 @@ def _mesh(endpoints: dict[str, str], weights: tuple[int, int], threshold: str) -
     ) + ALERT.format(threshold)
 
 
-def _wait_for(log: Path, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_for(log: Path, text: str) -> str:
+    """The log once it holds ``text``."""
+
+    def holding() -> str:
         content = log.read_text(errors="replace")
-        if text in content:
-            return content
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged:\n{log.read_text()[-3000:]}")
+        return content if text in content else ""
+
+    return eventually(
+        holding,
+        what=f"{text!r} in the log",
+        context=lambda: log.read_text()[-3000:],
+    )
 
 
 def _reload_lines(log: str) -> list[str]:

@@ -159,7 +159,7 @@ def test_service_policies_and_defaults(canary: Plan) -> None:
         ),
     ) == [
         "service reviews: load_balancer.policy round_robin -> ring_hash",
-        "service reviews: load_balancer.hash_on.header added (x-user)",
+        "service reviews: load_balancer.hash_on added (header x-user)",
         "service reviews: health_check.interval 5s -> 2s",
         "service reviews: outlier_detection added (consecutive_5xx 2, interval 10s, "
         "base_ejection_time 30s, max_ejection_percent 10%)",
