@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from meshgen.pipeline import Result
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
-REVIEW_COMMANDS = ("plan", "explain")
+REVIEW_COMMANDS = ("plan", "explain", "graph")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,6 +172,27 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     explain.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
     _diagnostics_option(explain)
+    text = (
+        "draw the mesh: listeners, routes, services and subsets with weights, mirrors, "
+        "failover backups and access edges (svg needs Graphviz's dot)"
+    )
+    graph = sub.add_parser("graph", help=text, description=text)
+    graph.add_argument("spec", type=Path, help="the mesh.yaml (- for stdin) or a built DIST")
+    graph.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "svg"),
+        default="mermaid",
+        help="mermaid (for Markdown), dot (Graphviz source) or svg (default: mermaid)",
+    )
+    graph.add_argument(
+        "--overlay",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="an overlay merged on top of SPEC (repeatable, in order)",
+    )
+    _diagnostics_option(graph)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ APT_PACKAGES = {
     "chromedriver": "chromium-driver",
     "systemd-analyze": "systemd",
     "node": "nodejs",
+    "dot": "graphviz",
 }
 
 

@@ -101,3 +101,31 @@ def explain(ns: argparse.Namespace) -> int:
         text = render_json(trace) if ns.format == "json" else render_trace_text(trace)
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def graph(ns: argparse.Namespace) -> int:
+    """``meshgen graph SPEC --format mermaid|dot|svg``."""
+    from meshgen.review.diff import SideError, load_side
+    from meshgen.review.graph import GraphvizMissing, build_graph, to_dot, to_mermaid, to_svg
+
+    if [str(p) for p in (ns.spec, *ns.overlay)].count("-") > 1:
+        return _usage("graph", "standard input (-) can be read only once")
+    if ns.overlay and ns.spec.is_dir():
+        return _usage("graph", f"--overlay applies to a mesh.yaml; {ns.spec} is a DIST")
+    try:
+        side, diagnostics = load_side(ns.spec, ns.overlay)
+    except SideError as exc:
+        print(f"meshgen graph: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if side is None:
+        print_diagnostics(diagnostics, ns.diagnostics, stream=sys.stderr)
+        return EXIT_INVALID
+    drawn = build_graph(side.tables)
+    if ns.format == "mermaid":
+        sys.stdout.write(to_mermaid(drawn))
+        return EXIT_OK
+    try:
+        sys.stdout.write(to_svg(to_dot(drawn)) if ns.format == "svg" else to_dot(drawn))
+    except GraphvizMissing as exc:
+        return _usage("graph", str(exc))
+    return EXIT_OK

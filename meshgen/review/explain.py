@@ -169,8 +169,9 @@ def _listener(mesh: Mesh, tables: Tables, request: Request, name: str | None) ->
     return (matching or list(tables.listeners))[0]
 
 
-def _failed(cr: CompiledRoute, candidates: Sequence[CompiledRoute], request: Request, path: str
-            ) -> tuple[str, ...]:  # fmt: skip
+def _failed(
+    cr: CompiledRoute, candidates: Sequence[CompiledRoute], request: Request, path: str
+) -> tuple[str, ...]:
     """The conditions of ``cr`` the request does not meet, each evaluated by the router's own
     compiled predicate (the order of :meth:`CompiledRoute.matches`, host first)."""
     match = cr.route.match

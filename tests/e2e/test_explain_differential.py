@@ -73,10 +73,26 @@ HOSTS = st.sampled_from(
     ["api", "API", "api:80", "api.", "old", "catch.mesh.test", "catch.mesh.test:15001", "nope"]
 )
 PATHS = st.sampled_from(
-    ["/", "/admin", "/admin/", "/api", "/apix", "/api/v2", "/api/v2/x", "/api/../admin",
-     "/%61pi/v2/y", "//api//v2", "/api/%2E%2E/admin", "/items/12", "/items/12/x", "/items/x",
-     "/api?q=1", "/API", "/x/./api"]
-)  # fmt: skip
+    [
+        "/",
+        "/admin",
+        "/admin/",
+        "/api",
+        "/apix",
+        "/api/v2",
+        "/api/v2/x",
+        "/api/../admin",
+        "/%61pi/v2/y",
+        "//api//v2",
+        "/api/%2E%2E/admin",
+        "/items/12",
+        "/items/12/x",
+        "/items/x",
+        "/api?q=1",
+        "/API",
+        "/x/./api",
+    ]
+)
 HEADERS = st.dictionaries(
     st.sampled_from(["x-version", "x-beta", "x-user"]), st.sampled_from(["2", "3", "bob", "al"])
 )
@@ -108,8 +124,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             yield Running(mesh, to_tables(mesh), rt, log, port)
 
 
-def _send(m: Running, method: str, host: str, path: str, headers: dict[str, str], tls: bool,
-          cert: bool) -> tuple[int, dict[str, object]]:  # fmt: skip
+def _send(
+    m: Running, method: str, host: str, path: str, headers: dict[str, str], tls: bool, cert: bool
+) -> tuple[int, dict[str, object]]:
     """One request on a fresh connection; the status and the access-log line it produced."""
     before = m.log.read_text().count("\n") if m.log.exists() else 0
     if tls:

@@ -399,8 +399,17 @@ def test_overlays_on_either_side_and_where_names_the_overlay(canary: Plan) -> No
 
 
 def test_stdin_side(canary: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(canary.edited(
-        ("weight: 10}", "weight: 50}"), ("weight: 90}", "weight: 50}")).encode())))  # fmt: skip
+    monkeypatch.setattr(
+        sys,
+        "stdin",
+        io.TextIOWrapper(
+            io.BytesIO(
+                canary.edited(
+                    ("weight: 10}", "weight: 50}"), ("weight: 90}", "weight: 50}")
+                ).encode()
+            )
+        ),
+    )
     canary.capsys.readouterr()
     assert main(["plan", str(canary.old), "-"]) == 3
     assert "to reviews/v3 weight 10 -> 50" in canary.capsys.readouterr().out
