@@ -41,9 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"meshgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def spec_command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def spec_command(name: str, help_text: str, many: bool = False) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.add_argument("spec", type=Path, help="the mesh.yaml to compile")
+        if many:
+            cmd.add_argument(
+                "spec", type=Path, nargs="+", help="mesh.yaml files to check (- for stdin)"
+            )
+        else:
+            cmd.add_argument("spec", type=Path, help="the mesh.yaml to compile (- for stdin)")
         cmd.add_argument(
             "--format",
             choices=("text", "json", "github"),
@@ -71,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 naming the files when DIST is out of date",
     )
-    spec_command("validate", "check SPEC; write nothing")
+    spec_command(
+        "validate",
+        "check each SPEC (overlays apply to each); write nothing; exit 1 when any is invalid",
+        many=True,
+    )
     init = sub.add_parser("init", help="write a commented starter mesh.yaml")
     init.add_argument(
         "path",
@@ -279,10 +288,37 @@ def _run_dist(dist: Path, options: list[str]) -> int:
 
 
 def _compile_command(ns: argparse.Namespace) -> int:
-    from meshgen import pipeline
+    if ns.command == "validate":
+        return _validate(ns)
+    return _compile_one(ns, ns.spec)
 
-    result = pipeline.compile_spec(ns.spec, overlays=ns.overlay)
-    _print_diagnostics(result, ns.format)
+
+def _validate(ns: argparse.Namespace) -> int:
+    """Every SPEC checked on its own; JSON and GitHub output is one document for all of them."""
+    if [str(p) for p in (*ns.spec, *ns.overlay)].count("-") > 1:
+        raise _UsageError("meshgen validate: error: standard input (-) can be read only once")
+    collected: list[Diagnostic] | None = None if ns.format == "text" else []
+    worst = EXIT_OK
+    for spec in ns.spec:
+        worst = max(worst, _compile_one(ns, spec, collected))
+    if collected is not None:
+        print_diagnostics(collected, ns.format)
+    return worst
+
+
+def _compile_one(
+    ns: argparse.Namespace, spec: Path, collected: list[Diagnostic] | None = None
+) -> int:
+    """Compile ``spec``: validate or build it. Diagnostics are printed, or added to
+    ``collected`` when the caller prints them all at once."""
+    from meshgen import pipeline
+    from meshgen.source import STDIN
+
+    result = pipeline.compile_spec(spec, overlays=ns.overlay)
+    if collected is None:
+        _print_diagnostics(result, ns.format)
+    else:
+        collected += result.diagnostics
     errors = sum(d.severity == "error" for d in result.diagnostics)
     warnings = len(result.diagnostics) - errors
     if result.files is None or errors or (ns.strict and warnings):
@@ -299,7 +335,7 @@ def _compile_command(ns: argparse.Namespace) -> int:
         except VerifyError as exc:
             _internal_error(exc)
             return EXIT_USAGE
-        _say(ns, f"{ns.spec}: ok")
+        _say(ns, f"{STDIN if str(spec) == '-' else spec}: ok")
         return EXIT_OK
     return _build(ns, files)
 
