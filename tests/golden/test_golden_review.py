@@ -18,15 +18,14 @@ GOLDEN = Path(__file__).resolve().parent / "review"
 UPDATE = "python -m pytest tests/golden --update-golden"
 
 CASES = {
-    "plan-canary": "plan examples/canary/mesh.yaml tests/golden/review/canary-next.yaml",
-    "plan-canary-markdown": "plan examples/canary/mesh.yaml tests/golden/review/canary-next.yaml"
+    "plan-canary": "plan examples/canary/mesh.yaml docs/review/canary-next.yaml",
+    "plan-canary-markdown": "plan examples/canary/mesh.yaml docs/review/canary-next.yaml"
     " --format markdown",
-    "plan-canary-json": "plan examples/canary/mesh.yaml tests/golden/review/canary-next.yaml"
-    " --format json",
+    "plan-canary-json": "plan examples/canary/mesh.yaml docs/review/canary-next.yaml --format json",
     "plan-mtls-overlay": "plan examples/mtls/mesh.yaml examples/mtls/mesh.yaml"
-    " --new-overlay tests/golden/review/mtls-lockdown.yaml",
+    " --new-overlay docs/review/mtls-lockdown.yaml",
     "plan-mtls-overlay-markdown": "plan examples/mtls/mesh.yaml examples/mtls/mesh.yaml"
-    " --new-overlay tests/golden/review/mtls-lockdown.yaml --format markdown",
+    " --new-overlay docs/review/mtls-lockdown.yaml --format markdown",
     "plan-slo": "plan examples/slo/mesh.yaml tests/golden/review/slo-stricter.yaml",
     "plan-dist-vs-spec": "plan tests/golden/quickstart examples/quickstart/mesh.yaml",
     "plan-zone-failover-from-dist": "plan tests/golden/zone-failover"
