@@ -59,13 +59,23 @@ RENAMES: Final = {
     "query_name": "name",
 }
 PERCENT: Final = frozenset(
-    {"max_ejection_percent", "panic_threshold", "percent", "delay_percent", "abort_percent"}
-)
+    {"max_ejection_percent", "panic_threshold", "percent", "delay_percent", "abort_percent",
+     "objective"}
+)  # fmt: skip
 # Flags whose False is the same as leaving them out of mesh.yaml (shown only when set).
 FLAGS: Final = frozenset({"hash_source_ip"})
 # Fields that identify the object (they are its key) or are derived, never shown as values.
 SKIPPED: Final = frozenset({"name", "budget_route", "address", "kind"})
 ENDPOINT_KEY: Final = frozenset({"host", "port"})
+CLUSTER_SPECIAL: Final = frozenset(
+    {"discovery", "subsets", "timeout_s", "idle_timeout_s", "retries"}
+)
+ROUTE_SPECIAL: Final = frozenset(
+    {"match", "to", "fault", "mirror", "request_headers", "response_headers"}
+)
+TARGET_SPECIAL: Final = frozenset(
+    {"service", "subset", "weight", "timeout_s", "idle_timeout_s", "retries"}
+)
 
 
 def text(name: str, value: Any) -> str:
@@ -96,11 +106,14 @@ def put(view: View, dotted: str, value: str | View) -> None:
 
 
 def fields_view(obj: Any, skip: frozenset[str] = frozenset()) -> View:
-    """A dataclass's fields under their mesh.yaml names; None and empty values left out."""
+    """A dataclass's fields under their mesh.yaml names; None and empty values left out.
+
+    The views below start from this and treat only some fields specially, so a field added to
+    a table type later shows up in plans and reload logs without anyone remembering to."""
     view: View = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if f.name in SKIPPED or f.name in skip or value is None or value == ():
+        if f.name in SKIPPED or f.name in skip or value is None or value in ((), ""):
             continue
         if value is False and f.name in FLAGS:
             continue
@@ -168,19 +181,18 @@ def service_view(tables: Tables, cluster: Cluster) -> View:
         view["discovery"] = {"dns": fields_view(cluster.discovery)}
     for s in cluster.subsets:
         view[f"subset {s.name}"] = {"labels": text("labels", s.labels) if s.labels else "{}"}
-    view["load_balancer"] = fields_view(cluster.load_balancer)
+    rest = fields_view(cluster, CLUSTER_SPECIAL)
+    view["load_balancer"] = rest.pop("load_balancer")
     check = tables.health_checks.get(cluster.name)
     if check is not None:
         view["health_check"] = health_view(check)
     outlier = tables.outlier_detection.get(cluster.name)
     if outlier is not None:
         view["outlier_detection"] = fields_view(outlier)
-    view["circuit_breaker"] = fields_view(cluster.circuit_breaker)
-    view["connect_timeout"] = format_duration(cluster.connect_timeout_s)
+    view["circuit_breaker"] = rest.pop("circuit_breaker")
+    view["connect_timeout"] = rest.pop("connect_timeout")
     view.update(call_view(cluster.timeout_s, cluster.idle_timeout_s, cluster.retries))
-    if cluster.rate_limit is not None:
-        view["rate_limit"] = fields_view(cluster.rate_limit)
-    view["failover"] = fields_view(cluster.failover)
+    view.update(rest)  # rate_limit, failover, and whatever a later version adds
     view["tls"] = fields_view(tables.client_tls.get(cluster.name, ClientTls()))
     return view
 
@@ -207,6 +219,7 @@ def target_view(target: Target, cluster: Cluster | None) -> View:
     own = call_view(target.timeout_s, target.idle_timeout_s, target.retries)
     base = call_view(cluster.timeout_s, cluster.idle_timeout_s, cluster.retries) if cluster else {}
     view.update({k: v for k, v in own.items() if base.get(k) != v})
+    view.update(fields_view(target, TARGET_SPECIAL))
     return view
 
 
@@ -235,10 +248,7 @@ def route_view(tables: Tables, route: Route) -> View:
     view: View = {"match": match_view(route.match)}
     for t in route.to:
         view[f"to {target_name(t.service, t.subset)}"] = target_view(t, clusters.get(t.service))
-    for name in ("rate_limit", "rewrite", "redirect"):
-        value = getattr(route, name)
-        if value is not None:
-            view[name] = fields_view(value)
+    view.update(fields_view(route, ROUTE_SPECIAL))  # rate_limit, rewrite, redirect, ...
     if route.fault is not None:
         view["fault"] = fault_view(route.fault)
     if route.mirror is not None:
@@ -256,39 +266,31 @@ def route_view(tables: Tables, route: Route) -> View:
 
 
 def listener_view(listener: Listener) -> View:
+    host, port = listener.host, listener.port
     view: View = {
-        "address": f"[{listener.host}]:{listener.port}"
-        if ":" in listener.host
-        else f"{listener.host}:{listener.port}",
+        "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "routes": text("routes", tuple(sorted(listener.routes))),  # tried in table order
     }
-    if listener.tls is not None:
-        view["tls"] = fields_view(listener.tls)
-    view["limits"] = fields_view(listener.limits)
+    view.update(fields_view(listener, frozenset({"host", "port", "routes"})))  # tls, limits, ...
     return view
 
 
 def mesh_view(mesh: MeshInfo) -> View:
     view: View = {"name": mesh.name, "domain": mesh.domain or "none"}
     view["admin"] = f"{mesh.admin_host}:{mesh.admin_port}"
-    if mesh.alertmanager is not None:
-        view["alertmanager"] = mesh.alertmanager
+    view.update(fields_view(mesh, frozenset({"domain", "admin_host", "admin_port"})))
     return view
 
 
 def alert_view(alert: Alert) -> View:
-    view: View = {"service": alert.service, "signal": alert.signal, "op": alert.op}
-    view["threshold"] = format_threshold(alert.signal, alert.threshold)
-    view["for"] = format_duration(alert.for_s)
-    view["severity"] = alert.severity
-    if alert.summary:
-        view["summary"] = alert.summary
+    """``threshold`` in the unit ``when`` writes it in (``5%``, ``250ms``)."""
+    view: View = {}
+    for key, value in fields_view(alert, frozenset({"threshold"})).items():
+        view[key] = value
+        if key == "op":
+            view["threshold"] = format_threshold(alert.signal, alert.threshold)
     return view
 
 
 def slo_view(slo: Slo) -> View:
-    return {
-        "service": slo.service,
-        "objective": f"{slo.objective:g}%",
-        "window": format_duration(slo.window_s),
-    }
+    return fields_view(slo, frozenset({"page", "ticket"}))  # burn windows follow from window

@@ -3,7 +3,7 @@ verdict, and equal tables (or a reworded rule set) give no change at all."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, make_dataclass, replace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -356,3 +356,33 @@ def test_service_view_leaves_are_mesh_yaml_fields() -> None:
             "failover.panic_threshold", "health_check.http.path"} <= names  # fmt: skip
     assert field_name(("to a/v1", "retries", "attempts")) == "to a/v1 retries.attempts"
     assert isinstance(BASE.clusters[0].retries, RetryPolicy)
+
+
+def _with_new_field(obj: object, name: str, value: str) -> object:
+    """``obj`` as an instance of a subclass with one more field, as a later table version."""
+    cls = make_dataclass(f"Later{type(obj).__name__}", [(name, str, "")], bases=(type(obj),),
+                         frozen=True)  # fmt: skip
+    values = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}  # type: ignore[arg-type]
+    return cls(**values, **{name: value})
+
+
+def test_a_field_a_later_version_adds_is_reported() -> None:
+    """The views are generic: a new field on a service, route or listener needs no code here."""
+    cluster, route, listener = BASE.clusters[0], BASE.routes[0], BASE.listeners[0]
+    old = replace(
+        BASE,
+        clusters=(_with_new_field(cluster, "protocol", "http1"), *BASE.clusters[1:]),
+        routes=(_with_new_field(route, "priority", "low"), *BASE.routes[1:]),
+        listeners=(_with_new_field(listener, "access_mode", "enforce"), *BASE.listeners[1:]),
+    )
+    new = replace(
+        BASE,
+        clusters=(_with_new_field(cluster, "protocol", "grpc"), *BASE.clusters[1:]),
+        routes=(_with_new_field(route, "priority", "high"), *BASE.routes[1:]),
+        listeners=(_with_new_field(listener, "access_mode", "audit"), *BASE.listeners[1:]),
+    )
+    assert lines(new, old) == [
+        "listener edge: access_mode enforce -> audit",
+        "route reviews-split: priority low -> high",
+        "service reviews: protocol http1 -> grpc",
+    ]
