@@ -56,15 +56,7 @@ def _parser() -> argparse.ArgumentParser:
             help="how to print diagnostics (default: text)",
         )
         cmd.add_argument("--strict", action="store_true", help="treat warnings as errors")
-        cmd.add_argument(
-            "--overlay",
-            action="append",
-            type=Path,
-            default=[],
-            metavar="FILE",
-            help="a partial mesh.yaml merged on top of SPEC (repeatable, applied in order; "
-            "mappings merge key by key, lists replace, null removes a key)",
-        )
+        _overlay_option(cmd)
         return cmd
 
     build = spec_command("build", "check SPEC and write DIST (replaced atomically)")
@@ -101,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _overlay_option(
+    cmd: argparse.ArgumentParser, flag: str = "--overlay", on: str = "SPEC"
+) -> None:
+    cmd.add_argument(
+        flag,
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help=f"a partial mesh.yaml merged on top of {on} (repeatable, applied in order; "
+        "mappings merge key by key, lists replace, null removes a key)",
+    )
+
+
 def _diagnostics_option(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--diagnostics",
@@ -122,14 +128,7 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
             side, type=Path, help=f"the {side.upper()} mesh.yaml (- for stdin) or DIST folder"
         )
     for side in ("old", "new"):
-        plan.add_argument(
-            f"--{side}-overlay",
-            action="append",
-            type=Path,
-            default=[],
-            metavar="FILE",
-            help=f"an overlay merged on top of the {side.upper()} mesh.yaml (repeatable, in order)",
-        )
+        _overlay_option(plan, f"--{side}-overlay", side.upper())
     plan.add_argument(
         "--format",
         choices=("text", "json", "markdown"),
@@ -171,14 +170,7 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="the listener the request arrives on (default: the first whose routes match; "
         "with --from, one that checks client certificates first)",
     )
-    explain.add_argument(
-        "--overlay",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="an overlay merged on top of SPEC (repeatable, in order)",
-    )
+    _overlay_option(explain)
     explain.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
     _diagnostics_option(explain)
     text = (
@@ -193,14 +185,7 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         default="mermaid",
         help="mermaid (for Markdown), dot (Graphviz source) or svg (default: mermaid)",
     )
-    graph.add_argument(
-        "--overlay",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="an overlay merged on top of SPEC (repeatable, in order)",
-    )
+    _overlay_option(graph)
     _diagnostics_option(graph)
 
 
