@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from meshgen.diagnostics import Diagnostic, SourceLines
     from meshgen.pipeline import Result
+    from meshgen.runtime.tables import Tables
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES = 0, 1, 2, 3
 REVIEW_COMMANDS = ("plan", "explain", "graph")
@@ -311,6 +312,7 @@ def _compile_one(
             print(f"meshgen: {warnings} warning(s) and --strict: failing", file=sys.stderr)
         return EXIT_INVALID
     files = result.files
+    tables = result.tables if ns.command == "build" and ns.check else None  # for the summary
     del result  # the document and tables (most of a large build's memory) go before verifying
     if ns.command == "validate":
         from meshgen.emit import VerifyError, verify
@@ -322,10 +324,10 @@ def _compile_one(
             return EXIT_USAGE
         _say(ns, f"{STDIN if str(spec) == '-' else spec}: ok")
         return EXIT_OK
-    return _build(ns, files)
+    return _build(ns, files, tables)
 
 
-def _build(ns: argparse.Namespace, files: dict[str, str]) -> int:
+def _build(ns: argparse.Namespace, files: dict[str, str], tables: Tables | None = None) -> int:
     from meshgen.emit import EmitError, VerifyError, compare, emit
 
     dist: Path = ns.output
@@ -339,6 +341,8 @@ def _build(ns: argparse.Namespace, files: dict[str, str]) -> int:
             )
             for line in problems:
                 print(f"  {line}", file=sys.stderr)
+            if tables is not None:
+                _stale_changes(dist, tables)
             return EXIT_INVALID
         _say(ns, f"{dist}: up to date")
         return EXIT_OK
@@ -352,6 +356,23 @@ def _build(ns: argparse.Namespace, files: dict[str, str]) -> int:
         return EXIT_USAGE
     _say(ns, f"{ns.spec} -> {dist}: {len(files)} files")
     return EXIT_OK
+
+
+def _stale_changes(dist: Path, tables: Tables) -> None:
+    """What rebuilding a stale DIST would change in its tables, as ``meshgen plan`` says it
+    (nothing when DIST's tables cannot be read, or only other files differ)."""
+    from meshgen.review.dist_tables import read_dist_tables
+    from meshgen.runtime.loader import TablesError
+    from meshgen.runtime.table_changes import describe, table_changes
+
+    try:
+        changes = table_changes(read_dist_tables(dist), tables)
+    except TablesError:
+        return
+    if changes:
+        print(f"what a rebuild changes (meshgen plan {dist} SPEC says where):", file=sys.stderr)
+        for line in describe(changes):
+            print(f"  {line}", file=sys.stderr)
 
 
 def _say(ns: argparse.Namespace, message: str) -> None:

@@ -441,3 +441,21 @@ def test_user_text_cannot_break_the_output(
     change = json.loads(js)["changes"][0]
     assert change["new"] == hostile.replace("\\u001b", "\x1b")
     assert json.loads(js)["summary"] == {"added": 0, "removed": 0, "changed": 1}
+
+
+def test_build_check_says_what_a_rebuild_changes(canary: Plan, tmp_path: Path) -> None:
+    """`build --check` on a stale DIST lists the files and, in plan's words, the changes."""
+    dist = tmp_path / "dist"
+    assert main(["build", str(canary.old), "-o", str(dist)]) == 0
+    canary.new.write_text(
+        canary.edited(("weight: 90}", "weight: 80}"), ("weight: 10}", "weight: 20}"))
+    )
+    canary.capsys.readouterr()
+    assert main(["build", str(canary.new), "-o", str(dist), "--check"]) == 1
+    err = canary.capsys.readouterr().err
+    assert "  differs: mesh/routing.py" in err
+    assert err.endswith(
+        f"what a rebuild changes (meshgen plan {dist} SPEC says where):\n"
+        "  route reviews-split: to reviews/v1 weight 90 -> 80\n"
+        "  route reviews-split: to reviews/v3 weight 10 -> 20\n"
+    )
