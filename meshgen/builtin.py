@@ -163,6 +163,7 @@ BUILT_INS: Final[Mapping[str, BuiltIn]] = MappingProxyType(
         "route.redirect.status": BuiltIn(
             301, (_ROUTE + "redirect/properties/status",), ("Redirect.status",)
         ),
+        "listener.access": BuiltIn("enforce", (_LISTENER + "access",), ("Listener.access",)),
         "listener.tls.client_certificates": BuiltIn(
             "none",
             (_LISTENER + "tls/properties/client_certificates",),

@@ -97,6 +97,7 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "W506": "SPIFFE subject_alt_name outside the mesh's trust domain",
         "W507": "subject_alt_names ignored because verify is false",
         "W508": "certificate key HAProxy cannot find",
+        "W509": "access mode on a listener that does not check callers",
         # monitoring
         "E601": "alert condition does not parse",
         "E602": "alert value does not fit its signal",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from meshgen.alertexpr import AlertExpr
 from meshgen.runtime.tables import (
+    AccessMode,
     CircuitBreaker,
     DnsRecordType,
     Fault,
@@ -228,6 +229,7 @@ class Listener:
     tls: ServerTls | None
     synthetic: bool = False
     limits: Limits = field(default_factory=Limits)
+    access: AccessMode = "enforce"
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,7 @@ def to_tables(mesh: Mesh) -> t.Tables:
                 routes=tuple(sorted(set(mesh.listener_routes(listener)), key=order.__getitem__)),
                 tls=listener.tls,
                 limits=listener.limits,
+                access=listener.access,
             )
             for listener in mesh.listeners
         ),

@@ -1,4 +1,4 @@
-"""E504, E506, W503, W504: access rules, judged exactly as the runtime will judge requests.
+"""E504, E506, W503, W504, W509: access rules, judged exactly as the runtime will judge requests.
 
 Rules apply only on listeners whose ``client_certificates`` is ``optional`` or ``required``
 ("enforced" listeners); there, everything is denied unless a rule allows it. So that the
@@ -13,6 +13,10 @@ runtime loads:
   anywhere (its redirect routes aside: a redirect forwards nothing and answers every caller the
   listener admits, as HAProxy's ``http-request redirect`` does; W505, which warned that it
   answered 403, is retired).
+
+W509: ``access: enforce | audit`` on a listener that does not check callers, where no rule
+applies, so the setting does nothing (an audit listener is a dry run: it checks callers and
+forwards what the rules deny, which W504 then describes as logged rather than refused).
 
 E506 rejects a rule path that :func:`~meshgen.runtime.paths.normalize_path` changes: requests
 are matched on the normalised path, so such a prefix can never match and the rule silently
@@ -32,6 +36,7 @@ from meshgen.runtime.paths import normalize_path
 
 W503 = "W503"
 W504 = "W504"
+W509 = "W509"
 E506 = "E506"
 
 
@@ -54,6 +59,7 @@ def policy(mesh: Mesh, routes: Iterable[Route] | None = None) -> AccessPolicy:
 def check(ctx: Context) -> None:
     mesh = ctx.mesh
     _paths(ctx)
+    _modes(ctx)
     if mesh.skipped.any("listeners"):
         return  # which listeners check callers is not known
     listeners = [listener for listener in mesh.listeners if enforced(listener)]
@@ -76,6 +82,26 @@ def check(ctx: Context) -> None:
     _disjoint(ctx, full, by_name)
     for listener in listeners:
         _listener(ctx, listener, by_name)
+
+
+def _modes(ctx: Context) -> None:
+    """W509: an access mode written on a listener where no access rule applies."""
+    raw = ctx.doc.data.get("listeners")
+    for listener in ctx.mesh.listeners:
+        index = listener.path[1] if listener.path else None
+        if enforced(listener) or not isinstance(index, int) or not isinstance(raw, list):
+            continue
+        written = raw[index]
+        if "access" not in written:
+            continue
+        ctx.warning(
+            W509,
+            f"listener '{listener.name}' sets access: {listener.access}, but it does not check "
+            "callers, so no access rule applies there",
+            (*listener.path, "access"),
+            "access rules apply on listeners with tls.client_certificates: optional or "
+            "required; set that, or remove 'access'",
+        )
 
 
 def _paths(ctx: Context) -> None:
@@ -210,10 +236,11 @@ def _listener(ctx: Context, listener: Listener, routes: dict[str, Route]) -> Non
     if any(row.grants for row in rows):
         return
     but = ", except on its redirect routes" if len(forwarding) < len(served) else ""
+    outcome = "is logged as denied (access: audit)" if listener.access == "audit" else "gets 403"
     ctx.warning(
         W504,
         f"listener '{listener.name}' checks callers but no access rule allows any request "
-        f"on its routes: every request there gets 403{but}",
+        f"on its routes: every request there {outcome}{but}",
         (*listener.path, "tls", "client_certificates"),
         "add access rules for the services its routes send to (every destination of a "
         "route), or set client_certificates: none",

@@ -48,6 +48,7 @@ def listener(ctx: LowerContext, raw: Merged, path: PathKey) -> Listener:
         None if routes is None else tuple(routes),
         server_tls,
         limits=limits(ctx, raw.get("limits") or {}, (*path, "limits")),
+        access=raw.get("access", builtin.default("listener.access")),
     )
 
 

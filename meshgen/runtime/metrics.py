@@ -87,8 +87,9 @@ _HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "meshgen_rate_limited_total": ("counter", "Requests refused with 429.", ("route",)),
     "meshgen_denied_total": (
         "counter",
-        "Requests refused with 403 by access rules.",
-        ("listener", "from", "to"),
+        "Requests access rules deny: refused with 403 (mode enforce), or forwarded on a "
+        "listener with access: audit (mode audit).",
+        ("listener", "from", "to", "mode"),
     ),
     "meshgen_connections_rejected_total": (
         "counter",
@@ -149,7 +150,7 @@ class Metrics:
         self.ejections: dict[tuple[str, str], int] = {}
         self.circuit_open: dict[tuple[str], int] = {}
         self.rate_limited: dict[tuple[str], int] = {}
-        self.denied: dict[tuple[str, str, str], int] = {}
+        self.denied: dict[tuple[str, str, str, str], int] = {}
         self.cert_expiry: dict[tuple[str, str], float] = {}
         self.rejected: dict[tuple[str, str], int] = {}
 
@@ -193,8 +194,8 @@ class Metrics:
         key = (route,)
         self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
 
-    def inc_denied(self, listener: str, source: str, service: str) -> None:
-        key = (listener, source, service)
+    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None:
+        key = (listener, source, service, mode)
         self.denied[key] = self.denied.get(key, 0) + 1
 
     def inc_rejected(self, listener: str, reason: str) -> None:

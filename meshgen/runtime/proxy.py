@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import IO
 
 from .access import AccessPolicy, enforced_on
+from .audit import AuditLog
 from .balancers import request_hash_key
 from .exchange import Exchange, ForwardResult
 from .fastpath import FastTry
@@ -68,6 +69,7 @@ class Generation:
             lst.name: Router.for_listener(tables.routes, lst, rng) for lst in tables.listeners
         }
         self.enforced = {lst.name: enforced_on(lst) for lst in tables.listeners}
+        self.audit = {lst.name: lst.access == "audit" for lst in tables.listeners}
         self.access = AccessPolicy.from_tables(tables) if any(self.enforced.values()) else None
         self.route_buckets = {
             r.name: TokenBucket(r.rate_limit.requests_per_second, r.rate_limit.burst, clock)
@@ -168,6 +170,7 @@ class Proxy:
         self.generation = generation
         self.metrics = metrics
         self.access_log = access_log
+        self.audit_log = AuditLog(log)
         self.exchange = Exchange(metrics)
         self.mirrors = Mirrors(self.exchange)
         self.connections: set[ServerConnection] = set()
@@ -366,7 +369,8 @@ class Proxy:
             self.account(gen, req, ctx.name, route_name, service, subset, status, start)
 
     def _allowed(self, gen: Generation, req: Request, route: str, path: str) -> bool:
-        """Access control on enforced listeners (deny-by-default); counts denials."""
+        """Access control on listeners that check callers (deny-by-default); counts denials.
+        On an ``access: audit`` listener a denied request is logged and let through."""
         assert gen.access is not None
         ssl_obj = req.conn.transport.get_extra_info("ssl_object") if req.conn.transport else None
         caller = peer_identity(ssl_obj, gen.tables.mesh.name) if ssl_obj is not None else None
@@ -374,8 +378,13 @@ class Proxy:
         if denied is None:
             return True
         listener: ListenerContext = req.conn.listener  # type: ignore[assignment]
-        self.metrics.inc_denied(listener.name, caller or "", denied)
-        return False
+        audit = gen.audit[listener.name]
+        self.metrics.inc_denied(
+            listener.name, caller or "", denied, "audit" if audit else "enforce"
+        )
+        if audit:
+            self.audit_log.denied(listener.name, caller, req.method, path, route, denied)
+        return audit
 
     def _limited(self, req: Request, route: str, wait: float, rid: bytes) -> int:
         self.metrics.inc_rate_limited(route)

@@ -20,6 +20,7 @@ DnsRecordType = Literal["SRV", "A", "AAAA"]
 RetryCondition = Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"]
 TlsMode = Literal["disable", "simple", "mutual"]
 ClientCertificates = Literal["none", "optional", "required"]
+AccessMode = Literal["enforce", "audit"]
 PathMatchKind = Literal["prefix", "exact", "regex"]
 HeaderMatchKind = Literal["exact", "prefix", "regex", "present"]
 Severity = Literal["page", "ticket", "info"]
@@ -272,6 +273,7 @@ class Listener:
     routes: tuple[str, ...]  # route names served, in route-table order
     tls: ServerTls | None = None
     limits: Limits = Limits()
+    access: AccessMode = "enforce"  # audit: what the rules deny is forwarded, logged and counted
 
 
 @dataclass(frozen=True, slots=True)

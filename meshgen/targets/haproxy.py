@@ -157,7 +157,7 @@ class Config:
         lines.append("http-request return status 404 content-type text/plain string 'no route' "
                      "if !mg.routed")  # fmt: skip
         if lst.tls is not None and lst.tls.client_certificates != "none" and self.t.access:
-            lines += self.access(routes)
+            lines += self.access(routes, lst.access == "audit")
         lines += self.route_actions(routes)
         return lines
 
@@ -211,8 +211,11 @@ class Config:
         names += [f"{n}.h{i}" for i in range(len(m.headers))]
         return names
 
-    def access(self, routes: list[Route]) -> list[str]:
-        """403 unless a ``from: "*"`` rule allows every destination (named callers: see docs)."""
+    def access(self, routes: list[Route], audit: bool) -> list[str]:
+        """403 unless a ``from: "*"`` rule allows every destination (named callers: see docs).
+
+        On an ``access: audit`` listener nothing is refused: the verdict is captured for the
+        request log instead (HAProxy has no meshgen_denied_total)."""
         lines = ["# access: only `from: \"*\"` rules are expressible (HAProxy 2.6 cannot read a",
                  "# URI SAN); requests other rules would allow are denied (fail closed)",
                  "acl mg.cert ssl_c_used", "acl mg.cert_ok ssl_c_verify 0"]  # fmt: skip
@@ -229,13 +232,21 @@ class Config:
                     conds.append("{ path -m beg " + " ".join(map(acl_value, rule.paths)) + " }")
                 lines.append(f"http-request set-var(txn.mg_allow{index[s]}) bool(1) if "
                              + " ".join(conds))  # fmt: skip
+        if audit:
+            lines += ["# access: audit -- what the rules deny is forwarded; the verdict",
+                      "# is in the request log as a capture ({deny}) with logging"]  # fmt: skip
         for r in routes:
             dests = sorted({t.service for t in r.to}, key=index.__getitem__)
             if dests:
                 alts = " || ".join(f"{r.name}.matched !{{ var(txn.mg_allow{index[d]}) -m bool }}"
                                    for d in dests)  # fmt: skip
-                lines.append("http-request deny deny_status 403 content-type text/plain string "
-                             f"'access denied' if {alts}")  # fmt: skip
+                if audit:
+                    lines.append(f"http-request set-var(txn.mg_audit) str(deny) if {alts}")
+                else:
+                    lines.append("http-request deny deny_status 403 content-type text/plain "
+                                 f"string 'access denied' if {alts}")  # fmt: skip
+        if audit:
+            lines.append("http-request capture var(txn.mg_audit) len 4")
         return lines
 
     def route_actions(self, routes: list[Route]) -> list[str]:

@@ -307,7 +307,7 @@ def test_runtime_enforces_access_over_mtls(
         metrics = http.client.HTTPConnection(admin_host, int(admin_port), timeout=5)
         metrics.request("GET", "/metrics")
         text = metrics.getresponse().read().decode()
-        denied = 'meshgen_denied_total{listener="edge",from="%s",to="payments"} %d'
+        denied = 'meshgen_denied_total{listener="edge",from="%s",to="payments",mode="enforce"} %d'
         assert denied % ("frontend", 3) in text.splitlines()
         assert denied % ("payments", 1) in text.splitlines()
         assert denied % ("", 1) in text.splitlines()

@@ -172,6 +172,7 @@ def test_lowering_a_spec_that_writes_nothing_gives_the_built_ins() -> None:
         "route.redirect.status": moved.redirect.status,
         "listener.tls.client_certificates": server.client_certificates,
         "listener.tls.min_version": server.min_version,
+        "listener.access": tables.listeners[0].access,
         "listener.limits.request_head_bytes": limits.request_head_bytes,
         "listener.limits.request_headers": limits.request_headers,
         "listener.limits.url_bytes": limits.url_bytes,

@@ -26,7 +26,7 @@ def _filled() -> Metrics:
     m.inc_ejection("reviews", "[::1]:9082")
     m.set_circuit_open("reviews", True)
     m.inc_rate_limited("r1")
-    m.inc_denied("edge", HOSTILE, "reviews")
+    m.inc_denied("edge", HOSTILE, "reviews", "enforce")
     m.set_cert_expiry("reviews", "certs/reviews.pem", 1_900_000_000.5)
     return m
 
@@ -43,7 +43,7 @@ def test_every_spec_metric_has_help_type_and_its_labels() -> None:
         "meshgen_ejections_total": ("counter", "service,endpoint"),
         "meshgen_circuit_open": ("gauge", "service"),
         "meshgen_rate_limited_total": ("counter", "route"),
-        "meshgen_denied_total": ("counter", "listener,from,to"),
+        "meshgen_denied_total": ("counter", "listener,from,to,mode"),
         "meshgen_cert_expiry_timestamp_seconds": ("gauge", "service,file"),
     }
     for name, (kind, labels) in expected.items():
@@ -77,7 +77,9 @@ def test_label_values_are_escaped() -> None:
     assert escape_label_value(HOSTILE) == 'a\\"b\\\\c\\nd\u00e9{x=\\"y\\"}'
     line = next(ln for ln in _filled().render().splitlines() if ln.startswith("meshgen_denied"))
     escaped = escape_label_value(HOSTILE)
-    assert line == f'meshgen_denied_total{{listener="edge",from="{escaped}",to="reviews"}} 1'
+    assert line == (
+        f'meshgen_denied_total{{listener="edge",from="{escaped}",to="reviews",mode="enforce"}} 1'
+    )
 
 
 def test_values_render_like_client_libraries() -> None:

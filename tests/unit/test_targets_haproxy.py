@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import trustme
 from conftest import require_binary
 
 from meshgen import pipeline
@@ -164,3 +165,43 @@ def test_word_refuses_control_characters(text: str) -> None:
     """A config word can never carry a line break (or other control) into haproxy.cfg."""
     with pytest.raises(ValueError, match="control character"):
         haproxy.word(text)
+
+
+AUDIT = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  pay: {discovery: {static: [{address: 127.0.0.1:9001}]}}
+access:
+  - {from: "*", to: pay, methods: [POST]}
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    access: MODE
+    tls: {cert: c.pem, key: k.pem, ca: ca.pem, client_certificates: required}
+"""
+
+
+def test_audit_listener_forwards_and_captures_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`access: audit`: no 403 line, the denied condition sets a captured variable instead;
+    `enforce` keeps the deny; both pass ``haproxy -dW -c``."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf = ca.issue_cert("edge.mesh.test")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "c.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    (tmp_path / "k.pem").chmod(0o600)
+    monkeypatch.chdir(tmp_path)
+    audit, enforce = _cfg(AUDIT.replace("MODE", "audit")), _cfg(AUDIT.replace("MODE", "enforce"))
+    denied_if = "if pay.matched !{ var(txn.mg_allow0) -m bool }"
+    assert f"http-request set-var(txn.mg_audit) str(deny) {denied_if}" in audit
+    assert "http-request capture var(txn.mg_audit) len 4" in audit
+    assert "deny_status 403" not in audit and "mg_audit" not in enforce
+    assert f"string 'access denied' {denied_if}" in enforce
+    for mode, text in (("audit", audit), ("enforce", enforce)):
+        cfg = tmp_path / f"{mode}.cfg"
+        cfg.write_text(text)
+        proc = _check(cfg, tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
