@@ -65,6 +65,8 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "W301": "route shadowed by an earlier route",
         "W302": "retries can outlast the timeout",
         "W303": "route served by no listener",
+        "W304": "retries multiply along a caller chain",
+        "W305": "timeout longer than the caller's own (deadline inversion)",
         # discovery, addresses, failover and timer limits (meshgen.lower, meshgen.checks)
         "E401": "invalid address",
         "E402": "invalid duration",
@@ -83,6 +85,7 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "W402": "failover zone without endpoints",
         "W403": "health check timeout longer than its interval",
         "W404": "static endpoint listed twice",
+        "W405": "failover without a health signal",
         # TLS and access
         "E501": "TLS file does not exist",
         "E502": "TLS version below 1.2",
@@ -98,6 +101,7 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "W507": "subject_alt_names ignored because verify is false",
         "W508": "certificate key HAProxy cannot find",
         "W509": "access mode on a listener that does not check callers",
+        "W510": "access rules bypassed by a listener that does not check callers",
         # monitoring
         "E601": "alert condition does not parse",
         "E602": "alert value does not fit its signal",
@@ -106,6 +110,7 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "E605": "SLO objective outside (0, 100)",
         "W601": "alert on a service no route reaches",
         "W602": "cert_expiry alert on a service without certificate files",
+        "W603": "SLO objective below 50 (a ratio written instead of a percent)",
     }
 )
 """Code -> title; ranges as docs/diagnostics.md describes them."""

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from meshgen.checks import (
     access,
     addresses,
+    bypass,
+    chains,
     failover,
     limits,
     merging,
@@ -38,6 +40,8 @@ CHECKS = (
     failover.check,
     tls.check,
     access.check,
+    bypass.check,
+    chains.check,
     monitoring.check,
 )
 

@@ -1,4 +1,7 @@
-"""E601-E605, W601-W602: alert conditions, alert names, SLO ranges, alerts that cannot fire.
+"""E601-E605, W601-W603: alert conditions, alert names, SLO ranges, alerts that cannot fire.
+
+W603: an SLO objective is a percent (99.9); one below 50 is almost always a ratio written
+instead (0.999 means 0.999% good responses, a budget so large its alerts can never fire).
 
 W601 is limited to signals that come from request traffic (error rate, request rate,
 latency, SLOs): health and certificate signals are measured whether or not a route reaches
@@ -21,6 +24,7 @@ from meshgen.durations import format_duration
 from meshgen.model import Alert, PathKey, Service
 
 NO_CERTIFICATE = "W602"
+SMALL_OBJECTIVE = "W603"
 
 TRAFFIC_SIGNALS = frozenset(
     {"error_rate", "request_rate", "p50_latency", "p90_latency", "p99_latency"}
@@ -74,6 +78,17 @@ def check(ctx: Context) -> None:
                 (*slo.path, "objective"),
                 "the objective is the percent of good responses, like 99.9; 100 leaves no "
                 "error budget",
+            )
+        elif slo.objective < 50:
+            ctx.warning(
+                SMALL_OBJECTIVE,
+                f"SLO '{slo.name}' objective {slo.objective:g} is below 50: it is a percent, so "
+                f"this asks for only {slo.objective:g}% good responses and its alerts can "
+                "never fire",
+                (*slo.path, "objective"),
+                f"write the percent: {slo.objective * 100:g} for {slo.objective * 100:g}%"
+                if slo.objective <= 1
+                else "the objective is the percent of good responses, like 99.9",
             )
     _reachability(ctx)
 

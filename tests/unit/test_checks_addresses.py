@@ -14,7 +14,7 @@ DNS = "services:\n  pay:\n    discovery: {dns: {name: pay}}\n"
     [
         ("", []),
         ("    subsets: {v1: {labels: {version: v1}}}\n", ["E403"]),
-        ("    failover: {zones: [a]}\n", ["E404"]),
+        ("    failover: {zones: [a]}\n", ["W405", "E404"]),
     ],
 )
 def test_dns_services_have_no_labels_or_zones(extra: str, expected: list[str]) -> None:
@@ -69,7 +69,7 @@ def test_subsets_should_select_an_endpoint(subsets: str, expected: list[str]) ->
 
 def test_failover_zone_without_endpoints_warns() -> None:
     """W402 for a zone no endpoint is in."""
-    diags = diagnose(STATIC + "    failover: {zones: [a, c]}\n")
+    diags = diagnose(STATIC + "    failover: {zones: [a, c]}\n    outlier_detection: {}\n")
     assert [d.code for d in diags] == ["W402"]
     assert diags[0].hint == "known zones: a, b"
 
@@ -144,11 +144,11 @@ def test_duplicate_listener_names() -> None:
 
 CYCLE = """
 services:
-  a: {discovery: {static: [{address: 127.0.0.1:1}]}, failover: {backup: b}}
-  b: {discovery: {static: [{address: 127.0.0.1:2}]}, failover: {backup: c}}
-  c: {discovery: {static: [{address: 127.0.0.1:3}]}, failover: {backup: a}}
-  d: {discovery: {static: [{address: 127.0.0.1:4}]}, failover: {backup: a}}
-  e: {discovery: {static: [{address: 127.0.0.1:5}]}, failover: {backup: e}}
+  a: {discovery: {static: [{address: 127.0.0.1:1}]}, failover: {backup: b}, outlier_detection: {}}
+  b: {discovery: {static: [{address: 127.0.0.1:2}]}, failover: {backup: c}, outlier_detection: {}}
+  c: {discovery: {static: [{address: 127.0.0.1:3}]}, failover: {backup: a}, outlier_detection: {}}
+  d: {discovery: {static: [{address: 127.0.0.1:4}]}, failover: {backup: a}, outlier_detection: {}}
+  e: {discovery: {static: [{address: 127.0.0.1:5}]}, failover: {backup: e}, outlier_detection: {}}
 """
 
 
@@ -170,8 +170,10 @@ def test_backup_chain_without_cycle_is_fine() -> None:
     """A chain that ends is allowed."""
     assert (
         codes(
-            CYCLE.replace("backup: a}}\n  d", "backup: d}}\n  d")
-            .replace("{backup: a}}\n  e", "{}}\n  e")
+            CYCLE.replace(
+                "backup: a}, outlier_detection: {}}\n  d", "backup: d}, outlier_detection: {}}\n  d"
+            )
+            .replace("{backup: a}, outlier_detection: {}}\n  e", "{}}\n  e")
             .replace("{backup: e}", "{}")
         )
         == []

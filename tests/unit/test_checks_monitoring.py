@@ -69,7 +69,7 @@ def test_slo_window(window: str, expected: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("objective", "expected"),
-    [("99.9", []), ("0.1", []), ("0", ["E605"]), ("100", ["E605"]), ("100.5", ["E605"])],
+    [("99.9", []), ("50", []), ("0.1", ["W603"]), ("0", ["E605"]), ("100", ["E605"])],
 )
 def test_slo_objective(objective: str, expected: list[str]) -> None:
     """The objective is a percentage strictly between 0 and 100."""
@@ -78,7 +78,10 @@ def test_slo_objective(objective: str, expected: list[str]) -> None:
 
 UNROUTED = """
 services:
-  reviews: {discovery: {static: [{address: 127.0.0.1:1}]}, failover: {backup: dr}}
+  reviews:
+    discovery: {static: [{address: 127.0.0.1:1}]}
+    failover: {backup: dr}
+    outlier_detection: {}
   dr: {discovery: {static: [{address: 127.0.0.1:2}]}}
   lonely: {discovery: {static: [{address: 127.0.0.1:3}]}}
 routes:

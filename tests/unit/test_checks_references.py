@@ -41,6 +41,7 @@ def test_known_references_are_clean() -> None:
   ratings:
     discovery: {static: [{address: 127.0.0.1:9082}]}
     failover: {backup: reviews}
+    outlier_detection: {}
 routes:
   - name: r
     to: [{service: reviews, subset: v1}]
@@ -120,7 +121,7 @@ def test_unknown_monitored_service() -> None:
 
 def test_unknown_backup() -> None:
     """E207: failover.backup names a service that does not exist."""
-    spec = ONE_SERVICE + "    failover: {backup: reviews-dr}\n"
+    spec = ONE_SERVICE + "    failover: {backup: reviews-dr}\n    outlier_detection: {}\n"
     (diag,) = diagnose(spec)
     assert diag.code == "E207"
     assert diag.message == "service 'reviews' fails over to unknown service 'reviews-dr'"
