@@ -70,6 +70,7 @@ class Generation:
         }
         self.enforced = {lst.name: enforced_on(lst) for lst in tables.listeners}
         self.audit = {lst.name: lst.access == "audit" for lst in tables.listeners}
+        self.audit_log = AuditLog(log, clock)
         self.access = AccessPolicy.from_tables(tables) if any(self.enforced.values()) else None
         self.route_buckets = {
             r.name: TokenBucket(r.rate_limit.requests_per_second, r.rate_limit.burst, clock)
@@ -170,7 +171,6 @@ class Proxy:
         self.generation = generation
         self.metrics = metrics
         self.access_log = access_log
-        self.audit_log = AuditLog(log)
         self.exchange = Exchange(metrics)
         self.mirrors = Mirrors(self.exchange)
         self.connections: set[ServerConnection] = set()
@@ -383,7 +383,7 @@ class Proxy:
             listener.name, caller or "", denied, "audit" if audit else "enforce"
         )
         if audit:
-            self.audit_log.denied(listener.name, caller, req.method, path, route, denied)
+            gen.audit_log.denied(listener.name, caller, req.method, path, route, denied)
         return audit
 
     def _limited(self, req: Request, route: str, wait: float, rid: bytes) -> int:

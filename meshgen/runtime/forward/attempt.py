@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     import random
 
     from ..access import AccessPolicy
+    from ..audit import AuditLog
     from ..resilience import CircuitBreaker, RetryBudget, TokenBucket
     from ..router import Router
     from ..tables import Cluster, Mirror, RetryPolicy, Route, Target
@@ -229,7 +230,7 @@ class Counters(Protocol):
 
     def inc_rate_limited(self, route: str) -> None: ...
 
-    def inc_denied(self, listener: str, source: str, service: str) -> None: ...
+    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None: ...
 
 
 class Policies(Protocol):
@@ -243,6 +244,12 @@ class Policies(Protocol):
 
     @property
     def access(self) -> AccessPolicy | None: ...
+
+    @property
+    def audit(self) -> Mapping[str, bool]: ...  # listener -> access: audit (forward, log)
+
+    @property
+    def audit_log(self) -> AuditLog: ...
 
     @property
     def route_buckets(self) -> Mapping[str, TokenBucket]: ...
@@ -400,8 +407,14 @@ class Attempt:
             assert access is not None
             denied = access.denial(route.name, self.caller, req.method, path)
             if denied is not None:
-                gen.metrics.inc_denied(self.listener, self.caller or "", denied)
-                return self._local(DENIED)
+                audit = gen.audit[self.listener]
+                mode = "audit" if audit else "enforce"
+                gen.metrics.inc_denied(self.listener, self.caller or "", denied, mode)
+                if not audit:
+                    return self._local(DENIED)
+                gen.audit_log.denied(
+                    self.listener, self.caller, req.method, path, route.name, denied
+                )
         if route.rate_limit is not None:
             wait = gen.route_buckets[route.name].try_acquire()
             if wait is not None:
