@@ -26,6 +26,7 @@ TITLES: Final = {
     "alert": "Alerts",
     "slo": "SLOs",
 }
+MARKDOWN_LIMIT: Final = 60_000  # characters, below GitHub's comment limit with room to spare
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -107,15 +108,24 @@ def _markdown_item(change: Change) -> str:
 
 
 def render_markdown(planned: Sequence[Planned], old: str, new: str) -> str:
-    """A pull-request comment: a heading with the count, then the changes by section."""
+    """A pull-request comment: a heading with the count, then the changes by section, cut to
+    fit a comment (GitHub takes 65,536 characters) with a count of what was left out."""
     out = [f"### meshgen plan: {_counts(planned)}", "", f"{code(old)} → {code(new)}"]
+    size = sum(len(line) + 1 for line in out)
     title = ""
-    for p in planned:
+    for shown, p in enumerate(planned):
+        lines = []
         if TITLES[p.change.section] != title:
             title = TITLES[p.change.section]
-            out += ["", f"**{title}**", ""]
+            lines += ["", f"**{title}**", ""]
         where = f" — {code(p.where)}" if p.where else ""
-        out.append(f"- {_markdown_item(p.change)}{where}")
+        lines.append(f"- {_markdown_item(p.change)}{where}")
+        size += sum(len(line) + 1 for line in lines)
+        if size > MARKDOWN_LIMIT:
+            rest = len(planned) - shown
+            out += ["", f"… and {rest} more; `meshgen plan` prints every change."]
+            break
+        out += lines
     return "\n".join(out) + "\n"
 
 

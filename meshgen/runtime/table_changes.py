@@ -10,10 +10,12 @@ caller, service, method and path region the rules of either side name, both side
 payments POST /charge now denied``). Rewording rules without changing what they allow is no
 change at all.
 
-A region is probed by one representative: a method no rule names stands for "the other
-methods", and a path prefix ``p`` stands for the paths under ``p`` that are not under a longer
-prefix also named (so ``/charge`` says what ``/charge/x`` gets unless ``/charge/x`` is a prefix of
-its own). Verdicts are the same for every member of a region, so the probes are exhaustive.
+A caller that no rule of a service names gets exactly what ``*`` gets there, so it is reported
+as ``*``, once. A region is probed by one representative: a method no rule names stands for
+"the other methods", and a path prefix ``p`` stands for the paths under ``p`` that are not
+under a longer prefix also named (so ``/charge`` says what ``/charge/x`` gets unless
+``/charge/x`` is a prefix of its own). Verdicts are the same for every member of a region, so
+the probes are exhaustive.
 
 Objects that compare equal are never rendered, so a reload of a large mesh that changed one
 route costs one route's views. Standard library only (the runtime logs a reload's changes).
@@ -260,13 +262,14 @@ def verdict_flips(old: Sequence[AccessRule], new: Sequence[AccessRule]) -> list[
     """Every region whose verdict differs between two rule sets (module docstring)."""
     before, after = AccessPolicy(old), AccessPolicy(new)
     rules = [*old, *new]
-    callers = [*sorted({*before.callers, *after.callers}), ANY]
     out: list[Flip] = []
     for service in sorted({r.service for r in rules}):
         mine = [r for r in rules if r.service == service]
         named = tuple(sorted({m.upper() for r in mine for m in r.methods}))
         methods = (*named, OTHER_METHODS)
         prefixes = tuple(sorted({"/", *(p for r in mine for p in (r.paths or ("/",)))}))
+        # A caller no rule of this service names has exactly the grants of "*": one line for it.
+        callers = [*sorted({r.source for r in mine} - {ANY}), ANY]
         for caller in callers:
             for path in prefixes:
                 for verdict, was, now in (("denied", before, after), ("allowed", after, before)):

@@ -459,3 +459,23 @@ def test_build_check_says_what_a_rebuild_changes(canary: Plan, tmp_path: Path) -
         "  route reviews-split: to reviews/v1 weight 90 -> 80\n"
         "  route reviews-split: to reviews/v3 weight 10 -> 20\n"
     )
+
+
+def test_markdown_fits_a_pull_request_comment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of changes: the comment stays under GitHub's 65,536 characters and says how
+    many changes it left out."""
+    many = Plan(tmp_path, "quickstart", capsys)
+    endpoints = "".join(
+        f"        - {{address: 10.1.{i // 250}.{i % 250}:80}}\n" for i in range(3000)
+    )
+    code, md = many.run(
+        ("        - {address: 127.0.0.1:9082}\n", endpoints), args=("--format", "markdown")
+    )
+    assert code == 3
+    assert len(md) < 65_536
+    assert md.startswith("### meshgen plan: 3001 changes (3000 added, 1 removed)")
+    shown = md.count("\n- ")
+    assert 100 < shown < 3001
+    assert md.rstrip().endswith(f"… and {3001 - shown} more; `meshgen plan` prints every change.")

@@ -318,11 +318,11 @@ def test_every_verdict_flip_falls_in_exactly_one_reported_region(
 ) -> None:
     """A request whose verdict differs between the rule sets lies in exactly one reported
     region with the new verdict (and one that did not change lies in none): its caller (or
-    ``*`` for a caller no rule names), the longest named prefix above its path, its method
-    (or "other methods")."""
+    ``*`` for a caller no rule of that service names), the longest named prefix above its path,
+    its method (or "other methods")."""
     was = AccessPolicy(old).allowed(caller, method, path, (service,))
     now = AccessPolicy(new).allowed(caller, method, path, (service,))
-    named = {r.source for r in (*old, *new)} - {"*"}
+    named = {r.source for r in (*old, *new) if r.service == service} - {"*"}
 
     def covers(flip: Flip) -> bool:
         longest = max((p for p in flip.prefixes if path_under(path, p)), key=len)
