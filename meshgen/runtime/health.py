@@ -22,26 +22,30 @@ Three pure pieces and one I/O function:
   otherwise every healthy endpoint of the group, in any zone or none (endpoints with no or an
   unlisted zone are never preferred, only used with the rest; HAProxy's chain does the same).
   An empty result means "no healthy endpoint" (the caller tries the backup, then 503).
-* :func:`probe` runs one active check: an HTTP/1.1 GET whose status line is parsed by
-  ``httptools`` (never by hand), or a TCP connect; over TLS both verify the upstream's
-  identity exactly as the proxy does. Scheduling is the caller's: the first probe
-  runs at start after :func:`first_delay` (a small jitter, so thousands of endpoints do not probe
-  in lockstep), then every :func:`next_delay` (interval +-10 %, as Envoy's interval jitter).
+* Probe timing, pure functions with the clock passed in (the asyncio shell is ``prober.py``):
+  :func:`spread_phases` gives the first probes of all endpoints sharing an interval evenly spaced
+  offsets over the *whole* interval (stratified: one random point per 1/N of it, so 10,000
+  endpoints never probe in lockstep and two sidecars do not align); :func:`next_due` keeps each
+  endpoint on its own grid ``phase + k x interval`` (no drift into bursts: a late or slow probe
+  does not move the next one, and slots the loop missed are skipped, never made up in a burst);
+  :func:`timer_verdict` is the loop-lag rule: a probe's timeout runs from when it was actually
+  sent, and a timeout timer that fires more than :data:`LAG_TOLERANCE_S` late (the event loop
+  was busy, so an answer may be sitting unread in the socket) is re-armed once more instead of
+  failing the endpoint; only a timer that fires on time counts as the endpoint's timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import math
 import random
-import ssl
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
-
-import httptools
+from typing import Final, Literal
 
 from .tables import Endpoint, HealthCheck, OutlierDetection
-from .tls import PeerIdentityError, UpstreamTls
+
+LAG_TOLERANCE_S: Final = 0.05
+"""A timer firing later than this after its deadline means the event loop, not the peer, was
+slow: the loop's own lag on a busy but healthy sidecar stays well below it."""
 
 # (currently healthy, probe succeeded) -> (threshold attribute or None = reset streak)
 TRANSITIONS: Final[dict[tuple[bool, bool], str | None]] = {
@@ -166,83 +170,23 @@ def failover_select(
     return up
 
 
-def first_delay(check: HealthCheck, rng: random.Random) -> float:
-    """Delay before the first probe: at start, spread over ``min(10 % interval, 1 s)``."""
-    return rng.uniform(0.0, min(0.1 * check.interval_s, 1.0))
+def spread_phases(count: int, interval_s: float, rng: random.Random) -> list[float]:
+    """Offsets in ``[0, interval_s)`` of the first probes of ``count`` endpoints: one uniform
+    point in each of ``count`` equal strata, so any window of the interval holds its share."""
+    return [interval_s * (i + rng.random()) / count for i in range(count)]
 
 
-def next_delay(check: HealthCheck, rng: random.Random) -> float:
-    """Delay between probes: ``interval`` with +-10 % jitter."""
-    return check.interval_s * rng.uniform(0.9, 1.1)
+def next_due(due: float, interval_s: float, now: float) -> float:
+    """The next slot of an endpoint whose slot ``due`` just came: ``due + interval`` on its own
+    grid, or the first grid point after ``now`` when the loop fell behind (missed slots are
+    skipped, not made up in a burst)."""
+    nxt = due + interval_s
+    if nxt <= now:
+        nxt += math.ceil((now - nxt) / interval_s + 1e-9) * interval_s
+    return nxt
 
 
-class _StatusOnly:
-    """httptools callback target: remembers that the response head is complete."""
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def on_headers_complete(self) -> None:
-        self.done = True
-
-
-async def _connect(
-    endpoint: Endpoint, tls: UpstreamTls | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open the probe connection; with TLS, verify the upstream's identity as the proxy does."""
-    if tls is None:
-        return await asyncio.open_connection(endpoint.host, endpoint.port)
-    reader, writer = await asyncio.open_connection(
-        endpoint.host,
-        endpoint.port,
-        ssl=tls.context,
-        server_hostname=tls.server_hostname(endpoint.host),
-    )
-    try:
-        tls.check_peer(writer.get_extra_info("ssl_object"))
-    except PeerIdentityError:
-        writer.close()
-        raise
-    return reader, writer
-
-
-async def _http_status(endpoint: Endpoint, path: str, tls: UpstreamTls | None) -> int | None:
-    reader, writer = await _connect(endpoint, tls)
-    try:
-        host = endpoint.address
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meshgen-health\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n".encode("ascii")
-        )
-        await writer.drain()
-        target = _StatusOnly()
-        parser = httptools.HttpResponseParser(target)
-        while not target.done:
-            chunk = await reader.read(4096)
-            if not chunk:
-                return None
-            parser.feed_data(chunk)
-        return int(parser.get_status_code())
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
-
-
-async def probe(check: HealthCheck, endpoint: Endpoint, tls: UpstreamTls | None = None) -> bool:
-    """Run one active check within ``check.timeout_s``; True means the endpoint passed.
-
-    With ``tls`` the probe trusts exactly what live traffic trusts: the same context, SNI and
-    ``subject_alt_names`` check (:meth:`UpstreamTls.check_peer`), so an impostor with a
-    certificate from the right CA but the wrong identity is unhealthy, not merely unused.
-    """
-    try:
-        async with asyncio.timeout(check.timeout_s):
-            if check.kind == "tcp":
-                _, writer = await _connect(endpoint, tls)
-                writer.close()
-                return True
-            status = await _http_status(endpoint, check.path, tls)
-            return status is not None and status in check.expected_statuses
-    except (OSError, TimeoutError, ssl.SSLError, httptools.HttpParserError, ValueError):
-        return False
+def timer_verdict(deadline: float, now: float) -> Literal["timeout", "recheck"]:
+    """A probe's timeout timer fired at ``now``: the endpoint timed out only if the timer fired
+    on time; a late one (loop lag) is re-armed, giving queued socket reads their turn first."""
+    return "recheck" if now - deadline > LAG_TOLERANCE_S else "timeout"

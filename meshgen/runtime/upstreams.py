@@ -23,14 +23,16 @@ Choice order for ``pick(service, subset, ...)`` (docs/reference.md, "Failover or
 4. otherwise None -> 503.
 
 ``exclude`` holds addresses already tried; a retry goes elsewhere when the eligible set allows.
-The asyncio shell (``start``/``stop``) runs one refresh loop per DNS service, one probe loop per
-endpoint with an active check, and one outlier review loop per service with outlier detection.
+The asyncio shell (``start``/``stop``) runs one refresh loop per DNS service, one
+:class:`~.prober.Prober` for every active check (spread, keep-alive, bounded: see prober.py),
+and one outlier review loop per service with outlier detection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import ssl
 import time
@@ -41,20 +43,15 @@ from typing import Any, Literal, Protocol
 
 from .balancers import Balancer, make_balancer
 from .discovery import DnsSource, Source, make_source
-from .health import (
-    HealthState,
-    OutlierDetector,
-    failover_select,
-    first_delay,
-    next_delay,
-    probe,
-)
+from .health import HealthState, OutlierDetector, failover_select
+from .prober import Prober
 from .tables import Cluster, Endpoint, HealthCheck, Tables
 from .tls import UpstreamTls
 
 # Outcomes the proxy reports; any other string also counts as a local (5xx-like) failure.
 Outcome = int | Literal["connect-failure", "reset", "timeout"] | str
 BALANCER_CACHE_SIZE = 32
+log = logging.getLogger("meshgen.health")
 
 
 class MetricsSink(Protocol):
@@ -87,7 +84,6 @@ class _Service:
     version: int = 0
     picks: dict[str | None, tuple[int, Balancer | None]] = field(default_factory=dict)
     balancers: dict[tuple[tuple[Endpoint, ...], int], Balancer] = field(default_factory=dict)
-    probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     picked: dict[int, Picked] = field(default_factory=dict)  # id(endpoint) -> reusable Picked
 
     def healthy(self, address: str) -> bool:
@@ -152,7 +148,7 @@ class Upstreams:
             name: _upstream_tls(name, ctx, tables) for name, ctx in (client_ssl or {}).items()
         }
         self._tasks: list[asyncio.Task[None]] = []
-        self._running = False
+        self._prober = Prober(self.on_probe_result, self._rng)
         self._services: dict[str, _Service] = {}
         for cluster in tables.clusters:
             od = tables.outlier_detection.get(cluster.name)
@@ -276,9 +272,7 @@ class Upstreams:
             svc.outlier.forget(new)
         for address in old - new:
             svc.states.pop(address, None)
-            task = svc.probes.pop(address, None)
-            if task is not None:
-                task.cancel()
+            self._prober.remove(service, address)
             if self._metrics is not None:
                 self._metrics.forget_endpoint(service, address)
         for ep in endpoints:
@@ -286,8 +280,7 @@ class Upstreams:
                 continue
             if svc.check is not None:
                 svc.states[ep.address] = HealthState(svc.check)
-                if self._running:
-                    self._start_probe(svc, ep)
+                self._prober.add(service, ep, svc.check, self._tls.get(service))
             if self._metrics is not None:
                 self._metrics.set_endpoint_healthy(service, ep.address, True)
 
@@ -298,6 +291,8 @@ class Upstreams:
         if state is None or not state.on_result(ok):
             return
         svc.version += 1
+        verdict = "UP" if state.healthy else "DOWN"
+        log.warning("service %s endpoint %s is %s (health check)", service, address, verdict)
         if self._metrics is not None:
             self._metrics.set_endpoint_healthy(service, address, svc.healthy(address))
 
@@ -336,27 +331,21 @@ class Upstreams:
     # ---- asyncio shell --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resolve DNS once, then start refresh, probe and outlier-review loops."""
+        """Resolve DNS once, then start refresh loops, the prober and outlier-review loops."""
         dns = [(name, s) for name, s in self._services.items() if isinstance(s.source, DnsSource)]
         delays = await asyncio.gather(*(s.source.refresh() for _, s in dns))
-        self._running = True
         for (name, svc), delay in zip(dns, delays, strict=True):
             self.apply_endpoints(name, svc.source.endpoints)
             self._spawn(self._refresh_loop(name, svc, delay))
+        self._prober.start()
         for name, svc in self._services.items():
-            for ep in svc.endpoints:
-                if svc.check is not None:
-                    self._start_probe(svc, ep)
             if svc.outlier is not None:
                 self._spawn(self._review_loop(name, svc.outlier.policy.interval_s))
 
     async def stop(self) -> None:
-        """Cancel every loop and probe and wait for them."""
-        self._running = False
+        """Cancel every loop, close the prober's connections, and wait for them."""
+        await self._prober.stop()
         tasks = list(self._tasks)
-        for svc in self._services.values():
-            tasks.extend(svc.probes.values())
-            svc.probes.clear()
         self._tasks.clear()
         for task in tasks:
             task.cancel()
@@ -367,26 +356,11 @@ class Upstreams:
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
-    def _start_probe(self, svc: _Service, ep: Endpoint) -> None:
-        task = asyncio.get_running_loop().create_task(self._probe_loop(svc, ep))
-        svc.probes[ep.address] = task
-
     async def _refresh_loop(self, name: str, svc: _Service, delay: float | None) -> None:
         while delay is not None:
             await asyncio.sleep(delay)
             delay = await svc.source.refresh()
             self.apply_endpoints(name, svc.source.endpoints)
-
-    async def _probe_loop(self, svc: _Service, ep: Endpoint) -> None:
-        check = svc.check
-        assert check is not None
-        name = svc.cluster.name
-        tls = self._tls.get(name)
-        await asyncio.sleep(first_delay(check, self._rng))
-        while True:
-            ok = await probe(check, ep, tls)
-            self.on_probe_result(name, ep.address, ok)
-            await asyncio.sleep(next_delay(check, self._rng))
 
     async def _review_loop(self, name: str, interval_s: float) -> None:
         while True:

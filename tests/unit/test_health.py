@@ -7,6 +7,7 @@ import contextlib
 import random
 import socket
 import ssl
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -15,15 +16,17 @@ import trustme
 from pytest_httpserver import HTTPServer
 
 from meshgen.runtime.health import (
+    LAG_TOLERANCE_S,
     HealthState,
     OutlierDetector,
     failover_select,
-    first_delay,
-    next_delay,
-    probe,
+    next_due,
+    spread_phases,
+    timer_verdict,
 )
+from meshgen.runtime.prober import Prober
 from meshgen.runtime.tables import ClientTls, Endpoint, HealthCheck, OutlierDetection
-from meshgen.runtime.tls import upstream_tls
+from meshgen.runtime.tls import UpstreamTls, upstream_tls
 
 CHECK = HealthCheck(kind="http", healthy_threshold=2, unhealthy_threshold=3)
 
@@ -153,14 +156,54 @@ def test_failover_without_zones_is_all_healthy() -> None:
     assert select({"10.0.0.1"}, zones=()) == {f"10.0.0.{i}" for i in range(2, 7)}
 
 
-def test_probe_schedule_is_jittered_and_bounded() -> None:
-    """First probe within min(10 % interval, 1 s); then interval +-10 %."""
-    rng = random.Random(5)
-    check = HealthCheck(kind="tcp", interval_s=5.0)
-    firsts = [first_delay(check, rng) for _ in range(200)]
-    assert min(firsts) >= 0 and max(firsts) <= 0.5 and len(set(firsts)) > 100
-    nexts = [next_delay(check, rng) for _ in range(200)]
-    assert min(nexts) >= 4.5 and max(nexts) <= 5.5
+@pytest.mark.parametrize("count", [1, 7, 1000, 10_000])
+def test_first_probes_spread_evenly_over_the_whole_interval(count: int) -> None:
+    """Every 100 ms of a 1 s interval gets its share of first probes (+-1 per stratum edge),
+    sorted and inside the interval; two sidecars get different points (seeded jitter)."""
+    phases = spread_phases(count, 1.0, random.Random(5))
+    assert phases == sorted(phases) and phases[0] >= 0 and phases[-1] < 1.0
+    buckets = [0] * 10
+    for p in phases:
+        buckets[int(p * 10)] += 1
+    assert max(buckets) - min(buckets) <= 1 + (count < 10) * count
+    assert spread_phases(count, 1.0, random.Random(6)) != phases
+
+
+def test_probes_stay_on_their_grid_and_skip_missed_slots() -> None:
+    """next_due keeps phase + k x interval: a late tick or a slow probe never moves the grid,
+    and after a stall only the next slot comes (no burst making up the missed ones)."""
+    assert next_due(10.3, 1.0, now=10.31) == pytest.approx(11.3)
+    assert next_due(10.3, 1.0, now=11.0) == pytest.approx(11.3)  # tick 0.7 s late
+    assert next_due(10.3, 1.0, now=14.05) == pytest.approx(14.3)  # 3 s stall: slots skipped
+    assert next_due(10.3, 1.0, now=14.3) == pytest.approx(15.3)
+    rng = random.Random(1)
+    clock, due, fired = 0.0, 0.25, []
+    for _ in range(200):  # a loop that runs each slot up to 40 ms late
+        clock = due + rng.uniform(0.0, 0.04)
+        fired.append(due)
+        due = next_due(due, 1.0, clock)
+    assert [round(f % 1.0, 9) for f in fired] == [0.25] * 200
+
+
+def test_a_late_timer_is_loop_lag_not_an_endpoint_timeout() -> None:
+    """Fired within LAG_TOLERANCE_S of its deadline: the endpoint timed out; later: the loop
+    was busy, so the probe is re-checked instead of failed."""
+    assert timer_verdict(5.0, 5.0) == "timeout"
+    assert timer_verdict(5.0, 5.0 + LAG_TOLERANCE_S) == "timeout"
+    assert timer_verdict(5.0, 5.0 + LAG_TOLERANCE_S + 0.001) == "recheck"
+    assert timer_verdict(5.0, 9.0) == "recheck"
+
+
+async def probe(check: HealthCheck, endpoint: Endpoint, tls: UpstreamTls | None = None) -> bool:
+    """One probe through the real prober (its connection, limits and TLS identity check)."""
+    results: asyncio.Queue[bool] = asyncio.Queue()
+    prober = Prober(lambda _s, _a, ok: results.put_nowait(ok), random.Random(1))
+    prober.add("svc", endpoint, replace(check, interval_s=0.01), tls)
+    prober.start()
+    try:
+        return await asyncio.wait_for(results.get(), check.timeout_s + 2)
+    finally:
+        await prober.stop()
 
 
 def endpoint_of(server: HTTPServer) -> Endpoint:
