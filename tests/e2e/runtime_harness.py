@@ -40,13 +40,14 @@ admin: "127.0.0.1:0"
 """
 
 
-def _pdeathsig() -> None:
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGKILL when this process dies."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _limited(nofile: tuple[int, int]) -> None:
     """In the child before exec: the parent-death signal and the open-files limit."""
-    _pdeathsig()
+    die_with_parent()
     resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
 
@@ -184,7 +185,7 @@ def run_dist(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_pdeathsig if nofile is None else lambda: _limited(nofile),
+            preexec_fn=die_with_parent if nofile is None else lambda: _limited(nofile),
         )
     try:
 
@@ -251,7 +252,7 @@ def script_backend(source: str, *args: str) -> Iterator[tuple[str, subprocess.Po
         [sys.executable, "-c", source, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        preexec_fn=_pdeathsig,
+        preexec_fn=die_with_parent,
     )
     try:
         assert proc.stdout is not None
