@@ -79,10 +79,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.parser = httptools.HttpResponseParser(self)  # one per connection: keep-alive
 
     def send(self) -> None:
         assert self.transport is not None
-        self.parser = httptools.HttpResponseParser(self)
         self.waiting, self.in_head, self.done, self.status = True, True, False, 0
         self.head = self.headers = self.body = 0
         self.transport.write(self.job.request)

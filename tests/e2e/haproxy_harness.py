@@ -68,6 +68,7 @@ class HAProxy(Engine):
     """HAProxy with an admin ``stats socket`` at ``socket_path`` (``show stat`` etc.)."""
 
     socket_path: Path
+    pid: int
 
 
 def _accepts(port: int) -> bool:
@@ -101,7 +102,7 @@ def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = Non
     proc = start_process([binary, "-db", "-f", cfg], root / "haproxy.log", env=env, cwd=root)
     try:
         proc.wait_until(lambda: _accepts(port) and sock.exists(), what="haproxy")
-        yield HAProxy("haproxy", port, sock)
+        yield HAProxy("haproxy", port, sock, proc.pid)
     finally:
         proc.stop()
 

@@ -1,11 +1,13 @@
-"""Many real loopback backends at once: one nginx listening on N ports, logging every request.
+"""Many real loopback backends at once: nginx listening on N ports, logging every request.
 
 Used by the health-check scale test and ``bench/health_scale.py``. nginx (Debian
-``nginx-light``) answers every request 200 on each of N ports in one worker, with keep-alive
-requests unlimited, and writes one access-log line per request: ``$msec $server_port
-$connection $request_uri $http_user_agent``, so who sent what, when, and on which connection can
-be counted afterwards (:func:`read_log`). Ports come from below the kernel's ephemeral range
-(outgoing connections never take them), picked free at start.
+``nginx-light``) answers every request 200 on each of N ports, with keep-alive requests
+unlimited, and writes one access-log line per request: ``$msec $server_port $connection
+$request_uri $http_user_agent``, so who sent what, when, and on which connection can be counted
+afterwards (:func:`read_log`). One nginx (one worker) serves at most :data:`PORTS_PER_NGINX`
+ports: a worker holds a descriptor per listening port and per connection, and a process may
+not raise its descriptor limit past the hard limit (20,000 here). Ports come from below the
+kernel's ephemeral range (outgoing connections never take them), picked free at start.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ pid {d}/nginx.pid; error_log {d}/nginx.err;
 events {{ worker_connections {connections}; }}
 http {{
   log_format probe '$msec $server_port $connection $request_uri $http_user_agent';
-  access_log {d}/access.log probe buffer=256k flush=200ms;
+  map $server_port $logged {{ ~{logged}$ 1; default 0; }}
+  access_log {d}/access.log probe buffer=256k flush=200ms if=$logged;
   keepalive_requests 100000000; keepalive_timeout 300s;
   client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
   uwsgi_temp_path {d}; scgi_temp_path {d};
@@ -37,6 +40,7 @@ http {{
 }}
 """
 FIRST_PORT = 12000
+PORTS_PER_NGINX = 2500
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,15 @@ class Hit:
 
 
 def raise_nofile(limit: int) -> None:
-    """Raise this process's descriptor limits to ``limit`` (children inherit them); as root
-    the hard limit may rise too."""
+    """Raise this process's soft descriptor limit (children inherit it) to ``limit``, or to
+    the hard limit where that is lower and cannot be raised."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < limit:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(hard, limit)))
+    if soft >= limit:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(hard, limit)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
 
 
 def free_ports(count: int, first: int = FIRST_PORT) -> list[int]:
@@ -76,28 +83,38 @@ def free_ports(count: int, first: int = FIRST_PORT) -> list[int]:
     return out
 
 
-def read_log(folder: Path) -> list[Hit]:
-    """Every request logged so far (nginx flushes its log buffer every 200 ms)."""
+def read_log(
+    folder: Path, offsets: dict[Path, int] | None = None
+) -> tuple[list[Hit], dict[Path, int]]:
+    """The requests logged by every nginx under ``folder`` since ``offsets`` (byte offsets per
+    log, from a previous call; nginx flushes its buffer every 200 ms), and the new offsets."""
     hits: list[Hit] = []
-    path = folder / "access.log"
-    if not path.exists():
-        return hits
-    for line in path.read_text(errors="replace").splitlines():
-        parts = line.split(" ", 4)
-        if len(parts) == 5:
-            hits.append(Hit(float(parts[0]), int(parts[1]), int(parts[2]), parts[3], parts[4]))
-    return hits
+    seen = dict(offsets or {})
+    for path in sorted(folder.glob("*/access.log")):
+        start = seen.get(path, 0)
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        seen[path] = start + end
+        for line in data[:end].decode(errors="replace").splitlines():
+            parts = line.split(" ", 4)
+            if len(parts) == 5:
+                t, port, conn, uri, agent = parts
+                hits.append(Hit(float(t), int(port), int(conn), uri, agent))
+    hits.sort(key=lambda h: h.time)
+    return hits, seen
 
 
 @contextlib.contextmanager
-def many_port_nginx(nginx: str, folder: Path, count: int) -> Iterator[list[int]]:
-    """Run nginx on ``count`` loopback ports (logs in ``folder``); yields the ports."""
+def nginx_on(nginx: str, folder: Path, ports: list[int], sample: bool) -> Iterator[None]:
+    """One nginx (one worker) on ``ports``, its config and logs in ``folder``; with ``sample``
+    only ports ending in 0 are logged."""
     folder.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(count)
     listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
-    nofile = 4 * count + 4096
-    raise_nofile(nofile)
-    conf = NGINX.format(d=folder, listens=listens, nofile=nofile, connections=3 * count + 2048)
+    n = len(ports)
+    conf = NGINX.format(d=folder, listens=listens, nofile=4 * n + 1024, connections=3 * n + 512,
+                        logged="0" if sample else "")  # fmt: skip
     (folder / "nginx.conf").write_text(conf)
     with open(folder / "nginx.out", "wb") as out:
         proc = subprocess.Popen(
@@ -118,7 +135,7 @@ def many_port_nginx(nginx: str, folder: Path, count: int) -> Iterator[list[int]]
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("nginx did not start:\n" + (folder / "nginx.err").read_text())
             time.sleep(0.05)
-        yield ports
+        yield
     finally:
         proc.terminate()
         try:
@@ -126,3 +143,20 @@ def many_port_nginx(nginx: str, folder: Path, count: int) -> Iterator[list[int]]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def many_port_nginx(
+    nginx: str, folder: Path, count: int, sample: bool = False
+) -> Iterator[list[int]]:
+    """nginx on ``count`` loopback ports (one instance per :data:`PORTS_PER_NGINX`, logs in
+    ``folder/<i>/``); yields the ports. ``sample``: log only the requests to every tenth port
+    (those ending in 0), to keep nginx's own work small at 10,000 ports."""
+    ports = free_ports(count)
+    raise_nofile(4 * min(count, PORTS_PER_NGINX) + 1024)
+    with contextlib.ExitStack() as stack:
+        for i in range(0, count, PORTS_PER_NGINX):
+            chunk = ports[i : i + PORTS_PER_NGINX]
+            where = folder / str(i // PORTS_PER_NGINX)
+            stack.enter_context(nginx_on(nginx, where, chunk, sample))
+        yield ports

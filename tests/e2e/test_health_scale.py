@@ -52,7 +52,7 @@ def test_three_hundred_endpoints_stay_up_spread_and_on_one_connection(tmp_path: 
             time.sleep(4.6)
             healthy = [v for lab, v in samples(rt, "meshgen_endpoint_healthy")]
             log = rt.log_text()
-        hits = [h for h in read_log(tmp_path / "nginx") if h.agent == "meshgen-health"]
+        hits = [h for h in read_log(tmp_path / "nginx")[0] if h.agent == "meshgen-health"]
     assert len(healthy) == len(ports) and set(healthy) == {1.0}
     assert "is DOWN" not in log, log[-2000:]
     assert len(hits) >= 3 * len(ports), len(hits)  # about one probe per endpoint per second
