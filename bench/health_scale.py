@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.client import HTTPConnection
@@ -261,7 +261,10 @@ def main() -> int:
               f"{time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
         for r in range(args.rounds):
             bench.round = r + 1
-            runs = [lambda: bench.meshgen(True), lambda: bench.meshgen(False)]
+            runs: list[Callable[[], Phase]] = [
+                lambda: bench.meshgen(True),
+                lambda: bench.meshgen(False),
+            ]
             if not args.skip_haproxy:
                 runs.append(bench.haproxy)
             for run in runs if r % 2 == 0 else runs[::-1]:
