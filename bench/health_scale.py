@@ -1,9 +1,11 @@
 """Active health checks at scale: meshgen's runtime vs HAProxy 2.6 on the same 10,000 endpoints.
 
 Usage: ``python bench/health_scale.py [--endpoints 10000] [--services 1000] [--rounds 2]``.
-Needs the Debian packages nginx-light and haproxy. nginx serves every endpoint (one port each,
-200 for any path; one nginx per 2,500 ports) and logs the requests to every tenth port with
-their time, port, connection and user agent (logs in /dev/shm, so no write waits for a disk).
+Needs the Debian packages nginx-light, haproxy and tcpdump. nginx serves every endpoint (one
+port each, 200 for any path; one nginx per 2,500 ports, no access log). Probes are counted on
+the wire: ``tcpdump`` on the loopback keeps, with its kernel timestamp, every packet that
+starts a ``GET /healthz`` towards an endpoint port (a kernel filter, so a busy machine delays
+nobody's clock but the sender's own).
 The mesh has ``--services`` services of ``endpoints / services`` endpoints, each checked with
 ``http: {path: /healthz}`` every ``--interval`` (timeout 1 s, thresholds 2/3), and the default
 route per service. Each round runs, one engine at a time, on the same endpoints:
@@ -18,15 +20,17 @@ cycling over the services; latency counted from each request's scheduled time, s
 not hidden) go through it. Reported per engine: healthy endpoints marked down (``is DOWN``
 lines in its log, from its start), CPU in cores (from /proc, over the window), probes per
 100 ms in the window (mean, min, max, worst deviation from the mean), and proxied p50/p99 and
-non-200 answers. The load average is printed with each phase: other jobs share this machine,
-and probes per 100 ms as nginx logs them include nginx's own scheduling delays on a busy one.
+non-200 answers. The load average is printed with each phase: other jobs share this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
+import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,13 +48,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from haproxy_harness import run_haproxy  # noqa: E402
-from many_backends import Hit, many_port_nginx, raise_nofile, read_log  # noqa: E402
+from many_backends import many_port_nginx, raise_nofile  # noqa: E402
 from runtime_harness import build_dist, run_dist, spec  # noqa: E402
 from test_proxy_semantics import samples  # noqa: E402
 
 from bench.proxy import cpu_seconds  # noqa: E402
 
-MESHGEN_AGENT = "meshgen-health"
 CLIENT_AGENT = "health-scale-bench"
 
 
@@ -135,15 +138,48 @@ def load(port: int, hosts: list[str], seconds: float, rate: int = 100) -> tuple[
     return latencies, failed[0]
 
 
-def probe_buckets(hits: list[Hit], t0: float, t1: float, agent: str) -> list[int]:
-    """Health-check requests per 100 ms of [t0, t1) sent by ``agent`` (nginx logs every tenth
-    port: the count is scaled by 10)."""
-    counts = Counter(
-        int((h.time - t0) * 10)
-        for h in hits
-        if h.uri == "/healthz" and h.agent == agent and t0 <= h.time < t1
-    )
-    return [10 * counts.get(i, 0) for i in range(int((t1 - t0) * 10))]
+@contextmanager
+def wire_capture(path: Path, ports: list[int]) -> Iterator[Path]:
+    """tcpdump on the loopback: packets to ``ports`` whose TCP payload starts ``GET /hea``
+    (health probes; proxied requests are ``GET /``), kernel-timestamped, into ``path``."""
+    payload = "((tcp[12:1] & 0xf0) >> 2)"
+    bpf = (f"tcp dst portrange {min(ports)}-{max(ports)} and tcp[{payload}:4] = 0x47455420 "
+           f"and tcp[{payload} + 4:4] = 0x2f686561")  # fmt: skip
+    cmd = ["tcpdump", "-i", "lo", "-n", "-s", "80", "-B", "16384", "-U", "-w", str(path), bpf]
+    with open(path.with_suffix(".log"), "wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 10
+        while "listening on" not in path.with_suffix(".log").read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(path.with_suffix(".log").read_text())
+            time.sleep(0.05)
+        yield path
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def pcap_times(path: Path, start: int = 0) -> tuple[list[float], int]:
+    """Kernel timestamps (Unix seconds) of the packets in pcap file ``path`` from byte
+    ``start`` on (0: the file's start), and the offset after the last whole record."""
+    data = path.read_bytes()
+    magic = struct.unpack_from("<I", data, 0)[0]
+    scale = 1e-9 if magic == 0xA1B23C4D else 1e-6
+    pos, out = max(start, 24), []
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack_from("<IIII", data, pos)
+        if pos + 16 + incl > len(data):
+            break
+        out.append(sec + frac * scale)
+        pos += 16 + incl
+    return out, pos
+
+
+def probe_buckets(times: list[float], t0: float, t1: float) -> list[int]:
+    """Probes per 100 ms of [t0, t1)."""
+    counts = Counter(int((t - t0) * 10) for t in times if t0 <= t < t1)
+    return [counts.get(i, 0) for i in range(int((t1 - t0) * 10))]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -152,11 +188,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, folder: Path, ports: list[int]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, folder: Path, ports: list[int], capture: Path
+    ) -> None:
         self.args = args
         self.folder = folder
+        self.capture = capture
         self.hosts = [f"svc-{i}" for i in range(args.services)]
-        self.offsets: dict[Path, int] = {}
+        self.offset = 0
         self.round = 0
         for name in ("checked", "unchecked"):
             (folder / name).mkdir()
@@ -169,23 +208,23 @@ class Bench:
             spec(mesh(ports, args.services, args.interval, checks=False)),
         )
 
-    def window(self, engine: str, port: int, pid: int, log: Path, agent: str) -> Phase:
+    def window(self, engine: str, port: int, pid: int, log: Path, probing: bool) -> Phase:
         """Warm up, then measure ``engine`` (listening on ``port``, process ``pid``)."""
         time.sleep(self.args.warmup)
-        _, self.offsets = read_log(self.folder / "nginx", self.offsets)  # skip the warm-up
+        _, self.offset = pcap_times(self.capture, self.offset)  # skip the warm-up
         load_text = f"load {os.getloadavg()[0]:.1f}"
         cpu0, w0, t0 = cpu_seconds(pid), time.monotonic(), time.time()
         latencies, failed = load(port, self.hosts, self.args.measure)
         cpu1, w1, t1 = cpu_seconds(pid), time.monotonic(), time.time()
-        time.sleep(0.5)  # nginx flushes its log every 200 ms
-        hits, self.offsets = read_log(self.folder / "nginx", self.offsets)
+        time.sleep(0.5)  # tcpdump writes each packet at once (-U)
+        times, self.offset = pcap_times(self.capture, self.offset)
         down = log.read_text(errors="replace").count("is DOWN")
         return Phase(
             self.round,
             engine,
             down,
             (cpu1 - cpu0) / (w1 - w0),
-            probe_buckets(hits, t0 + 0.5, t1 - 0.5, agent) if agent else [],
+            probe_buckets(times, t0 + 0.5, t1 - 0.5) if probing else [],
             1000 * percentile(latencies, 0.5),
             1000 * percentile(latencies, 0.99),
             len(latencies),
@@ -196,9 +235,7 @@ class Bench:
     def meshgen(self, checked: bool) -> Phase:
         name = "meshgen" if checked else "meshgen, no checks"
         with run_dist(self.checked if checked else self.unchecked, timeout=120) as rt:
-            phase = self.window(
-                name, rt.port, rt.proc.pid, rt.log, MESHGEN_AGENT if checked else ""
-            )
+            phase = self.window(name, rt.port, rt.proc.pid, rt.log, checked)
             if checked:
                 values = [v for _, v in samples(rt, "meshgen_endpoint_healthy")]
                 print(f"  meshgen endpoints healthy at the end: {sum(values):.0f}/{len(values)}")
@@ -207,7 +244,7 @@ class Bench:
     def haproxy(self) -> Phase:
         with run_haproxy(self.checked) as ha:
             log = self.checked.parent / "haproxy.log"
-            return self.window("haproxy 2.6", ha.port, ha.pid, log, "-")
+            return self.window("haproxy 2.6", ha.port, ha.pid, log, True)
 
 
 def report(phases: list[Phase]) -> None:
@@ -233,7 +270,7 @@ def report(phases: list[Phase]) -> None:
 @contextmanager
 def endpoints(count: int, folder: Path) -> Iterator[list[int]]:
     raise_nofile(2 * count + 4096)  # the runtime: one probe connection per endpoint
-    with many_port_nginx("nginx", folder / "nginx", count, sample=True) as ports:
+    with many_port_nginx("nginx", folder / "nginx", count, log=False) as ports:
         yield ports
 
 
@@ -248,15 +285,16 @@ def main() -> int:
     ap.add_argument("--skip-haproxy", action="store_true")
     args = ap.parse_args()
     phases: list[Phase] = []
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # logs never wait for a disk
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the capture never waits for a disk
     with (
         tempfile.TemporaryDirectory(prefix="meshgen-health-", dir=shm) as tmp,
         ExitStack() as stack,
     ):
         folder = Path(tmp)
         ports = stack.enter_context(endpoints(args.endpoints, folder))
+        capture = stack.enter_context(wire_capture(folder / "probes.pcap", ports))
         started = time.monotonic()
-        bench = Bench(args, folder, ports)
+        bench = Bench(args, folder, ports, capture)
         print(f"{len(ports)} endpoints, {args.services} services; built in "
               f"{time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
         for r in range(args.rounds):

@@ -2,12 +2,13 @@
 
 Used by the health-check scale test and ``bench/health_scale.py``. nginx (Debian
 ``nginx-light``) answers every request 200 on each of N ports, with keep-alive requests
-unlimited, and writes one access-log line per request: ``$msec $server_port $connection
-$request_uri $http_user_agent``, so who sent what, when, and on which connection can be counted
-afterwards (:func:`read_log`). One nginx (one worker) serves at most :data:`PORTS_PER_NGINX`
-ports: a worker holds a descriptor per listening port and per connection, and a process may
-not raise its descriptor limit past the hard limit (20,000 here). Ports come from below the
-kernel's ephemeral range (outgoing connections never take them), picked free at start.
+unlimited, and (unless told not to) writes one access-log line per request: ``$msec
+$server_port $connection $request_uri $http_user_agent``, so who sent what, when, and on
+which connection can be counted afterwards (:func:`read_log`). One nginx (one worker) serves
+at most :data:`PORTS_PER_NGINX` ports: a worker holds a descriptor per listening port and per
+connection, and a process may not raise its descriptor limit past the hard limit (20,000
+here). Ports come from below the kernel's ephemeral range (outgoing connections never take
+them), picked free at start.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ pid {d}/nginx.pid; error_log {d}/nginx.err;
 events {{ worker_connections {connections}; }}
 http {{
   log_format probe '$msec $server_port $connection $request_uri $http_user_agent';
-  map $server_port $logged {{ ~{logged}$ 1; default 0; }}
-  access_log {d}/access.log probe buffer=256k flush=200ms if=$logged;
+  access_log {access_log};
   keepalive_requests 100000000; keepalive_timeout 300s;
   client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
   uwsgi_temp_path {d}; scgi_temp_path {d};
@@ -107,14 +107,15 @@ def read_log(
 
 
 @contextlib.contextmanager
-def nginx_on(nginx: str, folder: Path, ports: list[int], sample: bool) -> Iterator[None]:
-    """One nginx (one worker) on ``ports``, its config and logs in ``folder``; with ``sample``
-    only ports ending in 0 are logged."""
+def nginx_on(nginx: str, folder: Path, ports: list[int], log: bool) -> Iterator[None]:
+    """One nginx (one worker) on ``ports``, its config (and with ``log`` its access log) in
+    ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
     n = len(ports)
+    access_log = f"{folder}/access.log probe buffer=256k flush=200ms" if log else "off"
     conf = NGINX.format(d=folder, listens=listens, nofile=4 * n + 1024, connections=3 * n + 512,
-                        logged="0" if sample else "")  # fmt: skip
+                        access_log=access_log)  # fmt: skip
     (folder / "nginx.conf").write_text(conf)
     with open(folder / "nginx.out", "wb") as out:
         proc = subprocess.Popen(
@@ -146,17 +147,15 @@ def nginx_on(nginx: str, folder: Path, ports: list[int], sample: bool) -> Iterat
 
 
 @contextlib.contextmanager
-def many_port_nginx(
-    nginx: str, folder: Path, count: int, sample: bool = False
-) -> Iterator[list[int]]:
+def many_port_nginx(nginx: str, folder: Path, count: int, log: bool = True) -> Iterator[list[int]]:
     """nginx on ``count`` loopback ports (one instance per :data:`PORTS_PER_NGINX`, logs in
-    ``folder/<i>/``); yields the ports. ``sample``: log only the requests to every tenth port
-    (those ending in 0), to keep nginx's own work small at 10,000 ports."""
+    ``folder/<i>/``); yields the ports. Without ``log`` nginx writes no access log (less work
+    for it at 10,000 ports)."""
     ports = free_ports(count)
     raise_nofile(4 * min(count, PORTS_PER_NGINX) + 1024)
     with contextlib.ExitStack() as stack:
         for i in range(0, count, PORTS_PER_NGINX):
             chunk = ports[i : i + PORTS_PER_NGINX]
             where = folder / str(i // PORTS_PER_NGINX)
-            stack.enter_context(nginx_on(nginx, where, chunk, sample))
+            stack.enter_context(nginx_on(nginx, where, chunk, log))
         yield ports
