@@ -7,21 +7,23 @@ $server_port $connection $request_uri $http_user_agent``, so who sent what, when
 which connection can be counted afterwards (:func:`read_log`). One nginx (one worker) serves
 at most :data:`PORTS_PER_NGINX` ports: a worker holds a descriptor per listening port and per
 connection, and a process may not raise its descriptor limit past the hard limit (20,000
-here). Ports come from below the kernel's ephemeral range (outgoing connections never take
-them), picked free at start.
+here). The listening sockets are bound here (port 0) and handed to nginx, which takes
+inherited sockets from its ``NGINX`` environment variable (its binary-upgrade mechanism): no
+port is guessed free, and the harness holds them until nginx is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from polling import eventually
 from runtime_harness import die_with_parent
 
 NGINX = """daemon off; worker_processes 1; worker_rlimit_nofile {nofile};
@@ -39,7 +41,6 @@ http {{
   }}
 }}
 """
-FIRST_PORT = 12000
 PORTS_PER_NGINX = 2500
 
 
@@ -66,20 +67,19 @@ def raise_nofile(limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
 
 
-def free_ports(count: int, first: int = FIRST_PORT) -> list[int]:
-    """``count`` loopback ports from ``first`` up that nothing listens on now."""
-    out: list[int] = []
-    port = first
-    while len(out) < count:
-        if port >= 32768:
-            raise RuntimeError(f"only {len(out)} free ports below the ephemeral range")
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                out.append(port)
-            except OSError:
-                pass
-        port += 1
+def listening_sockets(count: int) -> list[socket.socket]:
+    """``count`` sockets listening on 127.0.0.1, each on a port the kernel chose."""
+    out: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            out.append(s)
+            s.bind(("127.0.0.1", 0))
+            s.listen(511)
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
     return out
 
 
@@ -107,35 +107,42 @@ def read_log(
 
 
 @contextlib.contextmanager
-def nginx_on(nginx: str, folder: Path, ports: list[int], log: bool) -> Iterator[None]:
-    """One nginx (one worker) on ``ports``, its config (and with ``log`` its access log) in
-    ``folder``."""
+def nginx_on(nginx: str, folder: Path, socks: list[socket.socket], log: bool) -> Iterator[None]:
+    """One nginx (one worker) serving the listening sockets ``socks``, its config (and with
+    ``log`` its access log) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
+    ports = [s.getsockname()[1] for s in socks]
     listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
     n = len(ports)
     access_log = f"{folder}/access.log probe buffer=256k flush=200ms" if log else "off"
     conf = NGINX.format(d=folder, listens=listens, nofile=4 * n + 1024, connections=3 * n + 512,
                         access_log=access_log)  # fmt: skip
     (folder / "nginx.conf").write_text(conf)
+    fds = [s.fileno() for s in socks]
+    env = {**os.environ, "NGINX": "".join(f"{fd};" for fd in fds)}
     with open(folder / "nginx.out", "wb") as out:
         proc = subprocess.Popen(
             [nginx, "-c", str(folder / "nginx.conf")],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            pass_fds=fds,
+            env=env,
             preexec_fn=die_with_parent,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", ports[-1]), 0.2),
-            ):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("nginx did not start:\n" + (folder / "nginx.err").read_text())
-            time.sleep(0.05)
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("nginx exited:\n" + (folder / "nginx.err").read_text())
+            try:
+                with socket.create_connection(("127.0.0.1", ports[-1]), 0.5) as c:
+                    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    return c.recv(16).startswith(b"HTTP/1.1 200")
+            except OSError:
+                return False
+
+        eventually(answers, timeout=30, what="nginx answering")
         yield
     finally:
         proc.terminate()
@@ -151,11 +158,14 @@ def many_port_nginx(nginx: str, folder: Path, count: int, log: bool = True) -> I
     """nginx on ``count`` loopback ports (one instance per :data:`PORTS_PER_NGINX`, logs in
     ``folder/<i>/``); yields the ports. Without ``log`` nginx writes no access log (less work
     for it at 10,000 ports)."""
-    ports = free_ports(count)
-    raise_nofile(4 * min(count, PORTS_PER_NGINX) + 1024)
-    with contextlib.ExitStack() as stack:
-        for i in range(0, count, PORTS_PER_NGINX):
-            chunk = ports[i : i + PORTS_PER_NGINX]
-            where = folder / str(i // PORTS_PER_NGINX)
-            stack.enter_context(nginx_on(nginx, where, chunk, log))
-        yield ports
+    raise_nofile(count + 4 * min(count, PORTS_PER_NGINX) + 1024)
+    socks = listening_sockets(count)
+    try:
+        with contextlib.ExitStack() as stack:
+            for i in range(0, count, PORTS_PER_NGINX):
+                where = folder / str(i // PORTS_PER_NGINX)
+                stack.enter_context(nginx_on(nginx, where, socks[i : i + PORTS_PER_NGINX], log))
+            yield [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
