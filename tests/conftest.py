@@ -140,8 +140,10 @@ def start_process(
     *,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Process:
-    """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log``, dying with its parent."""
+    """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log``, dying with its parent
+    (``pass_fds``: descriptors it inherits, e.g. listening sockets bound by the test)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         popen = subprocess.Popen(
@@ -151,6 +153,7 @@ def start_process(
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
+            pass_fds=pass_fds,
             preexec_fn=_die_with_parent,
         )
     return Process(popen, log)

@@ -18,13 +18,11 @@ import contextlib
 import os
 import resource
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from polling import eventually
-from runtime_harness import die_with_parent
+from conftest import start_process
 
 NGINX = """daemon off; worker_processes 1; worker_rlimit_nofile {nofile};
 pid {d}/nginx.pid; error_log {d}/nginx.err;
@@ -120,37 +118,22 @@ def nginx_on(nginx: str, folder: Path, socks: list[socket.socket], log: bool) ->
     (folder / "nginx.conf").write_text(conf)
     fds = [s.fileno() for s in socks]
     env = {**os.environ, "NGINX": "".join(f"{fd};" for fd in fds)}
-    with open(folder / "nginx.out", "wb") as out:
-        proc = subprocess.Popen(
-            [nginx, "-c", str(folder / "nginx.conf")],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=fds,
-            env=env,
-            preexec_fn=die_with_parent,
-        )
+    proc = start_process([nginx, "-c", folder / "nginx.conf"], folder / "nginx.out", env=env,
+                         pass_fds=fds)  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", ports[-1]), 0.5) as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                return c.recv(16).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
     try:
-
-        def answers() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError("nginx exited:\n" + (folder / "nginx.err").read_text())
-            try:
-                with socket.create_connection(("127.0.0.1", ports[-1]), 0.5) as c:
-                    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    return c.recv(16).startswith(b"HTTP/1.1 200")
-            except OSError:
-                return False
-
-        eventually(answers, timeout=30, what="nginx answering")
+        proc.wait_until(answers, timeout=30, what="nginx answering")
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop(10)
 
 
 @contextlib.contextmanager

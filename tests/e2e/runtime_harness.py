@@ -40,14 +40,13 @@ admin: "127.0.0.1:0"
 """
 
 
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGKILL when this process dies."""
+def _pdeathsig() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _limited(nofile: tuple[int, int]) -> None:
     """In the child before exec: the parent-death signal and the open-files limit."""
-    die_with_parent()
+    _pdeathsig()
     resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
 
@@ -185,7 +184,7 @@ def run_dist(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent if nofile is None else lambda: _limited(nofile),
+            preexec_fn=_pdeathsig if nofile is None else lambda: _limited(nofile),
         )
     try:
 
@@ -252,7 +251,7 @@ def script_backend(source: str, *args: str) -> Iterator[tuple[str, subprocess.Po
         [sys.executable, "-c", source, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        preexec_fn=die_with_parent,
+        preexec_fn=_pdeathsig,
     )
     try:
         assert proc.stdout is not None
