@@ -281,7 +281,7 @@ def _access(
             reason = "no client certificate (client_certificates: required); give one with --from"
             return Access(True, False, reason, "refused: the TLS handshake fails")
         reason = "no client certificate, so no rule applies; give the caller with --from"
-        return Access(True, False, reason, DENIED)
+        return Access(True, False, reason, _denied(listener))
     grants = [rule_grants(rule) for rule in tables.access]
     deciding: list[str] = []
     for service in services:
@@ -295,7 +295,17 @@ def _access(
         return Access(True, True, reason, FORWARDED, tuple(deciding))
     reason = f"denied: no rule allows {caller} {request.method} {path} on {denied}"
     others = tuple(_rule_text(mesh, i) for i, r in enumerate(tables.access) if r.service == denied)
-    return Access(True, False, reason, DENIED, others)
+    return Access(True, False, reason, _denied(listener), others)
+
+
+def _denied(listener: Listener) -> str:
+    """What a request the rules deny gets: 403, or on an audit listener, through anyway."""
+    if listener.access == "audit":
+        return (
+            f"{FORWARDED} (listener {listener.name} only audits: the denial is logged and "
+            'counted in meshgen_denied_total{mode="audit"})'
+        )
+    return DENIED
 
 
 def explain_request(
@@ -305,7 +315,9 @@ def explain_request(
     listener = _listener(mesh, tables, request, listener_name)
     lst_model = next(x for x in mesh.listeners if x.name == listener.name)
     enforced = enforced_on(listener)
-    checks = "checks client certificates: access rules apply"
+    checks = "checks client certificates: access rules " + (
+        "are audited, not enforced" if listener.access == "audit" else "apply"
+    )
     note = f"{listener.host}:{listener.port}, " + (
         checks if enforced else "no client certificates: access rules do not apply"
     )

@@ -62,6 +62,14 @@ listeners:
       key: certs/mesh-edge-key.pem
       ca: certs/ca.pem
       client_certificates: optional
+  - name: audited
+    address: "127.0.0.1:0"
+    access: audit
+    tls:
+      cert: certs/mesh-edge.pem
+      key: certs/mesh-edge-key.pem
+      ca: certs/ca.pem
+      client_certificates: optional
 access:
   - {{from: frontend, to: api, methods: [GET], paths: [/api]}}
   - {{from: frontend, to: items}}
@@ -104,7 +112,7 @@ class Running:
     tables: Tables
     runtime: Runtime
     log: Path
-    secure_port: int
+    ports: dict[str, int]
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +128,30 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         assert mesh is not None, diags
         log = folder / "access.log"
         with run_dist(dist, "--access-log", str(log)) as rt:
-            port = int(str(rt.ready["listeners"]["secure"]).rsplit(":", 1)[1])  # type: ignore[index]
-            yield Running(mesh, to_tables(mesh), rt, log, port)
+            bound: dict[str, str] = rt.ready["listeners"]  # type: ignore[assignment]
+            ports = {name: int(address.rsplit(":", 1)[1]) for name, address in bound.items()}
+            yield Running(mesh, to_tables(mesh), rt, log, ports)
 
 
 def _send(
-    m: Running, method: str, host: str, path: str, headers: dict[str, str], tls: bool, cert: bool
+    m: Running,
+    listener: str,
+    method: str,
+    host: str,
+    path: str,
+    headers: dict[str, str],
+    cert: bool = False,
 ) -> tuple[int, dict[str, object]]:
-    """One request on a fresh connection; the status and the access-log line it produced."""
+    """One request on a fresh connection to ``listener`` (TLS but on edge; with the frontend's
+    client certificate when ``cert``); the status and the access-log line it produced."""
     before = m.log.read_text().count("\n") if m.log.exists() else 0
-    if tls:
+    if listener != "edge":
         ctx = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
         ctx.check_hostname = False
         if cert:
             ctx.load_cert_chain(CERTS / "frontend.pem", CERTS / "frontend-key.pem")
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", m.secure_port, timeout=10, context=ctx
+            "127.0.0.1", m.ports[listener], timeout=10, context=ctx
         )
     else:
         conn = http.client.HTTPConnection(m.runtime.host, m.runtime.port, timeout=10)
@@ -164,7 +180,7 @@ def test_explain_chooses_the_route_the_runtime_takes(
 ) -> None:
     request = Request(method, path, (("host", host), *headers.items()))
     trace = explain_request(running.mesh, running.tables, request, "edge")
-    status, logged = _send(running, method, host, path, headers, tls=False, cert=False)
+    status, logged = _send(running, "edge", method, host, path, headers)
     assert logged["route"] == (trace.route or ""), trace
     if trace.route is None:
         assert status == 404 and trace.outcome.startswith("404")
@@ -175,19 +191,28 @@ def test_explain_chooses_the_route_the_runtime_takes(
         assert trace.outcome.startswith("forwarded")
 
 
-@settings(max_examples=40)
-@given(METHODS, HOSTS, PATHS, HEADERS, st.booleans())
+@settings(max_examples=60)
+@given(METHODS, HOSTS, PATHS, HEADERS, st.booleans(), st.sampled_from(["secure", "audited"]))
 def test_explain_gives_the_runtime_access_verdict(
-    running: Running, method: str, host: str, path: str, headers: dict[str, str], cert: bool
+    running: Running,
+    method: str,
+    host: str,
+    path: str,
+    headers: dict[str, str],
+    cert: bool,
+    listener: str,
 ) -> None:
+    """On the enforcing listener a denial is a 403; on the audit one the request goes through
+    (explain says both); with and without a client certificate."""
     caller = "frontend" if cert else None
     request = Request(method, path, (("host", host), *headers.items()), caller)
-    trace = explain_request(running.mesh, running.tables, request, "secure")
-    status, logged = _send(running, method, host, path, headers, tls=True, cert=cert)
+    trace = explain_request(running.mesh, running.tables, request, listener)
+    status, logged = _send(running, listener, method, host, path, headers, cert)
     assert logged["route"] == (trace.route or "")
     if trace.access is None:  # no route, or a redirect: access is not asked
         assert status in (404, 308)
-    elif trace.access.allowed:
+    elif trace.access.outcome.startswith("forwarded"):
         assert status == (501 if method == "HEAD" else 200), trace.access
+        assert trace.access.allowed or listener == "audited"
     else:
-        assert status == 403, trace.access
+        assert status == 403 and listener == "secure", trace.access

@@ -41,6 +41,11 @@ CASES = {
     " --request 'POST https://payments.mesh.test/charge' --from frontend",
     "explain-mtls-denied-json": "explain examples/mtls/mesh.yaml"
     " --request 'DELETE https://payments.mesh.test/charge/../admin' --from frontend --format json",
+    "explain-mtls-audit": "explain examples/mtls/mesh.yaml"
+    " --overlay tests/golden/review/mtls-audit.yaml"
+    " --request 'DELETE https://payments.mesh.test/charge' --from frontend",
+    "plan-mtls-audit": "plan examples/mtls/mesh.yaml examples/mtls/mesh.yaml"
+    " --new-overlay tests/golden/review/mtls-audit.yaml",
     "explain-mtls-no-certificate": "explain examples/mtls/mesh.yaml"
     " --request 'GET https://catalog.mesh.test/public/'",
     "explain-zone-failover": "explain examples/zone-failover/mesh.yaml"
