@@ -5,7 +5,9 @@ wrk, haproxy and nginx-light. Proxies are pinned to CPU 0 and wrk to CPU 1 (``ta
 "one core" means one core. meshgen runs with routing (host + path match), a round-robin
 balancer over the backend, retries and metrics on; the access log is off.
 Both proxies stay up and are measured in alternating rounds (``--rounds``), so load drift on
-a shared machine affects both alike. Prints every round (req/s, p99, the CPU time each proxy
+a shared machine affects both alike. ``--baseline REF`` adds a third: the DIST that git commit
+REF's compiler builds from the same mesh.yaml (so, that commit's runtime), in every round, for
+a same-load A/B of a runtime change. Prints every round (req/s, p99, the CPU time each proxy
 spent per request, read from /proc, and the round's ratio), then the table of the best run of
 each with the median round ratio; paste it into BENCHMARKS.md. CPU per request is the number
 least disturbed by other jobs on the machine: compare it when req/s swing.
@@ -23,14 +25,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+from polling import eventually  # noqa: E402
 from runtime_harness import build_dist, run_dist, spec  # noqa: E402
 
 NGINX = """daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
@@ -80,13 +83,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+def wait_port(port: int) -> None:
+    def accepts() -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"port {port} never opened")
+            return True
+        return False
+
+    eventually(accepts, what=f"port {port} open")
 
 
 @contextlib.contextmanager
@@ -150,6 +153,11 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs of both proxies")
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the DIST git commit REF builds (its runtime) in every round: an A/B",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
@@ -157,9 +165,11 @@ def main() -> int:
         (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
         (d / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=nginx_port))
         dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
+        base_dist = build_at(args.baseline, dist.parent / "mesh.yaml", d) if args.baseline else None
         env_cpu = ["taskset", "-c", "0"]
         results: dict[str, Run] = {}
         rounds: list[tuple[Run, Run]] = []
+        ab: list[tuple[Run, Run]] = []  # (baseline, this tree) per round
         ha_name, mg_name = "haproxy 2.6 (nbthread 1)", "meshgen proxy"
 
         def keep(name: str, run: Run) -> None:
@@ -172,10 +182,14 @@ def main() -> int:
             wait_port(nginx_port)
             wait_port(haproxy_port)
             keep("direct nginx", wrk(nginx_port, "shop", 3, args.connections))
-            with run_dist(dist) as rt:
-                subprocess.run(
-                    ["taskset", "-acp", "0", str(rt.proc.pid)], check=True, capture_output=True
-                )
+            with run_dist(dist) as rt, contextlib.ExitStack() as stack:
+                pinned = [rt]
+                if base_dist is not None:
+                    pinned.append(stack.enter_context(run_dist(base_dist)))
+                for r in pinned:
+                    subprocess.run(
+                        ["taskset", "-acp", "0", str(r.proc.pid)], check=True, capture_output=True
+                    )
                 for n in range(args.rounds):  # interleaved: load drift hits both alike
                     h = wrk(haproxy_port, "shop", args.duration, args.connections, ha.pid)
                     m = wrk(rt.port, "shop", args.duration, args.connections, rt.proc.pid)
@@ -188,6 +202,16 @@ def main() -> int:
                         f"{m[3]:.1f} us CPU/req | {m[0] / h[0]:.2f}x",
                         flush=True,
                     )
+                    if base_dist is not None:
+                        b = pinned[1]
+                        m0 = wrk(b.port, "shop", args.duration, args.connections, b.proc.pid)
+                        keep(f"meshgen at {args.baseline}", m0)
+                        ab.append((m0, m))
+                        print(
+                            f"  baseline {args.baseline}: {m0[0]:.0f} req/s p99 {m0[2]:.2f} ms "
+                            f"{m0[3]:.1f} us CPU/req | this tree {m[3]:.1f} us CPU/req",
+                            flush=True,
+                        )
     base = results[ha_name]
     print(
         f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset), "
@@ -213,7 +237,30 @@ def main() -> int:
         f"{statistics.median(p99s):.2f}; CPU per request haproxy/meshgen "
         f"{statistics.median(h[3] / m[3] for h, m in rounds):.2f}"
     )
+    if ab:
+        before, after = [b[3] for b, _ in ab], [a[3] for _, a in ab]
+        print(
+            f"same-load A/B, CPU us per request: {args.baseline} "
+            f"{', '.join(f'{x:.1f}' for x in before)} (median {statistics.median(before):.1f}); "
+            f"this tree {', '.join(f'{x:.1f}' for x in after)} "
+            f"(median {statistics.median(after):.1f})"
+        )
     return 0
+
+
+def build_at(ref: str, mesh: Path, tmp: Path) -> Path:
+    """``meshgen build`` of ``mesh`` by the compiler of git commit ``ref`` (so the DIST holds
+    that commit's runtime): its sources extracted with ``git archive``, never checked out."""
+    src = tmp / "baseline-src"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "meshgen", "templates",
+                              "schemas"], check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    dist = tmp / "dist-baseline"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-m", "meshgen", "build", str(mesh), "-o", str(dist)],
+                   env=env, cwd=tmp, check=True, capture_output=True)  # fmt: skip
+    return dist
 
 
 if __name__ == "__main__":

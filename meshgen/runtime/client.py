@@ -1,10 +1,15 @@
 """Proxyless client: call mesh services from Python with the proxy's routing and policies.
 
 ``mesh = Mesh.load(DIST); mesh.request("GET", "http://reviews/x")`` routes on the URL's host
-and path over *all* routes of the DIST (no listener), then picks, balances, retries, applies
-the circuit breaker (per try, with the proxy's pending queue: :func:`~.exchange.admit`), rate
-limits, TLS and metrics exactly like the sidecar, sharing its :class:`~.proxy.Generation`,
-:class:`~.pool.Pool` and resilience helpers.
+and path over *all* routes of the DIST (no listener) and is then the sidecar's request in
+every respect: the same request machine (``forward/attempt.py``: split, redirect, rate limits,
+fault, mirror, circuit breaker with its pending queue, tries, retries with budget and backoff,
+outlier reports, metrics) and the same upstream head (``forward/heads.py``: rewrite, header
+operations, ``x-request-id``, ``X-Forwarded-For: 127.0.0.1``, ``Via``), driven by the
+whole-message driver (``forward/call.py``) over its own connection pool. What the proxy would
+answer itself is raised as :class:`MeshError` with that status (a redirect is returned as its
+:class:`Response`); what the endpoint answers comes back with the route's response header
+operations applied, as the proxy passes it on.
 
 Theory of operation: a ``Mesh`` binds to one event loop, the first that uses it. ``await
 mesh.arequest(...)`` runs on the caller's loop; ``mesh.request(...)`` (sync) runs the same
@@ -22,28 +27,25 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from .exchange import admit
-from .forward.attempt import new_request_id
-from .forward.heads import REQUEST_SKIP, CompiledOps, request_head
+from .forward.attempt import LOCAL, START, Attempt
+from .forward.call import Reply, call
+from .forward.generation import CLIENT, Generation
+from .forward.heads import VIA
 from .forward.local import LocalRequest
-from .http1 import UpstreamConnection
+from .forward.tries import Upstream
 from .loader import load_tables
 from .metrics import Metrics
-from .paths import split_target
-from .pool import ConnectError, Pool
-from .proxy import Generation
-from .resilience import backoff_delay, retryable
-from .router import Router
+from .mirror import Mirrors
 from .tables import Tables
 from .tls import TlsContexts
-from .upstreams import Picked, Upstreams
+from .upstreams import Upstreams
 
 
 class MeshError(Exception):
-    """No route, no healthy endpoint, or every try failed; ``status`` is what a proxy answers."""
+    """A local answer (no route, rate limited, no healthy endpoint, every try failed...);
+    ``status`` is what the proxy answers."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
@@ -73,8 +75,8 @@ class Mesh:
         self.root = root
         self.metrics = metrics if metrics is not None else Metrics()
         self.rng = rng if rng is not None else random.Random()
-        self.router = Router(tables.routes, self.rng)
-        self.pool = Pool()
+        self.upstream = Upstream()
+        self.mirrors = Mirrors(self.upstream)
         self._gen: Generation | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
@@ -103,129 +105,41 @@ class Mesh:
             upstreams = Upstreams(self.tables, metrics=self.metrics, root=self.root,
                                   client_ssl=client_ssl)  # fmt: skip
             await upstreams.start()
-            self._gen = Generation(self.tables, upstreams, self.metrics, tls, self.rng)
+            self._gen = Generation(self.tables, upstreams, self.metrics, tls, self.rng, client=True)
         return self._gen
 
     async def arequest(self, method: str, url: str, headers: Mapping[str, str] | None = None,
                        body: bytes = b"") -> Response:  # fmt: skip
-        """Send one request through the mesh; raises :class:`MeshError` for local failures."""
+        """Send one request through the mesh; raises :class:`MeshError` for local answers."""
         gen = await self._generation()
         parts = urlsplit(url)
-        host = parts.netloc
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        req = LocalRequest(method, host, target, headers or {}, body)
-        split = split_target(req.target)
-        if split is None:
-            raise MeshError(400, f"invalid path {target!r}")
-        path, query = split
-        if req.request_id is None:
-            req.request_id = new_request_id()
-            req.headers.append((b"x-request-id", req.request_id))
+        req = LocalRequest(method, parts.netloc, target, headers or {}, body)
+        att = Attempt(gen, CLIENT, req, asyncio.get_running_loop().time)
         start = time.monotonic()
-        cr = self.router.match(host, path, method, req.header)
-        if cr is None:
-            raise MeshError(404, f"no route for host {host!r}")
-        route = cr.route
-        if route.redirect is not None:
-            return Response(route.redirect.status, (("location", route.redirect.location),), b"")
-        tgt = self.router.pick(cr)
-        assert tgt is not None
-        for bucket in (gen.route_buckets.get(route.name), gen.service_buckets.get(tgt.service)):
-            if bucket is not None and bucket.try_acquire() is not None:
-                self.metrics.inc_rate_limited(route.name)
-                raise MeshError(429, "rate limited")
-        ops = CompiledOps.of(route.request_headers, REQUEST_SKIP)
-        head = request_head(req, route, path, query, ops) + body
+        reply: Reply | None = None
         try:
-            resp = await self._forward(gen, method, head, tgt)
-        except MeshError as exc:  # a local 503/504 counts, as the proxy's does
-            self.metrics.observe_request("", route.name, tgt.service, tgt.subset or "",
-                                         exc.status, time.monotonic() - start)  # fmt: skip
-            raise
-        self.metrics.observe_request("", route.name, tgt.service, tgt.subset or "",
-                                     resp.status, time.monotonic() - start)  # fmt: skip
-        return resp
+            action = att.step(START)
+            if action != LOCAL:
+                reply = await call(self.upstream, gen, att, action, body, self._mirror)
+        finally:
+            att.close()
+            att.account(time.monotonic() - start)
+        answer = att.answer
+        if answer is not None:
+            if answer.status >= 400:
+                raise MeshError(answer.status, answer.body.decode("utf-8", "replace").strip())
+            return Response(answer.status, _text(answer.headers), answer.body)
+        assert reply is not None and att.route is not None
+        if not reply.complete:
+            raise MeshError(502, "upstream reset during the response body")
+        sops = gen.ops(att.route)[1]
+        kept = [(k, v) for k, v in reply.headers if k not in sops.skip]
+        return Response(reply.status, _text((*kept, *sops.add, (b"via", VIA))), reply.body)
 
-    async def _forward(self, gen: Generation, method: str, head: bytes,
-                       tgt: Any) -> Response:  # fmt: skip
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + tgt.timeout_s
-        policy = tgt.retries
-        budget = gen.budgets.get(id(tgt)) if policy is not None else None
-        if budget is not None:
-            budget.record_request()
-        breaker = gen.breakers[tgt.service]
-        tried: set[str] = set()
-        failure: int | str = "connect-failure"
-        for attempt in range(1 + (policy.attempts if policy is not None else 0)):
-            # Each try is admitted like the proxy's: wait in the pending queue while every
-            # connection is busy (until the deadline: 504), else a fast 503; the slot is held
-            # for the try only, so it is free during the backoff.
-            refused = await admit(breaker, loop, deadline)
-            if refused is not None:
-                assert refused.local is not None
-                raise MeshError(refused.status, refused.local.decode().strip())
-            try:
-                picked = gen.upstreams.pick(tgt.service, tgt.subset, None, frozenset(tried))
-                if picked is None:
-                    raise MeshError(503, "no healthy endpoint")
-                tried.add(picked.endpoint.address)
-                left = deadline - loop.time()
-                per_try = min(policy.per_try_timeout_s, left) if policy is not None else left
-                gen.upstreams.begin(picked)
-                try:
-                    result = await self._try(gen, picked, head, per_try)
-                finally:
-                    gen.upstreams.end(picked)
-            finally:
-                breaker.release()
-            outcome = result.status if isinstance(result, Response) else result
-            self.metrics.inc_upstream(picked.service, picked.endpoint.address, outcome)
-            gen.upstreams.report(picked, outcome)
-            failure = outcome
-            more = policy is not None and attempt < policy.attempts and loop.time() < deadline
-            if not (more and policy and retryable(policy, method, outcome)
-                    and budget is not None and budget.try_retry()):  # fmt: skip
-                if isinstance(result, Response):
-                    return result
-                break
-            self.metrics.inc_retry(tgt.service)
-            await asyncio.sleep(backoff_delay(attempt + 1, policy.backoff_base_s,
-                                              policy.backoff_max_s, self.rng))  # fmt: skip
-        status = {"timeout": 504, "connect-failure": 503}.get(str(failure), 502)
-        raise MeshError(status, f"upstream {failure}")
-
-    async def _try(self, gen: Generation, picked: Picked, head: bytes,
-                   timeout: float) -> Response | str:  # fmt: skip
-        if timeout <= 0:
-            return "timeout"
-        cluster = gen.clusters[picked.service]
-        tls = gen.tls.upstream(picked.service) if gen.tls is not None else None
-        try:
-            conn: UpstreamConnection = await self.pool.acquire(
-                picked.service, picked.endpoint, min(cluster.connect_timeout_s, timeout), tls
-            )
-        except ConnectError:
-            return "connect-failure"
-        chunks: list[bytes] = []
-        try:
-            async with asyncio.timeout(timeout):
-                conn.begin(head, False, None)
-                assert conn.headers_future is not None and conn.done is not None
-                await conn.headers_future
-                conn.start_body(chunks.append)
-                await conn.done
-        except TimeoutError:
-            conn.abort()
-            return "timeout"
-        except ConnectionResetError:
-            return "reset"
-        if conn.keep_alive:
-            self.pool.release(conn)
-        else:
-            conn.abort()
-        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.headers)
-        return Response(conn.status, headers, b"".join(chunks))
+    def _mirror(self, att: Attempt) -> None:
+        assert self._gen is not None and isinstance(att.req, LocalRequest)
+        self.mirrors.mirror(self._gen, att, att.req, att.req.payload)
 
     # ---- synchronous facade -------------------------------------------------------------
 
@@ -248,7 +162,7 @@ class Mesh:
         return fut.result(timeout)
 
     async def aclose(self) -> None:
-        self.pool.close()
+        self.upstream.pool.close()
         if self._gen is not None:
             await self._gen.upstreams.stop()
 
@@ -259,3 +173,9 @@ class Mesh:
             asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             self._thread_loop = None
+
+
+def _text(
+    headers: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]],
+) -> tuple[tuple[str, str], ...]:
+    return tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)

@@ -1,242 +1,182 @@
-"""The callback fast path: a simple proxied request handled without a coroutine, Future or Task.
+"""The callback fast path: the request machine driven from protocol callbacks, without a task.
 
 Why: on one core the three task wake-ups per request (the connection's serve loop, the wait for
-the response head, the handler) cost about as much as all the Python routing work. The common
-case needs none of them: a request without a body on a simple route (no redirect, rate limit,
-fault, mirror or access control), admitted at once by the circuit breaker, sent on a pooled
-keep-alive connection; its response head (usually with the whole body) arrives in one read and
-is written back from that ``data_received``.
+the response head, the handler) cost about as much as all the Python routing work. Most
+requests need none of them: the machine answers locally, or its first try goes out on a pooled
+keep-alive connection and the response head (usually with the whole body) arrives in one read,
+written back from that ``data_received``.
 
-Theory of operation: ``ServerConnection`` offers each request to :meth:`Proxy.fast` before
-queueing it; the proxy decides eligibility without side effects, then a :class:`FastTry` does
-what :meth:`Exchange.forward` does for its first try, in the same order (budget, admission,
-pick, try, outcome metrics and outlier report, retry decision). Wherever the request needs to
-wait (breaker pending queue, a new connection, a stale connection's free retry, a retry's
-backoff, a streaming body) the state so far goes to ``forward`` as an
-:class:`~.exchange.Resume` in a task, which continues exactly where the fast path stopped.
+Theory of operation: ``ServerConnection`` offers each request without a body to
+:meth:`ProxyAttempt.run` (through ``Proxy.fast``) before queueing it. The attempt steps its
+machine (``forward/attempt.py``) in the callback: a local answer is written at once, a mirror
+fired, a try on a pooled connection started with :meth:`ProxyAttempt.on_head` as the callback
+for its response head. Wherever an action must wait (a breaker slot, a new connection, a
+backoff, a fault delay, a streaming body) the same attempt goes on in a task, in the
+coroutine loop (``forward.tries.drive``, with this attempt as its ``Steps``), exactly where it
+stopped: no state is copied, nothing is decided twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .exchange import (
-    _NO_ENDPOINT,
-    _NO_EXCLUDE,
-    _OVERLOADED,
-    ForwardResult,
-    Resume,
-    _broken,
-    _failure,
-    _result,
+from .forward.attempt import (
+    DONE,
+    FAILED,
+    HEAD,
+    LOCAL,
+    MIRROR,
+    MIRRORED,
+    RESPOND,
+    STREAMED,
+    TRY,
+    Attempt,
 )
-from .heads import request_head
-from .http1 import Request, UpstreamConnection
-from .resilience import backoff_delay, retryable
-from .tables import Cluster, Route, Target
-from .upstreams import Picked
+from .forward.tries import broken, drive
+from .http1 import Request
+from .tls import peer_identity
 
 if TYPE_CHECKING:
-    from .proxy import Generation, Proxy
+    from .exchange import Exchange
+    from .forward.generation import Generation
 
 
-class FastTry:
-    """One request on the fast path, from admission to the last byte or a hand-over."""
+class Driver(Protocol):
+    """What a proxied request needs from its proxy (``proxy.Proxy`` is one)."""
 
-    __slots__ = ("address", "cluster", "conn", "deadline", "gen", "hash_key", "head",
-                 "listener", "path", "picked", "proxy", "query", "req", "rid", "route", "start",
-                 "target")  # fmt: skip
+    @property
+    def generation(self) -> Generation: ...
 
-    def __init__(
-        self,
-        proxy: Proxy,
-        gen: Generation,
-        req: Request,
-        listener: str,
-        route: Route,
-        target: Target,
-        cluster: Cluster,
-        path: str,
-        query: str,
-        hash_key: bytes | None,
-        rid: bytes,
-        start: float,
-    ) -> None:
-        self.proxy = proxy
-        self.gen = gen
-        self.req = req
-        self.listener = listener
-        self.route = route
-        self.target = target
-        self.cluster = cluster
-        self.path = path
-        self.query = query
-        self.hash_key = hash_key
-        self.rid = rid
-        self.start = start
-        self.deadline = 0.0
-        self.head = b""
-        self.address = ""
-        self.picked: Picked | None = None
-        self.conn: UpstreamConnection | None = None
+    @property
+    def exchange(self) -> Exchange: ...
 
-    def run(self) -> None:
-        gen, req, target = self.gen, self.req, self.target
-        exchange = self.proxy.exchange
-        loop = req.conn.loop
+    def mirror(self, att: Attempt) -> None: ...
+
+    def finish(self, att: ProxyAttempt) -> None: ...
+
+
+class ProxyAttempt(Attempt):
+    """A request on the proxy: the machine, and the proxy's way of carrying out its actions,
+    from callbacks (:meth:`run`) or in the coroutine loop (``forward.tries.Steps``)."""
+
+    __slots__ = ()
+
+    driver: Driver
+    gen: Generation
+    req: Request
+
+    @classmethod
+    def of(cls, driver: Driver, req: Request) -> ProxyAttempt:
+        """``req``'s machine on the driver's live generation, counted in flight until the
+        driver finishes it; on a listener that checks callers, with the caller's identity."""
+        gen = driver.generation
+        conn = req.conn
+        listener: str = conn.listener.name  # type: ignore[attr-defined]
+        loop = conn.loop
         assert loop is not None
-        self.deadline = loop.time() + target.timeout_s
-        policy = target.retries
-        if policy is not None:
-            budget = gen.budgets.get(id(target))
-            if budget is not None:
-                budget.record_request()
-        ops = gen.header_ops.get(self.route.name)
-        rops = ops[0] if ops is not None else exchange._ops(gen, self.route)[0]
-        self.head = request_head(req, self.route, self.path, self.query, rops)
-        breaker = gen.breakers[target.service]
-        verdict = breaker.admit()
-        if verdict is not None:
-            if verdict != "wait":
-                self._finish(_OVERLOADED)
-            else:  # the coroutine waits in the pending queue (admit again says "wait")
-                self._forward(Resume(self.deadline, self.head, holding=False))
-            return
-        upstreams = gen.upstreams
-        picked = upstreams.pick(target.service, target.subset, self.hash_key, _NO_EXCLUDE)
-        if picked is None:
-            breaker.release()
-            self._finish(_NO_ENDPOINT)
-            return
-        entry = exchange._keys.get(id(picked))
-        if entry is None or entry[0] is not picked:
-            entry = exchange._key(picked)
-        conn = exchange.pool.take(entry[1])
-        if conn is None:  # a new connection: the coroutine connects
-            self._forward(Resume(self.deadline, self.head, holding=True, first=picked))
-            return
-        self.picked, self.address, self.conn = picked, entry[2], conn
-        upstreams.begin(picked)
-        conn.begin(self.head, False, req.conn, self._on_head)
-        req.conn.on_close = conn.abort
-        conn.arm(min(policy.per_try_timeout_s, target.timeout_s) if policy else target.timeout_s)
+        caller = identity(gen, req) if gen.enforced[listener] else None
+        gen.in_flight += 1
+        return cls(gen, listener, req, loop.time, caller, time.monotonic(), driver)
 
-    def _on_head(self, exc: Exception | None) -> None:
-        """The response head arrived (exc None) or the try broke off: as ``forward``'s loop."""
-        conn, picked, gen, req, target = self.conn, self.picked, self.gen, self.req, self.target
-        assert conn is not None and picked is not None
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.req.conn.loop
+        assert loop is not None
+        return loop
+
+    # ---- the callback fast path ---------------------------------------------------------
+
+    def run(self, action: int) -> None:
+        """Step the machine in this callback while nothing has to wait (module docstring)."""
+        req = self.req
+        exchange = self.driver.exchange
+        while True:
+            if action == TRY:
+                conn = exchange.pool.take(self.picked.key)
+                if conn is None:  # a new connection: the coroutine connects
+                    break
+                self.conn = conn  # the try in flight
+                conn.begin(self.head, False, req.conn, self.arrived)
+                req.conn.on_close = conn.abort
+                conn.arm(self.per_try)
+                return
+            if action in (LOCAL, DONE):
+                self.driver.finish(self)
+                req.conn.request_done(req)
+                return
+            if action == MIRROR:
+                self.driver.mirror(self)
+                action = self.step(MIRRORED)
+            elif action == RESPOND:
+                conn, route = self.conn, self.route
+                assert conn is not None and route is not None
+                ops = self.gen.header_ops.get(route.name) or self.gen.ops(route)
+                rest = exchange.respond(req, conn, ops[1], self)
+                if rest is not None:
+                    self._detach(self._tail(rest))
+                    return
+                action = self.streamed()
+            else:
+                break
+        self._detach(self.drive(action))
+
+    def arrived(self, exc: Exception | None) -> None:
+        """The try's response head arrived (``exc`` None) or the try broke off."""
+        conn = self.conn
+        assert conn is not None
         conn.disarm()
-        exchange = self.proxy.exchange
-        upstreams = gen.upstreams
-        breaker = gen.breakers[target.service]
-        ok: UpstreamConnection | None = conn
-        result: int | str
-        if exc is not None:
-            ok = None
-            result = _broken(req, conn)
-            if result == "stale":  # retried once on a fresh connection, not counted as a try
-                upstreams.end(picked)
-                self._forward(Resume(self.deadline, self.head, holding=True, stale_retry=False))
-                return
+        if exc is None:
+            self.run(self.outcome(HEAD, conn.status))
         else:
-            result = conn.status
-        exchange.metrics.inc_upstream(picked.service, self.address, result)
-        client_gone = req.conn.closed  # nothing to retry for, no endpoint to blame
-        if picked.service in gen.outlier and not client_gone:
-            upstreams.report(picked, result)
-        policy = target.retries
-        loop = req.conn.loop
-        assert loop is not None
-        can_retry = (
-            not client_gone
-            and policy is not None
-            and (ok is None or result >= 400)  # type: ignore[operator]
-            and policy.attempts > 0
-            and retryable(policy, req.method, result)
-            and self.deadline - loop.time() > 0
-        )
-        budget = gen.budgets.get(id(target)) if policy is not None else None
-        if not (can_retry and budget is not None and budget.try_retry()):
-            if ok is None:
-                upstreams.end(picked)
-                breaker.release()
-                self._finish(_failure(result))
-                return
-            sops = gen.header_ops[self.route.name][1]
-            rest = exchange._respond(req, ok, sops, target.idle_timeout_s)
-            if rest is not None:
-                self._detach(self._tail(rest, ok.status))
-                return
-            upstreams.end(picked)
-            breaker.release()
-            self._account(ok.status)  # a forwarded response: nothing to answer locally
-            req.conn.request_done(req)
-            return
-        assert policy is not None
-        if ok is not None:
-            exchange.pool.discard(ok)
-        exchange.metrics.inc_retry(target.service)
-        last = _failure(result) if ok is None else _result(ok.status)
-        delay = backoff_delay(1, policy.backoff_base_s, policy.backoff_max_s, gen.rng)
-        upstreams.end(picked)
-        breaker.release()  # free during the backoff, as in ``forward``
-        exclude = _NO_EXCLUDE | {self.address}
-        self._forward(Resume(self.deadline, self.head, False, None, 1, exclude, True, last, delay))
+            self.conn = None
+            req = self.req
+            self.run(self.outcome(FAILED, broken(req.conn.closed, req.body, conn)))
 
-    async def _tail(self, rest: Coroutine[Any, Any, None], status: int) -> ForwardResult:
-        """A streaming body or tunnel: await it, then give back the endpoint and the slot."""
-        picked = self.picked
-        assert picked is not None
+    async def drive(self, action: int) -> None:
+        """Go on in the coroutine loop from ``action``, then finish."""
+        try:
+            await drive(self, action, self)
+        finally:
+            self.driver.finish(self)
+
+    async def _tail(self, rest: Coroutine[Any, Any, None]) -> None:
+        """A streaming body or tunnel: await it, then the machine gives everything back."""
         try:
             await rest
+            self.step(STREAMED)
         finally:
-            self.gen.upstreams.end(picked)
-            self.gen.breakers[self.target.service].release()
-        return _result(status)
+            self.close()
+            self.driver.finish(self)
 
-    def _forward(self, resume: Resume) -> None:
-        self._detach(
-            self.proxy.exchange.forward(
-                self.gen,
-                self.req,
-                self.route,
-                self.target,
-                self.cluster,
-                self.path,
-                self.query,
-                self.hash_key,
-                self.rid,
-                resume,
-            )
-        )
-
-    def _detach(self, work: Coroutine[Any, Any, ForwardResult]) -> None:
+    def _detach(self, work: Coroutine[Any, Any, None]) -> None:
         """Go on in a task; the connection's next request waits for it."""
         conn = self.req.conn
         assert conn.loop is not None
-        conn.loop.create_task(conn.finish_detached(self.req, self._then_account(work)))
+        conn.loop.create_task(conn.finish_detached(self.req, work))
 
-    async def _then_account(self, work: Coroutine[Any, Any, ForwardResult]) -> None:
-        status = 0
-        try:
-            status = self.proxy.answer(self.req, await work, self.rid)
-        finally:
-            self._account(status)
+    # ---- forward.tries.Steps: the coroutine loop's actions --------------------------------
 
-    def _finish(self, result: ForwardResult) -> None:
-        self._account(self.proxy.answer(self.req, result, self.rid))
-        self.req.conn.request_done(self.req)
+    async def tried(self, att: Attempt) -> int:
+        return await self.driver.exchange.tried(self.gen, self, self.req)
 
-    def _account(self, status: int) -> None:
-        target = self.target
-        self.proxy.account(
-            self.gen,
-            self.req,
-            self.listener,
-            self.route.name,
-            target.service,
-            target.subset or "",
-            status,
-            self.start,
-        )
+    async def respond(self, att: Attempt) -> None:
+        assert self.conn is not None and self.route is not None
+        rest = self.driver.exchange.respond(self.req, self.conn, self.gen.ops(self.route)[1], self)
+        if rest is not None:
+            await rest
+
+    def abandon(self, att: Attempt) -> None:
+        self.driver.exchange.abandon(self, self.req)
+
+    def copy(self, att: Attempt) -> None:
+        self.driver.mirror(self)
+
+
+def identity(gen: Generation, req: Request) -> str | None:
+    """The caller's verified identity (its certificate's SPIFFE ID), or None."""
+    transport = req.conn.transport
+    ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    return peer_identity(ssl_obj, gen.tables.mesh.name) if ssl_obj is not None else None

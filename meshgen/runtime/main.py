@@ -1,7 +1,7 @@
 """``python DIST``: load the tables, serve every listener and the admin server, reload and drain.
 
-Theory of operation: :class:`Runtime` owns one live :class:`~.proxy.Generation` at a time.
-``SIGHUP`` (or ``--watch`` noticing a rebuilt DIST) builds a complete new generation
+Theory of operation: :class:`Runtime` owns one live :class:`~.forward.generation.Generation` at
+a time. ``SIGHUP`` (or ``--watch`` noticing a rebuilt DIST) builds a complete new generation
 first (tables, TLS contexts, upstreams started); only if every step succeeds is it swapped in,
 otherwise the reason is logged and the old one stays. Endpoints that stay keep their health and
 ejection state (:meth:`~.upstreams.Upstreams.inherit`). Listener sockets survive a reload, so no
@@ -51,10 +51,11 @@ from typing import IO, Any
 
 from .admin import AdminServer, start_admin
 from .alerts import AlertEvaluator
+from .forward.generation import Generation
 from .guard import raise_fd_limit
 from .loader import load_tables
 from .metrics import Metrics
-from .proxy import Generation, Proxy
+from .proxy import Proxy
 from .table_changes import count_changes, describe, table_changes
 from .tables import Listener, Tables
 from .tls import TlsContexts, cert_not_after
@@ -97,6 +98,8 @@ def arg_parser(prog: str = "python DIST", *, with_dist: bool = False) -> argpars
     p.add_argument("--grace", type=float, default=15.0, metavar="SECONDS",
                    help="how long SIGTERM waits for requests in flight")  # fmt: skip
     p.add_argument("--dns-server", metavar="HOST:PORT", help="DNS server for discovery")
+    p.add_argument("--no-fast-path", action="store_true",
+                   help="drive every request in a coroutine (slower; for debugging)")  # fmt: skip
     return p
 
 
@@ -278,7 +281,9 @@ class Runtime:
         loop = asyncio.get_running_loop()
         try:
             gen = await self._generation(self.tables)
-            self.proxy = Proxy(gen, self.metrics, self.access_log)
+            self.proxy = Proxy(
+                gen, self.metrics, self.access_log, fast_path=not self.args.no_fast_path
+            )
             await self._open_listeners(gen)
         except Exception as exc:
             log.error("cannot start: %s", exc)

@@ -1,12 +1,20 @@
 """Request mirroring (shadowing): a fire-and-forget copy of a request to another service.
 
-Theory of operation: the copy never delays or affects the caller. It runs as its own task over
-the shared connection pool, its answer is read and dropped, and any failure is logged at debug.
+Theory of operation: the copy never delays or affects the caller. It is a request of its own,
+run by the request machine (``forward/attempt.py``, entered at ``FORWARD``: no routing, no
+retries, the mirror service's ``timeout`` and ``idle_timeout``) through the whole-message
+driver (``forward/call.py``) over the shared connection pool, as Envoy's shadow writer goes
+through the same client as ordinary requests: it is admitted by the service's circuit breaker,
+counted in ``meshgen_upstream_requests_total`` and reported to outlier detection like any try.
+Its head is the one the endpoint of the original request gets (rewrite and header operations
+included, ``forward/heads.py``) with ``-shadow`` appended to the Host (Envoy's convention), so
+the target can tell shadow traffic apart. Its answer is read and dropped; a failure is logged
+at debug.
+
 A request body is mirrored whole, once it has arrived, if it fits the replay buffer
 (``http1.REPLAY_LIMIT``, kept anyway for retries); head and body go out in one write. Bodies
 past the buffer are not mirrored, and neither are requests beyond :data:`MAX_MIRRORS` copies
-in flight: both are counted in :attr:`Mirrors.skipped` and logged at debug. The copy's Host gets
-a ``-shadow`` suffix (Envoy's convention) so the target can tell shadow traffic apart.
+in flight: both are counted in :attr:`Mirrors.skipped` and logged at debug.
 """
 
 from __future__ import annotations
@@ -15,52 +23,45 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .exchange import Exchange
-from .heads import NO_OPS, request_head
-from .http1 import Request
-from .pool import ConnectError
-from .tables import Match, Mirror, Route
-from .upstreams import Picked
+from .forward.attempt import FORWARD, LOCAL, Attempt
+from .forward.call import call
+from .forward.heads import Outgoing, request_head
+from .forward.tries import Upstream
+from .http1 import RequestBody
 
 if TYPE_CHECKING:
-    from .proxy import Generation
+    from .forward.generation import Generation
 
 log = logging.getLogger("meshgen.proxy")
 MAX_MIRRORS = 64
-_MIRROR_ROUTE = Route(name="", match=Match())  # no rewrite, no header operations
 
 
 class Mirrors:
-    """Mirrors of one proxy, sharing its exchange's pool and metrics."""
+    """Mirrors of one proxy (or client), sharing its connection pool."""
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
         self.in_flight = 0
         self.skipped = 0  # bodies too large for the replay buffer, or too many in flight
 
-    def mirror(self, gen: Generation, mirror: Mirror, req: Request, path: str, query: str) -> None:
-        """Copy ``req`` to ``mirror.service`` now, or when its body is complete."""
+    def mirror(
+        self, gen: Generation, att: Attempt, req: Outgoing, body: RequestBody | bytes | None
+    ) -> None:
+        """Copy the request of ``att`` to its ``mirror`` now, or when its body is complete."""
         if req.upgrade:
             return
-        body = req.body
-        if body is None:
-            self._fire(gen, mirror, req, path, query, b"")
+        if body is None or isinstance(body, bytes):
+            self._fire(gen, att, req, body or b"")
         elif body.complete:
-            self._fire(gen, mirror, req, path, query, body.buffered())
+            self._fire(gen, att, req, body.buffered())
         elif body.replay is not None:
-            body.on_end = lambda data: self._fire(gen, mirror, req, path, query, data)
+            body.on_end = lambda data: self._fire(gen, att, req, data)
         else:
-            self._fire(gen, mirror, req, path, query, None)
+            self._fire(gen, att, req, None)
 
-    def _fire(
-        self,
-        gen: Generation,
-        mirror: Mirror,
-        req: Request,
-        path: str,
-        query: str,
-        body: bytes | None,
-    ) -> None:
+    def _fire(self, gen: Generation, att: Attempt, req: Outgoing, body: bytes | None) -> None:
+        mirror, route = att.mirror, att.route
+        assert mirror is not None and route is not None
         if body is None or self.in_flight >= MAX_MIRRORS:
             self.skipped += 1
             log.debug(
@@ -69,34 +70,22 @@ class Mirrors:
                 "body over the replay limit" if body is None else "too many mirrors in flight",
             )
             return
-        picked = gen.upstreams.pick(mirror.service, mirror.subset, None)
-        if picked is None:
+        loop = asyncio.get_running_loop()
+        head = request_head(req, route, att.path, att.query, gen.ops(route)[0], len(body))
+        shadow = Attempt.shadow(gen, gen.shadow_target(mirror), loop.time, head)
+        action = shadow.step(FORWARD)
+        if action == LOCAL:
+            log.debug("mirror to %s not sent: %s", mirror.service, shadow.answer)
             return
-        head = request_head(req, _MIRROR_ROUTE, path, query, NO_OPS, len(body))
         self.in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._shadow(gen, picked, head + body))
+        task = loop.create_task(self._shadow(gen, shadow, action, body))
         task.add_done_callback(self._ended)
 
     def _ended(self, _task: asyncio.Task[None]) -> None:
         self.in_flight -= 1
 
-    async def _shadow(self, gen: Generation, picked: Picked, message: bytes) -> None:
-        """Send the copy (head and body in one write) and drain the answer."""
-        pool, metrics = self.exchange.pool, self.exchange.metrics
-        cluster = gen.clusters[picked.service]
-        tls = gen.tls.upstream(picked.service) if gen.tls is not None else None
-        try:
-            async with asyncio.timeout(cluster.timeout_s):
-                conn = await pool.acquire(
-                    picked.service, picked.endpoint, cluster.connect_timeout_s, tls
-                )
-                conn.begin(message, False, None)
-                conn.start_body(lambda _data: None)
-                await conn.done
-            metrics.inc_upstream(picked.service, picked.endpoint.address, conn.status)
-            if conn.keep_alive:
-                pool.release(conn)
-            else:
-                conn.abort()
-        except (ConnectError, ConnectionResetError, TimeoutError) as exc:
-            log.debug("mirror to %s failed: %s", picked.endpoint.address, exc)
+    async def _shadow(self, gen: Generation, shadow: Attempt, action: int, body: bytes) -> None:
+        """Send the copy and drain the answer."""
+        reply = await call(self.upstream, gen, shadow, action, body)
+        if reply is None:
+            log.debug("mirror to %s failed: %s", shadow.service, shadow.answer)

@@ -66,10 +66,15 @@ class MetricsSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Picked:
-    """The chosen endpoint; ``service`` is the service that owns it (may be a backup)."""
+    """The chosen endpoint; ``service`` is the service that owns it (may be a backup). ``key``
+    is its connection pool's key, ``service/address`` (derived once: read on every try)."""
 
     service: str
     endpoint: Endpoint
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.service}/{self.endpoint.address}")
 
 
 @dataclass(eq=False)

@@ -27,9 +27,10 @@ import uvloop
 from polling import eventually, eventually_async
 from runtime_harness import Runtime, build_dist, compile_tables, open_fds, run_dist, spec
 
+from meshgen.runtime.forward.generation import Generation
 from meshgen.runtime.http1 import ServerConnection
 from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.proxy import Generation, Proxy
+from meshgen.runtime.proxy import Proxy
 from meshgen.runtime.upstreams import Upstreams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

@@ -2,10 +2,11 @@
 
 The proxy runs in this process (real sockets on 127.0.0.1, real compiled tables) so a test can
 count which path served a request: the fast path calls neither ``Proxy.handle`` (the coroutine
-per request) nor ``Exchange.forward`` unless it hands a request over. The backend is a small
-asyncio server answering by path: ``/ok`` 200; ``/flaky`` 503 on every odd call, 200 on even
-ones; ``/slow`` answers after 0.3 s; ``/stream`` a chunked body in two writes; ``/close`` 200
-with ``connection: close``; ``/arm-drop`` 200, then that connection hangs up on its next request.
+per request) nor ``ProxyAttempt.drive`` (the coroutine loop) unless it hands a request over.
+The backend is a small asyncio server answering by path: ``/ok`` 200; ``/flaky`` 503 on every
+odd call, 200 on even ones; ``/slow`` answers after 0.3 s; ``/stream`` a chunked body in two
+writes; ``/close`` 200 with ``connection: close``; ``/arm-drop`` 200, then that connection hangs
+up on its next request.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import pytest
 from polling import eventually_async
 from runtime_harness import compile_tables, spec
 
+from meshgen.runtime.fastpath import ProxyAttempt
+from meshgen.runtime.forward.generation import Generation
 from meshgen.runtime.http1 import Request
 from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.proxy import Generation, Proxy
+from meshgen.runtime.proxy import Proxy
 from meshgen.runtime.upstreams import Upstreams
 
 pytestmark = pytest.mark.e2e
@@ -72,24 +75,26 @@ class Backend(asyncio.Protocol):
 
 
 class Counted:
-    """How many requests went through the coroutine handler and ``Exchange.forward``."""
+    """How many requests went through the coroutine handler, and how many the fast path handed
+    over to the coroutine loop (``forwarded``)."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.handled = 0
         self.forwarded = 0
         self.port = 0  # the proxy's listening port, for scenarios that open another connection
-        handle, forward = proxy.handle, proxy.exchange.forward
+        handle, drive = proxy.handle, ProxyAttempt.drive
 
         async def counted_handle(req: Request) -> None:
             self.handled += 1
             await handle(req)
 
-        def counted_forward(*args: Any) -> Awaitable[Any]:
+        def counted_drive(att: ProxyAttempt, action: int) -> Awaitable[None]:
             self.forwarded += 1
-            return forward(*args)
+            return drive(att, action)
 
         proxy.handle = counted_handle  # type: ignore[method-assign]
-        proxy.exchange.forward = counted_forward  # type: ignore[method-assign,assignment]
+        self.restore = lambda: setattr(ProxyAttempt, "drive", drive)
+        ProxyAttempt.drive = counted_drive  # type: ignore[method-assign]
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -140,6 +145,7 @@ def _run(tmp_path: Path, services: str, scenario: Scenario) -> None:
         try:
             await scenario(proxy, counted, get)
         finally:
+            counted.restore()
             writer.close()
             server.close()
             backend.close()
@@ -188,10 +194,11 @@ def test_simple_requests_take_the_fast_path(tmp_path: Path) -> None:
         assert _series(m, "meshgen_request_duration_seconds_count", service="api") == 11
         assert _series(m, "meshgen_upstream_requests_total", service="api") == 11
         assert proxy.generation.in_flight == 0
-        # Not eligible: no route (404) goes to the coroutine handler, as before.
+        # A local answer (no route: 404) is written from the callback too.
         status, _, body = await get("/ok", host="nowhere")
         assert status == 404 and b"nowhere" in body
-        assert counted.handled == 1
+        assert counted.handled == 0 and counted.forwarded == 1
+        assert _series(m, "meshgen_requests_total", route="", code="404") == 1
 
     _run(tmp_path, SERVICES, scenario)
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from meshgen.runtime.forward import attempt as A
 from meshgen.runtime.forward.attempt import Attempt, StepError
+from meshgen.runtime.forward.generation import Generation
 from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.proxy import Generation
 from meshgen.runtime.tables import (
     CircuitBreaker,
     Cluster,
@@ -57,6 +57,8 @@ class Clock:
 class Conn:
     client_ip: str = "10.0.0.7"
     closed: bool = False
+    peer_cert: object = None
+    forwarded: bytes | None = None
 
 
 @dataclass
@@ -77,6 +79,12 @@ class Req:
     request_id: bytes | None = None
     body: Body | None = None
     conn: Conn = field(default_factory=Conn)
+    conn_tokens: frozenset[bytes] = frozenset()
+    xff: bytes | None = None
+    via: bytes | None = None
+    chunked: bool = False
+    content_length: int = -1
+    upgrade: bool = False
 
     def header(self, name: str) -> str | None:
         key = name.encode()
@@ -128,7 +136,6 @@ class World:
         self.gen = Generation(
             self.tables, self.upstreams, self.metrics, None, random.Random(7), self.clock
         )
-        self.gen.metrics = self.metrics  # type: ignore[attr-defined]
 
     def attempt(self, req: Req | None = None, caller: str | None = None) -> Attempt:
         return Attempt(self.gen, "edge", req or Req(), self.clock, caller)  # type: ignore[arg-type]
@@ -463,7 +470,7 @@ def test_close_gives_back_what_is_held_once() -> None:
 
 def test_a_shadow_only_forwards_and_is_not_accounted() -> None:
     world = World()
-    att = Attempt.shadow(world.gen, target(retries=None), Req(), world.clock)  # type: ignore[arg-type]
+    att = Attempt.shadow(world.gen, target(retries=None), world.clock, b"GET / HTTP/1.1\r\n\r\n")
     assert att.step(A.FORWARD) == A.TRY and att.route is None
     assert finish(att) == A.DONE
     assert world.counted("meshgen_requests_total") == 0

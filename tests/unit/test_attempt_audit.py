@@ -9,7 +9,7 @@ import random
 import pytest
 
 from meshgen.runtime.forward import attempt as A
-from meshgen.runtime.proxy import Generation
+from meshgen.runtime.forward.generation import Generation
 from tests.unit.test_attempt import World
 
 
@@ -22,7 +22,6 @@ def _audited(world: World) -> None:
     world.gen = Generation(
         world.tables, world.upstreams, world.metrics, None, random.Random(7), world.clock
     )
-    world.gen.metrics = world.metrics  # type: ignore[attr-defined]
 
 
 def test_a_denied_request_is_counted_logged_and_tried(caplog: pytest.LogCaptureFixture) -> None:

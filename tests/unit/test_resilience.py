@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from meshgen.runtime.proxy import retry_budgets
+from meshgen.runtime.forward.generation import retry_budgets
 from meshgen.runtime.resilience import (
     CircuitBreaker,
     RetryBudget,

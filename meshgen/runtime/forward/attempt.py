@@ -12,7 +12,8 @@ The order of decisions is Envoy's: the request id (the caller's, else a new one)
 (a target that does not normalise: 400, and the connection closes), the route (404), the split
 (the weighted destination is chosen first, so every later local answer counts under that
 service and subset), redirect (it forwards nothing, so it answers every caller the listener
-admits), access (403), the route's rate limit (429), fault delay and abort, the service's rate
+admits), access (403; on an ``access: audit`` listener the denial is counted and logged and the
+request goes on), the route's rate limit (429), fault delay and abort, the service's rate
 limit (429), mirror, then tries. Each try is admitted by the service's circuit breaker (go, wait
 in its pending queue until a slot is handed over or the request ``timeout`` passes: 504, or a
 fast 503 with ``x-meshgen-overloaded``), picks an endpoint avoiding those already tried, and
@@ -45,7 +46,8 @@ first drop the try's connection and detach the request body) then ``WOKE``; ``MI
 request to :attr:`Attempt.mirror` then ``MIRRORED``; ``WAIT`` wait in :attr:`Attempt.breaker`'s
 queue until :attr:`Attempt.wait_until` then ``GRANTED``/``EXPIRED``; ``TRY`` send the request
 to :attr:`Attempt.picked` and wait at most :attr:`Attempt.per_try` for the response head, then
-``HEAD`` (status) or ``FAILED`` (outcome); ``RESPOND`` send the response on, then
+``HEAD`` (status) or ``FAILED`` (outcome), sending :attr:`Attempt.head` (the machine builds
+it with ``forward/heads.py`` for the first try); ``RESPOND`` send the response on, then
 ``STREAMED``; ``DONE`` nothing is left (:attr:`Attempt.status` is final).
 
 Invariants: the machine holds at most one breaker slot and one endpoint's in-flight count at a
@@ -60,11 +62,13 @@ import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 from ..balancers import request_hash_key
 from ..paths import split_target
 from ..resilience import backoff_delay, retryable
+from .heads import CompiledOps, Downstream, Outgoing, request_head
+from .local import LocalRequest
 
 if TYPE_CHECKING:
     import random
@@ -73,7 +77,7 @@ if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..resilience import CircuitBreaker, RetryBudget, TokenBucket
     from ..router import Router
-    from ..tables import Cluster, Mirror, RetryPolicy, Route, Target
+    from ..tables import Cluster, Mirror, Route, Target
     from ..upstream_conn import UpstreamConnection
     from ..upstreams import Picked, Upstreams
 
@@ -134,13 +138,9 @@ def failure_answer(outcome: str) -> Answer:
     return FAILURES.get(outcome) or FAILURES["reset"]
 
 
+# Request ids made here are unique in this process: a random prefix per process, a counter.
 _ID_PREFIX: Final = os.urandom(8).hex().encode()
 _ids = itertools.count(1)
-
-
-def new_request_id() -> bytes:
-    """A request id unique in this process: a random prefix per process and a counter."""
-    return b"%s-%016x" % (_ID_PREFIX, next(_ids))
 
 
 _SPLITS: dict[bytes | str, tuple[str, str] | None] = {}
@@ -181,24 +181,16 @@ class Body(Protocol):
     def replayable(self) -> bool: ...
 
 
-class Caller(Protocol):
+class Caller(Downstream, Protocol):
     """The downstream side: who sent the request and whether it is still there."""
-
-    @property
-    def client_ip(self) -> str: ...
 
     @property
     def closed(self) -> bool: ...
 
 
-class Incoming(Protocol):
-    """What the machine reads of a request (``http1.Request`` is one, so is the client's)."""
-
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def host(self) -> str: ...
+class Incoming(Outgoing, Protocol):
+    """What the machine reads of a request (``http1.Request`` is one, so is the client's):
+    what its upstream head is made of, and more."""
 
     @property
     def target(self) -> bytes: ...
@@ -206,15 +198,10 @@ class Incoming(Protocol):
     request_id: bytes | None  # the caller's x-request-id; the machine sets it when absent
 
     @property
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
-
-    @property
     def body(self) -> Body | None: ...
 
     @property
     def conn(self) -> Caller: ...
-
-    def header(self, name: str) -> str | None: ...
 
 
 class Counters(Protocol):
@@ -279,20 +266,30 @@ class Policies(Protocol):
     def metrics(self) -> Counters: ...
 
     @property
+    def header_ops(self) -> Mapping[str, tuple[CompiledOps, CompiledOps]]: ...
+
+    def ops(self, route: Route) -> tuple[CompiledOps, CompiledOps]: ...
+
+    @property
     def rng(self) -> random.Random: ...
 
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
+# Where :meth:`Attempt._proceed` starts: each phase runs the ones after it.
+_ROUTE, _AFTER_DELAY, _TRIES, _ADMIT, _PICK = range(5)
+_SHADOW = LocalRequest("GET", "", "/", {}, b"")  # what a mirror's attempt reads of its request
 
 
 class Attempt:
     """The decisions of one request (see the module docstring); drivers call :meth:`step`."""
 
-    __slots__ = ("address", "answer", "begun", "breaker", "budget", "caller", "clock", "conn",
-                 "deadline", "delay", "exclude", "gen", "hash_key", "head", "holding",
-                 "last", "listener", "max_tries", "mirror", "path", "per_try", "picked",
-                 "policy", "query", "req", "route", "stale_retry", "state", "status",
-                 "target", "tries", "wait_until")  # fmt: skip
+    __slots__ = ("answer", "begun", "breaker", "caller", "clock", "conn", "deadline", "delay",
+                 "driver", "exclude", "gen", "hash_key", "head", "holding", "last", "listener",
+                 "mirror", "path", "per_try", "picked", "query", "req", "route", "stale_retry",
+                 "start", "state", "status", "target", "tries", "wait_until")  # fmt: skip
+    # Set by the step that first needs them, never read before (not initialised: one request
+    # costs fewer stores): path, query, mirror, breaker, deadline, picked, per_try, delay,
+    # wait_until.
 
     def __init__(
         self,
@@ -301,54 +298,57 @@ class Attempt:
         req: Incoming,
         clock: Callable[[], float],
         caller: str | None = None,
+        start: float = 0.0,
+        driver: object = None,
     ) -> None:
         self.gen = gen
         self.listener = listener  # "" for the in-process client (its router has every route)
         self.req = req
         self.clock = clock
         self.caller = caller  # the verified identity, on listeners that enforce access
+        self.start = start  # when the request began (the driver's clock): its duration
+        self.driver = driver  # whatever the driver needs to find again (the proxy)
         self.state = NEW
-        self.path = self.query = ""
+        self.path: str
+        self.query: str
         self.route: Route | None = None
         self.target: Target | None = None
-        self.mirror: Mirror | None = None
+        self.mirror: Mirror
         self.hash_key: bytes | None = None
-        self.policy: RetryPolicy | None = None
-        self.budget: RetryBudget | None = None
-        self.breaker: CircuitBreaker | None = None
-        self.deadline = INF
-        self.max_tries = 1
+        self.breaker: CircuitBreaker
+        self.deadline: float
         self.tries = 0
         self.exclude = _NO_EXCLUDE  # endpoints already tried
         self.stale_retry = True
         self.last = NO_ENDPOINT  # the answer when no endpoint is left for another try
         self.holding = False  # one of the breaker's slots
-        self.picked: Picked | None = None
+        self.picked: Picked
         self.begun = False  # ``picked`` counts this request in flight
-        self.address = ""
-        self.per_try = 0.0
-        self.delay = 0.0
-        self.wait_until = 0.0
+        self.per_try: float
+        self.delay: float
+        self.wait_until: float
         self.answer: Answer | None = None
         self.status = 0
-        # Driver slots: the try's connection and the upstream head (built once, reused).
-        self.conn: UpstreamConnection | None = None
-        self.head = b""
+        self.head = b""  # the upstream request head (built for the first try)
+        self.conn: UpstreamConnection | None = None  # a driver slot: the try's connection
 
     @classmethod
     def shadow(
-        cls,
-        gen: Policies,
-        target: Target,
-        req: Incoming,
-        clock: Callable[[], float],
+        cls, gen: Policies, target: Target, clock: Callable[[], float], head: bytes
     ) -> Attempt:
-        """An attempt that only forwards, to ``target``: a mirror's copy (step ``FORWARD``)."""
-        att = cls(gen, "", req, clock)
+        """An attempt that only forwards ``head`` to ``target``: a mirror's copy (step
+        ``FORWARD``). It stands on its own: the original caller leaving does not end it."""
+        att = cls(gen, "", _SHADOW, clock)
         att.target = target
+        att.head = head
         return att
 
     # ---- names (logs, errors, tests) ----------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The address of the endpoint of the try (once one was picked)."""
+        return self.picked.endpoint.address
 
     @property
     def route_name(self) -> str:
@@ -369,168 +369,178 @@ class Attempt:
         """Feed one event; returns the next action (module docstring)."""
         handler = _TABLE[self.state][event]
         if handler is None:
-            raise StepError(
-                f"event {EVENT_NAMES[event]} in state {STATE_NAMES[self.state]} "
-                f"(route {self.route_name!r})"
-            )
-        return handler(self, value)
+            self._refuse(event)
+        return handler(self, event, value)
+
+    def _refuse(self, event: int) -> NoReturn:
+        raise StepError(
+            f"event {EVENT_NAMES[event]} in state {STATE_NAMES[self.state]} "
+            f"(route {self.route_name!r})"
+        )
 
     # ---- admission ----------------------------------------------------------------------
 
-    def _start(self, _: int | str) -> int:
+    def _start(self, _event: int, _value: int | str) -> int:
+        return self._proceed()
+
+    def _woke(self, _event: int, _value: int | str) -> int:
+        """After a fault delay, or a retry's backoff (the next try's admission)."""
+        return self._proceed(_AFTER_DELAY if self.state == DELAYING else _ADMIT)
+
+    def _begin(self, _event: int, _value: int | str) -> int:
+        """The tries begin (after the mirror, or at once for a mirror's own copy)."""
+        return self._proceed(_TRIES)
+
+    def _queued(self, event: int, _value: int | str) -> int:
+        """A breaker slot was handed over (GRANTED), or the wait for one ran out (EXPIRED)."""
+        if event == EXPIRED:
+            return self._local(QUEUE_TIMEOUT)
+        self.holding = True
+        return self._proceed(_PICK)
+
+    def _proceed(self, phase: int = _ROUTE) -> int:
+        """The decisions in their order (module docstring), from ``phase`` on, until one
+        needs the driver: one method, so the common request costs one call, not one per step.
+        Called as :meth:`begin` it is START (``step(START)``) for drivers that call it directly
+        (the proxy's fast path)."""
         req = self.req
         gen = self.gen
-        if req.request_id is None:  # made here, so routes, the head and a mirror all see it
-            rid = req.request_id = new_request_id()
-            req.headers.append((b"x-request-id", rid))
-        where = _SPLITS.get(req.target)
-        if where is None:
-            where = split(req.target)
+        if phase == _ROUTE:
+            if self.state != NEW:
+                self._refuse(START)
+            if req.request_id is None:  # made here, so routes, the head and a mirror see it
+                rid = req.request_id = b"%s-%016x" % (_ID_PREFIX, next(_ids))
+                req.headers.append((b"x-request-id", rid))
+            where = _SPLITS.get(req.target)
             if where is None:
-                return self._local(BAD_TARGET)
-        path = self.path = where[0]
-        self.query = where[1]
-        router = gen.routers[self.listener]
-        cr = router.match(req.host, path, req.method, req.header)
-        if cr is None:
-            body = f"no route for host {req.host!r}\n".encode("utf-8", "replace")
-            return self._local(Answer(404, body))
-        route = self.route = cr.route
-        # The destination first: every local answer from here on counts under it.
-        self.target = router.pick(cr)
-        redirect = route.redirect
-        if redirect is not None:  # forwards nothing: every caller the listener admits gets it
-            loc = ((b"location", redirect.location.encode()),)
-            return self._local(Answer(redirect.status, b"", loc))
-        if gen.enforced[self.listener]:
-            access = gen.access
-            assert access is not None
-            denied = access.denial(route.name, self.caller, req.method, path)
-            if denied is not None:
-                audit = gen.audit[self.listener]
-                mode = "audit" if audit else "enforce"
-                gen.metrics.inc_denied(self.listener, self.caller or "", denied, mode)
-                if not audit:
-                    return self._local(DENIED)
-                gen.audit_log.denied(
-                    self.listener, self.caller, req.method, path, route.name, denied
-                )
-        if route.rate_limit is not None:
-            wait = gen.route_buckets[route.name].try_acquire()
-            if wait is not None:
-                return self._limited(wait)
-        fault = route.fault
-        if fault is not None and fault.delay_s > 0 and router.chance(fault.delay_percent):
-            self.delay = fault.delay_s
-            self.state = DELAYING
-            return DELAY
-        return self._delayed(0)
+                where = split(req.target)
+                if where is None:
+                    return self._local(BAD_TARGET)
+            path = self.path = where[0]
+            self.query = where[1]
+            router = gen.routers[self.listener]
+            cr = router.match(req.host, path, req.method, req.header)
+            if cr is None:
+                body = f"no route for host {req.host!r}\n".encode("utf-8", "replace")
+                return self._local(Answer(404, body))
+            route = self.route = cr.route
+            # The destination first: every local answer from here on counts under it.
+            target = self.target = router.pick(cr)
+            redirect = route.redirect
+            if redirect is not None:  # forwards nothing: every caller the listener admits gets it
+                loc = ((b"location", redirect.location.encode()),)
+                return self._local(Answer(redirect.status, b"", loc))
+            if gen.enforced[self.listener]:
+                access = gen.access
+                assert access is not None
+                denied = access.denial(route.name, self.caller, req.method, path)
+                if denied is not None:  # an audit listener forwards it (logged), as Istio's
+                    audit = gen.audit[self.listener]  # dry run
+                    mode = "audit" if audit else "enforce"
+                    gen.metrics.inc_denied(self.listener, self.caller or "", denied, mode)
+                    if not audit:
+                        return self._local(DENIED)
+                    gen.audit_log.denied(
+                        self.listener, self.caller, req.method, path, route.name, denied
+                    )
+            if route.rate_limit is not None:
+                wait = gen.route_buckets[route.name].try_acquire()
+                if wait is not None:
+                    return self._limited(wait)
+            fault = route.fault
+            if fault is not None and fault.delay_s > 0 and router.chance(fault.delay_percent):
+                self.delay = fault.delay_s
+                self.state = DELAYING
+                return DELAY
+        else:
+            route, target = self.route, self.target  # type: ignore[assignment]
+        assert target is not None
+        if phase <= _AFTER_DELAY:
+            assert route is not None
+            if phase != _ROUTE:
+                router = gen.routers[self.listener]
+            fault = route.fault
+            if fault is not None and fault.abort_status and router.chance(fault.abort_percent):
+                return self._local(Answer(fault.abort_status, FAULT_BODY))
+            service = target.service
+            bucket = gen.service_buckets.get(service)
+            if bucket is not None:
+                wait = bucket.try_acquire()
+                if wait is not None:
+                    return self._limited(wait)
+            if service in gen.hashing:
+                lb = gen.clusters[service].load_balancer
+                self.hash_key = request_hash_key(lb, req.header, req.conn.client_ip)
+            mirror = route.mirror
+            if mirror is not None and router.chance(mirror.percent):
+                self.mirror = mirror
+                self.state = MIRRORING
+                return MIRROR
+        now = self.clock()
+        policy = target.retries
+        if phase <= _TRIES:  # the retry budget counts the request; the route timeout starts
+            if policy is not None:
+                budget = gen.budgets.get(id(target))
+                if budget is not None:
+                    budget.record_request()
+            breaker = self.breaker = gen.breakers[target.service]
+            upload = req.body
+            timeout = target.timeout_s
+            deadline = now + timeout if upload is None else request_deadline(upload, now, timeout)
+            self.deadline = deadline
+        else:
+            breaker, deadline = self.breaker, self.deadline
+        if phase <= _ADMIT:  # each try is admitted by the breaker (a retry again, as Envoy)
+            if deadline == INF:  # the body was still arriving: has it ended by now?
+                deadline = self.deadline = request_deadline(req.body, now, target.timeout_s)
+            if not self.holding:
+                verdict = breaker.admit()
+                if verdict is not None:
+                    if verdict != "wait":
+                        return self._local(OVERLOADED)
+                    # The route timeout covers the pending time too (as Envoy's).
+                    self.wait_until = min(deadline, now + target.timeout_s)
+                    self.state = QUEUED
+                    return WAIT
+                self.holding = True
+        # The try: an endpoint not tried yet where the eligible set allows.
+        upstreams = gen.upstreams
+        picked = upstreams.pick(target.service, target.subset, self.hash_key, self.exclude)
+        if picked is None:
+            return self._local(self.last)
+        self.picked = picked
+        self.tries += 1
+        remaining = deadline - now
+        if remaining == INF:  # the route timeout starts when the body is complete
+            remaining = target.timeout_s
+        per_try = self.per_try = (
+            min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
+        )
+        upstreams.begin(picked)
+        self.begun = True
+        self.state = TRYING
+        if per_try <= 0:  # no time left for this try
+            return self.outcome(FAILED, "timeout")
+        if not self.head:  # the upstream head, the same for every try (a mirror's is given)
+            assert route is not None
+            ops = gen.header_ops.get(route.name) or gen.ops(route)
+            self.head = request_head(req, route, self.path, self.query, ops[0])
+        return TRY
 
-    def _delayed(self, _: int | str) -> int:
-        """After the fault delay (if any): fault abort, service rate limit, mirror."""
-        route = self.route
-        target = self.target
-        assert route is not None and target is not None
-        gen = self.gen
-        fault = route.fault
-        router = gen.routers[self.listener]
-        if fault is not None and fault.abort_status and router.chance(fault.abort_percent):
-            return self._local(Answer(fault.abort_status, FAULT_BODY))
-        bucket = gen.service_buckets.get(target.service)
-        if bucket is not None:
-            wait = bucket.try_acquire()
-            if wait is not None:
-                return self._limited(wait)
-        if target.service in gen.hashing:
-            lb = gen.clusters[target.service].load_balancer
-            self.hash_key = request_hash_key(lb, self.req.header, self.req.conn.client_ip)
-        mirror = route.mirror
-        if mirror is not None and router.chance(mirror.percent):
-            self.mirror = mirror
-            self.state = MIRRORING
-            return MIRROR
-        return self._forward(0)
+    begin = _proceed
 
     def _limited(self, wait: float) -> int:
         self.gen.metrics.inc_rate_limited(self.route_name)
         retry_after = b"%d" % max(1, int(wait + 0.999)) if wait != INF else b"3600"
         return self._local(Answer(429, b"rate limited\n", ((b"retry-after", retry_after),)))
 
-    def _forward(self, _: int | str) -> int:
-        """The tries begin: retry policy and budget, the route timeout's deadline."""
-        target = self.target
-        assert target is not None
-        gen = self.gen
-        policy = self.policy = target.retries
-        if policy is not None:
-            self.max_tries = 1 + policy.attempts
-            budget = self.budget = gen.budgets.get(id(target))
-            if budget is not None:
-                budget.record_request()
-        self.breaker = gen.breakers[target.service]
-        self.deadline = request_deadline(self.req.body, self.clock(), target.timeout_s)
-        return self._admit(0)
-
-    def _admit(self, _: int | str) -> int:
-        """Admission of one try by the circuit breaker (a retry is admitted again, as Envoy)."""
-        target = self.target
-        assert target is not None
-        if self.deadline == INF:  # the body was still arriving: has it ended by now?
-            self.deadline = request_deadline(self.req.body, self.clock(), target.timeout_s)
-        if not self.holding:
-            breaker = self.breaker
-            assert breaker is not None
-            verdict = breaker.admit()
-            if verdict is not None:
-                if verdict != "wait":
-                    return self._local(OVERLOADED)
-                # The route timeout covers the pending time too (as Envoy's).
-                self.wait_until = min(self.deadline, self.clock() + target.timeout_s)
-                self.state = QUEUED
-                return WAIT
-            self.holding = True
-        return self._pick(0)
-
-    def _granted(self, _: int | str) -> int:
-        self.holding = True
-        return self._pick(0)
-
-    def _expired(self, _: int | str) -> int:
-        return self._local(QUEUE_TIMEOUT)
-
-    # ---- tries --------------------------------------------------------------------------
-
-    def _pick(self, _: int | str) -> int:
-        target = self.target
-        assert target is not None
-        gen = self.gen
-        picked = gen.upstreams.pick(target.service, target.subset, self.hash_key, self.exclude)
-        if picked is None:
-            return self._local(self.last)
-        self.picked = picked
-        self.address = picked.endpoint.address
-        self.tries += 1
-        remaining = self.deadline - self.clock()
-        if remaining == INF:  # the route timeout starts when the body is complete
-            remaining = target.timeout_s
-        policy = self.policy
-        self.per_try = min(policy.per_try_timeout_s, remaining) if policy is not None else remaining
-        gen.upstreams.begin(picked)
-        self.begun = True
-        self.state = TRYING
-        if self.per_try <= 0:  # no time left for this try
-            return self._outcome("timeout", False)
-        return TRY
-
-    def _head(self, status: int | str) -> int:
-        return self._outcome(status, True)
-
-    def _failed(self, outcome: int | str) -> int:
-        return self._outcome(outcome, False)
-
-    def _outcome(self, result: int | str, responded: bool) -> int:
-        """A try ended: with a response head (``responded``, ``result`` its status) or a failure
-        outcome. Count it, tell outlier detection, then retry, respond or answer locally."""
+    def outcome(self, event: int, result: int | str) -> int:
+        """HEAD (``result`` a response status) or FAILED (``result`` the outcome), also
+        called directly by drivers: the try ended. Count it, tell outlier detection, then
+        retry, respond or answer locally."""
+        if self.state != TRYING:
+            self._refuse(event)
+        responded = event == HEAD
         picked = self.picked
         assert picked is not None
         gen = self.gen
@@ -539,13 +549,14 @@ class Attempt:
             if self.stale_retry:  # retried once on a fresh connection, not counted as a try
                 self.stale_retry = False
                 self.tries -= 1
-                return self._pick(0)
+                return self._proceed(_PICK)
             result = "reset"
-        gen.metrics.inc_upstream(picked.service, self.address, result)
+        gen.metrics.inc_upstream(picked.service, picked.endpoint.address, result)
         gone = self.req.conn.closed or result == CLIENT_TIMEOUT  # nothing to retry for
         if not gone and picked.service in gen.outlier:
             gen.upstreams.report(picked, result)
-        if self.retry_allowed(result, responded, gone):
+        # (Statuses below 400 meet no retry condition: the common answer skips the check.)
+        if (not responded or result >= 400) and self.retry_allowed(result, responded, gone):  # type: ignore[operator]
             return self._retry(result, responded)
         if responded:
             self.status = result  # type: ignore[assignment]
@@ -558,25 +569,28 @@ class Attempt:
         """Envoy's ``shouldRetry``: the caller is still there, a policy whose conditions the
         outcome meets (statuses below 400 meet none), tries and time left, a request body
         that can be sent again, and the retry budget allows one more (spent here)."""
-        policy = self.policy
+        target = self.target
+        assert target is not None
+        policy = target.retries
         if gone or policy is None or (responded and result < 400):  # type: ignore[operator]
             return False
         body = self.req.body
         if (
-            self.tries >= self.max_tries
+            self.tries > policy.attempts
             or (body is not None and not body.replayable)
             or not retryable(policy, self.req.method, result)
             or self.deadline - self.clock() <= 0
         ):
             return False
-        budget = self.budget
+        budget = self.gen.budgets.get(id(target))
         return budget is not None and budget.try_retry()
 
     def _retry(self, result: int | str, responded: bool) -> int:
-        policy = self.policy
         target = self.target
-        assert policy is not None and target is not None
-        self.exclude = self.exclude | {self.address}
+        assert target is not None
+        policy = target.retries
+        assert policy is not None
+        self.exclude = self.exclude | {self.picked.endpoint.address}
         self.gen.metrics.inc_retry(target.service)
         # What to answer if no endpoint is left for the next try: this try's failure; after a
         # response that is retried, "no healthy endpoint" (that response is dropped).
@@ -588,9 +602,17 @@ class Attempt:
         self.state = BACKING_OFF
         return BACKOFF
 
-    def _streamed(self, _: int | str) -> int:
-        self._end_try()
-        self._release()
+    def streamed(self, _event: int = STREAMED, _value: int | str = 0) -> int:
+        """STREAMED, also called directly: the response went through; everything held is
+        given back (:meth:`close`, inlined: once per request)."""
+        if self.state != RESPONDING:
+            self._refuse(STREAMED)
+        if self.begun:
+            self.begun = False
+            self.gen.upstreams.end(self.picked)
+        if self.holding:
+            self.holding = False
+            self.breaker.release()
         self.state = ENDED
         return DONE
 
@@ -617,32 +639,41 @@ class Attempt:
     def close(self) -> None:
         """End here (idempotent): give back the endpoint's in-flight count and the breaker
         slot if still held. Drivers call it when they stop early (a cancelled task)."""
-        self._end_try()
-        self._release()
+        if self.begun:
+            self._end_try()
+        if self.holding:
+            self._release()
         self.state = ENDED
 
     def account(self, duration_s: float) -> None:
         """Count the finished request in ``meshgen_requests_total`` and its duration (nothing
         for a request that got no status: it failed inside the proxy)."""
-        if self.status:
+        status = self.status
+        if status:
+            route, target = self.route, self.target
             self.gen.metrics.observe_request(
-                self.listener, self.route_name, self.service, self.subset, self.status, duration_s
+                self.listener,
+                route.name if route is not None else "",
+                target.service if target is not None else "",
+                (target.subset or "") if target is not None else "",
+                status,
+                duration_s,
             )
 
 
-_Handler = Callable[[Attempt, "int | str"], int]
+_Handler = Callable[[Attempt, int, "int | str"], int]
 _TABLE: list[list[_Handler | None]] = [[None] * len(EVENT_NAMES) for _ in STATE_NAMES]
 TRANSITIONS: Final[dict[tuple[int, int], _Handler]] = {
     (NEW, START): Attempt._start,
-    (NEW, FORWARD): Attempt._forward,
-    (DELAYING, WOKE): Attempt._delayed,
-    (MIRRORING, MIRRORED): Attempt._forward,
-    (QUEUED, GRANTED): Attempt._granted,
-    (QUEUED, EXPIRED): Attempt._expired,
-    (TRYING, HEAD): Attempt._head,
-    (TRYING, FAILED): Attempt._failed,
-    (BACKING_OFF, WOKE): Attempt._admit,
-    (RESPONDING, STREAMED): Attempt._streamed,
+    (NEW, FORWARD): Attempt._begin,
+    (DELAYING, WOKE): Attempt._woke,
+    (MIRRORING, MIRRORED): Attempt._begin,
+    (QUEUED, GRANTED): Attempt._queued,
+    (QUEUED, EXPIRED): Attempt._queued,
+    (TRYING, HEAD): Attempt.outcome,
+    (TRYING, FAILED): Attempt.outcome,
+    (BACKING_OFF, WOKE): Attempt._woke,
+    (RESPONDING, STREAMED): Attempt.streamed,
 }
 for (_state, _event), _handler in TRANSITIONS.items():
     _TABLE[_state][_event] = _handler

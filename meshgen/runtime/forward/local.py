@@ -39,7 +39,7 @@ class LocalRequest:
     ``Via`` (all lines joined), and the names ``Connection`` lists (hop-by-hop)."""
 
     __slots__ = ("body", "conn_tokens", "content_length", "headers", "host", "method",
-                 "request_id", "target", "via", "xff")  # fmt: skip
+                 "payload", "request_id", "target", "via", "xff")  # fmt: skip
 
     chunked: Final = False
     upgrade: Final = False
@@ -51,7 +51,8 @@ class LocalRequest:
         self.method = method
         self.host = host
         self.target = target.encode("utf-8")
-        self.body = None  # the whole body is in hand: always complete and replayable
+        self.body = None  # the whole body is in hand (``payload``): complete and replayable
+        self.payload = body
         self.content_length = len(body) if body or method in _BODY_METHODS else -1
         self.headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()

@@ -1,0 +1,206 @@
+"""What every driver does with the machine's actions: the loop over them, a breaker slot, a
+connection, a broken try's outcome, an idle response body.
+
+Theory of operation: :func:`drive` is the one loop over an attempt's actions (the proxy's
+coroutine path, the in-process client and mirrors run it); what differs between drivers (how a
+try is sent, where a response goes) comes in as :class:`Steps`. These are the asyncio halves of
+the machine's decisions, so no driver classifies a broken try or waits for a slot its own way.
+:class:`Upstream` owns the connection pool of one proxy (or one ``Mesh``): a try takes an idle
+pooled connection of the picked endpoint or opens a new one within the connect timeout,
+counted against the service's circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from ..pool import ConnectError, Pool
+from ..upstream_conn import UpstreamConnection
+from .attempt import (
+    BACKOFF,
+    CLIENT_TIMEOUT,
+    DELAY,
+    EXPIRED,
+    GRANTED,
+    MIRROR,
+    MIRRORED,
+    RESPOND,
+    STALE,
+    STREAMED,
+    TRY,
+    WAIT,
+    WOKE,
+    Attempt,
+)
+
+if TYPE_CHECKING:
+    from ..resilience import CircuitBreaker
+    from ..upstreams import Picked
+    from .generation import Generation
+
+log = logging.getLogger("meshgen.proxy")
+
+
+class Replay(Protocol):
+    """A request body as far as a broken try is concerned (``http1.RequestBody``)."""
+
+    @property
+    def replayable(self) -> bool: ...
+
+    def detach(self) -> None: ...
+
+
+class Upstream:
+    """The connection pool of one proxy or client, and how a try gets a connection."""
+
+    def __init__(self, pool: Pool | None = None) -> None:
+        self.pool = pool if pool is not None else Pool()
+
+    async def connect(
+        self, gen: Generation, picked: Picked, key: str, timeout: float
+    ) -> UpstreamConnection | None:
+        """A new connection to ``picked`` within the connect timeout; None on failure."""
+        cluster = gen.clusters[picked.service]
+        breaker = gen.breakers[picked.service]
+        tls = gen.tls.upstream(picked.service) if gen.tls is not None else None
+        try:
+            return await self.pool.open(
+                key,
+                picked.endpoint,
+                min(cluster.connect_timeout_s, timeout),
+                tls,
+                breaker.try_connection,
+                breaker.release_connection,
+            )
+        except ConnectError as exc:
+            log.debug("connect %s: %s", picked.endpoint.address, exc)
+            return None
+
+
+def broken(caller_closed: bool, body: Replay | None, conn: UpstreamConnection) -> str:
+    """The outcome of a try whose connection broke before the response head: ``timeout``,
+    ``client-timeout`` (the upload stalled on the client's side), ``stale`` (a reused
+    connection the server had closed; retried once for free, the body detached for it) or
+    ``reset``. A try aborted because the client went away is a ``reset``, never replayed."""
+    if conn.timed_out:
+        return CLIENT_TIMEOUT if conn.client_stalled else "timeout"
+    if caller_closed:
+        return "reset"
+    if conn.reused and not conn.received and (body is None or body.replayable):
+        if body is not None:
+            body.detach()
+        return STALE
+    return "reset"
+
+
+async def wait_for_slot(
+    breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
+) -> bool:
+    """Wait in the breaker's pending queue: True once a slot is handed over, False when
+    ``deadline`` (loop time) passes first."""
+    remaining = deadline - loop.time()
+    if remaining <= 0:
+        return False
+    fut: asyncio.Future[bool] = loop.create_future()
+
+    def wake(granted: bool) -> bool:
+        if fut.done():
+            return False
+        fut.set_result(granted)
+        return True
+
+    def expire() -> None:
+        if breaker.cancel(wake):
+            wake(False)
+
+    breaker.enqueue(wake, breaker.clock() + remaining)
+    timer = loop.call_later(remaining, expire)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        granted = fut.done() and not fut.cancelled() and fut.result()
+        if not breaker.cancel(wake) and granted:
+            breaker.release()
+        raise
+    finally:
+        timer.cancel()
+
+
+def watch_idle(
+    conn: UpstreamConnection, idle: float, loop: asyncio.AbstractEventLoop
+) -> Callable[[], None]:
+    """Abort ``conn`` once no byte arrived for ``idle`` seconds (the route's idle_timeout on a
+    response body); returns the function that stops watching."""
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal handle
+        left = conn.last_activity + idle - loop.time()
+        if left <= 0:
+            log.info("idle_timeout: closing a stalled response")
+            conn.abort()
+        else:
+            handle = loop.call_later(left, check)
+
+    handle = loop.call_later(idle, check)
+
+    def stop() -> None:
+        if handle is not None:
+            handle.cancel()
+
+    return stop
+
+
+class Steps(Protocol):
+    """What a driver does for the actions that differ between drivers: a try, passing the
+    accepted response on, dropping a retried try, a mirror's copy."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    async def tried(self, att: Attempt) -> int:
+        """Run ``att``'s TRY; return the machine's answer to its HEAD or FAILED."""
+        ...
+
+    async def respond(self, att: Attempt) -> None:
+        """Pass the accepted response on (RESPOND)."""
+        ...
+
+    def abandon(self, att: Attempt) -> None:
+        """Drop the try that is being retried (BACKOFF): its connection, the body's sink."""
+        ...
+
+    def copy(self, att: Attempt) -> None:
+        """Send a copy of the request to ``att.mirror`` (MIRROR)."""
+        ...
+
+
+async def drive(att: Attempt, action: int, steps: Steps) -> None:
+    """Carry out ``att``'s actions from ``action`` on until it answers (LOCAL) or its response
+    went through (DONE); whatever it still holds is given back on the way out."""
+    try:
+        while True:
+            if action == TRY:
+                action = await steps.tried(att)
+            elif action == RESPOND:
+                await steps.respond(att)
+                action = att.step(STREAMED)
+            elif action == WAIT:
+                assert att.breaker is not None
+                granted = await wait_for_slot(att.breaker, steps.loop, att.wait_until)
+                action = att.step(GRANTED if granted else EXPIRED)
+            elif action in (BACKOFF, DELAY):
+                if action == BACKOFF:
+                    steps.abandon(att)
+                await asyncio.sleep(att.delay)
+                action = att.step(WOKE)
+            elif action == MIRROR:
+                steps.copy(att)
+                action = att.step(MIRRORED)
+            else:  # LOCAL or DONE: the caller answers or accounts
+                return
+    finally:
+        att.close()
