@@ -199,6 +199,7 @@ def stage_times(n: int, work: Path) -> None:
 def _timed_stages(spec: Path, folder: Path) -> list[tuple[str, float]]:
     from meshgen import __version__, checks, lower, plan, schema, source, targets
     from meshgen.emit import MANIFEST, emit, manifest_text
+    from meshgen.targets import gaps
 
     clock = time.perf_counter
     rows: list[tuple[str, float]] = []
@@ -221,10 +222,14 @@ def _timed_stages(spec: Path, folder: Path) -> list[tuple[str, float]]:
     rows.append(("plan.to_tables (H2)", clock() - t))
     ctx = targets.make_context(spec.name, __version__)
     files: dict[str, str] = {}
-    for name, render in targets.registered():
+    for target in targets.registered():
         t = clock()
-        files.update(render(tables, ctx))
-        rows.append((f"targets.{name}.render", clock() - t))
+        for render in target.renders:
+            files.update(render(tables, ctx))
+        if target.gaps is not None:
+            found = gaps.located(target.gaps(tables), mesh, doc)
+            files[f"{target.name}/GAPS.txt"] = gaps.gaps_text(ctx.header, spec.name, "", found)
+        rows.append((f"targets.{target.name}", clock() - t))
     files[MANIFEST] = manifest_text(files, spec.name, doc.text.encode(), __version__)
     t = clock()
     emit(files, folder / "dist")

@@ -30,9 +30,12 @@ EXAMPLE = re.compile(
 
 
 def cli_output(case: str) -> str:
-    """stdout + stderr of ``meshgen validate CASE`` run in the cases folder (this checkout's)."""
+    """stdout + stderr of ``meshgen validate [OPTIONS] CASE`` run in the cases folder (this
+    checkout's); OPTIONS come from a first line ``# meshgen validate OPTIONS`` of the case."""
+    first = (CASES / case).read_bytes().split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    options = first.split()[3:] if first.startswith("# meshgen validate ") else []
     proc = subprocess.run(
-        [sys.executable, "-m", "meshgen", "validate", case],
+        [sys.executable, "-m", "meshgen", "validate", *options, case],
         cwd=CASES,
         capture_output=True,
         text=True,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from meshgen import __version__
+from meshgen.target_names import NAMES as TARGET_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--strict", action="store_true", help="treat warnings as errors")
         _overlay_option(cmd)
+        cmd.add_argument(
+            "--target",
+            action="append",
+            choices=TARGET_NAMES,
+            metavar="NAME",
+            help="build only this target (repeatable; default: all): "
+            + ", ".join(TARGET_NAMES)
+            + "; what a named target cannot express is a warning (W701)",
+        )
         return cmd
 
     build = spec_command("build", "check SPEC and write DIST (replaced atomically)")
@@ -300,7 +310,7 @@ def _compile_one(
     from meshgen import pipeline
     from meshgen.source import STDIN
 
-    result = pipeline.compile_spec(spec, overlays=ns.overlay)
+    result = pipeline.compile_spec(spec, overlays=ns.overlay, only=ns.target)
     if collected is None:
         _print_diagnostics(result, ns.format)
     else:

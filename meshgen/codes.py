@@ -111,6 +111,8 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "W601": "alert on a service no route reaches",
         "W602": "cert_expiry alert on a service without certificate files",
         "W603": "SLO objective below 50 (a ratio written instead of a percent)",
+        # what a target named with --target cannot express (meshgen.targets.gaps)
+        "W701": "a target named with --target cannot express a field",
     }
 )
 """Code -> title; ranges as docs/diagnostics.md describes them."""

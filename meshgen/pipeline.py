@@ -11,6 +11,9 @@ all stages come back together, sorted by position; nothing is rendered after an 
 
 Other commands use :func:`load_mesh` to get the typed, checked model of a spec with overlays.
 
+``only`` (``--target``) selects what is rendered, all by default; a rendered target that
+cannot express a field lists it in its GAPS.txt and, only when named, warns (W701).
+
 The cyclic garbage collector is paused for a whole build (:func:`collector_paused`): a build
 allocates millions of acyclic objects (node tree, model, tables, text) that all live until it
 ends, so every collection would rescan them and free nothing; at 10,000 services the
@@ -35,6 +38,7 @@ from meshgen.plan import to_tables
 from meshgen.runtime.tables import Tables
 from meshgen.schema import check as check_schema
 from meshgen.source import Document, Input
+from meshgen.targets import gaps as target_gaps
 from meshgen.units import units_of
 
 
@@ -86,25 +90,34 @@ def load_mesh(path: Path, overlays: Sequence[Path] = ()) -> tuple[Mesh | None, l
         return (None if has_errors(result.diagnostics) else result.mesh), result.diagnostics
 
 
-def compile_spec(path: Path, version: str = __version__, overlays: Sequence[Path] = ()) -> Result:
+Targets = Sequence[str] | None
+"""Target names to render (``--target``); None: all, and no gap is a warning."""
+
+
+def compile_spec(
+    path: Path, version: str = __version__, overlays: Sequence[Path] = (), only: Targets = None
+) -> Result:
     """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files (nothing is written)."""
     with collector_paused():
-        return _compile(_analyse(*_read(path, overlays)), version)
+        return _compile(_analyse(*_read(path, overlays)), version, only)
 
 
-def compile_text(text: str, name: str, version: str = __version__) -> Result:
+def compile_text(text: str, name: str, version: str = __version__, only: Targets = None) -> Result:
     """Compile mesh.yaml text; relative file paths resolve against the working directory."""
     with collector_paused():
-        return _compile(_analyse(*_loaded([Input(Path(name), name, text)], [])), version)
+        return _compile(_analyse(*_loaded([Input(Path(name), name, text)], [])), version, only)
 
 
 def compile_document(
-    doc: Document | None, diags: list[Diagnostic], version: str = __version__
+    doc: Document | None,
+    diags: list[Diagnostic],
+    version: str = __version__,
+    only: Targets = None,
 ) -> Result:
     """Run every stage after ``source`` on an already loaded document."""
     with collector_paused():
         sources = {} if doc is None else {doc.name: doc.text}
-        return _compile(_analyse(doc, diags, sources), version)
+        return _compile(_analyse(doc, diags, sources), version, only)
 
 
 def _read(
@@ -149,8 +162,8 @@ def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, s
     return result
 
 
-def _compile(result: Result, version: str) -> Result:
-    """plan -> targets -> MANIFEST, when no stage reported an error."""
+def _compile(result: Result, version: str, only: Targets) -> Result:
+    """plan -> targets (with their gaps) -> MANIFEST, when no stage reported an error."""
     doc, mesh = result.document, result.mesh
     if doc is None or mesh is None or has_errors(result.diagnostics):
         return result
@@ -159,8 +172,18 @@ def _compile(result: Result, version: str) -> Result:
     inputs = _inputs(doc)
     ctx = targets.make_context(" + ".join(name for name, _ in inputs), version)
     files: dict[str, str] = {}
-    for _name, render in targets.registered():
-        files.update(render(tables, ctx))
+    warned: list[Diagnostic] = []
+    for target in targets.selected(only):
+        for render in target.renders:
+            files.update(render(tables, ctx))
+        if target.gaps is not None:
+            found = target_gaps.located(target.gaps(tables), mesh, doc)
+            files[f"{target.name}/GAPS.txt"] = target_gaps.gaps_text(
+                ctx.header, target.engine, found
+            )
+            if only is not None:
+                warned += target_gaps.warnings(target.name, target.engine, found)
+    _add(result, warned)
     files[MANIFEST] = manifest_text(files, inputs[0][0], inputs[0][1], version, inputs[1:])
     result.files = dict(sorted(files.items()))
     return result

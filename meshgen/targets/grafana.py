@@ -14,9 +14,11 @@ panel never shows gaps at a short zoom); the 5xx share is ``(5xx or vector(0)) /
 reads 0, not "no data", for a service with traffic and no error yet. Built as Python data and
 written with sorted keys (deterministic, no template needed for JSON). Panels use the
 runtime's metric names and the SLO recordings of rules.yml, so the dashboard works against a
-Prometheus that scrapes ``/metrics`` and loads the rules. The data source is a dashboard
-variable (``${datasource}``), so importing it asks for one. JSON files carry no header comment;
-MANIFEST.json records who generated them.
+Prometheus that scrapes ``/metrics`` and loads the rules; the Envoy target writes the same
+dashboard on Envoy's names (:mod:`.metric_names`) as ``dashboard.envoy.json``, for a
+Prometheus that scrapes Envoy's ``/stats/prometheus`` and loads ``rules.envoy.yml``. The
+data source is a dashboard variable (``${datasource}``), so importing it asks for one. JSON
+files carry no header comment; MANIFEST.json records who generated them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from meshgen.runtime.tables import Tables
 
 from . import RenderContext
+from .metric_names import RUNTIME, Metrics
 
 SCHEMA_VERSION = 39  # Grafana 10.x / 11.x dashboards
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -58,15 +61,17 @@ def _panel(
     return panel
 
 
-def service_panels() -> list[dict[str, Any]]:
+def service_panels(m: Metrics = RUNTIME) -> list[dict[str, Any]]:
     """Request rate, 5xx share, p50/p99 latency and endpoint health of ``$service``."""
-    sel = f'service=~"${SERVICE_VAR}"'
-    requests = f"meshgen_requests_total{{{sel}}}"
-    buckets = f"meshgen_request_duration_seconds_bucket{{{sel}}}"
-    errors = f'meshgen_requests_total{{{sel},code=~"5.."}}'
+    sel = f'{m.label}=~"${SERVICE_VAR}"'
+    requests, errors = m.responses.format(sel=sel), m.errors.format(sel=sel)
+    buckets = m.buckets.format(sel=sel)
+    rate_title = "Request rate" + (" (every try)" if m.counts else "")
     return [
         _panel(
-            "Request rate", "reqps", [(f"sum by (code) (rate({requests}[{RATE}]))", "{{code}}")]
+            rate_title,
+            "reqps",
+            [(f"sum by ({m.code}) (rate({requests}[{RATE}]))", f"{{{{{m.code}}}}}")],
         ),
         _panel(
             "Error rate (5xx share)",
@@ -82,16 +87,26 @@ def service_panels() -> list[dict[str, Any]]:
             "Latency",
             "s",
             [
-                (f"histogram_quantile({q}, sum by (le) (rate({buckets}[{RATE}])))", f"p{p}")
+                (
+                    f"histogram_quantile({q}, sum by (le) (rate({buckets}[{RATE}]))){m.seconds}",
+                    f"p{p}",
+                )
                 for q, p in ((0.5, "50"), (0.99, "99"))
             ],
         ),
         _panel(
             "Endpoint health",
             "none",
-            [(f"max by (endpoint) (meshgen_endpoint_healthy{{{sel}}})", "{{endpoint}}")],
+            [endpoint_health(m, sel)],
         ),
     ]
+
+
+def endpoint_health(m: Metrics, sel: str) -> tuple[str, str]:
+    """Per endpoint (runtime) or healthy of all (Envoy has no per-endpoint health series)."""
+    if m.total:
+        return (f"sum({m.healthy.format(sel=sel)})", "healthy endpoints")
+    return (f"max by (endpoint) ({m.healthy.format(sel=sel)})", "{{endpoint}}")
 
 
 def slo_panels() -> list[dict[str, Any]]:
@@ -149,9 +164,9 @@ def _row(title: str, repeat: str, y: int, panels: list[dict[str, Any]]) -> list[
     return [row, *panels]
 
 
-def dashboard(tables: Tables) -> dict[str, Any]:
+def dashboard(tables: Tables, m: Metrics = RUNTIME) -> dict[str, Any]:
     """The dashboard model: a row per ``$service``, then a row per ``$slo_service``."""
-    panels = _row(f"${SERVICE_VAR}", SERVICE_VAR, 0, service_panels())
+    panels = _row(f"${SERVICE_VAR}", SERVICE_VAR, 0, service_panels(m))
     variables = [service_variable([c.name for c in tables.clusters])]
     with_slos = sorted({slo.service for slo in tables.slos})
     if with_slos:
@@ -159,9 +174,10 @@ def dashboard(tables: Tables) -> dict[str, Any]:
         variables.append(service_variable(with_slos, SLO_SERVICE_VAR))
     for i, panel in enumerate(panels, start=1):
         panel["id"] = i
+    engine = f"-{m.engine.lower()}" if m.engine else ""
     return {
-        "title": f"meshgen {tables.mesh.name}",
-        "uid": f"meshgen-{tables.mesh.name}"[:40],
+        "title": f"meshgen {tables.mesh.name}" + (f" ({m.engine})" if m.engine else ""),
+        "uid": f"meshgen-{tables.mesh.name}"[: 40 - len(engine)] + engine,
         "tags": ["meshgen"],
         "timezone": "browser",
         "editable": True,
@@ -189,7 +205,11 @@ def dashboard(tables: Tables) -> dict[str, Any]:
     }
 
 
+def dashboard_text(tables: Tables, m: Metrics = RUNTIME) -> str:
+    """The dashboard as JSON with sorted keys and a final newline."""
+    return json.dumps(dashboard(tables, m), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
 def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
-    """``{"grafana/dashboard.json": text}`` with sorted keys and a final newline."""
-    text = json.dumps(dashboard(tables), sort_keys=True, indent=2, ensure_ascii=False)
-    return {"grafana/dashboard.json": text + "\n"}
+    """``{"grafana/dashboard.json": text}`` on the runtime's series."""
+    return {"grafana/dashboard.json": dashboard_text(tables)}

@@ -212,13 +212,12 @@ class Config:
         return names
 
     def access(self, routes: list[Route], audit: bool) -> list[str]:
-        """403 unless a ``from: "*"`` rule allows every destination (named callers: see docs).
+        """403 unless a ``from: "*"`` rule allows every destination (named callers are a gap:
+        HAProxy 2.6 cannot read a URI SAN, so what only they allow is denied).
 
         On an ``access: audit`` listener nothing is refused: the verdict is captured for the
         request log instead (HAProxy has no meshgen_denied_total)."""
-        lines = ["# access: only `from: \"*\"` rules are expressible (HAProxy 2.6 cannot read a",
-                 "# URI SAN); requests other rules would allow are denied (fail closed)",
-                 "acl mg.cert ssl_c_used", "acl mg.cert_ok ssl_c_verify 0"]  # fmt: skip
+        lines = ["acl mg.cert ssl_c_used", "acl mg.cert_ok ssl_c_verify 0"]
         index = self.index
         services = sorted({t.service for r in routes for t in r.to}, key=index.__getitem__)
         for s in services:
@@ -264,15 +263,11 @@ class Config:
                 out.append("http-request deny deny_status 429 hdr retry-after 1 if "
                            f"{r.name}.matched {{ sc_http_req_rate(0) gt {burst} }}")  # fmt: skip
         for r in routes:
-            f = r.fault
-            if f is not None and f.delay_s > 0:
-                out.append(f"# route {r.name}: fault.delay is not expressible in HAProxy; omitted")
+            f = r.fault  # fault.delay and mirror: haproxy_gaps.py
             if f is not None and f.abort_status:
                 odds = chance(f.abort_percent)
                 out.append(f"http-request return status {f.abort_status} content-type text/plain"
                            f" string 'fault injected' if {r.name}.matched{odds}")  # fmt: skip
-            if r.mirror is not None:
-                out.append(f"# route {r.name}: mirror is not expressible in HAProxy 2.6; omitted")
         if any(len([t for t in r.to if t.weight > 0]) > 1 for r in routes):
             out.append("http-request set-var(txn.mg_pick) rand(100)")
         uses: list[str] = []
@@ -339,13 +334,16 @@ class Config:
         own = pool.name == c.name
         lines = [f"# service {c.name}" + (f" subset {pool.subset}" if pool.subset else "")
                  + (f" zone {pool.zone}" if pool.zone else "")]  # fmt: skip
-        lines += self.tls_notes(c.name) if own else []
         lines += balance(c)
         per_try = retries.per_try_timeout_s if retries is not None else timeout  # type: ignore[attr-defined]
         lines += [f"timeout connect {duration(c.connect_timeout_s)}",
                   f"timeout server {duration(min(per_try, timeout))}",
                   f"timeout tunnel {duration(idle)}",
-                  f"timeout queue {duration(c.connect_timeout_s)}"]  # fmt: skip
+                  f"timeout queue {duration(timeout)}"]  # fmt: skip
+        # circuit breaker: beyond max_pending_requests waiting, refuse at once (runtime, Envoy)
+        pending = c.circuit_breaker.max_pending_requests
+        lines.append("http-request return status 503 content-type text/plain string overloaded "
+                     f"hdr x-meshgen-overloaded true if {{ queue() ge {pending} }}")  # fmt: skip
         if retries is not None and retries.attempts > 0:  # type: ignore[attr-defined]
             lines.append(f"retries {retries.attempts}")  # type: ignore[attr-defined]
             on = dict.fromkeys(k for cond in retries.on for k in RETRY_ON[cond])  # type: ignore[attr-defined]
@@ -394,28 +392,20 @@ class Config:
         if ct is None or ct.mode == "disable":
             return ""
         text = f" ssl ssl-min-ver TLSv{ct.min_version}"
-        if not ct.verify:
-            return text + " verify none"
-        text += f" verify required ca-file {word(ct.ca) if ct.ca else '@system-ca'}"
+        if ct.verify:
+            text += f" verify required ca-file {word(ct.ca) if ct.ca else '@system-ca'}"
+        else:
+            text += " verify none"
         if ct.mode == "mutual" and ct.cert:
             text += f" crt {word(ct.cert)}"
-        if ct.sni:
+        if ct.sni:  # sent whether or not the certificate is verified
             text += f" sni str({word(ct.sni)})"
+        if not ct.verify:
+            return text
         dns = [n for n in ct.subject_alt_names if "://" not in n]
         if dns:
             text += f" verifyhost {word(dns[0])}"
         return text
-
-    def tls_notes(self, service: str) -> list[str]:
-        ct = self.t.client_tls.get(service)
-        uris = [n for n in ct.subject_alt_names if "://" in n] if ct is not None else []
-        if not uris:
-            return []
-        names = " ".join(map(word, uris))
-        return [
-            f"# subject_alt_names {names}: URI SANs are not verifiable in HAProxy "
-            "2.6 (only the CA chain and DNS names are)"
-        ]
 
 
 def _target_conditions(r: Route) -> list[tuple[Target, str]]:

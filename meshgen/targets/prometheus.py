@@ -7,6 +7,10 @@ gets group ``meshgen-slo-<slo>`` with its SLI recordings ``meshgen_slo:sli_error
 ``meshgen_slo:sli_error:ratio_period`` and ``meshgen_slo:error_budget_remaining:ratio``.
 Every alert carries labels ``service`` and ``severity``. Thresholds, windows and texts come
 from ``meshgen.runtime.alerts``, the embedded evaluator, so both executors share one source.
+
+The rules read one set of metric names (:mod:`.metric_names`): the runtime's ``meshgen_*``
+series (per request, after retries) for ``rules.yml``; Envoy's cluster series (per try) for
+the Envoy target's ``rules.envoy.yml``, which says so in every traffic rule (``counts``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from meshgen.runtime.alerts import (
 from meshgen.runtime.tables import Alert, Slo, Tables
 
 from . import RenderContext
+from .metric_names import RUNTIME, Metrics
+
+TRAFFIC = frozenset({"error_rate", "request_rate", *QUANTILES})
+"""Signals read from the request counters and histogram (what ``Metrics.counts`` is about)."""
 
 INTERVAL = format_duration(15.0)
 META_INTERVAL = "1m"  # the 30d budget recordings are heavy and nobody pages on them
@@ -42,33 +50,31 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def error_ratio_expr(service: str, window: str) -> str:
+def error_ratio_expr(service: str, window: str, m: Metrics = RUNTIME) -> str:
     """5xx share of the service's responses; no sample when there was no traffic."""
-    sel = f"meshgen_requests_total{{service={_q(service)}"
-    return (
-        f'(sum(rate({sel},code=~"5.."}}[{window}])) or vector(0))'
-        f" / (sum(rate({sel}}}[{window}])) > 0)"
-    )
+    sel = f"{m.label}={_q(service)}"
+    errors, responses = m.errors.format(sel=sel), m.responses.format(sel=sel)
+    return f"(sum(rate({errors}[{window}])) or vector(0)) / (sum(rate({responses}[{window}])) > 0)"
 
 
-def signal_expr(alert: Alert) -> str:
+def signal_expr(alert: Alert, m: Metrics = RUNTIME) -> str:
     """PromQL for the alert's signal (docs/reference.md, Monitoring), before the comparison."""
     window = format_duration(SIGNAL_WINDOW_S)
-    service = _q(alert.service)
+    sel = f"{m.label}={_q(alert.service)}"
     signal = alert.signal
     if signal == "error_rate":
-        return f"({error_ratio_expr(alert.service, window)})"
+        return f"({error_ratio_expr(alert.service, window, m)})"
     if signal == "request_rate":
-        return f"sum(rate(meshgen_requests_total{{service={service}}}[{window}]))"
+        return f"sum(rate({m.requests.format(sel=sel)}[{window}]))"
     if signal in QUANTILES:
-        rates = f"rate(meshgen_request_duration_seconds_bucket{{service={service}}}[{window}])"
-        return f"histogram_quantile({_num(QUANTILES[signal])}, sum by (le) ({rates}))"
+        rates = f"rate({m.buckets.format(sel=sel)}[{window}])"
+        return f"histogram_quantile({_num(QUANTILES[signal])}, sum by (le) ({rates})){m.seconds}"
     if signal == "healthy_endpoints":
-        return f"sum(meshgen_endpoint_healthy{{service={service}}})"
+        return f"sum({m.healthy.format(sel=sel)})"
     if signal == "healthy_ratio":
-        return f"avg(meshgen_endpoint_healthy{{service={service}}})"
+        return m.healthy_ratio(sel)
     if signal == "cert_expiry":
-        return f"(min(meshgen_cert_expiry_timestamp_seconds{{service={service}}}) - time())"
+        return f"(min({m.cert_expiry.format(sel=sel)}) - time())"
     raise ValueError(f"unknown signal {signal!r}")
 
 
@@ -99,24 +105,27 @@ def _annotations(values: dict[str, str]) -> list[tuple[str, str]]:
     return [(k, _template_safe(v)) for k, v in sorted(values.items())]
 
 
-def _alert_rule(alert: Alert) -> dict[str, Any]:
+def _alert_rule(alert: Alert, m: Metrics) -> dict[str, Any]:
+    notes = alert_annotations(alert)
+    if m.counts and alert.signal in TRAFFIC:
+        notes = {**notes, "counts": m.counts}
     return {
         "kind": "alert",
         "name": alert.name,
-        "expr": f"{signal_expr(alert)} {alert.op} {_num(alert.threshold)}",
+        "expr": f"{signal_expr(alert, m)} {alert.op} {_num(alert.threshold)}",
         "for": format_duration(alert.for_s) if alert.for_s else None,
         "labels": [("service", alert.service), ("severity", alert.severity)],
-        "annotations": _annotations(alert_annotations(alert)),
+        "annotations": _annotations(notes),
     }
 
 
-def _slo_group(slo: Slo) -> dict[str, Any]:
+def _slo_group(slo: Slo, m: Metrics) -> dict[str, Any]:
     labels = [("service", slo.service), ("slo", slo.name)]
     rules: list[dict[str, Any]] = [
         {
             "kind": "record",
             "name": SLI + format_duration(w),
-            "expr": error_ratio_expr(slo.service, format_duration(w)),
+            "expr": error_ratio_expr(slo.service, format_duration(w), m),
             "for": None,
             "labels": labels,
             "annotations": [],
@@ -139,7 +148,9 @@ def _slo_group(slo: Slo) -> dict[str, Any]:
                 "expr": " or ".join(pairs),
                 "for": None,
                 "labels": [("service", slo.service), ("severity", severity), ("slo", slo.name)],
-                "annotations": _annotations(slo_annotations(slo, severity)),
+                "annotations": _annotations(
+                    {**slo_annotations(slo, severity), **({"counts": m.counts} if m.counts else {})}
+                ),
             }
         )
     return {"name": f"meshgen-slo-{slo.name}", "interval": INTERVAL, "rules": rules}
@@ -165,21 +176,27 @@ def _meta_rules(slo: Slo) -> list[dict[str, Any]]:
     ]
 
 
-def groups(tables: Tables) -> list[dict[str, Any]]:
+def groups(tables: Tables, m: Metrics = RUNTIME) -> list[dict[str, Any]]:
     """Rule groups in a stable order: user alerts, one group per SLO, then SLO metadata."""
     out: list[dict[str, Any]] = []
     if tables.alerts:
-        rules = [_alert_rule(a) for a in tables.alerts]
+        rules = [_alert_rule(a, m) for a in tables.alerts]
         out.append({"name": "meshgen-alerts", "interval": INTERVAL, "rules": rules})
-    out.extend(_slo_group(slo) for slo in tables.slos)
+    out.extend(_slo_group(slo, m) for slo in tables.slos)
     if tables.slos:
         meta = [rule for slo in tables.slos for rule in _meta_rules(slo)]
         out.append({"name": "meshgen-slo-meta", "interval": META_INTERVAL, "rules": meta})
     return out
 
 
-def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
-    """``{"prometheus/rules.yml": text}``; always written, empty groups when nothing is set."""
+def rules_text(tables: Tables, ctx: RenderContext, m: Metrics = RUNTIME) -> str:
+    """A rules file on ``m``'s series; always written, empty groups when nothing is set."""
     template = ctx.env.get_template("prometheus/rules.yml.j2")
-    text = template.render(header=ctx.header, groups=groups(tables), q=yaml_scalar)
-    return {"prometheus/rules.yml": text}
+    return template.render(
+        header=ctx.header, groups=groups(tables, m), q=yaml_scalar, engine=m.engine, counts=m.counts
+    )
+
+
+def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
+    """``{"prometheus/rules.yml": text}`` on the runtime's series."""
+    return {"prometheus/rules.yml": rules_text(tables, ctx)}

@@ -1,8 +1,9 @@
 """Golden diagnostics: each broken spec in cases/ and the exact output of `meshgen validate`.
 
 A case is ``cases/<CODE>-<slug>.yaml``; its ``.expected`` holds what the CLI prints (the spec
-named as given on the command line, relative to cases/) and the exit status. Regenerate with
-``python -m pytest tests/diagnostics --update-golden`` and review the diff.
+named as given on the command line, relative to cases/) and the exit status. A first line
+``# meshgen validate OPTIONS`` adds those options (``--target envoy``), here and in the doc.
+Regenerate with ``python -m pytest tests/diagnostics --update-golden`` and review the diff.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ def _cases() -> list[Path]:
     return sorted(CASES.glob("*.yaml"))
 
 
+def case_options(case: Path) -> list[str]:
+    """The options of a first line ``# meshgen validate OPTIONS`` (docs/render_diagnostics.py
+    reads the same line)."""
+    first = case.read_bytes().split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    return first.split()[3:] if first.startswith("# meshgen validate ") else []
+
+
 def _run(case: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
     monkeypatch.chdir(CASES)
-    code = main(["validate", case.name])
+    code = main(["validate", *case_options(case), case.name])
     captured = capsys.readouterr()
     return f"{captured.out}{captured.err}[exit {code}]\n"
 

@@ -109,6 +109,17 @@ def write_dist(dist: Path, tables: Tables) -> Path:
     return dist
 
 
+def get_text(address: str, path: str, timeout: float = 5.0) -> str:
+    """GET ``path`` from HOST:PORT ``address`` (an admin server); the body as text."""
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
 class Runtime:
     """A running ``python DIST`` subprocess."""
 
@@ -151,13 +162,7 @@ class Runtime:
 
     def admin(self, path: str) -> str:
         """GET ``path`` from the admin server (``/metrics``, ``/config``...); the body as text."""
-        host, port = str(self.ready["admin"]).rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=5)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().read().decode()
-        finally:
-            conn.close()
+        return get_text(str(self.ready["admin"]), path)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

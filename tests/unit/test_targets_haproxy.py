@@ -90,7 +90,7 @@ def test_fault_split_rewrite_and_headers() -> None:
     text = _cfg()
     assert "return status 418 content-type text/plain string 'fault injected' if " \
         "fault.matched { rand(10000) lt 1250 }" in text  # fmt: skip
-    assert "fault.delay is not expressible" in text
+    assert "delay" not in text  # a gap (haproxy_gaps.py), not a comment
     assert "set-var(txn.mg_pick) rand(100)" in text
     assert "split.matched { var(txn.mg_pick) -m int lt 25 }" in text
     assert "split.matched { var(txn.mg_pick) -m int ge 25 }" in text
@@ -205,3 +205,22 @@ def test_audit_listener_forwards_and_captures_the_verdict(
         cfg.write_text(text)
         proc = _check(cfg, tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_circuit_breaker_refuses_beyond_the_pending_limit() -> None:
+    """Each backend answers 503 at once when max_pending_requests already wait (not HAProxy's
+    unbounded backend queue); a queued request waits at most the route timeout."""
+    text = _cfg()
+    assert ("http-request return status 503 content-type text/plain string overloaded "
+            "hdr x-meshgen-overloaded true if { queue() ge 1024 }") in text  # fmt: skip
+    assert "timeout queue 15s" in text
+
+
+def test_verify_false_still_sends_sni_and_client_certificate() -> None:
+    spec = SPEC.replace(
+        "  dr:\n    discovery: {static: [{address: 127.0.0.1:9101}]}\n",
+        "  dr:\n    discovery: {static: [{address: 127.0.0.1:9101}]}\n"
+        "    tls: {mode: simple, verify: false, insecure: true, sni: dr.mesh.test}\n",
+    )
+    text = _cfg(spec)
+    assert "ssl ssl-min-ver TLSv1.2 verify none sni str(dr.mesh.test)" in text

@@ -1,0 +1,90 @@
+"""Envoy RBAC from the access rules: deny-by-default on listeners that check client
+certificates, allow-policies per route on the caller's SPIFFE URI SAN.
+
+The policies are the runtime's own reduction of the rules (:meth:`AccessPolicy.matrix`): per
+route and caller, what *every* service the route can reach permits. A named caller matches
+its exact ID ``spiffe://<mesh>/<name>``; ``*`` matches any ID of the mesh (named callers'
+grants include the ``*`` grants, so OR-ing the policies gives each caller exactly its row).
+A path prefix covers itself and what is below it on a segment boundary, as the runtime's
+``path_under``. Redirect routes and the catch-all 404 turn RBAC off: they forward nothing
+and answer every caller the listener admits.
+"""
+
+from __future__ import annotations
+
+from meshgen.runtime.access import ANY, AccessPolicy, Grant, MatrixRow
+from meshgen.runtime.tables import Route, Tables
+from meshgen.runtime.tls import spiffe_id
+
+from .envoy_syntax import Json, typed
+
+RBAC_TYPE = "envoy.extensions.filters.http.rbac.v3.RBAC"
+PER_ROUTE_TYPE = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+OFF = typed(PER_ROUTE_TYPE)
+"""A per-route RBAC config without rules: the filter is off for that route."""
+DENY_ALL = typed(RBAC_TYPE, {"rules": {"action": "ALLOW", "policies": {}}})
+"""The listener-level RBAC config: no policy allows anything (deny by default)."""
+
+
+def _methods(g: Grant) -> Json | None:
+    rules = [{"header": {"name": ":method", "string_match": {"exact": m}}}
+             for m in sorted(g.methods)]  # fmt: skip
+    if not rules:
+        return None
+    return rules[0] if len(rules) == 1 else {"or_rules": {"rules": rules}}
+
+
+def _path(g: Grant) -> Json | None:
+    p = g.prefix
+    if p == "/":
+        return None
+    below = {"url_path": {"path": {"prefix": p if p.endswith("/") else p + "/"}}}
+    if p.endswith("/"):
+        return below
+    return {"or_rules": {"rules": [{"url_path": {"path": {"exact": p}}}, below]}}
+
+
+def permission(g: Grant) -> Json:
+    parts = [x for x in (_methods(g), _path(g)) if x is not None]
+    if not parts:
+        return {"any": True}
+    return parts[0] if len(parts) == 1 else {"and_rules": {"rules": parts}}
+
+
+def principal(caller: str, trust_domain: str) -> Json:
+    if caller == ANY:
+        match = {"prefix": f"spiffe://{trust_domain}/"}
+    else:
+        match = {"exact": spiffe_id(trust_domain, caller)}
+    return {"authenticated": {"principal_name": match}}
+
+
+def policies(rows: list[MatrixRow], trust_domain: str) -> Json:
+    return {
+        row.caller: {
+            "permissions": [permission(g) for g in row.grants],
+            "principals": [principal(row.caller, trust_domain)],
+        }
+        for row in rows
+        if row.grants
+    }
+
+
+class AccessRules:
+    """The per-route RBAC configs of a mesh (computed once, shared by every listener)."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.trust_domain = tables.mesh.name
+        self.rows: dict[str, list[MatrixRow]] = {}
+        for row in AccessPolicy.from_tables(tables).matrix():
+            self.rows.setdefault(row.route, []).append(row)
+
+    def per_route(self, r: Route) -> Json:
+        """RBAC for ``r``: off for a redirect, else its allow-policies (none: deny all)."""
+        if r.redirect is not None:
+            return OFF
+        rules = {
+            "action": "ALLOW",
+            "policies": policies(self.rows.get(r.name, []), self.trust_domain),
+        }
+        return typed(PER_ROUTE_TYPE, {"rbac": {"rules": rules}})

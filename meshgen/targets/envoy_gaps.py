@@ -1,0 +1,111 @@
+"""What the Envoy target cannot express (``DIST/envoy/GAPS.txt``; docs/envoy.md).
+
+The renderer's approximations are decided in :mod:`.envoy_clusters` and :mod:`.envoy_routes`
+(which split target's policy a route carries, which regexes RE2 runs, which retry budget a
+cluster carries); this module asks those same functions, so the two never disagree.
+Differences that hold for every mesh (Envoy's route timeout also bounds the response body,
+endpoints wait for their first health check) are in docs/envoy.md, not here.
+"""
+
+from __future__ import annotations
+
+from meshgen.runtime.tables import (
+    Cluster,
+    DnsDiscovery,
+    Limits,
+    Listener,
+    RetryPolicy,
+    Route,
+    Tables,
+)
+
+from .envoy_clusters import SYSTEM_CA, expected_names, retry_budgets
+from .envoy_routes import expressible, live, policy, policy_target
+from .gaps import Gap
+
+SRV = (
+    "Envoy has no SRV discovery: the cluster has no endpoints (503); use `type: A` with a "
+    "port, or give the cluster endpoints from a control plane (EDS)"
+)
+TTL = "a record's TTL does not shorten the refresh (dns_refresh_rate)"
+SYSTEM_STORE = f"Envoy has no system trust store: {SYSTEM_CA} (Debian, Ubuntu) is used"
+ANY_NAME = "each endpoint's certificate may carry any endpoint's name (one SAN list per cluster)"
+ZONES = (
+    "a zone below the panic threshold keeps its healthy share of the traffic (Envoy "
+    "priorities spill gradually); the runtime moves all of it to the next zone, and with "
+    "`backup` Envoy may send part of a degraded service's traffic to the backup"
+)
+BUDGET = (
+    "Envoy's retry budget limits retries in flight to `ratio` of the requests in flight (at "
+    "least `min_per_second` of them), not retries per request over 10 s"
+)
+EJECTION = "Envoy takes a whole percent: max_ejection_percent is rounded down"
+REGEX = "Python regex syntax that RE2 lacks: the route is left out of Envoy (never matches)"
+SPLIT = "its destinations' timeout, idle_timeout or retries differ"
+SPLIT = "its destinations' timeout, idle_timeout or retries differ"
+URL = "Envoy has no separate URL limit: the URL counts in the request head's limit"
+HEAD = "Envoy counts the head in KiB: the limit is rounded up to a whole KiB"
+
+
+def service_gaps(c: Cluster, tables: Tables, budgets: dict[str, RetryPolicy]) -> list[Gap]:
+    out: list[Gap] = []
+    d = c.discovery
+    if isinstance(d, DnsDiscovery):
+        out.append(Gap("service", c.name, "discovery.dns", SRV if d.record_type == "SRV" else TTL))
+    ct = tables.client_tls.get(c.name)
+    if ct is not None and ct.verify:
+        if ct.ca is None:
+            out.append(Gap("service", c.name, "tls.ca", SYSTEM_STORE))
+        if len(expected_names(c, tables)[1]) > 1 and not ct.subject_alt_names:
+            out.append(Gap("service", c.name, "tls", ANY_NAME))
+    if c.failover.zones:
+        out.append(Gap("service", c.name, "failover.zones", ZONES))
+    if c.name in budgets:
+        out.append(Gap("service", c.name, "retries.budget", BUDGET))
+    od = tables.outlier_detection.get(c.name)
+    if od is not None and od.max_ejection_percent != int(od.max_ejection_percent):
+        out.append(Gap("service", c.name, "outlier_detection.max_ejection_percent", EJECTION))
+    return out
+
+
+def route_gaps(
+    r: Route, clusters: dict[str, Cluster], budgets: dict[str, RetryPolicy]
+) -> list[Gap]:
+    if not expressible(r):
+        return [Gap("route", r.name, "match", REGEX)]
+    out: list[Gap] = []
+    chosen = policy_target(r)
+    if chosen is not None and any(policy(t) != policy(chosen) for t in live(r)):
+        split = f"{SPLIT}: Envoy applies service '{chosen.service}''s to the whole route"
+        out.append(Gap("route", r.name, "to", split))
+    for t in live(r):
+        budget = budgets.get(t.service)
+        if t.retries is not None and budget is not None and _budget(t.retries) != _budget(budget):
+            own = f"not a pool of its own: service '{t.service}''s circuit breaker budget applies"
+            out.append(Gap("route", r.name, "retries.budget", own))
+            break
+    return out
+
+
+def _budget(p: RetryPolicy) -> tuple[float, float]:
+    return (p.budget_ratio, p.budget_min_per_second)
+
+
+def listener_gaps(lst: Listener) -> list[Gap]:
+    out: list[Gap] = []
+    limits, default = lst.limits, Limits()
+    if limits.url_bytes != default.url_bytes:
+        out.append(Gap("listener", lst.name, "limits.url_bytes", URL))
+    if limits.request_head_bytes % 1024:
+        out.append(Gap("listener", lst.name, "limits.request_head_bytes", HEAD))
+    return out
+
+
+def gaps(tables: Tables) -> list[Gap]:
+    """Every field of ``tables`` that envoy.json does not express exactly."""
+    clusters = {c.name: c for c in tables.clusters}
+    budgets = retry_budgets(tables)
+    out = [g for c in tables.clusters for g in service_gaps(c, tables, budgets)]
+    out += [g for r in tables.routes for g in route_gaps(r, clusters, budgets)]
+    out += [g for lst in tables.listeners for g in listener_gaps(lst)]
+    return out

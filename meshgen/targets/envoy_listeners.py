@@ -1,0 +1,204 @@
+"""Envoy listeners: one per mesh listener, an HTTP connection manager with the route table.
+
+Theory of operation (docs/envoy.md):
+
+* Paths are normalised before routing as the runtime does (RFC 3986 dot-segments and
+  percent-decoding of unreserved characters, ``//`` merged, ``%2F`` kept); the Host is
+  matched without its port or trailing dot (virtual host domains are case-insensitive).
+* HTTP filters, in the runtime's order of decisions: RBAC (403), the route's rate limit (429),
+  fault, the services' rate limits (429, one bucket per service keyed on the routed cluster),
+  then the router. Each filter is present only when a served route uses it.
+* Listener limits: the head's byte and header-count limits, the head timeout (408), the
+  keep-alive idle timeout, and a connection limit (connections beyond it are closed).
+* :func:`network_filters` is where a ``tcp`` listener (the protocols issue) gets
+  ``tcp_proxy`` instead of the connection manager; ``codec_type`` HTTP1 likewise becomes
+  AUTO for HTTP/2.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+from meshgen.runtime.access import enforced_on
+from meshgen.runtime.tables import Cluster, Listener, Route, Tables
+
+from .envoy_access import DENY_ALL, OFF, AccessRules
+from .envoy_clusters import routed_name, tls_params
+from .envoy_routes import (
+    FAULT,
+    LIMIT_TYPE,
+    RBAC,
+    ROUTE_LIMIT,
+    SERVICE_LIMIT,
+    RouteBuilder,
+    catch_all_404,
+    rate_limit,
+)
+from .envoy_syntax import Json, duration, socket_address, typed
+
+HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+MAX_HEADERS_KB = 8192  # Envoy's largest max_request_headers_kb
+
+
+def virtual_hosts(
+    routes: list[Route], builder: RouteBuilder, rules: AccessRules | None
+) -> list[Json]:
+    """One virtual host per host the routes name (its routes and the host-less ones, in file
+    order), then ``*`` with the host-less ones alone. Built in one pass over the routes."""
+    rbac = rules.per_route if rules is not None else None
+    hostless: list[tuple[int, Route]] = []
+    by_host: dict[str, list[tuple[int, Route]]] = {}
+    for i, r in enumerate(routes):
+        for h in r.match.hosts or (None,):
+            (hostless if h is None else by_host.setdefault(h, [])).append((i, r))
+    out = []
+    for name, domain, own in [*((h, h, own) for h, own in by_host.items()), ("any", "*", [])]:
+        merged = heapq.merge(own, hostless, key=lambda ir: ir[0]) if hostless else own
+        entries = [e for _, r in merged for e in builder.entries(r, rbac)]
+        if rules is not None:
+            entries.append(catch_all_404(OFF))
+        out.append({"name": name, "domains": [domain], "routes": entries})
+    return out
+
+
+def http_filters(
+    routes: list[Route], clusters: dict[str, Cluster], checks_access: bool
+) -> list[Json]:
+    """The filters the served routes need, in the runtime's order, the router last."""
+    out: list[Json] = []
+    if checks_access:
+        out.append({"name": RBAC, "typed_config": DENY_ALL})
+    forwarding = [r for r in routes if r.redirect is None]
+    if any(r.rate_limit for r in forwarding):
+        out.append(
+            {"name": ROUTE_LIMIT, "typed_config": typed(LIMIT_TYPE, {"stat_prefix": "route"})}
+        )
+    if any(r.fault for r in forwarding):
+        fault = typed("envoy.extensions.filters.http.fault.v3.HTTPFault")
+        out.append({"name": FAULT, "typed_config": fault})
+    limited = sorted({t.service for r in forwarding for t in r.to
+                      if clusters[t.service].rate_limit is not None})  # fmt: skip
+    if limited:
+        out.append(
+            {
+                "name": SERVICE_LIMIT,
+                "typed_config": typed(LIMIT_TYPE, service_limits(limited, clusters)),
+            }
+        )
+    router = typed(
+        "envoy.extensions.filters.http.router.v3.Router", {"suppress_envoy_headers": True}
+    )
+    out.append({"name": "envoy.filters.http.router", "typed_config": router})
+    return out
+
+
+def service_limits(services: list[str], clusters: dict[str, Cluster]) -> Json:
+    """One token bucket per service, selected by the cluster the route picked."""
+    descriptors = []
+    for s in services:
+        rl = clusters[s].rate_limit
+        assert rl is not None
+        limit = rate_limit(rl, "service")
+        descriptors.append({
+            "entries": [{"key": "destination_cluster", "value": routed_name(s, clusters)}],
+            "token_bucket": limit["token_bucket"],
+        })  # fmt: skip
+    return {
+        "stat_prefix": "service",
+        "rate_limits": [{"actions": [{"destination_cluster": {}}]}],
+        "descriptors": descriptors,
+        "filter_enabled": limit["filter_enabled"],
+        "filter_enforced": limit["filter_enforced"],
+        "response_headers_to_add": limit["response_headers_to_add"],
+    }
+
+
+def connection_manager(
+    lst: Listener, routes: list[Route], builder: RouteBuilder, rules: AccessRules | None
+) -> Json:
+    limits = lst.limits
+    clusters = builder.clusters
+    config = {
+        "stat_prefix": lst.name,
+        "codec_type": "HTTP1",
+        "route_config": {"name": lst.name, "virtual_hosts": virtual_hosts(routes, builder, rules)},
+        "http_filters": http_filters(routes, clusters, rules is not None),
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+        "strip_any_host_port": True,
+        "strip_trailing_host_dot": True,
+        "server_header_transformation": "PASS_THROUGH",
+        "use_remote_address": True,
+        "preserve_external_request_id": True,
+        "request_headers_timeout": duration(limits.request_head_timeout_s),
+        "max_request_headers_kb": min(MAX_HEADERS_KB, math.ceil(limits.request_head_bytes / 1024)),
+        "common_http_protocol_options": {
+            "idle_timeout": duration(limits.client_idle_timeout_s),
+            "max_headers_count": limits.request_headers,
+        },
+    }
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": typed(HCM_TYPE, config),
+    }
+
+
+def network_filters(
+    lst: Listener, routes: list[Route], builder: RouteBuilder, rules: AccessRules | None
+) -> list[Json]:
+    """Connection limit, then the HTTP connection manager (``tcp_proxy`` for TCP listeners,
+    once the protocols issue adds them)."""
+    limit = typed(
+        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+        {"stat_prefix": lst.name, "max_connections": lst.limits.max_connections},
+    )
+    return [
+        {"name": "envoy.filters.network.connection_limit", "typed_config": limit},
+        connection_manager(lst, routes, builder, rules),
+    ]
+
+
+def downstream_tls(lst: Listener) -> Json | None:
+    tls = lst.tls
+    if tls is None:
+        return None
+    common: Json = {
+        "tls_params": tls_params(tls.min_version),
+        "tls_certificates": [
+            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+        ],
+    }
+    if tls.client_certificates != "none" and tls.ca is not None:
+        common["validation_context"] = {"trusted_ca": {"filename": tls.ca}}
+    context: Json = {
+        "common_tls_context": common,
+        "require_client_certificate": tls.client_certificates == "required",
+    }
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": typed(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", context
+        ),
+    }
+
+
+def listeners(tables: Tables, builder: RouteBuilder) -> list[Json]:
+    """Every listener, in file order, with the routes it serves in route-table order."""
+    rules = AccessRules(tables) if any(enforced_on(x) for x in tables.listeners) else None
+    by_name = {r.name: r for r in tables.routes}
+    out = []
+    for lst in tables.listeners:
+        routes = [by_name[n] for n in lst.routes]
+        checked = rules if enforced_on(lst) else None
+        chain: Json = {"filters": network_filters(lst, routes, builder, checked)}
+        tls = downstream_tls(lst)
+        if tls is not None:
+            chain["transport_socket"] = tls
+        out.append({
+            "name": lst.name,
+            "address": socket_address(lst.host, lst.port),
+            "filter_chains": [chain],
+        })  # fmt: skip
+    return out

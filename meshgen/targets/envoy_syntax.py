@@ -1,0 +1,96 @@
+"""Envoy v3 JSON building blocks: durations, fractions, typed configs, addresses, header
+values, and the writer that puts one resource per line.
+
+Pure functions over plain values; the structure of the config lives in the ``envoy_*``
+modules. Envoy reads JSON as proto3 JSON: durations are strings in seconds (``"1.5s"``),
+64-bit integers may be numbers, ``@type`` names the message of a ``typed_config``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+TYPE_PREFIX = "type.googleapis.com/"
+MAX_DURATION_S = 315_576_000_000  # proto3 Duration bound (10,000 years)
+_ESCAPED_PERCENT = re.compile("%")
+
+Json = dict[str, Any]
+
+
+def duration(seconds: float) -> str:
+    """``1.5`` -> ``"1.500s"``, ``5.0`` -> ``"5s"`` (millisecond precision, as mesh.yaml)."""
+    ms = round(min(seconds, MAX_DURATION_S) * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms // 1000}.{ms % 1000:03d}s"
+
+
+def fraction(percent: float) -> Json:
+    """A ``FractionalPercent`` of ``percent`` (0..100) in millionths."""
+    return {"numerator": round(percent * 10_000), "denominator": "MILLION"}
+
+
+def runtime_fraction(percent: float) -> Json:
+    """A ``RuntimeFractionalPercent`` with no runtime key (the value is fixed by the build)."""
+    return {"default_value": fraction(percent)}
+
+
+def typed(message: str, body: Json | None = None) -> Json:
+    """A ``typed_config`` of the proto ``message`` (``envoy.extensions...v3.Router``)."""
+    return {"@type": TYPE_PREFIX + message, **(body or {})}
+
+
+def socket_address(host: str, port: int) -> Json:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def header_value(text: str) -> str:
+    """A header value Envoy writes literally: ``%`` starts a command operator, so ``%%``."""
+    return _ESCAPED_PERCENT.sub("%%", text)
+
+
+def header_options(pairs: Iterable[tuple[str, str]]) -> list[Json]:
+    """``HeaderValueOption`` entries that replace a header (set, not append)."""
+    return [
+        {
+            "header": {"key": name, "value": header_value(value)},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+        for name, value in pairs
+    ]
+
+
+def string_match(kind: str, value: str) -> Json:
+    """A ``StringMatcher``: ``exact``/``prefix`` as written, ``regex`` as a full RE2 match."""
+    if kind == "regex":
+        return {"safe_regex": {"regex": value}}
+    return {kind: value}
+
+
+def any_of(values: Iterable[str]) -> str:
+    """An RE2 alternation matching exactly one of ``values`` (methods are plain tokens)."""
+    return "|".join(re.escape(v) for v in values)
+
+
+def resource(value: Json) -> str:
+    """One resource as compact key-sorted JSON (C encoder, no whitespace)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class Lines(list[str]):
+    """A JSON list given as pre-encoded elements (:func:`resource`), written one per line."""
+
+
+def document(value: Any) -> str:
+    """``value`` as JSON with sorted keys and a final newline; :class:`Lines` one element per
+    line (readable diffs), everything else compact."""
+    return _write(value) + "\n"
+
+
+def _write(value: Any) -> str:
+    if isinstance(value, Lines):
+        return "[\n" + ",\n".join(value) + "\n]" if value else "[]"
+    if not isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "{" + ",\n".join(f"{json.dumps(k)}:{_write(value[k])}" for k in sorted(value)) + "}"

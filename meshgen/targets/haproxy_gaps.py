@@ -1,0 +1,82 @@
+"""What the HAProxy target cannot express (``DIST/haproxy/GAPS.txt``; docs/haproxy.md).
+
+Each function answers for one kind of owner; :func:`gaps` collects them in table order. The
+renderer (:mod:`.haproxy`) simply writes nothing for these fields, so this module is the one
+place that says what is lost and what HAProxy does instead.
+"""
+
+from __future__ import annotations
+
+from meshgen.runtime.access import enforced_on
+from meshgen.runtime.tables import Cluster, DnsDiscovery, RetryPolicy, Route, Tables
+
+from .gaps import Gap, GapOwner
+from .haproxy import DNS_SLOTS
+
+RETRIES = (
+    "HAProxy retries at once (no backoff), without a retry budget, for any method it can "
+    "replay (idempotent_only is not honoured), and `timeout` bounds each try, not all of them"
+)
+RETRY_409 = "retriable-4xx: HAProxy cannot retry a 409"
+OUTLIER = (
+    "an ejected endpoint is marked down until its health check passes again: no "
+    "base_ejection_time growth, no max_ejection_percent"
+)
+SANS = (
+    "only the CA chain and the first DNS name are verified (HAProxy 2.6 cannot check URI "
+    "SANs such as SPIFFE IDs)"
+)
+DNS = f"at most {DNS_SLOTS} endpoints are used, and a record's TTL does not shorten the refresh"
+CALLER = (
+    "HAProxy 2.6 cannot read the caller's URI SAN: requests that only rules naming a caller "
+    "allow are denied (fail closed)"
+)
+
+
+def retry_gaps(kind: GapOwner, name: str, policy: RetryPolicy) -> list[Gap]:
+    out = [Gap(kind, name, "retries", RETRIES)]
+    if "retriable-4xx" in policy.on:
+        out.append(Gap(kind, name, "retries.on", RETRY_409))
+    return out
+
+
+def service_gaps(c: Cluster, tables: Tables) -> list[Gap]:
+    out: list[Gap] = []
+    if c.retries is not None:
+        out += retry_gaps("service", c.name, c.retries)
+    if c.name in tables.outlier_detection:
+        out.append(Gap("service", c.name, "outlier_detection", OUTLIER))
+    ct = tables.client_tls.get(c.name)
+    if ct is not None and ct.verify:
+        uris = [n for n in ct.subject_alt_names if "://" in n]
+        if uris or len(ct.subject_alt_names) - len(uris) > 1:
+            out.append(Gap("service", c.name, "tls.subject_alt_names", SANS))
+    if isinstance(c.discovery, DnsDiscovery):
+        out.append(Gap("service", c.name, "discovery.dns", DNS))
+    return out
+
+
+def route_gaps(r: Route, clusters: dict[str, Cluster]) -> list[Gap]:
+    out: list[Gap] = []
+    if r.fault is not None and r.fault.delay_s > 0 and r.fault.delay_percent > 0:
+        out.append(Gap("route", r.name, "fault.delay", "omitted: requests are not delayed"))
+    if r.mirror is not None:
+        out.append(Gap("route", r.name, "mirror", "omitted: no copy is sent"))
+    own = [t.retries for t in r.to if t.retries not in (None, clusters[t.service].retries)]
+    if own and own[0] is not None:
+        out += retry_gaps("route", r.name, own[0])
+    return out
+
+
+def gaps(tables: Tables) -> list[Gap]:
+    """Every field of ``tables`` that haproxy.cfg does not express."""
+    clusters = {c.name: c for c in tables.clusters}
+    out = [g for c in tables.clusters for g in service_gaps(c, tables)]
+    out += [g for r in tables.routes for g in route_gaps(r, clusters)]
+    if any(enforced_on(lst) for lst in tables.listeners):
+        out += [
+            Gap("access", str(i), "from", CALLER)
+            for i, rule in enumerate(tables.access)
+            if rule.source != "*"
+        ]
+    return out

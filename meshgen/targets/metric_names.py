@@ -1,0 +1,67 @@
+"""Which series the Prometheus rules and the Grafana dashboard read: the runtime's or Envoy's.
+
+A :class:`Metrics` holds selector templates; ``{sel}`` is the label matcher that picks the
+service (``service="reviews"`` in a rule, ``service=~"$service"`` in a dashboard), so rules
+and panels share one set of names per engine. Envoy's cluster counters count every try
+(:attr:`Metrics.counts` says so wherever they are used); the runtime's count requests after
+retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Series templates; each ``{sel}`` is replaced by the service matcher."""
+
+    label: str  # the label naming the service
+    responses: str  # counter of responses by status
+    errors: str  # its 5xx part
+    code: str  # the label holding the status (class)
+    requests: str  # counter for request_rate
+    buckets: str  # latency histogram buckets
+    seconds: str  # appended to a quantile to make seconds (" / 1000" for milliseconds)
+    healthy: str  # healthy-endpoint gauge
+    total: str  # endpoint gauge the healthy share divides by ("" : average of ``healthy``)
+    cert_expiry: str  # certificate notAfter as a Unix time
+    counts: str = ""  # what the traffic counters count, when it is not requests after retries
+    engine: str = ""  # the proxy whose series these are, when it is not the runtime
+
+    def healthy_ratio(self, sel: str) -> str:
+        healthy = self.healthy.format(sel=sel)
+        if not self.total:
+            return f"avg({healthy})"
+        return f"sum({healthy}) / (sum({self.total.format(sel=sel)}) > 0)"
+
+
+RUNTIME = Metrics(
+    label="service",
+    responses="meshgen_requests_total{{{sel}}}",
+    errors='meshgen_requests_total{{{sel},code=~"5.."}}',
+    code="code",
+    requests="meshgen_requests_total{{{sel}}}",
+    buckets="meshgen_request_duration_seconds_bucket{{{sel}}}",
+    seconds="",
+    healthy="meshgen_endpoint_healthy{{{sel}}}",
+    total="",
+    cert_expiry="meshgen_cert_expiry_timestamp_seconds{{{sel}}}",
+)
+ENVOY = Metrics(
+    label="envoy_cluster_name",
+    responses="envoy_cluster_upstream_rq_xx{{{sel}}}",
+    errors='envoy_cluster_upstream_rq_xx{{{sel},envoy_response_code_class="5"}}',
+    code="envoy_response_code_class",
+    requests="envoy_cluster_upstream_rq_total{{{sel}}}",
+    buckets="envoy_cluster_upstream_rq_time_bucket{{{sel}}}",
+    seconds=" / 1000",
+    healthy="envoy_cluster_membership_healthy{{{sel}}}",
+    total="envoy_cluster_membership_total{{{sel}}}",
+    cert_expiry="envoy_cluster_ssl_certificate_expiration_unix_time_seconds{{{sel}}}",
+    counts=(
+        "every try: Envoy's cluster counters count each upstream request, retries included "
+        "(the runtime's meshgen_requests_total counts requests after retries)"
+    ),
+    engine="Envoy",
+)
