@@ -23,7 +23,7 @@ import math
 from meshgen.runtime.access import enforced_on
 from meshgen.runtime.tables import Cluster, Listener, Route, Tables
 
-from .envoy_access import DENY_ALL, OFF, AccessRules
+from .envoy_access import OFF, AccessRules, ListenerAccess, audit_log
 from .envoy_clusters import routed_name, tls_params
 from .envoy_routes import (
     FAULT,
@@ -42,11 +42,10 @@ MAX_HEADERS_KB = 8192  # Envoy's largest max_request_headers_kb
 
 
 def virtual_hosts(
-    routes: list[Route], builder: RouteBuilder, rules: AccessRules | None
+    routes: list[Route], builder: RouteBuilder, access: ListenerAccess | None
 ) -> list[Json]:
     """One virtual host per host the routes name (its routes and the host-less ones, in file
     order), then ``*`` with the host-less ones alone. Built in one pass over the routes."""
-    rbac = rules.per_route if rules is not None else None
     hostless: list[tuple[int, Route]] = []
     by_host: dict[str, list[tuple[int, Route]]] = {}
     for i, r in enumerate(routes):
@@ -55,20 +54,20 @@ def virtual_hosts(
     out = []
     for name, domain, own in [*((h, h, own) for h, own in by_host.items()), ("any", "*", [])]:
         merged = heapq.merge(own, hostless, key=lambda ir: ir[0]) if hostless else own
-        entries = [e for _, r in merged for e in builder.entries(r, rbac)]
-        if rules is not None:
+        entries = [e for _, r in merged for e in builder.entries(r, access)]
+        if access is not None:
             entries.append(catch_all_404(OFF))
         out.append({"name": name, "domains": [domain], "routes": entries})
     return out
 
 
 def http_filters(
-    routes: list[Route], clusters: dict[str, Cluster], checks_access: bool
+    routes: list[Route], clusters: dict[str, Cluster], access: ListenerAccess | None
 ) -> list[Json]:
     """The filters the served routes need, in the runtime's order, the router last."""
     out: list[Json] = []
-    if checks_access:
-        out.append({"name": RBAC, "typed_config": DENY_ALL})
+    if access is not None:
+        out.append({"name": RBAC, "typed_config": access.listener_filter()})
     forwarding = [r for r in routes if r.redirect is None]
     if any(r.rate_limit for r in forwarding):
         out.append(
@@ -115,15 +114,15 @@ def service_limits(services: list[str], clusters: dict[str, Cluster]) -> Json:
 
 
 def connection_manager(
-    lst: Listener, routes: list[Route], builder: RouteBuilder, rules: AccessRules | None
+    lst: Listener, routes: list[Route], builder: RouteBuilder, access: ListenerAccess | None
 ) -> Json:
     limits = lst.limits
     clusters = builder.clusters
     config = {
         "stat_prefix": lst.name,
         "codec_type": "HTTP1",
-        "route_config": {"name": lst.name, "virtual_hosts": virtual_hosts(routes, builder, rules)},
-        "http_filters": http_filters(routes, clusters, rules is not None),
+        "route_config": {"name": lst.name, "virtual_hosts": virtual_hosts(routes, builder, access)},
+        "http_filters": http_filters(routes, clusters, access),
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
@@ -139,6 +138,8 @@ def connection_manager(
             "max_headers_count": limits.request_headers,
         },
     }
+    if access is not None and access.audit:
+        config["access_log"] = [audit_log(lst.name)]
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": typed(HCM_TYPE, config),
@@ -146,7 +147,7 @@ def connection_manager(
 
 
 def network_filters(
-    lst: Listener, routes: list[Route], builder: RouteBuilder, rules: AccessRules | None
+    lst: Listener, routes: list[Route], builder: RouteBuilder, access: ListenerAccess | None
 ) -> list[Json]:
     """Connection limit, then the HTTP connection manager (``tcp_proxy`` for TCP listeners,
     once the protocols issue adds them)."""
@@ -156,7 +157,7 @@ def network_filters(
     )
     return [
         {"name": "envoy.filters.network.connection_limit", "typed_config": limit},
-        connection_manager(lst, routes, builder, rules),
+        connection_manager(lst, routes, builder, access),
     ]
 
 
@@ -191,8 +192,8 @@ def listeners(tables: Tables, builder: RouteBuilder) -> list[Json]:
     out = []
     for lst in tables.listeners:
         routes = [by_name[n] for n in lst.routes]
-        checked = rules if enforced_on(lst) else None
-        chain: Json = {"filters": network_filters(lst, routes, builder, checked)}
+        access = rules.for_listener(lst) if rules is not None and enforced_on(lst) else None
+        chain: Json = {"filters": network_filters(lst, routes, builder, access)}
         tls = downstream_tls(lst)
         if tls is not None:
             chain["transport_socket"] = tls

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from typing import Protocol
 
 from meshgen.runtime.resilience import IDEMPOTENT_METHODS
 from meshgen.runtime.tables import (
@@ -59,7 +59,14 @@ MIN_BACKOFF_S = 0.001  # Envoy requires a positive base interval
 _NOT_RE2 = re.compile(r"\(\?(?:[=!]|<[=!]|>|\(|P=)|\\[1-9]")
 """Python-only regex syntax: lookaround, atomic groups, conditionals, backreferences."""
 
-RbacFor = Callable[[Route], "Json | None"]
+
+class Access(Protocol):
+    """A listener's access control as route entries need it (:mod:`.envoy_access`)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    def per_route(self, r: Route) -> Json: ...
 
 
 def re2_compatible(pattern: str) -> bool:
@@ -189,7 +196,7 @@ class RouteBuilder:
     def __init__(self, clusters: dict[str, Cluster], subsets: dict[tuple[str, str], Json]):
         self.clusters = clusters
         self.subsets = subsets  # (service, subset) -> metadata_match, when labels select
-        self._cache: dict[tuple[str, bool], list[Json]] = {}
+        self._cache: dict[tuple[str, str], list[Json]] = {}
 
     def cluster_of(self, t: Target) -> str:
         return routed_name(t.service, self.clusters)
@@ -251,14 +258,13 @@ class RouteBuilder:
             out[FAULT] = f
         return out
 
-    def entries(self, r: Route, rbac: RbacFor | None) -> list[Json]:
+    def entries(self, r: Route, access: Access | None) -> list[Json]:
         """The route's entry (none when Envoy cannot match it); cached per access mode."""
-        key = (r.name, rbac is not None)
+        key = (r.name, access.mode if access is not None else "")
         cached = self._cache.get(key)
         if cached is None:
-            cached = (
-                [self.entry(r, rbac(r) if rbac is not None else None)] if expressible(r) else []
-            )
+            rbac = access.per_route(r) if access is not None else None
+            cached = [self.entry(r, rbac)] if expressible(r) else []
             self._cache[key] = cached
         return cached
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from conftest import free_port, require_binary, start_process
 from polling import eventually
-from runtime_harness import run_dist
+from runtime_harness import get_text, run_dist
 
 from meshgen import emit, pipeline
 
@@ -107,12 +107,22 @@ def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = Non
         proc.stop()
 
 
+@dataclass
+class RuntimeEngine(Engine):
+    """The embedded runtime, with its admin server (``/metrics``)."""
+
+    admin_address: str
+
+    def admin(self, path: str) -> str:
+        return get_text(self.admin_address, path)
+
+
 @contextmanager
-def run_runtime(dist: Path, *args: str, listener: str = "edge") -> Iterator[Engine]:
+def run_runtime(dist: Path, *args: str, listener: str = "edge") -> Iterator[RuntimeEngine]:
     """Start ``python DIST *args`` (e.g. ``--dns-server HOST:PORT``) on its port-0 listeners."""
     with run_dist(dist, *args) as rt:
         address = str(rt.ready["listeners"][listener])  # type: ignore[index]
-        yield Engine("runtime", int(address.rsplit(":", 1)[1]))
+        yield RuntimeEngine("runtime", int(address.rsplit(":", 1)[1]), str(rt.ready["admin"]))
 
 
 poll = eventually  # the parity tests' name for it

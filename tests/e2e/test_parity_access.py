@@ -11,6 +11,7 @@ so there rules naming a caller allow nothing (docs/haproxy.md, a gap): asserted 
 from __future__ import annotations
 
 import http.client
+import re
 import ssl
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from engines import ENGINES, run_engine
 from haproxy_harness import build
+from polling import eventually
 from runtime_harness import backend
 
 from meshgen.certs import MeshIdentities, issue
@@ -41,6 +43,7 @@ listeners:
     address: "127.0.0.1:0"
     tls: {{cert: certs/edge.pem, key: certs/edge-key.pem, ca: certs/ca.pem,
            client_certificates: required}}
+    access: {mode}
 access:
   - {{from: frontend, to: web, methods: [GET], paths: [/api]}}
   - {{from: "*", to: web, paths: [/public]}}
@@ -86,7 +89,7 @@ def test_access_with_client_certificates(engine: str, tmp_path: Path) -> None:
     issue(MeshIdentities("shop", "mesh.test", ("edge", "frontend", "other", "web")), certs)
     with ExitStack() as stack:
         a, _ = stack.enter_context(backend("a"))
-        dist = build(SPEC.format(a=a), root)
+        dist = build(SPEC.format(a=a, mode="enforce"), root)
         e = stack.enter_context(run_engine(engine, dist))
         got = {case: _call(e.port, certs, *case) for case in CASES}
         want = dict(CASES)
@@ -97,3 +100,27 @@ def test_access_with_client_certificates(engine: str, tmp_path: Path) -> None:
         assert got == want
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             _call(e.port, certs, None, "GET", "/public/a")  # no certificate: no handshake
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_access_audit_forwards_what_the_rules_deny(engine: str, tmp_path: Path) -> None:
+    """`access: audit`: every admitted caller's request is forwarded (redirects still answer);
+    what the rules deny is recorded: the runtime counts it (mode="audit"), Envoy logs it with
+    the caller (its shadow rules), HAProxy captures the verdict for its request log."""
+    root = tmp_path / "mesh"
+    certs = root / "certs"
+    issue(MeshIdentities("shop", "mesh.test", ("edge", "frontend", "other", "web")), certs)
+    with ExitStack() as stack:
+        a, _ = stack.enter_context(backend("a"))
+        dist = build(SPEC.format(a=a, mode="audit"), root)
+        e = stack.enter_context(run_engine(engine, dist))
+        got = {case: _call(e.port, certs, *case) for case in CASES}
+        assert got == {case: 301 if status == 301 else 200 for case, status in CASES.items()}
+        if engine == "runtime":
+            metrics = e.admin("/metrics")  # type: ignore[attr-defined]
+            assert re.search(r'meshgen_denied_total\{[^}]*from="other"[^}]*mode="audit"', metrics)
+        elif engine == "envoy":  # its access log is flushed about once a second
+            log = e.process.log  # type: ignore[attr-defined]
+            line = "listener=edge route=web caller=spiffe://shop/other verdict=deny GET /api\n"
+            eventually(lambda: line in log.read_text(), what="the audit log line")
+            assert "verdict=deny GET /public/a" not in log.read_text()

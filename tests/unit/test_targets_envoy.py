@@ -309,3 +309,44 @@ def test_example_and_golden_configs_are_valid(example: str, tmp_path: Path) -> N
     for config in (built, GOLDEN / example / "envoy" / "envoy.json"):
         proc = _validate(config, folder)
         assert proc.returncode == 0, f"{config}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+
+
+AUDITED = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  pay: {discovery: {static: [{address: 127.0.0.1:9001}]}}
+routes:
+  - name: pay
+    match: {host: pay.test}
+    to: [{service: pay}]
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    tls: {cert: ca.pem, key: ca.pem, ca: ca.pem, client_certificates: required}
+    access: MODE
+access:
+  - {from: frontend, to: pay, methods: [POST], paths: [/charge]}
+"""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "audit"])
+def test_rbac_enforced_or_shadow_for_audit(mode: str) -> None:
+    """The route's policy names the caller's SPIFFE ID and a segment-prefix path; `enforce`
+    denies by default, `audit` holds the same policies as shadow rules and logs denials."""
+    cfg, _ = _build(AUDITED.replace("MODE", mode))
+    hcm = _hcm(cfg)
+    listener_rbac = hcm["http_filters"][0]["typed_config"]
+    pay = next(e for e in _entries(cfg, "pay.test") if e["name"] == "pay")
+    per_route = pay["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]
+    key = "rules" if mode == "enforce" else "shadow_rules"
+    assert set(listener_rbac) - {"@type"} == ({key} | ({"shadow_rules_stat_prefix"} if mode ==
+                                              "audit" else set()))  # fmt: skip
+    policy = per_route[key]["policies"]["frontend"]
+    assert policy["principals"] == [
+        {"authenticated": {"principal_name": {"exact": "spiffe://shop/frontend"}}}]  # fmt: skip
+    path = policy["permissions"][0]["and_rules"]["rules"][1]["or_rules"]["rules"]
+    assert path == [{"url_path": {"path": {"exact": "/charge"}}},
+                    {"url_path": {"path": {"prefix": "/charge/"}}}]  # fmt: skip
+    assert ("access_log" in hcm) == (mode == "audit")
+    assert _entries(cfg, "pay.test")[-1]["name"] == "no-route"
