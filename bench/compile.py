@@ -228,7 +228,7 @@ def _timed_stages(spec: Path, folder: Path) -> list[tuple[str, float]]:
             files.update(render(tables, ctx))
         if target.gaps is not None:
             found = gaps.located(target.gaps(tables), mesh, doc)
-            files[f"{target.name}/GAPS.txt"] = gaps.gaps_text(ctx.header, spec.name, "", found)
+            files[f"{target.name}/GAPS.txt"] = gaps.gaps_text(ctx.header, target.engine, found)
         rows.append((f"targets.{target.name}", clock() - t))
     files[MANIFEST] = manifest_text(files, spec.name, doc.text.encode(), __version__)
     t = clock()
