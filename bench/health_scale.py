@@ -283,7 +283,12 @@ def main() -> int:
     ap.add_argument("--measure", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--skip-haproxy", action="store_true")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="added to the nice value of this script and its children (as root, "
+                         "-10 puts every engine alike ahead of other jobs)")  # fmt: skip
     args = ap.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     phases: list[Phase] = []
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the capture never waits for a disk
     with (

@@ -17,9 +17,10 @@ decisions are the pure functions of ``health.py``:
   after a failure, a ``Connection: close`` or HTTP/1.0 answer, an answer over the limits, or
   bytes nobody asked for. A TCP job connects and closes each time (the connect is the check).
   With TLS the peer's identity is checked exactly as the proxy does (``UpstreamTls``).
-* **Bounded.** At most ``limit`` probes are in flight; a job whose slot comes at the limit
-  waits in a FIFO and starts when another finishes. A job still running or waiting when its
-  next slot comes skips that slot.
+* **Bounded.** One tick starts at most :data:`MAX_STARTS_PER_TICK` probes (a backlog after a
+  stall goes out in slices, sockets served in between); at most ``limit`` are in flight: a
+  job whose slot comes at the limit waits in a FIFO and starts when another finishes. A job
+  still running or waiting when its next slot comes skips that slot.
 * **Loop lag.** A probe's timeout runs from when it actually started (its connect or send),
   not from its slot, and a timer that fires late is re-armed instead of failing the endpoint
   (:func:`~.health.timer_verdict`): only the endpoint's slowness counts, never the loop's.
@@ -49,6 +50,9 @@ from .tls import UpstreamTls
 
 TICK_S: Final = 0.005
 """Shortest gap between two scheduler wake-ups; a tick starts every job due by then."""
+MAX_STARTS_PER_TICK: Final = 256
+"""Most probes one tick starts: after a stall the overdue ones go out in slices, with the
+sockets (proxied traffic, probe answers) served between them."""
 MAX_CONCURRENT_PROBES: Final = 1024
 MAX_HEAD_BYTES: Final = 65536
 MAX_HEADERS: Final = 100
@@ -323,12 +327,15 @@ class Prober:
             assert self.loop is not None
             self._arm(self.loop.time())
 
-    def _arm(self, now: float) -> None:
+    def _arm(self, now: float, backlog: bool = False) -> None:
+        """Wake for the next due job (not sooner than ``TICK_S``); with a ``backlog`` (the loop
+        was away and many slots came at once) at once, after the sockets had their turn."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._heap and self.loop is not None:
-            self._timer = self.loop.call_at(max(self._heap[0][0], now + TICK_S), self._tick)
+            when = now if backlog else max(self._heap[0][0], now + TICK_S)
+            self._timer = self.loop.call_at(when, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -336,7 +343,9 @@ class Prober:
         assert loop is not None
         now = loop.time()
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        budget = MAX_STARTS_PER_TICK
+        while heap and heap[0][0] <= now and budget > 0:
+            budget -= 1
             due, _, job = heapq.heappop(heap)
             if not job.active:
                 continue
@@ -348,7 +357,7 @@ class Prober:
                 self._waiting.append(job)
             else:
                 self._start(job, loop)
-        self._arm(now)
+        self._arm(now, backlog=budget == 0)
 
     def _start(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         self.in_flight += 1
