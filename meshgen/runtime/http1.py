@@ -15,7 +15,9 @@ move from one transport to the other inside ``data_received`` without a task swi
 * llhttp rejects smuggling inputs (Content-Length with Transfer-Encoding, differing duplicate
   Content-Length, bad chunk sizes); a parse error answers 400 and closes. A transfer-coding
   other than one ``chunked`` is refused (``gzip, chunked``: 501 as RFC 9112 section 6.1; any
-  other: 400), and so are HTTP/0.9 (400) and versions other than 1.0 and 1.1 (505).
+  other: 400), and so are HTTP/0.9 (400) and versions other than 1.0 and 1.1 (505). So is
+  what HTTP Desync Guardian calls ambiguous: Transfer-Encoding in HTTP/1.0, a GET or HEAD with
+  a body, and header names that only look like Transfer-Encoding or Content-Length.
 * Limits (``listeners[].limits``, :class:`~.tables.Limits`): a target over ``url_bytes`` is a 414,
   a head over ``request_head_bytes`` or ``request_headers`` a 431, and the connection closes.
   Head bytes and header lines are counted after each read while a head is incomplete, so an
@@ -274,6 +276,22 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
 # The common methods' names, decoded once (llhttp only reports methods it knows).
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _GOOD_HOSTS: set[str] = set()  # valid non-empty Host values seen (bounded)
+_NAMES: dict[bytes, bytes] = {}  # header names as sent -> lower case, checked once (bounded)
+_FRAMING = frozenset({b"transferencoding", b"contentlength"})
+_NOT_LETTERS = bytes(c for c in range(256) if not chr(c).isalpha() or c > 127)
+
+
+def _name(name: bytes) -> bytes:
+    """A header name not seen yet: lower case, and refused (400) when it only looks like
+    Transfer-Encoding or Content-Length (``Transfer_Encoding``, ``Content.Length``): a backend
+    that folds such spellings (CGI, WSGI) would frame the body differently."""
+    k = name.lower()
+    if k not in _NOTED and k.translate(None, _NOT_LETTERS) in _FRAMING:
+        raise Refused(400, "bad_request")
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    _NAMES[name] = k
+    return k
 
 
 def _check_host(req: Request) -> None:
@@ -451,7 +469,7 @@ class ServerConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._req
         assert req is not None
-        k = name.lower()
+        k = _NAMES.get(name) or _name(name)
         req.headers.append((k, value))  # counted after the read or the head (module docstring)
         if k in _NOTED:
             _note(req, k, value)
@@ -466,6 +484,12 @@ class ServerConnection(asyncio.Protocol):
         version = req.version = p.get_http_version()
         if version != "1.1" and version != "1.0":
             raise Refused(400 if version == "0.9" else 505, "bad_request")
+        # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding is faulty framing. A GET or HEAD body
+        # has no meaning and is ignored by some servers: a smuggling vector.
+        if (req.chunked or req.content_length > 0) and (
+            (req.chunked and version == "1.0") or req.method in ("GET", "HEAD")
+        ):
+            raise Refused(400, "bad_request")
         if len(req.headers) > self._max_headers:
             raise Refused(431, "request_headers")
         limit = self._max_head

@@ -28,6 +28,7 @@ from meshgen.runtime.tables import (
     Cluster,
     DnsDiscovery,
     Endpoint,
+    Limits,
     Listener,
     Route,
     Tables,
@@ -50,6 +51,7 @@ from .haproxy_syntax import (
 )
 
 DNS_SLOTS = 16  # server-template slots per DNS-discovered pool
+_DEFAULT_LIMITS = Limits()
 _ROUTE_VAR = "var(txn.mg_route)"
 RETRY_ON = {
     "connect-failure": ("conn-failure",),
@@ -137,7 +139,7 @@ class Config:
         names = set(lst.routes)
         routes = [r for r in self.t.routes if r.name in names]
         lines = [self.bind(lst), f"timeout client {duration(self.client_timeout())}",
-                 "option forwardfor"]  # fmt: skip
+                 *self.limits(lst), "option forwardfor"]  # fmt: skip
         lines += [
             "# paths are matched normalised, as the runtime does (docs/reference.md, Routes)",
             "http-request normalize-uri percent-decode-unreserved",
@@ -159,6 +161,21 @@ class Config:
         if lst.tls is not None and lst.tls.client_certificates != "none" and self.t.access:
             lines += self.access(routes, lst.access == "audit")
         lines += self.route_actions(routes)
+        return lines
+
+    @staticmethod
+    def limits(lst: Listener) -> list[str]:
+        """The listener's limits HAProxy has per frontend, where they differ from the defaults
+        (which ``defaults`` already says). Head bytes and header count are global in HAProxy
+        (``tune.bufsize``, ``tune.http.maxhdr``; docs/reliability.md)."""
+        limits, base = lst.limits, _DEFAULT_LIMITS
+        lines = []
+        if limits.request_head_timeout_s != base.request_head_timeout_s:
+            lines.append(f"timeout http-request {duration(limits.request_head_timeout_s)}")
+        if limits.client_idle_timeout_s != base.client_idle_timeout_s:
+            lines.append(f"timeout http-keep-alive {duration(limits.client_idle_timeout_s)}")
+        if limits.max_connections != base.max_connections:
+            lines.append(f"maxconn {limits.max_connections}")
         return lines
 
     @staticmethod

@@ -65,10 +65,12 @@ class Engine:
 
 @dataclass
 class HAProxy(Engine):
-    """HAProxy with an admin ``stats socket`` at ``socket_path`` (``show stat`` etc.)."""
+    """HAProxy with an admin ``stats socket`` at ``socket_path`` (``show stat`` etc.) and the
+    port of every listener it was started with (``ports``)."""
 
     socket_path: Path
     pid: int
+    ports: dict[str, int]
 
 
 def _accepts(port: int) -> bool:
@@ -81,9 +83,10 @@ def _accepts(port: int) -> bool:
 
 @contextmanager
 def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = None,
-                ) -> Iterator[HAProxy]:  # fmt: skip
+                others: tuple[str, ...] = ()) -> Iterator[HAProxy]:  # fmt: skip
     """Start ``haproxy -db`` on DIST's config from DIST's parent folder (relative cert paths);
-    with ``nameserver`` every ``resolvers`` section asks that HOST:PORT instead of resolv.conf."""
+    with ``nameserver`` every ``resolvers`` section asks that HOST:PORT instead of resolv.conf.
+    Port-0 listeners ``others`` (besides ``listener``) get free ports too."""
     binary = require_binary("haproxy")
     root = dist.parent
     sock = root / "haproxy.sock"
@@ -95,14 +98,15 @@ def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = Non
         text = text.replace("    parse-resolv-conf\n", f"    nameserver dns1 {nameserver}\n")
     cfg = root / "haproxy-test.cfg"
     cfg.write_text(text)
-    port = free_port()
-    env = {**os.environ, "MESHGEN_PORT_ADMIN": str(free_port()),
-           f"MESHGEN_PORT_{listener.upper().replace('-', '_')}": str(port)}  # fmt: skip
+    ports = {name: free_port() for name in (listener, *others)}
+    port = ports[listener]
+    env = {**os.environ, "MESHGEN_PORT_ADMIN": str(free_port())}
+    env.update({f"MESHGEN_PORT_{n.upper().replace('-', '_')}": str(p) for n, p in ports.items()})
     check_config(cfg, root, env)
     proc = start_process([binary, "-db", "-f", cfg], root / "haproxy.log", env=env, cwd=root)
     try:
         proc.wait_until(lambda: _accepts(port) and sock.exists(), what="haproxy")
-        yield HAProxy("haproxy", port, sock, proc.pid)
+        yield HAProxy("haproxy", port, sock, proc.pid, ports)
     finally:
         proc.stop()
 

@@ -224,3 +224,24 @@ def test_verify_false_still_sends_sni_and_client_certificate() -> None:
     )
     text = _cfg(spec)
     assert "ssl ssl-min-ver TLSv1.2 verify none sni str(dr.mesh.test)" in text
+
+
+def test_listener_limits_per_frontend(tmp_path: Path) -> None:
+    """Head and idle timeouts and the connection cap that differ from the defaults are set on
+    the listener's frontend (HAProxy's defaults section already says 10s and 60s); the config
+    stays valid."""
+    spec = SPEC.replace(
+        '{name: edge, address: "127.0.0.1:0"}',
+        '{name: edge, address: "127.0.0.1:0", limits: {request_head_timeout: 3s,'
+        " client_idle_timeout: 2m, max_connections: 500}}",
+    )
+    text = _cfg(spec)
+    frontend = text[text.index("frontend edge") :]
+    for line in ("timeout http-request 3s", "timeout http-keep-alive 120s", "maxconn 500"):
+        assert f"\n    {line}\n" in frontend, frontend[:400]
+    plain = _cfg()  # defaults: nothing more on the frontend
+    assert "timeout http-request" not in plain[plain.index("frontend edge") :].split("backend")[0]
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    proc = _check(cfg, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
