@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from meshgen.runtime.prober import Prober
+from meshgen.runtime.prober import MAX_STARTS_PER_TICK, Prober
 from meshgen.runtime.tables import Endpoint, HealthCheck
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -139,3 +139,32 @@ def test_a_blocked_loop_is_not_an_endpoint_timeout() -> None:
         prober, results = runner.run(run_prober(backends, 20, check, 0.5, during=stall))
     assert results and all(ok for _, ok in results), Counter(ok for _, ok in results)
     assert prober.lagged > 0
+
+
+def test_after_a_stall_overdue_probes_go_out_in_slices() -> None:
+    """600 endpoints all overdue after a 0.6 s stall: the first tick starts at most
+    MAX_STARTS_PER_TICK of them (sockets get their turn between slices); all are then probed,
+    and pass."""
+
+    async def main() -> tuple[int, int]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, backlog=1024)
+        port = server.sockets[0].getsockname()[1]
+        results: Results = []
+        prober = Prober(lambda _s, a, ok: results.append((a, ok)), random.Random(3))
+        check = HealthCheck(kind="tcp", interval_s=0.5, timeout_s=1.0)
+        for i in range(600):
+            prober.add(f"svc-{i}", Endpoint("127.0.0.1", port), check, None)
+        prober.start()
+        time.sleep(0.6)  # the loop stalls: every first slot passes
+        while prober.probes == 0:
+            await asyncio.sleep(0)
+        first = prober.probes
+        deadline = time.monotonic() + 10
+        while len(results) < 600 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await prober.stop()
+        server.close()
+        return first, sum(ok for _, ok in results[:600])
+
+    first, passed = asyncio.run(main())
+    assert 0 < first <= MAX_STARTS_PER_TICK < 600 and passed == 600
