@@ -61,7 +61,9 @@ _CHARACTER_NAMES = {
 
 _NAME_RULE = "expected a lowercase letter, then up to 62 lowercase letters, digits or '-'"
 _DURATION_RULE = "expected a number followed by ms, s, m, h or d (e.g. 250ms, 5s)"
-_ADDRESS_RULE = "expected host:port with a port 0..65535 (e.g. 127.0.0.1:15001, [::1]:15001)"
+_ADDRESS_RULE = (
+    'expected host:port with a port 0..65535 (e.g. 127.0.0.1:15001, "[::1]:15001" quoted)'
+)
 
 
 @cache
@@ -236,6 +238,61 @@ def _diagnose(
     return Diagnostic(code, "error", message, span, hint)
 
 
+def _ipv6_list(value: Any) -> str | None:
+    """The hint for ``[::1]`` written unquoted: YAML read it as a list holding ``::1``."""
+    if isinstance(value, list) and len(value) == 1 and ":" in str(value[0]):
+        return f'quote an IPv6 address: "[{value[0]}]" (unquoted, [ ] make a YAML list)'
+    return None
+
+
+_OWNERS = {"services": "a service", "routes": "a route", "listeners": "a listener"}
+
+
+def _one_level_up(key: str, path: PathKey) -> str | None:
+    """``'health_check' belongs under a service``, when ``key`` is a field one level up."""
+    if len(path) < 2:
+        return None
+    above = _schema_at(path[:-2])
+    if above is None or key not in above.get("properties", {}):
+        return None
+    parent = path[-2]
+    owner = path[:-2]
+    if len(owner) == 2 and owner[0] in _OWNERS:
+        name = f" ('{owner[1]}')" if isinstance(owner[1], str) else ""
+        where = _OWNERS[str(owner[0])] + name
+    else:
+        where = _where(owner)
+    return f"'{key}' belongs under {where}, not under '{parent}': indent it like '{parent}'"
+
+
+def _schema_at(path: PathKey) -> Mapping[str, Any] | None:
+    """The object schema that describes the value at ``path`` (None if it cannot be told)."""
+    schema: Mapping[str, Any] = _schema()
+    for step in path:
+        schema = _resolved(schema)
+        if isinstance(step, int):
+            items = schema.get("items")
+            if not isinstance(items, dict):
+                return None
+            schema = items
+            continue
+        properties = schema.get("properties", {})
+        if step in properties:
+            schema = properties[step]
+        elif isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        else:
+            return None
+    return _resolved(schema)
+
+
+def _resolved(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` with a ``$ref`` to ``#/$defs/NAME`` followed (the schema uses no others)."""
+    while isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/$defs/"):
+        schema = _schema()["$defs"][schema["$ref"].removeprefix("#/$defs/")]
+    return schema
+
+
 def _schema_of(error: ValidationError) -> Mapping[str, Any]:
     """The (sub)schema that failed; {} for the boolean schemas mesh.schema.json does not use."""
     schema = error.schema
@@ -350,8 +407,10 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         key = str(path[-1])
-        hint = did_you_mean(key, allowed) or (
-            f"fields allowed here: {', '.join(allowed)}" if allowed else None
+        hint = (
+            did_you_mean(key, allowed)
+            or _one_level_up(key, path)
+            or (f"fields allowed here: {', '.join(allowed)}" if allowed else None)
         )
         return UNKNOWN_FIELD, f"unknown field '{key}' in {_where(path[:-1])}", hint
     if kind == "required":
@@ -370,7 +429,7 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
         code, what, rule = shape
         if what == "a path" and isinstance(value, str) and value.startswith("/"):
             rule = "spaces are not allowed (write %20)"
-        return code, f"{_show(value)} is not {what}: {rule}", None
+        return code, f"{_show(value)} is not {what}: {rule}", _ipv6_list(value)
     if kind == "type":
         types = _listed(error.validator_value)
         expected = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in types)
@@ -381,6 +440,12 @@ def _explain(error: ValidationError, path: PathKey) -> tuple[str, str, str | Non
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return OUT_OF_RANGE, f"{_show(value)} is out of range: {_range_rule(schema)}", None
     if kind == "const" and path == ("version",):
+        if isinstance(value, str) and value.strip() in ("1", "1.0"):
+            return (
+                BAD_VERSION,
+                f'version "{value}" is a string: write 1, not "{value}"',
+                "quoted, YAML reads it as text; the version is the number 1",
+            )
         return BAD_VERSION, f"version {_show(value)} is not supported: expected 1", None
     if kind == "enum" and path[-1:] == ("min_version",):
         below = str(value) in ("1", "1.0", "1.1")

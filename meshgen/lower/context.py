@@ -75,7 +75,7 @@ class LowerContext:
                 "E401",
                 f"'{text}' is not a valid {what} address; expected {rule}",
                 path,
-                "write IPv6 addresses as [::1]:8080",
+                'write IPv6 addresses in brackets, quoted: "[::1]:8080"',
             )
             return ("invalid", 0)
         return parsed
