@@ -24,16 +24,28 @@ CASES = ROOT / "tests" / "diagnostics" / "cases"
 PYTHONPATH = os.environ.get("PYTHONPATH", "")
 
 EXAMPLE = re.compile(
-    r"^`(?P<case>[EW]\d{3}-[a-z0-9-]+\.yaml)`:\n\n```yaml\n.*?^```\n\n```\n.*?^```\n",
+    r"^`(?P<case>[EW]\d{3}-[a-z0-9-]+\.yaml)`:\n\n```yaml\n.*?^```\n\n"
+    r"(?:with `--overlay [^`]+`:\n\n```yaml\n.*?^```\n\n)?```\n.*?^```\n",
     re.MULTILINE | re.DOTALL,
 )
+
+
+def case_options(case: str) -> list[str]:
+    """The OPTIONS of a first line ``# meshgen validate OPTIONS`` of the case."""
+    first = (CASES / case).read_bytes().split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    return first.split()[3:] if first.startswith("# meshgen validate ") else []
+
+
+def overlay_of(case: str) -> str | None:
+    """The file a case names with ``--overlay`` (relative to the cases folder), if any."""
+    options = case_options(case)
+    return options[options.index("--overlay") + 1] if "--overlay" in options else None
 
 
 def cli_output(case: str) -> str:
     """stdout + stderr of ``meshgen validate [OPTIONS] CASE`` run in the cases folder (this
     checkout's); OPTIONS come from a first line ``# meshgen validate OPTIONS`` of the case."""
-    first = (CASES / case).read_bytes().split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    options = first.split()[3:] if first.startswith("# meshgen validate ") else []
+    options = case_options(case)
     proc = subprocess.run(
         [sys.executable, "-m", "meshgen", "validate", *options, case],
         cwd=CASES,
@@ -45,14 +57,22 @@ def cli_output(case: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def _text(path: Path) -> str:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    return text if text.endswith("\n") else text + "\n"
+
+
 def render_example(case: str) -> str:
-    source = (CASES / case).read_bytes().decode("utf-8", errors="replace")
-    if not source.endswith("\n"):
-        source += "\n"
+    """The case, its overlay (when it names one), and what validate prints."""
+    overlay = overlay_of(case)
+    shown = f"with `--overlay {overlay}`:\n\n```yaml\n{_text(CASES / overlay)}```\n\n"
     output = cli_output(case)
     if not output.endswith("\n"):
         output += "\n"
-    return f"`{case}`:\n\n```yaml\n{source}```\n\n```\n{output}```\n"
+    return (
+        f"`{case}`:\n\n```yaml\n{_text(CASES / case)}```\n\n{shown if overlay else ''}"
+        f"```\n{output}```\n"
+    )
 
 
 def render(doc: str) -> str:
