@@ -39,7 +39,7 @@ from meshgen.runtime.tables import Tables
 from meshgen.schema import check as check_schema
 from meshgen.source import Document, Input
 from meshgen.targets import gaps as target_gaps
-from meshgen.units import units_of
+from meshgen.units import unit_of, units_of
 
 
 @dataclass
@@ -139,20 +139,24 @@ def _loaded(
     sources = {item.name: item.text for item in inputs}
     if diagnostics:
         return None, diagnostics, sources
-    doc, problems = source.load_inputs(inputs[0], inputs[1:])
+    doc, problems = source.load_inputs(inputs[0], inputs[1:], partial=True)
     return doc, problems, sources
 
 
 def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, str]) -> Result:
     """source's result -> schema -> lower -> checks, each on the parts the one before passed."""
     result = Result(diagnostics=sorted(diags, key=_key), document=doc, sources=sources)
-    if doc is None or has_errors(diags):
+    if doc is None:
         return result
-    invalid, schema_diags = check_schema(doc)
-    _add(result, schema_diags)
-    skip = units_of(invalid)
+    broken = units_of(doc.unit_at(d.span) or () for d in diags if d.severity == "error")
+    if broken is None:
+        return result  # an error outside every part: nothing after `source` can judge
+    invalid = [(p, d) for p, d in check_schema(doc) if unit_of(p) not in broken]
+    _add(result, [d for _, d in invalid])
+    skip = units_of(p for p, _ in invalid)
     if skip is None:
         return result
+    skip |= broken
     mesh, lowered = lower.lower(doc, skip)
     _add(result, lowered)
     if mesh is None:

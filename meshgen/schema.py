@@ -119,18 +119,18 @@ def _shapes() -> dict[str, tuple[str, str, str]]:
 
 def validate(doc: Document) -> list[Diagnostic]:
     """All schema violations of ``doc``, sorted by position; [] when it is valid."""
-    return check(doc)[1]
+    return sorted((d for _, d in check(doc)), key=lambda d: d.sort_key)
 
 
-def check(doc: Document) -> tuple[list[PathKey], list[Diagnostic]]:
-    """The paths of ``doc`` that break the schema, and one diagnostic for each (sorted).
+def check(doc: Document) -> list[tuple[PathKey, Diagnostic]]:
+    """Each path of ``doc`` that breaks the schema, with its diagnostic.
 
     A path is where the offending value (or unknown key) is, so the pipeline can tell which
     part of the spec to leave out and still check the rest.
     """
     found = _float_version(doc)
     if _fast_validator().is_valid(doc.data):
-        return [path for path, _ in found], list(found.values())
+        return [(path, d) for (path, _), d in found.items()]
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
     for path, on_key, text in _control_strings(doc.data):
@@ -143,7 +143,7 @@ def check(doc: Document) -> tuple[list[PathKey], list[Diagnostic]]:
                 groups.setdefault(target, []).append(error)
     for (path, key), errors in groups.items():
         found[(path, key)] = _diagnose(doc, path, key, errors)
-    return [path for path, _ in found], sorted(found.values(), key=lambda d: d.sort_key)
+    return [(path, d) for (path, _), d in found.items()]
 
 
 def _float_version(doc: Document) -> dict[tuple[PathKey, bool], Diagnostic]:

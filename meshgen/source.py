@@ -123,9 +123,11 @@ def _checked_text(text: str, name: str) -> tuple[str | None, list[Diagnostic]]:
 def parse(
     text: str, name: str, overlay: bool = False
 ) -> tuple[tuple[Node, Any] | None, list[Diagnostic]]:
-    """(node tree, plain data) of one input, or the diagnostics why not.
+    """(node tree, plain data) of one input, or None, and the diagnostics.
 
-    An overlay may be empty (it changes nothing: the tree is None and the data ``{}``).
+    Errors the builder recovers from (a duplicate key keeps its first value, a merge key or a
+    collection key is left out, an unsupported tag or a non-finite number becomes text) come
+    with the tree and data; the others come alone. An empty overlay changes nothing.
     """
     try:
         root = compose(text)
@@ -152,15 +154,18 @@ def parse(
         message = f"the document is {kind}, not a mapping"
         return None, _error("E007", message, mark_span(name, root), hint)
     data, diagnostics = build(root, name, "&" in text)
-    if diagnostics:
-        return None, diagnostics
-    return (root, data), []
+    return (None if data is None else (root, data)), diagnostics
 
 
 def load_inputs(
-    spec: Input, overlays: Sequence[Input] = ()
+    spec: Input, overlays: Sequence[Input] = (), partial: bool = False
 ) -> tuple[Document | None, list[Diagnostic]]:
-    """Parse mesh.yaml and its overlays and merge them; every input's errors are reported."""
+    """Parse mesh.yaml and its overlays and merge them; every input's errors are reported.
+
+    The Document is None when there is any error, unless ``partial``: then it is None only
+    when an input has no data at all, and comes with the errors the builder recovered from
+    (the pipeline checks the rest of the spec; see :meth:`Document.unit_at`).
+    """
     diagnostics: list[Diagnostic] = []
     inputs: list[Input] = []
     trees: list[tuple[Node, Any]] = []
@@ -172,8 +177,9 @@ def load_inputs(
             if tree is not None:
                 trees.append(tree)
         diagnostics += problems
-    if diagnostics:
-        return None, sorted(diagnostics, key=lambda d: d.sort_key)
+    diagnostics.sort(key=lambda d: d.sort_key)
+    if len(trees) < 1 + len(overlays) or (diagnostics and not partial):
+        return None, diagnostics
     (base, *layers), ((root, data), *overlaid) = inputs, trees
     folder = base.path.parent
     writers: Writers = {}
@@ -194,7 +200,7 @@ def load_inputs(
             writers,
             folder,
         ),
-        [],
+        diagnostics,
     )
 
 

@@ -157,6 +157,35 @@ class Document:
         """Every input by the name diagnostics use, for the text renderer's quotes."""
         return {layer.name: layer for layer in reversed(self.layers)}
 
+    def unit_at(self, span: Span) -> PathKey | None:
+        """The part of the spec (:mod:`meshgen.units`) whose text holds ``span``; None when it
+        lies outside every part. A list item's index is the same after merging (lists are
+        replaced whole), so an overlay's spans map to the merged spec's parts."""
+        layer = next((item for item in self.layers if item.name == span.file), None)
+        if layer is None or not isinstance(layer.root, MappingNode):
+            return None
+        at = (span.line - 1, span.col - 1)
+        for key, value in layer.root.value:
+            if not isinstance(key, ScalarNode) or not _covers(key, value, at):
+                continue
+            if key.value == "monitoring" and isinstance(value, MappingNode):
+                for inner, items in value.value:
+                    if isinstance(inner, ScalarNode) and inner.value in ("alerts", "slos"):
+                        index = _item_at(items, at)
+                        if index is not None:
+                            return ("monitoring", inner.value, index)
+                return None
+            if key.value == "services" and isinstance(value, MappingNode):
+                for name, service in value.value:
+                    if isinstance(name, ScalarNode) and _covers(name, service, at):
+                        return ("services", name.value)
+                return None
+            if key.value in ("routes", "listeners", "access"):
+                index = _item_at(value, at)
+                return None if index is None else (key.value, index)
+            return None
+        return None
+
     def _writer(self, path: PathKey) -> Layer:
         index = writer_of(self.writers, path)
         return self.base if index is None else self.overlays[index]
@@ -174,3 +203,19 @@ def _existing(data: Any, path: PathKey) -> PathKey:
             continue
         return path[:depth]
     return path
+
+
+def _covers(first: Node, last: Node, at: tuple[int, int]) -> bool:
+    """Whether 0-based (line, column) ``at`` lies from ``first``'s start to ``last``'s end."""
+    start, end = first.start_mark, last.end_mark
+    return (start.line, start.column) <= at <= (end.line, end.column)
+
+
+def _item_at(node: Node, at: tuple[int, int]) -> int | None:
+    """The index of the item of sequence ``node`` that holds ``at``."""
+    if not isinstance(node, SequenceNode):
+        return None
+    for index, item in enumerate(node.value):
+        if _covers(item, item, at):
+            return index
+    return None

@@ -214,3 +214,20 @@ def test_stdin_spec_resolves_paths_against_the_working_directory(
     assert main(["validate", "-"]) == 1
     err = capsys.readouterr().err
     assert "<stdin>:16:29: error[E501]" in err and "against the working directory" in err
+
+
+def test_a_recoverable_error_in_an_overlay_leaves_its_part_out(spec: Path) -> None:
+    """A duplicate key in an overlay's service: that service is left out, the rest checked."""
+    over = _write(
+        spec.parent,
+        "o.yaml",
+        "services:\n  ratings:\n    timeout: 1s\n    timeout: 2s\nroutes:\n"
+        "  - name: r\n    to: [{service: ratings}, {service: nope, weight: 1}]\n",
+    )
+    mesh, diags = load_mesh(spec, [over])
+    assert mesh is None
+    assert [(d.code, d.span.file, d.span.line) for d in diags] == [
+        ("E008", str(over), 4),
+        ("E302", str(over), 7),
+        ("E201", str(over), 7),
+    ]

@@ -186,3 +186,34 @@ def test_the_runtime_loader_reads_what_was_built(spec: Path, dist_on_path: Path)
     loaded = load_tables(dist_on_path)
     assert type(loaded.mesh).__module__ == "meshgen_runtime.tables"  # the copied runtime
     assert dataclasses.asdict(loaded) == dataclasses.asdict(result.tables)
+
+
+DUPLICATE_IN_A_SERVICE = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  reviews:
+    discovery:
+      static: [{address: 127.0.0.1:9081}]
+    timeout: 1s
+    timeout: 2s
+  ratings:
+    discovery:
+      static: [{address: 127.0.0.1:9082}]
+routes:
+  - name: r
+    to: [{service: reviews}, {service: raitngs}]
+"""
+
+
+def test_a_recoverable_yaml_error_in_one_part_does_not_hide_the_others() -> None:
+    """A duplicate key inside a service leaves that service out; the route is still checked
+    (its reference to the left-out service is not 'unknown', the typo is)."""
+    result = compile_text(DUPLICATE_IN_A_SERVICE, "mesh.yaml")
+    assert _codes(result) == ["E008", "E302", "E302", "E201"]
+    assert result.diagnostics[3].message.endswith("unknown service 'raitngs'")
+
+
+def test_a_recoverable_yaml_error_outside_every_part_stops_after_source() -> None:
+    broken = DUPLICATE_IN_A_SERVICE.replace("version: 1\n", "version: 1\nversion: 1\n")
+    assert _codes(compile_text(broken, "mesh.yaml")) == ["E008", "E008"]
