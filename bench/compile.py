@@ -2,6 +2,7 @@
 
     python bench/compile.py                      # 100, 1,000 and 10,000 services
     python bench/compile.py --sizes 1000 --profile   # where the time goes, per module
+    python bench/compile.py --sizes 10000 --baseline ../old-checkout --rounds 5   # A/B
 
 Each synthetic service has 3-5 static endpoints (labelled v1/v2, two zones), an HTTP health
 check, retries, mutual TLS with certificate files this script creates, two subsets and two
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,11 +109,21 @@ print(time.perf_counter() - t)
 """
 
 
-def run_measured(argv: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one subprocess; exits if it fails."""
+@dataclass(frozen=True)
+class Run:
+    """One measured subprocess: wall and CPU (user + system) seconds, peak RSS, stdout."""
+
+    wall: float
+    cpu: float
+    peak_mib: float
+    out: str
+
+
+def run_measured(argv: list[str], cwd: Path = ROOT) -> Run:
+    """Run ``argv`` in ``cwd`` (whose meshgen ``-m meshgen`` imports); exits if it fails."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -121,7 +133,8 @@ def run_measured(argv: list[str]) -> tuple[float, float, str]:
             raise SystemExit(
                 f"{argv[:4]} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}"
             )
-        return wall, usage.ru_maxrss / 1024, out.read().decode()
+        cpu = usage.ru_utime + usage.ru_stime
+        return Run(wall, cpu, usage.ru_maxrss / 1024, out.read().decode())
 
 
 def bench(n: int, work: Path) -> dict[str, float]:
@@ -133,17 +146,53 @@ def bench(n: int, work: Path) -> dict[str, float]:
     result = {"n": n, "mib": spec.stat().st_size / 2**20}
     build_argv = [sys.executable, "-m", "meshgen", "build", str(spec), "-o", str(folder / "dist")]
     load = [sys.executable, "-c", LOAD_SNIPPET, str(spec)]
-    _, _, out = run_measured([*load, "nogc"])
-    result["load_nogc_s"] = float(out)
-    _, result["load_peak_mib"], out = run_measured([*load, "gc"])
-    result["load_s"] = float(out)
-    wall, peak, _ = run_measured(build_argv)
-    result["build_s"] = wall
-    result["build_peak_mib"] = peak
+    result["load_nogc_s"] = float(run_measured([*load, "nogc"]).out)
+    loaded = run_measured([*load, "gc"])
+    result["load_peak_mib"], result["load_s"] = loaded.peak_mib, float(loaded.out)
+    built = run_measured(build_argv)
+    result["build_s"], result["build_peak_mib"] = built.wall, built.peak_mib
     result["dist_mib"] = (
         sum(p.stat().st_size for p in (folder / "dist").rglob("*") if p.is_file()) / 2**20
     )
     return result
+
+
+def against(n: int, baseline: Path, rounds: int, work: Path) -> None:
+    """A/B: this checkout's build and ``baseline``'s, alternating, with a CSafeLoader load in
+    every round; CPU seconds (user + system of the subprocess) are what a busy machine
+    disturbs least, so each build is also shown as a ratio to that round's load CPU."""
+    folder = work / f"ab{n}"
+    folder.mkdir()
+    make_certs(folder / "certs")
+    spec = folder / "mesh.yaml"
+    spec.write_text(make_spec(n))
+    print(f"A/B at {n:,} services: baseline {baseline} vs this checkout {ROOT}")
+    print("round | load cpu s | baseline wall s | baseline cpu s | this wall s | this cpu s | "
+          "baseline/load cpu | this/load cpu | this/baseline cpu | load avg")  # fmt: skip
+    mine: list[float] = []
+    theirs: list[float] = []
+    for number in range(1, rounds + 1):
+        load = run_measured([sys.executable, "-c", LOAD_SNIPPET, str(spec), "gc"])
+        runs = {}
+        order = (
+            (("base", baseline), ("this", ROOT))
+            if number % 2
+            else (("this", ROOT), ("base", baseline))
+        )
+        for side, root in order:
+            argv = [sys.executable, "-m", "meshgen", "build", str(spec), "-o", str(folder / side)]
+            runs[side] = run_measured(argv, cwd=root)
+        base, this = runs["base"], runs["this"]
+        theirs.append(base.cpu / load.cpu)
+        mine.append(this.cpu / load.cpu)
+        print(
+            f"{number} | {load.cpu:.2f} | {base.wall:.2f} | {base.cpu:.2f} | {this.wall:.2f} | "
+            f"{this.cpu:.2f} | {base.cpu / load.cpu:.2f}x | {this.cpu / load.cpu:.2f}x | "
+            f"{this.cpu / base.cpu:.3f} | {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    median = sorted(mine)[len(mine) // 2], sorted(theirs)[len(theirs) // 2]
+    print(f"median build/load CPU: this {median[0]:.2f}x, baseline {median[1]:.2f}x")
 
 
 def profile(n: int, work: Path) -> None:
@@ -266,9 +315,17 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="profile instead of timing")
     parser.add_argument("--stages", action="store_true", help="time each stage in-process")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="CHECKOUT", help="A/B against another checkout's build"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (default 5)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
+        if args.baseline is not None:
+            for n in sizes:
+                against(n, args.baseline.resolve(), args.rounds, Path(tmp))
+            return 0
         if args.profile or args.stages:
             sys.path.insert(0, str(ROOT))  # this checkout's meshgen, as the subprocess builds
             for n in sizes:
