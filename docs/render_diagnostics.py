@@ -65,14 +65,13 @@ def _text(path: Path) -> str:
 def render_example(case: str) -> str:
     """The case, its overlay (when it names one), and what validate prints."""
     overlay = overlay_of(case)
-    shown = f"with `--overlay {overlay}`:\n\n```yaml\n{_text(CASES / overlay)}```\n\n"
+    shown = ""
+    if overlay is not None:
+        shown = f"with `--overlay {overlay}`:\n\n```yaml\n{_text(CASES / overlay)}```\n\n"
     output = cli_output(case)
     if not output.endswith("\n"):
         output += "\n"
-    return (
-        f"`{case}`:\n\n```yaml\n{_text(CASES / case)}```\n\n{shown if overlay else ''}"
-        f"```\n{output}```\n"
-    )
+    return f"`{case}`:\n\n```yaml\n{_text(CASES / case)}```\n\n{shown}```\n{output}```\n"
 
 
 def render(doc: str) -> str:

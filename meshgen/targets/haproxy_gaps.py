@@ -27,6 +27,10 @@ SANS = (
     "SANs such as SPIFFE IDs)"
 )
 DNS = f"at most {DNS_SLOTS} endpoints are used, and a record's TTL does not shorten the refresh"
+AUDIT = (
+    "nothing is refused and the verdict is captured for HAProxy's request log ({deny}, once "
+    "you configure logging); there is no meshgen_denied_total and no caller name"
+)
 CALLER = (
     "HAProxy 2.6 cannot read the caller's URI SAN: requests that only rules naming a caller "
     "allow are denied (fail closed)"
@@ -73,6 +77,11 @@ def gaps(tables: Tables) -> list[Gap]:
     clusters = {c.name: c for c in tables.clusters}
     out = [g for c in tables.clusters for g in service_gaps(c, tables)]
     out += [g for r in tables.routes for g in route_gaps(r, clusters)]
+    out += [
+        Gap("listener", lst.name, "access", AUDIT)
+        for lst in tables.listeners
+        if enforced_on(lst) and lst.access == "audit"
+    ]
     if any(enforced_on(lst) for lst in tables.listeners):
         out += [
             Gap("access", str(i), "from", CALLER)

@@ -16,7 +16,7 @@ from conftest import require_binary
 
 from meshgen import pipeline
 from meshgen.runtime.tables import Endpoint
-from meshgen.targets import haproxy, make_context
+from meshgen.targets import haproxy, haproxy_gaps, make_context
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/mesh.yaml"))
@@ -200,6 +200,11 @@ def test_audit_listener_forwards_and_captures_the_verdict(
     assert "http-request capture var(txn.mg_audit) len 4" in audit
     assert "deny_status 403" not in audit and "mg_audit" not in enforce
     assert f"string 'access denied' {denied_if}" in enforce
+    tables = pipeline.compile_text(AUDIT.replace("MODE", "audit"), "mesh.yaml").tables
+    assert tables is not None  # and GAPS.txt says what HAProxy's audit mode lacks:
+    assert haproxy_gaps.Gap("listener", "edge", "access", haproxy_gaps.AUDIT) in (
+        haproxy_gaps.gaps(tables)
+    )
     for mode, text in (("audit", audit), ("enforce", enforce)):
         cfg = tmp_path / f"{mode}.cfg"
         cfg.write_text(text)
