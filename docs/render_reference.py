@@ -92,7 +92,9 @@ def type_of(schema: Schema, node: Schema) -> str:
     if kind == "object":
         values = node.get("additionalProperties")
         if isinstance(values, dict):
-            return f"mapping of name to {type_of(schema, values)}"
+            keys = node.get("propertyNames", {})
+            key = type_of(schema, keys) if _ref_name(keys) not in (None, "name") else "name"
+            return f"mapping of {key} to {type_of(schema, values)}"
         return "mapping"
     if kind in ("integer", "number"):
         low = node.get("minimum", node.get("exclusiveMinimum"))

@@ -52,6 +52,7 @@ BUILT_INS: Final[Mapping[str, BuiltIn]] = MappingProxyType(
             ("MeshInfo.admin_host", "MeshInfo.admin_port"),
         ),
         "listeners": BuiltIn([{"name": "edge", "address": "127.0.0.1:15001"}]),
+        "service.protocol": BuiltIn("http1", (_SVC + "protocol",), ("Cluster.protocol",)),
         "service.connect_timeout": BuiltIn(
             "5s",
             (_SVC + "connect_timeout", _DEF + "connect_timeout"),
@@ -63,6 +64,7 @@ BUILT_INS: Final[Mapping[str, BuiltIn]] = MappingProxyType(
         "service.idle_timeout": BuiltIn(
             "60s", (_SVC + "idle_timeout", _DEF + "idle_timeout"), ("Cluster.idle_timeout_s",)
         ),
+        "tcp_service.idle_timeout": BuiltIn("1h"),  # defaults: idle_timeout does not apply
         "service.discovery.static.weight": BuiltIn(
             1, ("/$defs/endpoint/properties/weight",), ("Endpoint.weight",)
         ),
@@ -88,6 +90,7 @@ BUILT_INS: Final[Mapping[str, BuiltIn]] = MappingProxyType(
         "service.health_check.http.expected_statuses": BuiltIn(
             [200], (_HC + "http/properties/expected_statuses",), ("HealthCheck.expected_statuses",)
         ),
+        "service.health_check.grpc.service": BuiltIn("", (), ("HealthCheck.grpc_service",)),
         "service.health_check.interval": BuiltIn(
             "5s", (_HC + "interval",), ("HealthCheck.interval_s",)
         ),
@@ -164,6 +167,7 @@ BUILT_INS: Final[Mapping[str, BuiltIn]] = MappingProxyType(
             301, (_ROUTE + "redirect/properties/status",), ("Redirect.status",)
         ),
         "listener.access": BuiltIn("enforce", (_LISTENER + "access",), ("Listener.access",)),
+        "listener.protocol": BuiltIn("http", (_LISTENER + "protocol",), ("Listener.protocol",)),
         "listener.tls.client_certificates": BuiltIn(
             "none",
             (_LISTENER + "tls/properties/client_certificates",),

@@ -55,8 +55,9 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "E205": "access rule names an unknown service",
         "E206": "alert or SLO watches an unknown service",
         "E207": "failover backup is an unknown service",
+        "E208": "tcp listener forwards to an unknown service",
         # routes and traffic
-        "E301": "route weights do not sum to 100",
+        "E301": "weights do not sum to 100",
         "E302": "destination without a weight",
         "E303": "route has both or neither of `to` and `redirect`",
         "E304": "`rewrite.path_prefix` without `match.path_prefix`",
@@ -113,6 +114,19 @@ CODES: Final[Mapping[str, str]] = MappingProxyType(
         "W603": "SLO objective below 50 (a ratio written instead of a percent)",
         # what a target named with --target cannot express (meshgen.targets.gaps)
         "W701": "a target named with --target cannot express a field",
+        # protocols: tcp services and listeners (meshgen.checks.protocols)
+        "E801": "HTTP-only field on a tcp service",
+        "E802": "route sends or mirrors requests to a tcp service",
+        "E803": "listener field for the other protocol",
+        "E804": "tcp listener needs exactly one of `to` and `sni`",
+        "E805": "`sni` passthrough on a listener with `tls`",
+        "E806": "tcp listener forwards to a service that is not tcp",
+        "E807": "tcp service hashes on a header or cookie",
+        "E808": "health check the probed port cannot answer",
+        "E809": "failover backup speaks another protocol",
+        "E810": "access rule with methods or paths for a tcp service",
+        "E811": "request-signal alert or SLO on a tcp service",
+        "W801": "listener limit without effect on its protocol",
     }
 )
 """Code -> title; ranges as docs/diagnostics.md describes them."""

@@ -32,6 +32,7 @@ from meshgen.runtime.tables import (
     HeaderOps,
     HealthCheck,
     Limits,
+    ListenerProtocol,
     LoadBalancer,
     Match,
     OutlierDetection,
@@ -39,6 +40,7 @@ from meshgen.runtime.tables import (
     Redirect,
     Rewrite,
     ServerTls,
+    ServiceProtocol,
     Severity,
     TlsMode,
 )
@@ -170,6 +172,7 @@ class Service:
     failover: Failover
     tls: TlsPolicy
     origins: Origins  # every merged policy field, including call.* and tls.*
+    protocol: ServiceProtocol = "http1"
 
     def origin(self, dotted: str) -> Origin:
         """Where the effective value of ``dotted`` (``"retries.attempts"``) was written."""
@@ -218,8 +221,28 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpDestination:
+    """One ``to`` entry of a tcp listener."""
+
+    service: str
+    subset: str | None
+    weight: int | None  # as written; None = omitted
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
+class SniEntry:
+    """One ``sni`` entry of a tcp listener; ``path`` is its value (the service name)."""
+
+    pattern: str
+    service: str
+    path: PathKey
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
-    """``routes`` None means every route; ``synthetic`` is the default ``edge`` listener."""
+    """``routes`` None means every route; ``synthetic`` is the default ``edge`` listener.
+    A tcp listener serves no routes: it forwards to ``to`` or by ``sni``."""
 
     name: str
     path: PathKey
@@ -230,6 +253,13 @@ class Listener:
     synthetic: bool = False
     limits: Limits = field(default_factory=Limits)
     access: AccessMode = "enforce"
+    protocol: ListenerProtocol = "http"
+    to: tuple[TcpDestination, ...] = ()
+    sni: tuple[SniEntry, ...] = ()
+
+    def services(self) -> tuple[str, ...]:
+        """The services a tcp listener forwards to, in file order, each once."""
+        return tuple(dict.fromkeys([*(d.service for d in self.to), *(e.service for e in self.sni)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +306,7 @@ class Gap:
 
     owner: str  # "service 'a'" or "route 'r'"
     field: str  # "rate_limit" or "health_check"
-    missing: str  # "requests_per_second" or "http or tcp"
+    missing: str  # "requests_per_second" or "http, tcp or grpc"
     path: PathKey
     below: str
     conflict: tuple[tuple[str, str], ...] = ()
@@ -326,7 +356,10 @@ class Mesh:
     source: Document | None = field(default=None, repr=False, compare=False)  # spans, files
 
     def listener_routes(self, listener: Listener) -> tuple[str, ...]:
-        """Names of the routes a listener serves (all routes when it lists none)."""
+        """Names of the routes a listener serves (all routes when it lists none; a tcp
+        listener serves none)."""
+        if listener.protocol == "tcp":
+            return ()
         if listener.routes is None:
             return tuple(r.name for r in self.routes)
         return listener.routes

@@ -1,7 +1,8 @@
 """Typed mesh -> runtime :class:`Tables`: every ordering decision of the build lives here.
 
 Ordering rules (the output must not depend on the key order of mesh.yaml's mappings):
-clusters sorted by service name; subsets by name; endpoints, routes, listeners, access rules,
+clusters sorted by service name; subsets by name; a tcp listener's ``sni`` entries by
+pattern; endpoints, routes, listeners (and a tcp listener's ``to``), access rules,
 alerts and SLOs in file order (they are YAML lists; synthetic default routes come sorted by
 service); ``health_checks``, ``outlier_detection`` and ``client_tls`` are dicts built in
 service-name order and hold only the services that have one (TLS: mode other than
@@ -17,7 +18,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Final
 
-from meshgen.model import CallPolicy, DnsDiscovery, Mesh, Retries, Route, Service, Slo
+from meshgen.model import CallPolicy, DnsDiscovery, Listener, Mesh, Retries, Route, Service, Slo
 from meshgen.runtime import tables as t
 
 # (budget share, long window s, short window s); Google SRE workbook / Sloth defaults for 30d.
@@ -77,6 +78,7 @@ def cluster(service: Service) -> t.Cluster:
     return t.Cluster(
         name=service.name,
         discovery=discovery,
+        protocol=service.protocol,
         subsets=tuple(t.Subset(s.name, s.labels) for s in service.subsets),
         load_balancer=service.load_balancer,
         circuit_breaker=service.circuit_breaker,
@@ -128,6 +130,28 @@ def route(item: Route) -> t.Route:
     )
 
 
+def listener(mesh: Mesh, item: Listener, order: dict[str, int]) -> t.Listener:
+    """A listener with the routes it serves in route-table order (a tcp one: none)."""
+    single = len(item.to) == 1
+    return t.Listener(
+        name=item.name,
+        host=item.host,
+        port=item.port,
+        routes=tuple(sorted(set(mesh.listener_routes(item)), key=order.__getitem__)),
+        tls=item.tls,
+        limits=item.limits,
+        access=item.access,
+        protocol=item.protocol,
+        to=tuple(
+            t.TcpTarget(d.service, d.subset, d.weight if d.weight is not None else 100 * single)
+            for d in item.to
+        ),
+        sni=tuple(
+            sorted((t.SniRoute(e.pattern, e.service) for e in item.sni), key=lambda r: r.pattern)
+        ),
+    )
+
+
 def client_tls(service: Service) -> t.ClientTls:
     tls = service.tls
     return t.ClientTls(
@@ -167,18 +191,7 @@ def to_tables(mesh: Mesh) -> t.Tables:
         ),
         clusters=tuple(cluster(s) for s in services),
         routes=tuple(route(r) for r in mesh.routes),
-        listeners=tuple(
-            t.Listener(
-                name=listener.name,
-                host=listener.host,
-                port=listener.port,
-                routes=tuple(sorted(set(mesh.listener_routes(listener)), key=order.__getitem__)),
-                tls=listener.tls,
-                limits=listener.limits,
-                access=listener.access,
-            )
-            for listener in mesh.listeners
-        ),
+        listeners=tuple(listener(mesh, item, order) for item in mesh.listeners),
         health_checks={s.name: s.health_check for s in services if s.health_check is not None},
         outlier_detection={
             s.name: s.outlier_detection for s in services if s.outlier_detection is not None

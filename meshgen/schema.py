@@ -108,6 +108,16 @@ def _shapes() -> dict[str, tuple[str, str, str]]:
             "a server name",
             "expected a DNS name or an IP address",
         ),
+        defs["sni_pattern"]["pattern"]: (
+            BAD_FORMAT,
+            "a server name pattern",
+            "expected a lower-case DNS name, or '*.' followed by one (e.g. *.internal.test)",
+        ),
+        defs["grpc_name"]["pattern"]: (
+            BAD_FORMAT,
+            "a gRPC service name",
+            "expected identifiers separated by dots (e.g. checkout.v1.Checkout)",
+        ),
         defs["uri"]["pattern"]: (BAD_FORMAT, "a URI", "spaces are not allowed (write %20)"),
         defs["http_url"]["pattern"]: (
             BAD_FORMAT,

@@ -18,6 +18,7 @@ from meshgen.checks import (
     limits,
     merging,
     monitoring,
+    protocols,
     references,
     routes,
     shadowing,
@@ -43,6 +44,7 @@ CHECKS = (
     bypass.check,
     chains.check,
     monitoring.check,
+    protocols.check,
 )
 
 

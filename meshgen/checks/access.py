@@ -12,7 +12,8 @@ runtime loads:
 * W504: :meth:`AccessPolicy.matrix` — an enforced listener on which no caller may send anything
   anywhere (its redirect routes aside: a redirect forwards nothing and answers every caller the
   listener admits, as HAProxy's ``http-request redirect`` does; W505, which warned that it
-  answered 403, is retired).
+  answered 403, is retired); on a tcp listener, :meth:`AccessPolicy.connection_denial` for
+  every caller the rules name.
 
 W509: ``access: enforce | audit`` on a listener that does not check callers, where no rule
 applies, so the setting does nothing (an audit listener is a dry run: it checks callers and
@@ -31,7 +32,7 @@ from meshgen import plan
 from meshgen.checks.context import Context
 from meshgen.model import AccessRule, Listener, Mesh, PathKey, Route
 from meshgen.runtime import tables as t
-from meshgen.runtime.access import ANY, AccessPolicy, PartialAccess
+from meshgen.runtime.access import ANY, AccessPolicy, PartialAccess, listener_services
 from meshgen.runtime.paths import normalize_path
 
 W503 = "W503"
@@ -221,8 +222,31 @@ def _reasons(ctx: Context, route: Route, denied: tuple[str, ...]) -> list[tuple[
     return out
 
 
+def _tcp_listener(ctx: Context, listener: Listener) -> None:
+    """W504 for a tcp listener: no caller may reach every service it forwards to."""
+    mesh = ctx.mesh
+    if any(s not in mesh.services for s in listener.services()):
+        return  # an unknown service (E208): the rules cannot be judged yet
+    full = policy(mesh, [])
+    clusters = {name: plan.cluster(s) for name, s in mesh.services.items()}
+    reach = listener_services(plan.listener(mesh, listener, {}), clusters)
+    if any(full.connection_denial(c, reach) is None for c in (*full.callers, ANY)):
+        return
+    ctx.warning(
+        W504,
+        f"listener '{listener.name}' checks callers but no access rule allows a connection "
+        "to all of its services: every connection there is closed",
+        (*listener.path, "tls", "client_certificates"),
+        "add access rules from the callers to each service it forwards to (and their "
+        "backups), or set client_certificates: none",
+    )
+
+
 def _listener(ctx: Context, listener: Listener, routes: dict[str, Route]) -> None:
     """W504: an enforced listener on which the rules allow nobody anything."""
+    if listener.protocol == "tcp":
+        _tcp_listener(ctx, listener)
+        return
     served = [routes[n] for n in ctx.mesh.listener_routes(listener) if n in routes]
     forwarding = [r for r in served if r.redirect is None]
     mesh = ctx.mesh

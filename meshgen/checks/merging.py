@@ -33,8 +33,9 @@ def _explain(gap: Gap) -> tuple[str, str]:
         )
     if gap.field == "health_check":
         return (
-            f"{head} has neither http nor tcp (not set here nor {gap.below})",
-            "add 'http: {path: /healthz}' or 'tcp: {}' here, or a health_check to defaults",
+            f"{head} has none of http, tcp and grpc (not set here nor {gap.below})",
+            "add 'http: {path: /healthz}', 'tcp: {}' or 'grpc: {}' here, or a health_check to "
+            "defaults",
         )
     return (
         f"{head} has no {gap.missing} (not set here nor {gap.below})",

@@ -6,7 +6,8 @@ instead (0.999 means 0.999% good responses, a budget so large its alerts can nev
 W601 is limited to signals that come from request traffic (error rate, request rate,
 latency, SLOs): health and certificate signals are measured whether or not a route reaches
 the service. Reachable means: a destination or mirror of a route some listener serves, or a
-failover backup of a reachable service. W602: ``cert_expiry`` is measured on the certificate
+failover backup of a reachable service (request signals on a tcp service are E811 instead).
+W602: ``cert_expiry`` is measured on the certificate
 files the runtime loads for a service (its ``tls.ca`` when verifying, its ``tls.cert`` with
 mutual TLS; a listener's files count under the listener's name), so without any it never fires.
 
@@ -117,7 +118,8 @@ def _reachability(ctx: Context) -> None:
         if a.expr is not None and a.expr.signal in TRAFFIC_SIGNALS
     ] + [(f"SLO '{s.name}'", s.service, s.path) for s in mesh.slos]
     for what, service, path in watched:
-        if service in mesh.services and service not in reachable:
+        known = mesh.services.get(service)
+        if known is not None and known.protocol != "tcp" and service not in reachable:
             ctx.warning(
                 "W601",
                 f"{what} watches service '{service}', which no served route sends traffic to",

@@ -1,4 +1,5 @@
-"""E2xx: every name a spec refers to exists (services, subsets, routes).
+"""E2xx: every name a spec refers to exists (services, subsets, routes, a tcp listener's
+services).
 
 ``access`` ``from`` is a caller identity, not a reference: it need not be a service. A name of
 a part left out after an earlier error (``Mesh.skipped``) is not reported as unknown.
@@ -16,24 +17,42 @@ def check(ctx: Context) -> None:
     for route in mesh.routes:
         if route.synthetic:
             continue
+        owner = f"route '{route.name}'"
         for dest in route.to:
             _destination(
-                ctx, route.name, dest.service, dest.subset, dest.path, "E201", "sends traffic to"
+                ctx, owner, dest.service, dest.subset, dest.path, "E201", "sends traffic to"
             )
         if route.mirror is not None:
             mirror = route.mirror
             _destination(
                 ctx,
-                route.name,
+                owner,
                 mirror.service,
                 mirror.subset,
                 mirror.path,
                 "E203",
                 "mirrors traffic to",
             )
+    for listener in mesh.listeners:
+        owner = f"tcp listener '{listener.name}'"
+        for target in listener.to:
+            _destination(
+                ctx, owner, target.service, target.subset, target.path, "E208", "forwards to"
+            )
+        for entry in listener.sni:
+            if entry.service not in services:
+                ctx.error(
+                    "E208",
+                    f"{owner} forwards server name '{entry.pattern}' to unknown service "
+                    f"'{entry.service}'",
+                    entry.path,
+                    did_you_mean(entry.service, services),
+                )
     route_names = [r.name for r in mesh.routes]
     known_routes = set(route_names)
     for listener in mesh.listeners:
+        if listener.protocol == "tcp":
+            continue  # its routes are E803
         for index, name in enumerate(listener.routes or ()):
             if name not in known_routes and not mesh.skipped.route(name):
                 ctx.error(
@@ -73,7 +92,7 @@ def check(ctx: Context) -> None:
 
 def _destination(
     ctx: Context,
-    route: str,
+    owner: str,
     service_name: str,
     subset: str | None,
     path: PathKey,
@@ -86,7 +105,7 @@ def _destination(
     if service is None:
         ctx.error(
             code,
-            f"route '{route}' {verb} unknown service '{service_name}'",
+            f"{owner} {verb} unknown service '{service_name}'",
             (*path, "service"),
             did_you_mean(service_name, {*ctx.mesh.services, *ctx.mesh.skipped.services}),
         )
@@ -100,7 +119,7 @@ def _destination(
         )
         ctx.error(
             "E202",
-            f"route '{route}' {verb} unknown subset '{subset}' of service '{service_name}'",
+            f"{owner} {verb} unknown subset '{subset}' of service '{service_name}'",
             (*path, "subset"),
             hint,
         )

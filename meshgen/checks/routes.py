@@ -13,10 +13,11 @@ The retry warning is reported once per place ``per_try_timeout`` is written, so 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from meshgen.checks.context import Context
 from meshgen.durations import format_duration
-from meshgen.model import CallPolicy, PathKey, Route
+from meshgen.model import CallPolicy, Destination, PathKey, Route, TcpDestination
 
 UNSERVED = "W303"
 
@@ -37,16 +38,18 @@ def check(ctx: Context) -> None:
             )
         else:
             first_seen[route.name] = name_path
-        _weights(ctx, route)
+        _weights(ctx, f"route '{route.name}'", route.to, route.path)
         _shape(ctx, route)
         _regexes(ctx, route)
+    for listener in ctx.mesh.listeners:
+        _weights(ctx, f"tcp listener '{listener.name}'", listener.to, listener.path)
     _retries(ctx)
     _unserved(ctx)
 
 
 def _unserved(ctx: Context) -> None:
-    """W303: every listener lists its routes and none lists this one."""
-    listeners = ctx.mesh.listeners
+    """W303: every http listener lists its routes and none lists this one."""
+    listeners = [lst for lst in ctx.mesh.listeners if lst.protocol == "http"]
     if ctx.mesh.skipped.any("listeners") or any(lst.routes is None for lst in listeners):
         return
     served = {name for listener in listeners for name in listener.routes or ()}
@@ -59,32 +62,42 @@ def _unserved(ctx: Context) -> None:
         ctx.warning(
             UNSERVED,
             f"route '{route.name}' is served by no listener: every listener lists its routes "
-            "and none lists it",
+            "and none lists it"
+            if listeners
+            else f"route '{route.name}' is served by no listener: every listener is tcp",
             (*route.path, "name"),
-            f"add '{route.name}' to the routes of a listener ({names}), or remove the route",
+            f"add '{route.name}' to the routes of a listener ({names}), or remove the route"
+            if listeners
+            else "add an http listener, or remove the route",
         )
 
 
-def _weights(ctx: Context, route: Route) -> None:
-    if len(route.to) > 1:
-        for index, dest in enumerate(route.to):
+def _weights(
+    ctx: Context,
+    owner: str,
+    to: Sequence[Destination | TcpDestination],
+    path: PathKey,
+) -> None:
+    """E301/E302 for the ``to`` list of a route or a tcp listener (``owner`` names it)."""
+    if len(to) > 1:
+        for index, dest in enumerate(to):
             if dest.weight is None:
                 ctx.error(
                     "E302",
-                    f"destination '{dest.service}' of route '{route.name}' has no weight",
-                    (*route.path, "to", index),
-                    f"a route with {len(route.to)} destinations needs a weight on each; "
-                    "the weights sum to 100",
+                    f"destination '{dest.service}' of {owner} has no weight",
+                    (*path, "to", index),
+                    f"a {owner.rsplit(' ', 1)[0]} with {len(to)} destinations needs a weight "
+                    "on each; the weights sum to 100",
                 )
-        if any(d.weight is None for d in route.to):
+        if any(d.weight is None for d in to):
             return
-    total = sum(d.weight for d in route.to if d.weight is not None)
-    if route.to and total != 100 and not (len(route.to) == 1 and route.to[0].weight is None):
-        shown = " + ".join(str(d.weight) for d in route.to)
+    total = sum(d.weight for d in to if d.weight is not None)
+    if to and total != 100 and not (len(to) == 1 and to[0].weight is None):
+        shown = " + ".join(str(d.weight) for d in to)
         ctx.error(
             "E301",
-            f"weights of route '{route.name}' sum to {total} ({shown}), not 100",
-            (*route.path, "to"),
+            f"weights of {owner} sum to {total} ({shown}), not 100",
+            (*path, "to"),
             key=True,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from meshgen import builtin
 from meshgen.lower.context import LowerContext, split_address, version_text
 from meshgen.lower.merge import Merged
-from meshgen.model import AccessRule, Listener, PathKey
+from meshgen.model import AccessRule, Listener, PathKey, SniEntry, TcpDestination
 from meshgen.runtime import tables as t
 
 
@@ -49,6 +49,17 @@ def listener(ctx: LowerContext, raw: Merged, path: PathKey) -> Listener:
         server_tls,
         limits=limits(ctx, raw.get("limits") or {}, (*path, "limits")),
         access=raw.get("access", builtin.default("listener.access")),
+        protocol=raw.get("protocol", builtin.default("listener.protocol")),
+        to=tuple(
+            TcpDestination(
+                str(item["service"]), item.get("subset"), item.get("weight"), (*path, "to", i)
+            )
+            for i, item in enumerate(raw.get("to") or ())
+        ),
+        sni=tuple(
+            SniEntry(str(pattern), str(service), (*path, "sni", pattern))
+            for pattern, service in (raw.get("sni") or {}).items()
+        ),
     )
 
 
@@ -69,6 +80,11 @@ def limits(ctx: LowerContext, raw: Merged, path: PathKey) -> t.Limits:
         request_head_timeout_s=timed("request_head_timeout"),
         client_idle_timeout_s=timed("client_idle_timeout"),
         max_connections=count("max_connections"),
+        max_connection_duration_s=ctx.duration(
+            raw["max_connection_duration"], (*path, "max_connection_duration")
+        )
+        if "max_connection_duration" in raw
+        else None,
     )
 
 

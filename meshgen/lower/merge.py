@@ -27,10 +27,9 @@ POLICY_FIELDS: Final = (
 )
 CALL_FIELDS: Final[tuple[str, ...]] = ("timeout", "idle_timeout", "retries")
 ATOMIC: Final = frozenset({"load_balancer.hash_on"})  # one-of mappings replace as a whole
-EXCLUSIVE: Final = {
-    "health_check.http": "health_check.tcp",
-    "health_check.tcp": "health_check.http",
-}
+_PROBES: Final = ("health_check.http", "health_check.tcp", "health_check.grpc")
+EXCLUSIVE: Final = {kind: tuple(k for k in _PROBES if k != kind) for kind in _PROBES}
+"""A field -> the fields it replaces when a later layer writes it (one probe kind at a time)."""
 
 Merged = dict[str, Any]
 OriginMap = dict[str, Origin]
@@ -50,10 +49,9 @@ def overlay(
     for key, item in value.items():
         dotted = prefix + key
         where = (*path, key)
-        other = EXCLUSIVE.get(dotted)
-        if other is not None and merged.pop(other.rsplit(".", 1)[1], None) is not None:
-            for stale in [k for k in origins if k == other or k.startswith(other + ".")]:
-                del origins[stale]
+        for other in EXCLUSIVE.get(dotted, ()):
+            if merged.pop(other.rsplit(".", 1)[1], None) is not None:
+                _forget(origins, other)
         origins[dotted] = origin(where)
         if isinstance(item, dict) and dotted not in ATOMIC:
             current = merged.get(key)
@@ -63,6 +61,23 @@ def overlay(
             overlay(nested, origins, item, origin, where, dotted + ".")
         else:
             merged[key] = item
+
+
+def drop(merged: Merged, origins: OriginMap, dotted: str) -> None:
+    """Remove the field ``dotted`` (and what is under it) from a merged mapping."""
+    *parents, leaf = dotted.split(".")
+    inner: Any = merged
+    for part in parents:
+        inner = inner.get(part)
+        if not isinstance(inner, dict):
+            return
+    inner.pop(leaf, None)
+    _forget(origins, dotted)
+
+
+def _forget(origins: OriginMap, dotted: str) -> None:
+    for stale in [k for k in origins if k == dotted or k.startswith(dotted + ".")]:
+        del origins[stale]
 
 
 def copy_nested(mapping: Merged) -> None:

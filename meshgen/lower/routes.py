@@ -15,7 +15,7 @@ from meshgen.runtime import tables as t
 def routes(ctx: LowerContext, services: dict[str, Service]) -> tuple[Route, ...]:
     raw_routes = ctx.data.get("routes")
     if raw_routes is None:
-        return tuple(default_route(ctx, s) for s in services.values())
+        return tuple(default_route(ctx, s) for s in services.values() if s.protocol != "tcp")
     skip = ctx.skip
     return tuple(
         route(ctx, r, ("routes", i), services)
@@ -25,7 +25,8 @@ def routes(ctx: LowerContext, services: dict[str, Service]) -> tuple[Route, ...]
 
 
 def default_route(ctx: LowerContext, service: Service) -> Route:
-    """Without ``routes:``, host NAME and NAME.<domain> go to service NAME (reference.md)."""
+    """Without ``routes:``, host NAME and NAME.<domain> go to service NAME (reference.md);
+    a tcp service gets none (only tcp listeners reach it)."""
     hosts = (service.name, f"{service.name}.{ctx.domain}") if ctx.domain else (service.name,)
     dest = Destination(service.name, None, 100, service.path, service.call)
     return Route(

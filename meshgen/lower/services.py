@@ -6,8 +6,9 @@ from typing import cast
 
 from meshgen import builtin
 from meshgen.lower.context import LowerContext, pairs, version_text
-from meshgen.lower.merge import POLICY_FIELDS, Merged, OriginMap, copy_nested, overlay
+from meshgen.lower.merge import POLICY_FIELDS, Merged, OriginMap, copy_nested, drop, overlay
 from meshgen.model import (
+    BUILT_IN,
     CallPolicy,
     DnsDiscovery,
     Endpoint,
@@ -20,6 +21,7 @@ from meshgen.model import (
     Subset,
     TlsPolicy,
 )
+from meshgen.protocols import TCP_NOT_INHERITED, TCP_RETRY_ON
 from meshgen.runtime import tables as t
 
 _default = builtin.default
@@ -43,6 +45,9 @@ def service(ctx: LowerContext, name: str, raw: Merged) -> Service:
     origins = dict(ctx.default_origins)
     own: Merged = {k: raw[k] for k in POLICY_FIELDS if k in raw}
     overlay(merged, origins, own, ctx.origin("service"), path)
+    protocol = cast(t.ServiceProtocol, raw.get("protocol", _default("service.protocol")))
+    if protocol == "tcp":
+        tcp_inherits(merged, origins)
     return Service(
         name=name,
         path=path,
@@ -56,12 +61,36 @@ def service(ctx: LowerContext, name: str, raw: Merged) -> Service:
         outlier_detection=outlier(ctx, merged, origins),
         circuit_breaker=circuit_breaker(merged.get("circuit_breaker") or {}),
         connect_timeout_s=ctx.timed(merged, origins, "connect_timeout"),
-        call=call_policy(ctx, merged, origins),
+        call=call_policy(ctx, merged, origins, protocol == "tcp"),
         rate_limit=service_rate_limit(ctx, name, merged.get("rate_limit")),
         failover=failover(raw.get("failover") or {}, (*path, "failover")),
         tls=client_tls(merged.get("tls") or {}),
         origins=origins,
+        protocol=protocol,
     )
+
+
+def tcp_inherits(merged: Merged, origins: OriginMap) -> None:
+    """Leave out what a tcp service cannot use of ``defaults:`` (meshgen.protocols): the
+    HTTP-only fields, ``idle_timeout``, hashing on a header or cookie, and an http or grpc
+    probe of the traffic port, which becomes a tcp connect on the same schedule."""
+
+    def inherited(dotted: str) -> bool:
+        return origins.get(dotted, BUILT_IN).kind == "defaults"
+
+    for dotted in TCP_NOT_INHERITED:
+        if inherited(dotted):
+            drop(merged, origins, dotted)
+    hash_on = (merged.get("load_balancer") or {}).get("hash_on") or {}
+    if "source_ip" not in hash_on and inherited("load_balancer.hash_on"):
+        drop(merged, origins, "load_balancer.hash_on")
+    check = merged.get("health_check")
+    if check is None or "port" in check:
+        return
+    for kind in ("http", "grpc"):
+        if kind in check and inherited(f"health_check.{kind}"):
+            drop(merged, origins, f"health_check.{kind}")
+            check["tcp"] = {}
 
 
 def discovery(ctx: LowerContext, raw: Merged, path: PathKey) -> StaticDiscovery | DnsDiscovery:
@@ -111,22 +140,26 @@ def health_check(
     raw = merged.get("health_check")
     if raw is None:
         return None
-    http = raw.get("http")
-    if http is None and "tcp" not in raw:
+    kinds: tuple[t.HealthCheckKind, ...] = ("http", "tcp", "grpc")
+    kind = next((k for k in kinds if k in raw), None)
+    if kind is None:
         where = ("services", name, "health_check")
         ctx.gaps.append(
-            Gap(f"service '{name}'", "health_check", "http or tcp", where, "in defaults")
+            Gap(f"service '{name}'", "health_check", "http, tcp or grpc", where, "in defaults")
         )
         return None
-    http_raw = http or {}
+    http_raw = raw.get("http") or {}
+    grpc_raw = raw.get("grpc") or {}
     return t.HealthCheck(
-        kind="tcp" if http is None else "http",
+        kind=kind,
         path=str(http_raw.get("path", _default("service.health_check.http.path"))),
         expected_statuses=tuple(
             http_raw.get(
                 "expected_statuses", _default("service.health_check.http.expected_statuses")
             )
         ),
+        grpc_service=str(grpc_raw.get("service", _default("service.health_check.grpc.service"))),
+        port=raw.get("port"),
         interval_s=ctx.timed(merged, origins, "health_check.interval"),
         timeout_s=ctx.timed(merged, origins, "health_check.timeout"),
         healthy_threshold=int(
@@ -165,7 +198,11 @@ def circuit_breaker(raw: Merged) -> t.CircuitBreaker:
     )
 
 
-def call_policy(ctx: LowerContext, merged: Merged, origins: OriginMap) -> CallPolicy:
+def call_policy(
+    ctx: LowerContext, merged: Merged, origins: OriginMap, tcp: bool = False
+) -> CallPolicy:
+    """Timeouts and retries; a tcp service's retries are connect attempts, and its idle
+    timeout falls back to the tcp built-in (``defaults:`` was left out by tcp_inherits)."""
     retries = merged.get("retries")
     policy = None
     if retries is not None:
@@ -176,7 +213,7 @@ def call_policy(ctx: LowerContext, merged: Merged, origins: OriginMap) -> CallPo
             per_try_timeout_s=None
             if per_try is None
             else ctx.duration(per_try, origins["retries.per_try_timeout"].path),
-            on=tuple(retries.get("on", _default("service.retries.on"))),
+            on=TCP_RETRY_ON if tcp else tuple(retries.get("on", _default("service.retries.on"))),
             backoff_base_s=ctx.timed(merged, origins, "retries.backoff.base"),
             backoff_max_s=ctx.timed(merged, origins, "retries.backoff.max"),
             budget_ratio=float(budget.get("ratio", _default("service.retries.budget.ratio"))),
@@ -189,7 +226,9 @@ def call_policy(ctx: LowerContext, merged: Merged, origins: OriginMap) -> CallPo
         )
     return CallPolicy(
         timeout_s=ctx.timed(merged, origins, "timeout"),
-        idle_timeout_s=ctx.timed(merged, origins, "idle_timeout"),
+        idle_timeout_s=ctx.timed(merged, origins, "idle_timeout")
+        if not tcp or "idle_timeout" in merged
+        else builtin.seconds("tcp_service.idle_timeout"),
         retries=policy,
         origins=origins,
     )

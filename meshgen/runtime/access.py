@@ -47,10 +47,21 @@ def path_under(path: str, prefix: str) -> bool:
 
 def route_services(route: Route, clusters: Mapping[str, Cluster]) -> tuple[str, ...]:
     """Every service a request on ``route`` can reach: targets, mirror, backups (in that order)."""
-    out: dict[str, None] = {}
     pending = [t.service for t in route.to]
     if route.mirror is not None:
         pending.append(route.mirror.service)
+    return _with_backups(pending, clusters)
+
+
+def listener_services(listener: Listener, clusters: Mapping[str, Cluster]) -> tuple[str, ...]:
+    """Every service a connection to a tcp ``listener`` can reach: its ``to`` or ``sni``
+    services and their backups."""
+    pending = [*(t.service for t in listener.to), *(r.service for r in listener.sni)]
+    return _with_backups(pending, clusters)
+
+
+def _with_backups(pending: list[str], clusters: Mapping[str, Cluster]) -> tuple[str, ...]:
+    out: dict[str, None] = {}
     for service in pending:
         while service not in out:
             out[service] = None
@@ -175,6 +186,16 @@ class AccessPolicy:
         return all(
             any(g.permits(method, path) for g in self.grants_for(caller, s)) for s in services
         )
+
+    def connection_denial(self, caller: str | None, services: tuple[str, ...]) -> str | None:
+        """A tcp listener's verdict by identity alone (rules for tcp services name no methods
+        or paths): ``None`` when rules let ``caller`` reach each of ``services`` (all of
+        them, so a weighted split never refuses at random), else the first service they do
+        not open."""
+        for service in services:
+            if caller is None or not self.grants_for(caller, service):
+                return service
+        return None if services else ""
 
     def route_allowed(self, route: str, caller: str | None, method: str, path: str) -> bool:
         """:meth:`allowed` for the services of ``route``, from the precomputed table."""

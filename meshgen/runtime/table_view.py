@@ -151,10 +151,11 @@ def compact(view: View) -> str:
 def health_view(check: HealthCheck) -> View:
     view = fields_view(check)
     kind: View = {}
-    for key in ("path", "expected_statuses"):
-        value = view.pop(key)
-        if check.kind == "http":
-            kind[key] = value
+    owned = {"path": "http", "expected_statuses": "http", "grpc_service": "grpc"}
+    for key, owner in owned.items():
+        value = view.pop(key, None)
+        if check.kind == owner and value:
+            kind[key.removeprefix("grpc_")] = value
     return {check.kind: kind, **view}
 
 
@@ -173,7 +174,7 @@ def call_view(timeout_s: float, idle_timeout_s: float, retries: RetryPolicy | No
 
 def service_view(tables: Tables, cluster: Cluster) -> View:
     """A service: its endpoints (or DNS discovery), subsets and every effective policy."""
-    view: View = {}
+    view: View = {"protocol": cluster.protocol}
     if isinstance(cluster.discovery, StaticDiscovery):
         for e in cluster.discovery.endpoints:
             view[f"endpoint {e.address}"] = fields_view(e, ENDPOINT_KEY)
@@ -271,7 +272,11 @@ def listener_view(listener: Listener) -> View:
         "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "routes": text("routes", tuple(sorted(listener.routes))),  # tried in table order
     }
-    view.update(fields_view(listener, frozenset({"host", "port", "routes"})))  # tls, limits, ...
+    view.update(fields_view(listener, frozenset({"host", "port", "routes", "to", "sni"})))
+    for t in listener.to:
+        view[f"to {target_name(t.service, t.subset)}"] = str(t.weight)
+    for r in listener.sni:
+        view[f"sni {r.pattern}"] = r.service
     return view
 
 

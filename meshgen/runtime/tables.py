@@ -17,7 +17,22 @@ from typing import Literal
 
 LoadBalancerPolicy = Literal["round_robin", "random", "least_request", "ring_hash", "maglev"]
 DnsRecordType = Literal["SRV", "A", "AAAA"]
-RetryCondition = Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"]
+RetryCondition = Literal[
+    "connect-failure",
+    "reset",
+    "5xx",
+    "gateway-error",
+    "retriable-4xx",
+    "refused-stream",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+ServiceProtocol = Literal["http1", "http2", "grpc", "tcp"]
+ListenerProtocol = Literal["http", "tcp"]
+HealthCheckKind = Literal["http", "tcp", "grpc"]
 TlsMode = Literal["disable", "simple", "mutual"]
 ClientCertificates = Literal["none", "optional", "required"]
 AccessMode = Literal["enforce", "audit"]
@@ -86,15 +101,18 @@ class LoadBalancer:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
-    """Active check. ``kind`` http probes ``path`` and expects one of ``expected_statuses``."""
+    """Active check. ``kind`` http probes ``path`` and expects one of ``expected_statuses``;
+    grpc asks grpc.health.v1 about ``grpc_service``. ``port`` None: the endpoint's own port."""
 
-    kind: Literal["http", "tcp"]
+    kind: HealthCheckKind
     path: str = "/"
     expected_statuses: tuple[int, ...] = (200,)
     interval_s: float = 5.0
     timeout_s: float = 1.0
     healthy_threshold: int = 2
     unhealthy_threshold: int = 3
+    grpc_service: str = ""
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +160,15 @@ class Failover:
 
 @dataclass(frozen=True, slots=True)
 class Cluster:
-    """A service as the runtime sees it: where its endpoints are and how to pick and call them."""
+    """A service as the runtime sees it: where its endpoints are and how to pick and call them.
+
+    A ``tcp`` cluster uses ``connect_timeout_s``, ``idle_timeout_s``,
+    ``circuit_breaker.max_connections`` and ``retries.attempts`` (connect attempts) only.
+    """
 
     name: str
     discovery: StaticDiscovery | DnsDiscovery
+    protocol: ServiceProtocol = "http1"
     subsets: tuple[Subset, ...] = ()
     load_balancer: LoadBalancer = LoadBalancer()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
@@ -263,10 +286,31 @@ class Limits:
     request_head_timeout_s: float = 10.0
     client_idle_timeout_s: float = 60.0
     max_connections: int = 10000
+    max_connection_duration_s: float | None = None  # tcp listeners; None: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class TcpTarget:
+    """One weighted tcp service a tcp listener forwards connections to."""
+
+    service: str
+    subset: str | None
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class SniRoute:
+    """``pattern`` is a lower-case server name, or ``*.`` and a suffix (any depth below it)."""
+
+    pattern: str
+    service: str
 
 
 @dataclass(frozen=True, slots=True)
 class Listener:
+    """An ``http`` listener serves ``routes``; a ``tcp`` one forwards to ``to`` (weighted) or,
+    without terminating TLS, by the ClientHello's server name to ``sni`` (sorted by pattern)."""
+
     name: str
     host: str
     port: int  # 0: any free port; the runtime reports what it bound
@@ -274,6 +318,9 @@ class Listener:
     tls: ServerTls | None = None
     limits: Limits = Limits()
     access: AccessMode = "enforce"  # audit: what the rules deny is forwarded, logged and counted
+    protocol: ListenerProtocol = "http"
+    to: tuple[TcpTarget, ...] = ()
+    sni: tuple[SniRoute, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from meshgen.runtime.tables import (
     Target,
 )
 
-from . import RenderContext
+from . import RenderContext, haproxy_tcp
 from .haproxy_syntax import (
     acl_value,
     balance,
@@ -60,6 +60,9 @@ RETRY_ON = {
             "504"),
     "gateway-error": ("conn-failure", "response-timeout", "502", "503", "504"),
     "retriable-4xx": (),  # 409 is not a status HAProxy can retry on
+    # HAProxy 2.6 cannot retry on a refused HTTP/2 stream or on a gRPC status
+    "refused-stream": (), "cancelled": (), "deadline-exceeded": (), "internal": (),
+    "resource-exhausted": (), "unavailable": (),
 }  # fmt: skip
 
 
@@ -98,6 +101,8 @@ class Config:
         return (c.timeout_s, c.idle_timeout_s, c.retries)
 
     def pool(self, service: str, subset: str | None, zone: str | None, policy: Policy) -> Pool:
+        if self.clusters[service].protocol == "tcp":  # its own policy, whoever fails over
+            policy = self.own_policy(self.clusters[service])
         key = (service, subset, zone, policy)
         if key not in self.pools:
             c = self.clusters[service]
@@ -136,6 +141,8 @@ class Config:
     # -- frontends ---------------------------------------------------------------------------
 
     def frontend(self, lst: Listener) -> list[str]:
+        if lst.protocol == "tcp":
+            return haproxy_tcp.frontend(self, lst)
         names = set(lst.routes)
         routes = [r for r in self.t.routes if r.name in names]
         lines = [self.bind(lst), f"timeout client {duration(self.client_timeout())}",
@@ -190,7 +197,9 @@ class Config:
         return text
 
     def client_timeout(self) -> float:
-        return max([c.idle_timeout_s for c in self.t.clusters] or [60.0])
+        """An http frontend's: the longest idle timeout of the HTTP services."""
+        idle = [c.idle_timeout_s for c in self.t.clusters if c.protocol != "tcp"]
+        return max(idle or [60.0])
 
     @staticmethod
     def route_acls(r: Route) -> list[str]:
@@ -348,6 +357,8 @@ class Config:
 
     def backend(self, pool: Pool) -> list[str]:
         c, (timeout, idle, retries) = pool.cluster, pool.policy
+        if c.protocol == "tcp":
+            return haproxy_tcp.backend(self, pool)
         own = pool.name == c.name
         lines = [f"# service {c.name}" + (f" subset {pool.subset}" if pool.subset else "")
                  + (f" zone {pool.zone}" if pool.zone else "")]  # fmt: skip
@@ -368,6 +379,22 @@ class Config:
             lines.append("option redispatch 1")
         else:
             lines.append("retries 0")
+        cb = c.circuit_breaker
+        limits = (f" maxconn {self.per_server(c, min(cb.max_requests, cb.max_connections))}"
+                  f" maxqueue {self.per_server(c, cb.max_pending_requests)}")  # fmt: skip
+        return lines + self.servers(pool, limits)
+
+    def per_server(self, c: Cluster, total: int) -> int:
+        """A service-wide limit shared by its servers (DNS: by its server-template slots)."""
+        everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
+        return math.ceil(total / (len(everyone) or DNS_SLOTS))
+
+    def servers(self, pool: Pool, limits: str, layer: int = 7) -> list[str]:
+        """A pool's health-check options and server lines; ``layer`` is what outlier
+        detection observes (7: HTTP statuses, 4: connect errors)."""
+        c = pool.cluster
+        own = pool.name == c.name
+        lines: list[str] = []
         hc = self.t.health_checks.get(c.name)
         od = self.t.outlier_detection.get(c.name)
         checked = hc is not None or od is not None
@@ -377,30 +404,29 @@ class Config:
             alternatives = "|".join(map(str, codes))
             lines.append(f"http-check expect status {codes[0]}" if len(codes) == 1 else
                          f"http-check expect rstatus ^({alternatives})$")  # fmt: skip
+        if own and hc is not None and hc.kind == "grpc":
+            lines.append("# health_check.grpc: HAProxy 2.6 has no gRPC check; a connect instead")
         if own and checked:
             inter = hc.interval_s if hc is not None else od.interval_s  # type: ignore[union-attr]
             lines.append(f"timeout check {duration(hc.timeout_s if hc else c.connect_timeout_s)}")
             rise, fall = (hc.healthy_threshold, hc.unhealthy_threshold) if hc else (1, 1)
             lines.append(f"default-server inter {duration(inter)} rise {rise} fall {fall}")
-        eps = self.endpoints(pool)
-        cb = c.circuit_breaker
-        everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
-        n = len(everyone) or DNS_SLOTS
-        limits = (f" maxconn {math.ceil(min(cb.max_requests, cb.max_connections) / n)}"
-                  f" maxqueue {math.ceil(cb.max_pending_requests / n)}")  # fmt: skip
+        port = hc.port if hc is not None else None
         tls = self.tls_options(c.name)
         if isinstance(c.discovery, DnsDiscovery):
             d = c.discovery
             target = d.query_name if d.record_type == "SRV" else f"{d.query_name}:{d.port}"
             prefer = "ipv6" if d.record_type == "AAAA" else "ipv4"
-            check = check_options(od) if checked else ""
+            check = check_options(od, layer, port) if checked else ""
             lines.append(f"server-template ep {DNS_SLOTS} {target} resolvers dns.{c.name} "
                          f"resolve-prefer {prefer} init-addr none{limits}{tls}{check}")  # fmt: skip
             return lines
+        everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
         weights = dict(zip(everyone, scaled_weights(everyone), strict=True))
-        for e in eps:
+        for e in self.endpoints(pool):
             name, w = server_name(e), weights[e]
-            state = (check_options(od) if own else f" track {c.name}/{name}") if checked else ""
+            state = check_options(od, layer, port) if own else f" track {c.name}/{name}"
+            state = state if checked else ""
             lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
         return lines
 

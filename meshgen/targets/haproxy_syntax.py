@@ -85,10 +85,12 @@ def balance(c: Cluster) -> list[str]:
     return [f"balance {key}", "hash-type consistent"]
 
 
-def check_options(od: OutlierDetection | None) -> str:
-    text = " check"
+def check_options(od: OutlierDetection | None, layer: int = 7, port: int | None = None) -> str:
+    """A server's ``check`` options: the health port, and what outlier detection observes
+    (``layer`` 7: HTTP statuses; 4: connection errors, for tcp services)."""
+    text = " check" + (f" port {port}" if port is not None else "")
     if od is not None:
-        text += f" observe layer7 error-limit {od.consecutive_5xx} on-error mark-down"
+        text += f" observe layer{layer} error-limit {od.consecutive_5xx} on-error mark-down"
     return text
 
 

@@ -102,8 +102,13 @@ services:
     tls: {mode: simple}
   b:
     discovery: {dns: {name: b}, }
+  c:
+    protocol: tcp
+    discovery: {static: [{address: 127.0.0.1:6379}]}
+    health_check: {grpc: {}, port: 9000}
 listeners:
   - {name: edge, address: 127.0.0.1:0, tls: {cert: c.pem, key: k.pem}}
+  - {name: db, address: 127.0.0.1:0, protocol: tcp, to: [{service: c}]}
 routes:
   - {name: r, to: [{service: a}], fault: {delay: {fixed: 1s}, abort: {status: 503}},
      mirror: {service: a}}
@@ -118,7 +123,8 @@ def test_lowering_a_spec_that_writes_nothing_gives_the_built_ins() -> None:
     """Every optional field left out lowers (and plans) to exactly the table's value."""
     mesh = mesh_of(BARE)
     tables = to_tables(mesh)
-    a, b = tables.clusters
+    a, b, c = tables.clusters
+    grpc_check = tables.health_checks["c"]
     check, od, tls = (
         tables.health_checks["a"],
         tables.outlier_detection["a"],
@@ -134,6 +140,10 @@ def test_lowering_a_spec_that_writes_nothing_gives_the_built_ins() -> None:
     seconds = builtin.seconds
     lowered = {
         "admin": (tables.mesh.admin_host, tables.mesh.admin_port),
+        "service.protocol": a.protocol,
+        "tcp_service.idle_timeout": c.idle_timeout_s,
+        "service.health_check.grpc.service": grpc_check.grpc_service,
+        "listener.protocol": tables.listeners[0].protocol,
         "service.connect_timeout": a.connect_timeout_s,
         "service.timeout": a.timeout_s,
         "service.idle_timeout": a.idle_timeout_s,

@@ -84,7 +84,8 @@ def test_route_rate_limit_from_defaults() -> None:
         ),
         (
             "services:\n  a:\n" + SERVICE + "    health_check: {interval: 5s}\n",
-            "health_check of service 'a' has neither http nor tcp (not set here nor in defaults)",
+            "health_check of service 'a' has none of http, tcp and grpc (not set here nor in "
+            "defaults)",
         ),
         (
             "services:\n  a:\n"

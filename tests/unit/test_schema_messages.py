@@ -33,6 +33,10 @@ CASES: dict[str, str] = {
     "host": BASE + SERVICE % "" + "routes: [{name: r, match: {host: 'a/b'}, to: [{service: a}]}]\n",
     "server_name": BASE + SERVICE % ", tls: {mode: simple, sni: 'a/b'}",
     "uri": BASE + SERVICE % "" + "routes: [{name: r, redirect: {location: 'a b'}}]\n",
+    "sni_pattern": BASE
+    + SERVICE % ", protocol: tcp"
+    + "listeners: [{name: p, address: '127.0.0.1:0', protocol: tcp, sni: {'API.test': a}}]\n",
+    "grpc_name": BASE + SERVICE % ", health_check: {grpc: {service: 'a/b'}}",
     "url_path": BASE + SERVICE % ", health_check: {http: {path: healthz}}",
     "http_url": BASE + SERVICE % "" + "monitoring: {alertmanager: 'ftp://am'}\n",
 }

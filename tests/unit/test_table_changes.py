@@ -27,9 +27,11 @@ from meshgen.runtime.tables import (
     Limits,
     RetryPolicy,
     ServerTls,
+    SniRoute,
     Slo,
     StaticDiscovery,
     Tables,
+    TcpTarget,
 )
 from tests.unit.tables_factory import make_tables
 
@@ -225,6 +227,32 @@ def test_listeners() -> None:
     tls = ServerTls("a.pem", "a-key.pem")
     added = replace(BASE, listeners=(edge, mtls, replace(edge, name="new", tls=tls)))
     assert lines(added) == ["listener new: added"]
+
+
+def test_tcp_listeners_and_services() -> None:
+    """Targets, SNI patterns, a service's protocol and a grpc probe are named as written."""
+    edge, mtls = BASE.listeners
+    tcp = replace(edge, name="db", routes=(), protocol="tcp", to=(TcpTarget("a", None, 100),))
+    before = replace(BASE, listeners=(edge, mtls, tcp))
+    split = replace(tcp, to=(TcpTarget("a", None, 90), TcpTarget("a", "v1", 10)))
+    assert lines(replace(BASE, listeners=(edge, mtls, split)), before) == [
+        "listener db: to a 100 -> 90",
+        "listener db: to a/v1 added (10)",
+    ]
+    sni = replace(tcp, to=(), sni=(SniRoute("*.test", "a"),))
+    assert lines(replace(BASE, listeners=(edge, mtls, sni)), before) == [
+        "listener db: to a removed",
+        "listener db: sni *.test added (a)",
+    ]
+    name = BASE.clusters[0].name
+    assert lines(with_cluster(BASE, name, protocol="tcp")) == [
+        f"service {name}: protocol http1 -> tcp"
+    ]
+    grpc = HealthCheck("grpc", grpc_service="a.v1.A", port=9090)
+    checks = replace(BASE, health_checks={**BASE.health_checks, name: grpc})
+    changed = lines(checks)
+    assert f"service {name}: health_check.grpc added (service a.v1.A)" in changed
+    assert f"service {name}: health_check.port added (9090)" in changed
 
 
 def test_alerts_and_slos() -> None:

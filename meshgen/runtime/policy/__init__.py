@@ -1,0 +1,1 @@
+"""Policy: pure decisions over the tables (routing, resilience, access, TLS, server names)."""
