@@ -43,6 +43,8 @@ APT_PACKAGES = {
     "systemd-analyze": "systemd",
     "node": "nodejs",
     "dot": "graphviz",
+    "redis-server": "redis-server",
+    "redis-cli": "redis-server",  # (its dependency redis-tools)
 }
 
 

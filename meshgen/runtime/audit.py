@@ -36,6 +36,14 @@ class AuditLog:
         self, listener: str, caller: str | None, method: str, path: str, route: str, service: str
     ) -> None:
         """Log one request the rules deny that ``listener`` forwarded (audit mode)."""
+        what = f"{method} {path!r}"
+        self._log(listener, what, caller, f" on route {route}", service)
+
+    def connection_denied(self, listener: str, caller: str | None, service: str) -> None:
+        """Log one connection the rules deny that tcp ``listener`` forwarded (audit mode)."""
+        self._log(listener, "a connection", caller, "", service)
+
+    def _log(self, listener: str, what: str, caller: str | None, where: str, service: str) -> None:
         if self.bucket.try_acquire() is not None:
             self.suppressed += 1
             return
@@ -43,13 +51,12 @@ class AuditLog:
         self.suppressed = 0
         who = "a caller without a certificate" if caller is None else f"caller {caller!r}"
         self.logger.warning(
-            "access audit: listener %s forwarded %s %r from %s on route %s; verdict: deny "
+            "access audit: listener %s forwarded %s from %s%s; verdict: deny "
             "(no access rule lets it call service %s)%s",
             listener,
-            method,
-            path,
+            what,
             who,
-            route,
+            where,
             service,
             more,
         )

@@ -29,7 +29,7 @@ import resource
 import time
 from collections.abc import Callable
 
-from .tables import Limits
+from .tables import Limits, Listener
 from .timers import TIMER_SLACK
 
 log = logging.getLogger("meshgen.runtime")
@@ -43,6 +43,31 @@ REASONS = (
     "url_bytes",  # 414
     "bad_request",  # not HTTP/1.x, or framing the proxy does not accept: 400, 501, 505
 )
+TCP_REASONS = (
+    "max_connections",
+    "fd_limit",
+    "no_healthy_endpoint",  # the service (and its backups) had no endpoint to connect to
+    "circuit_open",  # circuit_breaker.max_connections of the service reached
+    "connect_failure",  # every connect attempt failed or timed out
+)
+"""The reasons a tcp listener closes a connection without forwarding it (access denials are
+``meshgen_denied_total``)."""
+SNI_REASONS = (
+    *TCP_REASONS,
+    # not a TLS ClientHello, one without a server name or above 16 KiB, or a name that no
+    # sni pattern matches: nothing to route by
+    "sni_no_match",
+    "sni_timeout",  # no ClientHello within 5 s of the accept
+)
+
+
+def reasons(listener: Listener) -> tuple[str, ...]:
+    """The refusal reasons a listener can count (their series start at 0)."""
+    if listener.protocol == "http":
+        return REASONS
+    return SNI_REASONS if listener.sni else TCP_REASONS
+
+
 ADMIN_NAME = "_admin"  # its label value; listener names start with a letter
 PROXY_FD_RESERVE = 128  # descriptors kept free by the listeners: upstream connects, admin, logs
 ADMIN_FD_RESERVE = 16

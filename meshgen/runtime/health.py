@@ -80,9 +80,14 @@ class HealthState:
         return False
 
 
+CONNECTED = "connected"
+"""The outcome of a tcp connect that succeeded (a tcp connection has no status)."""
+
+
 def is_failure(outcome: int | str) -> bool:
-    """Outcomes that count towards ``consecutive_5xx`` (local errors count as gateway errors)."""
-    return outcome >= 500 if isinstance(outcome, int) else True
+    """Outcomes that count towards ``consecutive_5xx`` (local errors count as gateway errors;
+    for tcp services, failed connects)."""
+    return outcome >= 500 if isinstance(outcome, int) else outcome != CONNECTED
 
 
 class OutlierDetector:

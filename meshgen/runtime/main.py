@@ -26,7 +26,8 @@ After a reload the runtime logs what changed, one line per change in mesh.yaml's
 reviews-split: to reviews/v3 weight 10 -> 50``.
 
 ``SIGTERM``/``SIGINT`` stop accepting, answer the remaining requests with
-``connection: close`` within ``--grace`` seconds, and exit 0.
+``connection: close`` within ``--grace`` seconds (tcp connections get as long to end on their
+own, then are closed), and exit 0.
 
 At start the soft ``RLIMIT_NOFILE`` is raised to the hard limit (``guard.raise_fd_limit``), so
 the listeners' connection limits, not a low default of 1024 descriptors, decide who is refused.
@@ -45,6 +46,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +54,7 @@ from typing import IO, Any
 from .admin import AdminServer, start_admin
 from .alerts import AlertEvaluator
 from .forward.generation import Generation
+from .forward.tcp import TcpProxy
 from .guard import raise_fd_limit
 from .loader import load_tables
 from .metrics import Metrics
@@ -178,7 +181,12 @@ class Runtime:
         self.stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
         self.proxy: Proxy | None = None
+        self.tcp = TcpProxy(self._live, self.metrics)
         self._retired: set[asyncio.Task[Any]] = set()
+
+    def _live(self) -> Generation:
+        assert self.proxy is not None
+        return self.proxy.generation
 
     def _dns(self) -> tuple[list[str] | None, int]:
         if not self.args.dns_server:
@@ -225,7 +233,11 @@ class Runtime:
             same_address = old is not None and (old.host, old.port) == (lst.host, lst.port)
             if old is not None and same_address and old.ssl is ctx:
                 continue
-            factory = self.proxy.protocol(lst)
+            factory: Callable[[], asyncio.Protocol] = (
+                self.tcp.protocol(lst, self.proxy.guard(lst))
+                if lst.protocol == "tcp"
+                else self.proxy.protocol(lst)
+            )
             if old is not None and same_address:
                 fd = os.dup(old.server.sockets[0].fileno())
                 server = await loop.create_server(
@@ -405,11 +417,12 @@ class Runtime:
         self.proxy.start_drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.args.grace
-        while self.proxy.connections and loop.time() < deadline:
+        while (self.proxy.connections or self.tcp.connections) and loop.time() < deadline:
             await asyncio.sleep(0.05)
             self.proxy.start_drain()
         for conn in list(self.proxy.connections):
             conn.close()
+        self.tcp.close_all()
         if self.admin is not None:
             await self.admin.close()
         for task in list(self._retired):

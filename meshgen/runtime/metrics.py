@@ -99,6 +99,21 @@ _HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Client connections refused or closed by a listener's limits, by reason.",
         ("listener", "reason"),
     ),
+    "meshgen_tcp_connections_total": (
+        "counter",
+        "Connections a tcp listener forwarded to a service (the upstream connection opened).",
+        ("listener", "service"),
+    ),
+    "meshgen_tcp_active_connections": (
+        "gauge",
+        "Connections a tcp listener is forwarding now.",
+        ("listener", "service"),
+    ),
+    "meshgen_tcp_bytes_total": (
+        "counter",
+        "Bytes a tcp listener forwarded: rx received from clients, tx sent to them.",
+        ("listener", "service", "direction"),
+    ),
     "meshgen_cert_expiry_timestamp_seconds": (
         "gauge",
         "notAfter of a certificate the runtime uses, as a Unix time.",
@@ -157,6 +172,9 @@ class Metrics:
         self.denied: dict[tuple[str, str, str, str], int] = {}
         self.cert_expiry: dict[tuple[str, str], float] = {}
         self.rejected: dict[tuple[str, str], int] = {}
+        self.tcp_connections: dict[tuple[str, str], int] = {}
+        self.tcp_active: dict[tuple[str, str], int] = {}
+        self.tcp_bytes: dict[tuple[str, str, str], int] = {}
 
     # --- hot path -----------------------------------------------------------------------
     def observe_request(
@@ -206,6 +224,20 @@ class Metrics:
         key = (listener, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
 
+    def tcp_opened(self, listener: str, service: str) -> None:
+        """A tcp connection to ``service`` is forwarded from now on."""
+        key = (listener, service)
+        self.tcp_connections[key] = self.tcp_connections.get(key, 0) + 1
+        self.tcp_active[key] = self.tcp_active.get(key, 0) + 1
+
+    def tcp_closed(self, listener: str, service: str) -> None:
+        key = (listener, service)
+        self.tcp_active[key] = self.tcp_active.get(key, 1) - 1
+
+    def add_tcp_bytes(self, key: tuple[str, str, str], size: int) -> None:
+        """``key`` is (listener, service, ``rx`` or ``tx``), made once per connection."""
+        self.tcp_bytes[key] = self.tcp_bytes.get(key, 0) + size
+
     def declare_listener(self, listener: str, reasons: Iterable[str]) -> None:
         """Start a listener's refusal series at 0 (kept while the process runs)."""
         for reason in reasons:
@@ -252,6 +284,12 @@ class Metrics:
         rejected = ((k, float(v)) for k, v in self.rejected.items())
         yield "meshgen_connections_rejected_total", rejected
         yield "meshgen_cert_expiry_timestamp_seconds", ((k, v) for k, v in self.cert_expiry.items())
+        for name, counts in (
+            ("meshgen_tcp_connections_total", self.tcp_connections),
+            ("meshgen_tcp_active_connections", self.tcp_active),
+            ("meshgen_tcp_bytes_total", self.tcp_bytes),
+        ):
+            yield name, ((k, float(v)) for k, v in counts.items())
 
     def _histogram_samples(self) -> Iterable[tuple[str, LabelKey, float]]:
         names = _HELP["meshgen_request_duration_seconds"][2]

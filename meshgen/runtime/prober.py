@@ -16,6 +16,7 @@ decisions are the pure functions of ``health.py``:
   ``reuse_connection`` default; the connection is dropped, and opened afresh by the next probe,
   after a failure, a ``Connection: close`` or HTTP/1.0 answer, an answer over the limits, or
   bytes nobody asked for. A TCP job connects and closes each time (the connect is the check).
+  ``health_check.port`` sends every probe to that port of the endpoint instead.
   With TLS the peer's identity is checked exactly as the proxy does (``UpstreamTls``).
 * **Bounded.** One tick starts at most :data:`MAX_STARTS_PER_TICK` probes (a backlog after a
   stall goes out in slices, sockets served in between); at most ``limit`` are in flight: a
@@ -191,14 +192,15 @@ class _Job:
 
     async def connect(self, loop: asyncio.AbstractEventLoop) -> None:
         ep, tls = self.endpoint, self.tls
+        port = self.check.port or ep.port  # health_check.port: a separate health port
         try:
             if tls is None:
                 transport, conn = await loop.create_connection(
-                    lambda: _Connection(self), ep.host, ep.port
+                    lambda: _Connection(self), ep.host, port
                 )
             else:
                 transport, conn = await loop.create_connection(
-                    lambda: _Connection(self), ep.host, ep.port, ssl=tls.context,
+                    lambda: _Connection(self), ep.host, port, ssl=tls.context,
                     server_hostname=tls.server_hostname(ep.host),
                 )  # fmt: skip
         except (OSError, ssl.SSLError):
@@ -213,7 +215,8 @@ class _Job:
             transport.close()
             self.finish(False)
             return
-        if self.check.kind == "tcp" or not self.busy:  # a connect is the check / timed out
+        # tcp: a connect is the check (grpc too, until gRPC probes land: docs/protocols.md)
+        if self.check.kind != "http" or not self.busy:  # ... or the probe timed out
             transport.close()
             self.finish(True)
             return

@@ -26,7 +26,7 @@ from .fastpath import ProxyAttempt, identity
 from .forward.attempt import LOCAL, START, Answer, Attempt
 from .forward.generation import Generation
 from .forward.tries import drive
-from .guard import REASONS, ListenerGuard
+from .guard import ListenerGuard, reasons
 from .http1 import Request, ServerConnection, simple_response
 from .metrics import Metrics
 from .mirror import Mirrors
@@ -89,7 +89,7 @@ class Proxy:
             guard = self.guards[listener.name] = ListenerGuard(
                 listener.name, listener.limits, self.metrics.inc_rejected
             )
-            self.metrics.declare_listener(listener.name, REASONS)
+            self.metrics.declare_listener(listener.name, reasons(listener))
         guard.limits = listener.limits
         return guard
 

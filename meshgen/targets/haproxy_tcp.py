@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from meshgen.runtime.codec.sni import HELLO_WAIT
 from meshgen.runtime.policy.sni import WILDCARD, precedence
 from meshgen.runtime.tables import Listener, Target, TcpTarget
 
@@ -23,9 +24,6 @@ from .haproxy_syntax import acl_value, balance, duration
 
 if TYPE_CHECKING:
     from .haproxy import Config, Pool
-
-HELLO_WAIT = 5.0
-"""Seconds a passthrough listener waits for the ClientHello (the runtime's bound too)."""
 
 
 def _as_target(cfg: Config, t: TcpTarget) -> Target:

@@ -127,8 +127,8 @@ class Runtime:
         self.proc = proc
         self.log = log
         self.ready = ready
-        edge = str(ready["listeners"]["edge"])  # type: ignore[index]
-        host, port = edge.rsplit(":", 1)
+        edge = str(ready["listeners"].get("edge", "127.0.0.1:0"))  # type: ignore[attr-defined]
+        host, port = edge.rsplit(":", 1)  # (a mesh with tcp listeners only has no edge)
         self.host, self.port = host, int(port)
 
     def request(

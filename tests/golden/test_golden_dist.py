@@ -40,7 +40,7 @@ def normalise(tree: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def test_there_are_examples() -> None:
-    assert {"quickstart", "canary", "zone-failover", "mtls", "dns", "slo"} <= set(EXAMPLES)
+    assert {"quickstart", "canary", "zone-failover", "mtls", "dns", "slo", "tcp"} <= set(EXAMPLES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

@@ -151,7 +151,7 @@ def test_w504_on_a_tcp_listener_that_admits_nobody() -> None:
     text = (
         "services:"
         + DB
-        + "    failover: {backup: dr}\n"
+        + "    failover: {backup: dr}\n    health_check: {tcp: {}}\n"
         + DB.replace("db:", "dr:").replace("543", "643")
         + """
 listeners:

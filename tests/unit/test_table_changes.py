@@ -27,8 +27,8 @@ from meshgen.runtime.tables import (
     Limits,
     RetryPolicy,
     ServerTls,
-    SniRoute,
     Slo,
+    SniRoute,
     StaticDiscovery,
     Tables,
     TcpTarget,
@@ -399,18 +399,18 @@ def test_a_field_a_later_version_adds_is_reported() -> None:
     cluster, route, listener = BASE.clusters[0], BASE.routes[0], BASE.listeners[0]
     old = replace(
         BASE,
-        clusters=(_with_new_field(cluster, "protocol", "http1"), *BASE.clusters[1:]),
+        clusters=(_with_new_field(cluster, "tier", "gold"), *BASE.clusters[1:]),
         routes=(_with_new_field(route, "priority", "low"), *BASE.routes[1:]),
         listeners=(_with_new_field(listener, "access_mode", "enforce"), *BASE.listeners[1:]),
     )
     new = replace(
         BASE,
-        clusters=(_with_new_field(cluster, "protocol", "grpc"), *BASE.clusters[1:]),
+        clusters=(_with_new_field(cluster, "tier", "silver"), *BASE.clusters[1:]),
         routes=(_with_new_field(route, "priority", "high"), *BASE.routes[1:]),
         listeners=(_with_new_field(listener, "access_mode", "audit"), *BASE.listeners[1:]),
     )
     assert lines(new, old) == [
         "listener edge: access_mode enforce -> audit",
         "route reviews-split: priority low -> high",
-        "service reviews: protocol http1 -> grpc",
+        "service reviews: tier gold -> silver",
     ]
