@@ -4,9 +4,10 @@ Theory of operation: the runtime tables (of a mesh.yaml, or of a DIST) become on
 :class:`Graph` (nodes grouped per service, edges in table order), which each syntax then
 writes. Nodes: listeners, routes, callers named by access rules, and per service one node for
 the whole service plus one per subset. Edges: a listener to the routes it serves (numbered in
-match order), a route to each destination (its weight) and its mirror (dashed), a service to
-its failover backup (dotted), a caller to each service its rules open (the methods and paths).
-Every label is escaped for its syntax: names are safe, but paths and hosts come from the spec.
+match order; a tcp listener straight to its services, by weight or server name), a route to
+each destination (its weight) and its mirror (dashed), a service to its failover backup
+(dotted), a caller to each service its rules open (the methods and paths). Every label is
+escaped for its syntax: names are safe, but paths and hosts come from the spec.
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def build_graph(tables: Tables) -> Graph:
     for lst in tables.listeners:
         for i, name in enumerate(lst.routes, start=1):
             graph.edges.append(Edge(f"listener:{lst.name}", f"route:{name}", str(i)))
+        for t in lst.to:  # a tcp listener: straight to its services
+            graph.edges.append(
+                Edge(f"listener:{lst.name}", _service_id(t.service, t.subset), f"tcp {t.weight}%")
+            )
+        for r in lst.sni:
+            graph.edges.append(Edge(f"listener:{lst.name}", _service_id(r.service), r.pattern))
     for route in tables.routes:
         for target in route.to:
             graph.edges.append(

@@ -104,8 +104,10 @@ def cluster_type(c: Cluster) -> str:
     return "LOGICAL_DNS" if len(d.endpoints) == 1 else "STRICT_DNS"
 
 
-def _endpoint(e: Endpoint, subsets: bool) -> Json:
+def _endpoint(e: Endpoint, subsets: bool, probe_port: int | None = None) -> Json:
     out: Json = {"endpoint": {"address": socket_address(e.host, e.port)}}
+    if probe_port is not None:  # health_check.port
+        out["endpoint"]["health_check_config"] = {"port_value": probe_port}
     if e.weight != 1:
         out["load_balancing_weight"] = e.weight
     if subsets and e.labels:
@@ -129,7 +131,9 @@ def overprovisioning(c: Cluster) -> int:
     return min(KEEP_ALL, max(100, round(100 * 100 / threshold)))
 
 
-def load_assignment(name: str, c: Cluster, endpoints: tuple[Endpoint, ...] | None) -> Json:
+def load_assignment(
+    name: str, c: Cluster, endpoints: tuple[Endpoint, ...] | None, probe_port: int | None = None
+) -> Json:
     d = c.discovery
     if isinstance(d, DnsDiscovery):
         eps = [] if d.record_type == "SRV" else [{"lb_endpoints": [
@@ -139,7 +143,7 @@ def load_assignment(name: str, c: Cluster, endpoints: tuple[Endpoint, ...] | Non
     levels = priorities(c, d.endpoints if endpoints is None else endpoints)
     groups: list[Json] = []
     for p, level in enumerate(levels):
-        group: Json = {"lb_endpoints": [_endpoint(e, subsets) for e in level]}
+        group: Json = {"lb_endpoints": [_endpoint(e, subsets, probe_port) for e in level]}
         if p:
             group["priority"] = p
         groups.append(group)
@@ -248,6 +252,12 @@ def upstream_tls(c: Cluster, tables: Tables) -> Json | None:
     }
 
 
+def probe_port(c: Cluster, tables: Tables) -> int | None:
+    """``health_check.port``: each endpoint's ``health_check_config`` names it."""
+    hc = tables.health_checks.get(c.name)
+    return hc.port if hc is not None else None
+
+
 def protocol_options(c: Cluster) -> Json:
     """``typed_extension_protocol_options`` for the endpoints' protocol: none for HTTP/1.1
     (Envoy's default). The protocols issue adds ``explicit_http_config`` for http2/grpc here."""
@@ -269,7 +279,7 @@ def service_cluster(
         "connect_timeout": duration(c.connect_timeout_s),
         "lb_policy": LB_POLICIES[c.load_balancer.policy],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
-        "load_assignment": load_assignment(name or c.name, c, endpoints),
+        "load_assignment": load_assignment(name or c.name, c, endpoints, probe_port(c, tables)),
         "circuit_breakers": circuit_breakers(c, budget),
     }
     if c.load_balancer.policy == "least_request":
@@ -339,7 +349,9 @@ def failover_cluster(c: Cluster, clusters: dict[str, Cluster]) -> Json:
 def retry_budgets(tables: Tables) -> dict[str, RetryPolicy]:
     """Per service, the retry policy whose budget its circuit breaker carries: the service's
     own, else the first route target's that retries to it (other budgets: a gap)."""
-    out = {c.name: c.retries for c in tables.clusters if c.retries is not None}
+    out = {  # a tcp service's retries are connect attempts (tcp_proxy), with no budget
+        c.name: c.retries for c in tables.clusters if c.retries is not None and c.protocol != "tcp"
+    }
     for r in tables.routes:
         for t in r.to:
             if t.retries is not None:

@@ -44,6 +44,18 @@ REGEX = "Python regex syntax that RE2 lacks: the route is left out of Envoy (nev
 SPLIT = "its destinations' timeout, idle_timeout or retries differ"
 SPLIT = "its destinations' timeout, idle_timeout or retries differ"
 URL = "Envoy has no separate URL limit: the URL counts in the request head's limit"
+GRPC_CHECK = (
+    "gRPC health checks need the endpoints' HTTP/2 settings, which this target does not write "
+    "yet: a TCP connect to the probed port instead"
+)
+SNI_LIMIT = (
+    "Envoy's connection_limit counts per filter chain: each server name pattern may have "
+    "max_connections connections"
+)
+TCP_SPLIT = (
+    "one tcp_proxy has one idle_timeout and one max_connect_attempts: the largest of its "
+    "services' applies to every connection"
+)
 HEAD = "Envoy counts the head in KiB: the limit is rounded up to a whole KiB"
 
 
@@ -62,6 +74,9 @@ def service_gaps(c: Cluster, tables: Tables, budgets: dict[str, RetryPolicy]) ->
         out.append(Gap("service", c.name, "failover.zones", ZONES))
     if c.name in budgets:
         out.append(Gap("service", c.name, "retries.budget", BUDGET))
+    check = tables.health_checks.get(c.name)
+    if check is not None and check.kind == "grpc":
+        out.append(Gap("service", c.name, "health_check.grpc", GRPC_CHECK))
     od = tables.outlier_detection.get(c.name)
     if od is not None and od.max_ejection_percent != int(od.max_ejection_percent):
         out.append(Gap("service", c.name, "outlier_detection.max_ejection_percent", EJECTION))
@@ -91,7 +106,15 @@ def _budget(p: RetryPolicy) -> tuple[float, float]:
     return (p.budget_ratio, p.budget_min_per_second)
 
 
-def listener_gaps(lst: Listener) -> list[Gap]:
+def listener_gaps(lst: Listener, clusters: dict[str, Cluster]) -> list[Gap]:
+    if lst.protocol == "tcp":
+        live = [t for t in lst.to if t.weight > 0]
+        seen = {(c.idle_timeout_s, c.retries.attempts if c.retries else 0)
+                for c in (clusters[t.service] for t in live)}  # fmt: skip
+        tcp = [Gap("listener", lst.name, "to", TCP_SPLIT)] if len(seen) > 1 else []
+        if len(lst.sni) > 1:
+            tcp.append(Gap("listener", lst.name, "limits.max_connections", SNI_LIMIT))
+        return tcp
     out: list[Gap] = []
     limits, default = lst.limits, Limits()
     if limits.url_bytes != default.url_bytes:
@@ -107,5 +130,5 @@ def gaps(tables: Tables) -> list[Gap]:
     budgets = retry_budgets(tables)
     out = [g for c in tables.clusters for g in service_gaps(c, tables, budgets)]
     out += [g for r in tables.routes for g in route_gaps(r, clusters, budgets)]
-    out += [g for lst in tables.listeners for g in listener_gaps(lst)]
+    out += [g for lst in tables.listeners for g in listener_gaps(lst, clusters)]
     return out

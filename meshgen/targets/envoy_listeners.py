@@ -10,9 +10,8 @@ Theory of operation (docs/envoy.md):
   then the router. Each filter is present only when a served route uses it.
 * Listener limits: the head's byte and header-count limits, the head timeout (408), the
   keep-alive idle timeout, and a connection limit (connections beyond it are closed).
-* :func:`network_filters` is where a ``tcp`` listener (the protocols issue) gets
-  ``tcp_proxy`` instead of the connection manager; ``codec_type`` HTTP1 likewise becomes
-  AUTO for HTTP/2.
+* A ``tcp`` listener is :mod:`.envoy_tcp`'s (``tcp_proxy``, ``tls_inspector``); for
+  HTTP/2, ``codec_type`` HTTP1 becomes AUTO.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import math
 from meshgen.runtime.access import enforced_on
 from meshgen.runtime.tables import Cluster, Listener, Route, Tables
 
+from . import envoy_tcp
 from .envoy_access import OFF, AccessRules, ListenerAccess, audit_log
 from .envoy_clusters import routed_name, tls_params
 from .envoy_routes import (
@@ -149,8 +149,7 @@ def connection_manager(
 def network_filters(
     lst: Listener, routes: list[Route], builder: RouteBuilder, access: ListenerAccess | None
 ) -> list[Json]:
-    """Connection limit, then the HTTP connection manager (``tcp_proxy`` for TCP listeners,
-    once the protocols issue adds them)."""
+    """Connection limit, then the HTTP connection manager (tcp listeners: :mod:`.envoy_tcp`)."""
     limit = typed(
         "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
         {"stat_prefix": lst.name, "max_connections": lst.limits.max_connections},
@@ -190,7 +189,13 @@ def listeners(tables: Tables, builder: RouteBuilder) -> list[Json]:
     rules = AccessRules(tables) if any(enforced_on(x) for x in tables.listeners) else None
     by_name = {r.name: r for r in tables.routes}
     out = []
+    clusters = builder.clusters
     for lst in tables.listeners:
+        if lst.protocol == "tcp":
+            out.append(
+                envoy_tcp.listener(lst, tables, clusters, builder.subsets, downstream_tls(lst))
+            )
+            continue
         routes = [by_name[n] for n in lst.routes]
         access = rules.for_listener(lst) if rules is not None and enforced_on(lst) else None
         chain: Json = {"filters": network_filters(lst, routes, builder, access)}

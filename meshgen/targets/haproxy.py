@@ -359,7 +359,6 @@ class Config:
         c, (timeout, idle, retries) = pool.cluster, pool.policy
         if c.protocol == "tcp":
             return haproxy_tcp.backend(self, pool)
-        own = pool.name == c.name
         lines = [f"# service {c.name}" + (f" subset {pool.subset}" if pool.subset else "")
                  + (f" zone {pool.zone}" if pool.zone else "")]  # fmt: skip
         lines += balance(c)
@@ -404,8 +403,6 @@ class Config:
             alternatives = "|".join(map(str, codes))
             lines.append(f"http-check expect status {codes[0]}" if len(codes) == 1 else
                          f"http-check expect rstatus ^({alternatives})$")  # fmt: skip
-        if own and hc is not None and hc.kind == "grpc":
-            lines.append("# health_check.grpc: HAProxy 2.6 has no gRPC check; a connect instead")
         if own and checked:
             inter = hc.interval_s if hc is not None else od.interval_s  # type: ignore[union-attr]
             lines.append(f"timeout check {duration(hc.timeout_s if hc else c.connect_timeout_s)}")

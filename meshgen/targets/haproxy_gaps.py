@@ -8,7 +8,7 @@ place that says what is lost and what HAProxy does instead.
 from __future__ import annotations
 
 from meshgen.runtime.access import enforced_on
-from meshgen.runtime.tables import Cluster, DnsDiscovery, RetryPolicy, Route, Tables
+from meshgen.runtime.tables import Cluster, DnsDiscovery, Listener, RetryPolicy, Route, Tables
 
 from .gaps import Gap, GapOwner
 from .haproxy import DNS_SLOTS
@@ -18,6 +18,12 @@ RETRIES = (
     "replay (idempotent_only is not honoured), and `timeout` bounds each try, not all of them"
 )
 RETRY_409 = "retriable-4xx: HAProxy cannot retry a 409"
+RETRY_GRPC = (
+    "HAProxy 2.6 cannot retry on a refused HTTP/2 stream or on a gRPC status: those "
+    "outcomes are not retried"
+)
+GRPC_CHECK = "HAProxy 2.6 has no gRPC health check: a TCP connect to the probed port instead"
+MAX_AGE = "HAProxy 2.6 cannot end a connection by age: only the idle timeouts apply"
 OUTLIER = (
     "an ejected endpoint is marked down until its health check passes again: no "
     "base_ejection_time growth, no max_ejection_percent"
@@ -37,17 +43,28 @@ CALLER = (
 )
 
 
+GRPC_CONDITIONS = frozenset(
+    {"refused-stream", "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+     "unavailable"}
+)  # fmt: skip
+
+
 def retry_gaps(kind: GapOwner, name: str, policy: RetryPolicy) -> list[Gap]:
     out = [Gap(kind, name, "retries", RETRIES)]
     if "retriable-4xx" in policy.on:
         out.append(Gap(kind, name, "retries.on", RETRY_409))
+    if set(policy.on) & GRPC_CONDITIONS:
+        out.append(Gap(kind, name, "retries.on", RETRY_GRPC))
     return out
 
 
 def service_gaps(c: Cluster, tables: Tables) -> list[Gap]:
     out: list[Gap] = []
-    if c.retries is not None:
+    if c.retries is not None and c.protocol != "tcp":  # tcp: connect attempts, as `retries`
         out += retry_gaps("service", c.name, c.retries)
+    check = tables.health_checks.get(c.name)
+    if check is not None and check.kind == "grpc":
+        out.append(Gap("service", c.name, "health_check.grpc", GRPC_CHECK))
     if c.name in tables.outlier_detection:
         out.append(Gap("service", c.name, "outlier_detection", OUTLIER))
     ct = tables.client_tls.get(c.name)
@@ -72,10 +89,17 @@ def route_gaps(r: Route, clusters: dict[str, Cluster]) -> list[Gap]:
     return out
 
 
+def listener_gaps(lst: Listener) -> list[Gap]:
+    if lst.protocol == "tcp" and lst.limits.max_connection_duration_s is not None:
+        return [Gap("listener", lst.name, "limits.max_connection_duration", MAX_AGE)]
+    return []
+
+
 def gaps(tables: Tables) -> list[Gap]:
     """Every field of ``tables`` that haproxy.cfg does not express."""
     clusters = {c.name: c for c in tables.clusters}
     out = [g for c in tables.clusters for g in service_gaps(c, tables)]
+    out += [g for lst in tables.listeners for g in listener_gaps(lst)]
     out += [g for r in tables.routes for g in route_gaps(r, clusters)]
     out += [
         Gap("listener", lst.name, "access", AUDIT)

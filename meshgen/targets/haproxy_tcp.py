@@ -37,9 +37,6 @@ def frontend(cfg: Config, lst: Listener) -> list[str]:
     idle = max(cfg.clusters[s].idle_timeout_s for s in services) if services else 3600.0
     lines = ["mode tcp", cfg.bind(lst), f"maxconn {lst.limits.max_connections}",
              f"timeout client {duration(idle)}"]  # fmt: skip
-    if lst.limits.max_connection_duration_s is not None:
-        lines.append("# limits.max_connection_duration: HAProxy 2.6 cannot end a connection "
-                     "by age; only idle timeouts apply")  # fmt: skip
     if lst.tls is not None and lst.tls.client_certificates != "none" and cfg.t.access:
         lines += _access(cfg, services)
     if lst.sni:
@@ -86,16 +83,12 @@ def _sni(cfg: Config, lst: Listener) -> list[str]:
 
 
 def _access(cfg: Config, services: list[str]) -> list[str]:
-    """Identity rules: only ``from: "*"`` is expressible (HAProxy 2.6 cannot read a URI SAN),
-    so a listener whose services not all allow ``*`` refuses every connection (fail closed)."""
-    lines = [
-        '# access: only `from: "*"` rules are expressible (HAProxy 2.6 cannot read a',
-        "# URI SAN); connections other rules would allow are refused (fail closed)",
-    ]
+    """Identity rules: only ``from: "*"`` is expressible (HAProxy 2.6 cannot read a URI SAN;
+    a gap), so a listener whose services not all allow ``*`` refuses every connection."""
     anyone = all(any(r.source == "*" for r in cfg.rules.get(s, ())) for s in services)
     if anyone:
-        return [*lines, "tcp-request content reject unless { ssl_c_used } { ssl_c_verify 0 }"]
-    return [*lines, "tcp-request content reject"]
+        return ["tcp-request content reject unless { ssl_c_used } { ssl_c_verify 0 }"]
+    return ["tcp-request content reject"]
 
 
 def backend(cfg: Config, pool: Pool) -> list[str]:

@@ -175,3 +175,19 @@ def test_request_alerts_on_tcp_services_are_errors_not_w601() -> None:
     assert codes(text + alert % "request_rate < 1") == ["E811"]
     assert codes(text + alert % "healthy_ratio < 50%") == []
     assert codes(text + "  slos: [{name: s, service: db, objective: 99.9}]\n") == ["E811"]
+
+
+def test_graph_draws_tcp_listeners_straight_to_their_services() -> None:
+    from meshgen.review.graph import build_graph
+
+    text = (
+        "services:"
+        + DB
+        + "listeners:\n  - {name: db, address: 127.0.0.1:0, protocol: tcp, to: [{service: db}]}\n"
+        + "  - {name: p, address: 127.0.0.1:0, protocol: tcp, sni: {'*.test': db}}\n"
+    )
+    edges = [(e.source, e.target, e.label) for e in build_graph(to_tables(mesh_of(text))).edges]
+    assert edges == [
+        ("listener:db", "service:db", "tcp 100%"),
+        ("listener:p", "service:db", "*.test"),
+    ]

@@ -10,78 +10,28 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import trustme
 from conftest import require_binary
 
 from meshgen import pipeline
 from meshgen.targets import haproxy, make_context
-
-SPEC = """\
-version: 1
-mesh: {name: shop, domain: mesh.test}
-services:
-  web:
-    discovery: {static: [{address: 127.0.0.1:9001}]}
-    health_check: {grpc: {}, port: 9901}
-  db:
-    protocol: tcp
-    discovery: {static: [{address: 127.0.0.1:5432}, {address: 127.0.0.1:5433}]}
-    load_balancer: {policy: maglev, hash_on: {source_ip: true}}
-    health_check: {http: {path: /ready}, port: 8008}
-    outlier_detection: {consecutive_5xx: 3}
-    circuit_breaker: {max_connections: 100}
-    retries: {attempts: 2}
-    idle_timeout: 30m
-    failover: {backup: db-dr}
-  db-dr:
-    protocol: tcp
-    discovery: {static: [{address: 127.0.0.1:6432}]}
-  api:
-    protocol: tcp
-    discovery: {static: [{address: 127.0.0.1:8443}]}
-  internal:
-    protocol: tcp
-    discovery: {static: [{address: 127.0.0.1:9443}]}
-listeners:
-  - {name: edge, address: 127.0.0.1:15001}
-  - name: db
-    address: 127.0.0.1:15432
-    protocol: tcp
-    to: [{service: db, weight: 90}, {service: db-dr, weight: 10}]
-    limits: {max_connections: 200, max_connection_duration: 1h}
-  - name: pass
-    address: 127.0.0.1:15443
-    protocol: tcp
-    sni: {"*.test": internal, api.example.com: api, "*.internal.test": api}
-  - name: secure
-    address: 127.0.0.1:15433
-    protocol: tcp
-    to: [{service: db-dr}]
-    tls: {cert: certs/edge.pem, key: certs/edge.pem, ca: certs/ca.pem,
-          client_certificates: required}
-access:
-  - {from: "*", to: db-dr}
-"""
+from tests.unit.tcp_mesh import write_mesh
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mesh.yaml with real certificates beside it (HAProxy loads them when checking)."""
-    root = tmp_path_factory.mktemp("tcp")
-    ca = trustme.CA()
-    (root / "certs").mkdir()
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(root / "certs" / "edge.pem")
-    )
-    ca.cert_pem.write_to_path(str(root / "certs" / "ca.pem"))
-    (root / "mesh.yaml").write_text(SPEC)
-    return root
+    return write_mesh(tmp_path_factory.mktemp("tcp"))
 
 
 @pytest.fixture(scope="module")
-def text(folder: Path) -> str:
-    result = pipeline.compile_spec(folder / "mesh.yaml", version="9.9")
-    assert result.tables is not None, [d.message for d in result.diagnostics]
+def result(folder: Path) -> pipeline.Result:
+    built = pipeline.compile_spec(folder / "mesh.yaml", version="9.9")
+    assert built.tables is not None and built.files is not None, built.diagnostics
+    return built
+
+
+@pytest.fixture(scope="module")
+def text(result: pipeline.Result) -> str:
+    assert result.tables is not None
     return haproxy.render(result.tables, make_context("mesh.yaml", "9.9"))["haproxy/haproxy.cfg"]
 
 
@@ -102,7 +52,6 @@ def test_weighted_tcp_frontend_with_failover_chain(text: str) -> None:
         "use_backend db if { var(sess.mg_pick) -m int lt 90 }",
         "use_backend db-dr if { var(sess.mg_pick) -m int ge 90 }",
     ]
-    assert any("max_connection_duration" in line for line in lines)
 
 
 def test_sni_frontend_waits_for_the_hello_and_follows_precedence(text: str) -> None:
@@ -151,9 +100,17 @@ def test_tcp_backend_connect_attempts_health_port_and_layer4_outliers(text: str)
 
 def test_http_frontends_ignore_tcp_idle_timeouts_and_grpc_checks_connect(text: str) -> None:
     assert "timeout client 60s" in _section(text, "frontend edge")
-    web = _section(text, "backend web")
-    assert any("no gRPC check" in line for line in web)
-    assert web[-1].endswith("maxqueue 1024 check port 9901")
+    assert _section(text, "backend web")[-1].endswith("maxqueue 1024 check port 9901")
+
+
+def test_what_haproxy_cannot_express_is_in_gaps(result: pipeline.Result) -> None:
+    """A gRPC check (a connect instead) and a connection age limit; tcp retries are connect
+    attempts HAProxy does express, so they are no gap."""
+    assert result.files is not None
+    gaps = result.files["haproxy/GAPS.txt"]
+    assert "service 'web' health_check.grpc: HAProxy 2.6 has no gRPC health check" in gaps
+    assert "listener 'db' limits.max_connection_duration: HAProxy 2.6 cannot end" in gaps
+    assert "service 'db' retries" not in gaps
 
 
 def test_haproxy_accepts_the_tcp_config(folder: Path, text: str) -> None:

@@ -43,8 +43,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from ..balancers import request_hash_key
 from ..codec.sni import HELLO_WAIT, NEED_MORE, server_name
@@ -54,16 +54,12 @@ from ..timers import LazyTimer
 from ..tls import peer_identity
 
 if TYPE_CHECKING:
-    import random
-
-    from ..access import AccessPolicy
-    from ..audit import AuditLog
     from ..guard import ListenerGuard
     from ..metrics import Metrics
     from ..resilience import CircuitBreaker
-    from ..tables import Cluster, Listener, Tables
-    from ..tls import TlsContexts
-    from ..upstreams import Picked, Upstreams
+    from ..tables import Cluster, Listener
+    from ..upstreams import Picked
+    from .generation import Generation
 
 log = logging.getLogger("meshgen.tcp")
 
@@ -74,46 +70,20 @@ CLOSE_WAIT = 10.0
 HELLO, CONNECTING, FORWARDING, CLOSED = range(4)
 
 
-class TcpGeneration(Protocol):
-    """What a connection reads of the live table generation (``proxy.Generation``)."""
-
-    tables: Tables
-    upstreams: Upstreams
-    tls: TlsContexts | None
-    rng: random.Random
-    access: AccessPolicy | None
-    in_flight: int
-
-    @property
-    def clusters(self) -> Mapping[str, Cluster]: ...
-
-    @property
-    def breakers(self) -> Mapping[str, CircuitBreaker]: ...
-
-    @property
-    def enforced(self) -> Mapping[str, bool]: ...
-
-    @property
-    def audit(self) -> Mapping[str, bool]: ...  # listener -> access: audit
-
-    @property
-    def audit_log(self) -> AuditLog: ...
-
-
 class TcpProxy:
     """Serves the tcp listeners of whatever generation is live when a connection arrives."""
 
-    def __init__(self, generation: Callable[[], TcpGeneration], metrics: Metrics) -> None:
+    def __init__(self, generation: Callable[[], Generation], metrics: Metrics) -> None:
         self.generation = generation
         self.metrics = metrics
         self.connections: set[TcpConnection] = set()
-        self._routes: tuple[TcpGeneration | None, dict[str, TcpRoute]] = (None, {})
+        self._routes: tuple[Generation | None, dict[str, TcpRoute]] = (None, {})
 
     def protocol(self, listener: Listener, guard: ListenerGuard) -> Callable[[], TcpConnection]:
         name = listener.name
         return lambda: TcpConnection(self, name, guard)
 
-    def route(self, gen: TcpGeneration, listener: str) -> TcpRoute | None:
+    def route(self, gen: Generation, listener: str) -> TcpRoute | None:
         """The forwarding decision of ``listener`` in ``gen`` (built once per generation)."""
         built, routes = self._routes
         if built is not gen:
@@ -145,7 +115,7 @@ class TcpConnection(asyncio.Protocol):
         self.pending = bytearray()  # read before the upstream connection opened
         self.down_eof = False
         self.down_lost = False
-        self.gen: TcpGeneration | None = None
+        self.gen: Generation | None = None
         self.picked: Picked | None = None
         self.breaker: CircuitBreaker | None = None
         self.rx: tuple[str, str, str] = ("", "", "")
@@ -182,7 +152,7 @@ class TcpConnection(asyncio.Protocol):
             return
         self._connect(route.pick())
 
-    def _admitted(self, gen: TcpGeneration, route: TcpRoute) -> bool:
+    def _admitted(self, gen: Generation, route: TcpRoute) -> bool:
         """Access by identity on a listener that checks callers; False when denied."""
         if gen.access is None or not gen.enforced.get(self.listener):
             return True
@@ -317,7 +287,7 @@ class TcpConnection(asyncio.Protocol):
         finally:
             gen.in_flight -= 1
 
-    async def _try(self, gen: TcpGeneration, picked: Picked, cluster: Cluster) -> _Upstream | None:
+    async def _try(self, gen: Generation, picked: Picked, cluster: Cluster) -> _Upstream | None:
         """One connect attempt: the endpoint connection, or None (reported and counted)."""
         endpoint = picked.endpoint
         metrics = self.tcp.metrics

@@ -1,10 +1,10 @@
-"""tcp listeners on both engines: the embedded runtime and HAProxy (``mode tcp``) forward the
-same bytes from one mesh.yaml.
+"""tcp listeners on the three engines: the embedded runtime, HAProxy (``mode tcp``) and Envoy
+(``tcp_proxy``) forward the same bytes from one mesh.yaml.
 
 Scenarios per engine: a tcp echo with the endpoint speaking first, a half-close answered after
 the client's FIN, 4 MiB each way, a weighted split over two services, a killed endpoint
-leaving rotation (tcp health check), and SNI passthrough to ``openssl s_server`` pairs with an
-unknown name closed. The Envoy engine (``tcp_proxy``) joins when the Envoy target does.
+leaving rotation (tcp health check), and SNI passthrough to ``openssl s_server`` pairs (a
+wildcard at depth two, an unknown name closed).
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-from haproxy_harness import Engine, build, poll, run_haproxy, run_runtime
+from engines import ENGINES, run_engine
+from haproxy_harness import Engine, build, poll
 from tcp_harness import echo, exact, line
 from test_tcp_tls import NAMES, s_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-ENGINES = ("runtime", "haproxy")
 MIB = 1 << 20
 
 ECHO_SPEC = """\
@@ -63,13 +62,6 @@ admin: 127.0.0.1:0
 """
 
 
-@contextlib.contextmanager
-def engine(name: str, dist: Path, listener: str) -> Iterator[Engine]:
-    run = run_runtime if name == "runtime" else run_haproxy
-    with run(dist, listener=listener) as e:
-        yield e
-
-
 def _connect(e: Engine) -> socket.socket:
     return socket.create_connection(("127.0.0.1", e.port), timeout=15)
 
@@ -88,7 +80,7 @@ def test_tcp_echo_parity(name: str, tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         procs = {n: stack.enter_context(echo(n)) for n in ("a", "b", "c")}
         spec = ECHO_SPEC.format(**{n: addr for n, (addr, _) in procs.items()})
-        e = stack.enter_context(engine(name, build(spec, tmp_path / "mesh"), "db"))
+        e = stack.enter_context(run_engine(name, build(spec, tmp_path / "mesh"), listener="db"))
         poll(lambda: {_greeting(e) for _ in range(30)} == {b"a\n", b"b\n", b"c\n"}, what=name)
 
         with _connect(e) as s:  # half-close: the answer comes after our FIN
@@ -127,7 +119,7 @@ def test_sni_passthrough_parity(name: str, tmp_path: Path, processes: object) ->
         api, _ = stack.enter_context(s_server(processes, tmp_path, ca, NAMES[0]))
         internal, _ = stack.enter_context(s_server(processes, tmp_path, ca, NAMES[1]))
         dist = build(SNI_SPEC.format(api=api, internal=internal), tmp_path / "mesh")
-        e = stack.enter_context(engine(name, dist, "pass"))
+        e = stack.enter_context(run_engine(name, dist, listener="pass"))
 
         def fetch(server_name: str) -> tuple[bytes, str]:
             """s_server's page and the DNS name of the certificate that answered."""
