@@ -15,6 +15,7 @@ run (no proxy) gives the backend's own ceiling. Results go to BENCHMARKS.md by h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _serve(conn: socket.socket) -> None:
-    with conn:
+    with conn, contextlib.suppress(ConnectionError):
         kind = conn.recv(1)
         if kind == b"U":
             total, buf = 0, bytearray(MIB)

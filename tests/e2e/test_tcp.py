@@ -382,3 +382,34 @@ def test_a_reload_moves_new_connections_and_keeps_open_ones(tmp_path: Path) -> N
                 assert line(new) == b"b\n"
             old.sendall(b"still here")
             assert exact(old, 10) == b"still here"
+
+
+@contextmanager
+def unanswered() -> Iterator[str]:
+    """An address whose connects hang: a listener whose accept queue is full (SYNs dropped)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        filler = socket.create_connection(srv.getsockname(), timeout=5)
+        with filler:
+            yield f"127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_a_client_flooding_while_the_endpoint_connects_is_paused(tmp_path: Path) -> None:
+    """The endpoint's connect hangs: the client's 32 MiB flood meets a paused reader (at most
+    one read waits in the runtime), peak memory stays put, and after connect_timeout the
+    client is closed and counted."""
+    with unanswered() as addr, runtime(tmp_path, db(addr, extra=", connect_timeout: 2s")) as rt:
+        idle_peak = _peak_rss(rt.proc.pid)
+        sent = 0
+        with connect(rt, "db", timeout=10) as s:
+            chunk = b"\0" * MIB
+            with pytest.raises(OSError):  # blocked by backpressure, then reset or closed
+                for _ in range(32):
+                    s.sendall(chunk)
+                    sent += MIB
+            assert sent < 32 * MIB
+        eventually(
+            lambda: count(rt, "meshgen_connections_rejected_total", reason="connect_failure") == 1
+        )
+        assert _peak_rss(rt.proc.pid) - idle_peak < 8 * MIB

@@ -182,8 +182,10 @@ class TcpConnection(asyncio.Protocol):
             return
         if self.phase == CLOSED:
             return
-        self.pending += data  # CONNECTING: reading is paused; only what was in flight arrives
-        if self.phase != HELLO:
+        self.pending += data
+        if self.phase != HELLO:  # CONNECTING: pause again, so at most one more read waits here
+            assert self.down is not None  # (uvloop starts reading after connection_made, so a
+            self.down.pause_reading()  # pause made there does not hold)
             return
         name = server_name(bytes(self.pending))
         if name is NEED_MORE:
