@@ -40,6 +40,7 @@ def make_certs(folder: Path) -> None:
     leaf.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
     leaf.private_key_pem.write_to_path(str(folder / "client-key.pem"))
     (folder / "client-key.pem").chmod(0o600)
+    (folder / "client.pem.key").symlink_to("client-key.pem")  # where HAProxy looks for the key
 
 
 def make_spec(n: int, seed: int = 1) -> str:

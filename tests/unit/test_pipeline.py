@@ -217,3 +217,31 @@ def test_a_recoverable_yaml_error_in_one_part_does_not_hide_the_others() -> None
 def test_a_recoverable_yaml_error_outside_every_part_stops_after_source() -> None:
     broken = DUPLICATE_IN_A_SERVICE.replace("version: 1\n", "version: 1\nversion: 1\n")
     assert _codes(compile_text(broken, "mesh.yaml")) == ["E008", "E008"]
+
+
+def test_a_builds_values_are_freed_without_the_collector() -> None:
+    """The model, tables and document hold no reference cycles (nor does anything that holds
+    them), so they are freed as soon as the result goes; a build pauses the collector, and a
+    cycle would keep all of it alive until the next collection scans it."""
+    import gc
+
+    from meshgen.model import Mesh
+    from meshgen.runtime.tables import Cluster, Tables
+    from meshgen.source import Document
+
+    def alive() -> set[str]:
+        kinds = (Tables, Cluster, Mesh, Document)
+        return {type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)}
+
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        result = compile_spec(ROOT / "examples" / "mtls" / "mesh.yaml")
+        assert result.ok and alive() - before == {"Tables", "Cluster", "Mesh", "Document"}
+        del result
+        assert alive() == before
+    finally:
+        if was_enabled:
+            gc.enable()
