@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -220,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _internal_error(exc: BaseException) -> None:
+    import traceback
+
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     print(f"meshgen: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
@@ -310,30 +311,27 @@ def _compile_one(
     from meshgen import pipeline
     from meshgen.source import STDIN
 
-    result = pipeline.compile_spec(spec, overlays=ns.overlay, only=ns.target)
+    validate = ns.command == "validate"
+    compile_ = pipeline.check_spec if validate else pipeline.compile_spec
+    result = compile_(spec, overlays=ns.overlay, only=ns.target)
     if collected is None:
         _print_diagnostics(result, ns.format)
     else:
         collected += result.diagnostics
     errors = sum(d.severity == "error" for d in result.diagnostics)
     warnings = len(result.diagnostics) - errors
-    if result.files is None or errors or (ns.strict and warnings):
+    done = result.mesh if validate else result.files
+    if done is None or errors or (ns.strict and warnings):
         if ns.strict and warnings and not errors and ns.format == "text":
             print(f"meshgen: {warnings} warning(s) and --strict: failing", file=sys.stderr)
         return EXIT_INVALID
-    files = result.files
-    tables = result.tables if ns.command == "build" and ns.check else None  # for the summary
-    del result  # the document and tables (most of a large build's memory) go before verifying
-    if ns.command == "validate":
-        from meshgen.emit import VerifyError, verify
-
-        try:
-            verify({p: t.encode("utf-8") for p, t in files.items()})
-        except VerifyError as exc:
-            _internal_error(exc)
-            return EXIT_USAGE
+    if validate:
         _say(ns, f"{STDIN if str(spec) == '-' else spec}: ok")
         return EXIT_OK
+    files = result.files
+    assert files is not None
+    tables = result.tables if ns.check else None  # for the summary
+    del result  # the document and tables (most of a large build's memory) go before verifying
     return _build(ns, files, tables)
 
 

@@ -30,15 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgen import __version__, checks, lower, source, targets
+from meshgen import __version__, checks, lower, source
 from meshgen.diagnostics import Diagnostic, has_errors
-from meshgen.emit import MANIFEST, manifest_text
 from meshgen.model import Mesh
 from meshgen.plan import to_tables
 from meshgen.runtime.tables import Tables
 from meshgen.schema import check as check_schema
 from meshgen.source import Document, Input
-from meshgen.targets import gaps as target_gaps
 from meshgen.units import unit_of, units_of
 
 
@@ -100,6 +98,29 @@ def compile_spec(
     """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files (nothing is written)."""
     with collector_paused():
         return _compile(_analyse(*_read(path, overlays)), version, only)
+
+
+def check_spec(path: Path, overlays: Sequence[Path] = (), only: Targets = None) -> Result:
+    """What ``meshgen validate`` reports of the mesh.yaml at ``path`` with ``overlays``: every
+    stage's diagnostics up to the checks, and the gap warnings of the targets named in ``only``.
+
+    No file is rendered (``files`` stays None), so a validate imports no renderer (nor jinja2)
+    and starts fast; renderers report nothing a user can fix, only meshgen's own bugs, which
+    ``build`` still catches by verifying what it writes.
+    """
+    with collector_paused():
+        result = _analyse(*_read(path, overlays))
+        doc, mesh = result.document, result.mesh
+        if only is not None and doc and mesh and not has_errors(result.diagnostics):
+            from meshgen import targets
+            from meshgen.targets import gaps as target_gaps
+
+            tables = to_tables(mesh)
+            for target in targets.selected(only):
+                if target.gaps is not None:
+                    found = target_gaps.located(target.gaps(tables), mesh, doc)
+                    _add(result, target_gaps.warnings(target.name, target.engine, found))
+        return result
 
 
 def compile_text(text: str, name: str, version: str = __version__, only: Targets = None) -> Result:
@@ -168,6 +189,10 @@ def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, s
 
 def _compile(result: Result, version: str, only: Targets) -> Result:
     """plan -> targets (with their gaps) -> MANIFEST, when no stage reported an error."""
+    from meshgen import targets  # imported only where files are made: validate makes none
+    from meshgen.emit import MANIFEST, manifest_text
+    from meshgen.targets import gaps as target_gaps
+
     doc, mesh = result.document, result.mesh
     if doc is None or mesh is None or has_errors(result.diagnostics):
         return result

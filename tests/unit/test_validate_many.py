@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,3 +72,26 @@ def test_stdin_twice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["validate", "-", "-"]) == 2
     assert "standard input (-) can be read only once" in capsys.readouterr().err
     assert main(["validate"]) == 2  # at least one file
+
+
+UNUSED_BY_VALIDATE = ("jinja2", "meshgen.targets", "meshgen.emit", "asyncio", "cryptography")
+
+
+@pytest.mark.parametrize("spec", [CANARY, str(ROOT / "examples" / "mtls" / "mesh.yaml")])
+def test_validate_imports_no_renderer(spec: str) -> None:
+    """validate checks the spec without rendering files, so it never imports the targets,
+    jinja2, emit, the runtime's event loop or the certificate library (it starts fast);
+    --target still reports the named targets' gaps, which needs them."""
+    probe = (
+        "import sys\n"
+        "from meshgen.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"print(code, sorted(m for m in sys.modules if m.startswith({UNUSED_BY_VALIDATE!r})))\n"
+    )
+    run = [sys.executable, "-c", probe, "validate", spec]
+    out = subprocess.run(run, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split(" ", 1) == ["0", "[]\n"]
+    out = subprocess.run(
+        [*run, "--target", "envoy"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.startswith("0 ") and "meshgen.targets.envoy_gaps" in out
