@@ -1,13 +1,19 @@
 """Benchmark: `meshgen build` of synthetic meshes against a plain CSafeLoader load of the file.
 
-    python bench/compile.py                      # 100, 1,000 and 10,000 services
+    python bench/compile.py                      # validate, and build of 10,000 services
+    python bench/compile.py --sizes 1000,10000 --rounds 5 --target runtime
     python bench/compile.py --sizes 1000 --profile   # where the time goes, per module
-    python bench/compile.py --sizes 10000 --baseline ../old-checkout --rounds 5   # A/B
+    python bench/compile.py --sizes 10000 --stages   # CPU time of each stage, in-process
+    python bench/compile.py --sizes 10000 --baseline ../main   # A/B of two checkouts' builds
 
 Each synthetic service has 3-5 static endpoints (labelled v1/v2, two zones), an HTTP health
 check, retries, mutual TLS with certificate files this script creates, two subsets and two
-weighted routes. Build and load each run in a fresh subprocess (so neither inherits the
-other's heap); peak memory is that subprocess's max RSS. Results go to BENCHMARKS.md by hand.
+weighted routes. Build and load each run as a whole process (start-up included, so neither
+inherits the other's heap), in alternating rounds after one warm-up run of each, and the ratios
+are medians of each round's ratio: on a shared machine every command of a round sees the same
+load. CPU time (user + system, from wait4) is printed beside wall time: it is what other jobs
+disturb least. `meshgen validate` of the quickstart example is timed the same way next to
+`python -c pass`. Peak memory is each process's max RSS. Results go to BENCHMARKS.md by hand.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +47,6 @@ def make_certs(folder: Path) -> None:
     leaf.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
     leaf.private_key_pem.write_to_path(str(folder / "client-key.pem"))
     (folder / "client-key.pem").chmod(0o600)
-    (folder / "client.pem.key").symlink_to("client-key.pem")  # where HAProxy looks for the key
 
 
 def make_spec(n: int, seed: int = 1) -> str:
@@ -100,62 +106,107 @@ def make_spec(n: int, seed: int = 1) -> str:
 
 
 LOAD_SNIPPET = """
-import gc, sys, time, yaml
+import gc, sys, yaml
 if sys.argv[2] == "nogc":
     gc.disable()
-t = time.perf_counter()
 with open(sys.argv[1], "rb") as f:
     yaml.load(f, Loader=yaml.CSafeLoader)
-print(time.perf_counter() - t)
 """
+
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+"""Bytecode caches on, as for an installed meshgen (a warm-up run writes them)."""
 
 
 @dataclass(frozen=True)
 class Run:
-    """One measured subprocess: wall and CPU (user + system) seconds, peak RSS, stdout."""
+    """One measured subprocess: wall and CPU (user + system) seconds, peak RSS."""
 
     wall: float
     cpu: float
     peak_mib: float
-    out: str
 
 
 def run_measured(argv: list[str], cwd: Path = ROOT) -> Run:
     """Run ``argv`` in ``cwd`` (whose meshgen ``-m meshgen`` imports); exits if it fails."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd, env=ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(
-                f"{argv[:4]} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}"
-            )
-        cpu = usage.ru_utime + usage.ru_stime
-        return Run(wall, cpu, usage.ru_maxrss / 1024, out.read().decode())
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise SystemExit(f"{argv[:4]} failed ({code}):\n{err.read().decode()[-3000:]}")
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def bench(n: int, work: Path) -> dict[str, float]:
+def rounds(commands: dict[str, list[str]], count: int) -> dict[str, list[Run]]:
+    """``count`` rounds of every command in turn, after one warm-up run of each (not counted):
+    a machine whose load changes disturbs every command of a round alike."""
+    for argv in commands.values():
+        run_measured(argv)
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for _ in range(count):
+        for name, argv in commands.items():
+            runs[name].append(run_measured(argv))
+    return runs
+
+
+def ratio(runs: dict[str, list[Run]], top: str, bottom: str, cpu: bool = False) -> float:
+    """Median over rounds of ``top``'s time / ``bottom``'s time in the same round."""
+    pairs = zip(runs[top], runs[bottom], strict=True)
+    return median((a.cpu / b.cpu) if cpu else (a.wall / b.wall) for a, b in pairs)
+
+
+def bench_validate(count: int) -> None:
+    """`meshgen validate` of the quickstart example next to `python -c pass`."""
+    spec = str(ROOT / "examples" / "quickstart" / "mesh.yaml")
+    runs = rounds(
+        {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "meshgen validate": [sys.executable, "-m", "meshgen", "validate", spec],
+        },
+        count,
+    )
+    print(f"validate of examples/quickstart/mesh.yaml, {count} alternating rounds (medians):")
+    for name, got in runs.items():
+        wall = median(r.wall for r in got) * 1000
+        cpu = median(r.cpu for r in got) * 1000
+        fastest = min(r.wall for r in got) * 1000
+        print(f"  {name:18} {wall:6.0f} ms wall {cpu:6.0f} ms CPU (fastest {fastest:.0f} ms)")
+
+
+def bench_build(n: int, work: Path, count: int, extra: list[str]) -> None:
+    """`meshgen build` of ``n`` services next to a CSafeLoader load of the same file."""
     folder = work / f"n{n}"
     folder.mkdir()
     make_certs(folder / "certs")
     spec = folder / "mesh.yaml"
     spec.write_text(make_spec(n))
-    result = {"n": n, "mib": spec.stat().st_size / 2**20}
-    build_argv = [sys.executable, "-m", "meshgen", "build", str(spec), "-o", str(folder / "dist")]
+    dist = folder / "dist"
     load = [sys.executable, "-c", LOAD_SNIPPET, str(spec)]
-    result["load_nogc_s"] = float(run_measured([*load, "nogc"]).out)
-    loaded = run_measured([*load, "gc"])
-    result["load_peak_mib"], result["load_s"] = loaded.peak_mib, float(loaded.out)
-    built = run_measured(build_argv)
-    result["build_s"], result["build_peak_mib"] = built.wall, built.peak_mib
-    result["dist_mib"] = (
-        sum(p.stat().st_size for p in (folder / "dist").rglob("*") if p.is_file()) / 2**20
+    build = [sys.executable, "-m", "meshgen", "build", str(spec), "-o", str(dist), *extra]
+    runs = rounds({"load": [*load, "gc"], "load nogc": [*load, "nogc"], "build": build}, count)
+    dist_mib = sum(p.stat().st_size for p in dist.rglob("*") if p.is_file()) / 2**20
+    print(
+        f"{n:,} services (spec {spec.stat().st_size / 2**20:.1f} MiB, DIST {dist_mib:.1f} MiB), "
+        f"{count} alternating rounds:"
     )
-    return result
+    print("  round | load s (CPU) | load nogc s (CPU) | build s (CPU) | build/load | build/nogc")
+    for i, (a, b, c) in enumerate(zip(runs["load"], runs["load nogc"], runs["build"], strict=True)):
+        print(
+            f"  {i + 1} | {a.wall:.2f} ({a.cpu:.2f}) | {b.wall:.2f} ({b.cpu:.2f}) | "
+            f"{c.wall:.2f} ({c.cpu:.2f}) | {c.wall / a.wall:.2f}x | {c.wall / b.wall:.2f}x"
+        )
+    peaks = {name: max(r.peak_mib for r in got) for name, got in runs.items()}
+    print(
+        f"  medians: build/load {ratio(runs, 'build', 'load'):.2f}x wall, "
+        f"{ratio(runs, 'build', 'load', cpu=True):.2f}x CPU; build/nogc "
+        f"{ratio(runs, 'build', 'load nogc'):.2f}x wall, "
+        f"{ratio(runs, 'build', 'load nogc', cpu=True):.2f}x CPU; peak MiB build "
+        f"{peaks['build']:.0f}, load {peaks['load']:.0f}",
+        flush=True,
+    )
 
 
 def against(n: int, baseline: Path, rounds: int, work: Path) -> None:
@@ -287,90 +338,40 @@ def _timed_stages(spec: Path, folder: Path) -> list[tuple[str, float]]:
     return rows
 
 
-def version_startup(runs: int = 20) -> float:
-    """Median wall time of `python -m meshgen --version` (ms)."""
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "meshgen", "--version"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
-        times.append(time.perf_counter() - t)
-    return 1000 * sorted(times)[runs // 2]
-
-
-def version_baseline(runs: int = 20) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        times.append(time.perf_counter() - t)
-    return 1000 * sorted(times)[runs // 2]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--sizes", default="10000", help="services per build (comma separated)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per size")
+    parser.add_argument("--validate-rounds", type=int, default=20)
+    parser.add_argument(
+        "--target", action="append", default=[], help="build only these targets (repeatable)"
+    )
     parser.add_argument("--profile", action="store_true", help="profile instead of timing")
     parser.add_argument("--stages", action="store_true", help="time each stage in-process")
     parser.add_argument(
         "--baseline", type=Path, metavar="CHECKOUT", help="A/B against another checkout's build"
     )
-    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (default 5)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
-        if args.baseline is not None:
-            for n in sizes:
-                against(n, args.baseline.resolve(), args.rounds, Path(tmp))
-            return 0
         if args.profile or args.stages:
             sys.path.insert(0, str(ROOT))  # this checkout's meshgen, as the subprocess builds
             for n in sizes:
                 (profile if args.profile else stage_times)(n, Path(tmp))
             return 0
-        print(f"python {sys.version.split()[0]} on {os.cpu_count()} cpu(s)")
+        if args.baseline is not None:
+            for n in sizes:
+                against(n, args.baseline.resolve(), args.rounds, Path(tmp))
+            return 0
         print(
-            f"meshgen --version: {version_startup():.0f} ms median "
-            f"(python -c pass: {version_baseline():.0f} ms)"
+            f"python {sys.version.split()[0]} on {os.cpu_count()} cpu(s), load average "
+            f"{os.getloadavg()[0]:.1f}"
         )
-        header = (
-            "services",
-            "spec MiB",
-            "build s",
-            "load s",
-            "load nogc s",
-            "build/load",
-            "build/nogc",
-            "build peak MiB",
-            "load peak MiB",
-            "dist MiB",
-            "ms/service",
-        )
-        print(" | ".join(header))
+        bench_validate(args.validate_rounds)
+        extra = [option for name in args.target for option in ("--target", name)]
         for n in sizes:
-            r = bench(n, Path(tmp))
-            print(
-                " | ".join(
-                    [
-                        f"{n:,}",
-                        f"{r['mib']:.1f}",
-                        f"{r['build_s']:.2f}",
-                        f"{r['load_s']:.2f}",
-                        f"{r['load_nogc_s']:.2f}",
-                        f"{r['build_s'] / r['load_s']:.2f}x",
-                        f"{r['build_s'] / r['load_nogc_s']:.2f}x",
-                        f"{r['build_peak_mib']:.0f}",
-                        f"{r['load_peak_mib']:.0f}",
-                        f"{r['dist_mib']:.1f}",
-                        f"{1000 * r['build_s'] / n:.2f}",
-                    ]
-                ),
-                flush=True,
-            )
+            bench_build(n, Path(tmp), args.rounds, extra)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 
