@@ -1,18 +1,23 @@
 """Find the files meshgen ships: schemas/, templates/ and the runtime package.
 
 In a wheel they live in ``meshgen/_data/`` (see pyproject.toml); in a source checkout they
-are the top-level ``schemas/`` and ``templates/`` folders next to the package.
+are the top-level ``schemas/`` and ``templates/`` folders next to the package. Paths come from
+this module's own location rather than ``importlib.resources`` (which imports zipfile and
+tempfile, ~10 ms of a ``meshgen validate``): meshgen is always installed as plain files, and
+the build copies the runtime's files anyway.
 """
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
+
+PACKAGE = Path(__file__).parent
+"""The installed ``meshgen`` package folder."""
 
 
 def data_dir(name: str) -> Path:
     """Return the folder ``name`` ("schemas" or "templates") of this installation."""
-    installed = Path(str(files("meshgen"))) / "_data" / name
+    installed = PACKAGE / "_data" / name
     if installed.is_dir():
         return installed
     return Path(__file__).resolve().parent.parent / name
@@ -20,7 +25,7 @@ def data_dir(name: str) -> Path:
 
 def runtime_dir() -> Path:
     """The runtime package that ``meshgen build`` copies to ``DIST/meshgen_runtime``."""
-    return Path(str(files("meshgen"))) / "runtime"
+    return PACKAGE / "runtime"
 
 
 def schema_path() -> Path:
