@@ -18,6 +18,7 @@ Theory of operation (docs/envoy.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Protocol
@@ -126,6 +127,7 @@ def route_match(m: Match, methods: list[str] | tuple[str, ...]) -> Json:
     return out
 
 
+@functools.lru_cache(maxsize=1024)  # shared by the routes with the same policy (not mutated)
 def retry_policy(p: RetryPolicy) -> Json:
     """Envoy retries any method: ``idempotent_only`` retries only requests whose method is one
     of the runtime's idempotent ones (``retriable_request_headers``)."""

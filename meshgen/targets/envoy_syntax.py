@@ -8,6 +8,7 @@ modules. Envoy reads JSON as proto3 JSON: durations are strings in seconds (``"1
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ _ESCAPED_PERCENT = re.compile("%")
 Json = dict[str, Any]
 
 
+@functools.lru_cache(maxsize=4096)  # a mesh has few distinct durations, written many times
 def duration(seconds: float) -> str:
     """``1.5`` -> ``"1.500s"``, ``5.0`` -> ``"5s"`` (millisecond precision, as mesh.yaml)."""
     ms = round(min(seconds, MAX_DURATION_S) * 1000)

@@ -350,3 +350,30 @@ def test_rbac_enforced_or_shadow_for_audit(mode: str) -> None:
                     {"url_path": {"path": {"prefix": "/charge/"}}}]  # fmt: skip
     assert ("access_log" in hcm) == (mode == "audit")
     assert _entries(cfg, "pay.test")[-1]["name"] == "no-route"
+
+
+HOISTED = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  a: {discovery: {static: [{address: 127.0.0.1:9001}]}, retries: {attempts: 2}}
+  b: {discovery: {static: [{address: 127.0.0.1:9002}]}}
+routes:
+  - {name: one, match: {host: one.test, path_prefix: /x}, to: [{service: a}]}
+  - {name: one-rest, match: {host: one.test}, to: [{service: a}]}
+  - {name: two, match: {host: two.test, path_prefix: /x}, to: [{service: a}]}
+  - {name: two-rest, match: {host: two.test}, to: [{service: b}]}
+"""
+
+
+def test_a_retry_policy_shared_by_every_route_of_a_host_is_written_once() -> None:
+    """Every route of one.test retries alike: its virtual host carries the policy once and
+    the routes none (Envoy applies it to routes without their own). two.test's routes differ
+    (two-rest does not retry): each keeps its own."""
+    cfg, _ = _build(HOISTED)
+    hosts = {v["name"]: v for v in _hcm(cfg)["route_config"]["virtual_hosts"]}
+    one, two = hosts["one.test"], hosts["two.test"]
+    assert one["retry_policy"]["num_retries"] == 2
+    assert not any("retry_policy" in e["route"] for e in one["routes"])
+    assert "retry_policy" not in two
+    assert ["retry_policy" in e["route"] for e in two["routes"]] == [True, False]
