@@ -265,3 +265,58 @@ def test_circuit_breaker_rejects_beyond_the_pending_queue(engine: str, tmp_path:
     fast = [s for s, took in results if took < 0.8]
     served = sorted(s for s, took in results if took >= 0.8)
     assert fast == [503, 503, 503] and served == [200, 200], results
+
+
+ZONES_SPEC = """\
+version: 1
+mesh: {{name: shop, domain: mesh.test}}
+services:
+  web:
+    discovery:
+      static:
+        - {{address: "{a1}", zone: a}}
+        - {{address: "{a2}", zone: a}}
+        - {{address: "{a3}", zone: a}}
+        - {{address: "{b1}", zone: b}}
+    health_check:
+      http: {{path: /healthz}}
+      interval: 200ms
+      timeout: 500ms
+      healthy_threshold: 1
+      unhealthy_threshold: 2
+    failover: {{zones: [a, b], panic_threshold: 50}}
+routes:
+  - name: web
+    match: {{host: web.test}}
+    to: [{{service: web}}]
+listeners: [{{name: edge, address: "127.0.0.1:0"}}]
+admin: "127.0.0.1:0"
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_zone_failover_below_the_panic_threshold(engine: str, tmp_path: Path) -> None:
+    """Zone a (3 endpoints) is preferred over b. With a1 and a2 killed, a's healthy share is
+    1/3, below panic_threshold 50: the runtime and HAProxy move all traffic to zone b; Envoy's
+    priorities spill gradually (docs/envoy.md, a gap in GAPS.txt): zone a keeps its healthy
+    share times 100/50, 2/3 of the traffic, on a3."""
+    with ExitStack() as stack:
+        procs = {n: stack.enter_context(backend(n)) for n in ("a1", "a2", "a3", "b1")}
+        dist = build(ZONES_SPEC.format(**{n: a for n, (a, _) in procs.items()}), tmp_path / "m")
+        e = stack.enter_context(run_engine(engine, dist))
+        poll(lambda: {_who(e, "web.test") for _ in range(9)} == {"a1", "a2", "a3"},
+             what="zone a serves")  # fmt: skip
+        procs["a1"][1].kill()
+        procs["a2"][1].kill()
+        if engine != "envoy":
+            poll(lambda: {_who(e, "web.test") for _ in range(6)} == {"b1"}, what="zone b")
+        else:
+            assert "service 'web' failover.zones:" in (dist / "envoy" / "GAPS.txt").read_text()
+            poll(lambda: {_who(e, "web.test") for _ in range(12)} == {"a3", "b1"}, what="a3+b1")
+            counts = Counter(_who(e, "web.test") for _ in range(150))
+            assert set(counts) == {"a3", "b1"} and 0.5 <= counts["a3"] / 150 <= 0.83, counts
+        # no healthy endpoint and no backup: 503 (Envoy's panic mode, which would send to
+        # unhealthy endpoints, is off: healthy_panic_threshold 0)
+        procs["a3"][1].kill()
+        procs["b1"][1].kill()
+        poll(lambda: {_who(e, "web.test") for _ in range(4)} == {"503"}, what="503")
