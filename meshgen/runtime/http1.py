@@ -319,6 +319,14 @@ def _check_host(req: Request) -> None:
 class ServerConnection(asyncio.Protocol):
     """One downstream connection: parse, queue, hand requests to the proxy in order."""
 
+    __slots__ = ("__weakref__", "_admitted", "_body_paused", "_chunk", "_clock", "_deferred",
+                 "_head_raw", "_head_slack", "_max_head", "_max_headers", "_max_url", "_parser",
+                 "_pipeline_paused", "_queue", "_reading_paused", "_req", "_req_in_progress",
+                 "_slack", "_upgrade_body", "_upgrade_wait", "_upstream_paused", "_waiter",
+                 "active", "batch", "client_ip", "closed", "fast", "forwarded", "guard", "handler",
+                 "limits", "listener", "loop", "on_close", "peer_cert", "registry", "transport",
+                 "tunnel", "tunnel_buffer", "upstream", "write_paused")  # fmt: skip
+
     def __init__(
         self,
         handler: Handler,

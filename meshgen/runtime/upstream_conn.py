@@ -103,6 +103,8 @@ def write_batch(loop: asyncio.AbstractEventLoop) -> WriteBatch:
 class BodySink:
     """Where a body goes: ``write`` each chunk, ``finish`` once."""
 
+    __slots__ = ()
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -117,6 +119,14 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     someone waits for it) resolves once the whole body went to the sink; most small responses
     are ``finished`` before anyone asks. ``arm``/``disarm`` give the exchange a deadline.
     """
+
+    __slots__ = ("__weakref__", "_after_upload", "_batch", "_complete", "_done", "_early",
+                 "_expecting", "_head_raw", "_head_ready", "_in_head", "_loop", "_max_head",
+                 "_max_headers", "_may_upgrade", "_on_head", "_parser", "_sink", "_timer",
+                 "_upload_idle", "_writing_paused", "chunked_out", "client_stalled", "closed",
+                 "downstream", "failure", "finished", "has_length", "headers", "headers_future",
+                 "keep_alive", "key", "last_activity", "on_lost", "received", "reused", "status",
+                 "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -332,8 +342,16 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._fail(ConnectionResetError("response head too large"))
             self.abort()
             return
-        if self._head_ready:
-            self._deliver_head(None)
+        if self._head_ready:  # (``_deliver_head(None)`` inlined for the fast path)
+            self._head_ready = False
+            on_head = self._on_head
+            if on_head is not None:
+                self._on_head = None
+                on_head(None)
+                return
+            fut = self.headers_future
+            if fut is not None and not fut.done():
+                fut.set_result(None)
 
     def _drop(self) -> None:
         """Bytes nobody asked for arrived: never reuse this connection (module docstring)."""
