@@ -181,18 +181,24 @@ class Metrics:
         self, listener: str, route: str, service: str, subset: str, code: int, duration_s: float
     ) -> None:
         key = (listener, route, service, subset, code)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        try:  # (the common case without a method call: once per request)
+            self.requests[key] += 1
+        except KeyError:
+            self.requests[key] = 1
         hkey = (listener, route, service)
-        hist = self.durations.get(hkey)
-        if hist is None:
+        try:
+            hist = self.durations[hkey]
+        except KeyError:
             hist = self.durations[hkey] = _Histogram()
         hist.counts[bisect_left(LATENCY_BUCKETS, duration_s)] += 1
         hist.total += duration_s
 
     def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:
         key = (service, endpoint, code)
-        self.upstream_requests[key] = self.upstream_requests.get(key, 0) + 1
+        try:
+            self.upstream_requests[key] += 1
+        except KeyError:
+            self.upstream_requests[key] = 1
 
     def set_endpoint_healthy(self, service: str, endpoint: str, healthy: bool) -> None:
         self.endpoint_healthy[(service, endpoint)] = 1 if healthy else 0

@@ -103,7 +103,9 @@ class Pool:
         """Keep ``conn`` for reuse, or close it when it cannot carry another exchange."""
         if conn.closed:
             return
-        stack = self._idle.setdefault(conn.key, [])
+        stack = self._idle.get(conn.key)
+        if stack is None:  # (not setdefault: that makes a list on every call)
+            stack = self._idle[conn.key] = []
         if self._closing or len(stack) >= MAX_IDLE_PER_ENDPOINT:
             conn.abort()
             return

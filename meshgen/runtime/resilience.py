@@ -117,6 +117,7 @@ class RetryBudget:
         self.min_per_second = min_per_second
         self._clock = clock
         self._buckets: list[list[int]] = [[-1, 0, 0] for _ in range(BUDGET_WINDOW_S)]
+        self._now = self._buckets[0]  # the bucket of the second last counted in
 
     def _bucket(self) -> list[int]:
         second = int(self._clock())
@@ -131,9 +132,14 @@ class RetryBudget:
         return sum(b[1] for b in live), sum(b[2] for b in live)
 
     def record_request(self) -> None:
-        """Count one original (non-retry) request (``_bucket`` inlined: once per request)."""
+        """Count one original (non-retry) request (once per request: the same second's
+        bucket is kept at hand)."""
         second = int(self._clock())
-        bucket = self._buckets[second % BUDGET_WINDOW_S]
+        bucket = self._now
+        if bucket[0] == second:
+            bucket[1] += 1
+            return
+        bucket = self._now = self._buckets[second % BUDGET_WINDOW_S]
         if bucket[0] == second:
             bucket[1] += 1
         else:
