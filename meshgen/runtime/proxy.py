@@ -18,8 +18,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Callable, Iterable
+from typing import IO, Protocol
 
 from .exchange import Exchange
 from .fastpath import ProxyAttempt, identity
@@ -28,11 +28,18 @@ from .forward.generation import Generation
 from .forward.tries import drive
 from .guard import ListenerGuard, reasons
 from .http1 import Request, ServerConnection, simple_response
-from .metrics import Metrics
 from .mirror import Mirrors
 from .tables import Listener
 
 log = logging.getLogger("meshgen.proxy")
+
+
+class Rejections(Protocol):
+    """Where a listener's refusals are counted (``metrics.Metrics``)."""
+
+    def inc_rejected(self, listener: str, reason: str) -> None: ...
+
+    def declare_listener(self, listener: str, reasons: Iterable[str]) -> None: ...
 
 
 class ListenerContext:
@@ -53,7 +60,7 @@ class Proxy:
     def __init__(
         self,
         generation: Generation,
-        metrics: Metrics,
+        metrics: Rejections,
         access_log: IO[str] | None = None,
         *,
         fast_path: bool = True,

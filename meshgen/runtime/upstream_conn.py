@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 from weakref import WeakKeyDictionary
 
 import httptools
@@ -41,11 +41,18 @@ import httptools
 from .tables import Limits
 from .timers import TIMER_SLACK, LazyTimer
 
-if TYPE_CHECKING:
-    from .http1 import ServerConnection
-
 Headers = list[tuple[bytes, bytes]]
 DEFAULT_LIMITS = Limits()
+
+
+class Downstream(Protocol):
+    """The client connection whose request an exchange carries (``http1.ServerConnection``):
+    its limits bound the response head; it stops reading while the endpoint cannot take more."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def set_upstream_paused(self, paused: bool) -> None: ...
 
 
 def head_size(headers: Headers, start_line: int = 16) -> int:
@@ -165,7 +172,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._complete = False
         self._expecting = False  # a request was sent and its final response is not complete
         self._may_upgrade = False
-        self.downstream: ServerConnection | None = None  # request body source, paused with us
+        self.downstream: Downstream | None = None  # request body source, paused with us
         self.on_lost: Callable[[], None] | None = None
         # The fast path's callback instead of ``headers_future``: called once, with None after
         # the read that brought the head (its body so far is buffered by then) or the error.
@@ -176,7 +183,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self,
         head: bytes,
         chunked: bool,
-        downstream: ServerConnection | None,
+        downstream: Downstream | None,
         on_head: Callable[[Exception | None], None] | None = None,
         upgrade: bool = False,
     ) -> None:
