@@ -105,7 +105,9 @@ class Mesh:
             upstreams = Upstreams(self.tables, metrics=self.metrics, root=self.root,
                                   client_ssl=client_ssl)  # fmt: skip
             await upstreams.start()
-            self._gen = Generation(self.tables, upstreams, self.metrics, tls, self.rng, client=True)
+            self._gen = Generation(
+                self.tables, upstreams, self.metrics, tls, self.rng, loop.time, client=True
+            )
         return self._gen
 
     async def arequest(self, method: str, url: str, headers: Mapping[str, str] | None = None,
@@ -115,7 +117,7 @@ class Mesh:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         req = LocalRequest(method, parts.netloc, target, headers or {}, body)
-        att = Attempt(gen, CLIENT, req, asyncio.get_running_loop().time)
+        att = Attempt(gen, CLIENT, req, start=time.monotonic())
         start = time.monotonic()
         reply: Reply | None = None
         try:

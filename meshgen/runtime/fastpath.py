@@ -73,13 +73,10 @@ class ProxyAttempt(Attempt):
         """``req``'s machine on the driver's live generation, counted in flight until the
         driver finishes it; on a listener that checks callers, with the caller's identity."""
         gen = driver.generation
-        conn = req.conn
-        listener: str = conn.listener.name  # type: ignore[attr-defined]
-        loop = conn.loop
-        assert loop is not None
+        listener: str = req.conn.listener.name  # type: ignore[attr-defined]
         caller = identity(gen, req) if gen.enforced[listener] else None
         gen.in_flight += 1
-        return cls(gen, listener, req, loop.time, caller, time.monotonic(), driver)
+        return cls(gen, listener, req, caller, time.monotonic(), driver)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -213,7 +213,8 @@ class Runtime:
             upstreams.inherit(previous.upstreams)
         for cf in tls.cert_files():
             self.metrics.set_cert_expiry(cf.service, cf.file, cert_not_after(cf.path))
-        return Generation(tables, upstreams, self.metrics, tls, self.rng)
+        loop = asyncio.get_running_loop()
+        return Generation(tables, upstreams, self.metrics, tls, self.rng, loop.time)
 
     def _selected(self, tables: Tables) -> list[Listener]:
         wanted = self.args.listener

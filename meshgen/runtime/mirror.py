@@ -72,7 +72,7 @@ class Mirrors:
             return
         loop = asyncio.get_running_loop()
         head = request_head(req, route, att.path, att.query, gen.ops(route)[0], len(body))
-        shadow = Attempt.shadow(gen, gen.shadow_target(mirror), loop.time, head)
+        shadow = Attempt.shadow(gen, gen.shadow_target(mirror), head)
         action = shadow.step(FORWARD)
         if action == LOCAL:
             log.debug("mirror to %s not sent: %s", mirror.service, shadow.answer)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
 from .exchange import Exchange
-from .fastpath import ProxyAttempt, identity
+from .fastpath import ProxyAttempt
 from .forward.attempt import LOCAL, START, Answer, Attempt
 from .forward.generation import Generation
 from .forward.tries import drive
@@ -114,14 +114,7 @@ class Proxy:
         done nothing: an upgrade, ``Expect: 100-continue`` and draining take the coroutine."""
         if req.upgrade or req.expect_continue or self.draining:
             return False
-        gen = self.generation
-        conn = req.conn
-        listener: str = conn.listener.name  # type: ignore[attr-defined]
-        loop = conn.loop
-        assert loop is not None
-        caller = identity(gen, req) if gen.enforced[listener] else None
-        gen.in_flight += 1
-        att = ProxyAttempt(gen, listener, req, loop.time, caller, time.monotonic(), self)
+        att = ProxyAttempt.of(self, req)
         att.run(att.begin())
         return True
 

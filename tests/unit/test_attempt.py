@@ -138,7 +138,7 @@ class World:
         )
 
     def attempt(self, req: Req | None = None, caller: str | None = None) -> Attempt:
-        return Attempt(self.gen, "edge", req or Req(), self.clock, caller)  # type: ignore[arg-type]
+        return Attempt(self.gen, "edge", req or Req(), caller)  # type: ignore[arg-type]
 
     def counted(self, family: str, **labels: str) -> float:
         total = 0.0
@@ -470,7 +470,7 @@ def test_close_gives_back_what_is_held_once() -> None:
 
 def test_a_shadow_only_forwards_and_is_not_accounted() -> None:
     world = World()
-    att = Attempt.shadow(world.gen, target(retries=None), world.clock, b"GET / HTTP/1.1\r\n\r\n")
+    att = Attempt.shadow(world.gen, target(retries=None), b"GET / HTTP/1.1\r\n\r\n")
     assert att.step(A.FORWARD) == A.TRY and att.route is None
     assert finish(att) == A.DONE
     assert world.counted("meshgen_requests_total") == 0

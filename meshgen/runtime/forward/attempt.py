@@ -52,7 +52,8 @@ it with ``forward/heads.py`` for the first try); ``RESPOND`` send the response o
 
 Invariants: the machine holds at most one breaker slot and one endpoint's in-flight count at a
 time and gives both back exactly once, on its way to ``ENDED`` or in :meth:`Attempt.close`
-(which a driver calls when it is cancelled); time comes only from the injected clock; every
+(which a driver calls when it is cancelled); time comes only from the generation's clock (the
+driver's loop time; a test's fake clock); every
 ``(state, event)`` pair not in the table raises, so a driver bug cannot skip a decision.
 """
 
@@ -266,6 +267,9 @@ class Policies(Protocol):
     def metrics(self) -> Counters: ...
 
     @property
+    def clock(self) -> Callable[[], float]: ...  # the generation's (the driver's loop time)
+
+    @property
     def header_ops(self) -> Mapping[str, tuple[CompiledOps, CompiledOps]]: ...
 
     def ops(self, route: Route) -> tuple[CompiledOps, CompiledOps]: ...
@@ -283,7 +287,7 @@ _SHADOW = LocalRequest("GET", "", "/", {}, b"")  # what a mirror's attempt reads
 class Attempt:
     """The decisions of one request (see the module docstring); drivers call :meth:`step`."""
 
-    __slots__ = ("answer", "begun", "breaker", "caller", "clock", "conn", "deadline", "delay",
+    __slots__ = ("answer", "begun", "breaker", "caller", "conn", "deadline", "delay",
                  "driver", "exclude", "gen", "hash_key", "head", "holding", "last", "listener",
                  "mirror", "path", "per_try", "picked", "query", "req", "route", "stale_retry",
                  "start", "state", "status", "target", "tries", "wait_until")  # fmt: skip
@@ -296,7 +300,6 @@ class Attempt:
         gen: Policies,
         listener: str,
         req: Incoming,
-        clock: Callable[[], float],
         caller: str | None = None,
         start: float = 0.0,
         driver: object = None,
@@ -304,7 +307,6 @@ class Attempt:
         self.gen = gen
         self.listener = listener  # "" for the in-process client (its router has every route)
         self.req = req
-        self.clock = clock
         self.caller = caller  # the verified identity, on listeners that enforce access
         self.start = start  # when the request began (the driver's clock): its duration
         self.driver = driver  # whatever the driver needs to find again (the proxy)
@@ -333,12 +335,10 @@ class Attempt:
         self.conn: UpstreamConnection | None = None  # a driver slot: the try's connection
 
     @classmethod
-    def shadow(
-        cls, gen: Policies, target: Target, clock: Callable[[], float], head: bytes
-    ) -> Attempt:
+    def shadow(cls, gen: Policies, target: Target, head: bytes) -> Attempt:
         """An attempt that only forwards ``head`` to ``target``: a mirror's copy (step
         ``FORWARD``). It stands on its own: the original caller leaving does not end it."""
-        att = cls(gen, "", _SHADOW, clock)
+        att = cls(gen, "", _SHADOW)
         att.target = target
         att.head = head
         return att
@@ -476,7 +476,7 @@ class Attempt:
                 self.mirror = mirror
                 self.state = MIRRORING
                 return MIRROR
-        now = self.clock()
+        now = gen.clock()
         policy = target.retries
         if phase <= _TRIES:  # the retry budget counts the request; the route timeout starts
             if policy is not None:
@@ -579,7 +579,7 @@ class Attempt:
             self.tries > policy.attempts
             or (body is not None and not body.replayable)
             or not retryable(policy, self.req.method, result)
-            or self.deadline - self.clock() <= 0
+            or self.deadline - self.gen.clock() <= 0
         ):
             return False
         budget = self.gen.budgets.get(id(target))
@@ -598,7 +598,7 @@ class Attempt:
         delay = backoff_delay(self.tries, policy.backoff_base_s, policy.backoff_max_s, self.gen.rng)
         self._end_try()
         self._release()  # free during the backoff, as in Envoy
-        self.delay = min(delay, max(0.0, self.deadline - self.clock()))
+        self.delay = min(delay, max(0.0, self.deadline - self.gen.clock()))
         self.state = BACKING_OFF
         return BACKOFF
 

@@ -56,6 +56,7 @@ class Generation:
         client: bool = False,
     ) -> None:
         self.tables = tables
+        self.clock = clock  # one clock for buckets, breakers, budgets and request deadlines
         self.upstreams = upstreams
         self.metrics = metrics
         self.tls = tls
