@@ -1,12 +1,14 @@
 """Run one mesh.yaml on both engines: the embedded runtime (``python DIST``) and HAProxy.
 
 Theory of operation: the spec is compiled by the real pipeline and emitted as a real DIST. The
-runtime binds its port-0 listeners itself and reports them in its ready file; HAProxy reads the
-port of a port-0 listener from ``MESHGEN_PORT_<LISTENER>`` (docs/haproxy.md), which we set to a
-free port. A ``stats socket`` is added to ``global`` so tests can read server states. For DNS
-discovery the generated ``resolvers`` sections read ``/etc/resolv.conf`` (``parse-resolv-conf``);
-``nameserver=HOST:PORT`` swaps that line for ``nameserver dns1 HOST:PORT`` in the test copy, the
-counterpart of the runtime's ``--dns-server`` (the generated file holds no machine address).
+runtime binds its port-0 listeners itself and reports them in its ready file; HAProxy would
+read the port of a port-0 listener from ``MESHGEN_PORT_<LISTENER>`` (docs/haproxy.md): the test
+copy binds it to a socket listening on a port of its own instead (``bind fd@N``), bound here
+once and inherited, so no port is guessed. A ``stats socket`` is added to ``global`` so tests
+can read server states. For DNS discovery the generated ``resolvers`` sections read
+``/etc/resolv.conf`` (``parse-resolv-conf``); ``nameserver=HOST:PORT`` swaps that line for
+``nameserver dns1 HOST:PORT`` in the test copy, the counterpart of the runtime's
+``--dns-server`` (the generated file holds no machine address).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import free_port, require_binary, start_process
+from conftest import require_binary, start_process
 from polling import eventually
 from runtime_harness import get_text, run_dist
 
@@ -37,12 +39,30 @@ def build(spec: str, folder: Path) -> Path:
     return folder / "dist"
 
 
-def check_config(cfg: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+def check_config(
+    cfg: Path, cwd: Path, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+) -> None:
     """``haproxy -dW -c -f cfg`` must exit 0 (any warning is an error)."""
     binary = require_binary("haproxy")
     proc = subprocess.run([binary, "-dW", "-c", "-f", str(cfg)], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=30)  # fmt: skip
+                          text=True, env={**os.environ, **(env or {})}, timeout=30,
+                          pass_fds=pass_fds)  # fmt: skip
     assert proc.returncode == 0, f"{cfg}:\n{proc.stdout}{proc.stderr}"
+
+
+def _listening() -> socket.socket:
+    """A socket listening on a port of its own (127.0.0.1:0), to hand to HAProxy."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1024)
+    return s
+
+
+def _bind_fd(text: str, name: str, sock: socket.socket) -> str:
+    """The test copy binds ``name``'s port-0 address to an inherited listening socket."""
+    placeholder = f'"127.0.0.1:${{MESHGEN_PORT_{name.upper().replace("-", "_")}}}"'
+    assert placeholder in text, f"{name} is not a 127.0.0.1:0 address in haproxy.cfg"
+    return text.replace(placeholder, f"fd@{sock.fileno()}")
 
 
 @dataclass
@@ -73,20 +93,12 @@ class HAProxy(Engine):
     ports: dict[str, int]
 
 
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = None,
                 others: tuple[str, ...] = ()) -> Iterator[HAProxy]:  # fmt: skip
     """Start ``haproxy -db`` on DIST's config from DIST's parent folder (relative cert paths);
     with ``nameserver`` every ``resolvers`` section asks that HOST:PORT instead of resolv.conf.
-    Port-0 listeners ``others`` (besides ``listener``) get free ports too."""
+    Port-0 listeners ``others`` (besides ``listener``) get listening sockets too."""
     binary = require_binary("haproxy")
     root = dist.parent
     sock = root / "haproxy.sock"
@@ -96,19 +108,28 @@ def run_haproxy(dist: Path, listener: str = "edge", nameserver: str | None = Non
     if nameserver is not None:
         assert "    parse-resolv-conf\n" in text, "no resolvers section to point at the nameserver"
         text = text.replace("    parse-resolv-conf\n", f"    nameserver dns1 {nameserver}\n")
+    # Ports bound here, once, and handed over (``bind fd@N``): never a guess at a free port.
+    bound = {name: _listening() for name in (listener, *others)}
+    admin = _listening()
+    for name, listening in bound.items():
+        text = _bind_fd(text, name, listening)
+    text = _bind_fd(text, "admin", admin)
     cfg = root / "haproxy-test.cfg"
     cfg.write_text(text)
-    ports = {name: free_port() for name in (listener, *others)}
-    port = ports[listener]
-    env = {**os.environ, "MESHGEN_PORT_ADMIN": str(free_port())}
-    env.update({f"MESHGEN_PORT_{n.upper().replace('-', '_')}": str(p) for n, p in ports.items()})
-    check_config(cfg, root, env)
-    proc = start_process([binary, "-db", "-f", cfg], root / "haproxy.log", env=env, cwd=root)
+    fds = tuple(sock.fileno() for sock in (*bound.values(), admin))
     try:
-        proc.wait_until(lambda: _accepts(port) and sock.exists(), what="haproxy")
-        yield HAProxy("haproxy", port, sock, proc.pid, ports)
+        check_config(cfg, root, pass_fds=fds)
+        proc = start_process([binary, "-db", "-f", cfg], root / "haproxy.log", cwd=root,
+                             pass_fds=fds)  # fmt: skip
+        try:
+            proc.wait_until(sock.exists, what="haproxy")  # its stats socket: it is serving
+            ports = {name: s.getsockname()[1] for name, s in bound.items()}
+            yield HAProxy("haproxy", ports[listener], sock, proc.pid, ports)
+        finally:
+            proc.stop()
     finally:
-        proc.stop()
+        for listening in (*bound.values(), admin):
+            listening.close()
 
 
 @dataclass
