@@ -11,13 +11,17 @@ measured in alternating rounds (``--rounds``), so load drift on a shared machine
 alike. Prints every round (req/s, p99, the CPU time each proxy spent per request, read from
 /proc), then the table of the best run of each with the median round ratios; paste it into
 BENCHMARKS.md. CPU per request is the number least disturbed by other jobs on the machine:
-compare it when req/s swing.
+compare it when req/s swing. ``--baseline REF`` adds one more: the DIST that git commit REF's
+compiler builds from the same mesh.yaml (so, that commit's runtime), in every round, for a
+same-load A/B of a runtime change. nginx and HAProxy get listening sockets bound here once
+(nginx's ``NGINX`` inherited-sockets variable, HAProxy's ``bind fd@N``), never guessed ports.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -29,7 +33,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # polling, ports: what the e2e harness imports
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+from polling import eventually  # noqa: E402
 from runtime_harness import build_dist, run_dist, spec  # noqa: E402
 
 from meshgen.targets.envoy_syntax import Json  # noqa: E402
@@ -59,7 +63,7 @@ defaults
   timeout server 30s
   retries 2
 frontend edge
-  bind 127.0.0.1:{port}
+  bind fd@{fd}
   default_backend web
 backend web
   balance roundrobin
@@ -84,25 +88,42 @@ MESH = """
 """  # spec() body: mesh shop, listener edge and admin on port 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def listening() -> socket.socket:
+    """A socket listening on a port of its own, handed to nginx or HAProxy (never a guess)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1024)
+    return s
 
 
-def wait_port(port: int, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"port {port} never opened")
+def wait_answering(port: int) -> None:
+    """Until ``port`` answers an HTTP request (its socket accepts before the server runs)."""
+
+    def answers() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            conn.request("GET", "/api/items", headers={"Host": "shop"})
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    eventually(answers, what=f"port {port} answering")
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    cmd: list[str],
+    log: Path,
+    inherit: socket.socket | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` running (stopped by PID on the way out), inheriting the listening ``inherit``."""
+    fds = (inherit.fileno(),) if inherit is not None else ()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                pass_fds=fds, env=env)  # fmt: skip
     try:
         yield proc
     finally:
@@ -138,10 +159,10 @@ def envoy_command(dist: Path, folder: Path) -> tuple[list[str], Path]:
     return argv, admin
 
 
-def envoy_port(admin_file: Path, listener: str = "edge", deadline_s: float = 15.0) -> int:
+def envoy_port(admin_file: Path, listener: str = "edge") -> int:
     """The port Envoy bound for ``listener`` (port 0 in mesh.yaml), from its admin API."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+
+    def bound() -> int | None:
         with contextlib.suppress(OSError, ValueError, KeyError, StopIteration):
             host, port = admin_file.read_text().strip().rsplit(":", 1)
             with urllib.request.urlopen(
@@ -155,8 +176,9 @@ def envoy_port(admin_file: Path, listener: str = "edge", deadline_s: float = 15.
                     if s["name"] == listener
                 )
             )
-        time.sleep(0.05)
-    raise RuntimeError("envoy did not report its listener")
+        return None
+
+    return eventually(bound, timeout=15, what="envoy's listener port")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -209,13 +231,21 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs of every proxy")
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the DIST git commit REF builds (its runtime) in every round: an A/B",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
-        nginx_port, haproxy_port = free_port(), free_port()
+        nginx_sock, haproxy_sock = listening(), listening()
+        nginx_port, haproxy_port = nginx_sock.getsockname()[1], haproxy_sock.getsockname()[1]
         (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
-        (d / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=nginx_port))
+        (d / "haproxy.cfg").write_text(HAPROXY.format(fd=haproxy_sock.fileno(), backend=nginx_port))
         dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
+        base_dist = build_at(args.baseline, dist.parent / "mesh.yaml", d) if args.baseline else None
+        base_name = f"meshgen at {args.baseline}"
         env_cpu = ["taskset", "-c", "0"]
         results: dict[str, Run] = {}
         rounds: list[dict[str, Run]] = []
@@ -227,22 +257,30 @@ def main() -> int:
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = [*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
         envoy_cmd, envoy_admin = envoy_command(dist, d)
+        # nginx takes its inherited socket from NGINX (its binary-upgrade variable).
+        nginx_env = {**os.environ, "NGINX": f"{nginx_sock.fileno()};"}
         with (
-            process(nginx_cmd, d / "nginx.log"),
-            process(ha_cmd, d / "ha.log") as ha,
+            process(nginx_cmd, d / "nginx.log", nginx_sock, nginx_env),
+            process(ha_cmd, d / "ha.log", haproxy_sock) as ha,
             process([*env_cpu, *envoy_cmd], d / "envoy.log") as envoy,
         ):
-            wait_port(nginx_port)
-            wait_port(haproxy_port)
+            wait_answering(nginx_port)
+            wait_answering(haproxy_port)
             envoy_listener = envoy_port(envoy_admin)
             keep("direct nginx", wrk(nginx_port, "shop", 3, args.connections))
-            with run_dist(dist) as rt:
-                subprocess.run(
-                    ["taskset", "-acp", "0", str(rt.proc.pid)], check=True, capture_output=True
-                )
+            with run_dist(dist) as rt, contextlib.ExitStack() as stack:
                 proxies = [(HAPROXY_NAME, haproxy_port, ha.pid),
                            (MESHGEN_NAME, rt.port, rt.proc.pid),
                            (ENVOY_NAME, envoy_listener, envoy.pid)]  # fmt: skip
+                runtimes = [rt.proc.pid]
+                if base_dist is not None:
+                    base = stack.enter_context(run_dist(base_dist))
+                    proxies.append((base_name, base.port, base.proc.pid))
+                    runtimes.append(base.proc.pid)
+                for pid in runtimes:
+                    subprocess.run(
+                        ["taskset", "-acp", "0", str(pid)], check=True, capture_output=True
+                    )
                 for n in range(args.rounds):  # interleaved: load drift hits all alike
                     got = {name: wrk(port, "shop", args.duration, args.connections, pid)
                            for name, port, pid in proxies}  # fmt: skip
@@ -252,7 +290,7 @@ def main() -> int:
                     shown = [f"{name.split()[0]} {r[0]:.0f} req/s p99 {r[2]:.2f} ms "
                              f"{r[3]:.1f} us CPU/req" for name, r in got.items()]  # fmt: skip
                     print(f"round {n + 1}: " + " | ".join(shown), flush=True)
-    base = results[HAPROXY_NAME]
+    reference = results[HAPROXY_NAME]
     print(
         f"wrk {args.duration}s, {args.connections} connections, proxies on 1 core (taskset), "
         f"best run of each over {args.rounds} interleaved rounds"
@@ -263,11 +301,20 @@ def main() -> int:
     )
     print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 12}|")
     for name, (rps, p50, p99, cpu) in results.items():
-        ratio = f"{rps / base[0]:.2f}x" if name != "direct nginx" else "-"
+        ratio = f"{rps / reference[0]:.2f}x" if name != "direct nginx" else "-"
         cpu_text = f"{cpu:.1f}" if name != "direct nginx" else "-"
         print(
             f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu_text:>10} "
             f"| {ratio:>10} |"
+        )
+    if args.baseline:
+        before = [r[base_name][3] for r in rounds]
+        after = [r[MESHGEN_NAME][3] for r in rounds]
+        print(
+            f"same-load A/B, CPU us per request: {args.baseline} "
+            f"{', '.join(f'{x:.1f}' for x in before)} (median {statistics.median(before):.1f}); "
+            f"this tree {', '.join(f'{x:.1f}' for x in after)} "
+            f"(median {statistics.median(after):.1f})"
         )
     for name in (MESHGEN_NAME, ENVOY_NAME):
         ratios = [r[name][0] / r[HAPROXY_NAME][0] for r in rounds]
@@ -279,6 +326,21 @@ def main() -> int:
             f"{statistics.median(p99s):.2f}x; CPU per request median {statistics.median(cpus):.2f}x"
         )
     return 0
+
+
+def build_at(ref: str, mesh: Path, tmp: Path) -> Path:
+    """``meshgen build`` of ``mesh`` by the compiler of git commit ``ref`` (so the DIST holds
+    that commit's runtime): its sources extracted with ``git archive``, never checked out."""
+    src = tmp / "baseline-src"
+    src.mkdir()
+    what = ["git", "-C", str(ROOT), "archive", ref, "meshgen", "templates", "schemas"]
+    archive = subprocess.run(what, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    dist = tmp / "dist-baseline"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, "-m", "meshgen", "build", str(mesh), "-o", str(dist)]
+    subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)
+    return dist
 
 
 if __name__ == "__main__":
