@@ -8,7 +8,15 @@ place that says what is lost and what HAProxy does instead.
 from __future__ import annotations
 
 from meshgen.runtime.access import enforced_on
-from meshgen.runtime.tables import Cluster, DnsDiscovery, Listener, RetryPolicy, Route, Tables
+from meshgen.runtime.tables import (
+    Cluster,
+    DnsDiscovery,
+    Limits,
+    Listener,
+    RetryPolicy,
+    Route,
+    Tables,
+)
 
 from .gaps import Gap, GapOwner
 from .haproxy import DNS_SLOTS
@@ -24,6 +32,11 @@ RETRY_GRPC = (
 )
 GRPC_CHECK = "HAProxy 2.6 has no gRPC health check: a TCP connect to the probed port instead"
 MAX_AGE = "HAProxy 2.6 cannot end a connection by age: only the idle timeouts apply"
+HEAD_LIMIT = (
+    "HAProxy's request head limits are global, not per frontend: tune.bufsize (16 KiB, less "
+    "tune.maxrewrite) and tune.http.maxhdr (101) apply; beyond them 400"
+)
+HEAD_FIELDS = ("request_head_bytes", "request_headers", "url_bytes")
 OUTLIER = (
     "an ejected endpoint is marked down until its health check passes again: no "
     "base_ejection_time growth, no max_ejection_percent"
@@ -90,9 +103,17 @@ def route_gaps(r: Route, clusters: dict[str, Cluster]) -> list[Gap]:
 
 
 def listener_gaps(lst: Listener) -> list[Gap]:
-    if lst.protocol == "tcp" and lst.limits.max_connection_duration_s is not None:
-        return [Gap("listener", lst.name, "limits.max_connection_duration", MAX_AGE)]
-    return []
+    limits = lst.limits
+    if lst.protocol == "tcp":
+        if limits.max_connection_duration_s is not None:
+            return [Gap("listener", lst.name, "limits.max_connection_duration", MAX_AGE)]
+        return []
+    default = Limits()  # written values only: HAProxy's own defaults are documented
+    return [
+        Gap("listener", lst.name, f"limits.{field}", HEAD_LIMIT)
+        for field in HEAD_FIELDS
+        if getattr(limits, field) != getattr(default, field)
+    ]
 
 
 def gaps(tables: Tables) -> list[Gap]:

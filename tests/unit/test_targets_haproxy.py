@@ -250,3 +250,23 @@ def test_listener_limits_per_frontend(tmp_path: Path) -> None:
     cfg.write_text(text)
     proc = _check(cfg, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_written_head_limits_are_haproxy_gaps() -> None:
+    """Head byte, header count and URL limits are global in HAProxy: when a listener writes
+    them they are listed in GAPS.txt at the value; the timeouts and the cap are not gaps."""
+    spec = SPEC.replace(
+        '{name: edge, address: "127.0.0.1:0"}',
+        '{name: edge, address: "127.0.0.1:0", limits: {request_headers: 50, url_bytes: 4096,'
+        " request_head_timeout: 3s, max_connections: 500}}",
+    )
+    result = pipeline.compile_text(spec, "mesh.yaml", version="9.9")
+    assert result.files is not None, [d.message for d in result.diagnostics]
+    gaps = result.files["haproxy/GAPS.txt"]
+    head = "HAProxy's request head limits are global"
+    assert f"listener 'edge' limits.request_headers: {head}" in gaps
+    assert f"listener 'edge' limits.url_bytes: {head}" in gaps
+    assert "request_head_bytes" not in gaps and "max_connections" not in gaps
+    unlimited = SPEC  # the listener with the default limits: no such gap
+    default = pipeline.compile_text(unlimited, "mesh.yaml")
+    assert default.files is not None and "limits" not in default.files["haproxy/GAPS.txt"]
