@@ -40,10 +40,9 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from conftest import free_port, require_binary, start_process  # noqa: E402
 from haproxy_harness import build, run_haproxy  # noqa: E402
-from runtime_harness import run_dist, script_backend  # noqa: E402
+from runtime_harness import HOSTILE, run_dist, script_backend  # noqa: E402
 from test_desync import NGINX, SMUGGLED, _cases, guardian_request, mutations  # noqa: E402
 
-HOSTILE = (ROOT / "tests" / "e2e" / "hostile_backend.py").read_text()
 UPGRADE = b"GET /refuse-upgrade-slow HTTP/1.1\r\nHost: hostile\r\nConnection: upgrade\r\n" + (
     b"Upgrade: x\r\n\r\n"
 )

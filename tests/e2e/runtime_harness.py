@@ -150,15 +150,27 @@ class Runtime:
 
     def raw(self, data: bytes, timeout: float = 5.0) -> bytes:
         """Send raw bytes; return everything until the proxy closes (or timeout)."""
-        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
-            s.sendall(data)
+        return self.converse(data, timeout)[0]
+
+    def converse(self, data: bytes, quiet: float = 5.0, limit: int = 1 << 30) -> tuple[bytes, bool]:
+        """Send ``data`` on a new connection; return what came back until the proxy closed it
+        (True) or nothing came for ``quiet`` seconds or ``limit`` bytes came (False). A reset
+        counts as closed (a proxy that closes with unread bytes sends one)."""
+        with socket.create_connection((self.host, self.port), timeout=quiet) as s:
+            with contextlib.suppress(OSError):
+                s.sendall(data)
             out = b""
             try:
-                while chunk := s.recv(65536):
+                while len(out) < limit:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return out, True
                     out += chunk
             except TimeoutError:
                 pass
-            return out
+            except ConnectionResetError:
+                return out, True
+            return out, False
 
     def admin(self, path: str) -> str:
         """GET ``path`` from the admin server (``/metrics``, ``/config``...); the body as text."""
@@ -270,3 +282,26 @@ def script_backend(source: str, *args: str) -> Iterator[tuple[str, subprocess.Po
 def backend(name: str) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
     """A killable subprocess HTTP backend answering with its ``name``; yields (address, process)."""
     return script_backend(BACKEND, name)
+
+
+HOSTILE = Path(__file__).with_name("hostile_backend.py").read_text()
+
+
+@contextmanager
+def hostile_proxy(folder: Path, timeout: str, idle_timeout: str) -> Iterator[Runtime]:
+    """``python DIST`` in front of ``hostile_backend.py``: service and host ``hostile``, with
+    the route ``timeout`` and ``idle_timeout`` given (mesh.yaml durations)."""
+    with script_backend(HOSTILE) as (address, _):
+        text = spec(
+            f"""
+            services:
+              hostile:
+                discovery: {{static: [{{address: "{address}"}}]}}
+                timeout: {timeout}
+                idle_timeout: {idle_timeout}
+            routes:
+              - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
+            """
+        )
+        with run_dist(build_dist(folder / "dist", text)) as rt:
+            yield rt

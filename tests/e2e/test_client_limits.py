@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from runtime_harness import Runtime, backend, build_dist, read_response, run_dist, spec
-from test_proxy_semantics import samples
+from test_proxy_semantics import count, samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -40,28 +40,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
 
 
 def rejected(rt: Runtime, reason: str) -> float:
-    return sum(
-        value
-        for labels, value in samples(rt, "meshgen_connections_rejected_total")
-        if labels == {"listener": "edge", "reason": reason}
-    )
+    return count(rt, "meshgen_connections_rejected_total", listener="edge", reason=reason)
 
 
 def forwarded(rt: Runtime) -> float:
     return sum(value for _, value in samples(rt, "meshgen_upstream_requests_total"))
-
-
-def converse(rt: Runtime, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Send ``data``; return what came back and whether the proxy closed the connection."""
-    with socket.create_connection((rt.host, rt.port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except TimeoutError:
-            return out, False
-        return out, True
 
 
 def statuses(raw: bytes) -> list[int]:
@@ -91,7 +74,7 @@ REFUSED_IDS = ["url", "head-bytes", "header-count", "gzip-chunked", "chunked-twi
 def test_refused_requests(proxy: Runtime, request_bytes: bytes, status: int, reason: str) -> None:
     """Each refusal: its status, the connection closed, counted, nothing forwarded."""
     before, sent = rejected(proxy, reason), forwarded(proxy)
-    out, closed = converse(proxy, request_bytes + GET % b"after" + b"\r\n")
+    out, closed = proxy.converse(request_bytes + GET % b"after" + b"\r\n")
     assert statuses(out) == [status] and closed, out[:300]
     assert rejected(proxy, reason) == before + 1
     assert forwarded(proxy) == sent
@@ -101,7 +84,7 @@ def test_limits_hold_exactly(proxy: Runtime) -> None:
     """A head of exactly 20 headers and a URL of exactly 1024 bytes are served."""
     url = b"/" + b"u" * 1023
     head = b"GET %s HTTP/1.1\r\nHost: web\r\n" % url + b"x-h: v\r\n" * 18 + b"Connection: close\r\n"
-    out, _ = converse(proxy, head + b"\r\n")
+    out, _ = proxy.converse(head + b"\r\n")
     assert statuses(out) == [200], out[:300]
 
 
@@ -132,7 +115,7 @@ def test_garbage_after_a_valid_request(proxy: Runtime) -> None:
     """The request that arrived whole is forwarded and answered; the garbage after it gets
     its 400 afterwards, and the connection closes."""
     sent = forwarded(proxy)
-    out, closed = converse(proxy, GET % b"valid" + b"\r\n" + b"\x00\x01garbage\r\n\r\n")
+    out, closed = proxy.converse(GET % b"valid" + b"\r\n" + b"\x00\x01garbage\r\n\r\n")
     assert statuses(out) == [200, 400] and closed, out
     assert b"web GET /valid\n" in out
     assert forwarded(proxy) == sent + 1
@@ -140,7 +123,7 @@ def test_garbage_after_a_valid_request(proxy: Runtime) -> None:
 
 def test_pipelined_request_over_a_limit_after_a_valid_one(proxy: Runtime) -> None:
     """A valid request, then one with an over-long URL: 200 first, then 414."""
-    out, closed = converse(proxy, GET % b"first" + b"\r\nGET /" + b"u" * 1100 + b" HTTP/1.1\r\n")
+    out, closed = proxy.converse(GET % b"first" + b"\r\nGET /" + b"u" * 1100 + b" HTTP/1.1\r\n")
     assert statuses(out) == [200, 414] and closed, out
 
 
@@ -152,7 +135,7 @@ def test_pipelined_request_over_a_limit_after_a_valid_one(proxy: Runtime) -> Non
 def test_bytes_after_the_last_request_are_ignored(proxy: Runtime, first: bytes) -> None:
     """After a request that ends the connection, whatever follows is not answered (no 400
     in place of the response of the request that ran)."""
-    out, closed = converse(proxy, first + b"GET /more HTTP/1.1\r\nHost: web\r\n\r\n\x00junk")
+    out, closed = proxy.converse(first + b"GET /more HTTP/1.1\r\nHost: web\r\n\r\n\x00junk")
     assert statuses(out) == [200] and closed, out
 
 

@@ -27,7 +27,7 @@ from runtime_harness import (
     run_dist,
     spec,
 )
-from test_proxy_semantics import samples
+from test_proxy_semantics import count
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -58,12 +58,8 @@ def proxy(dist: Path) -> Iterator[Runtime]:
         yield rt
 
 
-def rejected(rt: Runtime, reason: str, listener: str = "edge") -> float:
-    return sum(
-        value
-        for labels, value in samples(rt, "meshgen_connections_rejected_total")
-        if labels == {"listener": listener, "reason": reason}
-    )
+def rejected(rt: Runtime, reason: str) -> float:
+    return count(rt, "meshgen_connections_rejected_total", listener="edge", reason=reason)
 
 
 def connect(rt: Runtime) -> socket.socket:

@@ -20,7 +20,6 @@ in nginx's log.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 from collections.abc import Iterator
@@ -99,19 +98,7 @@ def _accepts(port: int) -> bool:
 def exchange(rt: Runtime, raw: bytes, quiet: float = 0.3) -> tuple[list[int], bool]:
     """Send ``raw`` on a fresh connection; the statuses that came back and whether the proxy
     closed the connection (else nothing more came for ``quiet`` seconds)."""
-    with socket.create_connection((rt.host, rt.port), timeout=5) as s:
-        with contextlib.suppress(OSError):
-            s.sendall(raw)
-        s.settimeout(quiet)
-        out, closed = b"", False
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-            closed = True
-        except TimeoutError:
-            pass
-        except ConnectionResetError:
-            closed = True
+    out, closed = rt.converse(raw, quiet)
     return [int(c) for c in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)], closed
 
 

@@ -8,36 +8,19 @@ misbehaving exchange may reach another client, and no broken connection may be r
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, build_dist, run_dist, script_backend, spec
+from runtime_harness import Runtime, hostile_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
-
-HOSTILE = Path(__file__).with_name("hostile_backend.py").read_text()
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    with script_backend(HOSTILE) as (address, _):
-        text = spec(
-            f"""
-            services:
-              hostile:
-                discovery: {{static: [{{address: "{address}"}}]}}
-                timeout: 5s
-                idle_timeout: 1s
-            routes:
-              - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
-            """
-        )
-        dist = build_dist(tmp_path_factory.mktemp("hostile") / "dist", text)
-        with run_dist(dist) as rt:
-            yield rt
+    with hostile_proxy(tmp_path_factory.mktemp("hostile"), timeout="5s", idle_timeout="1s") as rt:
+        yield rt
 
 
 def own_answer(rt: Runtime, name: str) -> None:
@@ -48,22 +31,9 @@ def own_answer(rt: Runtime, name: str) -> None:
 
 
 def answer_and_silence(rt: Runtime, path: str, wait: float = 0.4) -> bytes:
-    """One request on a kept-open connection: everything the proxy sends within ``wait``
-    seconds after the request (its answer, and anything appended to it)."""
-    with socket.create_connection((rt.host, rt.port), timeout=5) as s:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: hostile\r\n\r\n" % path.encode())
-        out = b""
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            s.settimeout(left)
-            try:
-                chunk = s.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+    """One request on a kept-open connection: everything the proxy sends until nothing more
+    comes for ``wait`` seconds (its answer, and anything appended to it)."""
+    return rt.converse(b"GET %s HTTP/1.1\r\nHost: hostile\r\n\r\n" % path.encode(), wait)[0]
 
 
 @pytest.mark.parametrize("path", ["/unsolicited", "/unsolicited-head"])
@@ -110,15 +80,13 @@ def test_bad_response_heads_are_502(proxy: Runtime, path: str, status: int) -> N
     own_answer(proxy, f"after{path.replace('/', '-')}")
 
 
-def raw_until_closed(rt: Runtime, path: str, timeout: float = 5.0, limit: int = 1 << 20) -> bytes:
-    """A request on its own connection; what arrives until the proxy closes it (at most
-    ``limit`` bytes; fails on timeout)."""
-    with socket.create_connection((rt.host, rt.port), timeout=timeout) as s:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: hostile\r\n\r\n" % path.encode())
-        out = b""
-        while len(out) < limit and (chunk := s.recv(65536)):
-            out += chunk
-        return out
+def raw_until_closed(rt: Runtime, path: str, limit: int = 1 << 20) -> bytes:
+    """A request on its own connection; what arrives until the proxy closes it (or ``limit``
+    bytes came)."""
+    out, closed = rt.converse(b"GET %s HTTP/1.1\r\nHost: hostile\r\n\r\n" % path.encode(),
+                              limit=limit)  # fmt: skip
+    assert closed or len(out) >= limit, out[-200:]
+    return out
 
 
 @pytest.mark.parametrize("path", ["/bad-chunk-late", "/mid-body"])

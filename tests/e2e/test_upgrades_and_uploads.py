@@ -16,34 +16,19 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, build_dist, read_response, run_dist, script_backend, spec
+from runtime_harness import Runtime, hostile_proxy, read_response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-HOSTILE = Path(__file__).with_name("hostile_backend.py").read_text()
 MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    with script_backend(HOSTILE) as (address, _):
-        text = spec(
-            f"""
-            services:
-              hostile:
-                discovery: {{static: [{{address: "{address}"}}]}}
-                timeout: 1s
-                idle_timeout: 1s
-            routes:
-              - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
-            """
-        )
-        dist = build_dist(tmp_path_factory.mktemp("uploads") / "dist", text)
-        with run_dist(dist) as rt:
-            yield rt
+    with hostile_proxy(tmp_path_factory.mktemp("uploads"), timeout="1s", idle_timeout="1s") as rt:
+        yield rt
 
 
 def connect(rt: Runtime) -> socket.socket:
