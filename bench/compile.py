@@ -281,7 +281,9 @@ def profile(n: int, work: Path) -> None:
 
 
 def stage_times(n: int, work: Path) -> None:
-    """CPU time of each pipeline stage and target, in-process, for one build of ``n`` services."""
+    """CPU time (user + system) and page faults of each pipeline stage and target, in-process,
+    for one build of ``n`` services; CPU time is what other jobs on a shared machine disturb
+    least, and system time is mostly the kernel handing the process fresh memory."""
     from meshgen.pipeline import collector_paused
 
     folder = work / f"stages{n}"
@@ -291,50 +293,62 @@ def stage_times(n: int, work: Path) -> None:
     spec.write_text(make_spec(n))
     with collector_paused():  # as `meshgen build` runs
         rows = _timed_stages(spec, folder)
-    total = sum(s for _, s in rows)
-    print(f"stages of one in-process build, {n:,} services: {total:.2f}s CPU")
-    for name, seconds in rows:
-        print(f"  {seconds:7.2f}s {100 * seconds / total:5.1f}%  {name}")
+    total = sum(cpu for name, cpu, _ in rows if "of which" not in name)
+    print(f"stages of one in-process build, {n:,} services: {total:.2f} s CPU")
+    print("  CPU s | share | page faults | stage")
+    for name, cpu, faults in rows:
+        print(f"  {cpu:6.2f} | {100 * cpu / total:4.1f}% | {faults:8,} | {name}")
 
 
-def _timed_stages(spec: Path, folder: Path) -> list[tuple[str, float]]:
+def _timed_stages(spec: Path, folder: Path) -> list[tuple[str, float, int]]:
+    import resource
+
     from meshgen import __version__, checks, lower, plan, schema, source, targets
-    from meshgen.emit import MANIFEST, emit, manifest_text
+    from meshgen.emit import MANIFEST, emit, manifest_text, read_tree, verify
     from meshgen.targets import gaps
 
-    clock = time.process_time  # CPU: other jobs on a shared machine disturb it least
-    rows: list[tuple[str, float]] = []
-    t = clock()
+    rows: list[tuple[str, float, int]] = []
+    start = resource.getrusage(resource.RUSAGE_SELF)
+
+    def done(name: str) -> None:
+        nonlocal start
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = now.ru_utime + now.ru_stime - start.ru_utime - start.ru_stime
+        rows.append((name, cpu, now.ru_minflt - start.ru_minflt))
+        start = now
+
     doc, _ = source.load(spec)
-    rows.append(("source.load (H1)", clock() - t))
+    done("source.load (libyaml compose on a thread, then the node walk)")
     assert doc is not None
-    t = clock()
     schema.validate(doc)
-    rows.append(("schema.validate (H1)", clock() - t))
-    t = clock()
+    done("schema.validate (jsonschema-rs)")
     mesh, _ = lower.lower(doc)
-    rows.append(("lower.lower (H2)", clock() - t))
+    done("lower.lower")
     assert mesh is not None
-    t = clock()
     checks.run_all(mesh, doc)
-    rows.append(("checks.run_all (H2)", clock() - t))
-    t = clock()
+    done("checks.run_all")
     tables = plan.to_tables(mesh)
-    rows.append(("plan.to_tables (H2)", clock() - t))
+    done("plan.to_tables")
     ctx = targets.make_context(spec.name, __version__)
     files: dict[str, str] = {}
     for target in targets.registered():
-        t = clock()
         for render in target.renders:
             files.update(render(tables, ctx))
+        done(f"targets.{target.name}")
         if target.gaps is not None:
             found = gaps.located(target.gaps(tables), mesh, doc)
             files[f"{target.name}/GAPS.txt"] = gaps.gaps_text(ctx.header, target.engine, found)
-        rows.append((f"targets.{target.name}", clock() - t))
+            done(f"targets.{target.name} GAPS.txt")
     files[MANIFEST] = manifest_text(files, spec.name, doc.text.encode(), __version__)
-    t = clock()
+    done("MANIFEST.json (sha256 of every file)")
+    del doc, mesh, tables  # as the command line does before writing
+    done("freeing the document, model and tables")
     emit(files, folder / "dist")
-    rows.append(("emit (write + verify + swap) (H3)", clock() - t))
+    done("emit: write, read back, verify, swap")
+    tree = read_tree(folder / "dist")
+    for kind in (".py", ".json", ".yml"):
+        verify({p: d for p, d in tree.items() if p.endswith(kind) and p != MANIFEST})
+        done(f"  of which: verify every {kind} again (timed apart)")
     return rows
 
 
