@@ -140,15 +140,19 @@ def run_measured(argv: list[str], cwd: Path = ROOT) -> Run:
         return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def rounds(commands: dict[str, list[str]], count: int) -> dict[str, list[Run]]:
+Command = tuple[list[str], Path]
+"""argv and the folder it runs in (whose meshgen ``-m meshgen`` imports)."""
+
+
+def rounds(commands: dict[str, Command], count: int) -> dict[str, list[Run]]:
     """``count`` rounds of every command in turn, after one warm-up run of each (not counted):
     a machine whose load changes disturbs every command of a round alike."""
-    for argv in commands.values():
-        run_measured(argv)
+    for argv, cwd in commands.values():
+        run_measured(argv, cwd)
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     for _ in range(count):
-        for name, argv in commands.items():
-            runs[name].append(run_measured(argv))
+        for name, (argv, cwd) in commands.items():
+            runs[name].append(run_measured(argv, cwd))
     return runs
 
 
@@ -158,16 +162,16 @@ def ratio(runs: dict[str, list[Run]], top: str, bottom: str, cpu: bool = False) 
     return median((a.cpu / b.cpu) if cpu else (a.wall / b.wall) for a, b in pairs)
 
 
-def bench_validate(count: int) -> None:
-    """`meshgen validate` of the quickstart example next to `python -c pass`."""
+def bench_validate(count: int, baseline: Path | None = None) -> None:
+    """`meshgen validate` of the quickstart example next to `python -c pass` (and next to
+    ``baseline``'s validate of the same file)."""
     spec = str(ROOT / "examples" / "quickstart" / "mesh.yaml")
-    runs = rounds(
-        {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "meshgen validate": [sys.executable, "-m", "meshgen", "validate", spec],
-        },
-        count,
-    )
+    validate = [sys.executable, "-m", "meshgen", "validate", spec]
+    commands = {"python -c pass": ([sys.executable, "-c", "pass"], ROOT)}
+    if baseline is not None:
+        commands["baseline validate"] = (validate, baseline)
+    commands["meshgen validate"] = (validate, ROOT)
+    runs = rounds(commands, count)
     print(f"validate of examples/quickstart/mesh.yaml, {count} alternating rounds (medians):")
     for name, got in runs.items():
         wall = median(r.wall for r in got) * 1000
@@ -186,7 +190,8 @@ def bench_build(n: int, work: Path, count: int, extra: list[str]) -> None:
     dist = folder / "dist"
     load = [sys.executable, "-c", LOAD_SNIPPET, str(spec)]
     build = [sys.executable, "-m", "meshgen", "build", str(spec), "-o", str(dist), *extra]
-    runs = rounds({"load": [*load, "gc"], "load nogc": [*load, "nogc"], "build": build}, count)
+    commands = {"load": [*load, "gc"], "load nogc": [*load, "nogc"], "build": build}
+    runs = rounds({name: (argv, ROOT) for name, argv in commands.items()}, count)
     dist_mib = sum(p.stat().st_size for p in dist.rglob("*") if p.is_file()) / 2**20
     print(
         f"{n:,} services (spec {spec.stat().st_size / 2**20:.1f} MiB, DIST {dist_mib:.1f} MiB), "
@@ -374,6 +379,7 @@ def main() -> int:
                 (profile if args.profile else stage_times)(n, Path(tmp))
             return 0
         if args.baseline is not None:
+            bench_validate(args.validate_rounds, args.baseline.resolve())
             for n in sizes:
                 against(n, args.baseline.resolve(), args.rounds, Path(tmp))
             return 0
