@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 import timeit
 
-from meshgen.runtime.alerts import AlertEvaluator
-from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.observe.alerts import AlertEvaluator
+from meshgen.runtime.observe.metrics import Metrics
 from meshgen.runtime.tables import Alert, BurnWindow, Slo
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from meshgen.runtime.balancers import make_balancer
 from meshgen.runtime.tables import (
     Cluster,
     Endpoint,
@@ -28,7 +27,8 @@ from meshgen.runtime.tables import (
     StaticDiscovery,
     Tables,
 )
-from meshgen.runtime.upstreams import Upstreams
+from meshgen.runtime.upstream.balancers import make_balancer
+from meshgen.runtime.upstream.upstreams import Upstreams
 
 POLICIES = ("round_robin", "random", "least_request", "ring_hash", "maglev")
 

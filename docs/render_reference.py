@@ -151,7 +151,7 @@ def scalar_table(schema: Schema) -> str:
 
 def metrics_table() -> str:
     """The runtime's metric families, from the runtime's own declarations."""
-    from meshgen.runtime.metrics import _HELP
+    from meshgen.runtime.observe.metrics import _HELP
 
     rows = ["| name | type | labels | what it counts |", "|---|---|---|---|"]
     for name, (kind, text, labels) in sorted(_HELP.items()):
@@ -161,7 +161,7 @@ def metrics_table() -> str:
 
 def options_table() -> str:
     """``python DIST`` options, from the runtime's own argument parser."""
-    from meshgen.runtime.main import arg_parser
+    from meshgen.runtime.app.main import arg_parser
 
     rows = ["| option | what it does | default |", "|---|---|---|"]
     for action in arg_parser()._actions:

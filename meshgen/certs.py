@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshgen.runtime.tls import spiffe_id
+from meshgen.runtime.policy.tls import spiffe_id
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")

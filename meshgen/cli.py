@@ -233,7 +233,7 @@ def _internal_error(exc: BaseException) -> None:
 def _dispatch(args: list[str]) -> int:
     if args and args[0] == "run":
         if args[1:2] in (["-h"], ["--help"]):
-            from meshgen.runtime.main import arg_parser
+            from meshgen.runtime.app.main import arg_parser
 
             arg_parser("meshgen run", with_dist=True).print_help()
             return EXIT_OK
@@ -370,8 +370,8 @@ def _stale_changes(dist: Path, tables: Tables) -> None:
     """What rebuilding a stale DIST would change in its tables, as ``meshgen plan`` says it
     (nothing when DIST's tables cannot be read, or only other files differ)."""
     from meshgen.review.dist_tables import read_dist_tables
-    from meshgen.runtime.loader import TablesError
-    from meshgen.runtime.table_changes import describe, table_changes
+    from meshgen.runtime.app.loader import TablesError
+    from meshgen.runtime.app.table_changes import describe, table_changes
 
     try:
         changes = table_changes(read_dist_tables(dist), tables)

@@ -3,7 +3,7 @@
 Rules apply only on listeners whose ``client_certificates`` is ``optional`` or ``required``
 ("enforced" listeners); there, everything is denied unless a rule allows it. So that the
 build and the runtime can never disagree, the route and caller questions are answered by the
-runtime's own :class:`~meshgen.runtime.access.AccessPolicy`, built from the same tables the
+runtime's own :class:`~meshgen.runtime.policy.access.AccessPolicy`, built from the same tables the
 runtime loads:
 
 * W503: :meth:`AccessPolicy.partial` — a caller allowed some but not all of the services a
@@ -19,7 +19,7 @@ W509: ``access: enforce | audit`` on a listener that does not check callers, whe
 applies, so the setting does nothing (an audit listener is a dry run: it checks callers and
 forwards what the rules deny, which W504 then describes as logged rather than refused).
 
-E506 rejects a rule path that :func:`~meshgen.runtime.paths.normalize_path` changes: requests
+E506 rejects a rule path that :func:`~meshgen.runtime.codec.paths.normalize_path` changes: requests
 are matched on the normalised path, so such a prefix can never match and the rule silently
 allows less than it says.
 """
@@ -32,8 +32,8 @@ from meshgen import plan
 from meshgen.checks.context import Context
 from meshgen.model import AccessRule, Listener, Mesh, PathKey, Route
 from meshgen.runtime import tables as t
-from meshgen.runtime.access import ANY, AccessPolicy, PartialAccess, listener_services
-from meshgen.runtime.paths import normalize_path
+from meshgen.runtime.codec.paths import normalize_path
+from meshgen.runtime.policy.access import ANY, AccessPolicy, PartialAccess, listener_services
 
 W503 = "W503"
 W504 = "W504"

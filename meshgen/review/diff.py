@@ -2,7 +2,7 @@
 
 Theory of operation: both sides become runtime :class:`~meshgen.runtime.tables.Tables` (a
 mesh.yaml through the compiler, a DIST through :mod:`.dist_tables`, which never runs its code),
-and the runtime's own :func:`~meshgen.runtime.table_changes.table_changes` lists the
+and the runtime's own :func:`~meshgen.runtime.app.table_changes.table_changes` lists the
 differences, so ``plan`` says exactly what a reload of the new DIST would log. A mesh.yaml side
 also has its model, so each change gets ``where``: the FILE:LINE that wrote the value (an
 overlay's, a ``defaults:`` entry's for an inherited policy); the new side's for what was added
@@ -20,9 +20,9 @@ from meshgen.diagnostics import Diagnostic
 from meshgen.model import Mesh, Origin, PathKey
 from meshgen.plan import to_tables
 from meshgen.review.dist_tables import read_dist_tables
-from meshgen.runtime.loader import TablesError
-from meshgen.runtime.table_changes import Change, table_changes
-from meshgen.runtime.table_view import target_name
+from meshgen.runtime.app.loader import TablesError
+from meshgen.runtime.app.table_changes import Change, table_changes
+from meshgen.runtime.app.table_view import target_name
 from meshgen.runtime.tables import Tables
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from meshgen.runtime import tables as t
-from meshgen.runtime.loader import TABLE_FILES, TablesError, tables_from
+from meshgen.runtime.app.loader import TABLE_FILES, TablesError, tables_from
 
 TYPES: Final = {
     name: cls

@@ -1,7 +1,7 @@
 """Effective settings with their origins: what ``meshgen explain`` prints for a service or a
 route's destination.
 
-Theory of operation: values come from the runtime tables (the :mod:`~meshgen.runtime.table_view`
+Theory of operation: values come from the runtime tables (the :mod:`~meshgen.runtime.app.table_view`
 of what the runtime will use, so explain can never show a value the runtime does not have);
 origins come from the model. A merged policy field (``defaults:`` < service < route) has its
 origin recorded by lowering, keyed by the same dotted mesh.yaml name as the view's leaf; a
@@ -25,7 +25,7 @@ from meshgen.model import (
     PathKey,
     Route,
 )
-from meshgen.runtime.table_view import call_view, leaves, route_view, service_view, target_name
+from meshgen.runtime.app.table_view import call_view, leaves, route_view, service_view, target_name
 from meshgen.runtime.tables import Tables, Target
 
 

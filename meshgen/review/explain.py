@@ -2,10 +2,11 @@
 
 Theory of operation: explain never decides anything on its own. The spec is compiled to the
 runtime's tables; the request target is normalised by the runtime's
-:func:`~meshgen.runtime.paths.split_target`, the listener's routes are compiled by the runtime's
-:class:`~meshgen.runtime.router.Router`, the chosen route is ``Router.match``'s answer, the
-access verdict is :meth:`~meshgen.runtime.access.AccessPolicy.denial`'s and the endpoints a
-subset selects are :func:`~meshgen.runtime.upstreams.subset_members`'. What explain adds is the
+:func:`~meshgen.runtime.codec.paths.split_target`, the listener's routes are compiled by the
+runtime's :class:`~meshgen.runtime.policy.router.Router`, the chosen route is
+``Router.match``'s answer, the access verdict is
+:meth:`~meshgen.runtime.policy.access.AccessPolicy.denial`'s and the endpoints a subset selects
+are :func:`~meshgen.runtime.upstream.upstreams.subset_members`'. What explain adds is the
 *why*: for each route before the match, each condition is evaluated with the route's own
 compiled predicates (host candidates, methods, path, header matchers) and the ones that fail
 are named; the origin of every value comes from the model (:mod:`.effective`). A differential
@@ -28,13 +29,13 @@ from meshgen.review.effective import (
     service_settings,
     where,
 )
-from meshgen.runtime.access import AccessPolicy, enforced_on, rule_grants
-from meshgen.runtime.health import failover_select
-from meshgen.runtime.paths import split_target, target_authority, valid_host
-from meshgen.runtime.router import CompiledRoute, Router
-from meshgen.runtime.table_view import target_name
+from meshgen.runtime.app.table_view import target_name
+from meshgen.runtime.codec.paths import split_target, target_authority, valid_host
+from meshgen.runtime.policy.access import AccessPolicy, enforced_on, rule_grants
+from meshgen.runtime.policy.router import CompiledRoute, Router
 from meshgen.runtime.tables import Listener, StaticDiscovery, Tables, Target
-from meshgen.runtime.upstreams import subset_members
+from meshgen.runtime.upstream.health import failover_select
+from meshgen.runtime.upstream.upstreams import subset_members
 
 FORWARDED = "forwarded to the split below"
 DENIED = "403: access denied"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from meshgen.review.diff import Planned
-from meshgen.runtime.table_changes import Change, count_changes
+from meshgen.runtime.app.table_changes import Change, count_changes
 
 TITLES: Final = {
     "mesh": "Mesh",

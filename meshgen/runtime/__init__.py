@@ -1,7 +1,8 @@
 """The embedded runtime, copied verbatim into ``DIST/meshgen_runtime``.
 
-``from meshgen_runtime import Mesh`` is the proxyless client; it is imported lazily so that the
-compiler can use :mod:`.tables` without loading the proxy.
+``from meshgen_runtime import Mesh, MeshError, Response`` is the proxyless client (it lives in
+``app/client.py``); it is imported lazily so that the compiler can use :mod:`.tables` without
+loading the proxy.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import Mesh
+    from .app.client import Mesh, MeshError, Response
 
-__all__ = ["Mesh"]
+__all__ = ["Mesh", "MeshError", "Response"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Mesh":
-        from .client import Mesh
+    if name in __all__:
+        from .app import client
 
-        return Mesh
+        return getattr(client, name)
     raise AttributeError(name)

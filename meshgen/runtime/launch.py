@@ -28,7 +28,7 @@ def missing_requirement_message(module: str, dist: Path) -> str:
 def start(argv: list[str], dist: Path) -> int:
     """Import the runtime and run it; exit 2 with install instructions when a package is missing."""
     try:
-        from .main import main
+        from .app.main import main
     except ModuleNotFoundError as exc:
         module = (exc.name or "").partition(".")[0]
         if not module or module == (__package__ or "").partition(".")[0]:

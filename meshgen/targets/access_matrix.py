@@ -11,7 +11,7 @@ is nothing to enforce. Rows are plain whitespace-aligned columns, stable for dif
 
 from __future__ import annotations
 
-from meshgen.runtime.access import ANY, AccessPolicy, MatrixRow, enforced_on
+from meshgen.runtime.policy.access import ANY, AccessPolicy, MatrixRow, enforced_on
 from meshgen.runtime.tables import Listener, Tables
 
 from . import RenderContext

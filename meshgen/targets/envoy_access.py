@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshgen.runtime.access import ANY, AccessPolicy, Grant, MatrixRow
+from meshgen.runtime.policy.access import ANY, AccessPolicy, Grant, MatrixRow
+from meshgen.runtime.policy.tls import spiffe_id
 from meshgen.runtime.tables import Listener, Route, Tables
-from meshgen.runtime.tls import spiffe_id
 
 from .envoy_syntax import Json, typed
 

@@ -31,6 +31,7 @@ import ipaddress
 import math
 import re
 
+from meshgen.runtime.policy.tls import TLS12_CIPHERS
 from meshgen.runtime.tables import (
     Cluster,
     DnsDiscovery,
@@ -40,7 +41,6 @@ from meshgen.runtime.tables import (
     RetryPolicy,
     Tables,
 )
-from meshgen.runtime.tls import TLS12_CIPHERS
 
 from .envoy_syntax import Json, duration, socket_address, typed
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 
-from meshgen.runtime.access import enforced_on
+from meshgen.runtime.policy.access import enforced_on
 from meshgen.runtime.tables import Cluster, Listener, Route, Tables
 
 from . import envoy_tcp

@@ -23,7 +23,7 @@ import math
 import re
 from typing import Protocol
 
-from meshgen.runtime.resilience import IDEMPOTENT_METHODS
+from meshgen.runtime.policy.resilience import IDEMPOTENT_METHODS
 from meshgen.runtime.tables import (
     Cluster,
     Fault,

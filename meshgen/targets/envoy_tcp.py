@@ -19,8 +19,8 @@ Theory of operation (docs/envoy.md, "tcp listeners"):
 
 from __future__ import annotations
 
-from meshgen.runtime.access import ANY, AccessPolicy, enforced_on, listener_services
 from meshgen.runtime.codec.sni import HELLO_WAIT
+from meshgen.runtime.policy.access import ANY, AccessPolicy, enforced_on, listener_services
 from meshgen.runtime.policy.sni import precedence
 from meshgen.runtime.tables import Cluster, Listener, Tables, TcpTarget
 

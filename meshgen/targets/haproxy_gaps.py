@@ -7,7 +7,7 @@ place that says what is lost and what HAProxy does instead.
 
 from __future__ import annotations
 
-from meshgen.runtime.access import enforced_on
+from meshgen.runtime.policy.access import enforced_on
 from meshgen.runtime.tables import (
     Cluster,
     DnsDiscovery,

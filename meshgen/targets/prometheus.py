@@ -6,7 +6,7 @@ gets group ``meshgen-slo-<slo>`` with its SLI recordings ``meshgen_slo:sli_error
 ``meshgen-slo-meta`` records ``meshgen_slo:objective:ratio``, ``meshgen_slo:error_budget:ratio``,
 ``meshgen_slo:sli_error:ratio_period`` and ``meshgen_slo:error_budget_remaining:ratio``.
 Every alert carries labels ``service`` and ``severity``. Thresholds, windows and texts come
-from ``meshgen.runtime.alerts``, the embedded evaluator, so both executors share one source.
+from ``meshgen.runtime.observe.alerts``, the embedded evaluator, so both executors share one source.
 
 The rules read one set of metric names (:mod:`.metric_names`): the runtime's ``meshgen_*``
 series (per request, after retries) for ``rules.yml``; Envoy's cluster series (per try) for
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from meshgen.runtime.alerts import (
+from meshgen.runtime.observe.alerts import (
     QUANTILES,
     SIGNAL_WINDOW_S,
     alert_annotations,

@@ -44,8 +44,7 @@ def test_sync_and_async_from_the_dist_copy(tmp_path: Path) -> None:
         script = f"""
 import asyncio, collections, sys
 sys.path.insert(0, {str(dist)!r})
-from meshgen_runtime import Mesh
-from meshgen_runtime.client import MeshError
+from meshgen_runtime import Mesh, MeshError
 mesh = Mesh.load({str(dist)!r})
 r = [mesh.request("GET", "http://reviews/x?y=1") for _ in range(20)]
 assert {{x.status for x in r}} == {{200}}, [x.status for x in r]

@@ -31,7 +31,7 @@ from ports import refused_port
 from runtime_harness import build_dist, compile_tables, run_dist, spec
 
 from meshgen.runtime import Mesh
-from meshgen.runtime.client import MeshError
+from meshgen.runtime.app.client import MeshError
 
 pytestmark = pytest.mark.e2e
 

@@ -27,12 +27,12 @@ import uvloop
 from polling import eventually, eventually_async
 from runtime_harness import Runtime, build_dist, compile_tables, open_fds, run_dist, spec
 
-from meshgen.runtime import guard
+from meshgen.runtime.codec import guard
+from meshgen.runtime.codec.http1 import ServerConnection
 from meshgen.runtime.forward.generation import Generation
-from meshgen.runtime.http1 import ServerConnection
-from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.proxy import Proxy
-from meshgen.runtime.upstreams import Upstreams
+from meshgen.runtime.forward.proxy import Proxy
+from meshgen.runtime.observe.metrics import Metrics
+from meshgen.runtime.upstream.upstreams import Upstreams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

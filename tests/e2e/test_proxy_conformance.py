@@ -178,7 +178,7 @@ def test_client_queues_at_the_circuit_breaker(tmp_path: Path) -> None:
     """1 connection busy, 1 request queued then served, the rest refused (503); a queued
     request whose timeout passes gets 504 - the proxy's admission (test_proxy_semantics)."""
     from meshgen.runtime import Mesh
-    from meshgen.runtime.client import MeshError
+    from meshgen.runtime.app.client import MeshError
 
     limits = "{max_connections: 1, max_pending_requests: 1, max_requests: 1}"
     with backend("slow") as (addr, _):

@@ -1,4 +1,4 @@
-"""The callback fast path (``meshgen/runtime/fastpath.py``), in process against a real backend.
+"""The callback fast path (``forward/fastpath.py``), in process against a real backend.
 
 The proxy runs in this process (real sockets on 127.0.0.1, real compiled tables) so a test can
 count which path served a request: the fast path calls neither ``Proxy.handle`` (the coroutine
@@ -22,12 +22,12 @@ import pytest
 from polling import eventually_async
 from runtime_harness import compile_tables, spec
 
-from meshgen.runtime.fastpath import ProxyAttempt
+from meshgen.runtime.codec.http1 import Request
+from meshgen.runtime.forward.fastpath import ProxyAttempt
 from meshgen.runtime.forward.generation import Generation
-from meshgen.runtime.http1 import Request
-from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.proxy import Proxy
-from meshgen.runtime.upstreams import Upstreams
+from meshgen.runtime.forward.proxy import Proxy
+from meshgen.runtime.observe.metrics import Metrics
+from meshgen.runtime.upstream.upstreams import Upstreams
 
 pytestmark = pytest.mark.e2e
 

@@ -29,7 +29,7 @@ from meshgen.runtime.tables import (
     StaticDiscovery,
     Tables,
 )
-from meshgen.runtime.upstreams import Upstreams
+from meshgen.runtime.upstream.upstreams import Upstreams
 
 pytestmark = pytest.mark.e2e
 

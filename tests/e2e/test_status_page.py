@@ -23,9 +23,9 @@ from conftest import require_binary
 from ports import refused_port
 from runtime_harness import build_dist, run_dist, spec
 
-from meshgen.runtime.admin import AdminServer, start_admin
-from meshgen.runtime.alerts import AlertEvaluator
-from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.observe.admin import AdminServer, start_admin
+from meshgen.runtime.observe.alerts import AlertEvaluator
+from meshgen.runtime.observe.metrics import Metrics
 from meshgen.runtime.tables import (
     Alert,
     BurnWindow,

@@ -25,7 +25,7 @@ from runtime_harness import run_dist, write_dist
 
 from meshgen import certs
 from meshgen.runtime import tables as t
-from meshgen.runtime import tls
+from meshgen.runtime.policy import tls
 from meshgen.runtime.tables import ClientTls
 from tests.conftest import Process
 
@@ -46,7 +46,7 @@ if mode == "tls11":  # a legacy server: TLS 1.1 only, which OpenSSL 3 needs @SEC
     identity = lambda s: s.version()
 else:  # the runtime's listener context: `mode` is client_certificates
     from meshgen.runtime.tables import Listener, MeshInfo, ServerTls, Tables
-    from meshgen.runtime.tls import TlsContexts, peer_identity
+    from meshgen.runtime.policy.tls import TlsContexts, peer_identity
     server = ServerTls("certs/edge.pem", "certs/edge-key.pem", "certs/ca.pem", mode)
     tables = Tables(MeshInfo("shop", "mesh.test"), (), (),
                     (Listener("edge", "127.0.0.1", 0, (), server),))

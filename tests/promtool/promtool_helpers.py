@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from conftest import require_binary
 
-from meshgen.runtime.alerts import AlertEvaluator, compile_rules
-from meshgen.runtime.metrics import LabelKey, Samples, escape_label_value
+from meshgen.runtime.observe.alerts import AlertEvaluator, compile_rules
+from meshgen.runtime.observe.metrics import LabelKey, Samples, escape_label_value
 from meshgen.runtime.tables import Alert, MeshInfo, Slo, Tables
 from meshgen.targets import make_context
 from meshgen.targets import prometheus as prometheus_target

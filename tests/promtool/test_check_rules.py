@@ -11,7 +11,7 @@ import pytest
 from conftest import require_binary
 
 from meshgen.pipeline import compile_spec
-from meshgen.runtime.alerts import AlertEvaluator, compile_rules
+from meshgen.runtime.observe.alerts import AlertEvaluator, compile_rules
 from meshgen.targets import grafana as grafana_target
 from meshgen.targets import make_context
 

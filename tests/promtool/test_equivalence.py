@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from promtool_helpers import Scenario, assert_promtool_agrees, dump, fired_steps, monitoring_tables
 
-from meshgen.runtime.metrics import LATENCY_BUCKETS
+from meshgen.runtime.observe.metrics import LATENCY_BUCKETS
 from meshgen.runtime.tables import Alert, BurnWindow, Slo
 
 HOSTILE = 'it\'s "quoted"\n\t\\ {{ x }} {% y %} $labels \u00e9\u2014\U0001f600\u2028'

@@ -16,7 +16,7 @@ from promtool_helpers import (
     run_embedded,
 )
 
-from meshgen.runtime.metrics import LATENCY_BUCKETS
+from meshgen.runtime.observe.metrics import LATENCY_BUCKETS
 from meshgen.runtime.tables import Alert, BurnWindow, Slo
 
 MINUTE = 4  # steps of 15 s

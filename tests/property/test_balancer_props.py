@@ -8,9 +8,15 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgen.runtime.balancers import LeastRequest, Maglev, RingHash, RoundRobin, WeightedRandom
-from meshgen.runtime.health import HealthState
 from meshgen.runtime.tables import Endpoint, HealthCheck
+from meshgen.runtime.upstream.balancers import (
+    LeastRequest,
+    Maglev,
+    RingHash,
+    RoundRobin,
+    WeightedRandom,
+)
+from meshgen.runtime.upstream.health import HealthState
 
 weights_st = st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=8)
 

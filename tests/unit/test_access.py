@@ -1,4 +1,4 @@
-"""runtime/access.py: deny-by-default decisions, every-destination rule, the allow matrix."""
+"""runtime/policy/access.py: deny-by-default decisions, every-destination rule, the allow matrix."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshgen.runtime.access import (
+from meshgen.runtime.codec.paths import normalize_path
+from meshgen.runtime.policy.access import (
     ANY,
     AccessPolicy,
     Grant,
@@ -16,7 +17,6 @@ from meshgen.runtime.access import (
     path_under,
     route_services,
 )
-from meshgen.runtime.paths import normalize_path
 from meshgen.runtime.tables import (
     AccessRule,
     Cluster,

@@ -18,9 +18,9 @@ import pytest
 from conftest import require_binary
 from tables_factory import HOSTILE, make_tables
 
-from meshgen.runtime.admin import AdminServer, start_admin
-from meshgen.runtime.alerts import AlertEvaluator
-from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.observe.admin import AdminServer, start_admin
+from meshgen.runtime.observe.alerts import AlertEvaluator
+from meshgen.runtime.observe.metrics import Metrics
 from meshgen.runtime.tables import Alert, Limits, Tables
 
 

@@ -18,16 +18,16 @@ import pytest
 from polling import eventually_async
 from pytest_httpserver import HTTPServer
 
-from meshgen.runtime.alerts import (
+from meshgen.runtime.observe.alerts import (
     AlertEvaluator,
     burn_threshold,
     error_budget,
     format_duration,
     format_threshold,
 )
-from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.observe.metrics import Metrics
+from meshgen.runtime.observe.timeseries import Series, histogram_quantile
 from meshgen.runtime.tables import Alert, BurnWindow, Slo
-from meshgen.runtime.timeseries import Series, histogram_quantile
 
 ERRORS = Alert("reviews-errors", "reviews", "error_rate", ">", 0.05, 60.0, "page", "failing")
 
@@ -282,7 +282,7 @@ def test_alertmanager_receives_firing_then_resolved(httpserver: HTTPServer) -> N
 
 def test_alertmanager_down_is_not_fatal() -> None:
     """A refused POST is logged and reported False; the evaluator keeps going."""
-    from meshgen.runtime.alerts import post_alerts
+    from meshgen.runtime.observe.alerts import post_alerts
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from meshgen.runtime.forward import attempt as A
 from meshgen.runtime.forward.attempt import Attempt, StepError
 from meshgen.runtime.forward.generation import Generation
-from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.observe.metrics import Metrics
 from meshgen.runtime.tables import (
     CircuitBreaker,
     Cluster,
@@ -39,7 +39,7 @@ from meshgen.runtime.tables import (
     Tables,
     Target,
 )
-from meshgen.runtime.upstreams import Upstreams
+from meshgen.runtime.upstream.upstreams import Upstreams
 
 EP1, EP2, EP3 = "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"
 RETRY = RetryPolicy(attempts=2, per_try_timeout_s=1.0, on=("5xx",), budget_min_per_second=100)

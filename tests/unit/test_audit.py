@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from meshgen.runtime.audit import AuditLog
+from meshgen.runtime.policy.audit import AuditLog
 
 
 def test_lines_name_the_request_and_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for meshgen.runtime.balancers: every policy, the hash, and request hash keys."""
+"""Unit tests for the runtime's balancers: every policy, the hash, and request hash keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from meshgen.runtime.balancers import (
+from meshgen.runtime.tables import Endpoint, LoadBalancer
+from meshgen.runtime.upstream.balancers import (
     MAGLEV_TABLE_SIZE,
     RING_MIN_SIZE,
     SCHEDULE_LIMIT,
@@ -23,7 +24,6 @@ from meshgen.runtime.balancers import (
     make_balancer,
     request_hash_key,
 )
-from meshgen.runtime.tables import Endpoint, LoadBalancer
 
 
 def eps(*weights: int) -> tuple[Endpoint, ...]:

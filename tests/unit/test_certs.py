@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshgen import certs
-from meshgen.runtime import tls
+from meshgen.runtime.policy import tls
 from meshgen.runtime.tables import ClientTls, ServerTls
 
 SPEC = """\

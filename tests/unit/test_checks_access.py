@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshgen.plan import to_tables
-from meshgen.runtime.access import AccessPolicy
+from meshgen.runtime.policy.access import AccessPolicy
 from tests.unit.h2_mesh import codes, diagnose, mesh_of
 
 SPLIT = """

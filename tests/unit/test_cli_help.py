@@ -9,7 +9,7 @@ import pytest
 
 from meshgen import certs, cli, precommit
 from meshgen.resources import schema_path
-from meshgen.runtime.main import arg_parser
+from meshgen.runtime.app.main import arg_parser
 
 DELEGATED = {
     "run": arg_parser("meshgen run", with_dist=True),

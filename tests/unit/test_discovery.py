@@ -1,11 +1,12 @@
-"""Unit tests for meshgen.runtime.discovery: SRV selection, refresh delays, failure state."""
+"""Unit tests for the runtime's discovery: SRV selection, refresh delays, failure state."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
-from meshgen.runtime.discovery import (
+from meshgen.runtime.tables import DnsDiscovery, Endpoint, StaticDiscovery
+from meshgen.runtime.upstream.discovery import (
     DnsSource,
     SrvRecord,
     StaticSource,
@@ -13,7 +14,6 @@ from meshgen.runtime.discovery import (
     refresh_delay,
     srv_endpoints,
 )
-from meshgen.runtime.tables import DnsDiscovery, Endpoint, StaticDiscovery
 
 
 def test_srv_uses_lowest_priority_group_and_weights() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for meshgen.runtime.health: state machine, outlier detection, failover, probes."""
+"""Unit tests for the runtime's health: state machine, outlier detection, failover, probes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 import trustme
 from pytest_httpserver import HTTPServer
 
-from meshgen.runtime.health import (
+from meshgen.runtime.policy.tls import UpstreamTls, upstream_tls
+from meshgen.runtime.tables import ClientTls, Endpoint, HealthCheck, OutlierDetection
+from meshgen.runtime.upstream.health import (
     LAG_TOLERANCE_S,
     HealthState,
     OutlierDetector,
@@ -24,9 +26,7 @@ from meshgen.runtime.health import (
     spread_phases,
     timer_verdict,
 )
-from meshgen.runtime.prober import Prober
-from meshgen.runtime.tables import ClientTls, Endpoint, HealthCheck, OutlierDetection
-from meshgen.runtime.tls import UpstreamTls, upstream_tls
+from meshgen.runtime.upstream.prober import Prober
 
 CHECK = HealthCheck(kind="http", healthy_threshold=2, unhealthy_threshold=3)
 

@@ -8,7 +8,12 @@ import subprocess
 
 from conftest import require_binary
 
-from meshgen.runtime.metrics import LATENCY_BUCKETS, Metrics, escape_label_value, format_value
+from meshgen.runtime.observe.metrics import (
+    LATENCY_BUCKETS,
+    Metrics,
+    escape_label_value,
+    format_value,
+)
 
 HOSTILE = 'a"b\\c\nd\u00e9{x="y"}'
 

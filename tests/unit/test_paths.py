@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgen.runtime.paths import normalize_path, split_target, target_authority, valid_host
+from meshgen.runtime.codec.paths import normalize_path, split_target, target_authority, valid_host
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from conftest import gaps_without_positions
 
 from meshgen.emit import MANIFEST, emit
 from meshgen.pipeline import Result, compile_spec, compile_text
-from meshgen.runtime.loader import load_tables
+from meshgen.runtime.app.loader import load_tables
 from meshgen.source import loads
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from meshgen.runtime.prober import MAX_STARTS_PER_TICK, Prober
 from meshgen.runtime.tables import Endpoint, HealthCheck
+from meshgen.runtime.upstream.prober import MAX_STARTS_PER_TICK, Prober
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 

@@ -1,4 +1,4 @@
-"""Unit tests for meshgen.runtime.resilience with an injected clock (nothing sleeps)."""
+"""Unit tests for meshgen.runtime.policy.resilience with an injected clock (nothing sleeps)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from meshgen.runtime.forward.generation import retry_budgets
-from meshgen.runtime.resilience import (
+from meshgen.runtime.policy.resilience import (
     CircuitBreaker,
     RetryBudget,
     TokenBucket,

@@ -15,8 +15,8 @@ from meshgen.cli import main
 from meshgen.model import Mesh
 from meshgen.plan import to_tables
 from meshgen.review.explain import Request, RequestError, Trace, explain_request, parse_request
-from meshgen.runtime.paths import split_target
-from meshgen.runtime.router import Router
+from meshgen.runtime.codec.paths import split_target
+from meshgen.runtime.policy.router import Router
 from meshgen.runtime.tables import Tables
 
 Loaded = tuple[Mesh, Tables]

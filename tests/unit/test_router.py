@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from meshgen.runtime.router import Router, normalize_host
+from meshgen.runtime.policy.router import Router, normalize_host
 from meshgen.runtime.tables import HeaderMatch, Listener, Match, Redirect, Route, Target
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from meshgen.runtime.alert_signals import UPSTREAM
-from meshgen.runtime.metrics import Metrics
-from meshgen.runtime.status_model import EndpointView, recent_outcomes
-from meshgen.runtime.timeseries import Store
+from meshgen.runtime.observe.alert_signals import UPSTREAM
+from meshgen.runtime.observe.metrics import Metrics
+from meshgen.runtime.observe.status_model import EndpointView, recent_outcomes
+from meshgen.runtime.observe.timeseries import Store
 
 NOW = 1_700_000_000.0
 

@@ -8,8 +8,7 @@ from dataclasses import fields, make_dataclass, replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshgen.runtime.access import AccessPolicy, path_under
-from meshgen.runtime.table_changes import (
+from meshgen.runtime.app.table_changes import (
     OTHER_METHODS,
     Change,
     Flip,
@@ -18,7 +17,8 @@ from meshgen.runtime.table_changes import (
     table_changes,
     verdict_flips,
 )
-from meshgen.runtime.table_view import field_name, leaves, service_view
+from meshgen.runtime.app.table_view import field_name, leaves, service_view
+from meshgen.runtime.policy.access import AccessPolicy, path_under
 from meshgen.runtime.tables import (
     AccessRule,
     Alert,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from meshgen import targets
 from meshgen.plan import to_tables
-from meshgen.runtime.access import AccessPolicy
+from meshgen.runtime.policy.access import AccessPolicy
 from meshgen.runtime.tables import Tables
 from meshgen.targets import access_matrix
 from tests.unit.h2_mesh import mesh_of

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tables_factory import make_tables
 
-from meshgen.runtime.loader import load_tables
+from meshgen.runtime.app.loader import load_tables
 from meshgen.runtime.tables import Cluster, Endpoint, RetryPolicy, StaticDiscovery, Subset, Tables
 from meshgen.targets import make_context, py_literal
 from meshgen.targets.literals import MIN_REPEATS, SharedLiterals

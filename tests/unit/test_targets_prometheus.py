@@ -11,7 +11,7 @@ import yaml
 from conftest import require_binary
 from tables_factory import HOSTILE, make_tables
 
-from meshgen.runtime.alerts import burn_threshold
+from meshgen.runtime.observe.alerts import burn_threshold
 from meshgen.runtime.tables import Alert, BurnWindow, Slo, Tables
 from meshgen.targets import make_context
 from meshgen.targets.prometheus import render, signal_expr, yaml_scalar

@@ -13,7 +13,7 @@ import pytest
 from tables_factory import HOSTILE, make_tables
 
 from meshgen.resources import runtime_dir
-from meshgen.runtime.loader import load_tables
+from meshgen.runtime.app.loader import load_tables
 from meshgen.runtime.tables import Endpoint, Tables
 from meshgen.targets import make_context, py_literal
 from meshgen.targets.python import render, runtime_sources

@@ -1,4 +1,4 @@
-"""runtime/tls.py: contexts, identity checks and reload, with real handshakes over memory BIOs."""
+"""policy/tls.py: contexts, identity checks and reload, with real handshakes over memory BIOs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshgen import certs
-from meshgen.runtime import tls
+from meshgen.runtime.policy import tls
 from meshgen.runtime.tables import (
     ClientCertificates,
     ClientTls,

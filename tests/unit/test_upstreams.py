@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from meshgen.runtime.metrics import Metrics
+from meshgen.runtime.observe.metrics import Metrics
+from meshgen.runtime.policy.tls import upstream_tls
 from meshgen.runtime.tables import (
     ClientTls,
     Cluster,
@@ -26,8 +27,7 @@ from meshgen.runtime.tables import (
     Subset,
     Tables,
 )
-from meshgen.runtime.tls import upstream_tls
-from meshgen.runtime.upstreams import Picked, Upstreams
+from meshgen.runtime.upstream.upstreams import Picked, Upstreams
 
 
 class Clock:

@@ -29,18 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .forward.attempt import LOCAL, START, Attempt
-from .forward.call import Reply, call
-from .forward.generation import CLIENT, Generation
-from .forward.heads import VIA
-from .forward.local import LocalRequest
-from .forward.tries import Upstream
+from ..forward.attempt import LOCAL, START, Attempt
+from ..forward.call import Reply, call
+from ..forward.generation import CLIENT, Generation
+from ..forward.heads import VIA
+from ..forward.local import LocalRequest
+from ..forward.mirror import Mirrors
+from ..forward.tries import Upstream
+from ..observe.metrics import Metrics
+from ..policy.tls import TlsContexts
+from ..tables import Tables
+from ..upstream.upstreams import Upstreams
 from .loader import load_tables
-from .metrics import Metrics
-from .mirror import Mirrors
-from .tables import Tables
-from .tls import TlsContexts
-from .upstreams import Upstreams
 
 
 class MeshError(Exception):

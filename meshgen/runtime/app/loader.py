@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .tables import Tables
+from ..tables import Tables
 
 TABLE_FILES = ("routing", "health", "tls", "monitoring")
 

@@ -51,18 +51,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .admin import AdminServer, start_admin
-from .alerts import AlertEvaluator
-from .forward.generation import Generation
-from .forward.tcp import TcpProxy
-from .guard import raise_fd_limit
+from ..codec.guard import raise_fd_limit
+from ..forward.generation import Generation
+from ..forward.proxy import Proxy
+from ..forward.tcp import TcpProxy
+from ..observe.admin import AdminServer, start_admin
+from ..observe.alerts import AlertEvaluator
+from ..observe.metrics import Metrics
+from ..policy.tls import TlsContexts, cert_not_after
+from ..tables import Listener, Tables
+from ..upstream.upstreams import Upstreams
 from .loader import load_tables
-from .metrics import Metrics
-from .proxy import Proxy
 from .table_changes import count_changes, describe, table_changes
-from .tables import Listener, Tables
-from .tls import TlsContexts, cert_not_after
-from .upstreams import Upstreams
 
 log = logging.getLogger("meshgen.runtime")
 WATCH_INTERVAL_S = 0.5

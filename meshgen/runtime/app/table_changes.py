@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .access import ANY, AccessPolicy, path_under
+from ..policy.access import ANY, AccessPolicy, path_under
+from ..tables import AccessRule, Tables
 from .table_view import (
     View,
     alert_view,
@@ -39,7 +40,6 @@ from .table_view import (
     service_view,
     slo_view,
 )
-from .tables import AccessRule, Tables
 
 OTHER_METHODS: Final = ""  # stands for every method no rule names (no real method is empty)
 SECTIONS: Final = ("mesh", "listener", "routes", "route", "service", "access", "alert", "slo")

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass
 from typing import Any, Final, TypeAlias
 
-from .alert_rules import format_duration, format_threshold
-from .tables import (
+from ..observe.alert_rules import format_duration, format_threshold
+from ..tables import (
     Alert,
     ClientTls,
     Cluster,

@@ -29,7 +29,7 @@ import resource
 import time
 from collections.abc import Callable
 
-from .tables import Limits, Listener
+from ..tables import Limits, Listener
 from .timers import TIMER_SLACK
 
 log = logging.getLogger("meshgen.runtime")

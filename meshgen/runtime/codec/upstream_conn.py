@@ -38,7 +38,7 @@ from weakref import WeakKeyDictionary
 
 import httptools
 
-from .tables import Limits
+from ..tables import Limits
 from .timers import TIMER_SLACK, LazyTimer
 
 Headers = list[tuple[bytes, bytes]]

@@ -65,22 +65,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
-from ..balancers import request_hash_key
-from ..paths import split_target
-from ..resilience import backoff_delay, retryable
+from ..codec.paths import split_target
+from ..policy.resilience import backoff_delay, retryable
+from ..upstream.balancers import request_hash_key
 from .heads import CompiledOps, Downstream, Outgoing, request_head
 from .local import LocalRequest
 
 if TYPE_CHECKING:
     import random
 
-    from ..access import AccessPolicy
-    from ..audit import AuditLog
-    from ..resilience import CircuitBreaker, RetryBudget, TokenBucket
-    from ..router import Router
+    from ..codec.upstream_conn import UpstreamConnection
+    from ..policy.access import AccessPolicy
+    from ..policy.audit import AuditLog
+    from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket
+    from ..policy.router import Router
     from ..tables import Cluster, Mirror, Route, Target
-    from ..upstream_conn import UpstreamConnection
-    from ..upstreams import Picked, Upstreams
+    from ..upstream.upstreams import Picked, Upstreams
 
 # Actions (what the driver does next).
 LOCAL, DELAY, MIRROR, WAIT, TRY, BACKOFF, RESPOND, DONE = range(8)

@@ -24,13 +24,13 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
-from .forward.attempt import FAILED, HEAD, Attempt
-from .forward.heads import VIA_LINE, CompiledOps
-from .forward.tries import Upstream, broken, watch_idle
-from .http1 import Request, UpstreamConnection, status_line
+from ..codec.http1 import Request, UpstreamConnection, status_line
+from .attempt import FAILED, HEAD, Attempt
+from .heads import VIA_LINE, CompiledOps
+from .tries import Upstream, broken, watch_idle
 
 if TYPE_CHECKING:
-    from .forward.generation import Generation
+    from .generation import Generation
 
 
 class Exchange(Upstream):

@@ -23,7 +23,9 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .forward.attempt import (
+from ..codec.http1 import Request
+from ..policy.tls import peer_identity
+from .attempt import (
     DONE,
     FAILED,
     HEAD,
@@ -35,13 +37,11 @@ from .forward.attempt import (
     TRY,
     Attempt,
 )
-from .forward.tries import broken, drive
-from .http1 import Request
-from .tls import peer_identity
+from .tries import broken, drive
 
 if TYPE_CHECKING:
     from .exchange import Exchange
-    from .forward.generation import Generation
+    from .generation import Generation
 
 
 class Driver(Protocol):

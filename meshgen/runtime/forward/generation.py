@@ -16,18 +16,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..access import AccessPolicy, enforced_on
-from ..audit import AuditLog
-from ..http1 import HOP_BY_HOP
-from ..resilience import CircuitBreaker, RetryBudget, TokenBucket
-from ..router import Router
+from ..codec.http1 import HOP_BY_HOP
+from ..policy.access import AccessPolicy, enforced_on
+from ..policy.audit import AuditLog
+from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket
+from ..policy.router import Router
 from ..tables import Cluster, Mirror, Route, Tables, Target
 from .attempt import Counters
 from .heads import REQUEST_SKIP, CompiledOps
 
 if TYPE_CHECKING:
-    from ..tls import TlsContexts
-    from ..upstreams import Upstreams
+    from ..policy.tls import TlsContexts
+    from ..upstream.upstreams import Upstreams
 
 CLIENT = ""  # the in-process client's "listener": no listener, every route
 log = logging.getLogger("meshgen.proxy")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..http1 import HOP_BY_HOP
+from ..codec.http1 import HOP_BY_HOP
 from ..tables import HeaderOps, Route
 
 VIA = b"1.1 meshgen"

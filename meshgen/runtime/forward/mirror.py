@@ -23,14 +23,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .forward.attempt import FORWARD, LOCAL, Attempt
-from .forward.call import call
-from .forward.heads import Outgoing, request_head
-from .forward.tries import Upstream
-from .http1 import RequestBody
+from ..codec.http1 import RequestBody
+from .attempt import FORWARD, LOCAL, Attempt
+from .call import call
+from .heads import Outgoing, request_head
+from .tries import Upstream
 
 if TYPE_CHECKING:
-    from .forward.generation import Generation
+    from .generation import Generation
 
 log = logging.getLogger("meshgen.proxy")
 MAX_MIRRORS = 64

@@ -21,15 +21,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
+from ..codec.guard import ListenerGuard, reasons
+from ..codec.http1 import Request, ServerConnection, simple_response
+from ..tables import Listener
+from .attempt import LOCAL, START, Answer, Attempt
 from .exchange import Exchange
 from .fastpath import ProxyAttempt
-from .forward.attempt import LOCAL, START, Answer, Attempt
-from .forward.generation import Generation
-from .forward.tries import drive
-from .guard import ListenerGuard, reasons
-from .http1 import Request, ServerConnection, simple_response
+from .generation import Generation
 from .mirror import Mirrors
-from .tables import Listener
+from .tries import drive
 
 log = logging.getLogger("meshgen.proxy")
 

@@ -44,21 +44,21 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-from ..balancers import request_hash_key
 from ..codec.sni import HELLO_WAIT, NEED_MORE, server_name
-from ..health import CONNECTED
+from ..codec.timers import LazyTimer
 from ..policy.tcp_route import TcpPick, TcpRoute
-from ..timers import LazyTimer
-from ..tls import peer_identity
+from ..policy.tls import peer_identity
+from ..upstream.balancers import request_hash_key
+from ..upstream.health import CONNECTED
+from .attempt import Counters
 
 if TYPE_CHECKING:
-    from ..guard import ListenerGuard
-    from ..metrics import Metrics
-    from ..resilience import CircuitBreaker
+    from ..codec.guard import ListenerGuard
+    from ..policy.resilience import CircuitBreaker
     from ..tables import Cluster, Listener
-    from ..upstreams import Picked
+    from ..upstream.upstreams import Picked
     from .generation import Generation
 
 log = logging.getLogger("meshgen.tcp")
@@ -70,10 +70,21 @@ CLOSE_WAIT = 10.0
 HELLO, CONNECTING, FORWARDING, CLOSED = range(4)
 
 
+class TcpCounters(Counters, Protocol):
+    """The metrics tcp forwarding writes (``observe.metrics.Metrics``): the request machine's
+    counters and the tcp families."""
+
+    def tcp_opened(self, listener: str, service: str) -> None: ...
+
+    def tcp_closed(self, listener: str, service: str) -> None: ...
+
+    def add_tcp_bytes(self, key: tuple[str, str, str], size: int) -> None: ...
+
+
 class TcpProxy:
     """Serves the tcp listeners of whatever generation is live when a connection arrives."""
 
-    def __init__(self, generation: Callable[[], Generation], metrics: Metrics) -> None:
+    def __init__(self, generation: Callable[[], Generation], metrics: TcpCounters) -> None:
         self.generation = generation
         self.metrics = metrics
         self.connections: set[TcpConnection] = set()

@@ -17,8 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..pool import ConnectError, Pool
-from ..upstream_conn import UpstreamConnection
+from ..codec.upstream_conn import UpstreamConnection
+from ..upstream.pool import ConnectError, Pool
 from .attempt import (
     BACKOFF,
     CLIENT_TIMEOUT,
@@ -37,8 +37,8 @@ from .attempt import (
 )
 
 if TYPE_CHECKING:
-    from ..resilience import CircuitBreaker
-    from ..upstreams import Picked
+    from ..policy.resilience import CircuitBreaker
+    from ..upstream.upstreams import Picked
     from .generation import Generation
 
 log = logging.getLogger("meshgen.proxy")

@@ -35,8 +35,7 @@ from typing import Any, Protocol, cast
 
 import httptools
 
-from .alerts import AlertEvaluator
-from .guard import (
+from ..codec.guard import (
     ADMIN_FD_RESERVE,
     ADMIN_LIMITS,
     ADMIN_NAME,
@@ -46,9 +45,10 @@ from .guard import (
     ClientClock,
     ListenerGuard,
 )
+from ..tables import Limits, Tables
+from .alerts import AlertEvaluator
 from .metrics import Metrics
 from .status_page import render_status
-from .tables import Limits, Tables
 
 _REASONS = {
     200: "OK",

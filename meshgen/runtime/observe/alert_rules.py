@@ -14,6 +14,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..tables import Alert, BurnWindow, Slo
 from .alert_signals import (
     DURATION_SIGNALS,
     RATIO_SIGNALS,
@@ -21,7 +22,6 @@ from .alert_signals import (
     error_ratio,
     signal_value,
 )
-from .tables import Alert, BurnWindow, Slo
 from .timeseries import Store
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

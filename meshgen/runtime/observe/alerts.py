@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..tables import Alert, Slo, Tables
 from .alert_rules import (
     Rule,
     alert_annotations,
@@ -56,7 +57,6 @@ from .alert_signals import (
 )
 from .alertmanager import RESEND_S, RESOLVED_RETENTION_S, iso, post_alerts, postable
 from .metrics import Metrics, Samples
-from .tables import Alert, Slo, Tables
 from .timeseries import Store
 
 __all__ = [

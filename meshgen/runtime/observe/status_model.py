@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..tables import Cluster, Slo, StaticDiscovery, Tables
 from .alert_rules import error_budget, slo_windows
 from .alert_signals import SIGNAL_WINDOW_S, UPSTREAM, error_ratio, signal_value
 from .metrics import Metrics
-from .tables import Cluster, Slo, StaticDiscovery, Tables
 from .timeseries import Store, label
 
 FAILED_OUTCOMES = frozenset({"connect-failure", "reset", "timeout"})

@@ -13,11 +13,11 @@ import html
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..tables import Match, Route, StaticDiscovery, Tables
 from .alert_rules import format_duration
 from .alerts import AlertEvaluator
 from .metrics import Metrics
 from .status_model import EndpointView, ServiceView, SloView, service_views
-from .tables import Match, Route, StaticDiscovery, Tables
 
 REFRESH_S = 5
 

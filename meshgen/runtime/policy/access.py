@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .tables import AccessRule, Cluster, Listener, Route, Tables
+from ..tables import AccessRule, Cluster, Listener, Route, Tables
 
 ANY = "*"
 

@@ -36,8 +36,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from .tables import CircuitBreaker as CircuitBreakerLimits
-from .tables import RetryCondition, RetryPolicy
+from ..tables import CircuitBreaker as CircuitBreakerLimits
+from ..tables import RetryCondition, RetryPolicy
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUDGET_WINDOW_S: Final = 10

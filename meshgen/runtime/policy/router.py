@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .tables import HeaderMatch, Listener, Route, Target
+from ..tables import HeaderMatch, Listener, Route, Target
 
 HeaderGetter = Callable[[str], "str | None"]
 _Pred = Callable[[str], bool]

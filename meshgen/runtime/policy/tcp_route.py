@@ -6,7 +6,7 @@ generation's random source (as a route's split is drawn per request); with ``sni
 service the ClientHello's server name routes to (:class:`~.sni.SniRouter`), or None (the
 connection is refused and counted as ``sni_no_match``). ``services`` is every service a
 connection may reach, failover backups included: access rules must admit the caller to all
-of them (:meth:`~meshgen_runtime.access.AccessPolicy.connection_denial`).
+of them (:meth:`~meshgen_runtime.policy.access.AccessPolicy.connection_denial`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 
-from ..access import listener_services
 from ..tables import Cluster, Listener
+from .access import listener_services
 from .sni import SniRouter
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .tables import ClientCertificates, ClientTls, ServerTls, Tables
+from ..tables import ClientCertificates, ClientTls, ServerTls, Tables
 
 log = logging.getLogger("meshgen.tls")
 

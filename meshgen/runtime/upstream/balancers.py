@@ -57,7 +57,7 @@ from hashlib import blake2b
 from http.cookies import CookieError, SimpleCookie
 from typing import Protocol
 
-from .tables import Endpoint, LoadBalancer
+from ..tables import Endpoint, LoadBalancer
 
 SCHEDULE_LIMIT = 4096
 RING_MIN_SIZE = 1024

@@ -32,7 +32,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from .tables import DnsDiscovery, Endpoint, StaticDiscovery
+from ..tables import DnsDiscovery, Endpoint, StaticDiscovery
 
 FAILURE_RETRY_MAX_S = 5.0
 QUERY_LIFETIME_S = 2.0

@@ -41,7 +41,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
-from .tables import Endpoint, HealthCheck, OutlierDetection
+from ..tables import Endpoint, HealthCheck, OutlierDetection
 
 LAG_TOLERANCE_S: Final = 0.05
 """A timer firing later than this after its deadline means the event loop, not the peer, was

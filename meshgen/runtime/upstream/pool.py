@@ -15,9 +15,9 @@ import asyncio
 import ssl
 from collections.abc import Callable
 
-from .http1 import UpstreamConnection
-from .tables import Endpoint
-from .tls import UpstreamTls
+from ..codec.http1 import UpstreamConnection
+from ..policy.tls import UpstreamTls
+from ..tables import Endpoint
 
 MAX_IDLE_PER_ENDPOINT = 128
 

@@ -45,9 +45,9 @@ from typing import Final
 
 import httptools
 
+from ..policy.tls import UpstreamTls
+from ..tables import Endpoint, HealthCheck
 from .health import LAG_TOLERANCE_S, next_due, spread_phases, timer_verdict
-from .tables import Endpoint, HealthCheck
-from .tls import UpstreamTls
 
 TICK_S: Final = 0.005
 """Shortest gap between two scheduler wake-ups; a tick starts every job due by then."""

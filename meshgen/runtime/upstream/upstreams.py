@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ..policy.tls import UpstreamTls
+from ..tables import Cluster, Endpoint, HealthCheck, Tables
 from .balancers import Balancer, make_balancer
 from .discovery import DnsSource, Source, make_source
 from .health import HealthState, OutlierDetector, failover_select
 from .prober import Prober
-from .tables import Cluster, Endpoint, HealthCheck, Tables
-from .tls import UpstreamTls
 
 # Outcomes the proxy reports; any other string also counts as a local (5xx-like) failure.
 Outcome = int | Literal["connect-failure", "reset", "timeout"] | str

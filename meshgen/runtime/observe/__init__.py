@@ -1,0 +1,1 @@
+"""Metrics, alert evaluation and push, the admin server and its status page."""

@@ -1,0 +1,1 @@
+"""Endpoints: pools, balancers, health (machine and prober), discovery, the upstreams facade."""
