@@ -44,15 +44,23 @@ from pathlib import Path
 dist, n = Path(sys.argv[1]), int(sys.argv[2])
 sys.path.insert(0, str(dist))
 import uvloop
-from meshgen_runtime.loader import load_tables
-from meshgen_runtime.metrics import Metrics
-from meshgen_runtime.proxy import Proxy
-from meshgen_runtime.upstream_conn import UpstreamConnection
-from meshgen_runtime.upstreams import Upstreams
-try:
+try:  # the layer packages
+    from meshgen_runtime.app.loader import load_tables
+    from meshgen_runtime.codec.upstream_conn import UpstreamConnection
     from meshgen_runtime.forward.generation import Generation
-except ImportError:
-    from meshgen_runtime.proxy import Generation
+    from meshgen_runtime.forward.proxy import Proxy
+    from meshgen_runtime.observe.metrics import Metrics
+    from meshgen_runtime.upstream.upstreams import Upstreams
+except ImportError:  # a flat runtime from before them
+    from meshgen_runtime.loader import load_tables
+    from meshgen_runtime.metrics import Metrics
+    from meshgen_runtime.proxy import Proxy
+    from meshgen_runtime.upstream_conn import UpstreamConnection
+    from meshgen_runtime.upstreams import Upstreams
+    try:
+        from meshgen_runtime.forward.generation import Generation
+    except ImportError:
+        from meshgen_runtime.proxy import Generation
 REQ = b"GET /api/items HTTP/1.1\r\nHost: shop\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESP = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 04 Dec 2026 20:00:00 GMT\r\n"
         b"Content-Type: text/plain\r\nContent-Length: 17\r\nConnection: keep-alive\r\n\r\n"

@@ -1,7 +1,7 @@
 """Where ``python DIST`` starts: a missing requirement is an instruction, not a traceback.
 
 This module imports only the standard library, so it loads on any Python. The runtime proper
-(:mod:`.main`) needs the packages in ``DIST/requirements.txt`` (httptools, dnspython, ...); when
+(:mod:`.app.main`) needs the packages in ``DIST/requirements.txt`` (httptools, dnspython, ...); when
 one of them is missing, the user learns which one and the command that installs them all.
 """
 
