@@ -32,7 +32,7 @@ def test_meshgen_run_uses_the_dist_runtime_copy(tmp_path: Path) -> None:
     a marker added to the DIST copy's main module shows up in the log."""
     with backend("a") as (a, _):
         dist = build_dist(tmp_path / "dist", spec(SPEC.format(a=a)))
-        main = dist / "meshgen_runtime" / "main.py"
+        main = dist / "meshgen_runtime" / "app" / "main.py"
         main.write_text(
             main.read_text() + '\nlog.warning("runtime copy at %s", Path(__file__).parent)\n'
         )
