@@ -51,9 +51,6 @@ def main() -> int:
     build = [sys.executable, "-m", "meshgen", "build", str(HERE / "mesh.yaml"), "-o", str(dist)]
     if subprocess.run(build, check=False).returncode != 0:
         return 1
-    if not (dist / "meshgen_runtime" / "main.py").is_file():
-        print(f"built {dist}; this meshgen has no embedded runtime yet, so nothing to start.")
-        return 0
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
         mesh = subprocess.Popen([sys.executable, str(dist), "--ready-file", str(ready)])
