@@ -16,7 +16,8 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "demo.p
 
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as answer:
-        return answer.read().decode()
+        body: bytes = answer.read()
+    return body.decode()
 
 
 def test_the_demo_serves_the_quickstart_from_both_backends(tmp_path: Path) -> None:
