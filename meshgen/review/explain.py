@@ -18,10 +18,11 @@ access, then the destination's policy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from meshgen.model import Mesh
+from meshgen.protocols import TCP_HTTP_ONLY
 from meshgen.review.effective import (
     Setting,
     destination_settings,
@@ -31,14 +32,24 @@ from meshgen.review.effective import (
 )
 from meshgen.runtime.app.table_view import target_name
 from meshgen.runtime.codec.paths import split_target, target_authority, valid_host
-from meshgen.runtime.policy.access import AccessPolicy, enforced_on, rule_grants
-from meshgen.runtime.policy.router import CompiledRoute, Router
+from meshgen.runtime.policy.access import (
+    AccessPolicy,
+    Grant,
+    enforced_on,
+    listener_services,
+    rule_grants,
+)
+from meshgen.runtime.policy.router import CompiledRoute, Router, normalize_host
+from meshgen.runtime.policy.sni import SniRouter, precedence
 from meshgen.runtime.tables import Listener, StaticDiscovery, Tables, Target
 from meshgen.runtime.upstream.health import failover_select
 from meshgen.runtime.upstream.upstreams import subset_members
 
 FORWARDED = "forwarded to the split below"
 DENIED = "403: access denied"
+TCP_FORWARDED = "forwarded: each connection to one destination below, drawn by weight"
+CONNECTION_DENIED = "connection closed: access denied (counted in meshgen_denied_total)"
+SNI_NO_MATCH = "connection closed: no sni pattern matches (counted as sni_no_match)"
 
 
 class RequestError(ValueError):
@@ -99,13 +110,24 @@ class RouteTry:
 
 
 @dataclass(frozen=True)
+class SniTry:
+    """One ``sni`` pattern of a tcp listener, in the order the runtime tries them."""
+
+    pattern: str
+    service: str
+    where: str | None
+    matched: bool
+    tried: bool = True  # False: an earlier pattern matched first
+
+
+@dataclass(frozen=True)
 class Branch:
     """One destination of the chosen route's split and what the runtime will use for it."""
 
     service: str
     subset: str | None
-    weight: int
-    share: float  # percent of the route's requests
+    weight: int | None  # None: chosen by the TLS server name (a tcp listener's sni)
+    share: float  # percent of the route's requests (of the tcp listener's connections)
     where: str | None
     subset_labels: str | None
     endpoints: tuple[str, ...]  # what the subset selects (address, zone)
@@ -114,6 +136,7 @@ class Branch:
     backups: tuple[str, ...]  # the failover backup chain
     policy: tuple[Setting, ...]  # per-request policy of this destination
     service_policy: tuple[Setting, ...]  # the service's other settings
+    carries: str = "requests"  # or "connections": a tcp service
 
 
 @dataclass(frozen=True)
@@ -131,12 +154,18 @@ class Access:
 
 @dataclass(frozen=True)
 class Trace:
+    """``protocol`` is the listener's: ``http`` routes requests (``routes``), ``tcp`` forwards
+    connections (``branches`` by weight, or by ``server_name`` through ``sni``)."""
+
     request: Request
     host: str
-    path: str | None  # normalised; None: the target is invalid (400)
+    path: str | None  # normalised; None: the target is invalid (400), or a tcp listener
     listener: str
     listener_where: str | None
     listener_note: str
+    protocol: str = "http"
+    server_name: str | None = None  # a tcp listener with sni: the request's host stands for it
+    sni: tuple[SniTry, ...] = ()
     routes: tuple[RouteTry, ...] = ()
     route: str | None = None
     route_where: str | None = None
@@ -147,15 +176,16 @@ class Trace:
     access: Access | None = None
 
 
-def _listener(mesh: Mesh, tables: Tables, request: Request, name: str | None) -> Listener:
+def _listener(tables: Tables, request: Request, name: str | None) -> tuple[Listener, str]:
     """``--listener``, else the first listener whose routes match the request (with ``--from``,
-    first among those that check client certificates), else the first listener."""
+    first among those that check client certificates), else the first http listener; a tcp
+    listener only when the mesh has no http listener. Also says why, when it is not obvious."""
     if name is not None:
         found = next((x for x in tables.listeners if x.name == name), None)
         if found is None:
             known = ", ".join(x.name for x in tables.listeners)
             raise RequestError(f"--listener {name!r}: no such listener (listeners: {known})")
-        return found
+        return found, ""
     split = split_target(request.target)
     matching = [
         lst
@@ -167,7 +197,14 @@ def _listener(mesh: Mesh, tables: Tables, request: Request, name: str | None) ->
     ]
     if request.caller is not None:
         matching.sort(key=lambda lst: not enforced_on(lst))
-    return (matching or list(tables.listeners))[0]
+    if matching:
+        return matching[0], ""
+    http = [x for x in tables.listeners if x.protocol == "http"]
+    if http:
+        return http[0], ""
+    return tables.listeners[0], (
+        "; chosen as the mesh has no http listener (pick one with --listener)"
+    )
 
 
 def _failed(
@@ -208,54 +245,79 @@ def _endpoint(address: str, zone: str | None) -> str:
 
 
 def _branch(mesh: Mesh, tables: Tables, route_name: str, index: int, total: int) -> Branch:
+    """Destination ``index`` of a route's split, with its per-request policy."""
     route = next(r for r in mesh.routes if r.name == route_name)
     target: Target = next(r for r in tables.routes if r.name == route_name).to[index]
-    cluster = next(c for c in tables.clusters if c.name == target.service)
     dest = route.to[index] if index < len(route.to) else None
-    service = mesh.services[target.service]
+    return _destination(
+        mesh,
+        tables,
+        target.service,
+        target.subset,
+        target.weight,
+        100.0 * target.weight / total if total else 0.0,
+        where(mesh, dest.path) if dest is not None and not route.synthetic else None,
+        tuple(destination_settings(mesh, dest, target)) if dest is not None else (),
+    )
+
+
+def _destination(
+    mesh: Mesh,
+    tables: Tables,
+    service: str,
+    subset: str | None,
+    weight: int | None,
+    share: float,
+    at: str | None,
+    policy: tuple[Setting, ...],
+) -> Branch:
+    """What the runtime uses for one destination, a route's or a tcp listener's: the
+    endpoints its subset selects, the failover backups and the service's settings (without
+    those ``policy`` shows per request; for a tcp service, without the HTTP-only ones)."""
+    cluster = next(c for c in tables.clusters if c.name == service)
     labels = None
-    if target.subset is not None:
-        subset = next(s for s in cluster.subsets if s.name == target.subset)
-        labels = ", ".join(f"{k}: {v}" for k, v in subset.labels) or "(all endpoints)"
+    if subset is not None:
+        chosen = next(s for s in cluster.subsets if s.name == subset)
+        labels = ", ".join(f"{k}: {v}" for k, v in chosen.labels) or "(all endpoints)"
     endpoints: tuple[str, ...] = ()
     preferred: tuple[str, ...] = ()
     discovery = None
     if isinstance(cluster.discovery, StaticDiscovery):
-        members = subset_members(cluster, cluster.discovery.endpoints, target.subset) or ()
+        members = subset_members(cluster, cluster.discovery.endpoints, subset) or ()
         endpoints = tuple(_endpoint(e.address, e.zone) for e in members)
         fo = cluster.failover
         if fo.zones and members:
-            chosen = failover_select(members, lambda _: True, fo.zones, fo.panic_threshold)
-            preferred = tuple(_endpoint(e.address, e.zone) for e in chosen)
+            picked = failover_select(members, lambda _: True, fo.zones, fo.panic_threshold)
+            preferred = tuple(_endpoint(e.address, e.zone) for e in picked)
     else:
         dns = cluster.discovery
         discovery = f"DNS {dns.record_type} {dns.query_name}, resolved at run time"
     backups: list[str] = []
     backup = cluster.failover.backup
-    while backup is not None and backup not in backups and backup != target.service:
+    while backup is not None and backup not in backups and backup != service:
         backups.append(backup)
         backup = next(c for c in tables.clusters if c.name == backup).failover.backup
-    share = 100.0 * target.weight / total if total else 0.0
-    policy = destination_settings(mesh, dest, target) if dest is not None else []
-    per_request = ("timeout", "idle_timeout", "retries")  # shown with the destination
-    rest = [
+    tcp = cluster.protocol == "tcp"
+    hidden = TCP_HTTP_ONLY if tcp else ("timeout", "idle_timeout", "retries")
+    rest = tuple(
         s
-        for s in service_settings(mesh, tables, service.name)
-        if s.name.split(".")[0] not in per_request
-    ]
+        for s in service_settings(mesh, tables, service)
+        if not any(s.name == h or s.name.startswith(h + ".") for h in hidden)
+    )
     return Branch(
-        target.service,
-        target.subset,
-        target.weight,
+        service,
+        subset,
+        weight,
         share,
-        where(mesh, dest.path) if dest is not None and not route.synthetic else None,
+        at,
         labels,
         endpoints,
         preferred,
         discovery,
         tuple(backups),
-        tuple(policy),
-        tuple(rest),
+        policy,
+        rest,
+        "connections" if tcp else "requests",
     )
 
 
@@ -266,60 +328,151 @@ def _rule_text(mesh: Mesh, index: int) -> str:
     return f"{where(mesh, rule.path)}: from {rule.source} to {rule.service} {methods} {paths}"
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What access is asked about (a request on a route, or a connection to a tcp listener):
+    the services it may reach, the runtime's verdict, and the words for it."""
+
+    services: tuple[str, ...]
+    denied: str | None  # None: allowed; else the service the runtime counts the denial under
+    may: str  # "GET /x on", "connect to"
+    permits: Callable[[Grant], bool]
+    forwarded: str  # the outcome when allowed (or only audited)
+    refused: str  # the outcome when denied
+
+
 def _access(
     mesh: Mesh, tables: Tables, listener: Listener, route: str, request: Request, path: str
 ) -> Access:
+    """A request on ``route``: :meth:`AccessPolicy.denial`'s verdict."""
+    policy = AccessPolicy.from_tables(tables)
+    asked = _Asked(
+        policy.routes.get(route, ()),
+        policy.denial(route, request.caller, request.method, path),
+        f"{request.method} {path} on",
+        lambda g: g.permits(request.method, path),
+        FORWARDED,
+        DENIED,
+    )
+    return _verdict(mesh, tables, listener, request.caller, asked)
+
+
+def _connection_access(
+    mesh: Mesh, tables: Tables, listener: Listener, caller: str | None, forwarded: str
+) -> Access:
+    """A connection to a tcp listener: :meth:`AccessPolicy.connection_denial`'s verdict, by
+    identity alone, for every service the listener can reach (backups included)."""
+    services = listener_services(listener, {c.name: c for c in tables.clusters})
+    policy = AccessPolicy.from_tables(tables)
+    denied = policy.connection_denial(caller, services)
+    asked = _Asked(services, denied, "connect to", lambda _: True, forwarded, CONNECTION_DENIED)
+    return _verdict(mesh, tables, listener, caller, asked)
+
+
+def _verdict(
+    mesh: Mesh, tables: Tables, listener: Listener, caller: str | None, asked: _Asked
+) -> Access:
+    """The verdict and the rules that decided it."""
     if not enforced_on(listener):
         reason = f"not checked on listener {listener.name} (no client certificates)"
-        return Access(False, True, reason, FORWARDED)
-    policy = AccessPolicy.from_tables(tables)
-    caller = request.caller
-    denied = policy.denial(route, caller, request.method, path)
-    services = policy.routes.get(route, ())
+        return Access(False, True, reason, asked.forwarded)
     if caller is None:
         assert listener.tls is not None
         if listener.tls.client_certificates == "required":
             reason = "no client certificate (client_certificates: required); give one with --from"
             return Access(True, False, reason, "refused: the TLS handshake fails")
         reason = "no client certificate, so no rule applies; give the caller with --from"
-        return Access(True, False, reason, _denied(listener))
+        return Access(True, False, reason, _denied(listener, asked))
     grants = [rule_grants(rule) for rule in tables.access]
     deciding: list[str] = []
-    for service in services:
+    for service in asked.services:
         for i, rule in enumerate(tables.access):
             mine = rule.service == service and rule.source in (caller, "*")
-            if mine and any(g.permits(request.method, path) for g in grants[i]):
+            if mine and any(asked.permits(g) for g in grants[i]):
                 deciding.append(_rule_text(mesh, i))
                 break
-    if denied is None:
-        reason = f"allowed: {caller} may {request.method} {path} on {', '.join(services)}"
-        return Access(True, True, reason, FORWARDED, tuple(deciding))
-    reason = f"denied: no rule allows {caller} {request.method} {path} on {denied}"
+    if asked.denied is None:
+        reason = f"allowed: {caller} may {asked.may} {', '.join(asked.services)}"
+        return Access(True, True, reason, asked.forwarded, tuple(deciding))
+    denied = asked.denied
+    reason = f"denied: no rule allows {caller} {asked.may} {denied}"
     others = tuple(_rule_text(mesh, i) for i, r in enumerate(tables.access) if r.service == denied)
-    return Access(True, False, reason, _denied(listener), others)
+    return Access(True, False, reason, _denied(listener, asked), others)
 
 
-def _denied(listener: Listener) -> str:
-    """What a request the rules deny gets: 403, or on an audit listener, through anyway."""
+def _denied(listener: Listener, asked: _Asked) -> str:
+    """What the rules deny gets: 403 (a connection: closed), or on an audit listener, through
+    anyway."""
     if listener.access == "audit":
         return (
-            f"{FORWARDED} (listener {listener.name} only audits: the denial is logged and "
+            f"{asked.forwarded} (listener {listener.name} only audits: the denial is logged and "
             'counted in meshgen_denied_total{mode="audit"})'
         )
-    return DENIED
+    return asked.refused
+
+
+def _connection(mesh: Mesh, tables: Tables, listener: Listener, trace: Trace) -> Trace:
+    """A tcp listener forwards connections, not requests: to a ``to`` destination drawn by
+    weight, or by the TLS server name (here: the request's host) through ``sni``."""
+    lst_model = next(x for x in mesh.listeners if x.name == listener.name)
+    caller = trace.request.caller
+    trace = replace(trace, protocol="tcp")
+    if not listener.sni:
+        total = sum(t.weight for t in listener.to)
+        branches = tuple(
+            _destination(
+                mesh,
+                tables,
+                t.service,
+                t.subset,
+                t.weight,
+                100.0 * t.weight / total if total else 0.0,
+                where(mesh, d.path),
+                (),
+            )
+            for t, d in zip(listener.to, lst_model.to, strict=True)
+        )
+        access = _connection_access(mesh, tables, listener, caller, TCP_FORWARDED)
+        return replace(trace, branches=branches, access=access, outcome=access.outcome)
+    name = normalize_host(trace.request.host)
+    service = SniRouter(listener.sni).route(name)  # the runtime's decision
+    at = {e.pattern: where(mesh, e.path) for e in lst_model.sni}
+    tries: list[SniTry] = []
+    seen = False
+    for r in precedence(listener.sni):  # why: each pattern alone, in the runtime's order
+        if seen:
+            tries.append(SniTry(r.pattern, r.service, at.get(r.pattern), False, tried=False))
+            continue
+        seen = SniRouter((r,)).route(name) is not None
+        tries.append(SniTry(r.pattern, r.service, at.get(r.pattern), seen))
+    passed = (
+        f"passed through to {service}: bytes untouched, its endpoint completes the TLS handshake"
+    )
+    access = _connection_access(mesh, tables, listener, caller, passed)
+    trace = replace(trace, server_name=name, sni=tuple(tries), access=access)
+    if service is None:
+        return replace(trace, outcome=SNI_NO_MATCH)
+    pattern = next(t.pattern for t in tries if t.matched)
+    branch = _destination(mesh, tables, service, None, None, 100.0, at.get(pattern), ())
+    return replace(trace, branches=(branch,), outcome=access.outcome)
 
 
 def explain_request(
     mesh: Mesh, tables: Tables, request: Request, listener_name: str | None = None
 ) -> Trace:
     """The runtime's decisions for ``request`` on a listener, with the reasons and origins."""
-    listener = _listener(mesh, tables, request, listener_name)
+    listener, why = _listener(tables, request, listener_name)
     lst_model = next(x for x in mesh.listeners if x.name == listener.name)
     enforced = enforced_on(listener)
     checks = "checks client certificates: access rules " + (
         "are audited, not enforced" if listener.access == "audit" else "apply"
     )
-    note = f"{listener.host}:{listener.port}, " + (
+    carries = ""
+    if listener.protocol == "tcp":
+        carries = "tcp: forwards connections" + (
+            " by TLS server name (TLS passed through), " if listener.sni else " by weight, "
+        )
+    note = f"{listener.host}:{listener.port}, {carries}" + (
         checks if enforced else "no client certificates: access rules do not apply"
     )
     base = Trace(
@@ -328,8 +481,10 @@ def explain_request(
         None,
         listener.name,
         None if lst_model.synthetic else where(mesh, lst_model.path),
-        note,
+        note + why,
     )
+    if listener.protocol == "tcp":
+        return _connection(mesh, tables, listener, base)
     split = split_target(request.target)
     if split is None:
         return replace(base, outcome="400: the request target is not valid")

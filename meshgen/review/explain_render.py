@@ -35,19 +35,22 @@ def _at(where: str | None) -> str:
 def _branch(branch: Branch, shown: set[str]) -> list[str]:
     """One destination; a service's own settings only the first time it appears."""
     name = branch.service if branch.subset is None else f"{branch.service}/{branch.subset}"
-    out = [f"destination {name}: weight {branch.weight} ({branch.share:g}%){_at(branch.where)}"]
+    how = "by server name" if branch.weight is None else f"weight {branch.weight}"
+    out = [f"destination {name}: {how} ({branch.share:g}%){_at(branch.where)}"]
     if branch.subset_labels is not None:
         out.append(f"  subset {branch.subset}: labels {branch.subset_labels}")
     if branch.discovery is not None:
         out.append(f"  endpoints: {branch.discovery}")
     else:
-        out.append(f"  endpoints: {', '.join(branch.endpoints) or 'none (answers 503)'}")
+        empty = "none (answers 503)" if branch.carries == "requests" else "none (closes it)"
+        out.append(f"  endpoints: {', '.join(branch.endpoints) or empty}")
     if branch.preferred and branch.preferred != branch.endpoints:
         out.append(f"  while all are healthy, failover zones use: {', '.join(branch.preferred)}")
     if branch.backups:
         out.append(f"  with no healthy endpoint: backup {' -> '.join(branch.backups)}")
-    out.append("  per-request policy:")
-    out += _settings(branch.policy, "    ")
+    if branch.policy:  # a tcp service has none: a connection is not a request
+        out.append("  per-request policy:")
+        out += _settings(branch.policy, "    ")
     if branch.service in shown:
         out.append(f"  service {branch.service}: as above")
     else:
@@ -64,8 +67,21 @@ def render_trace_text(trace: Trace) -> str:
         out.append(f"          {name}: {value}")
     out.append(f"caller    {req.caller or '(no client certificate)'}")
     out.append(f"host      {trace.host}")
-    out.append(f"path      {trace.path if trace.path is not None else '(invalid)'}")
+    if trace.protocol == "http":
+        out.append(f"path      {trace.path if trace.path is not None else '(invalid)'}")
+    elif trace.server_name is not None:
+        out.append(f"sni       {trace.server_name}  (the TLS server name: the request's host)")
     out.append(f"listener  {trace.listener}: {trace.listener_note}{_at(trace.listener_where)}")
+    if trace.sni:
+        out += ["", "sni patterns, in order (an exact name, then the longest *. suffix):"]
+        width = max(len(t.pattern) for t in trace.sni)
+        for i, t in enumerate(trace.sni, start=1):
+            if not t.tried:
+                verdict = "not tried: an earlier pattern matched"
+            else:
+                verdict = f"MATCH -> {t.service}" if t.matched else "no match"
+            where = f"{t.where}  " if t.where else ""
+            out.append(f"  {i}. {t.pattern:<{width}}  {where}{verdict}")
     if trace.routes:
         out += ["", "routes, in order (the first match wins):"]
         width = max(len(r.name) for r in trace.routes)
