@@ -157,7 +157,9 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     what.add_argument(
         "--request",
         metavar="'METHOD URL'",
-        help="a request, e.g. 'GET http://reviews/path' (or '/path' with -H 'Host: ...')",
+        help="a request, e.g. 'GET http://reviews/path' (or '/path' with -H 'Host: ...'); on a "
+        "tcp listener, a connection: its host stands for the TLS server name an sni listener "
+        "routes on",
     )
     what.add_argument("--service", metavar="NAME", help="a service's effective configuration")
     explain.add_argument(
@@ -178,7 +180,8 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--listener",
         metavar="NAME",
         help="the listener the request arrives on (default: the first whose routes match; "
-        "with --from, one that checks client certificates first)",
+        "with --from, one that checks client certificates first; else the first http "
+        "listener; a tcp listener only when there is no http one)",
     )
     _overlay_option(explain)
     explain.add_argument("--format", choices=("text", "json"), default="text", help="default: text")

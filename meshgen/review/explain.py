@@ -321,11 +321,15 @@ def _destination(
     )
 
 
-def _rule_text(mesh: Mesh, index: int) -> str:
+def _rule_text(mesh: Mesh, index: int, connection: bool = False) -> str:
+    """A rule as written; one for a tcp service (``connection``) allows by identity only."""
     rule = mesh.access[index]
+    text = f"{where(mesh, rule.path)}: from {rule.source} to {rule.service}"
+    if connection:
+        return text
     methods = ",".join(rule.methods) or "any method"
     paths = ",".join(rule.paths) or "any path"
-    return f"{where(mesh, rule.path)}: from {rule.source} to {rule.service} {methods} {paths}"
+    return f"{text} {methods} {paths}"
 
 
 @dataclass(frozen=True)
@@ -335,7 +339,7 @@ class _Asked:
 
     services: tuple[str, ...]
     denied: str | None  # None: allowed; else the service the runtime counts the denial under
-    may: str  # "GET /x on", "connect to"
+    action: str | None  # "GET /x"; None: a connection (allowed by identity alone)
     permits: Callable[[Grant], bool]
     forwarded: str  # the outcome when allowed (or only audited)
     refused: str  # the outcome when denied
@@ -349,7 +353,7 @@ def _access(
     asked = _Asked(
         policy.routes.get(route, ()),
         policy.denial(route, request.caller, request.method, path),
-        f"{request.method} {path} on",
+        f"{request.method} {path}",
         lambda g: g.permits(request.method, path),
         FORWARDED,
         DENIED,
@@ -365,7 +369,7 @@ def _connection_access(
     services = listener_services(listener, {c.name: c for c in tables.clusters})
     policy = AccessPolicy.from_tables(tables)
     denied = policy.connection_denial(caller, services)
-    asked = _Asked(services, denied, "connect to", lambda _: True, forwarded, CONNECTION_DENIED)
+    asked = _Asked(services, denied, None, lambda _: True, forwarded, CONNECTION_DENIED)
     return _verdict(mesh, tables, listener, caller, asked)
 
 
@@ -389,14 +393,20 @@ def _verdict(
         for i, rule in enumerate(tables.access):
             mine = rule.service == service and rule.source in (caller, "*")
             if mine and any(asked.permits(g) for g in grants[i]):
-                deciding.append(_rule_text(mesh, i))
+                deciding.append(_rule_text(mesh, i, asked.action is None))
                 break
+    action = "connect to" if asked.action is None else f"{asked.action} on"
     if asked.denied is None:
-        reason = f"allowed: {caller} may {asked.may} {', '.join(asked.services)}"
+        reason = f"allowed: {caller} may {action} {', '.join(asked.services)}"
         return Access(True, True, reason, asked.forwarded, tuple(deciding))
     denied = asked.denied
-    reason = f"denied: no rule allows {caller} {asked.may} {denied}"
-    others = tuple(_rule_text(mesh, i) for i, r in enumerate(tables.access) if r.service == denied)
+    what = "to connect to" if asked.action is None else action
+    reason = f"denied: no rule allows {caller} {what} {denied}"
+    others = tuple(
+        _rule_text(mesh, i, asked.action is None)
+        for i, r in enumerate(tables.access)
+        if r.service == denied
+    )
     return Access(True, False, reason, _denied(listener, asked), others)
 
 
@@ -448,13 +458,17 @@ def _connection(mesh: Mesh, tables: Tables, listener: Listener, trace: Trace) ->
     passed = (
         f"passed through to {service}: bytes untouched, its endpoint completes the TLS handshake"
     )
-    access = _connection_access(mesh, tables, listener, caller, passed)
-    trace = replace(trace, server_name=name, sni=tuple(tries), access=access)
+    # access is decided as the connection is accepted, before the ClientHello is read
+    outcome = SNI_NO_MATCH if service is None else passed
+    access = _connection_access(mesh, tables, listener, caller, outcome)
+    trace = replace(
+        trace, server_name=name, sni=tuple(tries), access=access, outcome=access.outcome
+    )
     if service is None:
-        return replace(trace, outcome=SNI_NO_MATCH)
+        return trace
     pattern = next(t.pattern for t in tries if t.matched)
     branch = _destination(mesh, tables, service, None, None, 100.0, at.get(pattern), ())
-    return replace(trace, branches=(branch,), outcome=access.outcome)
+    return replace(trace, branches=(branch,))
 
 
 def explain_request(

@@ -56,6 +56,11 @@ CASES = {
     "explain-service-canary-overlay": "explain examples/canary/mesh.yaml"
     " --overlay tests/golden/review/canary-prod.yaml --service reviews",
     "explain-service-slo-json": "explain examples/slo/mesh.yaml --service checkout --format json",
+    "explain-tcp-to": "explain examples/tcp/mesh.yaml --request 'GET http://cache/'",
+    "explain-tcp-sni": "explain examples/tcp/mesh.yaml --listener passthrough"
+    " --request 'GET https://db.eu.internal.mesh.test/'",
+    "explain-tcp-sni-no-match-json": "explain examples/tcp/mesh.yaml --listener passthrough"
+    " --request 'GET https://mesh.test/' --format json",
 }
 
 

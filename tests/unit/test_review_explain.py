@@ -348,8 +348,9 @@ def test_tcp_access_by_identity(tcp: Loaded) -> None:
     assert len(allowed.access.rules) == 2 and "to db-dr" in allowed.access.rules[1]
     denied = _connect(tcp, "http://x/", "db", "web")
     assert denied.access is not None and not denied.access.allowed
-    assert denied.access.reason == "denied: no rule allows web connect to db"
+    assert denied.access.reason == "denied: no rule allows web to connect to db"
     assert denied.outcome == CONNECTION_DENIED and denied.branches
+    assert [r.split(": ", 1)[1] for r in denied.access.rules] == ["from billing to db"]
     anonymous = _connect(tcp, "http://x/", "db")
     assert anonymous.outcome == CONNECTION_DENIED
     open_to_all = _connect(tcp, "http://x/", "split", "web")
