@@ -198,6 +198,15 @@ def _review_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         default="mermaid",
         help="mermaid (for Markdown), dot (Graphviz source) or svg (default: mermaid)",
     )
+    graph.add_argument(
+        "--listener",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="draw only this listener, the routes (or tcp services) it serves, the services "
+        "they reach with their failover backups, and the access rules into those services "
+        "(repeatable; default: the whole mesh)",
+    )
     _overlay_option(graph)
     _diagnostics_option(graph)
 

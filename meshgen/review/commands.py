@@ -106,7 +106,14 @@ def explain(ns: argparse.Namespace) -> int:
 def graph(ns: argparse.Namespace) -> int:
     """``meshgen graph SPEC --format mermaid|dot|svg``."""
     from meshgen.review.diff import SideError, load_side
-    from meshgen.review.graph import GraphvizMissing, build_graph, to_dot, to_mermaid, to_svg
+    from meshgen.review.graph import (
+        GraphvizMissing,
+        build_graph,
+        only_listeners,
+        to_dot,
+        to_mermaid,
+        to_svg,
+    )
 
     if [str(p) for p in (ns.spec, *ns.overlay)].count("-") > 1:
         return _usage("graph", "standard input (-) can be read only once")
@@ -121,6 +128,13 @@ def graph(ns: argparse.Namespace) -> int:
         print_diagnostics(diagnostics, ns.diagnostics, stream=sys.stderr)
         return EXIT_INVALID
     drawn = build_graph(side.tables)
+    if ns.listener:
+        known = [x.name for x in side.tables.listeners]
+        unknown = [name for name in ns.listener if name not in known]
+        if unknown:
+            names = ", ".join(known)
+            return _usage("graph", f"--listener {unknown[0]!r}: no such listener ({names})")
+        drawn = only_listeners(drawn, ns.listener)
     if ns.format == "mermaid":
         sys.stdout.write(to_mermaid(drawn))
         return EXIT_OK

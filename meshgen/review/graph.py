@@ -142,6 +142,37 @@ def build_graph(tables: Tables) -> Graph:
     return graph
 
 
+def only_listeners(graph: Graph, names: Iterable[str]) -> Graph:
+    """The part of ``graph`` the listeners ``names`` serve (``meshgen graph --listener``): each
+    listener, what it leads to (routes, their destinations and mirrors, a tcp listener's
+    services), every failover backup of those, and the access edges into the services kept.
+    A service is kept with its whole group (its subsets), as the full graph draws it."""
+    group_of = {n.id: service for service, nodes in graph.groups.items() for n in nodes}
+    onward: dict[str, list[str]] = {}
+    for e in graph.edges:
+        if e.style != "access":
+            onward.setdefault(e.source, []).append(e.target)
+    keep = {f"listener:{name}" for name in names}
+    pending = list(keep)
+    while pending:
+        node = pending.pop()
+        nexts = onward.get(node, [])
+        if node in group_of:  # a subset reached: its service's backups apply too
+            nexts = [*nexts, _service_id(group_of[node])]
+        for target in nexts:
+            if target not in keep:
+                keep.add(target)
+                pending.append(target)
+    groups = {s: nodes for s, nodes in graph.groups.items() if _service_id(s) in keep}
+    drawn = keep | {n.id for nodes in groups.values() for n in nodes}
+    edges = [
+        e for e in graph.edges if e.target in drawn and (e.source in drawn or e.style == "access")
+    ]
+    callers = {e.source for e in edges if e.style == "access"}
+    nodes = [n for n in graph.nodes if n.id in drawn or n.id in callers]
+    return Graph(nodes, groups, edges)
+
+
 # ---- Mermaid --------------------------------------------------------------------------------
 
 _MERMAID_SHAPES: Final = {

@@ -129,3 +129,102 @@ def test_invalid_spec_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     spec.write_text("version: 2\n")
     assert main(["graph", str(spec)]) == 1
     assert "error[" in capsys.readouterr().err
+
+
+CERTS = EXAMPLES / "mtls" / "certs"
+BIG = f"""\
+version: 1
+mesh: {{name: shop}}
+services:
+  web:
+    discovery:
+      static:
+        - {{address: "127.0.0.1:9001", labels: {{v: "1"}}}}
+        - {{address: "127.0.0.1:9002", labels: {{v: "2"}}}}
+    subsets: {{v2: {{labels: {{v: "2"}}}}}}
+    health_check: {{http: {{path: /}}}}
+    failover: {{backup: web-dr}}
+  web-dr: {{discovery: {{static: [{{address: "127.0.0.1:9003"}}]}}}}
+  shadow: {{discovery: {{static: [{{address: "127.0.0.1:9004"}}]}}}}
+  admin: {{discovery: {{static: [{{address: "127.0.0.1:9005"}}]}}}}
+  db:
+    protocol: tcp
+    discovery: {{static: [{{address: "127.0.0.1:9006"}}]}}
+    health_check: {{tcp: {{}}}}
+    failover: {{backup: db-dr}}
+  db-dr: {{protocol: tcp, discovery: {{static: [{{address: "127.0.0.1:9007"}}]}}}}
+routes:
+  - {{name: web, match: {{host: web}}, to: [{{service: web, subset: v2}}],
+     mirror: {{service: shadow, percent: 5}}}}
+  - {{name: admin, match: {{host: admin}}, to: [{{service: admin}}]}}
+access:
+  - {{from: ops, to: admin}}
+  - {{from: shop, to: web}}
+listeners:
+  - {{name: public, address: "127.0.0.1:15001", routes: [web]}}
+  - name: ops
+    address: "127.0.0.1:15002"
+    routes: [admin]
+    tls:
+      cert: {CERTS}/mesh-edge.pem
+      key: {CERTS}/mesh-edge-key.pem
+      ca: {CERTS}/ca.pem
+      client_certificates: optional
+  - {{name: db, address: "127.0.0.1:15003", protocol: tcp, to: [{{service: db}}]}}
+"""
+
+
+def _nodes(dot_source: str) -> set[str]:
+    return {line.split('"')[1] for line in dot_source.splitlines() if "[label=" in line}
+
+
+def test_listener_filter_keeps_what_it_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--listener: that listener, its routes, the services (and subsets) they reach, mirrors
+    and failover backups included, and the access edges into them; nothing else."""
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(BIG)
+    full = _graph(capsys, str(spec), "--format", "dot")
+    public = _graph(capsys, str(spec), "--format", "dot", "--listener", "public")
+    assert _edges(public) == {
+        ("listener:public", "route:web", "1", "solid"),
+        ("route:web", "subset:web/v2", "100%", "solid"),
+        ("route:web", "service:shadow", "mirror 5%", "dashed"),
+        ("service:web", "service:web-dr", "backup", "dotted"),
+        ("caller:shop", "service:web", "all", "dashed"),
+    }
+    assert _nodes(public) == {
+        "listener:public",
+        "route:web",
+        "caller:shop",
+        "service:web",
+        "subset:web/v2",
+        "service:web-dr",
+        "service:shadow",
+    }
+    both = _graph(capsys, str(spec), "--format", "dot", "--listener", "db", "--listener", "ops")
+    assert _edges(both) == {
+        ("listener:db", "service:db", "tcp 100%", "solid"),
+        ("service:db", "service:db-dr", "backup", "dotted"),
+        ("listener:ops", "route:admin", "1", "solid"),
+        ("route:admin", "service:admin", "100%", "solid"),
+        ("caller:ops", "service:admin", "all", "dashed"),
+    }
+    assert _edges(public) | _edges(both) == _edges(full)
+    mermaid = _graph(capsys, str(spec), "--listener", "db")
+    assert "listener_db" in mermaid and "service_db__dr" in mermaid
+    assert "route_web" not in mermaid and "listener_public" not in mermaid
+    require_binary("dot")
+    svg = _graph(capsys, str(spec), "--format", "svg", "--listener", "db")
+    assert "listener:db" in svg and "route:web" not in svg
+
+
+def test_unknown_listener_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(BIG)
+    assert main(["graph", str(spec), "--listener", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--listener 'nope': no such listener (public, ops, db)" in err
