@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshgen.diagnostics import Diagnostic
-from meshgen.model import Mesh, Origin, PathKey
+from meshgen.model import Listener, Mesh, Origin, PathKey
 from meshgen.plan import to_tables
 from meshgen.review.dist_tables import read_dist_tables
 from meshgen.runtime.app.loader import TablesError
@@ -103,7 +103,7 @@ def _locate(mesh: Mesh, change: Change) -> PathKey | None:
         )
     if section == "listener":
         lst = next((x for x in mesh.listeners if x.name == subject), None)
-        return None if lst is None or lst.synthetic else (*lst.path, *_dotted(field))
+        return None if lst is None or lst.synthetic else _locate_listener(lst, field)
     if section == "route":
         return _locate_route(mesh, subject, field)
     if section == "service":
@@ -118,6 +118,18 @@ def _locate(mesh: Mesh, change: Change) -> PathKey | None:
         key = "when" if field in ("signal", "op", "threshold") else field
         return (*item.path, *_dotted(key))
     return None
+
+
+def _locate_listener(lst: Listener, field: str) -> PathKey:
+    """A tcp listener's ``to SERVICE[/SUBSET]`` or ``sni PATTERN`` entry, else the field."""
+    head, _, rest = field.partition(" ")
+    if head == "to":
+        dest = next((d for d in lst.to if target_name(d.service, d.subset) == rest), None)
+        return lst.path if dest is None else dest.path
+    if head == "sni":
+        entry = next((e for e in lst.sni if e.pattern == rest), None)
+        return lst.path if entry is None else entry.path
+    return (*lst.path, *_dotted(field))
 
 
 def _locate_route(mesh: Mesh, name: str, field: str) -> PathKey | None:

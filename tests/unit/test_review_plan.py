@@ -479,3 +479,37 @@ def test_markdown_fits_a_pull_request_comment(
     shown = md.count("\n- ")
     assert 100 < shown < 3001
     assert md.rstrip().endswith(f"… and {3001 - shown} more; `meshgen plan` prints every change.")
+
+
+def test_tcp_listener_weights_and_sni_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tcp listener's `to` weights and `sni` entries are changes of their own, each located
+    at its entry (the old file's for one removed)."""
+    tcp = Plan(tmp_path, "tcp", capsys)
+    code, out = tcp.run(
+        (
+            "    to: [{service: cache}]\n",
+            "    to:\n      - {service: cache, weight: 80}\n      - {service: api, weight: 20}\n",
+        ),
+        ("      api.mesh.test: api\n", "      api.mesh.test: internal\n      db.mesh.test: api\n"),
+        ('      "*.internal.mesh.test": internal\n', ""),
+    )
+    assert code == 3
+    new_lines = tcp.new.read_text().splitlines()
+    old_lines = tcp.old.read_text().splitlines()
+
+    def at(lines: list[str], text: str) -> int:
+        return next(i for i, line in enumerate(lines, start=1) if text in line)
+
+    new, old = tcp.new, tcp.old
+    assert out.splitlines()[:-2] == [
+        f"listener cache: to cache 100 -> 80  ({new}:{at(new_lines, 'cache, weight: 80')})",
+        f"listener cache: to api added (20)  ({new}:{at(new_lines, 'api, weight: 20')})",
+        f"listener passthrough: sni *.internal.mesh.test removed"
+        f"  ({old}:{at(old_lines, '*.internal.mesh.test')})",
+        f"listener passthrough: sni api.mesh.test api -> internal"
+        f"  ({new}:{at(new_lines, 'api.mesh.test: internal')})",
+        f"listener passthrough: sni db.mesh.test added (api)"
+        f"  ({new}:{at(new_lines, 'db.mesh.test: api')})",
+    ]
