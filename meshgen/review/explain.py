@@ -14,6 +14,13 @@ test runs the same requests through a running runtime and asserts the same route
 
 The order of the trace is the runtime's order of decisions: target, route, split, redirect,
 access, then the destination's policy.
+
+A tcp listener forwards connections, not requests, so there the trace is the tcp forwarder's
+decisions: access by identity (:meth:`~meshgen.runtime.policy.access.AccessPolicy.connection_denial`
+over :func:`~meshgen.runtime.policy.access.listener_services`), then the ``to`` destinations by
+weight, or the service :class:`~meshgen.runtime.policy.sni.SniRouter` picks for the server
+name (the request's host stands for it). Why a pattern matched is each pattern alone through
+the same SniRouter, in :func:`~meshgen.runtime.policy.sni.precedence` order.
 """
 
 from __future__ import annotations

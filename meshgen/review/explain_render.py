@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 
 from meshgen.review.effective import ServiceReport, Setting
-from meshgen.review.explain import Branch, Trace
+from meshgen.review.explain import Branch, RouteTry, SniTry, Trace
 from meshgen.review.plan_render import printable
 
 
@@ -60,6 +60,28 @@ def _branch(branch: Branch, shown: set[str]) -> list[str]:
     return out
 
 
+def _in_order(title: str, rows: Sequence[tuple[str, str | None, str]]) -> list[str]:
+    """What the runtime tried, in its order: ``N. name  FILE:LINE  verdict``."""
+    width = max(len(name) for name, _, _ in rows)
+    out = ["", title]
+    for i, (name, where, verdict) in enumerate(rows, start=1):
+        at = f"{where}  " if where else ""
+        out.append(f"  {i}. {name:<{width}}  {at}{verdict}")
+    return out
+
+
+def _route_verdict(r: RouteTry) -> str:
+    if not r.tried:
+        return "not tried: an earlier route matched"
+    return "no match: " + "; ".join(r.failed) if r.failed else "MATCH"
+
+
+def _sni_verdict(t: SniTry) -> str:
+    if not t.tried:
+        return "not tried: an earlier pattern matched"
+    return f"MATCH -> {t.service}" if t.matched else "no match"
+
+
 def render_trace_text(trace: Trace) -> str:
     req = trace.request
     out = [f"request   {req.method} {req.target}"]
@@ -73,27 +95,11 @@ def render_trace_text(trace: Trace) -> str:
         out.append(f"sni       {trace.server_name}  (the TLS server name: the request's host)")
     out.append(f"listener  {trace.listener}: {trace.listener_note}{_at(trace.listener_where)}")
     if trace.sni:
-        out += ["", "sni patterns, in order (an exact name, then the longest *. suffix):"]
-        width = max(len(t.pattern) for t in trace.sni)
-        for i, t in enumerate(trace.sni, start=1):
-            if not t.tried:
-                verdict = "not tried: an earlier pattern matched"
-            else:
-                verdict = f"MATCH -> {t.service}" if t.matched else "no match"
-            where = f"{t.where}  " if t.where else ""
-            out.append(f"  {i}. {t.pattern:<{width}}  {where}{verdict}")
+        title = "sni patterns, in order (an exact name, then the longest *. suffix):"
+        out += _in_order(title, [(t.pattern, t.where, _sni_verdict(t)) for t in trace.sni])
     if trace.routes:
-        out += ["", "routes, in order (the first match wins):"]
-        width = max(len(r.name) for r in trace.routes)
-        for i, r in enumerate(trace.routes, start=1):
-            if not r.tried:
-                verdict = "not tried: an earlier route matched"
-            elif r.failed:
-                verdict = "no match: " + "; ".join(r.failed)
-            else:
-                verdict = "MATCH"
-            where = f"{r.where}  " if r.where else ""
-            out.append(f"  {i}. {r.name:<{width}}  {where}{verdict}")
+        title = "routes, in order (the first match wins):"
+        out += _in_order(title, [(r.name, r.where, _route_verdict(r)) for r in trace.routes])
     out += ["", f"outcome   {trace.outcome}"]
     if trace.route is not None:
         out.append(f"route     {trace.route}{_at(trace.route_where)}")

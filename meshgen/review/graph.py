@@ -8,6 +8,7 @@ match order; a tcp listener straight to its services, by weight or server name),
 each destination (its weight) and its mirror (dashed), a service to its failover backup
 (dotted), a caller to each service its rules open (the methods and paths). Every label is
 escaped for its syntax: names are safe, but paths and hosts come from the spec.
+:func:`only_listeners` cuts the graph down to what some listeners serve (``--listener``).
 """
 
 from __future__ import annotations
