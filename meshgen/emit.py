@@ -1,10 +1,18 @@
 """Write a build to DIST atomically; compare a build with DIST (``--check``).
 
 Theory of operation: files are written to a fresh temporary folder next to DIST, read back and
-verified (every ``.py`` compiles, every ``.json``/``.yml`` parses, MANIFEST.json hashes match),
-and only then swapped in: DIST is renamed away, the new folder renamed in, the old one deleted.
+verified (MANIFEST.json's hashes match every file; every ``.py`` up to :data:`PARSE_MAX` bytes
+compiles, every such ``.json``/``.yml`` parses), and only then swapped in: DIST is renamed away,
+the new folder renamed in, the old one deleted.
 Any failure before the swap removes the temporary folder and leaves DIST byte-for-byte intact.
 A DIST that exists but holds no MANIFEST.json is not ours and is never replaced.
+
+Parsing checks the renderers (a broken template or literal writer), and a small mesh runs the
+same renderer code as a large one; what grows with the mesh is the per-service data in a few
+files (``mesh/routing.py``, ``envoy/*.json``), written by serializers (``repr`` literals,
+``json.dumps``) that the golden and property tests parse. At 10,000 services parsing those
+files again cost 3.6 s of CPU, a quarter of the build, so files larger than :data:`PARSE_MAX`
+are checked by their hash alone (the bytes read back are the bytes rendered).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from pathlib import Path, PurePosixPath
 
 MANIFEST = "MANIFEST.json"
 IGNORED_DIRS = frozenset({"__pycache__"})
+PARSE_MAX = 1 << 20
+"""Largest file (bytes) whose syntax :func:`verify` checks by parsing it."""
 
 
 class EmitError(Exception):
@@ -57,10 +67,13 @@ def manifest_text(
 
 
 def verify(files: Mapping[str, bytes]) -> None:
-    """Raise :class:`VerifyError` naming the first generated file that does not parse."""
+    """Raise :class:`VerifyError` naming the first generated file up to :data:`PARSE_MAX`
+    bytes that does not parse, or when MANIFEST.json does not list every file's hash."""
     import yaml
 
     for path, data in sorted(files.items()):
+        if len(data) > PARSE_MAX:
+            continue
         try:
             if path.endswith(".py"):
                 compile(data, path, "exec", dont_inherit=True)

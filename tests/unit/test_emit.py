@@ -9,6 +9,7 @@ import pytest
 
 from meshgen.emit import (
     MANIFEST,
+    PARSE_MAX,
     EmitError,
     VerifyError,
     compare,
@@ -136,3 +137,14 @@ def test_compare_names_differing_missing_and_extra_files(tmp_path: Path) -> None
 
 def test_verify_accepts_what_emit_writes() -> None:
     verify({k: v.encode() for k, v in _files().items()})
+
+
+def test_files_larger_than_parse_max_are_checked_by_their_hash_only(tmp_path: Path) -> None:
+    big = "[" + " " * PARSE_MAX + "\n"  # would not parse: large per-service data is not re-parsed
+    files = {"envoy/cds.json": big, "mesh/routing.py": "X = 1\n"}
+    emit({**files, MANIFEST: manifest_text(files, "mesh.yaml", b"", "9.9.9")}, tmp_path / "a")
+    assert read_tree(tmp_path / "a")["envoy/cds.json"] == big.encode()
+    stale = manifest_text({**files, "envoy/cds.json": big + " "}, "mesh.yaml", b"", "9.9.9")
+    with pytest.raises(VerifyError, match="MANIFEST"):
+        emit({**files, MANIFEST: stale}, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
