@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from runtime_harness import Runtime, build_dist, run_dist
 from tcp_harness import address, closed, echoes, line, static, tcp_spec
@@ -104,6 +104,11 @@ LABELS = st.sampled_from(["db", "eu", "mesh", "test", "a", "x-1"])
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(LABELS, min_size=1, max_size=5), st.booleans())
+@example(["db", "mesh", "test"], False)  # exact, though two wildcards match too
+@example(["db", "mesh", "test"], True)
+@example(["a", "eu", "mesh", "test"], False)  # the longer of two wildcards
+@example(["x-1", "a", "mesh", "test"], False)  # a wildcard at depth
+@example(["mesh", "test"], False)  # no label before the suffix: no match
 def test_sni_explain_names_the_service_a_hello_reaches(
     running: Running, labels: list[str], upper: bool
 ) -> None:
