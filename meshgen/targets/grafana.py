@@ -64,7 +64,7 @@ def _panel(
 def service_panels(m: Metrics = RUNTIME) -> list[dict[str, Any]]:
     """Request rate, 5xx share, p50/p99 latency and endpoint health of ``$service``."""
     sel = f'{m.label}=~"${SERVICE_VAR}"'
-    requests, errors = m.responses.format(sel=sel), m.errors.format(sel=sel)
+    requests = m.responses.format(sel=sel)
     buckets = m.buckets.format(sel=sel)
     rate_title = "Request rate" + (" (every try)" if m.counts else "")
     return [
@@ -74,12 +74,12 @@ def service_panels(m: Metrics = RUNTIME) -> list[dict[str, Any]]:
             [(f"sum by ({m.code}) (rate({requests}[{RATE}]))", f"{{{{{m.code}}}}}")],
         ),
         _panel(
-            "Error rate (5xx share)",
+            "Error rate (5xx share)" if not m.grpc_errors else "Error rate (5xx and gRPC errors)",
             "percentunit",
             [
                 (
-                    f"(sum(rate({errors}[{RATE}])) or vector(0)) / sum(rate({requests}[{RATE}]))",
-                    "5xx",
+                    f"({m.error_sum(sel, RATE)} or vector(0)) / sum(rate({requests}[{RATE}]))",
+                    "errors" if m.grpc_errors else "5xx",
                 )
             ],
         ),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshgen.runtime.policy.grpc import ERROR_REGEX
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -28,6 +30,15 @@ class Metrics:
     cert_expiry: str  # certificate notAfter as a Unix time
     counts: str = ""  # what the traffic counters count, when it is not requests after retries
     engine: str = ""  # the proxy whose series these are, when it is not the runtime
+    grpc_errors: str = ""  # gRPC requests that failed with a server-side grpc-status ("": none)
+
+    def error_sum(self, sel: str, window: str) -> str:
+        """The summed rate of errors: the 5xx series, and (where the engine counts them) the
+        gRPC errors; ``or`` keeps a series in both (a 503 with grpc_status 14) counted once."""
+        rates = f"rate({self.errors.format(sel=sel)}[{window}])"
+        if self.grpc_errors:
+            rates += f" or rate({self.grpc_errors.format(sel=sel)}[{window}])"
+        return f"sum({rates})"
 
     def healthy_ratio(self, sel: str) -> str:
         healthy = self.healthy.format(sel=sel)
@@ -40,6 +51,7 @@ RUNTIME = Metrics(
     label="service",
     responses="meshgen_requests_total{{{sel}}}",
     errors='meshgen_requests_total{{{sel},code=~"5.."}}',
+    grpc_errors=f'meshgen_requests_total{{{{{{sel}},grpc_status=~"{ERROR_REGEX}"}}}}',
     code="code",
     requests="meshgen_requests_total{{{sel}}}",
     buckets="meshgen_request_duration_seconds_bucket{{{sel}}}",

@@ -51,10 +51,11 @@ def _num(value: float) -> str:
 
 
 def error_ratio_expr(service: str, window: str, m: Metrics = RUNTIME) -> str:
-    """5xx share of the service's responses; no sample when there was no traffic."""
+    """Error share of the service's responses (5xx, and gRPC errors where the engine counts
+    them: :meth:`Metrics.error_sum`); no sample when there was no traffic."""
     sel = f"{m.label}={_q(service)}"
-    errors, responses = m.errors.format(sel=sel), m.responses.format(sel=sel)
-    return f"(sum(rate({errors}[{window}])) or vector(0)) / (sum(rate({responses}[{window}])) > 0)"
+    responses = m.responses.format(sel=sel)
+    return f"({m.error_sum(sel, window)} or vector(0)) / (sum(rate({responses}[{window}])) > 0)"
 
 
 def signal_expr(alert: Alert, m: Metrics = RUNTIME) -> str:

@@ -102,8 +102,8 @@ def test_in_process_async(tmp_path: Path) -> None:
 
         assert asyncio.run(go()) == Counter({200: 10})
     assert (
-        'meshgen_requests_total{listener="",route="r",service="svc",subset="",code="200"} 10'
-        in mesh.metrics.render()
+        'meshgen_requests_total{listener="",route="r",service="svc",subset="",code="200",'
+        'grpc_status=""} 10' in mesh.metrics.render()
     )
 
 

@@ -4,6 +4,9 @@ Seeded random scenarios mix everything that makes PromQL subtle: traffic phases 
 gaps (no traffic), counter resets, series that appear late or go stale, several routes summed,
 histograms whose quantile moves across buckets, flapping endpoint health and an expiring
 certificate. Every alert kind and both SLO alerts are checked at every 15 s evaluation.
+gRPC scenarios label the same traffic with ``grpc_status``: an error is then a 5xx or a
+server-side gRPC status (a series that is both counts once), a client-side one (NOT_FOUND,
+PERMISSION_DENIED) is not.
 """
 
 from __future__ import annotations
@@ -62,8 +65,14 @@ def _latency(rng: random.Random, slow: bool) -> float:
     return rng.uniform(0.2, 3.0) if slow else rng.expovariate(1 / 0.015)
 
 
-def make_scenario(seed: int) -> Scenario:
+# (code, grpc_status) of each kind of answer: (ok, not found, error, other error, both).
+HTTP_KINDS = (("200", ""), ("404", ""), ("503", ""), ("500", ""), ("503", ""))
+GRPC_KINDS = (("200", "0"), ("200", "5"), ("200", "14"), ("200", "13"), ("503", "14"))
+
+
+def make_scenario(seed: int, grpc: bool = False) -> Scenario:
     rng = random.Random(seed)
+    ok, not_found, error, other, both = GRPC_KINDS if grpc else HTTP_KINDS
     scenario = Scenario(STEPS)
     phases = _phases(rng)
     bounds = (*LATENCY_BUCKETS, float("inf"))
@@ -71,8 +80,8 @@ def make_scenario(seed: int) -> Scenario:
         share = rng.uniform(0.2, 0.5)
         start = rng.choice([0, 0, rng.randrange(STEPS // 2)])  # some routes appear late
         reset = rng.choice([None, rng.randrange(start + 1, STEPS)])  # a restart resets counters
-        codes = {"200": 0.0, "503": 0.0, "500": 0.0, "404": 0.0}
-        series: dict[str, list[float | None]] = {c: [] for c in codes}
+        codes = dict.fromkeys((ok, not_found, error, other, both), 0.0)
+        series: dict[tuple[str, str], list[float | None]] = {c: [] for c in codes}
         buckets = [0.0] * len(bounds)
         bucket_series: list[list[float | None]] = [[] for _ in bounds]
         for step, (rps, error_share, slow_share) in enumerate(phases):
@@ -82,22 +91,26 @@ def make_scenario(seed: int) -> Scenario:
             n = rng.randint(0, round(2 * rps * share * 15)) if rps else 0
             for _ in range(n):
                 roll = rng.random()
-                code = "503" if roll < error_share * 0.7 else "500" if roll < error_share else (
-                    "404" if roll < error_share + 0.02 else "200")  # fmt: skip
+                code = (
+                    error if roll < error_share * 0.5 else both if roll < error_share * 0.7
+                    else other if roll < error_share else
+                    not_found if roll < error_share + 0.02 else ok
+                )  # fmt: skip
                 codes[code] += 1
                 value = _latency(rng, rng.random() < slow_share)
                 for i, bound in enumerate(bounds):
                     if value <= bound:
                         buckets[i] += 1
             for code, total in codes.items():
-                # the 500 series is only created by its first 500, like the runtime's dicts
-                present = step >= start and (code != "500" or total > 0)
+                # the other-error series is only created by its first one, like the runtime's
+                present = step >= start and (code != other or total > 0)
                 series[code].append(total if present else None)
             for i, total in enumerate(buckets):
                 bucket_series[i].append(total if step >= start else None)
         base = {"listener": listener, "route": route, "service": "reviews", "subset": "all"}
-        for code, values in series.items():
-            scenario.add("meshgen_requests_total", {**base, "code": code}, values)
+        for (code, status), values in series.items():
+            labels = {**base, "code": code, **({"grpc_status": status} if grpc else {})}
+            scenario.add("meshgen_requests_total", labels, values)
         hbase = {"listener": listener, "route": route, "service": "reviews"}
         for bound, values in zip(bounds, bucket_series, strict=True):
             label = "+Inf" if bound == float("inf") else repr(bound)
@@ -128,11 +141,13 @@ def make_scenario(seed: int) -> Scenario:
     return scenario
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
-def test_promtool_and_embedded_fire_identically(seed: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("seed", "grpc"), [(1, False), (2, False), (3, False), (4, False), (5, True), (6, True)]
+)
+def test_promtool_and_embedded_fire_identically(seed: int, grpc: bool, tmp_path: Path) -> None:
     """Same series, every alert, every evaluation time: identical firing sets."""
     tables = monitoring_tables(ALERTS, SLOS)
-    scenario = make_scenario(seed)
+    scenario = make_scenario(seed, grpc)
     expected = assert_promtool_agrees(tables, scenario, range(STEPS), tmp_path)
     fired = {name for alerts in expected.values() for name, a in alerts.items() if a}
     assert len(fired) >= 5, dump(expected)  # the scenario exercises most rules
@@ -145,8 +160,8 @@ def test_scenarios_cover_every_rule() -> None:
     tables = monitoring_tables(ALERTS, SLOS)
     seen_firing: set[str] = set()
     seen_quiet: set[str] = set()
-    for seed in (1, 2, 3, 4, 5, 6):
-        expected = run_embedded(tables, make_scenario(seed))
+    for seed, grpc in ((1, False), (2, False), (3, False), (4, False), (5, True), (6, True)):
+        expected = run_embedded(tables, make_scenario(seed, grpc))
         for name in expected[0]:
             steps = fired_steps(expected, name)
             if steps:
@@ -156,3 +171,33 @@ def test_scenarios_cover_every_rule() -> None:
     names = set(run_embedded(tables, Scenario(1))[0])
     assert seen_firing == names, names - seen_firing
     assert seen_quiet == names, names - seen_quiet
+
+
+@pytest.mark.parametrize(
+    ("kinds", "ratio"),
+    [
+        ({("200", "14"): 1.0, ("200", "0"): 3.0}, 0.25),  # a trailers-only UNAVAILABLE errs
+        ({("503", "14"): 1.0, ("200", "0"): 3.0}, 0.25),  # in both selectors: counted once
+        ({("200", "5"): 1.0, ("200", "7"): 1.0, ("200", "0"): 2.0}, 0.0),  # the caller's fault
+        ({("500", ""): 1.0, ("200", "4"): 1.0, ("200", ""): 2.0}, 0.5),
+    ],
+)
+def test_grpc_error_ratio_counts_server_statuses_once(
+    kinds: dict[tuple[str, str], float], ratio: float, tmp_path: Path
+) -> None:
+    """Steady traffic of known kinds: the embedded evaluator's error ratio is exact, and
+    promtool fires the same threshold alerts around it."""
+    steps = 40
+    scenario = Scenario(steps)
+    base = {"listener": "edge", "route": "r", "service": "reviews", "subset": ""}
+    for (code, status), per_second in kinds.items():
+        values = [per_second * 15 * k for k in range(steps)]
+        scenario.add("meshgen_requests_total", {**base, "code": code, "grpc_status": status},
+                     values)  # fmt: skip
+    alerts = (
+        Alert("above", "reviews", "error_rate", ">", ratio - 0.01, 0.0, "page"),
+        Alert("below", "reviews", "error_rate", "<", ratio + 0.01, 0.0, "page"),
+    )
+    expected = assert_promtool_agrees(monitoring_tables(alerts), scenario, range(steps), tmp_path)
+    last = expected[steps - 1]
+    assert last["below"] and last["above"], dump(expected)  # the ratio is within 0.01

@@ -17,7 +17,7 @@ from meshgen.runtime.tables import Cluster, Tables
 from meshgen.targets import make_context
 from meshgen.targets.grafana import SCHEMA_VERSION, SHOW_ALL_UP_TO, render
 
-BASE = ["Request rate", "Error rate (5xx share)", "Latency", "Endpoint health"]
+BASE = ["Request rate", "Error rate (5xx and gRPC errors)", "Latency", "Endpoint health"]
 SLO = ["SLO error budget remaining", "SLO 5xx share vs budget"]
 
 
@@ -85,12 +85,10 @@ def test_rates_use_the_rate_interval_and_the_5xx_share_reads_zero() -> None:
     assert not any("[5m]" in e for e in exprs)
     assert all("[$__rate_interval]" in e for e in exprs if "rate(" in e)
     share = next(
-        t["expr"]
-        for p in _dashboard()["panels"]
-        if p["title"] == "Error rate (5xx share)"
-        for t in p["targets"]
+        t["expr"] for p in _dashboard()["panels"] if p["title"] == BASE[1] for t in p["targets"]
     )
     assert share.startswith("(sum(rate(") and ") or vector(0)) / sum(rate(" in share
+    assert 'grpc_status=~"2|4|12|13|14|15"' in share  # gRPC errors count too, once
 
 
 def test_size_does_not_grow_with_panels_per_service() -> None:

@@ -40,7 +40,7 @@ def test_every_spec_metric_has_help_type_and_its_labels() -> None:
     """Each documented family is declared once with HELP and TYPE and carries its label names."""
     text = _filled().render()
     expected = {
-        "meshgen_requests_total": ("counter", "listener,route,service,subset,code"),
+        "meshgen_requests_total": ("counter", "listener,route,service,subset,code,grpc_status"),
         "meshgen_request_duration_seconds": ("histogram", "listener,route,service"),
         "meshgen_upstream_requests_total": ("counter", "service,endpoint,code"),
         "meshgen_endpoint_healthy": ("gauge", "service,endpoint"),

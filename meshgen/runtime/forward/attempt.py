@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 from ..codec.paths import split_target
+from ..policy import grpc
 from ..policy.resilience import backoff_delay, retryable
 from ..upstream.balancers import request_hash_key
 from .heads import CompiledOps, Downstream, Outgoing, request_head
@@ -139,6 +140,12 @@ def failure_answer(outcome: str) -> Answer:
     return FAILURES.get(outcome) or FAILURES["reset"]
 
 
+def grpc_answer(answer: Answer, status: int) -> Answer:
+    """``answer`` as a gRPC caller gets it: HTTP 200, trailers-only with ``grpc-status``
+    ``status`` (``policy/grpc.py``)."""
+    return Answer(200, b"", grpc.trailers_only(status, answer.body) + answer.headers, answer.close)
+
+
 # Request ids made here are unique in this process: a random prefix per process, a counter.
 _ID_PREFIX: Final = os.urandom(8).hex().encode()
 _ids = itertools.count(1)
@@ -209,7 +216,14 @@ class Counters(Protocol):
     """The metrics the machine writes (``metrics.Metrics`` is one)."""
 
     def observe_request(
-        self, listener: str, route: str, service: str, subset: str, code: int, duration_s: float
+        self,
+        listener: str,
+        route: str,
+        service: str,
+        subset: str,
+        code: int,
+        duration_s: float,
+        grpc_status: str = "",
     ) -> None: ...
 
     def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None: ...
@@ -288,9 +302,10 @@ class Attempt:
     """The decisions of one request (see the module docstring); drivers call :meth:`step`."""
 
     __slots__ = ("answer", "begun", "breaker", "caller", "conn", "deadline", "delay",
-                 "driver", "exclude", "gen", "hash_key", "head", "holding", "last", "listener",
-                 "mirror", "path", "per_try", "picked", "query", "req", "route", "stale_retry",
-                 "start", "state", "status", "target", "tries", "wait_until")  # fmt: skip
+                 "driver", "exclude", "gen", "grpc", "grpc_deadline", "grpc_status", "hash_key",
+                 "head", "holding", "last", "listener", "mirror", "path", "per_try", "picked",
+                 "query", "req", "route", "stale_retry", "start", "state", "status", "target",
+                 "tries", "wait_until")  # fmt: skip
     # Set by the step that first needs them, never read before (not initialised: one request
     # costs fewer stores): path, query, mirror, breaker, deadline, picked, per_try, delay,
     # wait_until.
@@ -333,6 +348,12 @@ class Attempt:
         self.status = 0
         self.head = b""  # the upstream request head (built for the first try)
         self.conn: UpstreamConnection | None = None  # a driver slot: the try's connection
+        self.grpc = False  # a gRPC request (by its content-type): policy/grpc.py applies
+        self.grpc_deadline = INF  # when the caller's grpc-timeout runs out
+        # The grpc-status the caller gets, -1 while unknown. A driver sets it from a response
+        # head that ends the stream (trailers-only) before HEAD, and from trailers before
+        # STREAMED; the machine sets it for its own answers.
+        self.grpc_status = -1
 
     @classmethod
     def shadow(cls, gen: Policies, target: Target, head: bytes) -> Attempt:
@@ -408,6 +429,11 @@ class Attempt:
         if phase == _ROUTE:
             if self.state != NEW:
                 self._refuse(START)
+            if req.method == "POST" and grpc.is_grpc(req.header("content-type")):
+                self.grpc = True
+                timeout = grpc.parse_timeout(req.header("grpc-timeout"))
+                if timeout is not None:  # it caps the route timeout
+                    self.grpc_deadline = gen.clock() + timeout
             if req.request_id is None:  # made here, so routes, the head and a mirror see it
                 rid = req.request_id = b"%s-%016x" % (_ID_PREFIX, next(_ids))
                 req.headers.append((b"x-request-id", rid))
@@ -487,7 +513,7 @@ class Attempt:
             upload = req.body
             timeout = target.timeout_s
             deadline = now + timeout if upload is None else request_deadline(upload, now, timeout)
-            self.deadline = deadline
+            deadline = self.deadline = min(deadline, self.grpc_deadline)
         else:
             breaker, deadline = self.breaker, self.deadline
         if phase <= _ADMIT:  # each try is admitted by the breaker (a retry again, as Envoy)
@@ -525,6 +551,8 @@ class Attempt:
             assert route is not None
             ops = gen.header_ops.get(route.name) or gen.ops(route)
             self.head = request_head(req, route, self.path, self.query, ops[0])
+        if self.grpc_deadline != INF:  # the caller's grpc-timeout, less the time spent
+            self.head = grpc.with_timeout(self.head, per_try)
         return TRY
 
     begin = _proceed
@@ -555,8 +583,11 @@ class Attempt:
         gone = self.req.conn.closed or result == CLIENT_TIMEOUT  # nothing to retry for
         if not gone and picked.service in gen.outlier:
             gen.upstreams.report(picked, result)
-        # (Statuses below 400 meet no retry condition: the common answer skips the check.)
-        if (not responded or result >= 400) and self.retry_allowed(result, responded, gone):  # type: ignore[operator]
+        # (Statuses below 400 meet no retry condition unless a trailers-only gRPC status came
+        # with them: the common answer skips the check.)
+        if (
+            not responded or result >= 400 or self.grpc_status > 0  # type: ignore[operator]
+        ) and self.retry_allowed(result, responded, gone):
             return self._retry(result, responded)
         if responded:
             self.status = result  # type: ignore[assignment]
@@ -572,13 +603,15 @@ class Attempt:
         target = self.target
         assert target is not None
         policy = target.retries
-        if gone or policy is None or (responded and result < 400):  # type: ignore[operator]
+        if gone or policy is None:
+            return False
+        if responded and result < 400 and self.grpc_status <= 0:  # type: ignore[operator]
             return False
         body = self.req.body
         if (
             self.tries > policy.attempts
             or (body is not None and not body.replayable)
-            or not retryable(policy, self.req.method, result)
+            or not retryable(policy, self.req.method, result, self.grpc, self.grpc_status)
             or self.deadline - self.gen.clock() <= 0
         ):
             return False
@@ -595,6 +628,7 @@ class Attempt:
         # What to answer if no endpoint is left for the next try: this try's failure; after a
         # response that is retried, "no healthy endpoint" (that response is dropped).
         self.last = NO_ENDPOINT if responded else failure_answer(result)  # type: ignore[arg-type]
+        self.grpc_status = -1  # the next try's own
         delay = backoff_delay(self.tries, policy.backoff_base_s, policy.backoff_max_s, self.gen.rng)
         self._end_try()
         self._release()  # free during the backoff, as in Envoy
@@ -619,6 +653,9 @@ class Attempt:
     # ---- ending -------------------------------------------------------------------------
 
     def _local(self, answer: Answer) -> int:
+        if self.grpc and answer.status >= 400:
+            self.grpc_status = grpc.status_for_http(answer.status)
+            answer = grpc_answer(answer, self.grpc_status)
         self.answer = answer
         self.status = answer.status
         self.close()
@@ -658,6 +695,7 @@ class Attempt:
                 (target.subset or "") if target is not None else "",
                 status,
                 duration_s,
+                grpc.status_label(status, self.grpc_status) if self.grpc else "",
             )
 
 

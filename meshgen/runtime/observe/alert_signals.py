@@ -1,15 +1,17 @@
 """Alert signals over the sample store, computed as the generated PromQL computes them.
 
 Each signal is what ``DIST/prometheus/rules.yml`` writes for it, over the same metrics and
-the same ``SIGNAL_WINDOW_S`` (5m): ``error_rate`` is ``(sum(rate(5xx)) or vector(0)) /
-(sum(rate(all)) > 0)``, the latency quantiles are ``histogram_quantile`` over the summed
-bucket rates, the health signals read the ``meshgen_endpoint_healthy`` gauges and
-``cert_expiry`` the soonest certificate expiry. A signal with no sample (no traffic, no
-series) is None, never 0, so rules on it cannot fire.
+the same ``SIGNAL_WINDOW_S`` (5m): ``error_rate`` is ``(sum(rate(errors)) or vector(0)) /
+(sum(rate(all)) > 0)``, where an error is a 5xx or a gRPC request whose ``grpc_status`` is one
+of ``policy/grpc.py``'s ``ERROR_STATUSES`` (one series counts once), the latency quantiles are
+``histogram_quantile`` over the summed bucket rates, the health signals read the
+``meshgen_endpoint_healthy`` gauges and ``cert_expiry`` the soonest certificate expiry. A
+signal with no sample (no traffic, no series) is None, never 0, so rules on it cannot fire.
 """
 
 from __future__ import annotations
 
+from ..policy.grpc import is_error
 from .timeseries import Store, histogram_quantile, label, parse_le
 
 SIGNAL_WINDOW_S = 300.0
@@ -36,14 +38,12 @@ def signal_metric(signal: str) -> str:
 
 
 def _sum_rate(
-    store: Store, service: str, now: float, range_s: float, only_5xx: bool
+    store: Store, service: str, now: float, range_s: float, only_errors: bool
 ) -> float | None:
     total: float | None = None
     for labels, series in store.select(REQUESTS, service):
-        if only_5xx:
-            code = label(labels, "code")
-            if len(code) != 3 or code[0] != "5" or "\n" in code:
-                continue
+        if only_errors and not is_error(label(labels, "code"), label(labels, "grpc_status")):
+            continue
         rate = series.rate(now, range_s)
         if rate is not None:
             total = rate if total is None else total + rate
@@ -51,11 +51,11 @@ def _sum_rate(
 
 
 def error_ratio(store: Store, service: str, now: float, range_s: float) -> float | None:
-    """``(sum(rate(5xx)) or vector(0)) / (sum(rate(all)) > 0)``."""
-    requests = _sum_rate(store, service, now, range_s, only_5xx=False)
+    """``(sum(rate(errors)) or vector(0)) / (sum(rate(all)) > 0)``."""
+    requests = _sum_rate(store, service, now, range_s, only_errors=False)
     if requests is None or not requests > 0:
         return None
-    errors = _sum_rate(store, service, now, range_s, only_5xx=True)
+    errors = _sum_rate(store, service, now, range_s, only_errors=True)
     return (errors or 0.0) / requests
 
 
@@ -69,7 +69,7 @@ def signal_value(store: Store, service: str, signal: str, now: float) -> float |
     if signal == "error_rate":
         return error_ratio(store, service, now, SIGNAL_WINDOW_S)
     if signal == "request_rate":
-        return _sum_rate(store, service, now, SIGNAL_WINDOW_S, only_5xx=False)
+        return _sum_rate(store, service, now, SIGNAL_WINDOW_S, only_errors=False)
     if signal in QUANTILES:
         buckets: dict[float, float] = {}
         for labels, series in store.select(BUCKETS, service):

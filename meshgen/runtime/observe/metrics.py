@@ -58,8 +58,9 @@ _HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # name: (type, help, label names)
     "meshgen_requests_total": (
         "counter",
-        "Requests answered by the runtime, after retries (local 4xx/5xx included).",
-        ("listener", "route", "service", "subset", "code"),
+        "Requests answered by the runtime, after retries (local 4xx/5xx included); "
+        'grpc_status is the gRPC status of a gRPC request ("" for others).',
+        ("listener", "route", "service", "subset", "code", "grpc_status"),
     ),
     "meshgen_request_duration_seconds": (
         "histogram",
@@ -160,7 +161,7 @@ class Metrics:
     """Counters, gauges and one histogram, keyed by label-value tuples (the documented names)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str, int], int] = {}
+        self.requests: dict[tuple[str, str, str, str, int, str], int] = {}
         self.durations: dict[tuple[str, str, str], _Histogram] = {}
         self.upstream_requests: dict[tuple[str, str, int | str], int] = {}
         self.endpoint_healthy: dict[tuple[str, str], int] = {}
@@ -178,9 +179,16 @@ class Metrics:
 
     # --- hot path -----------------------------------------------------------------------
     def observe_request(
-        self, listener: str, route: str, service: str, subset: str, code: int, duration_s: float
+        self,
+        listener: str,
+        route: str,
+        service: str,
+        subset: str,
+        code: int,
+        duration_s: float,
+        grpc_status: str = "",
     ) -> None:
-        key = (listener, route, service, subset, code)
+        key = (listener, route, service, subset, code, grpc_status)
         try:  # (the common case without a method call: once per request)
             self.requests[key] += 1
         except KeyError:

@@ -18,9 +18,14 @@ reset               ``"reset"`` (connection closed or reset before a complete re
 gateway-error       status 502, 503, 504, ``"connect-failure"``, ``"timeout"`` (a per-try
                     timeout is a local 504)
 retriable-4xx       status 409
+refused-stream      ``"refused-stream"`` (an HTTP/2 stream the endpoint refused: never processed)
+cancelled ...       a gRPC trailers-only response whose ``grpc-status`` is named so
+                    (``policy/grpc.py``: cancelled, deadline-exceeded, internal,
+                    resource-exhausted, unavailable)
 ==================  ===========================================================================
 
-With ``idempotent_only`` only GET HEAD OPTIONS PUT DELETE TRACE are retried (RFC 9110 9.2.2).
+With ``idempotent_only`` only GET HEAD OPTIONS PUT DELETE TRACE are retried (RFC 9110 9.2.2);
+it does not apply to gRPC requests (all POST): their ``on`` conditions decide, as in Envoy.
 
 Retry budget (Linkerd): over a sliding window of :data:`BUDGET_WINDOW_S` seconds (ten one-second
 buckets) a retry is allowed while ``retries < ratio * requests + min_per_second * window``,
@@ -38,6 +43,7 @@ from typing import Final
 
 from ..tables import CircuitBreaker as CircuitBreakerLimits
 from ..tables import RetryCondition, RetryPolicy
+from .grpc import retry_conditions
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUDGET_WINDOW_S: Final = 10
@@ -50,6 +56,7 @@ _OUTCOME_CONDITIONS: Final[dict[str, frozenset[RetryCondition]]] = {
     "connect-failure": frozenset({"connect-failure", "5xx", "gateway-error"}),
     "reset": frozenset({"reset", "5xx"}),
     "timeout": frozenset({"5xx", "gateway-error"}),
+    "refused-stream": frozenset({"refused-stream", "reset", "5xx"}),
 }
 
 
@@ -65,14 +72,19 @@ def status_conditions(status: int) -> frozenset[RetryCondition]:
     return frozenset(conds)
 
 
-def retryable(policy: RetryPolicy, method: str, outcome: int | str) -> bool:
-    """Whether a failed try with ``outcome`` may be retried under ``policy`` (budget aside)."""
+def retryable(
+    policy: RetryPolicy, method: str, outcome: int | str, grpc: bool = False, grpc_status: int = -1
+) -> bool:
+    """Whether a failed try with ``outcome`` may be retried under ``policy`` (budget aside).
+    ``grpc``: the request is gRPC; ``grpc_status``: a trailers-only response's status."""
     if policy.attempts <= 0:
         return False
-    if policy.idempotent_only and method.upper() not in IDEMPOTENT_METHODS:
+    if policy.idempotent_only and not grpc and method.upper() not in IDEMPOTENT_METHODS:
         return False
     if isinstance(outcome, int):
         conds = status_conditions(outcome)
+        if grpc_status >= 0:
+            conds = conds | retry_conditions(grpc_status)
     else:
         conds = _OUTCOME_CONDITIONS.get(outcome, frozenset())
     return not conds.isdisjoint(policy.on)
