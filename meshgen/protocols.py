@@ -30,6 +30,9 @@ TCP_HTTP_ONLY: Final = (
 TCP_NOT_INHERITED: Final = (*TCP_HTTP_ONLY, "idle_timeout")
 """Fields a tcp service never takes from ``defaults:``."""
 
+HTTP2_PROTOCOLS: Final = frozenset({"http2", "grpc"})
+"""Service protocols whose endpoints speak HTTP/2 (the targets' ``proto h2`` / HTTP/2 options)."""
+
 TCP_RETRY_ON: Final = ("connect-failure",)
 """A tcp service's retries are connect attempts: a connection is never replayed."""
 

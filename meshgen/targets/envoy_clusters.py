@@ -21,8 +21,10 @@ Theory of operation (docs/envoy.md has the table):
 * **Backup**: an ``envoy.clusters.aggregate`` cluster ``<service>_failover`` over the service
   and its backup chain (cycles cut); routes to a service with a backup use it.
 * Health checks, outlier detection, circuit breakers (and the retry budget), TLS to the
-  endpoints map field by field. :func:`protocol_options` is where HTTP/2 and gRPC upstreams
-  (the protocols issue) get their ``typed_extension_protocol_options``.
+  endpoints map field by field; a ``grpc`` health check is Envoy's ``grpc_health_check``.
+* ``http2`` and ``grpc`` services get ``explicit_http_config.http2_protocol_options`` in
+  ``typed_extension_protocol_options`` (:func:`protocol_options`): pooled, multiplexed HTTP/2
+  connections, as the runtime's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import math
 import re
 from collections.abc import Iterator
 
+from meshgen.protocols import HTTP2_PROTOCOLS
 from meshgen.runtime.policy.tls import TLS12_CIPHERS
 from meshgen.runtime.tables import (
     Cluster,
@@ -164,7 +167,9 @@ def load_assignment(
     }
 
 
-def health_check(hc: HealthCheck) -> Json:
+def health_check(hc: HealthCheck, http2: bool) -> Json:
+    """A ``grpc`` check needs HTTP/2 endpoints (``http2``); elsewhere it is a TCP connect (a
+    gap, :mod:`.envoy_gaps`)."""
     out: Json = {
         "timeout": duration(hc.timeout_s),
         "interval": duration(hc.interval_s),
@@ -175,6 +180,8 @@ def health_check(hc: HealthCheck) -> Json:
     if hc.kind == "http":
         statuses = [{"start": s, "end": s + 1} for s in hc.expected_statuses]
         out["http_health_check"] = {"path": hc.path, "expected_statuses": statuses}
+    elif hc.kind == "grpc" and http2:
+        out["grpc_health_check"] = {"service_name": hc.grpc_service} if hc.grpc_service else {}
     else:
         out["tcp_health_check"] = {}
     return out
@@ -268,11 +275,16 @@ def probe_port(c: Cluster, tables: Tables) -> int | None:
     return hc.port if hc is not None else None
 
 
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
 def protocol_options(c: Cluster) -> Json:
     """``typed_extension_protocol_options`` for the endpoints' protocol: none for HTTP/1.1
-    (Envoy's default). The protocols issue adds ``explicit_http_config`` for http2/grpc here."""
-    del c
-    return {}
+    (Envoy's default), HTTP/2 for ``http2`` and ``grpc`` services."""
+    if c.protocol not in HTTP2_PROTOCOLS:
+        return {}
+    options = typed(HTTP_OPTIONS, {"explicit_http_config": {"http2_protocol_options": {}}})
+    return {"typed_extension_protocol_options": {HTTP_OPTIONS: options}}
 
 
 def service_cluster(
@@ -308,7 +320,7 @@ def service_cluster(
         }
     hc = tables.health_checks.get(c.name)
     if hc is not None:
-        out["health_checks"] = [health_check(hc)]
+        out["health_checks"] = [health_check(hc, c.protocol in HTTP2_PROTOCOLS)]
     od = tables.outlier_detection.get(c.name)
     if od is not None:
         out["outlier_detection"] = outlier_detection(od)

@@ -9,6 +9,7 @@ endpoints wait for their first health check) are in docs/envoy.md, not here.
 
 from __future__ import annotations
 
+from meshgen.protocols import HTTP2_PROTOCOLS
 from meshgen.runtime.tables import (
     Cluster,
     DnsDiscovery,
@@ -45,8 +46,13 @@ SPLIT = "its destinations' timeout, idle_timeout or retries differ"
 SPLIT = "its destinations' timeout, idle_timeout or retries differ"
 URL = "Envoy has no separate URL limit: the URL counts in the request head's limit"
 GRPC_CHECK = (
-    "gRPC health checks need the endpoints' HTTP/2 settings, which this target does not write "
-    "yet: a TCP connect to the probed port instead"
+    "Envoy asks grpc.health.v1 over the cluster's protocol, which is not HTTP/2 here: a TCP "
+    "connect to the probed port instead"
+)
+GRPC_ANSWERS = (
+    "Envoy answers a gRPC request it timed out (its 504) with UNAVAILABLE, not "
+    "DEADLINE_EXCEEDED (the runtime's); its error_rate and SLO rules count HTTP 5xx only "
+    "(its cluster counters carry no grpc-status)"
 )
 SNI_LIMIT = (
     "Envoy's connection_limit counts per filter chain: each server name pattern may have "
@@ -75,8 +81,10 @@ def service_gaps(c: Cluster, tables: Tables, budgets: dict[str, RetryPolicy]) ->
     if c.name in budgets:
         out.append(Gap("service", c.name, "retries.budget", BUDGET))
     check = tables.health_checks.get(c.name)
-    if check is not None and check.kind == "grpc":
+    if check is not None and check.kind == "grpc" and c.protocol not in HTTP2_PROTOCOLS:
         out.append(Gap("service", c.name, "health_check.grpc", GRPC_CHECK))
+    if c.protocol == "grpc":
+        out.append(Gap("service", c.name, "protocol", GRPC_ANSWERS))
     od = tables.outlier_detection.get(c.name)
     if od is not None and od.max_ejection_percent != int(od.max_ejection_percent):
         out.append(Gap("service", c.name, "outlier_detection.max_ejection_percent", EJECTION))

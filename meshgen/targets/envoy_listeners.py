@@ -10,8 +10,9 @@ Theory of operation (docs/envoy.md):
   then the router. Each filter is present only when a served route uses it.
 * Listener limits: the head's byte and header-count limits, the head timeout (408), the
   keep-alive idle timeout, and a connection limit (connections beyond it are closed).
-* A ``tcp`` listener is :mod:`.envoy_tcp`'s (``tcp_proxy``, ``tls_inspector``); for
-  HTTP/2, ``codec_type`` HTTP1 becomes AUTO.
+* A ``tcp`` listener is :mod:`.envoy_tcp`'s (``tcp_proxy``, ``tls_inspector``). An ``http``
+  listener serves HTTP/1.1 and HTTP/2 on one port, as the runtime: ``codec_type`` AUTO (h2c
+  with prior knowledge) and ALPN ``h2``, ``http/1.1`` with TLS.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def service_limits(services: list[str], clusters: dict[str, Cluster]) -> Json:
         "filter_enabled": limit["filter_enabled"],
         "filter_enforced": limit["filter_enforced"],
         "response_headers_to_add": limit["response_headers_to_add"],
+        "rate_limited_as_resource_exhausted": True,
     }
 
 
@@ -143,7 +145,7 @@ def connection_manager(
     clusters = builder.clusters
     config = {
         "stat_prefix": lst.name,
-        "codec_type": "HTTP1",
+        "codec_type": "AUTO",
         "route_config": {"name": lst.name, "virtual_hosts": virtual_hosts(routes, builder, access)},
         "http_filters": http_filters(routes, clusters, access),
         "normalize_path": True,
@@ -192,6 +194,7 @@ def downstream_tls(lst: Listener) -> Json | None:
         "tls_certificates": [
             {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
         ],
+        "alpn_protocols": ["h2", "http/1.1"],
     }
     if tls.client_certificates != "none" and tls.ca is not None:
         common["validation_context"] = {"trusted_ca": {"filename": tls.ca}}

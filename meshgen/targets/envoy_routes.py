@@ -7,7 +7,11 @@ Theory of operation (docs/envoy.md):
   routes for that host *and* the host-less ones; ``*`` holds the host-less ones alone. Any
   request then meets the same candidate list, in the same order, as in the runtime.
 * One route becomes one entry; ``idempotent_only`` retries become ``retriable_request_headers``
-  on ``:method`` (Envoy would retry any method).
+  on ``:method`` (Envoy would retry any method), or a gRPC ``content-type`` (gRPC requests are
+  all POST, and ``idempotent_only`` does not apply to them). gRPC retry conditions keep their
+  names in ``retry_on`` (Envoy reads them from a trailers-only ``grpc-status`` too).
+* A route to an ``http2`` or ``grpc`` service lets the caller's ``grpc-timeout`` cap its
+  timeout (``max_stream_duration.grpc_timeout_header_max`` = the route timeout).
 * A split's targets share one route-level policy in Envoy (timeout, idle timeout, retries):
   the heaviest target's (:func:`policy_target`); others differing is a gap.
 * Per-route filter configs: fault, the route's rate limit (its own token bucket), RBAC
@@ -23,6 +27,7 @@ import math
 import re
 from typing import Protocol
 
+from meshgen.protocols import HTTP2_PROTOCOLS
 from meshgen.runtime.policy.resilience import IDEMPOTENT_METHODS
 from meshgen.runtime.tables import (
     Cluster,
@@ -57,6 +62,10 @@ PREVIOUS_HOSTS = {
     "typed_config": typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
 }
 MIN_BACKOFF_S = 0.001  # Envoy requires a positive base interval
+GRPC_CONTENT_TYPE = {  # policy/grpc.py's is_grpc, as an RE2 full match
+    "name": "content-type",
+    "string_match": {"safe_regex": {"regex": "(?i)application/grpc([+;].*)?"}},
+}
 _NOT_RE2 = re.compile(r"\(\?(?:[=!]|<[=!]|>|\(|P=)|\\[1-9]")
 """Python-only regex syntax: lookaround, atomic groups, conditionals, backreferences."""
 
@@ -142,8 +151,11 @@ def retry_policy(p: RetryPolicy) -> Json:
         "retry_host_predicate": [PREVIOUS_HOSTS],
         "host_selection_retry_max_attempts": 3,
     }
-    if p.idempotent_only:
-        out["retriable_request_headers"] = [method_match(sorted(IDEMPOTENT_METHODS))]
+    if p.idempotent_only:  # (any one of them makes a request retriable)
+        out["retriable_request_headers"] = [
+            method_match(sorted(IDEMPOTENT_METHODS)),
+            GRPC_CONTENT_TYPE,
+        ]
     return out
 
 
@@ -180,6 +192,7 @@ def rate_limit(rl: RateLimit, stat_prefix: str) -> Json:
         "filter_enabled": runtime_fraction(100),
         "filter_enforced": runtime_fraction(100),
         "response_headers_to_add": header_options([("retry-after", str(retry_after))]),
+        "rate_limited_as_resource_exhausted": True,  # a gRPC caller: RESOURCE_EXHAUSTED
     }
 
 
@@ -223,6 +236,8 @@ class RouteBuilder:
             out["weighted_clusters"] = {"clusters": weighted}
         out["timeout"] = duration(t.timeout_s)
         out["idle_timeout"] = duration(t.idle_timeout_s)
+        if any(self.clusters[x.service].protocol in HTTP2_PROTOCOLS for x in targets):
+            out["max_stream_duration"] = {"grpc_timeout_header_max": duration(t.timeout_s)}
         if t.retries is not None:
             out["retry_policy"] = retry_policy(t.retries)
         hashes = [h for x in targets if (h := hash_policy(self.clusters[x.service]))]

@@ -12,6 +12,11 @@ Theory of operation (docs/haproxy.md has the full mapping and what is approximat
 * failover (zones with panic threshold, the backup chain, subset-has-no-healthy -> 503) is a
   chain of ``use_backend ... if { nbsrv(pool) ... }`` lines, tried in the runtime's order.
 * user strings become single-quoted config words; log-format arguments get ``%`` doubled.
+* ``http2`` and ``grpc`` services: ``proto h2`` (and ``alpn h2`` with TLS) on their servers;
+  TLS binds offer ``alpn h2,http/1.1`` (clear binds take HTTP/2 with prior knowledge by
+  themselves). When a mesh has such services, the frontend's own 404, 403 and 429 answers to
+  a gRPC request (``mg.grpc``, its content-type) are trailers-only gRPC answers (UNIMPLEMENTED,
+  PERMISSION_DENIED, RESOURCE_EXHAUSTED), as the runtime's (``policy/grpc.py``).
 
 Nothing here reads the file system; relative certificate paths stay relative (HAProxy is run
 from the folder that holds mesh.yaml, as the runtime's ``--root``).
@@ -23,6 +28,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from meshgen.protocols import HTTP2_PROTOCOLS
+from meshgen.runtime.policy import grpc
 from meshgen.runtime.tables import (
     AccessRule,
     Cluster,
@@ -67,6 +74,7 @@ RETRY_ON = {
 
 
 Policy = tuple[float, float, object]  # (timeout, idle timeout, RetryPolicy | None)
+GRPC_CONTENT_TYPE = "^application/grpc([+;]|$)"  # policy/grpc.py's is_grpc
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class Config:
         for rule in tables.access:
             self.rules.setdefault(rule.service, []).append(rule)
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # by pool name
+        self.grpc = any(c.protocol in HTTP2_PROTOCOLS for c in tables.clusters)
         for c in tables.clusters:
             self.pool(c.name, None, None, self.own_policy(c))
 
@@ -158,11 +167,14 @@ class Config:
             "http-request set-var(txn.mg_host) req.hdr(host),lower,regsub(:[0-9]+$,),regsub([.]$,)",
             f"acl mg.routed {_ROUTE_VAR} -m found",
         ]
+        if self.grpc:
+            lines.append(f"acl mg.grpc req.hdr(content-type) -i -m reg {GRPC_CONTENT_TYPE}")
         for r in routes:
             lines += self.route_acls(r)
         for r in routes:
             conds = " ".join(["!mg.routed", *self.match_acls(r)])
             lines.append(f"http-request set-var(txn.mg_route) str({r.name}) if {conds}")
+        lines += self.grpc_answer(grpc.UNIMPLEMENTED, "no route", "!mg.routed")
         lines.append("http-request return status 404 content-type text/plain string 'no route' "
                      "if !mg.routed")  # fmt: skip
         if lst.tls is not None and lst.tls.client_certificates != "none" and self.t.access:
@@ -194,6 +206,7 @@ class Config:
             if tls.ca is not None:
                 text += f" ca-file {word(tls.ca)}"
             text += f" verify {tls.client_certificates}"
+            text += " alpn h2,http/1.1"  # HTTP/1.1 and HTTP/2 on one port, as the runtime
         return text
 
     def client_timeout(self) -> float:
@@ -268,6 +281,7 @@ class Config:
                 if audit:
                     lines.append(f"http-request set-var(txn.mg_audit) str(deny) if {alts}")
                 else:
+                    lines += self.grpc_answer(grpc.PERMISSION_DENIED, "access denied", alts)
                     lines.append("http-request deny deny_status 403 content-type text/plain "
                                  f"string 'access denied' if {alts}")  # fmt: skip
         if audit:
@@ -285,9 +299,9 @@ class Config:
             if r.rate_limit is not None:
                 out.append(f"http-request track-sc0 str({r.name}) table ratelimit:route:{r.name} "
                            f"if {r.name}.matched")  # fmt: skip
-                burst = r.rate_limit.burst
-                out.append("http-request deny deny_status 429 hdr retry-after 1 if "
-                           f"{r.name}.matched {{ sc_http_req_rate(0) gt {burst} }}")  # fmt: skip
+                limited = f"{r.name}.matched {{ sc_http_req_rate(0) gt {r.rate_limit.burst} }}"
+                out += self.grpc_answer(grpc.RESOURCE_EXHAUSTED, "rate limited", limited)
+                out.append(f"http-request deny deny_status 429 hdr retry-after 1 if {limited}")
         for r in routes:
             f = r.fault  # fault.delay and mirror: haproxy_gaps.py
             if f is not None and f.abort_status:
@@ -303,12 +317,25 @@ class Config:
                 if c.rate_limit is not None:
                     out.append(f"http-request track-sc1 str({t.service}) table "
                                f"ratelimit:service:{t.service} if {cond}")  # fmt: skip
-                    out.append(f"http-request deny deny_status 429 hdr retry-after 1 if {cond} "
-                               f"{{ sc_http_req_rate(1) gt {c.rate_limit.burst} }}")  # fmt: skip
+                    limited = f"{cond} {{ sc_http_req_rate(1) gt {c.rate_limit.burst} }}"
+                    out += self.grpc_answer(grpc.RESOURCE_EXHAUSTED, "rate limited", limited)
+                    out.append(f"http-request deny deny_status 429 hdr retry-after 1 if {limited}")
                 uses += [f"use_backend {b} if {cond}{' ' + x if x else ''}"
                          for b, x in self.failover_chain(t)]  # fmt: skip
             out += self.header_ops(r)
         return out + uses
+
+    def grpc_answer(self, status: int, message: str, cond: str) -> list[str]:
+        """A trailers-only gRPC answer to a gRPC request meeting ``cond`` (none when the mesh
+        has no HTTP/2 service), before the HTTP answer to everyone else."""
+        if not self.grpc:
+            return []
+        if "||" in cond:  # `mg.grpc` must hold for every alternative
+            cond = " || ".join(f"mg.grpc {alt.strip()}" for alt in cond.split("||"))
+        else:
+            cond = f"mg.grpc {cond}"
+        return [f"http-request return status 200 hdr grpc-status "
+                f"{status} hdr grpc-message {word(message)} if {cond}"]  # fmt: skip
 
     @staticmethod
     def header_ops(r: Route) -> list[str]:
@@ -409,7 +436,7 @@ class Config:
             rise, fall = (hc.healthy_threshold, hc.unhealthy_threshold) if hc else (1, 1)
             lines.append(f"default-server inter {duration(inter)} rise {rise} fall {fall}")
         port = hc.port if hc is not None else None
-        tls = self.tls_options(c.name)
+        tls = self.tls_options(c.name) + self.proto(c)
         if isinstance(c.discovery, DnsDiscovery):
             d = c.discovery
             target = d.query_name if d.record_type == "SRV" else f"{d.query_name}:{d.port}"
@@ -426,6 +453,18 @@ class Config:
             state = state if checked else ""
             lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
         return lines
+
+    def proto(self, c: Cluster) -> str:
+        """HTTP/2 to the servers of an ``http2``/``grpc`` service (ALPN ``h2`` with TLS), its
+        HTTP health check too when it probes the traffic port."""
+        if c.protocol not in HTTP2_PROTOCOLS:
+            return ""
+        tls = self.tls_options(c.name) != ""
+        text = (" alpn h2" if tls else "") + " proto h2"
+        hc = self.t.health_checks.get(c.name)
+        if hc is not None and hc.kind == "http" and hc.port is None:
+            text += (" check-alpn h2" if tls else "") + " check-proto h2"
+        return text
 
     def tls_options(self, service: str) -> str:
         ct = self.t.client_tls.get(service)

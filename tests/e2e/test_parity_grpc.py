@@ -1,0 +1,200 @@
+"""gRPC through the engines, with real ``grpcio`` servers (``grpc_server.py``) and clients.
+
+Scenarios per engine: the four call kinds (unary, server streaming, client streaming, bidi)
+balanced over two endpoints; a killed endpoint with zero failed unary calls when retries are
+on; a server answering UNAVAILABLE (trailers-only) retried on another endpoint; the proxy's
+own answers as gRPC statuses (no route UNIMPLEMENTED, rate limited RESOURCE_EXHAUSTED, access
+denied PERMISSION_DENIED over mTLS); the caller's deadline reaching the server.
+
+Engines: HAProxy and Envoy. HAProxy 2.6 cannot retry on a gRPC status (docs/haproxy.md, a
+gap): asserted as documented. The embedded runtime joins :data:`GRPC_ENGINES` when its HTTP/2
+transport exists (it speaks HTTP/1.1 to clients and endpoints today).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engines import run_engine
+from haproxy_harness import Engine, build, poll
+from runtime_harness import script_backend
+
+from meshgen.certs import MeshIdentities, issue
+
+grpc = pytest.importorskip("grpc", reason="grpcio not installed: pip install '.[test]'")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+GRPC_ENGINES = ("haproxy", "envoy")
+SERVER = Path(__file__).with_name("grpc_server.py").read_text()
+OPTIONS = [("grpc.enable_retries", 0), ("grpc.default_authority", "checkout")]
+
+SPEC = """\
+version: 1
+mesh: {{name: shop, domain: mesh.test}}
+services:
+  checkout:
+    protocol: grpc
+    discovery: {{static: [{endpoints}]}}
+    health_check: {{grpc: {{service: shop.Checkout}}, interval: 300ms, timeout: 1s,
+                    unhealthy_threshold: 1}}
+    timeout: 10s
+    retries:
+      attempts: 2
+      per_try_timeout: 3s
+      on: [connect-failure, reset, refused-stream, unavailable]
+      backoff: {{base: 10ms, max: 50ms}}
+routes:
+  - name: checkout
+    match: {{host: checkout}}
+    to: [{{service: checkout}}]
+    {route_extra}
+listeners:
+  - name: edge
+    address: "127.0.0.1:0"
+    {listener_extra}
+{extra}
+admin: "127.0.0.1:0"
+"""
+
+
+def spec(addresses: list[str], route_extra: str = "", listener_extra: str = "",
+         extra: str = "") -> str:  # fmt: skip
+    endpoints = ", ".join(f'{{address: "{a}"}}' for a in addresses)
+    return SPEC.format(endpoints=endpoints, route_extra=route_extra,
+                       listener_extra=listener_extra, extra=extra)  # fmt: skip
+
+
+@contextlib.contextmanager
+def servers(*names: str, mode: str = "") -> Iterator[dict[str, tuple[str, object]]]:
+    """grpc_server.py processes by name: name -> (address, process), killed by PID after."""
+    with contextlib.ExitStack() as stack:
+        yield {n: stack.enter_context(script_backend(SERVER, n, mode)) for n in names}
+
+
+@contextlib.contextmanager
+def channel(e: Engine, credentials: object = None) -> Iterator[grpc.Channel]:
+    target = f"127.0.0.1:{e.port}"
+    if credentials is None:
+        ch = grpc.insecure_channel(target, options=OPTIONS)
+    else:
+        options = [*OPTIONS, ("grpc.ssl_target_name_override", "edge")]
+        ch = grpc.secure_channel(target, credentials, options=options)
+    with ch:
+        yield ch
+
+
+def unary(ch: grpc.Channel, request: bytes, timeout: float = 10.0) -> bytes:
+    call = ch.unary_unary("/shop.Checkout/Echo")
+    return call(request, timeout=timeout)  # type: ignore[no-any-return]
+
+
+def code_of(ch: grpc.Channel, request: bytes = b"x") -> object:
+    try:
+        unary(ch, request)
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("engine", GRPC_ENGINES)
+def test_every_call_kind_balanced_and_a_killed_endpoint(engine: str, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(servers("a", "b"))
+        dist = build(spec([procs["a"][0], procs["b"][0]]), tmp_path / "mesh")
+        e = stack.enter_context(run_engine(engine, dist))
+        ch = stack.enter_context(channel(e))
+        poll(lambda: {unary(ch, b"hi") for _ in range(10)} == {b"a:hi", b"b:hi"}, what=engine)
+
+        answers = list(ch.unary_stream("/shop.Checkout/Stream")(b"5", timeout=10))
+        name = answers[0].split(b":")[0]
+        assert answers == [name + b":%d" % i for i in range(5)]
+        collected = ch.stream_unary("/shop.Checkout/Collect")(iter([b"x", b"y", b"z"]), timeout=10)
+        assert collected.split(b":")[1] == b"x,y,z"
+        chat = list(ch.stream_stream("/shop.Checkout/Chat")(iter([b"1", b"2", b"3"]), timeout=10))
+        assert [m.split(b":")[1] for m in chat] == [b"1", b"2", b"3"]
+
+        proc = procs["b"][1]
+        proc.kill()  # type: ignore[attr-defined]
+        proc.wait()  # type: ignore[attr-defined]
+        got = [code_of(ch) for _ in range(30)]  # retries on: no call fails
+        assert got == [grpc.StatusCode.OK] * 30
+        assert {unary(ch, b"hi") for _ in range(10)} == {b"a:hi"}
+
+
+@pytest.mark.parametrize("engine", GRPC_ENGINES)
+def test_a_trailers_only_unavailable_is_retried_elsewhere(engine: str, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        good = stack.enter_context(servers("a"))
+        shedding = stack.enter_context(servers("u", mode="unavailable"))
+        dist = build(spec([good["a"][0], shedding["u"][0]]), tmp_path / "mesh")
+        e = stack.enter_context(run_engine(engine, dist))
+        ch = stack.enter_context(channel(e))
+        poll(lambda: code_of(ch) == grpc.StatusCode.OK, what=engine)
+        got = [code_of(ch) for _ in range(20)]
+        if engine == "haproxy":  # cannot retry on a gRPC status: the caller sees them
+            gaps = (dist / "haproxy" / "GAPS.txt").read_text()
+            assert "HAProxy 2.6 cannot retry on a refused HTTP/2 stream or on a gRPC" in gaps
+            assert grpc.StatusCode.UNAVAILABLE in got and grpc.StatusCode.OK in got
+        else:
+            assert got == [grpc.StatusCode.OK] * 20
+
+
+@pytest.mark.parametrize("engine", GRPC_ENGINES)
+def test_local_answers_are_grpc_statuses(engine: str, tmp_path: Path) -> None:
+    """No route: UNIMPLEMENTED; over the route's rate limit: RESOURCE_EXHAUSTED."""
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(servers("a"))
+        limit = "rate_limit: {requests_per_second: 1, burst: 3}"
+        dist = build(spec([procs["a"][0]], route_extra=limit), tmp_path / "mesh")
+        e = stack.enter_context(run_engine(engine, dist))
+        ch = stack.enter_context(channel(e))
+        got = [code_of(ch) for _ in range(10)]
+        assert got[0] == grpc.StatusCode.OK and set(got) == {
+            grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
+        }  # fmt: skip
+        nowhere = grpc.insecure_channel(
+            f"127.0.0.1:{e.port}", options=[("grpc.default_authority", "nowhere")]
+        )
+        with nowhere:
+            assert code_of(nowhere) == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("engine", GRPC_ENGINES)
+def test_the_callers_deadline_reaches_the_server(engine: str, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(servers("a"))
+        dist = build(spec([procs["a"][0]]), tmp_path / "mesh")
+        e = stack.enter_context(run_engine(engine, dist))
+        ch = stack.enter_context(channel(e))
+        left = float(unary(ch, b"deadline", timeout=3.0))
+        assert 0 < left <= 3.0
+        assert unary(ch, b"deadline", timeout=None) == b"none"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("engine", GRPC_ENGINES)
+def test_access_denied_is_permission_denied(engine: str, tmp_path: Path) -> None:
+    """mTLS with ALPN h2: a rule allows Echo to any caller; Stream is denied."""
+    root = tmp_path / "mesh"
+    certs = root / "certs"
+    issue(MeshIdentities("shop", "mesh.test", ("edge", "frontend", "checkout")), certs)
+    tls = ("tls: {cert: certs/edge.pem, key: certs/edge-key.pem, ca: certs/ca.pem, "
+           "client_certificates: required}")  # fmt: skip
+    rules = 'access:\n  - {from: "*", to: checkout, paths: [/shop.Checkout/Echo]}'
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(servers("a"))
+        dist = build(spec([procs["a"][0]], listener_extra=tls, extra=rules), root)
+        e = stack.enter_context(run_engine(engine, dist))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(certs / "ca.pem").read_bytes(),
+            private_key=(certs / "frontend-key.pem").read_bytes(),
+            certificate_chain=(certs / "frontend.pem").read_bytes(),
+        )
+        ch = stack.enter_context(channel(e, credentials))
+        assert unary(ch, b"hi") == b"a:hi"
+        with pytest.raises(grpc.RpcError) as denied:
+            list(ch.unary_stream("/shop.Checkout/Stream")(b"2", timeout=10))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
