@@ -1,4 +1,4 @@
-"""gRPC through the engines, with real ``grpcio`` servers (``grpc_server.py``) and clients.
+"""gRPC through the engines, with real ``grpcio`` servers (examples/grpc/server.py) and clients.
 
 Scenarios per engine: the four call kinds (unary, server streaming, client streaming, bidi)
 balanced over two endpoints; a killed endpoint with zero failed unary calls when retries are
@@ -29,7 +29,7 @@ grpc = pytest.importorskip("grpc", reason="grpcio not installed: pip install '.[
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 GRPC_ENGINES = ("haproxy", "envoy")
-SERVER = Path(__file__).with_name("grpc_server.py").read_text()
+SERVER = (Path(__file__).resolve().parents[2] / "examples" / "grpc" / "server.py").read_text()
 OPTIONS = [("grpc.enable_retries", 0), ("grpc.default_authority", "checkout")]
 
 SPEC = """\
@@ -69,8 +69,8 @@ def spec(addresses: list[str], route_extra: str = "", listener_extra: str = "",
 
 
 @contextlib.contextmanager
-def servers(*names: str, mode: str = "") -> Iterator[dict[str, tuple[str, object]]]:
-    """grpc_server.py processes by name: name -> (address, process), killed by PID after."""
+def servers(*names: str, mode: str = "ok") -> Iterator[dict[str, tuple[str, object]]]:
+    """examples/grpc/server.py processes: name -> (address, process), killed by PID after."""
     with contextlib.ExitStack() as stack:
         yield {n: stack.enter_context(script_backend(SERVER, n, mode)) for n in names}
 
@@ -198,3 +198,19 @@ def test_access_denied_is_permission_denied(engine: str, tmp_path: Path) -> None
         with pytest.raises(grpc.RpcError) as denied:
             list(ch.unary_stream("/shop.Checkout/Stream")(b"2", timeout=10))
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_grpc_over_http1_gets_a_grpc_status_at_once(tmp_path: Path) -> None:
+    """The runtime (HTTP/1.1 today): a gRPC request over HTTP/1.1 cannot carry trailers, so it
+    is answered at once with INTERNAL and never forwarded."""
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(servers("a"))
+        dist = build(spec([procs["a"][0]]), tmp_path / "mesh")
+        e = stack.enter_context(run_engine("runtime", dist))
+        status, headers, body = e.request(
+            "/shop.Checkout/Echo", "checkout", {"content-type": "application/grpc"}, "POST"
+        )
+        assert (status, headers["grpc-status"], body) == (200, "13", b"")
+        assert "HTTP/2" in headers["grpc-message"]
+        metrics = e.admin("/metrics")  # type: ignore[attr-defined]
+        assert 'code="200",grpc_status="13"} 1' in metrics

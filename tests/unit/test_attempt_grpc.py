@@ -157,3 +157,14 @@ def test_a_response_without_grpc_status_is_labelled_by_its_http_status() -> None
     att.account(0.01)
     assert w.counted("meshgen_requests_total", code="503", grpc_status="14") == 1
     assert grpc.is_error("503", "14")
+
+
+def test_grpc_over_http1_is_a_clear_error_not_a_hang() -> None:
+    w = world()
+    req = grpc_req()
+    req.version = "1.1"  # type: ignore[attr-defined]
+    att = w.attempt(req)
+    assert att.step(A.START) == A.LOCAL
+    headers = trailers(att)
+    assert headers[b"grpc-status"] == b"13" and b"HTTP/2" in headers[b"grpc-message"]
+    assert w.gen.breakers["api"].requests == 0  # nothing was forwarded

@@ -124,6 +124,8 @@ OVERLOADED: Final = Answer(503, b"upstream overflow\n", ((b"x-meshgen-overloaded
 QUEUE_TIMEOUT: Final = Answer(504, b"upstream timeout\n")
 FAULT_BODY: Final = b"fault injected\n"
 DENIED: Final = Answer(403, b"access denied\n")
+# gRPC needs trailers, which an HTTP/1.1 exchange cannot carry: a clear answer, not a hang.
+GRPC_NEEDS_HTTP2: Final = Answer(400, b"gRPC needs HTTP/2; this request came over HTTP/1.1\n")
 # The local answer to a try that failed without a response (outcome -> answer), Envoy's mapping:
 # a connect failure is 503, a per-try or route timeout 504, a client that stalled its upload
 # 408 (as Envoy's route idle_timeout before the response head), anything else a 502.
@@ -431,6 +433,8 @@ class Attempt:
                 self._refuse(START)
             if req.method == "POST" and grpc.is_grpc(req.header("content-type")):
                 self.grpc = True
+                if getattr(req, "version", "") in grpc.HTTP1_VERSIONS:  # an HTTP/1.x parser's
+                    return self._local(GRPC_NEEDS_HTTP2)
                 timeout = grpc.parse_timeout(req.header("grpc-timeout"))
                 if timeout is not None:  # it caps the route timeout
                     self.grpc_deadline = gen.clock() + timeout

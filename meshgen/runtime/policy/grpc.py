@@ -81,6 +81,9 @@ _UNITS: Final[Mapping[int, int]] = {
 _ENCODE_UNITS: Final = ((b"n", 1), (b"u", 1_000), (b"m", 1_000_000), (b"S", 1_000_000_000),
                         (b"M", 60_000_000_000), (b"H", 3_600_000_000_000))  # fmt: skip
 MAX_TIMEOUT_VALUE: Final = 99_999_999  # 8 digits
+HTTP1_VERSIONS: Final = ("1.0", "1.1")
+"""A request's ``version`` when it came over HTTP/1.x: a gRPC request then gets INTERNAL at
+once (gRPC needs trailers); an HTTP/2 request's ``version`` is ``"2"``."""
 
 
 def is_grpc(content_type: str | bytes | None) -> bool:

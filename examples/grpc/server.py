@@ -1,8 +1,8 @@
-"""A real grpcio server for the gRPC tests: ``python grpc_server.py NAME [MODE]``.
+"""A gRPC server for this example and meshgen's gRPC tests: ``python server.py NAME [MODE [PORT]]``.
 
-It prints the port it bound (any free one on 127.0.0.1), then serves ``shop.Checkout`` with
-grpc's generic handlers on raw bytes (no generated protobuf code), and ``grpc.health.v1``
-with ``shop.Checkout`` SERVING:
+It prints the port it bound on 127.0.0.1 (PORT, default any free one), then serves
+``shop.Checkout`` with grpc's generic handlers on raw bytes (no generated protobuf code), and
+``grpc.health.v1`` with ``shop.Checkout`` SERVING:
 
 - ``Echo`` (unary): ``NAME:`` + the request. A request ``deadline`` answers the time the
   server has left (``context.time_remaining()``, seconds as text; ``none`` without one:
@@ -11,8 +11,8 @@ with ``shop.Checkout`` SERVING:
 - ``Collect`` (client streaming): ``NAME:`` + the messages joined with ``,``.
 - ``Chat`` (bidi): each message back as ``NAME:`` + message, as it arrives.
 
-MODE ``unavailable``: every call ends UNAVAILABLE (a trailers-only answer), as a server
-shedding load does; the health service still says SERVING.
+MODE ``ok`` (the default) answers as above; ``unavailable``: every call ends UNAVAILABLE (a
+trailers-only answer), as a server shedding load does; the health service still says SERVING.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 NAME = sys.argv[1].encode()
 MODE = sys.argv[2] if len(sys.argv) > 2 else ""
+PORT = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 
 
 def _check(context: grpc.ServicerContext) -> None:
@@ -72,7 +73,7 @@ def main() -> None:
     checker = health.HealthServicer()
     checker.set("shop.Checkout", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{PORT}")
     server.start()
     print(port, flush=True)
     server.wait_for_termination()
