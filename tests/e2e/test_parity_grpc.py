@@ -14,13 +14,15 @@ transport exists (it speaks HTTP/1.1 to clients and endpoints today).
 from __future__ import annotations
 
 import contextlib
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from engines import run_engine
 from haproxy_harness import Engine, build, poll
-from runtime_harness import script_backend
+from runtime_harness import backend, script_backend
 
 from meshgen.certs import MeshIdentities, issue
 
@@ -214,3 +216,24 @@ def test_grpc_over_http1_gets_a_grpc_status_at_once(tmp_path: Path) -> None:
         assert "HTTP/2" in headers["grpc-message"]
         metrics = e.admin("/metrics")  # type: ignore[attr-defined]
         assert 'code="200",grpc_status="13"} 1' in metrics
+
+
+def test_the_runtime_checks_grpc_health_over_http2(tmp_path: Path) -> None:
+    """A grpcio server answering SERVING is healthy; an HTTP/1.1 server on the other endpoint
+    accepts connections (a TCP check would pass) but cannot answer grpc.health.v1: unhealthy."""
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(servers("a"))
+        http1, _ = stack.enter_context(backend("h1"))
+        dist = build(spec([procs["a"][0], http1]), tmp_path / "mesh")
+        e = stack.enter_context(run_engine("runtime", dist))
+
+        def healthy() -> dict[str, str]:
+            metrics = e.admin("/metrics")  # type: ignore[attr-defined]
+            found = re.findall(r'meshgen_endpoint_healthy\{[^}]*endpoint="([^"]+)"[^}]*\} (\d)',
+                               metrics)  # fmt: skip
+            return dict(found)
+
+        want = {procs["a"][0]: "1", http1: "0"}
+        poll(lambda: healthy() == want, what="grpc health verdicts")
+        time.sleep(1.0)  # several more probes (every 300ms): "a" stays healthy on SERVING
+        assert healthy() == want

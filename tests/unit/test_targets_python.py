@@ -108,7 +108,7 @@ def test_runtime_is_copied_verbatim() -> None:
 def test_requirements_list_the_runtime_dependencies() -> None:
     lines = _render(make_tables())["requirements.txt"].splitlines()
     names = [line.split(">=")[0] for line in lines if line and not line.startswith("#")]
-    assert names == ["dnspython", "httptools", "uvloop"]
+    assert names == ["dnspython", "h2", "httptools", "uvloop"]
     assert "sys_platform" in lines[-1]
 
 

@@ -13,7 +13,9 @@ decisions are the pure functions of ``health.py``:
   do not drift into bursts, and missed slots are skipped, never made up.
 * **Keep-alive.** An HTTP job keeps one connection (:class:`_Connection`, an asyncio protocol
   with an ``httptools`` response parser) and sends every probe on it, as Envoy's
-  ``reuse_connection`` default; the connection is dropped, and opened afresh by the next probe,
+  ``reuse_connection`` default; a gRPC job likewise keeps one HTTP/2 connection
+  (``grpc_probe.GrpcConnection``: ``grpc.health.v1`` Check, healthy on SERVING), a stream per
+  probe; the connection is dropped, and opened afresh by the next probe,
   after a failure, a ``Connection: close`` or HTTP/1.0 answer, an answer over the limits, or
   bytes nobody asked for. A TCP job connects and closes each time (the connect is the check).
   ``health_check.port`` sends every probe to that port of the endpoint instead.
@@ -47,6 +49,7 @@ import httptools
 
 from ..policy.tls import UpstreamTls
 from ..tables import Endpoint, HealthCheck
+from .grpc_probe import GrpcConnection, request_message
 from .health import LAG_TOLERANCE_S, next_due, spread_phases, timer_verdict
 
 TICK_S: Final = 0.005
@@ -171,10 +174,12 @@ class _Job:
             f"GET {check.path} HTTP/1.1\r\nHost: {endpoint.address}\r\n"
             "User-Agent: meshgen-health\r\nAccept: */*\r\n\r\n"
         ).encode("latin-1")
+        if check.kind == "grpc":
+            self.request = request_message(check.grpc_service)
         self.active = True
         self.busy = False
         self.waiting = False
-        self.conn: _Connection | None = None
+        self.conn: _Connection | GrpcConnection | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
@@ -185,22 +190,27 @@ class _Job:
         self.deadline = loop.time() + self.check.timeout_s
         self.timer = loop.call_at(self.deadline, self.on_timer)
         conn = self.conn
-        if conn is not None and self.check.kind == "http":
+        if conn is not None and self.check.kind != "tcp":
             conn.send()
         else:
             self.connecting = loop.create_task(self.connect(loop))
+
+    def protocol(self) -> _Connection | GrpcConnection:
+        """A new probe connection of the check's kind (tcp: an HTTP one, never sent on)."""
+        if self.check.kind == "grpc":
+            scheme = b"https" if self.tls is not None else b"http"
+            return GrpcConnection(self, self.endpoint.address, scheme, self.request)
+        return _Connection(self)
 
     async def connect(self, loop: asyncio.AbstractEventLoop) -> None:
         ep, tls = self.endpoint, self.tls
         port = self.check.port or ep.port  # health_check.port: a separate health port
         try:
             if tls is None:
-                transport, conn = await loop.create_connection(
-                    lambda: _Connection(self), ep.host, port
-                )
+                transport, conn = await loop.create_connection(self.protocol, ep.host, port)
             else:
                 transport, conn = await loop.create_connection(
-                    lambda: _Connection(self), ep.host, port, ssl=tls.context,
+                    self.protocol, ep.host, port, ssl=tls.context,
                     server_hostname=tls.server_hostname(ep.host),
                 )  # fmt: skip
         except (OSError, ssl.SSLError):
@@ -215,8 +225,8 @@ class _Job:
             transport.close()
             self.finish(False)
             return
-        # tcp: a connect is the check (grpc too, until gRPC probes land: docs/protocols.md)
-        if self.check.kind != "http" or not self.busy:  # ... or the probe timed out
+        # tcp: a connect is the check
+        if self.check.kind == "tcp" or not self.busy:  # ... or the probe timed out
             transport.close()
             self.finish(True)
             return
