@@ -213,5 +213,5 @@ def test_client_queues_at_the_circuit_breaker(tmp_path: Path) -> None:
     assert slow == Counter({200: 2, 503: 2})
     assert tight == Counter({504: 2, 503: 1})
     exposition = mesh.metrics.render()
-    assert 'route="slow",service="slow",subset="",code="503"} 2' in exposition
+    assert 'route="slow",service="slow",subset="",code="503",grpc_status=""} 2' in exposition
     assert 'meshgen_circuit_open{service="slow"} 0' in exposition
