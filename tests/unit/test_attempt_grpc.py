@@ -3,10 +3,15 @@ trailers-only statuses and refused streams, the ``grpc_status`` metric label."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshgen.runtime.forward import attempt as A
 from meshgen.runtime.policy import grpc
+from meshgen.runtime.policy.resilience import retryable
 from meshgen.runtime.tables import Fault, RateLimit, RetryPolicy
 from tests.unit.test_attempt import Req, World, cluster, route, target
 
@@ -168,3 +173,78 @@ def test_grpc_over_http1_is_a_clear_error_not_a_hang() -> None:
     headers = trailers(att)
     assert headers[b"grpc-status"] == b"13" and b"HTTP/2" in headers[b"grpc-message"]
     assert w.gen.breakers["api"].requests == 0  # nothing was forwarded
+
+
+GRPC_CONDITIONS = ["unavailable", "internal", "cancelled", "refused-stream", "reset", "5xx"]
+GRPC_OUTCOMES = st.one_of(
+    st.tuples(st.just(200), st.sampled_from([-1, 0, 1, 4, 8, 13, 14])),  # status, grpc-status
+    st.tuples(st.sampled_from([503, 502]), st.just(-1)),
+    st.tuples(st.sampled_from(["refused-stream", "reset", "connect-failure"]), st.just(-1)),
+)
+
+
+@given(
+    outcomes=st.lists(GRPC_OUTCOMES, min_size=1, max_size=10),
+    attempts=st.integers(0, 3),
+    on=st.sets(st.sampled_from(GRPC_CONDITIONS), min_size=1),
+)
+def test_any_grpc_outcome_sequence_ends_once_and_is_labelled(
+    outcomes: list[tuple[int | str, int]], attempts: int, on: set[str]
+) -> None:
+    """Whatever the endpoints answer: at most 1 + attempts tries, a retry only when the
+    outcome meets a condition, everything given back, and the request counted once with the
+    grpc-status the caller got (a passed-on trailers-only status, or the machine's own)."""
+    policy = RetryPolicy(attempts, 1.0, tuple(sorted(on)), budget_min_per_second=100)  # type: ignore[arg-type]
+    w = world(policy)
+    att = w.attempt(grpc_req())
+    action = att.step(A.START)
+    feed = iter(outcomes)
+    while action not in (A.LOCAL, A.DONE):
+        if action == A.TRY:
+            result, status = next(feed, (200, 0))
+            att.grpc_status = status if isinstance(result, int) else -1
+            before = att.tries
+            action = att.step(A.HEAD if isinstance(result, int) else A.FAILED, result)
+            if action == A.BACKOFF:  # retried: the outcome met one of `on`
+                met = (
+                    retryable(policy, "POST", result, True, status)
+                    if isinstance(result, int)
+                    else retryable(policy, "POST", result, True)
+                )
+                assert met and before <= attempts
+        elif action == A.BACKOFF:
+            w.clock.now += att.delay
+            action = att.step(A.WOKE)
+        elif action == A.RESPOND:
+            action = att.step(A.STREAMED)
+    assert att.tries <= 1 + attempts and att.state == A.ENDED
+    assert w.gen.breakers["api"].requests == 0 and w.in_flight() == 0
+    att.account(0.01)
+    label = grpc.status_label(att.status, att.grpc_status)
+    assert w.counted("meshgen_requests_total", grpc_status=label) == 1
+    if att.answer is not None:  # the machine's own answer: trailers-only, HTTP 200
+        assert att.answer.status == 200 and label != ""
+
+
+@given(
+    st.one_of(
+        st.text(st.characters(max_codepoint=255), max_size=30),  # header values: latin-1
+        st.builds(
+            lambda base, tail: base + tail,
+            st.sampled_from(["application/grpc", "APPLICATION/GRPC", "application/grpc-web"]),
+            st.text(alphabet="+;-=a bcjson", max_size=8),
+        ),
+    )
+)
+def test_the_engines_content_type_rules_agree_with_the_runtimes(content_type: str) -> None:
+    """HAProxy's ACL regex and Envoy's RE2 matcher are written from ``is_grpc``: they must
+    say the same for any content-type."""
+    from meshgen.targets.envoy_routes import GRPC_CONTENT_TYPE
+    from meshgen.targets.haproxy import GRPC_CONTENT_TYPE as HAPROXY
+
+    envoy = GRPC_CONTENT_TYPE["string_match"]["safe_regex"]["regex"]
+    assert isinstance(envoy, str)
+    expected = grpc.is_grpc(content_type)
+    if "\n" not in content_type:
+        assert (re.search(HAPROXY, content_type, re.I) is not None) is expected
+    assert (re.fullmatch(envoy, content_type, re.S) is not None) is expected
