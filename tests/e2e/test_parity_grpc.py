@@ -6,9 +6,10 @@ on; a server answering UNAVAILABLE (trailers-only) retried on another endpoint; 
 own answers as gRPC statuses (no route UNIMPLEMENTED, rate limited RESOURCE_EXHAUSTED, access
 denied PERMISSION_DENIED over mTLS); the caller's deadline reaching the server.
 
-Engines: HAProxy and Envoy. HAProxy 2.6 cannot retry on a gRPC status (docs/haproxy.md, a
-gap): asserted as documented. The embedded runtime joins :data:`GRPC_ENGINES` when its HTTP/2
-transport exists (it speaks HTTP/1.1 to clients and endpoints today).
+Engines: the runtime, HAProxy and Envoy. HAProxy 2.6 cannot retry on a gRPC status
+(docs/haproxy.md, a gap): asserted as documented. The runtime's cases are strict xfails until
+its HTTP/2 transport lands (it speaks HTTP/1.1 to clients and endpoints today): they fail now,
+and fail the suite once they pass, so that they are turned on then.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ grpc = pytest.importorskip("grpc", reason="grpcio not installed: pip install '.[
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-GRPC_ENGINES = ("haproxy", "envoy")
+NO_H2 = pytest.mark.xfail(
+    strict=True,
+    reason="the runtime's HTTP/2 transport has not landed: it speaks HTTP/1.1 to clients and "
+    "endpoints (strict: these pass, and must be turned on, once it has)",
+)
+GRPC_ENGINES = (pytest.param("runtime", marks=NO_H2), "haproxy", "envoy")
 SERVER = (Path(__file__).resolve().parents[2] / "examples" / "grpc" / "server.py").read_text()
 OPTIONS = [("grpc.enable_retries", 0), ("grpc.default_authority", "checkout")]
 
@@ -173,7 +179,7 @@ def test_the_callers_deadline_reaches_the_server(engine: str, tmp_path: Path) ->
         e = stack.enter_context(run_engine(engine, dist))
         ch = stack.enter_context(channel(e))
         left = float(unary(ch, b"deadline", timeout=3.0))
-        assert 0 < left <= 3.0
+        assert 1.0 < left <= 3.1  # (grpc-core rounds the grpc-timeout it sends up a little)
         assert unary(ch, b"deadline", timeout=None) == b"none"  # type: ignore[arg-type]
 
 
