@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from conftest import require_binary
 
 from meshgen import pipeline
@@ -180,3 +181,47 @@ def test_envoy_accepts_the_config(folder: Path, files: dict[str, str]) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+ACCESS = """\
+version: 1
+mesh: {name: shop, domain: mesh.test}
+services:
+  pay: {protocol: grpc, discovery: {static: [{address: 127.0.0.1:9001}]}}
+  pay-v2: {protocol: grpc, discovery: {static: [{address: 127.0.0.1:9002}]}}
+routes:
+  - name: pay
+    match: {host: pay}
+    to: [{service: pay, weight: 90}, {service: pay-v2, weight: 10}]
+access:
+  - {from: "*", to: pay, paths: [/shop.Pay/]}
+  - {from: "*", to: pay-v2, paths: [/shop.Pay/]}
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    tls: {cert: c.pem, key: k.pem, ca: ca.pem, client_certificates: required}
+"""
+
+
+def test_haproxy_denies_grpc_callers_with_permission_denied_on_every_alternative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A split's deny condition is an `||` of one term per destination: `mg.grpc` must hold
+    in each, or a plain caller denied by the second term would get a gRPC answer."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf = ca.issue_cert("edge.mesh.test")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "c.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    (tmp_path / "k.pem").chmod(0o600)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mesh.yaml").write_text(ACCESS)
+    built = pipeline.compile_spec(tmp_path / "mesh.yaml")
+    assert built.files is not None, [d.message for d in built.diagnostics]
+    edge = _section(built.files["haproxy/haproxy.cfg"], "frontend edge")
+    grpc_deny = next(ln for ln in edge if "grpc-status 7" in ln)
+    terms = grpc_deny.split(" if ", 1)[1].split(" || ")
+    assert len(terms) == 2 and all(t.startswith("mg.grpc pay.matched !{") for t in terms)
+    plain = edge.index(grpc_deny) + 1
+    assert edge[plain].startswith("http-request deny deny_status 403")
+    assert edge[0].startswith("bind ") and edge[0].endswith(" alpn h2,http/1.1")
