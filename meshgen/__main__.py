@@ -1,5 +1,5 @@
 """``python -m meshgen`` is the ``meshgen`` command."""
 
-from meshgen.cli import main
+from meshgen.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -1,9 +1,9 @@
 """Write a build to DIST atomically; compare a build with DIST (``--check``).
 
-Theory of operation: files are written to a fresh temporary folder next to DIST, read back and
-verified (MANIFEST.json's hashes match every file; every ``.py`` up to :data:`PARSE_MAX` bytes
-compiles, every such ``.json``/``.yml`` parses), and only then swapped in: DIST is renamed away,
-the new folder renamed in, the old one deleted.
+Theory of operation: files are written to a fresh temporary folder next to DIST, the bytes
+written are verified (MANIFEST.json's hashes match every file; every ``.py`` up to
+:data:`PARSE_MAX` bytes compiles, every such ``.json``/``.yml`` parses), and only then swapped
+in: DIST is renamed away, the new folder renamed in, the old one deleted.
 Any failure before the swap removes the temporary folder and leaves DIST byte-for-byte intact.
 A DIST that exists but holds no MANIFEST.json is not ours and is never replaced.
 
@@ -12,7 +12,8 @@ same renderer code as a large one; what grows with the mesh is the per-service d
 files (``mesh/routing.py``, ``envoy/*.json``), written by serializers (``repr`` literals,
 ``json.dumps``) that the golden and property tests parse. At 10,000 services parsing those
 files again cost 3.6 s of CPU, a quarter of the build, so files larger than :data:`PARSE_MAX`
-are checked by their hash alone (the bytes read back are the bytes rendered).
+are checked by their hash alone. Nor is anything read back: a write that did not write every
+byte raises, and the page cache would only hand back the same bytes.
 """
 
 from __future__ import annotations
@@ -129,11 +130,13 @@ def emit(files: Mapping[str, str], dist: Path) -> None:
     except OSError as exc:
         raise EmitError(f"cannot create a folder next to {dist}: {exc.strerror}") from exc
     try:
+        written: dict[str, bytes] = {}
         for path, text in files.items():
             target = tmp.joinpath(*_check_relative(path).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(text.encode("utf-8"))
-        verify(read_tree(tmp))
+            written[path] = data = text.encode("utf-8")
+            target.write_bytes(data)
+        verify(written)
         tmp.chmod(0o755)
         _swap(tmp, dist.absolute())
     except OSError as exc:

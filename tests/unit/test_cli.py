@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,66 @@ def test_the_module_entry_point_matches_the_script(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "meshgen", "validate", str(_spec(tmp_path, BROKEN))]
     out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
     assert out.returncode == 1 and "error[E2" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_command_flushes_what_it_printed_before_ending_a_build(tmp_path: Path) -> None:
+    """A build through the command ends the process without freeing what it compiled
+    (``cli.entry``): what it printed must still arrive through a pipe (block-buffered), and
+    DIST be complete."""
+    dist = tmp_path / "dist"
+    argv = [sys.executable, "-m", "meshgen", "build", str(QUICKSTART), "-o", str(dist)]
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run(
+        [*argv, "--format", "json"], capture_output=True, text=True, cwd=ROOT, env=buffered
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
+    tree = read_tree(dist)
+    assert set(json.loads(tree["MANIFEST.json"])["files"]) | {"MANIFEST.json"} == set(tree)
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
+    assert (out.returncode, out.stdout) == (0, "")
+    assert out.stderr == f"{QUICKSTART} -> {dist}: {len(tree)} files\n"
+
+
+VALIDATE_NEVER_IMPORTS = (
+    "jinja2",
+    "jsonschema",  # python-jsonschema explains an invalid spec; a valid one never needs it
+    "meshgen.emit",
+    "meshgen.review",
+    "meshgen.targets",
+    "tempfile",
+    "zipfile",
+)
+VALIDATE_RUNTIME_MODULES = {
+    "meshgen.runtime",
+    "meshgen.runtime.tables",  # the model's value types
+    "meshgen.runtime.policy",
+    "meshgen.runtime.policy.access",  # decisions the checks share with the proxy
+    "meshgen.runtime.codec",
+    "meshgen.runtime.codec.paths",
+}
+
+
+def test_validate_imports_nothing_it_does_not_use() -> None:
+    """``meshgen validate`` of a valid spec starts fast: no renderer, template engine, review
+    command, runtime module (other than the types and decisions the checks share), writer,
+    or python-jsonschema, which explains an invalid spec only."""
+    code = (
+        "import json, sys\nfrom meshgen.cli import main\n"
+        f"rc = main(['validate', {str(QUICKSTART)!r}])\n"
+        "print(json.dumps([rc, sorted(sys.modules)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    rc, modules = json.loads(out.stdout.splitlines()[-1])
+    assert rc == 0
+    assert "meshgen.checks" in modules and "jsonschema_rs" in modules  # it did validate
+    unwanted = [
+        m for m in modules if any(m == n or m.startswith(n + ".") for n in VALIDATE_NEVER_IMPORTS)
+    ]
+    assert unwanted == []
+    runtime = {m for m in modules if m.startswith("meshgen.runtime")}
+    assert runtime <= VALIDATE_RUNTIME_MODULES
 
 
 def test_init_writes_a_starter_that_validates_and_builds(
