@@ -12,7 +12,6 @@ Units per signal (docs/reference.md, Monitoring):
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Final, Literal, cast, get_args
@@ -71,6 +70,8 @@ def parse_when(text: str) -> AlertExpr:
     assert found is not None  # the pattern matches every string
     signal, op, value = found.groups()
     if signal not in SIGNAL_UNITS:
+        import difflib  # imported here: only a spec with a mistake needs it
+
         close = difflib.get_close_matches(signal, SIGNALS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else "signals: " + ", ".join(SIGNALS)
         problem = f"unknown signal '{signal}'" if signal else "no signal at the start"

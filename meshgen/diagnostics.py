@@ -8,7 +8,6 @@ codes and their titles are listed once, in :mod:`meshgen.codes`.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -57,7 +56,11 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """``did you mean 'x'?`` for the closest candidate, or None when nothing is close."""
     options = sorted(set(candidates))
     folded = [c for c in options if c.lower() == word.lower() and c != word]
-    close = folded or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if folded:
+        return f"did you mean '{folded[0]}'?"
+    import difflib  # imported here: only a spec with a mistake needs it
+
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
 

@@ -15,19 +15,18 @@ with ``attempts: 0`` is no retry policy.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Final
 
 from meshgen.model import CallPolicy, DnsDiscovery, Listener, Mesh, Retries, Route, Service, Slo
 from meshgen.runtime import tables as t
 
-# (budget share, long window s, short window s); Google SRE workbook / Sloth defaults for 30d.
-PAGE_WINDOWS: Final = ((Fraction(2, 100), 3600, 300), (Fraction(5, 100), 21600, 1800))
-TICKET_WINDOWS: Final = ((Fraction(10, 100), 86400, 7200), (Fraction(10, 100), 259200, 21600))
+# (budget share %, long window s, short window s); Google SRE workbook / Sloth defaults for 30d.
+PAGE_WINDOWS: Final = ((2, 3600, 300), (5, 21600, 1800))
+TICKET_WINDOWS: Final = ((10, 86400, 7200), (10, 259200, 21600))
 
 
 def burn_windows(
-    window_s: float, spec: tuple[tuple[Fraction, int, int], ...]
+    window_s: float, spec: tuple[tuple[int, int, int], ...]
 ) -> tuple[t.BurnWindow, ...]:
     """Multi-window burn-rate thresholds for an SLO window, as Sloth computes them.
 
@@ -36,9 +35,11 @@ def burn_windows(
     14.4 (2% in 1h), 6 (5% in 6h), 3 (10% in 1d) and 1 (10% in 3d). The arithmetic is exact
     (fractions) and rounded once, so 30d reproduces those numbers bit for bit.
     """
+    from fractions import Fraction  # imported here: ``validate`` never plans an SLO
+
     window = Fraction(window_s)
     return tuple(
-        t.BurnWindow(float(long_s), float(short_s), float(share * window / long_s))
+        t.BurnWindow(float(long_s), float(short_s), float(Fraction(share, 100) * window / long_s))
         for share, long_s, short_s in spec
     )
 

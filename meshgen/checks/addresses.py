@@ -19,6 +19,7 @@ import ipaddress
 from functools import cache
 
 from meshgen.checks.context import Context
+from meshgen.ip_literals import is_dotted_quad
 from meshgen.model import DnsDiscovery, Endpoint, PathKey, Service
 
 SRV_PORT = "E413"
@@ -127,6 +128,8 @@ def _duplicates(ctx: Context, service: Service, endpoints: tuple[Endpoint, ...])
 
 
 def _canonical(host: str) -> str:
+    if is_dotted_quad(host):  # the common case, canonical as written
+        return host
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

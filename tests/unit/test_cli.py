@@ -167,6 +167,8 @@ def test_the_command_flushes_what_it_printed_before_ending_a_build(tmp_path: Pat
 
 
 VALIDATE_NEVER_IMPORTS = (
+    "difflib",  # suggestions for a mistake
+    "fractions",  # SLO burn-rate windows, planned by a build
     "jinja2",
     "jsonschema",  # python-jsonschema explains an invalid spec; a valid one never needs it
     "meshgen.emit",
