@@ -70,25 +70,36 @@ def manifest_text(
 def verify(files: Mapping[str, bytes]) -> None:
     """Raise :class:`VerifyError` naming the first generated file up to :data:`PARSE_MAX`
     bytes that does not parse, or when MANIFEST.json does not list every file's hash."""
+    for path, data in sorted(files.items()):
+        check_syntax(path, data)
+    if MANIFEST in files:
+        hashes = {p: sha256(d) for p, d in files.items() if p != MANIFEST}
+        check_manifest(files[MANIFEST], hashes)
+
+
+def check_syntax(path: str, data: bytes) -> None:
+    """Raise :class:`VerifyError` when ``data`` (up to :data:`PARSE_MAX` bytes) does not parse
+    as what its name says (``.py``, ``.json``, ``.yml``/``.yaml``; other kinds are not parsed)."""
+    if len(data) > PARSE_MAX:
+        return
     import yaml
 
-    for path, data in sorted(files.items()):
-        if len(data) > PARSE_MAX:
-            continue
-        try:
-            if path.endswith(".py"):
-                compile(data, path, "exec", dont_inherit=True)
-            elif path.endswith(".json"):
-                json.loads(data)
-            elif path.endswith((".yml", ".yaml")):
-                yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except (SyntaxError, ValueError, yaml.YAMLError) as exc:
-            raise VerifyError(f"generated file {path} does not parse: {exc}") from exc
-    if MANIFEST in files:
-        listed = json.loads(files[MANIFEST])["files"]
-        actual = {p: sha256(d) for p, d in files.items() if p != MANIFEST}
-        if listed != actual:
-            raise VerifyError(f"{MANIFEST} does not match the files written")
+    try:
+        if path.endswith(".py"):
+            compile(data, path, "exec", dont_inherit=True)
+        elif path.endswith(".json"):
+            json.loads(data)
+        elif path.endswith((".yml", ".yaml")):
+            yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (SyntaxError, ValueError, yaml.YAMLError) as exc:
+        raise VerifyError(f"generated file {path} does not parse: {exc}") from exc
+
+
+def check_manifest(manifest: bytes, hashes: Mapping[str, str]) -> None:
+    """Raise :class:`VerifyError` unless MANIFEST.json lists exactly ``hashes`` (path -> sha256
+    of every other file)."""
+    if json.loads(manifest)["files"] != hashes:
+        raise VerifyError(f"{MANIFEST} does not match the files written")
 
 
 def _check_relative(path: str) -> PurePosixPath:
@@ -130,13 +141,20 @@ def emit(files: Mapping[str, str], dist: Path) -> None:
     except OSError as exc:
         raise EmitError(f"cannot create a folder next to {dist}: {exc.strerror}") from exc
     try:
-        written: dict[str, bytes] = {}
-        for path, text in files.items():
+        hashes: dict[str, str] = {}
+        manifest = None
+        for path, text in files.items():  # each file checked as written, then dropped
             target = tmp.joinpath(*_check_relative(path).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            written[path] = data = text.encode("utf-8")
+            data = text.encode("utf-8")
             target.write_bytes(data)
-        verify(written)
+            check_syntax(path, data)
+            if path == MANIFEST:
+                manifest = data
+            else:
+                hashes[path] = sha256(data)
+        if manifest is not None:
+            check_manifest(manifest, hashes)
         tmp.chmod(0o755)
         _swap(tmp, dist.absolute())
     except OSError as exc:

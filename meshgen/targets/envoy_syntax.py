@@ -86,13 +86,32 @@ class Lines(list[str]):
 
 def document(value: Any) -> str:
     """``value`` as JSON with sorted keys and a final newline; :class:`Lines` one element per
-    line (readable diffs), everything else compact."""
-    return _write(value) + "\n"
+    line (readable diffs), everything else compact.
+
+    The pieces are joined once: at 10,000 services a join or ``+`` per level copied each
+    35 MiB file four more times, all of it fresh memory (page faults).
+    """
+    out: list[str] = []
+    _write(value, out)
+    out.append("\n")
+    return "".join(out)
 
 
-def _write(value: Any) -> str:
+def _write(value: Any, out: list[str]) -> None:
     if isinstance(value, Lines):
-        return "[\n" + ",\n".join(value) + "\n]" if value else "[]"
-    if not isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return "{" + ",\n".join(f"{json.dumps(k)}:{_write(value[k])}" for k in sorted(value)) + "}"
+        if not value:
+            out.append("[]")
+            return
+        out.append("[\n")
+        for line in value:
+            out += (line, ",\n")
+        out[-1] = "\n]"
+    elif isinstance(value, dict):
+        out.append("{")
+        for key in sorted(value):
+            out += (json.dumps(key), ":")
+            _write(value[key], out)
+            out.append(",\n")
+        out[-1] = "}" if value else "{}"
+    else:
+        out.append(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
