@@ -102,6 +102,7 @@ class Config:
             self.rules.setdefault(rule.service, []).append(rule)
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # by pool name
         self.grpc = any(c.protocol in HTTP2_PROTOCOLS for c in tables.clusters)
+        self._weights: dict[str, tuple[int, dict[int, int]]] = {}  # by service
         for c in tables.clusters:
             self.pool(c.name, None, None, self.own_policy(c))
 
@@ -412,8 +413,19 @@ class Config:
 
     def per_server(self, c: Cluster, total: int) -> int:
         """A service-wide limit shared by its servers (DNS: by its server-template slots)."""
+        return math.ceil(total / (self.weights(c)[0] or DNS_SLOTS))
+
+    def weights(self, c: Cluster) -> tuple[int, dict[int, int]]:
+        """How many endpoints the service has, and each one's HAProxy weight by identity
+        (once per service: hashing frozen endpoints per pool was 0.2 s at 10,000 services)."""
+        try:
+            return self._weights[c.name]
+        except KeyError:
+            pass
         everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
-        return math.ceil(total / (len(everyone) or DNS_SLOTS))
+        scaled = zip(everyone, scaled_weights(everyone), strict=True)
+        got = self._weights[c.name] = len(everyone), {id(e): w for e, w in scaled}
+        return got
 
     def servers(self, pool: Pool, limits: str, layer: int = 7) -> list[str]:
         """A pool's health-check options and server lines; ``layer`` is what outlier
@@ -445,10 +457,9 @@ class Config:
             lines.append(f"server-template ep {DNS_SLOTS} {target} resolvers dns.{c.name} "
                          f"resolve-prefer {prefer} init-addr none{limits}{tls}{check}")  # fmt: skip
             return lines
-        everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
-        weights = dict(zip(everyone, scaled_weights(everyone), strict=True))
+        weights = self.weights(c)[1]
         for e in self.endpoints(pool):
-            name, w = server_name(e), weights[e]
+            name, w = server_name(e), weights[id(e)]
             state = check_options(od, layer, port) if own else f" track {c.name}/{name}"
             state = state if checked else ""
             lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
