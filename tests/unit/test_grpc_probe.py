@@ -3,7 +3,8 @@
 The messages are checked against grpcio-health-checking's own protobuf classes; the prober
 runs on a real event loop against a real grpcio health server (SERVING, NOT_SERVING, an
 unknown service, a server without the health service), a server that does not speak HTTP/2,
-and a hostile HTTP/2 server (built on ``h2``) whose answer never ends.
+a hostile HTTP/2 server (built on ``h2``) whose answer never ends, and a TLS server that
+insists on ALPN h2.
 """
 
 from __future__ import annotations
@@ -12,15 +13,26 @@ import asyncio
 import random
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshgen.runtime.tables import Endpoint, HealthCheck
+from meshgen.runtime.policy.tls import TlsContexts, UpstreamTls
+from meshgen.runtime.tables import (
+    ClientTls,
+    Cluster,
+    Endpoint,
+    HealthCheck,
+    MeshInfo,
+    StaticDiscovery,
+    Tables,
+)
 from meshgen.runtime.upstream import grpc_probe
 from meshgen.runtime.upstream.prober import Prober
 
@@ -77,11 +89,13 @@ def _check(service: str = SERVICE) -> HealthCheck:
     return HealthCheck("grpc", grpc_service=service, interval_s=0.1, timeout_s=1.0)
 
 
-async def _probe(port: int, check: HealthCheck, rounds: int = 3) -> list[bool]:
+async def _probe(
+    port: int, check: HealthCheck, rounds: int = 3, tls: UpstreamTls | None = None
+) -> list[bool]:
     """Results of ``rounds`` probes of one endpoint (each on the kept connection)."""
     results: list[bool] = []
     prober = Prober(lambda _s, _a, ok: results.append(ok), random.Random(1))
-    prober.add("svc", Endpoint("127.0.0.1", port), check, None)
+    prober.add("svc", Endpoint("127.0.0.1", port), check, tls)
     prober.start()
     for _ in range(200):
         if len(results) >= rounds:
@@ -172,3 +186,32 @@ def test_an_endless_answer_fails_and_flow_control_bounds_it() -> None:
     assert asyncio.run(go()) == [False, False]
     # the window the probe announces, per probe: the server could never send more
     assert 0 < _Endless.sent <= 2 * (grpc_probe.MAX_MESSAGE_BYTES + 65535)
+
+
+def test_a_tls_grpc_endpoint_is_checked_with_alpn_h2(tmp_path: Path) -> None:
+    """grpcio refuses a TLS handshake that does not offer ALPN h2: a grpc service's context
+    offers it (TlsContexts), and the probe is healthy; a context without it is not."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("checkout.mesh.test")
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    checker = health.HealthServicer()
+    checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, srv)
+    creds = grpc.ssl_server_credentials(
+        [(leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems))]
+    )
+    port = srv.add_secure_port("127.0.0.1:0", creds)
+    srv.start()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cfg = ClientTls(mode="simple", ca="ca.pem", sni="checkout.mesh.test")
+    try:
+        for protocol, expected in (("grpc", True), ("http1", False)):
+            cluster = Cluster("checkout", StaticDiscovery(()), protocol=protocol)  # type: ignore[arg-type]
+            tables = Tables(MeshInfo("shop", "mesh.test"), (cluster,), (), (),
+                            client_tls={"checkout": cfg})  # fmt: skip
+            tls = TlsContexts(tables, tmp_path).upstream("checkout")
+            assert tls is not None
+            got = asyncio.run(_probe(port, _check(), rounds=2, tls=tls))
+            assert got == [expected] * 2, protocol
+    finally:
+        srv.stop(None)

@@ -175,12 +175,17 @@ class UpstreamTls:
             )
 
 
-def upstream_tls(service: str, cfg: ClientTls, root: Path) -> UpstreamTls | None:
-    """The client-side TLS for ``service``; ``None`` when ``mode`` is ``disable``."""
+def upstream_tls(
+    service: str, cfg: ClientTls, root: Path, alpn: tuple[str, ...] = ()
+) -> UpstreamTls | None:
+    """The client-side TLS for ``service``; ``None`` when ``mode`` is ``disable``. ``alpn``:
+    the protocols offered in the handshake (a gRPC server insists on ``h2``)."""
     if cfg.mode == "disable":
         return None
     what = f"tls of service {service}"
     ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, cfg.min_version)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     if not cfg.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -314,8 +319,10 @@ class TlsContexts:
         self.root = root
         self.tables = tables
         self._upstreams: dict[str, UpstreamTls] = {}
+        # gRPC endpoints speak HTTP/2 only and refuse a TLS handshake without ALPN h2
+        grpc = {c.name for c in tables.clusters if c.protocol == "grpc"}
         for service, cfg in sorted(tables.client_tls.items()):
-            built = upstream_tls(service, cfg, root)
+            built = upstream_tls(service, cfg, root, ("h2",) if service in grpc else ())
             if built is not None:
                 self._upstreams[service] = built
         self._listeners: dict[str, tuple[ServerTls, ssl.SSLContext]] = (
