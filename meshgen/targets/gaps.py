@@ -83,7 +83,13 @@ def located(gaps: Iterable[Gap], mesh: Mesh, doc: Document) -> list[tuple[Span, 
     """Each gap with its span, sorted by position then text (duplicates dropped)."""
     unique = dict.fromkeys(gaps)
     found = [(doc.key_span(locate(g, mesh)), g) for g in unique]
-    return sorted(found, key=lambda sg: (sg[0], sg[1].what, sg[1].instead))
+    return sorted(found, key=_position)
+
+
+def _position(found: tuple[Span, Gap]) -> tuple[str, int, int, int, int, str, str]:
+    """Span order (its fields in order) then text, as plain tuples: compared in C."""
+    s, g = found
+    return (s.file, s.line, s.col, s.end_line, s.end_col, g.what, g.instead)
 
 
 def gaps_text(header: str, engine: str, found: list[tuple[Span, Gap]]) -> str:

@@ -114,7 +114,8 @@ class Config:
         if self.clusters[service].protocol == "tcp":  # its own policy, whoever fails over
             policy = self.own_policy(self.clusters[service])
         key = (service, subset, zone, policy)
-        if key not in self.pools:
+        got = self.pools.get(key)  # one lookup: hashing a key hashes its retry policy's fields
+        if got is None:
             c = self.clusters[service]
             name = service + (f".{subset}" if subset else "")
             if zone is not None:
@@ -124,8 +125,8 @@ class Config:
                 known.append(policy)
             if known.index(policy):
                 name += f".p{known.index(policy)}"
-            self.pools[key] = Pool(name, c, subset, zone, policy)
-        return self.pools[key]
+            got = self.pools[key] = Pool(name, c, subset, zone, policy)
+        return got
 
     def endpoints(self, pool: Pool) -> tuple[Endpoint, ...]:
         """The pool's endpoints (none for DNS discovery); computed once per pool."""
