@@ -41,7 +41,9 @@ def phase(times: list[float]) -> float:
     """Circular mean of ``times`` modulo 1 s, in [0, 1)."""
     angles = [2 * math.pi * (t % 1.0) for t in times]
     mean = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles)))
-    return (mean / (2 * math.pi)) % 1.0
+    fraction = (mean / (2 * math.pi)) % 1.0
+    # A mean a hair below zero wraps to exactly 1.0 in floating point (-1e-17 % 1.0 == 1.0).
+    return 0.0 if fraction >= 1.0 else fraction
 
 
 def test_three_hundred_endpoints_stay_up_spread_and_on_one_connection(tmp_path: Path) -> None:
