@@ -207,11 +207,17 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """First value of a header (router and hash-key callback)."""
-        key = name.encode("latin-1")
-        for k, v in self.headers:
-            if k == key:
-                return v.decode("latin-1")
-        return None
+        return first_header(self.headers, name)
+
+
+def first_header(headers: Headers, name: str) -> str | None:
+    """First value of header ``name`` (lower-case) in ``headers``; shared by every request
+    shape the router reads (parsed here, or made in-process by ``forward.local``)."""
+    key = name.encode("latin-1")
+    for k, v in headers:
+        if k == key:
+            return v.decode("latin-1")
+    return None
 
 
 Handler = Callable[[Request], Awaitable[None]]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from ..codec.http1 import first_header
+
 LOCAL_IP: Final = "127.0.0.1"
 # Methods whose empty body is still announced (``Content-Length: 0``), as http.client does.
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
@@ -74,8 +76,4 @@ class LocalRequest:
 
     def header(self, name: str) -> str | None:
         """First value of a header (routing, hash keys)."""
-        key = name.encode("latin-1")
-        for k, v in self.headers:
-            if k == key:
-                return v.decode("latin-1")
-        return None
+        return first_header(self.headers, name)

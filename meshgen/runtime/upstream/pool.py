@@ -1,12 +1,12 @@
 """Upstream connection pools: idle keep-alive connections per endpoint, reused LIFO.
 
 Theory of operation: a connection is either in use by exactly one exchange or idle in its
-endpoint's stack. ``acquire`` pops the most recently used idle connection that is still open
-(LIFO keeps few sockets warm) or opens a new one within ``connect_timeout``; ``release`` puts a
-connection back only if its last exchange ended cleanly with keep-alive. Connection counts feed
-the service's circuit breaker (``max_connections``); at that cap an idle connection of the same
-service (to another endpoint) is closed to make room, and a discarded connection gives its slot
-back at once.
+endpoint's stack. ``take`` pops the most recently used idle connection that is still open
+(LIFO keeps few sockets warm); ``open`` opens a new one within ``connect_timeout``; ``release``
+puts a connection back only if its last exchange ended cleanly with keep-alive. Connection
+counts feed the service's circuit breaker (``max_connections``); at that cap an idle connection
+of the same service (to another endpoint) is closed to make room, and a discarded connection
+gives its slot back at once.
 """
 
 from __future__ import annotations
@@ -32,22 +32,6 @@ class Pool:
     def __init__(self) -> None:
         self._idle: dict[str, list[UpstreamConnection]] = {}
         self._closing = False
-
-    async def acquire(
-        self,
-        service: str,
-        endpoint: Endpoint,
-        connect_timeout: float,
-        tls: UpstreamTls | None = None,
-        on_open: Callable[[], bool] | None = None,
-        on_close: Callable[[], None] | None = None,
-    ) -> UpstreamConnection:
-        """An open connection to ``endpoint``; raises :class:`ConnectError`."""
-        key = f"{service}/{endpoint.address}"
-        conn = self.take(key)
-        if conn is not None:
-            return conn
-        return await self.open(key, endpoint, connect_timeout, tls, on_open, on_close)
 
     def take(self, key: str) -> UpstreamConnection | None:
         """An idle open connection for ``key`` (``service/address``), if there is one."""
