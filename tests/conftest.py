@@ -89,6 +89,19 @@ def require_binary(name: str) -> str:
     pytest.skip(reason)
 
 
+def assert_envoy_accepts(config: Path, cwd: Path) -> None:
+    """``envoy --mode validate`` accepts ``config``, run from ``cwd`` (certificate paths in a
+    build are relative to its mesh.yaml)."""
+    proc = subprocess.run(
+        [require_binary("envoy"), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"{config}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port free on 127.0.0.1 right now (for DNS, free for both UDP and TCP)."""
     for _ in range(50):

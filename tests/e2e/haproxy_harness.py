@@ -29,6 +29,19 @@ from runtime_harness import get_text, run_dist
 from meshgen import emit, pipeline
 
 
+def one_route(service: str) -> str:
+    """The tail of a spec template (``{{``/``}}`` escaped for ``str.format``) with one route,
+    ``SERVICE.test`` to ``service``, the listener ``edge`` and the admin on free ports."""
+    return f"""\
+routes:
+  - name: {service}
+    match: {{{{host: {service}.test}}}}
+    to: [{{{{service: {service}}}}}]
+listeners: [{{{{name: edge, address: "127.0.0.1:0"}}}}]
+admin: "127.0.0.1:0"
+"""
+
+
 def build(spec: str, folder: Path) -> Path:
     """Compile ``spec`` (written as ``folder/mesh.yaml``) into ``folder/dist``; return DIST."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import require_binary, start_process
 from envoy_harness import listener_port, run_envoy, validate
-from haproxy_harness import Engine, build, poll
+from haproxy_harness import Engine, build, one_route, poll
 from runtime_harness import backend
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,19 +82,17 @@ def _listening(admin: str) -> bool:
     return True
 
 
-METRICS = """\
+METRICS = (
+    """\
 version: 1
 mesh: {{name: shop, domain: mesh.test}}
 services:
   web:
     discovery: {{static: [{{address: "{a}"}}]}}
     health_check: {{http: {{path: /}}, interval: 1s}}
-routes:
-  - name: web
-    match: {{host: web.test}}
-    to: [{{service: web}}]
-listeners: [{{name: edge, address: "127.0.0.1:0"}}]
-admin: "127.0.0.1:0"
+"""
+    + one_route("web")
+    + """\
 monitoring:
   alerts:
     - {{name: errors, service: web, when: "error_rate > 5%"}}
@@ -105,6 +103,7 @@ monitoring:
   slos:
     - {{name: web-availability, service: web, objective: 99.9, window: 30d}}
 """
+)
 
 
 def test_envoy_rules_read_series_envoy_exports(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from engines import ENGINES, run_engine
-from haproxy_harness import Engine, build, poll
+from haproxy_harness import Engine, build, one_route, poll
 from runtime_harness import SERVE_HANDLER, backend, script_backend
 
 pytestmark = pytest.mark.timeout(120)
@@ -236,13 +236,7 @@ services:
     discovery: {{static: [{{address: "{a}"}}]}}
     circuit_breaker: {{max_connections: 1, max_pending_requests: 1, max_requests: 1}}
     timeout: 5s
-routes:
-  - name: slow
-    match: {{host: slow.test}}
-    to: [{{service: slow}}]
-listeners: [{{name: edge, address: "127.0.0.1:0"}}]
-admin: "127.0.0.1:0"
-"""
+""" + one_route("slow")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -285,13 +279,7 @@ services:
       healthy_threshold: 1
       unhealthy_threshold: 2
     failover: {{zones: [a, b], panic_threshold: 50}}
-routes:
-  - name: web
-    match: {{host: web.test}}
-    to: [{{service: web}}]
-listeners: [{{name: edge, address: "127.0.0.1:0"}}]
-admin: "127.0.0.1:0"
-"""
+""" + one_route("web")
 
 
 @pytest.mark.parametrize("engine", ENGINES)

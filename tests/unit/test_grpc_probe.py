@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -122,22 +122,25 @@ def test_not_serving_and_unknown_services_are_unhealthy(
     assert asyncio.run(_probe(port, _check(), rounds=2)) == [False, False]
 
 
+async def _probe_server(serve: Callable[[], Awaitable[asyncio.Server]]) -> list[bool]:
+    """Two probes of the server ``serve`` starts on 127.0.0.1 (inside the loop), then stop it."""
+    srv = await serve()
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        return await _probe(port, _check(), rounds=2)
+    finally:
+        srv.close()
+
+
 def test_a_server_that_is_not_http2_fails(tmp_path: object) -> None:
-    async def go() -> list[bool]:
-        async def http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(100)
-            writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-            await writer.drain()
-            writer.close()
+    async def http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
-        srv = await asyncio.start_server(http1, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        try:
-            return await _probe(port, _check(), rounds=2)
-        finally:
-            srv.close()
-
-    assert asyncio.run(go()) == [False, False]
+    serve = lambda: asyncio.start_server(http1, "127.0.0.1", 0)  # noqa: E731
+    assert asyncio.run(_probe_server(serve)) == [False, False]
 
 
 class _Endless(asyncio.Protocol):
@@ -174,16 +177,8 @@ class _Endless(asyncio.Protocol):
 
 
 def test_an_endless_answer_fails_and_flow_control_bounds_it() -> None:
-    async def go() -> list[bool]:
-        loop = asyncio.get_running_loop()
-        srv = await loop.create_server(_Endless, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        try:
-            return await _probe(port, _check(), rounds=2)
-        finally:
-            srv.close()
-
-    assert asyncio.run(go()) == [False, False]
+    serve = lambda: asyncio.get_running_loop().create_server(_Endless, "127.0.0.1", 0)  # noqa: E731
+    assert asyncio.run(_probe_server(serve)) == [False, False]
     # the window the probe announces, per probe: the server could never send more
     assert 0 < _Endless.sent <= 2 * (grpc_probe.MAX_MESSAGE_BYTES + 65535)
 

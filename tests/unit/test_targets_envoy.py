@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_binary
+from conftest import assert_envoy_accepts
 
 from meshgen import pipeline
 from meshgen.targets import envoy, make_context
@@ -281,19 +280,12 @@ def test_gaps_of_the_spec() -> None:
     assert len(warned) == len(lines)
 
 
-def _validate(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_binary("envoy"), "--mode", "validate", "-c", str(config),
-                           "--log-level", "warn"], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-
-
 def test_unit_spec_config_is_valid(tmp_path: Path) -> None:
     """The feature-heavy spec above passes ``envoy --mode validate``."""
     cfg, _ = _build()
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(cfg))
-    proc = _validate(path, tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_envoy_accepts(path, tmp_path)
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -307,8 +299,7 @@ def test_example_and_golden_configs_are_valid(example: str, tmp_path: Path) -> N
     built = folder / "envoy.json"
     built.write_text(result.files["envoy/envoy.json"])
     for config in (built, GOLDEN / example / "envoy" / "envoy.json"):
-        proc = _validate(config, folder)
-        assert proc.returncode == 0, f"{config}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        assert_envoy_accepts(config, folder)
 
 
 AUDITED = """\

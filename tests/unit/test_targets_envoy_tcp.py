@@ -5,12 +5,11 @@ forwards as the runtime does is tests/e2e/test_parity_tcp.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_binary
+from conftest import assert_envoy_accepts
 
 from meshgen import pipeline
 from tests.unit.tcp_mesh import write_mesh
@@ -98,11 +97,4 @@ def test_health_port_and_tcp_clusters(built: dict[str, str]) -> None:
 def test_envoy_accepts_the_tcp_config(folder: Path, built: dict[str, str]) -> None:
     path = folder / "envoy.json"
     path.write_text(built["envoy/envoy.json"])
-    proc = subprocess.run(
-        [require_binary("envoy"), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_envoy_accepts(path, folder)

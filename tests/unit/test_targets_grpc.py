@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
-from conftest import require_binary
+from conftest import assert_envoy_accepts, require_binary
 
 from meshgen import pipeline
 
@@ -173,14 +173,7 @@ def test_haproxy_accepts_the_config(folder: Path, files: dict[str, str]) -> None
 def test_envoy_accepts_the_config(folder: Path, files: dict[str, str]) -> None:
     path = folder / "envoy.json"
     path.write_text(files["envoy/envoy.json"])
-    proc = subprocess.run(
-        [require_binary("envoy"), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_envoy_accepts(path, folder)
 
 
 ACCESS = """\
