@@ -22,7 +22,7 @@ from __future__ import annotations
 from meshgen.runtime.tables import Cluster, Tables
 
 from . import RenderContext, grafana, prometheus
-from .envoy_clusters import SUBSET_KEY, clusters
+from .envoy_clusters import clusters
 from .envoy_listeners import listeners
 from .envoy_routes import RouteBuilder
 from .envoy_syntax import TYPE_PREFIX, Json, Lines, document, resource, socket_address, typed
@@ -32,16 +32,6 @@ LIVE = "envoy-live"
 """Folder (relative to Envoy's working directory) that dynamic.json watches."""
 CLUSTER_TYPE = "envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "envoy.config.listener.v3.Listener"
-
-
-def subset_matches(tables: Tables) -> dict[tuple[str, str], Json]:
-    """(service, subset) -> the route's ``metadata_match`` for subsets that select by labels."""
-    return {
-        (c.name, s.name): {"filter_metadata": {SUBSET_KEY: dict(s.labels)}}
-        for c in tables.clusters
-        for s in c.subsets
-        if s.labels
-    }
 
 
 def common(tables: Tables) -> Json:
@@ -73,7 +63,7 @@ def live_source(name: str) -> Json:
 def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
     """``envoy/envoy.json``, ``envoy/cds.json``, ``envoy/lds.json`` and ``envoy/dynamic.json``."""
     by_name: dict[str, Cluster] = {c.name: c for c in tables.clusters}
-    builder = RouteBuilder(by_name, subset_matches(tables))
+    builder = RouteBuilder(by_name)
     cds = clusters(tables)
     lds = listeners(tables, builder)
     base = common(tables)

@@ -1,5 +1,5 @@
-"""Envoy clusters: one per service, plus a failover aggregate per backup chain and one per
-mirrored subset.
+"""Envoy clusters: one per service and one per subset, plus failover aggregates for backup
+chains and one cluster per mirrored subset.
 
 Theory of operation (docs/envoy.md has the table):
 
@@ -9,9 +9,12 @@ Theory of operation (docs/envoy.md has the table):
   is an endpoint). ``dns: A|AAAA`` -> ``STRICT_DNS`` on the name, refreshed every
   ``max(1s, refresh)``. ``dns: SRV`` has no Envoy cluster type: an empty ``STATIC`` cluster
   (503) and a gap (:mod:`.envoy_gaps`).
-* **Subsets**: endpoint labels become ``envoy.lb`` metadata and ``lb_subset_config`` selectors
-  with ``NO_FALLBACK`` (a subset with no healthy endpoint is a 503); routes select with
-  ``metadata_match`` (:mod:`.envoy_routes`); a route without a subset uses every endpoint.
+* **Subsets**: each subset with labels is a cluster of its own, ``<service>~<subset>``
+  (:func:`subset_name`), holding the endpoints it selects, with the service's health check,
+  outlier detection, circuit breakers and TLS; a route to the subset names that cluster (a
+  subset with no healthy endpoint is a 503). Not Envoy's subset load balancer: its retries
+  ignore the ``previous_hosts`` predicate, so a retry could reach the endpoint that just
+  failed. A route without a subset uses the service's cluster, every endpoint.
 * **Zones**: priority *i* holds the endpoints of ``failover.zones[i]``, the last priority the
   rest. A priority keeps all traffic while its healthy share is at least the panic threshold
   (``overprovisioning_factor`` = 100/threshold); below it Envoy spills the missing share to
@@ -19,7 +22,8 @@ Theory of operation (docs/envoy.md has the table):
   sends to unhealthy endpoints, as the runtime. A service without zones keeps all traffic
   while any endpoint is healthy (:data:`KEEP_ALL`), so a backup only gets traffic when none is.
 * **Backup**: an ``envoy.clusters.aggregate`` cluster ``<service>_failover`` over the service
-  and its backup chain (cycles cut); routes to a service with a backup use it.
+  and its backup chain (cycles cut), and ``<service>~<subset>_failover`` over the subset's
+  cluster and the same chain; routes to a service with a backup use them.
 * Health checks, outlier detection, circuit breakers (and the retry budget), TLS to the
   endpoints map field by field; a ``grpc`` health check is Envoy's ``grpc_health_check``.
 * ``http2`` and ``grpc`` services get ``explicit_http_config.http2_protocol_options`` in
@@ -64,13 +68,25 @@ LB_POLICIES = {
 TLS_VERSIONS = {"1.2": "TLSv1_2", "1.3": "TLSv1_3"}
 CIPHERS = [x for x in TLS12_CIPHERS.split(":") if not x.startswith("DHE-")]
 """The runtime's TLS 1.2 suites that BoringSSL has (it has no finite-field DHE)."""
-SUBSET_KEY = "envoy.lb"
+SUBSET_SEPARATOR = "~"
 
 
 def failover_name(service: str) -> str:
     """``<service>_failover``: ``_`` never occurs in a service name, and a ``.`` would split
     the name in Envoy's Prometheus labels (``envoy_cluster_name`` stops at the first dot)."""
     return f"{service}_failover"
+
+
+def subset_name(service: str, subset: str) -> str:
+    """``<service>~<subset>``: ``~`` occurs in no service or subset name (nor in the other
+    generated names, which add ``_``), and it stays in ``envoy_cluster_name``."""
+    return f"{service}{SUBSET_SEPARATOR}{subset}"
+
+
+def subset_clusters(c: Cluster) -> list[str]:
+    """The subsets of ``c`` that get a cluster: those with labels (one without selects every
+    endpoint, the service's own cluster)."""
+    return [s.name for s in c.subsets if s.labels]
 
 
 def mirror_name(service: str, subset: str) -> str:
@@ -87,9 +103,12 @@ def backup_chain(c: Cluster, clusters: dict[str, Cluster]) -> list[str]:
     return chain
 
 
-def routed_name(service: str, clusters: dict[str, Cluster]) -> str:
-    """The cluster a route sends a service's traffic to (its failover aggregate, if any)."""
-    return failover_name(service) if clusters[service].failover.backup else service
+def routed_name(service: str, subset: str | None, clusters: dict[str, Cluster]) -> str:
+    """The cluster a route target sends its traffic to: the subset's or the service's, or
+    that one's failover aggregate when the service has a backup."""
+    c = clusters[service]
+    name = subset_name(service, subset) if subset in subset_clusters(c) else service
+    return failover_name(name) if c.failover.backup else name
 
 
 def is_ip(host: str) -> bool:
@@ -112,14 +131,12 @@ def cluster_type(c: Cluster) -> str:
     return "LOGICAL_DNS" if len(d.endpoints) == 1 else "STRICT_DNS"
 
 
-def _endpoint(e: Endpoint, subsets: bool, probe_port: int | None = None) -> Json:
+def _endpoint(e: Endpoint, probe_port: int | None = None) -> Json:
     out: Json = {"endpoint": {"address": socket_address(e.host, e.port)}}
     if probe_port is not None:  # health_check.port
         out["endpoint"]["health_check_config"] = {"port_value": probe_port}
     if e.weight != 1:
         out["load_balancing_weight"] = e.weight
-    if subsets and e.labels:
-        out["metadata"] = {"filter_metadata": {SUBSET_KEY: dict(e.labels)}}
     return out
 
 
@@ -147,11 +164,10 @@ def load_assignment(
         eps = [] if d.record_type == "SRV" else [{"lb_endpoints": [
             {"endpoint": {"address": socket_address(d.query_name, d.port or 0)}}]}]  # fmt: skip
         return {"cluster_name": name, "endpoints": eps}
-    subsets = bool(c.subsets) and endpoints is None
     levels = priorities(c, d.endpoints if endpoints is None else endpoints)
     groups: list[Json] = []
     for p, level in enumerate(levels):
-        group: Json = {"lb_endpoints": [_endpoint(e, subsets, probe_port) for e in level]}
+        group: Json = {"lb_endpoints": [_endpoint(e, probe_port) for e in level]}
         if p:
             group["priority"] = p
         groups.append(group)
@@ -305,14 +321,6 @@ def service_cluster(
         out["type"] = kind
     else:
         out["cluster_type"] = dns_cluster(c, kind)
-    if c.subsets and endpoints is None:
-        selectors = sorted({tuple(k for k, _ in s.labels) for s in c.subsets if s.labels})
-        out["lb_subset_config"] = {  # no subset named: every endpoint; a subset: only its own
-            "fallback_policy": "ANY_ENDPOINT",
-            "subset_selectors": [
-                {"keys": list(keys), "fallback_policy": "NO_FALLBACK"} for keys in selectors
-            ],
-        }
     hc = tables.health_checks.get(c.name)
     if hc is not None:
         out["health_checks"] = [health_check(hc, c.protocol in HTTP2_PROTOCOLS)]
@@ -349,14 +357,14 @@ def lookup_family(c: Cluster) -> str:
     return "V4_PREFERRED"
 
 
-def failover_cluster(c: Cluster, clusters: dict[str, Cluster]) -> Json:
-    """``<service>_failover``: the service first, then its backup chain (Envoy's aggregate)."""
-    config = typed(
-        "envoy.extensions.clusters.aggregate.v3.ClusterConfig",
-        {"clusters": backup_chain(c, clusters)},
-    )
+def failover_cluster(c: Cluster, clusters: dict[str, Cluster], first: str | None = None) -> Json:
+    """``<first>_failover``: the service's cluster (or ``first``, one of its subsets'), then
+    its backup chain (Envoy's aggregate)."""
+    chain = backup_chain(c, clusters)
+    chain[0] = first or chain[0]
+    config = typed("envoy.extensions.clusters.aggregate.v3.ClusterConfig", {"clusters": chain})
     return {
-        "name": failover_name(c.name),
+        "name": failover_name(chain[0]),
         "connect_timeout": duration(c.connect_timeout_s),
         "lb_policy": "CLUSTER_PROVIDED",
         "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": config},
@@ -376,8 +384,23 @@ def retry_budgets(tables: Tables) -> dict[str, RetryPolicy]:
     return out
 
 
+def members(c: Cluster, subset: str) -> tuple[Endpoint, ...]:
+    """The endpoints ``subset`` selects (the runtime's ``upstreams.subset_members``, which
+    a build does not import: the runtime's upstream layer costs ~0.1 s to import)."""
+    d = c.discovery
+    assert not isinstance(d, DnsDiscovery), "subsets need static endpoints (checks enforce it)"
+    labels = next((set(s.labels) for s in c.subsets if s.name == subset), set())
+    return tuple(e for e in d.endpoints if labels <= set(e.labels))
+
+
+def subset_cluster(c: Cluster, subset: str, tables: Tables, budget: RetryPolicy | None) -> Json:
+    """The cluster ``<service>~<subset>``: the service's cluster over the subset's endpoints."""
+    return service_cluster(c, tables, budget, subset_name(c.name, subset), members(c, subset))
+
+
 def clusters(tables: Tables) -> Iterator[Json]:
-    """Every cluster: services (name order), failover aggregates, then mirrored subsets.
+    """Every cluster: services (name order), each followed by its subsets (in file order),
+    failover aggregates, then mirrored subsets.
 
     Yielded one at a time so the caller encodes each and drops it before the next is built: at
     10,000 services all of them at once were ~700 MB of short-lived dicts (page faults and
@@ -387,17 +410,16 @@ def clusters(tables: Tables) -> Iterator[Json]:
     budgets = retry_budgets(tables)
     for c in tables.clusters:
         yield service_cluster(c, tables, budgets.get(c.name))
+        for subset in subset_clusters(c):
+            yield subset_cluster(c, subset, tables, budgets.get(c.name))
     for c in tables.clusters:
         if c.failover.backup:
             yield failover_cluster(c, by_name)
+            for subset in subset_clusters(c):
+                yield failover_cluster(c, by_name, subset_name(c.name, subset))
     mirrored = sorted({(r.mirror.service, r.mirror.subset) for r in tables.routes
                        if r.mirror is not None and r.mirror.subset})  # fmt: skip
     for service, subset in mirrored:
-        c = by_name[service]
-        labels = next((set(s.labels) for s in c.subsets if s.name == subset), set())
-        d = c.discovery
-        if isinstance(d, DnsDiscovery):  # subsets need static endpoints (checks enforce it)
-            continue
-        eps = tuple(e for e in d.endpoints if labels <= set(e.labels))
         assert subset is not None
-        yield service_cluster(c, tables, None, mirror_name(service, subset), eps)
+        c = by_name[service]
+        yield service_cluster(c, tables, None, mirror_name(service, subset), members(c, subset))

@@ -20,7 +20,7 @@ from meshgen.runtime.tables import (
     Tables,
 )
 
-from .envoy_clusters import SYSTEM_CA, expected_names, retry_budgets
+from .envoy_clusters import SYSTEM_CA, expected_names, retry_budgets, subset_clusters
 from .envoy_routes import expressible, live, policy, policy_target
 from .gaps import Gap
 
@@ -63,9 +63,27 @@ TCP_SPLIT = (
     "services' applies to every connection"
 )
 HEAD = "Envoy counts the head in KiB: the limit is rounded up to a whole KiB"
+SUBSETS = (
+    "each subset a route names is an Envoy cluster of its own (<service>~<subset>): "
+    "circuit_breaker limits, the retry budget, outlier ejections and a service rate_limit "
+    "count per subset's cluster, not per service"
+)
+SUBSET_BACKUP = (
+    "a subset with no healthy endpoint fails over to the backup even while the service's "
+    "other subsets are healthy (the runtime answers 503)"
+)
 
 
-def service_gaps(c: Cluster, tables: Tables, budgets: dict[str, RetryPolicy]) -> list[Gap]:
+def subset_routed(tables: Tables, clusters: dict[str, Cluster]) -> set[str]:
+    """Services that a route or tcp listener sends to one of their subsets' clusters."""
+    targets = [(t.service, t.subset) for r in tables.routes for t in live(r)]
+    targets += [(t.service, t.subset) for lst in tables.listeners for t in lst.to if t.weight]
+    return {s for s, subset in targets if subset in subset_clusters(clusters[s])}
+
+
+def service_gaps(
+    c: Cluster, tables: Tables, budgets: dict[str, RetryPolicy], split: set[str]
+) -> list[Gap]:
     out: list[Gap] = []
     d = c.discovery
     if isinstance(d, DnsDiscovery):
@@ -88,6 +106,10 @@ def service_gaps(c: Cluster, tables: Tables, budgets: dict[str, RetryPolicy]) ->
     od = tables.outlier_detection.get(c.name)
     if od is not None and od.max_ejection_percent != int(od.max_ejection_percent):
         out.append(Gap("service", c.name, "outlier_detection.max_ejection_percent", EJECTION))
+    if c.name in split:
+        out.append(Gap("service", c.name, "subsets", SUBSETS))
+        if c.failover.backup:
+            out.append(Gap("service", c.name, "failover.backup", SUBSET_BACKUP))
     return out
 
 
@@ -136,7 +158,8 @@ def gaps(tables: Tables) -> list[Gap]:
     """Every field of ``tables`` that envoy.json does not express exactly."""
     clusters = {c.name: c for c in tables.clusters}
     budgets = retry_budgets(tables)
-    out = [g for c in tables.clusters for g in service_gaps(c, tables, budgets)]
+    split = subset_routed(tables, clusters)
+    out = [g for c in tables.clusters for g in service_gaps(c, tables, budgets, split)]
     out += [g for r in tables.routes for g in route_gaps(r, clusters, budgets)]
     out += [g for lst in tables.listeners for g in listener_gaps(lst, clusters)]
     return out

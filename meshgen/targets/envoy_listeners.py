@@ -100,7 +100,8 @@ def http_filters(
     if any(r.fault for r in forwarding):
         fault = typed("envoy.extensions.filters.http.fault.v3.HTTPFault")
         out.append({"name": FAULT, "typed_config": fault})
-    limited = sorted({t.service for r in forwarding for t in r.to
+    limited = sorted({(t.service, routed_name(t.service, t.subset, clusters))
+                      for r in forwarding for t in r.to
                       if clusters[t.service].rate_limit is not None})  # fmt: skip
     if limited:
         out.append(
@@ -116,15 +117,16 @@ def http_filters(
     return out
 
 
-def service_limits(services: list[str], clusters: dict[str, Cluster]) -> Json:
-    """One token bucket per service, selected by the cluster the route picked."""
+def service_limits(limited: list[tuple[str, str]], clusters: dict[str, Cluster]) -> Json:
+    """One token bucket per (service, routed cluster), selected by the cluster the route
+    picked: one per service, except that each subset's cluster has its own (a gap)."""
     descriptors = []
-    for s in services:
+    for s, name in limited:
         rl = clusters[s].rate_limit
         assert rl is not None
         limit = rate_limit(rl, "service")
         descriptors.append({
-            "entries": [{"key": "destination_cluster", "value": routed_name(s, clusters)}],
+            "entries": [{"key": "destination_cluster", "value": name}],
             "token_bucket": limit["token_bucket"],
         })  # fmt: skip
     return {
@@ -218,9 +220,7 @@ def listeners(tables: Tables, builder: RouteBuilder) -> list[Json]:
     clusters = builder.clusters
     for lst in tables.listeners:
         if lst.protocol == "tcp":
-            out.append(
-                envoy_tcp.listener(lst, tables, clusters, builder.subsets, downstream_tls(lst))
-            )
+            out.append(envoy_tcp.listener(lst, tables, clusters, downstream_tls(lst)))
             continue
         routes = [by_name[n] for n in lst.routes]
         access = rules.for_listener(lst) if rules is not None and enforced_on(lst) else None

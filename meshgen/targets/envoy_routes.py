@@ -208,13 +208,12 @@ def fault(f: Fault) -> Json | None:
 class RouteBuilder:
     """Route entries of the mesh's routes, built once per route and access mode."""
 
-    def __init__(self, clusters: dict[str, Cluster], subsets: dict[tuple[str, str], Json]):
+    def __init__(self, clusters: dict[str, Cluster]):
         self.clusters = clusters
-        self.subsets = subsets  # (service, subset) -> metadata_match, when labels select
         self._cache: dict[tuple[str, str], list[Json]] = {}
 
     def cluster_of(self, t: Target) -> str:
-        return routed_name(t.service, self.clusters)
+        return routed_name(t.service, t.subset, self.clusters)
 
     def action(self, r: Route, t: Target) -> Json:
         """The ``RouteAction``: cluster(s), policy of ``t``, hashing, mirror, rewrites."""
@@ -222,17 +221,8 @@ class RouteBuilder:
         out: Json = {}
         if len(targets) == 1:
             out["cluster"] = self.cluster_of(t)
-            meta = self.subsets.get((t.service, t.subset or ""))
-            if meta is not None:
-                out["metadata_match"] = meta
         else:
-            weighted = []
-            for x in targets:
-                entry: Json = {"name": self.cluster_of(x), "weight": x.weight}
-                meta = self.subsets.get((x.service, x.subset or ""))
-                if meta is not None:
-                    entry["metadata_match"] = meta
-                weighted.append(entry)
+            weighted = [{"name": self.cluster_of(x), "weight": x.weight} for x in targets]
             out["weighted_clusters"] = {"clusters": weighted}
         out["timeout"] = duration(t.timeout_s)
         out["idle_timeout"] = duration(t.idle_timeout_s)

@@ -2,9 +2,9 @@
 
 Theory of operation (docs/envoy.md, "tcp listeners"):
 
-* ``to``: one filter chain, a connection limit then ``tcp_proxy`` to the service's routed
-  cluster (its failover aggregate when it has a backup) or ``weighted_clusters`` for a split,
-  with the subset's ``metadata_match``. ``idle_timeout`` and ``max_connect_attempts``
+* ``to``: one filter chain, a connection limit then ``tcp_proxy`` to the target's routed
+  cluster (the subset's or the service's, its failover aggregate when it has a backup) or
+  ``weighted_clusters`` for a split. ``idle_timeout`` and ``max_connect_attempts``
   (``1 + retries.attempts``) are one value per ``tcp_proxy``: a split over services that
   differ in them gets the largest (a gap); ``limits.max_connection_duration`` is
   ``max_downstream_connection_duration``.
@@ -46,7 +46,6 @@ def tcp_proxy(
     targets: list[TcpTarget],
     lst: Listener,
     clusters: dict[str, Cluster],
-    matches: dict[tuple[str, str], Json],
 ) -> Json:
     idle, attempts = per_proxy(targets, clusters)
     config: Json = {
@@ -54,16 +53,11 @@ def tcp_proxy(
         "idle_timeout": duration(idle),
         "max_connect_attempts": attempts,
     }
-    entries = []
-    for t in targets:
-        entry: Json = {"name": routed_name(t.service, clusters), "weight": t.weight}
-        if t.subset is not None and (t.service, t.subset) in matches:
-            entry["metadata_match"] = matches[(t.service, t.subset)]
-        entries.append(entry)
+    entries = [
+        {"name": routed_name(t.service, t.subset, clusters), "weight": t.weight} for t in targets
+    ]
     if len(entries) == 1:
         config["cluster"] = entries[0]["name"]
-        if "metadata_match" in entries[0]:
-            config["metadata_match"] = entries[0]["metadata_match"]
     else:
         config["weighted_clusters"] = {"clusters": entries}
     age = lst.limits.max_connection_duration_s
@@ -92,7 +86,6 @@ def listener(
     lst: Listener,
     tables: Tables,
     clusters: dict[str, Cluster],
-    matches: dict[tuple[str, str], Json],
     tls: Json | None,
 ) -> Json:
     limit = typed(
@@ -107,7 +100,7 @@ def listener(
         chain: Json = {
             "filters": [
                 *head,
-                tcp_proxy(lst.name, [t for t in lst.to if t.weight > 0], lst, clusters, matches),
+                tcp_proxy(lst.name, [t for t in lst.to if t.weight > 0], lst, clusters),
             ]
         }
         if tls is not None:
@@ -123,9 +116,7 @@ def listener(
             "filter_chain_match": {"server_names": [r.pattern]},
             "filters": [
                 *head,
-                tcp_proxy(
-                    f"{lst.name}.{i}", [TcpTarget(r.service, None, 100)], lst, clusters, matches
-                ),
+                tcp_proxy(f"{lst.name}.{i}", [TcpTarget(r.service, None, 100)], lst, clusters),
             ],
         }
         for i, r in enumerate(precedence(lst.sni))

@@ -63,9 +63,9 @@ def _panel(
 
 def service_panels(m: Metrics = RUNTIME) -> list[dict[str, Any]]:
     """Request rate, 5xx share, p50/p99 latency and endpoint health of ``$service``."""
-    sel = f'{m.label}=~"${SERVICE_VAR}"'
-    requests = m.responses.format(sel=sel)
-    buckets = m.buckets.format(sel=sel)
+    sel, traffic = m.matchers(f"${SERVICE_VAR}", "=~")
+    requests = m.responses.format(sel=traffic)
+    buckets = m.buckets.format(sel=traffic)
     rate_title = "Request rate" + (" (every try)" if m.counts else "")
     return [
         _panel(
@@ -78,7 +78,7 @@ def service_panels(m: Metrics = RUNTIME) -> list[dict[str, Any]]:
             "percentunit",
             [
                 (
-                    f"({m.error_sum(sel, RATE)} or vector(0)) / sum(rate({requests}[{RATE}]))",
+                    f"({m.error_sum(traffic, RATE)} or vector(0)) / sum(rate({requests}[{RATE}]))",
                     "errors" if m.grpc_errors else "5xx",
                 )
             ],

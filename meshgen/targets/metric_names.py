@@ -4,11 +4,14 @@ A :class:`Metrics` holds selector templates; ``{sel}`` is the label matcher that
 service (``service="reviews"`` in a rule, ``service=~"$service"`` in a dashboard), so rules
 and panels share one set of names per engine. Envoy's cluster counters count every try
 (:attr:`Metrics.counts` says so wherever they are used); the runtime's count requests after
-retries.
+retries. Envoy counts a route's traffic to a subset on the subset's cluster (``reviews~v1``):
+the traffic series match those too (:meth:`Metrics.matchers`), the endpoint gauges only the
+service's own cluster.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from meshgen.runtime.policy.grpc import ERROR_REGEX
@@ -31,6 +34,15 @@ class Metrics:
     counts: str = ""  # what the traffic counters count, when it is not requests after retries
     engine: str = ""  # the proxy whose series these are, when it is not the runtime
     grpc_errors: str = ""  # gRPC requests that failed with a server-side grpc-status ("": none)
+    parts: str = ""  # regex after a service name matching its subsets' own series ("": none)
+
+    def matchers(self, service: str, op: str = "=") -> tuple[str, str]:
+        """(endpoint matcher, traffic matcher) for ``service`` (with ``op`` ``=~``, a regex
+        such as a dashboard variable): the traffic one also matches the service's parts."""
+        own = f"{self.label}{op}{json.dumps(service)}"
+        if not self.parts:
+            return own, own
+        return own, f"{self.label}=~{json.dumps(service + self.parts)}"
 
     def error_sum(self, sel: str, window: str) -> str:
         """The summed rate of errors: the 5xx series, and (where the engine counts them) the
@@ -76,4 +88,5 @@ ENVOY = Metrics(
         "(the runtime's meshgen_requests_total counts requests after retries)"
     ),
     engine="Envoy",
+    parts="(~[a-z0-9-]+)?",  # envoy_clusters.subset_name: <service>~<subset>
 )

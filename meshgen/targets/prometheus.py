@@ -53,7 +53,7 @@ def _num(value: float) -> str:
 def error_ratio_expr(service: str, window: str, m: Metrics = RUNTIME) -> str:
     """Error share of the service's responses (5xx, and gRPC errors where the engine counts
     them: :meth:`Metrics.error_sum`); no sample when there was no traffic."""
-    sel = f"{m.label}={_q(service)}"
+    _, sel = m.matchers(service)
     responses = m.responses.format(sel=sel)
     return f"({m.error_sum(sel, window)} or vector(0)) / (sum(rate({responses}[{window}])) > 0)"
 
@@ -61,14 +61,14 @@ def error_ratio_expr(service: str, window: str, m: Metrics = RUNTIME) -> str:
 def signal_expr(alert: Alert, m: Metrics = RUNTIME) -> str:
     """PromQL for the alert's signal (docs/reference.md, Monitoring), before the comparison."""
     window = format_duration(SIGNAL_WINDOW_S)
-    sel = f"{m.label}={_q(alert.service)}"
+    sel, traffic = m.matchers(alert.service)
     signal = alert.signal
     if signal == "error_rate":
         return f"({error_ratio_expr(alert.service, window, m)})"
     if signal == "request_rate":
-        return f"sum(rate({m.requests.format(sel=sel)}[{window}]))"
+        return f"sum(rate({m.requests.format(sel=traffic)}[{window}]))"
     if signal in QUANTILES:
-        rates = f"rate({m.buckets.format(sel=sel)}[{window}])"
+        rates = f"rate({m.buckets.format(sel=traffic)}[{window}])"
         return f"histogram_quantile({_num(QUANTILES[signal])}, sum by (le) ({rates})){m.seconds}"
     if signal == "healthy_endpoints":
         return f"sum({m.healthy.format(sel=sel)})"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import require_binary, start_process
 from envoy_harness import listener_port, run_envoy, validate
-from haproxy_harness import Engine, build, one_route, poll
+from haproxy_harness import Engine, build, poll
 from runtime_harness import backend
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,17 +82,19 @@ def _listening(admin: str) -> bool:
     return True
 
 
-METRICS = (
-    """\
+METRICS = """\
 version: 1
 mesh: {{name: shop, domain: mesh.test}}
 services:
   web:
-    discovery: {{static: [{{address: "{a}"}}]}}
+    discovery: {{static: [{{address: "{a}", labels: {{v: "1"}}}}]}}
+    subsets: {{v1: {{labels: {{v: "1"}}}}}}
     health_check: {{http: {{path: /}}, interval: 1s}}
-"""
-    + one_route("web")
-    + """\
+routes:
+  - {{name: web, match: {{host: web.test}}, to: [{{service: web}}]}}
+  - {{name: v1, match: {{host: v1.test}}, to: [{{service: web, subset: v1}}]}}
+listeners: [{{name: edge, address: "127.0.0.1:0"}}]
+admin: "127.0.0.1:0"
 monitoring:
   alerts:
     - {{name: errors, service: web, when: "error_rate > 5%"}}
@@ -103,26 +105,37 @@ monitoring:
   slos:
     - {{name: web-availability, service: web, objective: 99.9, window: 30d}}
 """
+SERIES = re.compile(
+    r'^(envoy_[a-z_]+)\{(?:[^}]*,)?envoy_cluster_name="([^"]+)"[^}]*\} (\S+)$', re.M
 )
 
 
 def test_envoy_rules_read_series_envoy_exports(tmp_path: Path) -> None:
     """After 2xx and 5xx traffic, each Envoy series rules.envoy.yml reads is in Envoy's
-    /stats/prometheus with the service's cluster name (the label the rules select on)."""
+    /stats/prometheus under the cluster names the rules select: the endpoint gauges on the
+    service's cluster, the traffic on the service's and its subset's (``web~v1``, where a
+    route to the subset is counted), so error_rate sees the 5xx sent through the subset."""
     with ExitStack() as stack:
         a, _ = stack.enter_context(backend("a"))
         dist = build(METRICS.format(a=a), tmp_path / "mesh")
         envoy = stack.enter_context(run_envoy(dist))
         poll(lambda: _who(envoy) == "a", what="web up")
-        for status in ("200", "503", "200"):
-            envoy.request("/", "web.test", {"x-status": status})
+        envoy.request("/", "web.test", {"x-status": "200"})
+        envoy.request("/", "v1.test", {"x-status": "503"})
         rules = (dist / "prometheus" / "rules.envoy.yml").read_text()
-        used = set(re.findall(r"(envoy_[a-z_]+)\{envoy_cluster_name=\\?\"web\\?\"", rules))
-        assert {"envoy_cluster_upstream_rq_xx", "envoy_cluster_upstream_rq_total",
-                "envoy_cluster_upstream_rq_time_bucket", "envoy_cluster_membership_healthy",
-                "envoy_cluster_membership_total"} <= used  # fmt: skip
-        stats = envoy.admin("/stats/prometheus")
-        for name in sorted(used):
-            assert re.search(rf'^{name}{{[^}}]*envoy_cluster_name="web"', stats, re.M), name
+        gauges = set(re.findall(r"(envoy_[a-z_]+)\{envoy_cluster_name=\"web\"", rules))
+        traffic = set(re.findall(r"(envoy_[a-z_]+)\{envoy_cluster_name=~\"([^\"]+)\"", rules))
+        assert gauges == {"envoy_cluster_membership_healthy", "envoy_cluster_membership_total"}
+        assert {name for name, _ in traffic} == {"envoy_cluster_upstream_rq_xx",
+            "envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_rq_time_bucket"}  # fmt: skip
+        (pattern,) = {regex for _, regex in traffic}
+        text = envoy.admin("/stats/prometheus")
+        stats = SERIES.findall(text)
+        for name in gauges:
+            assert any(n == name and c == "web" for n, c, _ in stats), name
+        for name, _ in traffic:
+            assert {c for n, c, _ in stats if n == name} >= {"web", "web~v1"}, name
+        counted = {c for n, c, v in stats if n == "envoy_cluster_upstream_rq_total" and float(v)}
+        assert {c for c in counted if re.fullmatch(pattern, c)} == {"web", "web~v1"}
         assert re.search(r'^envoy_cluster_upstream_rq_xx\{envoy_response_code_class="5",'
-                         r'envoy_cluster_name="web"\} 1$', stats, re.M), stats[:2000]  # fmt: skip
+                         r'envoy_cluster_name="web~v1"\} 1$', text, re.M), text[:2000]  # fmt: skip

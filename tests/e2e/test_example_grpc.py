@@ -16,14 +16,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 PORTS = ("9091", "9092", "9093", "15001", "15000")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "Envoy gap found in a clean-clone CI run: with the subset load balancer (the route's "
-        "v1/v2 subsets) a retry after v1-b's UNAVAILABLE may land on v1-b again (about 1 call in "
-        "10 fails; the previous_hosts predicate does not hold there); fix: a cluster per subset"
-    ),
-)
 def test_readme_steps(tmp_path: Path, processes: Callable[..., Process]) -> None:
     require_binary("envoy")
     run_readme("grpc", tmp_path / "grpc", PORTS, processes, started_count=4, checked_count=5)

@@ -121,8 +121,9 @@ def test_deterministic_sorted_and_one_resource_per_line() -> None:
     assert json.dumps(cfg, sort_keys=True) == json.dumps(json.loads(text))
     lines = text.splitlines()
     names = [c["name"] for c in cfg["static_resources"]["clusters"]]
-    assert names == ["dr", "pay", "srv", "web", "web_failover", "web_one_mirror"]
-    assert sum(line.startswith('{"circuit_breakers"') for line in lines) == 5
+    assert names == ["dr", "pay", "srv", "web", "web~one",
+                     "web_failover", "web~one_failover", "web_one_mirror"]  # fmt: skip
+    assert sum(line.startswith('{"circuit_breakers"') for line in lines) == 6
 
 
 def test_virtual_hosts_keep_first_match_order_across_hosts() -> None:
@@ -152,8 +153,7 @@ def test_matches_rewrites_faults_and_limits() -> None:
         ],
     }
     action = fault["route"]
-    assert action["cluster"] == "web_failover"
-    assert action["metadata_match"] == {"filter_metadata": {"envoy.lb": {"v": "1"}}}
+    assert action["cluster"] == "web~one_failover" and "metadata_match" not in action
     assert action["host_rewrite_literal"] == "internal"
     assert action["hash_policy"] == [{"header": {"header_name": "x-user"}}]
     per = fault["typed_per_filter_config"]
@@ -203,10 +203,7 @@ def test_clusters_zones_backup_and_policies() -> None:
     assert web["load_assignment"]["policy"] == {"overprovisioning_factor": 250}
     assert web["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
     assert web["lb_policy"] == "RING_HASH" and web["type"] == "STATIC"
-    assert web["lb_subset_config"] == {
-        "fallback_policy": "ANY_ENDPOINT",
-        "subset_selectors": [{"keys": ["v"], "fallback_policy": "NO_FALLBACK"}],
-    }
+    assert "lb_subset_config" not in web
     hc = web["health_checks"][0]
     assert hc["http_health_check"]["expected_statuses"] == [
         {"start": 200, "end": 201}, {"start": 204, "end": 205}]  # fmt: skip
@@ -223,6 +220,8 @@ def test_clusters_zones_backup_and_policies() -> None:
     }
     failover = _cluster(cfg, "web_failover")
     assert failover["cluster_type"]["typed_config"]["clusters"] == ["web", "dr"]
+    failover = _cluster(cfg, "web~one_failover")
+    assert failover["cluster_type"]["typed_config"]["clusters"] == ["web~one", "dr"]
     dr = _cluster(cfg, "dr")
     assert dr["cluster_type"]["typed_config"]["all_addresses_in_single_endpoint"] is True
     assert dr["least_request_lb_config"] == {"choice_count": 3}
@@ -230,6 +229,23 @@ def test_clusters_zones_backup_and_policies() -> None:
     pay = _cluster(cfg, "pay")["cluster_type"]["typed_config"]
     assert (pay["dns_lookup_family"], pay["dns_refresh_rate"]) == ("V4_ONLY", "1s")
     assert _cluster(cfg, "srv")["load_assignment"]["endpoints"] == []
+
+
+def test_a_subset_is_a_cluster_of_its_own() -> None:
+    """A route's subset is the cluster ``<service>~<subset>`` (so ``previous_hosts`` holds on
+    retries, which Envoy's subset load balancer ignores): the subset's endpoints in their
+    zones, and the service's health check, outlier detection, breakers, budget and TLS. A
+    subset without labels is the whole service."""
+    cfg, _ = _build()
+    web, one = _cluster(cfg, "web"), _cluster(cfg, "web~one")
+    groups = one["load_assignment"]["endpoints"]
+    assert one["load_assignment"]["cluster_name"] == "web~one"
+    assert [[e["endpoint"]["address"]["socket_address"]["port_value"] for e in g["lb_endpoints"]]
+            for g in groups] == [[9001]]  # fmt: skip
+    same = ("health_checks", "outlier_detection", "circuit_breakers", "transport_socket",
+            "lb_policy", "common_lb_config", "connect_timeout", "type")  # fmt: skip
+    assert {k: one[k] for k in same} == {k: web[k] for k in same}
+    assert "web~all" not in [c["name"] for c in cfg["static_resources"]["clusters"]]
 
 
 def test_upstream_tls() -> None:
@@ -255,8 +271,10 @@ def test_listener_limits_and_filters() -> None:
         "meshgen.service_ratelimit", "envoy.filters.http.router"]  # fmt: skip
     service = hcm["http_filters"][2]["typed_config"]
     bucket = {"max_tokens": 10, "tokens_per_fill": 1, "fill_interval": "0.200s"}
-    entries = [{"key": "destination_cluster", "value": "web_failover"}]
-    assert service["descriptors"] == [{"entries": entries, "token_bucket": bucket}]
+    assert service["descriptors"] == [  # a bucket per subset cluster: a gap
+        {"entries": [{"key": "destination_cluster", "value": name}], "token_bucket": bucket}
+        for name in ("web_failover", "web~one_failover")
+    ]
     assert hcm["max_request_headers_kb"] == 3
     assert hcm["normalize_path"] and hcm["merge_slashes"] and hcm["strip_any_host_port"]
     assert hcm["path_with_escaped_slashes_action"] == "KEEP_UNCHANGED"
