@@ -64,10 +64,9 @@ def render(tables: Tables, ctx: RenderContext) -> dict[str, str]:
     """``envoy/envoy.json``, ``envoy/cds.json``, ``envoy/lds.json`` and ``envoy/dynamic.json``."""
     by_name: dict[str, Cluster] = {c.name: c for c in tables.clusters}
     builder = RouteBuilder(by_name)
-    cds = clusters(tables)
     lds = listeners(tables, builder)
     base = common(tables)
-    static = {"clusters": Lines(map(resource, cds)), "listeners": Lines(map(resource, lds))}
+    static = {"clusters": Lines(clusters(tables)), "listeners": Lines(map(resource, lds))}
     dynamic = {"cds_config": live_source("cds.json"), "lds_config": live_source("lds.json")}
     return {
         "envoy/envoy.json": document({**base, "static_resources": static}),
