@@ -136,6 +136,8 @@ class AlertEvaluator:
     store: Store = field(init=False)
     states: dict[str, AlertState] = field(init=False, default_factory=dict)
     evaluated_at: float | None = field(init=False, default=None)
+    wanted: frozenset[str] = field(init=False)
+    """The sample names the rules and the status page read: all that ``run`` collects."""
 
     def __post_init__(self) -> None:
         self.update_rules(self.alerts, self.slos, self.alertmanager)
@@ -164,6 +166,7 @@ class AlertEvaluator:
             key = (REQUESTS, slo.service)
             keep[key] = max(keep.get(key, 0.0), *slo_windows(slo))
         self._keep = keep
+        self.wanted = STATUS_SERIES | {name for name, _ in keep}
 
     def _retention(self, name: str, service: str) -> float | None:
         keep = self._keep.get((name, service))
@@ -175,6 +178,10 @@ class AlertEvaluator:
         """Ingest a snapshot, evaluate every rule at ``now``; return alerts to notify."""
         now = round(now * 1000) / 1000
         self.store.ingest(now, samples)
+        return self.evaluate(now)
+
+    def evaluate(self, now: float) -> list[dict[str, Any]]:
+        """Evaluate every rule at ``now`` over what the store holds; return alerts to notify."""
         self.evaluated_at = now
         for rule in self.rules:
             value = rule.check(self.store, now)
@@ -225,7 +232,11 @@ class AlertEvaluator:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            due = self.step(self.clock(), metrics.collect())
+            now = round(self.clock() * 1000) / 1000
+            samples = metrics.collect(self.wanted)
+            for _ in self.store.ingest_in_slices(now, samples):
+                await asyncio.sleep(0)  # let probes and requests run between slices
+            due = self.evaluate(now)
             if due and self.alertmanager:
                 await post_alerts(self.alertmanager, due)
             await asyncio.sleep(max(0.0, interval_s - (loop.time() - started)))
