@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from meshgen.emit import VERBATIM
 from meshgen.resources import runtime_dir
 from meshgen.runtime.tables import Tables
 
@@ -52,7 +53,7 @@ def runtime_files() -> dict[str, str]:
     out: dict[str, str] = {}
     for rel, path in runtime_sources().items():
         with open(path, encoding="utf-8", newline="") as f:
-            out[f"meshgen_runtime/{rel}"] = f.read()
+            out[f"{VERBATIM}{rel}"] = f.read()
     return out
 
 

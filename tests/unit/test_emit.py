@@ -91,6 +91,14 @@ def test_broken_or_unsafe_outputs_are_never_swapped_in(
     assert _siblings(dist) == ["dist"]
 
 
+def test_only_generated_code_is_parsed_the_runtime_copy_by_hash() -> None:
+    """The runtime's copy is meshgen's own source (compiled by the test suite): emit checks it
+    by hash and does not parse it again; the same text as a generated module is parsed."""
+    verify({"meshgen_runtime/app/x.py": b"X = (\n"})
+    with pytest.raises(VerifyError, match=r"mesh/x\.py"):
+        verify({"mesh/x.py": b"X = (\n"})
+
+
 def test_a_manifest_that_does_not_match_is_a_verify_error(tmp_path: Path) -> None:
     files = _files()
     files["requirements.txt"] = "changed after hashing\n"
