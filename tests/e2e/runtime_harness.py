@@ -180,6 +180,15 @@ class Runtime:
         return self.log.read_text(errors="replace")
 
 
+def check_runtime_kind(running: str, wanted: str) -> None:
+    """The runtime that started is the one asked for (``MESHGEN_RUNTIME``, which
+    tests/e2e/conftest.py sets): a compiled build that silently fell back fails here."""
+    if wanted == "compiled":
+        assert running.startswith("compiled (mypyc, "), f"asked for compiled, runs {running}"
+    elif wanted == "pure":
+        assert running == "pure", f"asked for pure, runs {running}"
+
+
 @contextmanager
 def run_dist(
     dist: Path,
@@ -187,9 +196,12 @@ def run_dist(
     timeout: float = 15.0,
     cli: bool = False,
     nofile: tuple[int, int] | None = None,
+    runtime: str | None = None,
 ) -> Iterator[Runtime]:
     """Start ``python DIST --ready-file`` (``meshgen run DIST`` with ``cli``; with ``nofile``
-    (soft, hard) as its RLIMIT_NOFILE); wait for the ready file; SIGTERM then SIGKILL at exit."""
+    (soft, hard) as its RLIMIT_NOFILE; ``runtime``: its ``MESHGEN_RUNTIME``, else this
+    process's); wait for the ready file; SIGTERM then SIGKILL at exit."""
+    wanted = runtime or os.environ.get("MESHGEN_RUNTIME", "auto")
     ready = dist.parent / f"{dist.name}.ready.json"
     ready.unlink(missing_ok=True)
     log = dist.parent / f"{dist.name}.log"
@@ -202,6 +214,7 @@ def run_dist(
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_pdeathsig if nofile is None else lambda: _limited(nofile),
+            env={**os.environ, "MESHGEN_RUNTIME": wanted},
         )
     try:
 
@@ -212,7 +225,9 @@ def run_dist(
 
         eventually(started, timeout=timeout, what="the runtime's ready file",
                    context=lambda: log.read_text()[-3000:])  # fmt: skip
-        yield Runtime(proc, log, json.loads(ready.read_text()))
+        info = json.loads(ready.read_text())
+        check_runtime_kind(str(info.get("runtime")), wanted)
+        yield Runtime(proc, log, info)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -51,7 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .. import SELECTED
 from ..codec.guard import raise_fd_limit
+from ..compiled import describe as runtime_kind
 from ..forward.generation import Generation
 from ..forward.proxy import Proxy
 from ..forward.tcp import TcpProxy
@@ -103,6 +105,8 @@ def arg_parser(prog: str = "python DIST", *, with_dist: bool = False) -> argpars
     p.add_argument("--dns-server", metavar="HOST:PORT", help="DNS server for discovery")
     p.add_argument("--no-fast-path", action="store_true",
                    help="drive every request in a coroutine (slower; for debugging)")  # fmt: skip
+    p.add_argument("--accelerate", action="store_true",  # (launch.py runs it, before the tables)
+                   help="compile the runtime with mypyc for this machine, then exit")  # fmt: skip
     return p
 
 
@@ -280,6 +284,7 @@ class Runtime:
             upstreams_provider=lambda: self.proxy.generation.upstreams if self.proxy else None,
             metrics=self.metrics,
             alerts=self.alerts,
+            runtime=runtime_kind(SELECTED),
         )
         task = asyncio.get_running_loop().create_task(self.alerts.run(self.metrics))
         self._retired.add(task)
@@ -288,7 +293,8 @@ class Runtime:
         info: dict[str, Any] = {
             "listeners": {
                 n: _addr(b.server.sockets[0].getsockname()) for n, b in self.servers.items()
-            }
+            },
+            "runtime": runtime_kind(SELECTED),
         }
         if self.admin is not None:
             info["admin"] = self.admin.address
@@ -489,6 +495,7 @@ def main(argv: list[str] | None = None, dist: Path | None = None) -> int:
     if unknown:
         print(f"python DIST: error: {unknown}", file=sys.stderr)
         return 2
+    log.info("runtime: %s", runtime_kind(SELECTED))
     log.debug("open files limit: %d", raise_fd_limit())
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         runtime = Runtime(args, tables)

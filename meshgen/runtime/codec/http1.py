@@ -325,6 +325,7 @@ def _check_host(req: Request) -> None:
 class ServerConnection(asyncio.Protocol):
     """One downstream connection: parse, queue, hand requests to the proxy in order."""
 
+    __deletable__ = ("_parser",)  # freed at close (a compiled class must say so)
     __slots__ = ("__weakref__", "_admitted", "_body_paused", "_chunk", "_clock", "_deferred",
                  "_head_raw", "_head_slack", "_max_head", "_max_headers", "_max_url", "_parser",
                  "_pipeline_paused", "_queue", "_reading_paused", "_req", "_req_in_progress",

@@ -127,6 +127,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     are ``finished`` before anyone asks. ``arm``/``disarm`` give the exchange a deadline.
     """
 
+    __deletable__ = ("_parser",)  # freed at close (a compiled class must say so)
     __slots__ = ("__weakref__", "_after_upload", "_batch", "_complete", "_done", "_early",
                  "_expecting", "_head_raw", "_head_ready", "_in_head", "_loop", "_max_head",
                  "_max_headers", "_may_upgrade", "_on_head", "_parser", "_sink", "_timer",

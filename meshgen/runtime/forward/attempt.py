@@ -304,7 +304,7 @@ class Attempt:
     """The decisions of one request (see the module docstring); drivers call :meth:`step`."""
 
     __slots__ = ("answer", "begun", "breaker", "caller", "conn", "deadline", "delay",
-                 "driver", "exclude", "gen", "grpc", "grpc_deadline", "grpc_status", "hash_key",
+                 "exclude", "gen", "grpc", "grpc_deadline", "grpc_status", "hash_key",
                  "head", "holding", "last", "listener", "mirror", "path", "per_try", "picked",
                  "query", "req", "route", "stale_retry", "start", "state", "status", "target",
                  "tries", "wait_until")  # fmt: skip
@@ -319,14 +319,12 @@ class Attempt:
         req: Incoming,
         caller: str | None = None,
         start: float = 0.0,
-        driver: object = None,
     ) -> None:
         self.gen = gen
         self.listener = listener  # "" for the in-process client (its router has every route)
         self.req = req
         self.caller = caller  # the verified identity, on listeners that enforce access
         self.start = start  # when the request began (the driver's clock): its duration
-        self.driver = driver  # whatever the driver needs to find again (the proxy)
         self.state = NEW
         self.path: str
         self.query: str

@@ -62,11 +62,13 @@ class ProxyAttempt(Attempt):
     """A request on the proxy: the machine, and the proxy's way of carrying out its actions,
     from callbacks (:meth:`run`) or in the coroutine loop (``forward.tries.Steps``)."""
 
-    __slots__ = ()
+    # The machine's ``gen`` and ``req`` again, with the proxy's types: a compiled (mypyc)
+    # class cannot narrow an attribute its base declares, and these need no cast per use.
+    __slots__ = ("driver", "generation", "request")
 
     driver: Driver
-    gen: Generation
-    req: Request
+    generation: Generation
+    request: Request
 
     @classmethod
     def of(cls, driver: Driver, req: Request) -> ProxyAttempt:
@@ -76,11 +78,15 @@ class ProxyAttempt(Attempt):
         listener: str = req.conn.listener.name  # type: ignore[attr-defined]
         caller = identity(gen, req) if gen.enforced[listener] else None
         gen.in_flight += 1
-        return cls(gen, listener, req, caller, time.monotonic(), driver)
+        att = cls(gen, listener, req, caller, time.monotonic())
+        att.driver = driver
+        att.generation = gen
+        att.request = req
+        return att
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self.req.conn.loop
+        loop = self.request.conn.loop
         assert loop is not None
         return loop
 
@@ -88,7 +94,7 @@ class ProxyAttempt(Attempt):
 
     def run(self, action: int) -> None:
         """Step the machine in this callback while nothing has to wait (module docstring)."""
-        req = self.req
+        req = self.request
         exchange = self.driver.exchange
         while True:
             if action == TRY:
@@ -110,7 +116,7 @@ class ProxyAttempt(Attempt):
             elif action == RESPOND:
                 conn, route = self.conn, self.route
                 assert conn is not None and route is not None
-                ops = self.gen.header_ops.get(route.name) or self.gen.ops(route)
+                ops = self.generation.header_ops.get(route.name) or self.generation.ops(route)
                 rest = exchange.respond(req, conn, ops[1], self)
                 if rest is not None:
                     self._detach(self._tail(rest))
@@ -129,7 +135,7 @@ class ProxyAttempt(Attempt):
             self.run(self.outcome(HEAD, conn.status))
         else:
             self.conn = None
-            req = self.req
+            req = self.request
             self.run(self.outcome(FAILED, broken(req.conn.closed, req.body, conn)))
 
     async def drive(self, action: int) -> None:
@@ -150,23 +156,24 @@ class ProxyAttempt(Attempt):
 
     def _detach(self, work: Coroutine[Any, Any, None]) -> None:
         """Go on in a task; the connection's next request waits for it."""
-        conn = self.req.conn
+        conn = self.request.conn
         assert conn.loop is not None
-        conn.loop.create_task(conn.finish_detached(self.req, work))
+        conn.loop.create_task(conn.finish_detached(self.request, work))
 
     # ---- forward.tries.Steps: the coroutine loop's actions --------------------------------
 
     async def tried(self, att: Attempt) -> int:
-        return await self.driver.exchange.tried(self.gen, self, self.req)
+        return await self.driver.exchange.tried(self.generation, self, self.request)
 
     async def respond(self, att: Attempt) -> None:
         assert self.conn is not None and self.route is not None
-        rest = self.driver.exchange.respond(self.req, self.conn, self.gen.ops(self.route)[1], self)
+        sops = self.generation.ops(self.route)[1]
+        rest = self.driver.exchange.respond(self.request, self.conn, sops, self)
         if rest is not None:
             await rest
 
     def abandon(self, att: Attempt) -> None:
-        self.driver.exchange.abandon(self, self.req)
+        self.driver.exchange.abandon(self, self.request)
 
     def copy(self, att: Attempt) -> None:
         self.driver.mirror(self)

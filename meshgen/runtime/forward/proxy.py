@@ -133,15 +133,15 @@ class Proxy:
     def mirror(self, att: Attempt) -> None:
         """The machine's MIRROR: a copy of the request to its mirror service."""
         assert isinstance(att, ProxyAttempt)
-        self.mirrors.mirror(att.gen, att, att.req, att.req.body)
+        self.mirrors.mirror(att.generation, att, att.request, att.request.body)
 
     def finish(self, att: ProxyAttempt) -> None:
         """The request ended: its local answer (if the machine made one), in-flight count,
         metrics, access log."""
-        req = att.req
+        req = att.request
         if att.answer is not None:
             self._local(req, att.answer)
-        att.gen.in_flight -= 1
+        att.generation.in_flight -= 1
         duration = time.monotonic() - att.start
         att.account(duration)
         if self.access_log is not None:
@@ -163,7 +163,7 @@ class Proxy:
 
     def _log(self, att: ProxyAttempt, duration: float) -> None:
         assert self.access_log is not None
-        req = att.req
+        req = att.request
         line = json.dumps(
             {
                 "time": time.time(),

@@ -6,11 +6,13 @@ Entry point (called by main.py)::
                           tables_provider: Callable[[], Tables],
                           upstreams_provider: Callable[[], SnapshotSource | None],
                           metrics: Metrics,
-                          alerts: AlertEvaluator | None = None) -> AdminServer
+                          alerts: AlertEvaluator | None = None,
+                          runtime: str = "pure") -> AdminServer
 
 ``AdminServer.bound_address`` (also ``.address``) is ``"host:port"`` as bound (port 0 picks
 one); ``await server.close()`` stops it and drops open keep-alive connections. Providers are
-called per request, so a reload (new tables, new Upstreams) shows at once.
+called per request, so a reload (new tables, new Upstreams) shows at once. ``/config`` is the
+tables plus ``"runtime"``: ``runtime`` as given (``compiled (mypyc, <hash>)`` or ``pure``).
 
 Theory of operation: an asyncio Protocol feeds bytes to httptools (llhttp); each complete
 request is answered synchronously from in-memory state, so pipelined responses keep their
@@ -74,6 +76,7 @@ class _Context:
     upstreams_provider: Callable[[], SnapshotSource | None]
     metrics: Metrics
     alerts: AlertEvaluator | None
+    runtime: str
 
 
 Response = tuple[int, str, bytes, tuple[tuple[str, str], ...]]
@@ -92,7 +95,8 @@ def handle(ctx: _Context, method: str, path: str) -> Response:
     if path == "/healthz":
         return 200, TEXT, b"ok\n", ()
     if path == "/config":
-        return 200, JSON, _json(dataclasses.asdict(ctx.tables_provider())), ()
+        config = dataclasses.asdict(ctx.tables_provider())
+        return 200, JSON, _json({**config, "runtime": ctx.runtime}), ()
     if path == "/alerts":
         firing = ctx.alerts.firing() if ctx.alerts is not None else []
         return 200, JSON, _json({"alerts": firing}), ()
@@ -128,6 +132,8 @@ def _encode(response: Response, head_only: bool, keep_alive: bool) -> bytes:
 
 
 class _AdminProtocol(asyncio.Protocol):
+    __deletable__ = ("parser",)  # freed at close (a compiled class must say so)
+
     def __init__(
         self, ctx: _Context, connections: set[asyncio.Transport], guard: ListenerGuard
     ) -> None:
@@ -250,9 +256,10 @@ async def start_admin(
     metrics: Metrics,
     alerts: AlertEvaluator | None = None,
     limits: Limits = ADMIN_LIMITS,
+    runtime: str = "pure",
 ) -> AdminServer:
     """Listen on ``host:port`` (0: any free port) and serve the admin endpoints."""
-    ctx = _Context(tables_provider, upstreams_provider, metrics, alerts)
+    ctx = _Context(tables_provider, upstreams_provider, metrics, alerts, runtime)
     connections: set[asyncio.Transport] = set()
     guard = ListenerGuard(ADMIN_NAME, limits, metrics.inc_rejected, ADMIN_FD_RESERVE)
     metrics.declare_listener(ADMIN_NAME, REASONS)

@@ -1,0 +1,189 @@
+"""Added latency at a constant request rate: meshgen (pure and compiled) vs HAProxy, open loop.
+
+Usage: ``python bench/latency.py [--rate 1000] [--duration 10] [--rounds 3]``. Needs the Debian
+packages haproxy and nginx-light, a C compiler for the compiled runtime (it is built into the
+machine's cache first, as ``python DIST --accelerate`` does).
+
+What it measures: requests go out at a fixed schedule (``--rate`` per second, spread over
+``--connections`` keep-alive connections), whether or not earlier ones came back. A request's
+latency runs from its *scheduled* send time to the end of its response, so a stall that delays
+later sends counts against every request it delayed (no coordinated omission, as wrk2); a
+request whose connection is still busy waits for the next free one, and that wait counts too.
+Each round measures, one after the other: nginx directly, then through HAProxy 2.6
+(nbthread 1), meshgen's pure runtime and meshgen's compiled runtime (the same DIST, chosen by
+``MESHGEN_RUNTIME``). "Added" is a proxy's p50 / p99 minus the direct call's in the same round;
+the table shows the median over rounds. Proxies are pinned to CPU 0, nginx and this load
+generator to CPU 1 (``taskset``). The generator is Python (uvloop, httptools' parser): its own
+scheduling jitter is in every number, the direct call's too, so it cancels out of "added".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httptools
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import (
+    HAPROXY,
+    MESH,
+    NGINX,
+    listening,
+    process,
+    wait_answering,
+)
+from runtime_harness import build_dist, run_dist, spec
+
+from meshgen.resources import runtime_dir
+from meshgen.runtime.accelerate import build
+
+REQUEST = b"GET /api/items HTTP/1.1\r\nHost: shop\r\nUser-Agent: latency\r\n\r\n"
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection with at most one request in flight."""
+
+    def __init__(self, done: Callable[[Connection, float], None]) -> None:
+        self.done = done
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.scheduled = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def send(self, scheduled: float) -> None:
+        self.scheduled = scheduled
+        assert self.transport is not None
+        self.transport.write(REQUEST)
+
+    def on_message_complete(self) -> None:
+        self.done(self, time.perf_counter() - self.scheduled)
+
+
+async def open_loop(port: int, rate: float, duration: float, connections: int) -> list[float]:
+    """Latencies (seconds) of ``rate * duration`` requests sent on schedule to ``port``."""
+    loop = asyncio.get_running_loop()
+    idle: collections.deque[Connection] = collections.deque()
+    waiting: collections.deque[float] = collections.deque()  # scheduled times with no connection
+    latencies: list[float] = []
+
+    def done(conn: Connection, latency: float) -> None:
+        latencies.append(latency)
+        if waiting:
+            conn.send(waiting.popleft())
+        else:
+            idle.append(conn)
+
+    for _ in range(connections):
+        _, conn = await loop.create_connection(lambda: Connection(done), "127.0.0.1", port)
+        idle.append(conn)
+    total = int(rate * duration)
+    start = time.perf_counter() + 0.01
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        while sent < total and start + sent / rate <= now:
+            scheduled = start + sent / rate
+            if idle:
+                idle.popleft().send(scheduled)
+            else:
+                waiting.append(scheduled)
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    deadline = time.perf_counter() + 10
+    while len(latencies) < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    for conn in idle:
+        assert conn.transport is not None
+        conn.transport.close()
+    return latencies
+
+
+def percentiles(port: int, args: argparse.Namespace) -> tuple[float, float]:
+    """(p50, p99) in ms of one open-loop run (after one second of warm-up at the same rate)."""
+    uvloop.run(open_loop(port, args.rate, 1.0, args.connections))
+    got = uvloop.run(open_loop(port, args.rate, args.duration, args.connections))
+    q = statistics.quantiles(got, n=100, method="inclusive")
+    return 1000 * q[49], 1000 * q[98]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.sched_setaffinity(0, {1})  # the load generator shares CPU 1 with nginx
+    print(f"compiled runtime: {build(runtime_dir())}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="meshgen-latency-") as tmp:
+        d = Path(tmp)
+        nginx_sock, haproxy_sock = listening(), listening()
+        nginx_port, haproxy_port = nginx_sock.getsockname()[1], haproxy_sock.getsockname()[1]
+        (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
+        (d / "haproxy.cfg").write_text(HAPROXY.format(fd=haproxy_sock.fileno(), backend=nginx_port))
+        dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
+        nginx_env = {**os.environ, "NGINX": f"{nginx_sock.fileno()};"}
+        nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
+        ha_cmd = ["taskset", "-c", "0", "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
+        with (
+            process(nginx_cmd, d / "nginx.log", nginx_sock, nginx_env),
+            process(ha_cmd, d / "ha.log", haproxy_sock),
+            run_dist(dist, runtime="pure") as pure,
+            run_dist(dist, runtime="compiled") as compiled,
+        ):
+            for pid in (pure.proc.pid, compiled.proc.pid):
+                subprocess.run(["taskset", "-acp", "0", str(pid)], check=True, capture_output=True)
+            wait_answering(nginx_port)
+            wait_answering(haproxy_port)
+            targets = {
+                "direct nginx": nginx_port,
+                "haproxy 2.6 (nbthread 1)": haproxy_port,
+                "meshgen pure": pure.port,
+                "meshgen compiled": compiled.port,
+            }
+            added: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+            for n in range(args.rounds):
+                got = {name: percentiles(port, args) for name, port in targets.items()}
+                base = got["direct nginx"]
+                for name, (p50, p99) in got.items():
+                    added[name].append((p50 - base[0], p99 - base[1]))
+                shown = [f"{name.split()[-1]} p50 {p50:.3f} p99 {p99:.3f}"
+                         for name, (p50, p99) in got.items()]  # fmt: skip
+                print(f"round {n + 1} (ms): " + " | ".join(shown), flush=True)
+    print(
+        f"{args.rate:.0f} req/s open loop, {args.connections} connections, {args.duration:.0f} s "
+        f"per run, median over {args.rounds} alternating rounds of the added latency (ms)"
+    )
+    ha = added["haproxy 2.6 (nbthread 1)"]
+    ha_p99 = statistics.median(p99 for _, p99 in ha)
+    print(f"| {'setup':<26} | {'added p50':>9} | {'added p99':>9} | {'p99 vs HAProxy':>14} |")
+    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 11}|{'-' * 16}|")
+    for name, rows in added.items():
+        if name == "direct nginx":
+            continue
+        p50 = statistics.median(a for a, _ in rows)
+        p99 = statistics.median(b for _, b in rows)
+        print(f"| {name:<26} | {p50:>9.3f} | {p99:>9.3f} | {p99 / ha_p99:>13.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())
