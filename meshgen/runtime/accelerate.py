@@ -52,7 +52,8 @@ setup(
     ext_modules=mypycify(
         ["--ignore-missing-imports", *paths], opt_level="3", group_name=group, target_dir="_build"
     ),
-    script_args=["--quiet", "build_ext", "--inplace", "--build-temp", "_build/obj"],
+    script_args=["--quiet", "build_ext", "--inplace", "--build-temp", "_build/obj",
+                 "--build-lib", "_build/lib"],
 )
 """
 """The child's build script: mypyc through setuptools, compiled in place."""

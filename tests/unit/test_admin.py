@@ -64,7 +64,7 @@ def _with_admin(
         server = await start_admin(
             "127.0.0.1", 0, tables_provider=lambda: tables,
             upstreams_provider=lambda: FakeUpstreams(snapshot or SNAPSHOT),
-            metrics=metrics, alerts=evaluator,
+            metrics=metrics, alerts=evaluator, runtime=RUNTIME,
         )  # fmt: skip
         try:
             await body(server, metrics, evaluator)
@@ -95,6 +95,9 @@ async def _raw(server: AdminServer, data: bytes) -> bytes:
     return out
 
 
+RUNTIME = "compiled (mypyc, 0123456789abcdef)"
+
+
 def test_bound_address_and_endpoints() -> None:
     """Port 0 binds a real port; /healthz /metrics /config /alerts answer with their types."""
 
@@ -110,7 +113,8 @@ def test_bound_address_and_endpoints() -> None:
         status, headers, data = await _get(server, "/config")
         assert headers["Content-Type"] == "application/json"
         config = json.loads(data)
-        assert config == json.loads(json.dumps(dataclasses.asdict(make_tables())))
+        tables = json.loads(json.dumps(dataclasses.asdict(make_tables())))
+        assert config == {**tables, "runtime": RUNTIME}  # the tables, and which runtime runs
         status, _, data = await _get(server, "/alerts")
         assert json.loads(data) == {"alerts": []}
 

@@ -16,7 +16,7 @@ import pytest
 from meshgen.resources import runtime_dir
 
 LAYERS = ("tables", "codec", "policy", "upstream", "forward", "observe", "app")
-TOP_LEVEL = {"tables": "tables", "launch": "app", "": "app"}  # "" is the package __init__
+TOP_LEVEL = {"tables": "tables", "launch": "app", "compiled": "app", "accelerate": "app", "": "app"}
 Graph = dict[str, set[str]]
 
 

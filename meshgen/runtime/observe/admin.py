@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import httptools
@@ -231,7 +232,10 @@ class AdminServer:
     def __init__(self, server: asyncio.Server, connections: set[asyncio.Transport]) -> None:
         self._server = server
         self._connections = connections
-        host, port = server.sockets[0].getsockname()[:2]
+        # uvloop's ``sockets`` is a list where typeshed says tuple: read it untyped, or the
+        # compiled runtime's type check refuses it
+        sockets: Sequence[socket.socket] = cast(Any, server).sockets
+        host, port = sockets[0].getsockname()[:2]
         self.host: str = host
         self.port: int = port
         self.bound_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
