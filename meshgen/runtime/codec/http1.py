@@ -556,11 +556,11 @@ class ServerConnection(asyncio.Protocol):
 
     # proxy-facing helpers
     def write(self, data: bytes) -> None:
-        """Write now (body chunks: flow control sees them at once), after anything batched."""
+        """A body chunk, after anything batched: with its head when that is still batched,
+        else now (flow control sees it at once): :meth:`.upstream_conn.WriteBatch.write`."""
         if self.transport is not None and not self.transport.is_closing():
             assert self.batch is not None
-            self.batch.flush()
-            self.transport.write(data)
+            self.batch.write(self.transport, data)
 
     def send(self, data: bytes) -> None:
         """Write at the end of this loop pass (a head, a whole small response): see

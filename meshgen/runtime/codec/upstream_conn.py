@@ -69,8 +69,10 @@ class WriteBatch:
     costliest part of a send. Sending a pass's messages back to back (instead of one between
     each request's Python work) lets a peer that is already awake take them without a new
     wake-up: about 4 us less kernel time per proxied request. Per transport the order stays
-    that of the calls: anything written directly (body chunks, tunnels) calls :meth:`flush`
-    first, and so does closing a connection.
+    that of the calls: anything written directly (tunnels) calls :meth:`flush` first, and so
+    does closing a connection. Messages for the transport batched last are joined into one
+    (pipelined answers; a head and the body chunks that follow it in the same pass, through
+    :meth:`write`): one send each.
     """
 
     __slots__ = ("_items", "_loop")
@@ -84,7 +86,21 @@ class WriteBatch:
         items = self._items
         if not items:
             self._loop.call_soon(self.flush)
+        elif items[-1][0] is transport:
+            items[-1] = (transport, items[-1][1] + data)
+            return
         items.append((transport, data))
+
+    def write(self, transport: asyncio.Transport, data: bytes) -> None:
+        """A body chunk: joined to the message batched last when that is for ``transport``
+        (its head, sent together at the end of this pass), else written now, after
+        everything batched (flow control sees it at once)."""
+        items = self._items
+        if items and items[-1][0] is transport:
+            items[-1] = (transport, items[-1][1] + data)
+            return
+        self.flush()
+        transport.write(data)
 
     def flush(self) -> None:
         """Write everything batched so far, in order."""
@@ -270,17 +286,14 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             return
         assert self._batch is not None
         self.last_activity = self._loop.time()  # type: ignore[union-attr]
-        self._batch.flush()  # the head goes first
         if self.chunked_out:
-            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.transport.write(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self._batch.write(self.transport, data)  # after the head, with it if still batched
 
     def finish(self) -> None:
         if self.chunked_out and not self.closed and self.transport is not None:
             assert self._batch is not None
-            self._batch.flush()
-            self.transport.write(b"0\r\n\r\n")
+            self._batch.write(self.transport, b"0\r\n\r\n")
         if self._upload_idle:  # the request is complete: its timeout starts now
             self._upload_idle = 0.0
             self.arm(self._after_upload)

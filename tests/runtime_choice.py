@@ -1,4 +1,5 @@
-"""Which runtime each end-to-end test runs: the compiled (mypyc) one, but :data:`PURE_SUBSET`.
+"""Which runtime each test runs: end-to-end tests the compiled (mypyc) one but
+:data:`PURE_SUBSET`; every other test the pure one (those import DIST copies in-process).
 
 ``MESHGEN_RUNTIME`` in pytest's environment chooses: unset (or ``auto``) is that split, so one
 ``python -m pytest -q`` runs the whole suite compiled and a fast subset that covers every
@@ -34,13 +35,16 @@ PURE_SUBSET = ("test_differential.py", "test_proxy_fastpath.py", "test_client.py
 _BUILD: dict[str, str] = {}  # "folder" or "error", and "seconds"
 
 
-def _e2e(item: pytest.Item) -> bool:
-    return item.path.parent == Path(__file__).parent
+E2E = Path(__file__).parent / "e2e"
+
+
+def _e2e(path: Path) -> bool:
+    return path.parent == E2E
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the compiled runtime once, if any collected end-to-end test runs it."""
-    if WANTED == "pure" or not any(_e2e(item) for item in session.items):
+    if WANTED == "pure" or not any(_e2e(item.path) for item in session.items):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
@@ -65,8 +69,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def runtime_kind(request: pytest.FixtureRequest) -> Iterator[str]:
     """``compiled`` or ``pure``, exported as ``MESHGEN_RUNTIME`` to every child the module's
     tests and fixtures start (module scope: set before any module-scoped server starts)."""
-    subset = request.path.name in PURE_SUBSET
-    kind = "pure" if WANTED == "pure" or (WANTED == "auto" and subset) else "compiled"
+    pure = not _e2e(request.path) or request.path.name in PURE_SUBSET
+    kind = "pure" if WANTED == "pure" or (WANTED == "auto" and pure) else "compiled"
     if kind == "compiled" and "error" in _BUILD:
         if IN_CI:
             pytest.fail(f"CI=true and the compiled runtime did not build: {_BUILD['error']}")
