@@ -10,11 +10,11 @@ the first one's modules.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..tables import Tables
 
-TABLE_FILES = ("routing", "health", "tls", "monitoring")
+TABLE_FILES: Final = ("routing", "health", "tls", "monitoring")
 
 
 class TablesError(Exception):

@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from .. import SELECTED
 from ..codec.guard import raise_fd_limit
@@ -67,8 +67,8 @@ from .loader import load_tables
 from .table_changes import count_changes, describe, table_changes
 
 log = logging.getLogger("meshgen.runtime")
-WATCH_INTERVAL_S = 0.5
-RELOAD_LOG_LINES = 50  # changes logged one per line after a reload; the rest are counted
+WATCH_INTERVAL_S: Final = 0.5
+RELOAD_LOG_LINES: Final = 50  # changes logged one per line after a reload; the rest are counted
 Stamp = tuple[tuple[str, int, int, int], ...]
 
 

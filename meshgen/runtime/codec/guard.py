@@ -28,13 +28,14 @@ import logging
 import resource
 import time
 from collections.abc import Callable
+from typing import Final
 
 from ..tables import Limits, Listener
 from .timers import TIMER_SLACK
 
 log = logging.getLogger("meshgen.runtime")
 
-REASONS = (
+REASONS: Final = (
     "max_connections",  # the listener's limits.max_connections reached: accepted and closed
     "fd_limit",  # the process is close to RLIMIT_NOFILE: accepted and closed
     "request_head_timeout",  # the head did not arrive within limits.request_head_timeout: 408
@@ -43,7 +44,7 @@ REASONS = (
     "url_bytes",  # 414
     "bad_request",  # not HTTP/1.x, or framing the proxy does not accept: 400, 501, 505
 )
-TCP_REASONS = (
+TCP_REASONS: Final = (
     "max_connections",
     "fd_limit",
     "no_healthy_endpoint",  # the service (and its backups) had no endpoint to connect to
@@ -52,7 +53,7 @@ TCP_REASONS = (
 )
 """The reasons a tcp listener closes a connection without forwarding it (access denials are
 ``meshgen_denied_total``)."""
-SNI_REASONS = (
+SNI_REASONS: Final = (
     *TCP_REASONS,
     # not a TLS ClientHello, one without a server name or above 16 KiB, or a name that no
     # sni pattern matches: nothing to route by
@@ -68,12 +69,14 @@ def reasons(listener: Listener) -> tuple[str, ...]:
     return SNI_REASONS if listener.sni else TCP_REASONS
 
 
-ADMIN_NAME = "_admin"  # its label value; listener names start with a letter
-PROXY_FD_RESERVE = 128  # descriptors kept free by the listeners: upstream connects, admin, logs
-ADMIN_FD_RESERVE = 16
-ADMIN_LIMITS = Limits(max_connections=256)
-TRIM_AFTER = 1024  # closed connections before the heap is trimmed
-TRIM_EVERY_S = 10.0
+ADMIN_NAME: Final = "_admin"  # its label value; listener names start with a letter
+PROXY_FD_RESERVE: Final = (
+    128  # descriptors kept free by the listeners: upstream connects, admin, logs
+)
+ADMIN_FD_RESERVE: Final = 16
+ADMIN_LIMITS: Final = Limits(max_connections=256)
+TRIM_AFTER: Final = 1024  # closed connections before the heap is trimmed
+TRIM_EVERY_S: Final = 10.0
 
 
 class HeapTrim:
@@ -103,7 +106,7 @@ class HeapTrim:
             self._trim(0)
 
 
-HEAP = HeapTrim()
+HEAP: Final = HeapTrim()
 
 
 def raise_fd_limit() -> int:

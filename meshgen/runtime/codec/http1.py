@@ -54,7 +54,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import cast
+from typing import Final, cast
 
 import httptools
 
@@ -63,9 +63,9 @@ from .paths import target_authority, valid_host
 from .upstream_conn import BodySink, Headers, WriteBatch, head_size, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
 
-REPLAY_LIMIT = 64 * 1024
-HIGH_WATER = 256 * 1024
-HOP_BY_HOP = frozenset(
+REPLAY_LIMIT: Final = 64 * 1024
+HIGH_WATER: Final = 256 * 1024
+HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
      b"transfer-encoding", b"upgrade", b"expect"}
 )  # fmt: skip

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Final
 
 # Timers fire up to a millisecond early (uvloop's clock resolution); treat that as on time.
-TIMER_SLACK = 0.002
+TIMER_SLACK: Final = 0.002
 
 
 class LazyTimer:

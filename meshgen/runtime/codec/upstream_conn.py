@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 from weakref import WeakKeyDictionary
 
 import httptools
@@ -42,7 +42,7 @@ from ..tables import Limits
 from .timers import TIMER_SLACK, LazyTimer
 
 Headers = list[tuple[bytes, bytes]]
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS: Final = Limits()
 
 
 class Downstream(Protocol):

@@ -83,12 +83,34 @@ if TYPE_CHECKING:
     from ..tables import Cluster, Mirror, Route, Target
     from ..upstream.upstreams import Picked, Upstreams
 
-# Actions (what the driver does next).
-LOCAL, DELAY, MIRROR, WAIT, TRY, BACKOFF, RESPOND, DONE = range(8)
+# Actions (what the driver does next). Final literals: compiled code inlines them.
+LOCAL: Final = 0
+DELAY: Final = 1
+MIRROR: Final = 2
+WAIT: Final = 3
+TRY: Final = 4
+BACKOFF: Final = 5
+RESPOND: Final = 6
+DONE: Final = 7
 # Events (what happened).
-START, FORWARD, WOKE, MIRRORED, GRANTED, EXPIRED, HEAD, FAILED, STREAMED = range(9)
+START: Final = 0
+FORWARD: Final = 1
+WOKE: Final = 2
+MIRRORED: Final = 3
+GRANTED: Final = 4
+EXPIRED: Final = 5
+HEAD: Final = 6
+FAILED: Final = 7
+STREAMED: Final = 8
 # States.
-NEW, DELAYING, MIRRORING, QUEUED, TRYING, BACKING_OFF, RESPONDING, ENDED = range(8)
+NEW: Final = 0
+DELAYING: Final = 1
+MIRRORING: Final = 2
+QUEUED: Final = 3
+TRYING: Final = 4
+BACKING_OFF: Final = 5
+RESPONDING: Final = 6
+ENDED: Final = 7
 
 ACTION_NAMES: Final = ("LOCAL", "DELAY", "MIRROR", "WAIT", "TRY", "BACKOFF", "RESPOND", "DONE")
 EVENT_NAMES: Final = (
@@ -295,7 +317,7 @@ class Policies(Protocol):
 
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
-# Where :meth:`Attempt._proceed` starts: each phase runs the ones after it.
+# Where :meth:`Attempt.begin` starts: each phase runs the ones after it.
 _ROUTE, _AFTER_DELAY, _TRIES, _ADMIT, _PICK = range(5)
 _SHADOW = LocalRequest("GET", "", "/", {}, b"")  # what a mirror's attempt reads of its request
 
@@ -402,28 +424,28 @@ class Attempt:
     # ---- admission ----------------------------------------------------------------------
 
     def _start(self, _event: int, _value: int | str) -> int:
-        return self._proceed()
+        return self.begin()
 
     def _woke(self, _event: int, _value: int | str) -> int:
         """After a fault delay, or a retry's backoff (the next try's admission)."""
-        return self._proceed(_AFTER_DELAY if self.state == DELAYING else _ADMIT)
+        return self.begin(_AFTER_DELAY if self.state == DELAYING else _ADMIT)
 
     def _begin(self, _event: int, _value: int | str) -> int:
         """The tries begin (after the mirror, or at once for a mirror's own copy)."""
-        return self._proceed(_TRIES)
+        return self.begin(_TRIES)
 
     def _queued(self, event: int, _value: int | str) -> int:
         """A breaker slot was handed over (GRANTED), or the wait for one ran out (EXPIRED)."""
         if event == EXPIRED:
             return self._local(QUEUE_TIMEOUT)
         self.holding = True
-        return self._proceed(_PICK)
+        return self.begin(_PICK)
 
-    def _proceed(self, phase: int = _ROUTE) -> int:
+    def begin(self, phase: int = _ROUTE) -> int:
         """The decisions in their order (module docstring), from ``phase`` on, until one
         needs the driver: one method, so the common request costs one call, not one per step.
-        Called as :meth:`begin` it is START (``step(START)``) for drivers that call it directly
-        (the proxy's fast path)."""
+        Called without a phase it is START (``step(START)``) for drivers that call it directly
+        (the proxy's fast path). (One name: a compiled class cannot alias a method.)"""
         req = self.req
         gen = self.gen
         if phase == _ROUTE:
@@ -557,7 +579,6 @@ class Attempt:
             self.head = grpc.with_timeout(self.head, per_try)
         return TRY
 
-    begin = _proceed
 
     def _limited(self, wait: float) -> int:
         self.gen.metrics.inc_rate_limited(self.route_name)
@@ -579,7 +600,7 @@ class Attempt:
             if self.stale_retry:  # retried once on a fresh connection, not counted as a try
                 self.stale_retry = False
                 self.tries -= 1
-                return self._proceed(_PICK)
+                return self.begin(_PICK)
             result = "reset"
         gen.metrics.inc_upstream(picked.service, picked.endpoint.address, result)
         gone = self.req.conn.closed or result == CLIENT_TIMEOUT  # nothing to retry for

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ..codec.http1 import HOP_BY_HOP
 from ..policy.access import AccessPolicy, enforced_on
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..policy.tls import TlsContexts
     from ..upstream.upstreams import Upstreams
 
-CLIENT = ""  # the in-process client's "listener": no listener, every route
+CLIENT: Final = ""  # the in-process client's "listener": no listener, every route
 log = logging.getLogger("meshgen.proxy")
 
 

@@ -19,15 +19,15 @@ over the caller's headers and a join.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..codec.http1 import HOP_BY_HOP
 from ..tables import HeaderOps, Route
 
-VIA = b"1.1 meshgen"
+VIA: Final = b"1.1 meshgen"
 # Request headers never copied as they are: hop-by-hop, and the ones the proxy writes itself.
-REQUEST_SKIP = HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"via"}
-VIA_LINE = b"via: %s\r\n" % VIA
+REQUEST_SKIP: Final = HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"via"}
+VIA_LINE: Final = b"via: %s\r\n" % VIA
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,4 +184,4 @@ def _forwarded_lines(xff: bytes, via: bytes, down: Downstream) -> bytes:
     )
 
 
-NO_OPS = CompiledOps.of(HeaderOps(), REQUEST_SKIP)  # no route header operations
+NO_OPS: Final = CompiledOps.of(HeaderOps(), REQUEST_SKIP)  # no route header operations

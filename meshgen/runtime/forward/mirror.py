@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..codec.http1 import RequestBody
 from .attempt import FORWARD, LOCAL, Attempt
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .generation import Generation
 
 log = logging.getLogger("meshgen.proxy")
-MAX_MIRRORS = 64
+MAX_MIRRORS: Final = 64
 
 
 class Mirrors:

@@ -44,7 +44,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from ..codec.sni import HELLO_WAIT, NEED_MORE, server_name
 from ..codec.timers import LazyTimer
@@ -63,9 +63,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshgen.tcp")
 
-HIGH_WATER = 64 * 1024
-LOW_WATER = 16 * 1024
-CLOSE_WAIT = 10.0
+HIGH_WATER: Final = 64 * 1024
+LOW_WATER: Final = 16 * 1024
+CLOSE_WAIT: Final = 10.0
 """Seconds one side may take to take in what is buffered for it after the other side is gone."""
 HELLO, CONNECTING, FORWARDING, CLOSED = range(4)
 

@@ -34,7 +34,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import httptools
 
@@ -63,8 +63,8 @@ _REASONS = {
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
 }
-JSON = "application/json"
-TEXT = "text/plain; charset=utf-8"
+JSON: Final = "application/json"
+TEXT: Final = "text/plain; charset=utf-8"
 
 
 class SnapshotSource(Protocol):

@@ -11,18 +11,20 @@ signal with no sample (no traffic, no series) is None, never 0, so rules on it c
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..policy.grpc import is_error
 from .timeseries import Store, histogram_quantile, label, parse_le
 
-SIGNAL_WINDOW_S = 300.0
-REQUESTS = "meshgen_requests_total"
-BUCKETS = "meshgen_request_duration_seconds_bucket"
-HEALTHY = "meshgen_endpoint_healthy"
-CERT_EXPIRY = "meshgen_cert_expiry_timestamp_seconds"
-UPSTREAM = "meshgen_upstream_requests_total"
-QUANTILES = {"p50_latency": 0.5, "p90_latency": 0.9, "p99_latency": 0.99}
-RATIO_SIGNALS = frozenset({"error_rate", "healthy_ratio"})
-DURATION_SIGNALS = frozenset({*QUANTILES, "cert_expiry"})
+SIGNAL_WINDOW_S: Final = 300.0
+REQUESTS: Final = "meshgen_requests_total"
+BUCKETS: Final = "meshgen_request_duration_seconds_bucket"
+HEALTHY: Final = "meshgen_endpoint_healthy"
+CERT_EXPIRY: Final = "meshgen_cert_expiry_timestamp_seconds"
+UPSTREAM: Final = "meshgen_upstream_requests_total"
+QUANTILES: Final = {"p50_latency": 0.5, "p90_latency": 0.9, "p99_latency": 0.99}
+RATIO_SIGNALS: Final = frozenset({"error_rate", "healthy_ratio"})
+DURATION_SIGNALS: Final = frozenset({*QUANTILES, "cert_expiry"})
 _METRIC = {
     "error_rate": REQUESTS,
     "request_rate": REQUESTS,

@@ -14,12 +14,12 @@ import json
 import logging
 import urllib.request
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 log = logging.getLogger("meshgen.alerts")
 
-RESEND_S = 60.0
-RESOLVED_RETENTION_S = 900.0
+RESEND_S: Final = 60.0
+RESOLVED_RETENTION_S: Final = 900.0
 
 
 def iso(ts: float) -> str:

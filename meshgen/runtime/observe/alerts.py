@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..tables import Alert, Slo, Tables
 from .alert_rules import (
@@ -89,8 +89,8 @@ __all__ = [
     "slo_windows",
 ]
 
-EVAL_INTERVAL_S = 15.0
-STATUS_SERIES = frozenset({REQUESTS, BUCKETS, UPSTREAM})
+EVAL_INTERVAL_S: Final = 15.0
+STATUS_SERIES: Final = frozenset({REQUESTS, BUCKETS, UPSTREAM})
 """Kept for every service (``SIGNAL_WINDOW_S``) for the status page."""
 
 

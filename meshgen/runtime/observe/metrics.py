@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Final
 
 LabelKey = tuple[tuple[str, str], ...]
 """Sorted ``(label name, label value)`` pairs identifying one series."""
-PAIRS_CACHE_SIZE = 200_000
+PAIRS_CACHE_SIZE: Final = 200_000
 """Most series whose label pairs ``collect`` keeps (it is cleared beyond that: forgotten
 series leave it then)."""
 

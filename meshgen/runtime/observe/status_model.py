@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..tables import Cluster, Slo, StaticDiscovery, Tables
 from .alert_rules import error_budget, slo_windows
@@ -33,11 +33,11 @@ from .alert_signals import SIGNAL_WINDOW_S, UPSTREAM, error_ratio, signal_value
 from .metrics import Metrics
 from .timeseries import Store, label
 
-FAILED_OUTCOMES = frozenset({"connect-failure", "reset", "timeout"})
-EVAL_SLACK_S = 22.5
+FAILED_OUTCOMES: Final = frozenset({"connect-failure", "reset", "timeout"})
+EVAL_SLACK_S: Final = 22.5
 """1.5 evaluation intervals: a series whose oldest kept sample is later than the window start
 by more than this was born inside the window (its baseline is 0)."""
-BURN_WINDOW_S = 3600.0
+BURN_WINDOW_S: Final = 3600.0
 
 
 def is_failed(outcome: str) -> bool:

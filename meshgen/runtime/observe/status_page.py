@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from ..tables import Match, Route, StaticDiscovery, Tables
 from .alert_rules import format_duration
@@ -19,7 +19,7 @@ from .alerts import AlertEvaluator
 from .metrics import Metrics
 from .status_model import EndpointView, ServiceView, SloView, service_views
 
-REFRESH_S = 5
+REFRESH_S: Final = 5
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}

@@ -27,11 +27,12 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 from .metrics import LabelKey, Samples
 
-LOOKBACK_S = 300.0
-INGEST_SLICE = 2000
+LOOKBACK_S: Final = 300.0
+INGEST_SLICE: Final = 2000
 """Series :meth:`Store.ingest_in_slices` appends between two pauses (a few ms of work)."""
 
 

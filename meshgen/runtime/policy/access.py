@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from ..tables import AccessRule, Cluster, Listener, Route, Tables
 
-ANY = "*"
+ANY: Final = "*"
 
 
 def enforced_on(listener: Listener) -> bool:

@@ -11,10 +11,11 @@ only lower-case patterns). :class:`SniRouter` answers with one dict lookup per l
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from ..tables import SniRoute
 
-WILDCARD = "*."
+WILDCARD: Final = "*."
 
 
 def precedence(routes: Iterable[SniRoute]) -> tuple[SniRoute, ...]:

@@ -37,7 +37,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from ..tables import ClientCertificates, ClientTls, ServerTls, Tables
 
@@ -49,7 +49,7 @@ MIN_VERSIONS: Mapping[str, ssl.TLSVersion] = {
 }
 
 # Mozilla "intermediate" TLS 1.2 suites: ECDHE/DHE key exchange, AEAD ciphers only.
-TLS12_CIPHERS = ":".join(
+TLS12_CIPHERS: Final = ":".join(
     (
         "ECDHE-ECDSA-AES128-GCM-SHA256",
         "ECDHE-RSA-AES128-GCM-SHA256",

@@ -55,15 +55,15 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
 from http.cookies import CookieError, SimpleCookie
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..tables import Endpoint, LoadBalancer
 
-SCHEDULE_LIMIT = 4096
-RING_MIN_SIZE = 1024
-RING_TARGET_SIZE = 4096
-RING_MAX_SIZE = 1 << 17
-MAGLEV_TABLE_SIZE = 65537
+SCHEDULE_LIMIT: Final = 4096
+RING_MIN_SIZE: Final = 1024
+RING_TARGET_SIZE: Final = 4096
+RING_MAX_SIZE: Final = 1 << 17
+MAGLEV_TABLE_SIZE: Final = 65537
 
 
 def hash64(data: bytes) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import dns.asyncresolver
 import dns.exception
@@ -34,8 +35,8 @@ import dns.resolver
 
 from ..tables import DnsDiscovery, Endpoint, StaticDiscovery
 
-FAILURE_RETRY_MAX_S = 5.0
-QUERY_LIFETIME_S = 2.0
+FAILURE_RETRY_MAX_S: Final = 5.0
+QUERY_LIFETIME_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)

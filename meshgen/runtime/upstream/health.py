@@ -80,7 +80,7 @@ class HealthState:
         return False
 
 
-CONNECTED = "connected"
+CONNECTED: Final = "connected"
 """The outcome of a tcp connect that succeeded (a tcp connection has no status)."""
 
 

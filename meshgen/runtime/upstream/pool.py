@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import Final
 
 from ..codec.http1 import UpstreamConnection
 from ..policy.tls import UpstreamTls
 from ..tables import Endpoint
 
-MAX_IDLE_PER_ENDPOINT = 128
+MAX_IDLE_PER_ENDPOINT: Final = 128
 
 
 class ConnectError(Exception):

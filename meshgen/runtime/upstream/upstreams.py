@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from ..policy.tls import UpstreamTls
 from ..tables import Cluster, Endpoint, HealthCheck, Tables
@@ -50,7 +50,7 @@ from .prober import Prober
 
 # Outcomes the proxy reports; any other string also counts as a local (5xx-like) failure.
 Outcome = int | Literal["connect-failure", "reset", "timeout"] | str
-BALANCER_CACHE_SIZE = 32
+BALANCER_CACHE_SIZE: Final = 32
 log = logging.getLogger("meshgen.health")
 
 
