@@ -579,7 +579,6 @@ class Attempt:
             self.head = grpc.with_timeout(self.head, per_try)
         return TRY
 
-
     def _limited(self, wait: float) -> int:
         self.gen.metrics.inc_rate_limited(self.route_name)
         retry_after = b"%d" % max(1, int(wait + 0.999)) if wait != INF else b"3600"
