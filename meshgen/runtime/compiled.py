@@ -36,8 +36,10 @@ BUILT = "BUILT.json"
 
 @dataclass(frozen=True)
 class Selected:
-    """What runs: ``compiled`` with its build folder, or pure and why (``reason``)."""
+    """What runs in ``package``: ``compiled`` with its build folder, or pure and why
+    (``reason``)."""
 
+    package: str
     compiled: bool
     source_hash: str
     folder: Path | None
@@ -103,8 +105,8 @@ def find(root: Path) -> Selected:
     digest = source_hash(root)
     folder = build_folder(digest)
     if not (folder / BUILT).is_file():
-        return Selected(False, digest, None, f"no compiled build at {folder}")
-    return Selected(True, digest, folder, "")
+        return Selected(PACKAGE, False, digest, None, f"no compiled build at {folder}")
+    return Selected(PACKAGE, True, digest, folder, "")
 
 
 def select(path: list[str], name: str) -> Selected:
@@ -112,9 +114,9 @@ def select(path: list[str], name: str) -> Selected:
     ``__path__``) unless ``MESHGEN_RUNTIME`` says pure; return what runs."""
     wanted = mode()
     if name != PACKAGE:
-        return Selected(False, "", None, f"the package is {name}, builds are of {PACKAGE}")
+        return Selected(name, False, "", None, f"builds are of {PACKAGE}, this is {name}")
     if wanted == "pure":
-        return Selected(False, "", None, "MESHGEN_RUNTIME=pure")
+        return Selected(name, False, "", None, "MESHGEN_RUNTIME=pure")
     chosen = find(Path(path[0]))
     if chosen.folder is not None:
         path.insert(0, str(chosen.folder / PACKAGE))
@@ -140,8 +142,10 @@ def describe(selected: Selected) -> str:
 
 def required_but_missing(selected: Selected) -> str:
     """Why the runtime must not start ('' when it may): ``MESHGEN_RUNTIME=compiled`` and the
-    compiled modules are not the ones imported (call it once the runtime is imported)."""
-    if mode() != "compiled" or running(selected):
+    compiled modules are not the ones imported (call it once the runtime is imported). Under
+    another package name than :data:`PACKAGE` (the compiler's own ``meshgen.runtime``, which
+    its tests and tools import) there is no build to require."""
+    if mode() != "compiled" or running(selected) or selected.package != PACKAGE:
         return ""
     why = selected.reason or f"{PACKAGE}.{PROBE} did not load from the build"
     return (

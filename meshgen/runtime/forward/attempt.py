@@ -448,6 +448,8 @@ class Attempt:
         (the proxy's fast path). (One name: a compiled class cannot alias a method.)"""
         req = self.req
         gen = self.gen
+        route: Route | None  # None for a mirror's copy (it has a target, no route)
+        target: Target | None
         if phase == _ROUTE:
             if self.state != NEW:
                 self._refuse(START)
@@ -503,7 +505,7 @@ class Attempt:
                 self.state = DELAYING
                 return DELAY
         else:
-            route, target = self.route, self.target  # type: ignore[assignment]
+            route, target = self.route, self.target
         assert target is not None
         if phase <= _AFTER_DELAY:
             assert route is not None
