@@ -179,6 +179,7 @@ VALIDATE_NEVER_IMPORTS = (
 )
 VALIDATE_RUNTIME_MODULES = {
     "meshgen.runtime",
+    "meshgen.runtime.compiled",  # the package's import-time choice (pure for meshgen.runtime)
     "meshgen.runtime.tables",  # the model's value types
     "meshgen.runtime.policy",
     "meshgen.runtime.policy.access",  # decisions the checks share with the proxy
