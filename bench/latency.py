@@ -36,15 +36,8 @@ import httptools
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import (
-    HAPROXY,
-    MESH,
-    NGINX,
-    listening,
-    process,
-    wait_answering,
-)
-from runtime_harness import build_dist, run_dist, spec
+from proxy import process, stage, wait_answering
+from runtime_harness import run_dist
 
 from meshgen.resources import runtime_dir
 from meshgen.runtime.accelerate import build
@@ -134,17 +127,13 @@ def main() -> int:
     print(f"compiled runtime: {build(runtime_dir())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="meshgen-latency-") as tmp:
         d = Path(tmp)
-        nginx_sock, haproxy_sock = listening(), listening()
-        nginx_port, haproxy_port = nginx_sock.getsockname()[1], haproxy_sock.getsockname()[1]
-        (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
-        (d / "haproxy.cfg").write_text(HAPROXY.format(fd=haproxy_sock.fileno(), backend=nginx_port))
-        dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
-        nginx_env = {**os.environ, "NGINX": f"{nginx_sock.fileno()};"}
+        staged = stage(d)
+        dist, nginx_port, haproxy_port = staged.dist, staged.nginx_port, staged.haproxy_port
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = ["taskset", "-c", "0", "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
         with (
-            process(nginx_cmd, d / "nginx.log", nginx_sock, nginx_env),
-            process(ha_cmd, d / "ha.log", haproxy_sock),
+            process(nginx_cmd, d / "nginx.log", staged.nginx_sock, staged.nginx_env()),
+            process(ha_cmd, d / "ha.log", staged.haproxy_sock),
             run_dist(dist, runtime="pure") as pure,
             run_dist(dist, runtime="compiled") as compiled,
         ):

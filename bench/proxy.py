@@ -37,6 +37,7 @@ import sysconfig
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,37 @@ def listening() -> socket.socket:
     s.bind(("127.0.0.1", 0))
     s.listen(1024)
     return s
+
+
+@dataclass
+class Stage:
+    """nginx (the backend) and HAProxy configured in one folder, on sockets bound here, and the
+    DIST the compiler builds for that nginx: what every proxy benchmark starts from."""
+
+    nginx_sock: socket.socket
+    haproxy_sock: socket.socket
+    dist: Path
+
+    @property
+    def nginx_port(self) -> int:
+        return int(self.nginx_sock.getsockname()[1])
+
+    @property
+    def haproxy_port(self) -> int:
+        return int(self.haproxy_sock.getsockname()[1])
+
+    def nginx_env(self) -> dict[str, str]:
+        """nginx takes its inherited socket from NGINX (its binary-upgrade variable)."""
+        return {**os.environ, "NGINX": f"{self.nginx_sock.fileno()};"}
+
+
+def stage(d: Path) -> Stage:
+    nginx_sock, haproxy_sock = listening(), listening()
+    nginx_port = nginx_sock.getsockname()[1]
+    (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
+    (d / "haproxy.cfg").write_text(HAPROXY.format(fd=haproxy_sock.fileno(), backend=nginx_port))
+    dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
+    return Stage(nginx_sock, haproxy_sock, dist)
 
 
 def wait_answering(port: int) -> None:
@@ -245,11 +277,8 @@ def main() -> int:
     print(f"compiled runtime: {build(runtime_dir())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="meshgen-bench-") as tmp:
         d = Path(tmp)
-        nginx_sock, haproxy_sock = listening(), listening()
-        nginx_port, haproxy_port = nginx_sock.getsockname()[1], haproxy_sock.getsockname()[1]
-        (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
-        (d / "haproxy.cfg").write_text(HAPROXY.format(fd=haproxy_sock.fileno(), backend=nginx_port))
-        dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
+        staged = stage(d)
+        dist, nginx_port, haproxy_port = staged.dist, staged.nginx_port, staged.haproxy_port
         base_dist = build_at(args.baseline, dist.parent / "mesh.yaml", d) if args.baseline else None
         base_name = f"meshgen at {args.baseline}"
         env_cpu = ["taskset", "-c", "0"]
@@ -263,11 +292,9 @@ def main() -> int:
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = [*env_cpu, "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
         envoy_cmd, envoy_admin = envoy_command(dist, d)
-        # nginx takes its inherited socket from NGINX (its binary-upgrade variable).
-        nginx_env = {**os.environ, "NGINX": f"{nginx_sock.fileno()};"}
         with (
-            process(nginx_cmd, d / "nginx.log", nginx_sock, nginx_env),
-            process(ha_cmd, d / "ha.log", haproxy_sock) as ha,
+            process(nginx_cmd, d / "nginx.log", staged.nginx_sock, staged.nginx_env()),
+            process(ha_cmd, d / "ha.log", staged.haproxy_sock) as ha,
             process([*env_cpu, *envoy_cmd], d / "envoy.log") as envoy,
         ):
             wait_answering(nginx_port)
