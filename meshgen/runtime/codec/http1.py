@@ -54,7 +54,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -64,6 +64,7 @@ from .upstream_conn import BodySink, Headers, WriteBatch, head_size, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
 
 REPLAY_LIMIT: Final = 64 * 1024
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # HTTP/2's connection preface (RFC 9113 3.4)
 HIGH_WATER: Final = 256 * 1024
 HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -94,6 +95,35 @@ def simple_response(
     return b"".join(parts)
 
 
+class BodySource(Protocol):
+    """Where a request body comes from (a connection, an HTTP/2 stream): it stops reading
+    while the body has nowhere to go."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+    def set_body_paused(self, paused: bool) -> None: ...
+
+
+class H2Session(Protocol):
+    """HTTP/2 on a connection that switched to it (``h2_server.H2Server``)."""
+
+    @property
+    def idle(self) -> bool: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def expired(self, head: bool) -> None: ...
+
+
 class RequestBody:
     """A request body arriving from the client, delivered to one upstream at a time."""
 
@@ -110,7 +140,7 @@ class RequestBody:
         "sink",
     )
 
-    def __init__(self, conn: ServerConnection) -> None:
+    def __init__(self, conn: BodySource) -> None:
         self._conn = conn
         self.replay: list[bytes] | None = []
         self.pending: list[bytes] = []
@@ -224,6 +254,8 @@ Handler = Callable[[Request], Awaitable[None]]
 # Takes a request in protocol callbacks (no coroutine) and returns True, or returns False having
 # done nothing; a request it took ends with ``ServerConnection.request_done``.
 FastHandler = Callable[[Request], bool]
+# Switches a connection to HTTP/2 (the proxy's ``h2_server.H2Server`` on it and its clock).
+H2Start = Callable[["ServerConnection", ClientClock], H2Session]
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
@@ -329,8 +361,9 @@ class ServerConnection(asyncio.Protocol):
     __slots__ = ("__weakref__", "_admitted", "_body_paused", "_chunk", "_clock", "_deferred",
                  "_head_raw", "_head_slack", "_max_head", "_max_headers", "_max_url", "_parser",
                  "_pipeline_paused", "_queue", "_reading_paused", "_req", "_req_in_progress",
-                 "_slack", "_upgrade_body", "_upgrade_wait", "_upstream_paused", "_waiter",
-                 "active", "batch", "client_ip", "closed", "fast", "forwarded", "guard", "handler",
+                 "_slack", "_sniff", "_upgrade_body", "_upgrade_wait", "_upstream_paused",
+                 "_waiter", "active", "batch", "client_ip", "closed", "fast", "forwarded", "guard",
+                 "h2", "h2_start", "handler",
                  "limits", "listener", "loop", "on_close", "peer_cert", "registry", "transport",
                  "tunnel", "tunnel_buffer", "upstream", "write_paused")  # fmt: skip
 
@@ -341,9 +374,14 @@ class ServerConnection(asyncio.Protocol):
         guard: ListenerGuard,
         registry: set[ServerConnection] | None = None,
         fast: FastHandler | None = None,
+        h2_start: H2Start | None = None,
     ) -> None:
         self.handler = handler
         self.fast = fast
+        self.h2_start = h2_start  # None: HTTP/1.x only
+        self.h2: H2Session | None = None  # the connection switched to HTTP/2
+        # The first bytes while they may still be the HTTP/2 preface; None once decided.
+        self._sniff: bytes | None = None
         self.registry = registry
         self.listener = listener  # the proxy's per-listener context, opaque here
         self.guard = guard
@@ -404,8 +442,39 @@ class ServerConnection(asyncio.Protocol):
         self.batch = write_batch(self.loop)
         self._clock = ClientClock(self.loop, self.limits, self._expired)
         self.loop.create_task(self._serve())
+        if self.h2_start is not None:
+            if ssl_obj is None:
+                self._sniff = b""
+            elif ssl_obj.selected_alpn_protocol() == "h2":
+                self.h2 = self.h2_start(self, self._clock)
+
+    def _sniffed(self, data: bytes) -> bytes | None:
+        """The first bytes of a plain connection: HTTP/2 with prior knowledge when they are
+        the preface (then the connection switches), else HTTP/1.x. Returns the bytes for
+        HTTP/1.x, or None (switched, or not decided yet: at most the preface is kept)."""
+        seen = self._sniff + data  # type: ignore[operator]
+        n = min(len(seen), len(PREFACE))
+        if seen[:n] != PREFACE[:n]:
+            self._sniff = None
+            return seen
+        if n < len(PREFACE):
+            self._sniff = seen
+            return None
+        self._sniff = None
+        assert self.h2_start is not None
+        h2 = self.h2 = self.h2_start(self, self._clock)
+        h2.data_received(seen)
+        return None
 
     def data_received(self, data: bytes) -> None:
+        if self.h2 is not None:
+            self.h2.data_received(data)
+            return
+        if self._sniff is not None:
+            first = self._sniffed(data)
+            if first is None:
+                return
+            data = first
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
@@ -444,6 +513,8 @@ class ServerConnection(asyncio.Protocol):
         self._clock.close()
         if self.registry is not None:
             self.registry.discard(self)
+        if self.h2 is not None:
+            self.h2.connection_lost()
         if self.tunnel is not None:
             self.tunnel.close()
         if self.on_close is not None:
@@ -459,11 +530,15 @@ class ServerConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.h2 is not None:
+            self.h2.pause_writing()
         if self.upstream is not None:
             self.upstream.set_reading(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.h2 is not None:
+            self.h2.resume_writing()
         if self.upstream is not None:
             self.upstream.set_reading(True)
 
@@ -578,6 +653,8 @@ class ServerConnection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         """No request being answered or queued (safe to close while draining)."""
+        if self.h2 is not None:
+            return self.h2.idle
         return self.active is None and not self._queue and self._req_in_progress is False
 
     def set_body_paused(self, paused: bool) -> None:
@@ -679,6 +756,9 @@ class ServerConnection(asyncio.Protocol):
     def _expired(self, head: bool) -> None:
         """The client's head or idle deadline passed (:class:`~.guard.ClientClock`)."""
         if self.closed:
+            return
+        if self.h2 is not None:
+            self.h2.expired(head)
             return
         if not head:
             self.close()  # a keep-alive connection nobody used

@@ -148,7 +148,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                  "_expecting", "_head_raw", "_head_ready", "_in_head", "_loop", "_max_head",
                  "_max_headers", "_may_upgrade", "_on_head", "_parser", "_sink", "_timer",
                  "_upload_idle", "_writing_paused", "chunked_out", "client_stalled", "closed",
-                 "downstream", "failure", "finished", "has_length", "headers", "headers_future",
+                 "downstream", "failure", "finished", "has_length", "head_count", "headers",
+                 "headers_future",
                  "keep_alive", "key", "last_activity", "on_lost", "received", "reused", "status",
                  "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
 
@@ -163,6 +164,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.reused = False
         self.status = 0
         self.headers: Headers = []
+        self.head_count = 0  # the response head's lines in ``headers``; trailers follow them
         self.headers_future: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
         self.finished = False  # the body went to the sink completely
@@ -211,6 +213,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         assert loop is not None and self.transport is not None
         self.status = 0
         self.headers = []
+        self.head_count = 0
         self._on_head = on_head
         self._head_ready = False
         self.headers_future = loop.create_future() if on_head is None else None
@@ -297,6 +300,11 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if self._upload_idle:  # the request is complete: its timeout starts now
             self._upload_idle = 0.0
             self.arm(self._after_upload)
+
+    @property
+    def trailers(self) -> Headers:
+        """The trailer fields of a chunked response (once it is complete)."""
+        return self.headers[self.head_count :] if self.head_count else []
 
     def take_early(self) -> list[bytes]:
         """Body chunks received before a sink was attached (the caller writes them)."""
@@ -442,6 +450,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             raise httptools.HttpParserError("unsolicited response")
         k = name.lower()
         self.headers.append((k, value))  # counted after the read or the head
+        if self.head_count and len(self.headers) - self.head_count > self._max_headers:
+            raise httptools.HttpParserError("too many trailer fields")
         if k == b"content-length":
             self.has_length = True
             self.until_close = False
@@ -467,6 +477,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if self._head_raw > self._max_head and head_size(self.headers) > self._max_head:
             raise httptools.HttpParserError("response head too large")
         self.status = status
+        self.head_count = len(self.headers)
         self.keep_alive = self._parser.should_keep_alive()
         self._set_headers()
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ..codec.http1 import Request, UpstreamConnection, status_line
+from ..codec.http1 import Request, RequestBody, UpstreamConnection, status_line
+from ..codec.upstream_conn import Downstream
+from ..policy import grpc
 from .attempt import FAILED, HEAD, Attempt
 from .heads import VIA_LINE, CompiledOps
 from .tries import Upstream, broken, watch_idle
@@ -33,17 +35,47 @@ if TYPE_CHECKING:
     from .generation import Generation
 
 
+class Client(Downstream, Protocol):
+    """The side a forwarded request came from: an HTTP/1.x connection (``http1``) or an
+    HTTP/2 stream (``h2_server.H2Stream``)."""
+
+    on_close: Callable[[], None] | None  # aborts the try when the client goes
+
+    @property
+    def closed(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+class Sent(Protocol):
+    """What a try sends of a request (``http1.Request``, ``h2_server.H2Request``)."""
+
+    expect_continue: bool
+
+    @property
+    def chunked(self) -> bool: ...
+
+    @property
+    def upgrade(self) -> bool: ...
+
+    @property
+    def body(self) -> RequestBody | None: ...
+
+    @property
+    def conn(self) -> Client: ...
+
+
 class Exchange(Upstream):
     """The proxy's tries and responses over one shared connection pool."""
 
-    def continue_(self, req: Request) -> None:
+    def continue_(self, req: Sent) -> None:
         """``Expect: 100-continue`` is answered once forwarding begins (once per request)."""
         if req.expect_continue:
             req.expect_continue = False
             if req.body is not None and not req.body.complete:
                 req.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def abandon(self, att: Attempt, req: Request) -> None:
+    def abandon(self, att: Attempt, req: Sent) -> None:
         """A try that is retried: its connection (if it answered) is closed, the request body
         detached, so the next try replays it."""
         conn, att.conn = att.conn, None
@@ -52,9 +84,10 @@ class Exchange(Upstream):
         if req.body is not None:
             req.body.detach()
 
-    async def tried(self, gen: Generation, att: Attempt, req: Request) -> int:
+    async def tried(self, gen: Generation, att: Attempt, req: Sent) -> int:
         """One try until the response head (coroutine path); returns the machine's next
-        action."""
+        action. A gRPC response head with ``grpc-status`` (trailers-only) sets the attempt's
+        ``grpc_status`` first, so the machine can retry on it."""
         self.continue_(req)
         picked = att.picked
         assert att.target is not None
@@ -72,10 +105,14 @@ class Exchange(Upstream):
         finally:
             conn.disarm()
         att.conn = conn
+        if att.grpc:
+            status = grpc.status_of(conn.headers)
+            if status is not None:
+                att.grpc_status = status
         return att.step(HEAD, conn.status)
 
     def start(
-        self, req: Request, conn: UpstreamConnection, head: bytes, timeout: float, idle: float
+        self, req: Sent, conn: UpstreamConnection, head: bytes, timeout: float, idle: float
     ) -> bool:
         """Send the head (and the body so far) on ``conn`` and arm the try's deadline (while
         the body is still arriving: ``idle``, then ``timeout`` from its end); False when the

@@ -76,7 +76,7 @@ class ProxyAttempt(Attempt):
         driver finishes it; on a listener that checks callers, with the caller's identity."""
         gen = driver.generation
         listener: str = req.conn.listener.name  # type: ignore[attr-defined]
-        caller = identity(gen, req) if gen.enforced[listener] else None
+        caller = identity(gen, req.conn.transport) if gen.enforced[listener] else None
         gen.in_flight += 1
         att = cls(gen, listener, req, caller, time.monotonic())
         att.driver = driver
@@ -179,8 +179,8 @@ class ProxyAttempt(Attempt):
         self.driver.mirror(self)
 
 
-def identity(gen: Generation, req: Request) -> str | None:
-    """The caller's verified identity (its certificate's SPIFFE ID), or None."""
-    transport = req.conn.transport
+def identity(gen: Generation, transport: asyncio.BaseTransport | None) -> str | None:
+    """The caller's verified identity (its certificate's SPIFFE ID) on ``transport``, or
+    None."""
     ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
     return peer_identity(ssl_obj, gen.tables.mesh.name) if ssl_obj is not None else None

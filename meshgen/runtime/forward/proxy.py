@@ -28,6 +28,7 @@ from .attempt import LOCAL, START, Answer, Attempt
 from .exchange import Exchange
 from .fastpath import ProxyAttempt
 from .generation import Generation
+from .h2_driver import H2Attempt, H2Streams
 from .mirror import Mirrors
 from .tries import drive
 
@@ -87,7 +88,8 @@ class Proxy:
         ctx = ListenerContext(self, listener)
         guard = self.guard(listener)
         fast = self.fast if self.fast_path else None
-        return lambda: ServerConnection(self.handle, ctx, guard, self.connections, fast)
+        h2 = H2Streams(self).start
+        return lambda: ServerConnection(self.handle, ctx, guard, self.connections, fast, h2)
 
     def guard(self, listener: Listener) -> ListenerGuard:
         """The listener's guard (one per name for the process; a reload updates its limits)."""
@@ -106,6 +108,8 @@ class Proxy:
         for conn in list(self.connections):
             if conn.idle:
                 conn.close()
+            elif conn.h2 is not None:  # GOAWAY: no new streams, the open ones finish
+                conn.h2.drain()
             elif conn.active is not None:
                 conn.active.keep_alive = False
 
@@ -132,15 +136,18 @@ class Proxy:
 
     def mirror(self, att: Attempt) -> None:
         """The machine's MIRROR: a copy of the request to its mirror service."""
-        assert isinstance(att, ProxyAttempt)
+        assert isinstance(att, ProxyAttempt | H2Attempt)
         self.mirrors.mirror(att.generation, att, att.request, att.request.body)
 
     def finish(self, att: ProxyAttempt) -> None:
         """The request ended: its local answer (if the machine made one), in-flight count,
         metrics, access log."""
-        req = att.request
         if att.answer is not None:
-            self._local(req, att.answer)
+            self._local(att.request, att.answer)
+        self.settle(att)
+
+    def settle(self, att: ProxyAttempt | H2Attempt) -> None:
+        """A request ended (answered by its driver): in-flight count, metrics, access log."""
         att.generation.in_flight -= 1
         duration = time.monotonic() - att.start
         att.account(duration)
@@ -161,7 +168,7 @@ class Proxy:
         body = b"" if req.method == "HEAD" else answer.body
         req.conn.send(simple_response(answer.status, body, headers, close=not req.keep_alive))
 
-    def _log(self, att: ProxyAttempt, duration: float) -> None:
+    def _log(self, att: ProxyAttempt | H2Attempt, duration: float) -> None:
         assert self.access_log is not None
         req = att.request
         line = json.dumps(

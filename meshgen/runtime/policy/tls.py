@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
-from ..tables import ClientCertificates, ClientTls, ServerTls, Tables
+from ..tables import ClientCertificates, ClientTls, Listener, ServerTls, Tables
 
 log = logging.getLogger("meshgen.tls")
 
@@ -216,10 +216,16 @@ def _load_server_files(ctx: ssl.SSLContext, what: str, cfg: ServerTls, root: Pat
         _load(what, lambda: ctx.load_verify_locations(cafile=str(ca)), ca)
 
 
-def server_context(listener: str, cfg: ServerTls, root: Path) -> ssl.SSLContext:
-    """The server-side context of ``listener``: its certificate and client-certificate policy."""
+def server_context(
+    listener: str, cfg: ServerTls, root: Path, alpn: tuple[str, ...] = ()
+) -> ssl.SSLContext:
+    """The server-side context of ``listener``: its certificate and client-certificate policy.
+    ``alpn``: the protocols it offers instead of ``http/1.1`` (an ``http`` listener: ``h2``
+    first, so HTTP/2 clients get it)."""
     what = f"tls of listener {listener}"
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, cfg.min_version)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     if cfg.client_certificates != "none" and not cfg.ca:
         raise TlsConfigError(f"{what}: client_certificates {cfg.client_certificates} needs ca")
     ctx.verify_mode = VERIFY_MODES[cfg.client_certificates]
@@ -301,6 +307,11 @@ def cert_files(tables: Tables, root: Path) -> tuple[CertFile, ...]:
     return tuple(seen.values())
 
 
+def listener_alpn(listener: Listener) -> tuple[str, ...]:
+    """The ALPN protocols a listener offers: HTTP/2 and HTTP/1.1 on an ``http`` listener."""
+    return ("h2", "http/1.1") if listener.protocol == "http" else ()
+
+
 class TlsContexts:
     """The TLS contexts of one table generation.
 
@@ -329,7 +340,7 @@ class TlsContexts:
             dict(listeners)
             if listeners is not None
             else {
-                lst.name: (lst.tls, server_context(lst.name, lst.tls, root))
+                lst.name: (lst.tls, server_context(lst.name, lst.tls, root, listener_alpn(lst)))
                 for lst in tables.listeners
                 if lst.tls is not None
             }
@@ -364,7 +375,7 @@ class TlsContexts:
         for lst in tables.listeners:
             if lst.tls is None:
                 continue
-            fresh = server_context(lst.name, lst.tls, self.root)  # validates the new files
+            fresh = server_context(lst.name, lst.tls, self.root, listener_alpn(lst))  # validated
             old = self._listeners.get(lst.name)
             keep = old is not None and old[0] == lst.tls
             plan[lst.name] = (lst.tls, old[1], True) if old and keep else (lst.tls, fresh, False)
