@@ -30,11 +30,14 @@ per connection (announced; more is a connection error); the header list is annou
 as RFC 9113 section 6.5.2 does) closes the connection with GOAWAY ENHANCE_YOUR_CALM, since the
 decoder's state cannot be kept after an aborted block; more than ``request_headers`` header
 fields is a 431 and a ``:path`` over ``url_bytes`` a 414 on that stream. CONTINUATION floods
-and frames over the frame size are ``h2`` protocol errors. Streams reset by the client count
-against :data:`RESETS_PER_SECOND` (the rapid-reset attack, CVE-2023-44487): beyond it the
-connection ends with GOAWAY ENHANCE_YOUR_CALM. Any other protocol error ends it with GOAWAY
-and the error's code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ...). Refusals are counted in
-``meshgen_connections_rejected_total`` as for HTTP/1.1.
+are ``h2`` protocol errors, and so is a frame over the frame size (checked here as soon as
+its header arrives: ``h2`` would wait for all of its announced 16 MiB). A stream reset by
+the client while its request is still being worked on keeps counting against the
+connection's streams until the work stops (more are refused with REFUSED_STREAM). Streams
+reset by the client count against :data:`RESETS_PER_SECOND` (the rapid-reset attack,
+CVE-2023-44487): beyond it the connection ends with GOAWAY ENHANCE_YOUR_CALM. Any other
+protocol error ends it with GOAWAY and the error's code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
+...). Refusals are counted in ``meshgen_connections_rejected_total`` as for HTTP/1.1.
 
 Timeouts: the connection's :class:`~.guard.ClientClock` runs as for HTTP/1.1: the first
 request's head must arrive within ``request_head_timeout`` of the accept, and a connection with
@@ -48,7 +51,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+from hyperframe.frame import Frame
 
 from ..tables import Limits
 from . import h2lib
@@ -66,6 +71,18 @@ HIGH_WATER: Final = 256 * 1024
 _DEFAULT_WINDOW: Final = 65535
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
+
+
+def _pending_frame(h2: h2lib.connection.H2Connection) -> int:
+    """The announced length of the frame ``h2`` is still waiting for (0: none). Its buffer's
+    name differs between versions: ``_data`` since h2 4.2, ``data`` before and in jh2."""
+    buf = h2.incoming_buffer
+    data: Any = getattr(buf, "_data", None)
+    if data is None:
+        data = getattr(buf, "data", b"")
+    if len(data) < 9:
+        return 0
+    return int(Frame.parse_frame_header(memoryview(bytes(data[:9])))[1])
 
 
 class Owner(Protocol):
@@ -314,6 +331,9 @@ class H2Server:
                 codes.MAX_HEADER_LIST_SIZE: limits.request_head_bytes,
             },
         )
+        # h2 applies a header list limit to its decoder only when a changed setting is
+        # acknowledged; this one holds from the first HEADERS frame.
+        self.h2.decoder.max_header_list_size = limits.request_head_bytes
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self._flush()
@@ -322,10 +342,16 @@ class H2Server:
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        h2 = self.h2
         try:
-            events = self.h2.receive_data(data)
+            events = h2.receive_data(data)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._protocol_error(exc)
+            return
+        if _pending_frame(h2) > h2.max_inbound_frame_size:
+            # h2 checks a frame's length once the whole frame is in: up to 16 MiB buffered
+            h2.close_connection(error_code=_ERR.FRAME_SIZE_ERROR)
+            self._protocol_error(ValueError("a frame over the frame size"))
             return
         for event in events:
             if self.closed:

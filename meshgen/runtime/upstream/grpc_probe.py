@@ -28,11 +28,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final, Protocol
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
+from ..codec import h2lib as h2
 
 HEALTH_PATH: Final = b"/grpc.health.v1.Health/Check"
 SERVING: Final = 1

@@ -1,0 +1,263 @@
+"""Hostile HTTP/2 clients against an ``http`` listener, built with the ``h2`` library and its
+framing layer (``hyperframe``): each attack ends with the connection limited or closed (GOAWAY
+with the right code) and the runtime's memory bounded, and the runtime goes on serving.
+
+Attacks: a rapid-reset flood (CVE-2023-44487), more streams than announced, a header list
+over the limit, a CONTINUATION flood, a flow-control window overflow, garbage after the
+preface, and slow readers (one stream of tens of MiB, many streams that are never read) and
+a large upload to an endpoint that is slow to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hpack
+import pytest
+from h2_peer import PREFACE, Peer
+from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
+from runtime_harness import SERVE_HANDLER, Runtime, build_dist, run_dist, script_backend, spec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+MIB = 1 << 20
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM = 0x1, 0x3, 0xB
+
+BACKEND = (
+    r"""
+import hashlib, http.server, json, sys, time
+BLOCK = bytes(range(256)) * 4096
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        n = int(self.path.rsplit("/", 1)[1])
+        self.send_response(200)
+        self.send_header("content-length", str(n))
+        self.end_headers()
+        while n:
+            piece = BLOCK[: min(n, len(BLOCK))]
+            self.wfile.write(piece)
+            n -= len(piece)
+    def do_POST(self):
+        time.sleep(float(self.headers.get("x-stall", "0")))
+        digest, got = hashlib.md5(), 0
+        left = int(self.headers.get("content-length") or -1)
+        while left:
+            if left < 0:  # chunked
+                size = int(self.rfile.readline(), 16)
+                if not size:
+                    self.rfile.readline()
+                    break
+                data = self.rfile.read(size)
+                self.rfile.readline()
+            else:
+                data = self.rfile.read(min(left, 1 << 20))
+                left -= len(data)
+            digest.update(data)
+            got += len(data)
+        out = json.dumps({"bytes": got, "md5": digest.hexdigest()}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer.request_queue_size = 256
+"""
+    + SERVE_HANDLER
+)
+BLOCK = bytes(range(256)) * 4096
+
+
+@contextlib.contextmanager
+def proxied(tmp_path: Path) -> Iterator[Runtime]:
+    with script_backend(BACKEND) as (address, _):
+        text = spec(
+            f"""
+            services:
+              web:
+                discovery: {{static: [{{address: "{address}"}}]}}
+                timeout: 60s
+            routes:
+              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
+            """
+        )
+        with run_dist(build_dist(tmp_path / "dist", text)) as rt:
+            yield rt
+
+
+def memory(pid: int, field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of process ``pid`` in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(rf"{field}:\s+(\d+) kB", status)
+    assert found is not None
+    return int(found[1]) * 1024
+
+
+def still_serves(rt: Runtime) -> None:
+    peer = Peer(rt.port)
+    assert peer.get("/bytes/10", "web").status == 200
+    peer.close()
+
+
+def upstream_tries(rt: Runtime) -> int:
+    return sum(
+        int(float(v))
+        for v in re.findall(r"meshgen_upstream_requests_total\{[^}]*\} (\S+)", rt.admin("/metrics"))
+    )
+
+
+def test_rapid_reset_flood_is_cut_off(tmp_path: Path) -> None:
+    with proxied(tmp_path) as rt:
+        peer = Peer(rt.port)
+        for _ in range(1000):  # sent before the server's SETTINGS are read: no limit known
+            sid = peer.h2.get_next_available_stream_id()
+            peer.h2.send_headers(sid, [(":method", "GET"), (":path", "/bytes/1000000"),
+                                       (":scheme", "http"), (":authority", "web")])  # fmt: skip
+            peer.h2.reset_stream(sid)
+        peer.send_raw(peer.h2.data_to_send())
+        assert peer.wait_closed()
+        assert peer.goaway == ENHANCE_YOUR_CALM
+        assert upstream_tries(rt) < 200  # reset streams do not go on to the endpoint
+        assert 'reason="bad_request"} 1' in rt.admin("/metrics")
+        still_serves(rt)
+
+
+def test_more_streams_than_announced_close_the_connection(tmp_path: Path) -> None:
+    with proxied(tmp_path) as rt:
+        peer = Peer(rt.port)
+        for _ in range(150):  # uploads that never end: each stream stays open
+            sid = peer.h2.get_next_available_stream_id()
+            peer.h2.send_headers(sid, [(":method", "POST"), (":path", "/up"),
+                                       (":scheme", "http"), (":authority", "web")])  # fmt: skip
+        peer.send_raw(peer.h2.data_to_send())
+        assert peer.wait_closed()
+        assert peer.goaway == PROTOCOL_ERROR
+        still_serves(rt)
+
+
+def test_header_list_over_the_limit_closes(tmp_path: Path) -> None:
+    with proxied(tmp_path) as rt:
+        peer = Peer(rt.port)
+        peer.request("/", "web", headers=[("x-big", "a" * 70000)])
+        assert peer.wait_closed()
+        assert peer.goaway == ENHANCE_YOUR_CALM
+        assert 'reason="request_head_bytes"} 1' in rt.admin("/metrics")
+        still_serves(rt)
+
+
+def test_continuation_flood_closes(tmp_path: Path) -> None:
+    with proxied(tmp_path) as rt:
+        before = memory(rt.proc.pid, "VmRSS")
+        peer = Peer(rt.port)
+        block = hpack.Encoder().encode([(b":method", b"GET"), (b":path", b"/")])
+        head = HeadersFrame(1, data=block)  # no END_HEADERS: CONTINUATION frames follow
+        flood = b"".join(ContinuationFrame(1, data=b"x-a: " * 3000).serialize() for _ in range(200))
+        peer.send_raw(head.serialize())
+        for _ in range(20):
+            if not peer.send_raw(flood):
+                break
+        assert peer.wait_closed()
+        assert peer.goaway == PROTOCOL_ERROR
+        assert memory(rt.proc.pid, "VmRSS") - before < 16 * MIB
+        still_serves(rt)
+
+
+def test_window_overflow_closes(tmp_path: Path) -> None:
+    with proxied(tmp_path) as rt:
+        peer = Peer(rt.port)
+        peer.send_raw(WindowUpdateFrame(0, window_increment=2**31 - 1).serialize())
+        assert peer.wait_closed()
+        assert peer.goaway == FLOW_CONTROL_ERROR
+        still_serves(rt)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        PREFACE + b"GET / HTTP/1.1\r\nHost: web\r\n\r\n",  # not a frame after the preface
+        PREFACE  # a header block HPACK cannot decode
+        + HeadersFrame(1, data=b"\xff\xff\xff\xff", flags=["END_HEADERS"]).serialize(),
+        PREFACE  # a WINDOW_UPDATE of 3 bytes
+        + SettingsFrame(0).serialize()
+        + b"\x00\x00\x03\x08\x00\x00\x00\x00\x00\x00\x00\x01",
+    ],
+    ids=["http1-after-preface", "bad-hpack", "short-window-update"],
+)
+def test_garbage_after_the_preface_closes(tmp_path: Path, garbage: bytes) -> None:
+    with proxied(tmp_path) as rt:
+        out, closed = rt.converse(garbage, quiet=5.0)
+        assert closed
+        assert b"HTTP/1.1" not in out  # never answered as HTTP/1.1
+        still_serves(rt)
+
+
+def test_slow_reader_of_a_large_response_keeps_memory_bounded(tmp_path: Path) -> None:
+    """48 MiB through one stream to a client that reads nothing for 2 s, then everything:
+    the proxy holds at most a window and its high-water mark, not the response."""
+    size = 48 * MIB
+    with proxied(tmp_path) as rt:
+        pid = rt.proc.pid
+        still_serves(rt)
+        before = memory(pid, "VmRSS")
+        peer = Peer(rt.port, auto_ack=False, timeout=30)
+        sid = peer.request(f"/bytes/{size}", "web")
+        deadline = time.monotonic() + 2.0
+        peer.sock.settimeout(0.2)
+        while time.monotonic() < deadline:  # read (the socket) but give no window back
+            with contextlib.suppress(TimeoutError):
+                peer.receive()
+        stalled = len(peer.answers[sid].body)
+        assert stalled <= 65535  # the initial stream window, nothing more
+        assert memory(pid, "VmRSS") - before < 8 * MIB
+        peer.sock.settimeout(30)
+        peer.auto_ack = True
+        peer.h2.acknowledge_received_data(stalled, sid)
+        peer.flush()
+        digest = hashlib.md5()
+        (answer,) = peer.wait(sid, timeout=60)
+        expected = hashlib.md5()
+        for offset in range(0, size, len(BLOCK)):
+            expected.update(BLOCK[: min(len(BLOCK), size - offset)])
+        digest.update(answer.body)
+        assert len(answer.body) == size and digest.hexdigest() == expected.hexdigest()
+        assert memory(pid, "VmHWM") - before < 16 * MIB, "the response was buffered"
+
+
+def test_many_unread_streams_keep_memory_bounded(tmp_path: Path) -> None:
+    """20 streams of 8 MiB each that the client never reads: each stays within its window
+    and the high-water mark; closing the connection frees everything."""
+    with proxied(tmp_path) as rt:
+        pid = rt.proc.pid
+        still_serves(rt)
+        before = memory(pid, "VmRSS")
+        peer = Peer(rt.port, auto_ack=False)
+        for _ in range(20):
+            peer.request(f"/bytes/{8 * MIB}", "web")
+        time.sleep(3)  # the client's socket buffer fills, then the server's, then nothing
+        assert memory(pid, "VmHWM") - before < 24 * MIB
+        peer.close()
+        still_serves(rt)
+
+
+def test_large_upload_to_a_slow_endpoint_is_windowed(tmp_path: Path) -> None:
+    """32 MiB to an endpoint that waits 1.5 s before reading: the client is held by flow
+    control (the proxy acknowledges what went upstream only)."""
+    size = 32 * MIB
+    body = (BLOCK * (size // len(BLOCK) + 1))[:size]
+    with proxied(tmp_path) as rt:
+        pid = rt.proc.pid
+        still_serves(rt)
+        before = memory(pid, "VmRSS")
+        peer = Peer(rt.port, timeout=60)
+        (answer,) = peer.wait(
+            peer.request("/up", "web", "POST", [("x-stall", "1.5")], body), timeout=60
+        )
+        assert answer.status == 200
+        assert json.loads(answer.body) == {"bytes": size, "md5": hashlib.md5(body).hexdigest()}
+        assert memory(pid, "VmHWM") - before < 16 * MIB, "the upload was buffered"
