@@ -6,14 +6,44 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+from runtime_harness import Runtime, build_dist, run_dist, script_backend, spec
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@contextlib.contextmanager
+def proxied(
+    folder: Path, backend: str, listener: str = "", service: str = "", extra: str = ""
+) -> Iterator[Runtime]:
+    """``python DIST`` with route ``web`` (host web) to the HTTP/1.1 server ``backend`` (a
+    ``script_backend`` source); ``listener``, ``service``: more fields of listener ``edge``
+    and service ``web`` (flow style); ``extra``: more top-level lines."""
+    with script_backend(backend) as (address, _):
+        more = f", {service}" if service else ""
+        text = spec(
+            f"""
+            services:
+              web: {{discovery: {{static: [{{address: "{address}"}}]}}{more}}}
+            routes:
+              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
+            {extra}
+            """
+        )
+        if listener:
+            text = text.replace(
+                'listeners: [{name: edge, address: "127.0.0.1:0"}]',
+                f'listeners: [{{name: edge, address: "127.0.0.1:0", {listener}}}]',
+            )
+        with run_dist(build_dist(folder / "dist", text)) as rt:
+            yield rt
 
 
 @dataclass

@@ -9,7 +9,6 @@ serving HTTP/1.1.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -17,13 +16,14 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
+import h2_peer
 import pytest
 from h2_peer import Peer
-from runtime_harness import SERVE_HANDLER, Runtime, build_dist, run_dist, script_backend, spec
+from runtime_harness import SERVE_HANDLER, Runtime
 
 from meshgen.certs import MeshIdentities, issue
 
@@ -81,27 +81,8 @@ def _need(binary: str, package: str) -> None:
         pytest.skip(f"{binary} is missing: apt-get install {package}")
 
 
-@contextlib.contextmanager
-def proxied(tmp_path: Path, listener: str = "", extra: str = "") -> Iterator[Runtime]:
-    """``python DIST`` with route ``web`` (host web) to one HTTP/1.1 backend."""
-    with script_backend(BACKEND) as (address, _):
-        text = spec(
-            f"""
-            services:
-              web:
-                discovery: {{static: [{{address: "{address}"}}]}}
-            routes:
-              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
-            {extra}
-            """
-        )
-        if listener:
-            text = text.replace(
-                'listeners: [{name: edge, address: "127.0.0.1:0"}]',
-                f'listeners: [{{name: edge, address: "127.0.0.1:0", {listener}}}]',
-            )
-        with run_dist(build_dist(tmp_path / "dist", text)) as rt:
-            yield rt
+def proxied(tmp_path: Path, listener: str = "", extra: str = "") -> ContextManager[Runtime]:
+    return h2_peer.proxied(tmp_path, BACKEND, listener, extra=extra)
 
 
 def curl(*args: str) -> tuple[str, str]:

@@ -15,14 +15,15 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
+import h2_peer
 import hpack
 import pytest
 from h2_peer import PREFACE, Peer
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
-from runtime_harness import SERVE_HANDLER, Runtime, build_dist, run_dist, script_backend, spec
+from runtime_harness import SERVE_HANDLER, Runtime
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -74,21 +75,8 @@ http.server.ThreadingHTTPServer.request_queue_size = 256
 BLOCK = bytes(range(256)) * 4096
 
 
-@contextlib.contextmanager
-def proxied(tmp_path: Path) -> Iterator[Runtime]:
-    with script_backend(BACKEND) as (address, _):
-        text = spec(
-            f"""
-            services:
-              web:
-                discovery: {{static: [{{address: "{address}"}}]}}
-                timeout: 60s
-            routes:
-              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
-            """
-        )
-        with run_dist(build_dist(tmp_path / "dist", text)) as rt:
-            yield rt
+def proxied(tmp_path: Path) -> ContextManager[Runtime]:
+    return h2_peer.proxied(tmp_path, BACKEND, service="timeout: 60s")
 
 
 def memory(pid: int, field: str) -> int:

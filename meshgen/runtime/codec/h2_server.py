@@ -58,7 +58,7 @@ from hyperframe.frame import Frame
 from ..tables import Limits
 from . import h2lib
 from .guard import BUSY, IDLE, ClientClock, ListenerGuard
-from .http1 import RequestBody
+from .http1 import RequestBody, first_header
 from .paths import valid_host
 from .upstream_conn import Headers
 
@@ -138,11 +138,7 @@ class H2Request:
 
     def header(self, name: str) -> str | None:
         """First value of a header (router and hash-key callback)."""
-        key = name.encode("latin-1")
-        for k, v in self.headers:
-            if k == key:
-                return v.decode("latin-1")
-        return None
+        return first_header(self.headers, name)
 
 
 class H2Stream:

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from .generation import Generation
 
 
-class Driver(Protocol):
-    """What a proxied request needs from its proxy (``proxy.Proxy`` is one)."""
+class Forwarder(Protocol):
+    """What a proxied request needs from its proxy (``proxy.Proxy`` is one), whichever
+    driver runs it."""
 
     @property
     def generation(self) -> Generation: ...
@@ -54,6 +55,10 @@ class Driver(Protocol):
     def exchange(self) -> Exchange: ...
 
     def mirror(self, att: Attempt) -> None: ...
+
+
+class Driver(Forwarder, Protocol):
+    """The proxy as an HTTP/1.x request's driver sees it."""
 
     def finish(self, att: ProxyAttempt) -> None: ...
 

@@ -35,7 +35,7 @@ from ..codec.h2_server import H2Request, H2Server, H2Stream
 from ..codec.http1 import HOP_BY_HOP
 from ..policy import grpc
 from .attempt import LOCAL, START, Attempt
-from .fastpath import identity
+from .fastpath import Forwarder, identity
 from .heads import VIA
 from .tries import drive, watch_idle
 
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from ..codec.guard import ClientClock
     from ..codec.http1 import ServerConnection
     from ..codec.upstream_conn import UpstreamConnection
-    from .exchange import Exchange
     from .generation import Generation
 
 log = logging.getLogger("meshgen.proxy")
@@ -51,16 +50,8 @@ log = logging.getLogger("meshgen.proxy")
 _TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
-class Driver(Protocol):
-    """What an HTTP/2 request needs from its proxy (``proxy.Proxy``)."""
-
-    @property
-    def generation(self) -> Generation: ...
-
-    @property
-    def exchange(self) -> Exchange: ...
-
-    def mirror(self, att: Attempt) -> None: ...
+class Driver(Forwarder, Protocol):
+    """The proxy as an HTTP/2 request's driver sees it (``proxy.Proxy``)."""
 
     def settle(self, att: H2Attempt) -> None: ...
 
