@@ -13,7 +13,8 @@ the folder given its ``BUILT.json`` and renamed into place, so a half-built or b
 never found. The modules in :data:`PURE` stay source: they run before the choice (the package
 ``__init__``, this module, :mod:`.compiled`, :mod:`.launch`) or use what mypyc cannot compile
 (``policy/tls.py`` subclasses ``ssl.SSLError``; ``app/main.py`` deletes locals to free a retired
-generation before a collection).
+generation before a collection; ``codec/h2lib.py`` picks ``jh2`` or ``h2`` in a branch that
+type checking never takes, which compiled code treats as unreachable).
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from .compiled import (
 )
 
 PURE = frozenset(
-    {"__init__.py", "accelerate.py", "compiled.py", "launch.py", "policy/tls.py", "app/main.py"}
+    {
+        "__init__.py",
+        "accelerate.py",
+        "compiled.py",
+        "launch.py",
+        "policy/tls.py",
+        "app/main.py",
+        "codec/h2lib.py",
+    }
 )
 """Modules (paths under the package) that are copied but never compiled."""
 

@@ -60,11 +60,13 @@ class H2Attempt(Attempt):
     """A request on an HTTP/2 stream: the machine, and how this driver carries out its
     actions (``tries.Steps``)."""
 
-    __slots__ = ()
+    # The machine's ``gen`` and ``req`` again, with this driver's types (as ProxyAttempt's: a
+    # compiled class cannot narrow an attribute its base declares).
+    __slots__ = ("driver", "generation", "request")
 
     driver: Driver
-    gen: Generation
-    req: H2Request
+    generation: Generation
+    request: H2Request
 
     @classmethod
     def of(cls, driver: Driver, req: H2Request) -> H2Attempt:
@@ -75,17 +77,21 @@ class H2Attempt(Attempt):
         listener: str = stream.listener.name  # type: ignore[attr-defined]
         caller = identity(gen, stream.transport) if gen.enforced[listener] else None
         gen.in_flight += 1
-        return cls(gen, listener, req, caller, time.monotonic(), driver)
+        att = cls(gen, listener, req, caller, time.monotonic())
+        att.driver = driver
+        att.generation = gen
+        att.request = req
+        return att
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        return self.req.conn.loop
+        return self.request.conn.loop
 
     async def run(self, action: int) -> None:
         """Carry out the machine's actions from ``action`` on, then finish (nothing when the
         client reset the stream before its task ran)."""
         try:
-            if self.req.conn.closed:
+            if self.request.conn.closed:
                 self.close()
                 return
             await drive(self, action, self)
@@ -96,7 +102,7 @@ class H2Attempt(Attempt):
         """The request ended: its local answer (if the machine made one), then the proxy's
         accounting; the stream stops counting against the connection's work limit."""
         answer = self.answer
-        req = self.req
+        req = self.request
         if answer is not None and not req.started:
             req.started = True
             headers: list[tuple[bytes, bytes]] = []
@@ -113,16 +119,16 @@ class H2Attempt(Attempt):
     # ---- tries.Steps -----------------------------------------------------------------------
 
     async def tried(self, att: Attempt) -> int:
-        return await self.driver.exchange.tried(self.gen, self, self.req)
+        return await self.driver.exchange.tried(self.generation, self, self.request)
 
     async def respond(self, att: Attempt) -> None:
         """The accepted response, translated to HTTP/2 (module docstring)."""
         conn, route = self.conn, self.route
         assert conn is not None and route is not None and self.target is not None
-        req = self.req
+        req = self.request
         stream = req.conn
         pool = self.driver.exchange.pool
-        ops = (self.gen.header_ops.get(route.name) or self.gen.ops(route))[1]
+        ops = (self.generation.header_ops.get(route.name) or self.generation.ops(route))[1]
         skip = ops.skip | HOP_BY_HOP
         head = conn.headers[: conn.head_count]
         for k, v in head:
@@ -171,14 +177,14 @@ class H2Attempt(Attempt):
 
     def _pool(self, conn: UpstreamConnection) -> None:
         """The response is through: the connection goes back to the pool when it can."""
-        body = self.req.body
+        body = self.request.body
         if conn.keep_alive and (body is None or body.complete):
             self.driver.exchange.pool.release(conn)
         else:
             self.driver.exchange.pool.discard(conn)
 
     def abandon(self, att: Attempt) -> None:
-        self.driver.exchange.abandon(self, self.req)
+        self.driver.exchange.abandon(self, self.request)
 
     def copy(self, att: Attempt) -> None:
         self.driver.mirror(self)
