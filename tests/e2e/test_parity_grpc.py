@@ -33,8 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 NO_H2 = pytest.mark.xfail(
     strict=True,
-    reason="the runtime's HTTP/2 transport has not landed: it speaks HTTP/1.1 to clients and "
-    "endpoints (strict: these pass, and must be turned on, once it has)",
+    reason="the runtime's upstream HTTP/2 has not landed: it serves HTTP/2 to clients but speaks "
+    "HTTP/1.1 to every endpoint (strict: these pass, and must be turned on, once it has)",
 )
 GRPC_ENGINES = (pytest.param("runtime", marks=NO_H2), "haproxy", "envoy")
 SERVER = (Path(__file__).resolve().parents[2] / "examples" / "grpc" / "server.py").read_text()
