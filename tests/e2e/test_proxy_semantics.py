@@ -169,7 +169,7 @@ def breaker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
               tight:
                 discovery: {{static: [{{address: "{addr}"}}]}}
                 circuit_breaker: {limits}
-                timeout: 250ms
+                timeout: 1s
               pair:
                 discovery: {{static: [{{address: "{addr}"}}, {{address: "{other}"}}]}}
                 circuit_breaker: {limits}
@@ -192,7 +192,7 @@ def breaker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
 
 def test_pending_request_waits_for_the_busy_connection(breaker: Runtime) -> None:
     """1 connection busy, 1 request queued and then served, the other 2 refused at once."""
-    got = _concurrent(breaker, "slow", 4, {"x-delay": "0.3"})
+    got = _concurrent(breaker, "slow", 4, {"x-delay": "1"})  # all four arrive within 1 s
     assert sorted(s for s, _ in got) == [200, 200, 503, 503]
     for status, hdrs in got:
         assert (hdrs.get("x-meshgen-overloaded") == "true") == (status == 503)
@@ -221,8 +221,10 @@ def test_circuit_open_gauge_while_saturated(breaker: Runtime) -> None:
 
 
 def test_pending_wait_is_bounded_by_the_request_timeout(breaker: Runtime) -> None:
-    """A queued request whose timeout passes before a connection frees gets 504."""
-    got = _concurrent(breaker, "tight", 3, {"x-delay": "1"})
+    """A queued request whose timeout passes before a connection frees gets 504. (The three
+    must all arrive within the 1 s timeout: with 250 ms a loaded CI machine spread them wider,
+    the first one's 504 freed the slots, and the third was queued instead of refused.)"""
+    got = _concurrent(breaker, "tight", 3, {"x-delay": "3"})
     assert sorted(s for s, _ in got) == [503, 504, 504]
 
 
