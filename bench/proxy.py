@@ -123,12 +123,14 @@ class Stage:
         return {**os.environ, "NGINX": f"{self.nginx_sock.fileno()};"}
 
 
-def stage(d: Path) -> Stage:
+def stage(d: Path, nginx: str = NGINX, haproxy: str = HAPROXY, mesh: str = MESH) -> Stage:
+    """The three configurations from templates (``{d}``, ``{port}``, ``{fd}``, ``{backend}``):
+    this benchmark's by default, a variant's (bench/h2.py) when given."""
     nginx_sock, haproxy_sock = listening(), listening()
     nginx_port = nginx_sock.getsockname()[1]
-    (d / "nginx.conf").write_text(NGINX.format(d=d, port=nginx_port))
-    (d / "haproxy.cfg").write_text(HAPROXY.format(fd=haproxy_sock.fileno(), backend=nginx_port))
-    dist = build_dist(d / "dist", spec(MESH.format(port=nginx_port)))
+    (d / "nginx.conf").write_text(nginx.format(d=d, port=nginx_port))
+    (d / "haproxy.cfg").write_text(haproxy.format(fd=haproxy_sock.fileno(), backend=nginx_port))
+    dist = build_dist(d / "dist", spec(mesh.format(port=nginx_port)))
     return Stage(nginx_sock, haproxy_sock, dist)
 
 
