@@ -129,11 +129,16 @@ def h2load(port: int, args: argparse.Namespace, log: Path, pid: int) -> Run:
     return rps, p50, p99, 1e6 * cpu / max(1, len(rows))
 
 
-def stream(port: int, size: int) -> float:
-    """MiB/s of one ``curl`` download of /big (``size`` bytes, all of them checked)."""
-    got = curl(port, "/big", "-w", "%{http_version} %{size_download} %{time_total}").split()
+def stream(port: int, size: int, pid: int, *extra: str) -> tuple[float, float]:
+    """(MiB/s, CPU ms/MiB of ``pid``) of one ``curl`` download of /big: ``size`` bytes from
+    its start (a Range request; every byte is counted), ``extra`` curl options."""
+    cpu0 = cpu_seconds(pid)
+    got = curl(port, "/big", "-r", f"0-{size - 1}", *extra,
+               "-w", "%{http_version} %{size_download} %{time_total}").split()  # fmt: skip
+    cpu = cpu_seconds(pid) - cpu0
     assert got[:2] == ["2", str(size)], f"stream through port {port}: {got}"
-    return size / (1 << 20) / float(got[2])
+    mib = size / (1 << 20)
+    return mib / float(got[2]), 1e3 * cpu / mib
 
 
 def peak_rss_mib(pid: int) -> tuple[float, float]:
@@ -156,6 +161,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each proxy")
     ap.add_argument("--stream-gib", type=float, default=1.0, help="0: no stream")
     ap.add_argument("--stream-rounds", type=int, default=2)
+    ap.add_argument("--slow-mib", type=int, default=256, help="MiB to the slow reader")
+    ap.add_argument("--slow-rate", type=int, default=32, help="the slow reader's MiB/s")
     ap.add_argument("--backend", choices=sorted(BACKENDS), default="http1")
     ap.add_argument("--runtime", choices=["compiled", "pure"], default="compiled")
     args = ap.parse_args()
@@ -199,12 +206,20 @@ def main() -> int:
                 print(f"round {n + 1}: " + " | ".join(shown), flush=True)
             if size:
                 idle = peak_rss_mib(fresh.proc.pid)[0]
+                engines = [
+                    (HAPROXY_NAME, ha_port, ha.pid),
+                    (meshgen_name, fresh.port, fresh.proc.pid),
+                ]
                 for n in range(args.stream_rounds):
-                    for name, port in ((HAPROXY_NAME, ha_port), (meshgen_name, fresh.port)):
-                        streams[name].append(stream(port, size))
+                    for name, port, pid in engines:
+                        streams[name].append(stream(port, size, pid))
                     print(f"stream round {n + 1}: " + " | ".join(
-                        f"{name.split()[0]} {v[-1]:.0f} MiB/s" for name, v in streams.items()
-                    ), flush=True)  # fmt: skip
+                        f"{name.split()[0]} {v[-1][0]:.0f} MiB/s {v[-1][1]:.2f} ms CPU/MiB"
+                        for name, v in streams.items()), flush=True)  # fmt: skip
+                fast_hwm = peak_rss_mib(fresh.proc.pid)[1]
+                slow_size = args.slow_mib << 20
+                slow = stream(fresh.port, slow_size, fresh.proc.pid, "--limit-rate",
+                              f"{args.slow_rate}M")  # fmt: skip
                 rss, hwm = peak_rss_mib(fresh.proc.pid)
                 ha_hwm = peak_rss_mib(ha.pid)[1]
     print(f"load average after: {os.getloadavg()}")
@@ -231,16 +246,19 @@ def main() -> int:
     if size:
         print(f"{args.stream_gib:g} GiB download over HTTP/2 (curl, h2c), {args.backend} to "
               f"nginx, median of {args.stream_rounds} interleaved rounds")  # fmt: skip
-        print(f"| {'setup':<26} | {'MiB/s':>7} | {'vs HAProxy':>10} | {'peak RSS MiB':>12} |")
-        print(f"|{'-' * 28}|{'-' * 9}|{'-' * 12}|{'-' * 14}|")
-        ha_rate = statistics.median(streams[HAPROXY_NAME])
-        mg_rate = statistics.median(streams[meshgen_name])
-        print(f"| {HAPROXY_NAME:<26} | {ha_rate:>7.0f} | {'1.00x':>10} | {ha_hwm:>12.0f} |")
-        print(f"| {meshgen_name:<26} | {mg_rate:>7.0f} | {mg_rate / ha_rate:>9.2f}x "
-              f"| {hwm:>12.0f} |")  # fmt: skip
-        print(f"meshgen stream runtime: RSS {idle:.0f} MiB idle before the stream, {rss:.0f} "
-              f"MiB after, peak {hwm:.0f} MiB (VmHWM); HAProxy's peak covers its h2load runs "
-              "too")  # fmt: skip
+        print(f"| {'setup':<26} | {'MiB/s':>7} | {'vs HAProxy':>10} | {'CPU ms/MiB':>10} "
+              f"| {'peak RSS MiB':>12} |")  # fmt: skip
+        print(f"|{'-' * 28}|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 14}|")
+        ha_rate = statistics.median(rate for rate, _ in streams[HAPROXY_NAME])
+        for name, peak in ((HAPROXY_NAME, ha_hwm), (meshgen_name, fast_hwm)):
+            rate, cpu = (statistics.median(c) for c in zip(*streams[name], strict=True))
+            print(f"| {name:<26} | {rate:>7.0f} | {rate / ha_rate:>9.2f}x | {cpu:>10.2f} "
+                  f"| {peak:>12.0f} |")  # fmt: skip
+        print(f"meshgen stream runtime: RSS {idle:.0f} MiB idle before the streams, peak "
+              f"{fast_hwm:.0f} MiB after them (VmHWM; HAProxy's peak covers its h2load runs "
+              f"too); then a slow reader (curl --limit-rate {args.slow_rate}M, {args.slow_mib} "
+              f"MiB): {slow[0]:.0f} MiB/s, peak {hwm:.0f} MiB, RSS {rss:.0f} MiB after"
+              )  # fmt: skip
     return 0
 
 
