@@ -2,9 +2,10 @@
 side: requests/s and p99 with h2load, then a 1 GiB response streamed over HTTP/2.
 
 Usage: ``python bench/h2.py [--duration 10] [--clients 16] [--streams 10] [--rounds 3]
-[--stream-gib 1] [--backend http1|http2] [--runtime compiled|pure]``. Needs the Debian packages
-nghttp2-client (h2load), haproxy, nginx-light and curl, and a C compiler for the compiled
-runtime (built into the machine's cache first, as ``python DIST --accelerate`` does).
+[--stream-gib 1] [--backend http1|http2] [--runtime compiled|pure] [--libraries h2,jh2]``.
+Needs the Debian packages nghttp2-client (h2load), haproxy, nginx-light and curl, and a C
+compiler for the compiled runtime (built into the machine's cache first, as ``python DIST
+--accelerate`` does).
 
 The set-up is bench/proxy.py's ``stage()``: one nginx backend, HAProxy with a minimal config,
 and a DIST the compiler builds from one mesh.yaml (host + path routing, a round-robin balancer,
@@ -15,7 +16,10 @@ speak to nginx: ``http1`` (the HTTP/2 streams become HTTP/1.1 requests) or ``htt
 ``listen ... http2``, HAProxy ``server ... proto h2``, the service ``protocol: http2``; h2c
 to the endpoint). Both proxies stay up and are measured in alternating rounds, so load drift on
 a shared machine hits both alike. Per run: h2load's req/s, p50/p99 from its per-request log
-(``--log-file``) and the proxy's CPU time per request from /proc.
+(``--log-file``) and the proxy's CPU time per request from /proc. ``--libraries h2,jh2`` runs
+one meshgen runtime per HTTP/2 library in the same rounds (jh2 must be installed; the h2 one
+gets a ``jh2`` on its PYTHONPATH that fails to import, so codec/h2lib.py falls back to h2);
+which library each runtime really loaded is checked (/proc/PID/maps), never assumed.
 
 The stream: ``curl --http2-prior-knowledge`` downloads ``--stream-gib`` GiB (a sparse file nginx
 serves) through each proxy in alternating rounds, checking the byte count. meshgen's stream
@@ -27,12 +31,15 @@ the tables to paste into BENCHMARKS.md, with the load average before and after.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # pol
 
 from polling import eventually
 from proxy import HAPROXY_NAME, Run, cpu_seconds, process, stage
-from runtime_harness import run_dist
+from runtime_harness import Runtime, run_dist
 
 from meshgen.resources import runtime_dir
 from meshgen.runtime.accelerate import build
@@ -92,7 +99,6 @@ MESH = """
 """
 BACKENDS = {"http1": ("", "", "http1"), "http2": (" http2", " proto h2", "http2")}
 """--backend: nginx's listen parameter, HAProxy's server parameter, the service's protocol."""
-MESHGEN_NAME = "meshgen {} (1 core)"
 
 
 def curl(port: int, path: str, *extra: str) -> str:
@@ -153,6 +159,45 @@ def pin(pid: int) -> None:
     subprocess.run(["taskset", "-acp", "0", str(pid)], check=True, capture_output=True)
 
 
+def installed_library() -> str:
+    """The HTTP/2 library codec/h2lib.py picks in this Python: jh2 when importable."""
+    return "jh2" if importlib.util.find_spec("jh2") is not None else "h2"
+
+
+def loaded_library(pid: int) -> str:
+    """The HTTP/2 library process ``pid`` runs on: jh2 if its compiled core is mapped."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "jh2" if re.search(r"/jh2/_hazmat[^/\n]*\.so$", maps, re.M) else "h2"
+
+
+@contextlib.contextmanager
+def runtime(dist: Path, kind: str, library: str, folder: Path) -> Iterator[Runtime]:
+    """``python DIST`` (``kind``: compiled or pure) pinned to CPU 0, on HTTP/2 ``library``:
+    for h2 where jh2 is installed, a ``jh2`` package whose import fails comes first on its
+    PYTHONPATH (run_dist passes this process's environment on when it starts it)."""
+    with contextlib.ExitStack() as stack:
+        saved = os.environ.get("PYTHONPATH")
+        if library == "h2" and installed_library() == "jh2":
+            shadow = folder / "no-jh2"
+            (shadow / "jh2").mkdir(parents=True, exist_ok=True)
+            (shadow / "jh2" / "__init__.py").write_text("raise ImportError('hidden')\n")
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow), saved]))
+        try:
+            rt = stack.enter_context(run_dist(dist, runtime=kind))
+        finally:
+            os.environ.pop("PYTHONPATH", None)
+            if saved is not None:
+                os.environ["PYTHONPATH"] = saved
+        pin(rt.proc.pid)
+        yield rt
+
+
+def check_library(rt: Runtime, library: str) -> None:
+    if loaded_library(rt.proc.pid) != library:
+        raise SystemExit(f"the runtime on port {rt.port} loaded {loaded_library(rt.proc.pid)}, "
+                         f"not {library}")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10)
@@ -160,68 +205,81 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=10, help="concurrent streams per connection")
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each proxy")
     ap.add_argument("--stream-gib", type=float, default=1.0, help="0: no stream")
-    ap.add_argument("--stream-rounds", type=int, default=2)
+    ap.add_argument("--stream-rounds", type=int, default=3)
     ap.add_argument("--slow-mib", type=int, default=256, help="MiB to the slow reader")
     ap.add_argument("--slow-rate", type=int, default=32, help="the slow reader's MiB/s")
     ap.add_argument("--backend", choices=sorted(BACKENDS), default="http1")
     ap.add_argument("--runtime", choices=["compiled", "pure"], default="compiled")
+    ap.add_argument("--libraries", default=installed_library(),
+                    help="meshgen's HTTP/2 libraries, side by side: h2, jh2 or h2,jh2")  # fmt: skip
     args = ap.parse_args()
+    libraries = args.libraries.split(",")
+    if not set(libraries) <= {"h2", installed_library()}:
+        raise SystemExit(f"--libraries {args.libraries}: jh2 is not installed (pip install jh2)")
     if args.runtime == "compiled":
         print(f"compiled runtime: {build(runtime_dir())}", flush=True)
-    meshgen_name = MESHGEN_NAME.format(args.runtime)
+    names = {lib: f"meshgen {args.runtime}, {lib}" for lib in libraries}
     listen, server, protocol = BACKENDS[args.backend]
     size = int(args.stream_gib * GIB)
     results: dict[str, Run] = {}
     rounds: list[dict[str, Run]] = []
-    streams: dict[str, list[float]] = {HAPROXY_NAME: [], meshgen_name: []}
+    streams: dict[str, list[tuple[float, float]]] = {
+        HAPROXY_NAME: [],
+        **{n: [] for n in names.values()},
+    }
+    memory: dict[str, tuple[float, float, float, float, float]] = {}  # idle, peak, slow...
     print(f"load average before: {os.getloadavg()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="meshgen-bench-h2-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="meshgen-bench-h2-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         d = Path(tmp)
         staged = stage(d, NGINX % listen, HAPROXY % server, MESH % protocol)
         with open(d / "big", "wb") as big:
             big.truncate(size)  # sparse: nginx sends zeros without touching the disk
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = ["taskset", "-c", "0", "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
-        with (
-            process(nginx_cmd, d / "nginx.log", staged.nginx_sock, staged.nginx_env()),
-            process(ha_cmd, d / "ha.log", staged.haproxy_sock) as ha,
-            run_dist(staged.dist, runtime=args.runtime) as rt,
-            run_dist(staged.dist, runtime=args.runtime) as fresh,
-        ):
-            ha_port = staged.haproxy_port
-            eventually(lambda: answers_h2(ha_port), what="haproxy answering HTTP/2")
-            eventually(lambda: answers_h2(rt.port), what="meshgen answering HTTP/2")
-            for pid in (rt.proc.pid, fresh.proc.pid):
-                pin(pid)
-            proxies = [(HAPROXY_NAME, ha_port, ha.pid), (meshgen_name, rt.port, rt.proc.pid)]
-            for n in range(args.rounds):  # interleaved: load drift hits both alike
-                got = {name: h2load(port, args, d / "h2load.log", pid)
-                       for name, port, pid in proxies}  # fmt: skip
-                for name, run in got.items():
-                    if name not in results or run[0] > results[name][0]:
-                        results[name] = run
-                rounds.append(got)
-                shown = [f"{name.split()[0]} {r[0]:.0f} req/s p99 {r[2]:.2f} ms "
-                         f"{r[3]:.1f} us CPU/req" for name, r in got.items()]  # fmt: skip
-                print(f"round {n + 1}: " + " | ".join(shown), flush=True)
-            if size:
-                idle = peak_rss_mib(fresh.proc.pid)[0]
-                engines = [
-                    (HAPROXY_NAME, ha_port, ha.pid),
-                    (meshgen_name, fresh.port, fresh.proc.pid),
-                ]
-                for n in range(args.stream_rounds):
-                    for name, port, pid in engines:
-                        streams[name].append(stream(port, size, pid))
-                    print(f"stream round {n + 1}: " + " | ".join(
-                        f"{name.split()[0]} {v[-1][0]:.0f} MiB/s {v[-1][1]:.2f} ms CPU/MiB"
-                        for name, v in streams.items()), flush=True)  # fmt: skip
-                fast_hwm = peak_rss_mib(fresh.proc.pid)[1]
-                slow_size = args.slow_mib << 20
-                slow = stream(fresh.port, slow_size, fresh.proc.pid, "--limit-rate",
+        stack.enter_context(
+            process(nginx_cmd, d / "nginx.log", staged.nginx_sock, staged.nginx_env())
+        )
+        ha = stack.enter_context(process(ha_cmd, d / "ha.log", staged.haproxy_sock))
+        ha_port = staged.haproxy_port
+        eventually(lambda: answers_h2(ha_port), what="haproxy answering HTTP/2")
+        proxies = [(HAPROXY_NAME, ha_port, ha.pid)]
+        fresh: dict[str, Runtime] = {}  # per library: a runtime only the streams use
+        for lib in libraries:
+            rt = stack.enter_context(runtime(staged.dist, args.runtime, lib, d))
+            fresh[lib] = stack.enter_context(runtime(staged.dist, args.runtime, lib, d))
+            eventually(lambda rt=rt: answers_h2(rt.port), what="meshgen answering HTTP/2")
+            check_library(rt, lib)
+            proxies.append((names[lib], rt.port, rt.proc.pid))
+        for n in range(args.rounds):  # interleaved: load drift hits all alike
+            got = {name: h2load(port, args, d / "h2load.log", pid) for name, port, pid in proxies}
+            for name, run in got.items():
+                if name not in results or run[0] > results[name][0]:
+                    results[name] = run
+            rounds.append(got)
+            shown = [f"{name} {r[0]:.0f} req/s p99 {r[2]:.2f} ms {r[3]:.1f} us CPU/req"
+                     for name, r in got.items()]  # fmt: skip
+            print(f"round {n + 1}: " + " | ".join(shown), flush=True)
+        if size:
+            idle = {lib: peak_rss_mib(rt.proc.pid)[0] for lib, rt in fresh.items()}
+            engines = [(HAPROXY_NAME, ha_port, ha.pid)]
+            engines += [(names[lib], rt.port, rt.proc.pid) for lib, rt in fresh.items()]
+            for n in range(args.stream_rounds):
+                for name, port, pid in engines:
+                    streams[name].append(stream(port, size, pid))
+                print(f"stream round {n + 1}: " + " | ".join(
+                    f"{name} {v[-1][0]:.0f} MiB/s {v[-1][1]:.2f} ms CPU/MiB"
+                    for name, v in streams.items()), flush=True)  # fmt: skip
+            for lib, rt in fresh.items():
+                check_library(rt, lib)
+                peak = peak_rss_mib(rt.proc.pid)[1]
+                slow = stream(rt.port, args.slow_mib << 20, rt.proc.pid, "--limit-rate",
                               f"{args.slow_rate}M")  # fmt: skip
-                rss, hwm = peak_rss_mib(fresh.proc.pid)
-                ha_hwm = peak_rss_mib(ha.pid)[1]
+                rss, slow_peak = peak_rss_mib(rt.proc.pid)
+                memory[names[lib]] = (idle[lib], peak, slow[0], slow_peak, rss)
+            memory[HAPROXY_NAME] = (0.0, peak_rss_mib(ha.pid)[1], 0.0, 0.0, 0.0)
     print(f"load average after: {os.getloadavg()}")
     print(
         f"h2load {args.duration}s, {args.clients} connections x {args.streams} streams, h2c to "
@@ -235,14 +293,15 @@ def main() -> int:
     for name, (rps, p50, p99, cpu) in results.items():
         print(f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu:>10.1f} "
               f"| {rps / reference[0]:>9.2f}x |")  # fmt: skip
-    ratios = [r[meshgen_name][0] / r[HAPROXY_NAME][0] for r in rounds]
-    p99s = [r[meshgen_name][2] / r[HAPROXY_NAME][2] for r in rounds]
-    cpus = [r[meshgen_name][3] / r[HAPROXY_NAME][3] for r in rounds]
-    print(
-        f"{meshgen_name}: round ratios {', '.join(f'{x:.2f}x' for x in ratios)} (median "
-        f"{statistics.median(ratios):.2f}x of HAProxy's req/s); p99 median "
-        f"{statistics.median(p99s):.2f}x; CPU per request median {statistics.median(cpus):.2f}x"
-    )
+    for name in names.values():
+        ratios = [r[name][0] / r[HAPROXY_NAME][0] for r in rounds]
+        p99s = [r[name][2] / r[HAPROXY_NAME][2] for r in rounds]
+        cpus = [r[name][3] / r[HAPROXY_NAME][3] for r in rounds]
+        print(
+            f"{name}: round ratios {', '.join(f'{x:.2f}x' for x in ratios)} (median "
+            f"{statistics.median(ratios):.2f}x of HAProxy's req/s); p99 median "
+            f"{statistics.median(p99s):.2f}x; CPU per request median {statistics.median(cpus):.2f}x"
+        )
     if size:
         print(f"{args.stream_gib:g} GiB download over HTTP/2 (curl, h2c), {args.backend} to "
               f"nginx, median of {args.stream_rounds} interleaved rounds")  # fmt: skip
@@ -250,15 +309,18 @@ def main() -> int:
               f"| {'peak RSS MiB':>12} |")  # fmt: skip
         print(f"|{'-' * 28}|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 14}|")
         ha_rate = statistics.median(rate for rate, _ in streams[HAPROXY_NAME])
-        for name, peak in ((HAPROXY_NAME, ha_hwm), (meshgen_name, fast_hwm)):
-            rate, cpu = (statistics.median(c) for c in zip(*streams[name], strict=True))
+        for name, runs in streams.items():
+            rate, cpu = (statistics.median(c) for c in zip(*runs, strict=True))
             print(f"| {name:<26} | {rate:>7.0f} | {rate / ha_rate:>9.2f}x | {cpu:>10.2f} "
-                  f"| {peak:>12.0f} |")  # fmt: skip
-        print(f"meshgen stream runtime: RSS {idle:.0f} MiB idle before the streams, peak "
-              f"{fast_hwm:.0f} MiB after them (VmHWM; HAProxy's peak covers its h2load runs "
-              f"too); then a slow reader (curl --limit-rate {args.slow_rate}M, {args.slow_mib} "
-              f"MiB): {slow[0]:.0f} MiB/s, peak {hwm:.0f} MiB, RSS {rss:.0f} MiB after"
-              )  # fmt: skip
+                  f"| {memory[name][1]:>12.0f} |")  # fmt: skip
+        print("(HAProxy's peak RSS covers its h2load runs too; each meshgen row is a runtime that "
+              "served only these streams)")  # fmt: skip
+        for name in names.values():
+            idle_mib, peak, slow_rate, slow_peak, rss = memory[name]
+            print(f"{name}: RSS {idle_mib:.0f} MiB idle before the streams, peak {peak:.0f} MiB "
+                  f"after them; then a slow reader (curl --limit-rate {args.slow_rate}M, "
+                  f"{args.slow_mib} MiB): {slow_rate:.0f} MiB/s, peak {slow_peak:.0f} MiB, "
+                  f"RSS {rss:.0f} MiB after")  # fmt: skip
     return 0
 
 
