@@ -31,6 +31,7 @@ the tables to paste into BENCHMARKS.md, with the load average before and after.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import importlib.util
 import os
@@ -130,7 +131,9 @@ def h2load(port: int, args: argparse.Namespace, log: Path, pid: int) -> Run:
     rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
     ms = sorted(int(f[2]) / 1000.0 for f in rows if f[1] == "200")  # microseconds -> ms
     if len(ms) != len(rows):
-        print(f"  warning: {len(rows) - len(ms)} of {len(rows)} not 200", file=sys.stderr)
+        other = collections.Counter(f[1] for f in rows if f[1] != "200")
+        print(f"  warning: port {port}: {len(rows) - len(ms)} of {len(rows)} not 200: "
+              f"{dict(other)}", file=sys.stderr)  # fmt: skip
     p50, p99 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     return rps, p50, p99, 1e6 * cpu / max(1, len(rows))
 
