@@ -21,11 +21,13 @@ one meshgen runtime per HTTP/2 library in the same rounds (jh2 must be installed
 gets a ``jh2`` on its PYTHONPATH that fails to import, so codec/h2lib.py falls back to h2);
 which library each runtime really loaded is checked (/proc/PID/maps), never assumed.
 
-The stream: ``curl --http2-prior-knowledge`` downloads ``--stream-gib`` GiB (a sparse file nginx
-serves) through each proxy in alternating rounds, checking the byte count. meshgen's stream
-runs in a runtime process of its own that served nothing before, so its peak RSS (VmHWM) is the
-stream's; flow control is what should bound it (docs/protocols.md). Prints every round, then
-the tables to paste into BENCHMARKS.md, with the load average before and after.
+The streams: ``curl --http2-prior-knowledge`` downloads ``--stream-gib`` GiB (a sparse file
+nginx serves) and uploads as much (``curl -T``, a POST to bench/sink.py, which reads every
+body whole and answers its length) through each proxy in alternating rounds, every byte
+counted. meshgen's streams run in a runtime process of their own that served nothing before,
+so its peak RSS (VmHWM) is the streams'; flow control is what should bound it
+(docs/protocols.md). Then a slow reader (``curl --limit-rate``) on that process. Prints every
+round, then the tables to paste into BENCHMARKS.md, with the load average before and after.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # polling
 
 from polling import eventually
-from proxy import HAPROXY_NAME, Run, cpu_seconds, process, stage
+from proxy import HAPROXY_NAME, Run, cpu_seconds, listening, process, stage
 from runtime_harness import Runtime, run_dist
 
 from meshgen.resources import runtime_dir
 from meshgen.runtime.accelerate import build
 
 GIB = 1 << 30
+SINK = Path(__file__).resolve().parent / "sink.py"
 NGINX = """daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
 events {{ worker_connections 1024; }}
 http {{ access_log off; keepalive_requests 1000000; sendfile on;
@@ -74,19 +77,24 @@ defaults
   retries 2
 frontend edge
   bind fd@{fd} proto h2
+  use_backend sink if {{ path /sink }}
   default_backend web
 backend web
   balance roundrobin
   http-reuse always
-  server web1 127.0.0.1:{backend}%s
+  server web1 127.0.0.1:{backend}%(server)s
+backend sink
+  server sink1 127.0.0.1:%(sink)d
 """
 MESH = """
     services:
       web:
-        protocol: %s
+        protocol: %(protocol)s
         discovery: {{static: [{{address: "127.0.0.1:{port}"}}]}}
         load_balancer: {{policy: round_robin}}
         retries: {{attempts: 2, per_try_timeout: 5s}}
+      sink:
+        discovery: {{static: [{{address: "127.0.0.1:%(sink)d"}}]}}
     routes:
       - name: other
         match: {{host: other}}
@@ -97,14 +105,18 @@ MESH = """
       - name: big
         match: {{host: shop, path_exact: /big, methods: [GET]}}
         to: [{{service: web}}]
+      - name: sink
+        match: {{host: shop, path_exact: /sink, methods: [POST]}}
+        to: [{{service: sink}}]
 """
 BACKENDS = {"http1": ("", "", "http1"), "http2": (" http2", " proto h2", "http2")}
 """--backend: nginx's listen parameter, HAProxy's server parameter, the service's protocol."""
 
 
-def curl(port: int, path: str, *extra: str) -> str:
-    """``curl --http2-prior-knowledge`` of ``path`` on ``port`` (Host shop), on CPU 1; its -w."""
-    cmd = ["taskset", "-c", "1", "curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+def curl(port: int, path: str, *extra: str, out: str = "/dev/null") -> str:
+    """``curl --http2-prior-knowledge`` of ``path`` on ``port`` (Host shop), on CPU 1, the
+    body written to ``out``; its -w."""
+    cmd = ["taskset", "-c", "1", "curl", "-sS", "--http2-prior-knowledge", "-o", out,
            "-H", "host: shop", *extra, f"http://127.0.0.1:{port}{path}"]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
 
@@ -138,16 +150,36 @@ def h2load(port: int, args: argparse.Namespace, log: Path, pid: int) -> Run:
     return rps, p50, p99, 1e6 * cpu / max(1, len(rows))
 
 
-def stream(port: int, size: int, pid: int, *extra: str) -> tuple[float, float]:
-    """(MiB/s, CPU ms/MiB of ``pid``) of one ``curl`` download of /big: ``size`` bytes from
-    its start (a Range request; every byte is counted), ``extra`` curl options."""
+def transfer(
+    port: int, pid: int, size: int, path: str, *extra: str, out: str = "/dev/null"
+) -> tuple[float, float, list[str]]:
+    """(MiB/s, CPU ms/MiB of ``pid``, [HTTP version, status, bytes downloaded]) of one curl
+    request of ``path`` moving ``size`` bytes; ``extra``: curl options."""
     cpu0 = cpu_seconds(pid)
-    got = curl(port, "/big", "-r", f"0-{size - 1}", *extra,
-               "-w", "%{http_version} %{size_download} %{time_total}").split()  # fmt: skip
+    fields = "%{http_version} %{http_code} %{size_download} %{time_total}"
+    got = curl(port, path, *extra, "-w", fields, out=out).split()
     cpu = cpu_seconds(pid) - cpu0
-    assert got[:2] == ["2", str(size)], f"stream through port {port}: {got}"
+    assert len(got) == 4 and got[0] == "2", f"{path} through port {port}: {got}"
     mib = size / (1 << 20)
-    return mib / float(got[2]), 1e3 * cpu / mib
+    return mib / float(got[3]), 1e3 * cpu / mib, got[:3]
+
+
+def download(port: int, size: int, pid: int, *extra: str) -> tuple[float, float]:
+    """(MiB/s, CPU ms/MiB) of a download of the first ``size`` bytes of /big (a Range
+    request), every byte counted."""
+    rate, cpu, got = transfer(port, pid, size, "/big", "-r", f"0-{size - 1}", *extra)
+    assert got[1:] == ["206", str(size)], f"download through port {port}: {got}"
+    return rate, cpu
+
+
+def upload(port: int, big: Path, pid: int) -> tuple[float, float]:
+    """(MiB/s, CPU ms/MiB) of a POST of file ``big`` to /sink, which answers how many body
+    bytes reached it (checked)."""
+    size, answer = big.stat().st_size, big.with_name("sunk")
+    rate, cpu, got = transfer(port, pid, size, "/sink", "-T", str(big), "-X", "POST",
+                              out=str(answer))  # fmt: skip
+    assert got[1] == "200" and answer.read_text() == f"{size}\n", f"upload via {port}: {got}"
+    return rate, cpu
 
 
 def peak_rss_mib(pid: int) -> tuple[float, float]:
@@ -226,10 +258,9 @@ def main() -> int:
     size = int(args.stream_gib * GIB)
     results: dict[str, Run] = {}
     rounds: list[dict[str, Run]] = []
-    streams: dict[str, list[tuple[float, float]]] = {
-        HAPROXY_NAME: [],
-        **{n: [] for n in names.values()},
-    }
+    # per proxy and round: download MiB/s, CPU ms/MiB, upload MiB/s, CPU ms/MiB
+    streams: dict[str, list[tuple[float, ...]]] = {HAPROXY_NAME: []}
+    streams.update({name: [] for name in names.values()})
     memory: dict[str, tuple[float, float, float, float, float]] = {}  # idle, peak, slow...
     print(f"load average before: {os.getloadavg()}", flush=True)
     with (
@@ -237,15 +268,25 @@ def main() -> int:
         contextlib.ExitStack() as stack,
     ):
         d = Path(tmp)
-        staged = stage(d, NGINX % listen, HAPROXY % server, MESH % protocol)
-        with open(d / "big", "wb") as big:
-            big.truncate(size)  # sparse: nginx sends zeros without touching the disk
+        sink_sock = listening()
+        sink = int(sink_sock.getsockname()[1])
+        staged = stage(
+            d,
+            NGINX % listen,
+            HAPROXY % {"server": server, "sink": sink},
+            MESH % {"protocol": protocol, "sink": sink},
+        )
+        big = d / "big"
+        with open(big, "wb") as sparse:  # zeros that never touch the disk
+            sparse.truncate(size)
         nginx_cmd = ["taskset", "-c", "1", "nginx", "-c", str(d / "nginx.conf")]
         ha_cmd = ["taskset", "-c", "0", "haproxy", "-db", "-f", str(d / "haproxy.cfg")]
         stack.enter_context(
             process(nginx_cmd, d / "nginx.log", staged.nginx_sock, staged.nginx_env())
         )
         ha = stack.enter_context(process(ha_cmd, d / "ha.log", staged.haproxy_sock))
+        sink_cmd = ["taskset", "-c", "1", sys.executable, str(SINK), str(sink_sock.fileno())]
+        stack.enter_context(process(sink_cmd, d / "sink.log", sink_sock))
         ha_port = staged.haproxy_port
         eventually(lambda: answers_h2(ha_port), what="haproxy answering HTTP/2")
         proxies = [(HAPROXY_NAME, ha_port, ha.pid)]
@@ -271,15 +312,16 @@ def main() -> int:
             engines += [(names[lib], rt.port, rt.proc.pid) for lib, rt in fresh.items()]
             for n in range(args.stream_rounds):
                 for name, port, pid in engines:
-                    streams[name].append(stream(port, size, pid))
-                print(f"stream round {n + 1}: " + " | ".join(
-                    f"{name} {v[-1][0]:.0f} MiB/s {v[-1][1]:.2f} ms CPU/MiB"
-                    for name, v in streams.items()), flush=True)  # fmt: skip
+                    streams[name].append((*download(port, size, pid), *upload(port, big, pid)))
+                print(f"stream round {n + 1} (down, up): " + " | ".join(
+                    f"{name} {v[-1][0]:.0f} MiB/s {v[-1][1]:.2f} ms CPU/MiB, {v[-1][2]:.0f} "
+                    f"MiB/s {v[-1][3]:.2f} ms CPU/MiB" for name, v in streams.items()),
+                    flush=True)  # fmt: skip
             for lib, rt in fresh.items():
                 check_library(rt, lib)
                 peak = peak_rss_mib(rt.proc.pid)[1]
-                slow = stream(rt.port, args.slow_mib << 20, rt.proc.pid, "--limit-rate",
-                              f"{args.slow_rate}M")  # fmt: skip
+                slow = download(rt.port, args.slow_mib << 20, rt.proc.pid, "--limit-rate",
+                                f"{args.slow_rate}M")  # fmt: skip
                 rss, slow_peak = peak_rss_mib(rt.proc.pid)
                 memory[names[lib]] = (idle[lib], peak, slow[0], slow_peak, rss)
             memory[HAPROXY_NAME] = (0.0, peak_rss_mib(ha.pid)[1], 0.0, 0.0, 0.0)
@@ -306,16 +348,16 @@ def main() -> int:
             f"{statistics.median(p99s):.2f}x; CPU per request median {statistics.median(cpus):.2f}x"
         )
     if size:
-        print(f"{args.stream_gib:g} GiB download over HTTP/2 (curl, h2c), {args.backend} to "
-              f"nginx, median of {args.stream_rounds} interleaved rounds")  # fmt: skip
-        print(f"| {'setup':<26} | {'MiB/s':>7} | {'vs HAProxy':>10} | {'CPU ms/MiB':>10} "
-              f"| {'peak RSS MiB':>12} |")  # fmt: skip
-        print(f"|{'-' * 28}|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 14}|")
-        ha_rate = statistics.median(rate for rate, _ in streams[HAPROXY_NAME])
+        print(f"{args.stream_gib:g} GiB down (curl from nginx) and up (curl -T to a sink) over "
+              f"HTTP/2 (h2c), {args.backend} to nginx, medians of {args.stream_rounds} "
+              "interleaved rounds")  # fmt: skip
+        print(f"| {'setup':<26} | {'down MiB/s':>10} | {'CPU ms/MiB':>10} | {'up MiB/s':>8} "
+              f"| {'CPU ms/MiB':>10} | {'peak RSS MiB':>12} |")  # fmt: skip
+        print(f"|{'-' * 28}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 12}|{'-' * 14}|")
         for name, runs in streams.items():
-            rate, cpu = (statistics.median(c) for c in zip(*runs, strict=True))
-            print(f"| {name:<26} | {rate:>7.0f} | {rate / ha_rate:>9.2f}x | {cpu:>10.2f} "
-                  f"| {memory[name][1]:>12.0f} |")  # fmt: skip
+            down, down_cpu, up, up_cpu = (statistics.median(c) for c in zip(*runs, strict=True))
+            print(f"| {name:<26} | {down:>10.0f} | {down_cpu:>10.2f} | {up:>8.0f} "
+                  f"| {up_cpu:>10.2f} | {memory[name][1]:>12.0f} |")  # fmt: skip
         print("(HAProxy's peak RSS covers its h2load runs too; each meshgen row is a runtime that "
               "served only these streams)")  # fmt: skip
         for name in names.values():
