@@ -311,12 +311,16 @@ def main() -> int:
             engines = [(HAPROXY_NAME, ha_port, ha.pid)]
             engines += [(names[lib], rt.port, rt.proc.pid) for lib, rt in fresh.items()]
             for n in range(args.stream_rounds):
+                shown = []
                 for name, port, pid in engines:
-                    streams[name].append((*download(port, size, pid), *upload(port, big, pid)))
-                print(f"stream round {n + 1} (down, up): " + " | ".join(
-                    f"{name} {v[-1][0]:.0f} MiB/s {v[-1][1]:.2f} ms CPU/MiB, {v[-1][2]:.0f} "
-                    f"MiB/s {v[-1][3]:.2f} ms CPU/MiB" for name, v in streams.items()),
-                    flush=True)  # fmt: skip
+                    down = download(port, size, pid)
+                    down_peak = peak_rss_mib(pid)[1]
+                    up = upload(port, big, pid)
+                    streams[name].append((*down, *up))
+                    shown.append(f"{name} down {down[0]:.0f} MiB/s {down[1]:.2f} ms CPU/MiB "
+                                 f"(peak {down_peak:.0f} MiB), up {up[0]:.0f} MiB/s {up[1]:.2f} "
+                                 f"ms CPU/MiB (peak {peak_rss_mib(pid)[1]:.0f} MiB)")  # fmt: skip
+                print(f"stream round {n + 1}: " + " | ".join(shown), flush=True)
             for lib, rt in fresh.items():
                 check_library(rt, lib)
                 peak = peak_rss_mib(rt.proc.pid)[1]
