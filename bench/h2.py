@@ -294,7 +294,9 @@ def main() -> int:
         for lib in libraries:
             rt = stack.enter_context(runtime(staged.dist, args.runtime, lib, d))
             fresh[lib] = stack.enter_context(runtime(staged.dist, args.runtime, lib, d))
-            eventually(lambda rt=rt: answers_h2(rt.port), what="meshgen answering HTTP/2")
+            eventually(lambda rt=rt: answers_h2(rt.port), what="meshgen answering HTTP/2 "
+                       f"(--backend {args.backend}: does this runtime speak it upstream?)",
+                       context=lambda rt=rt: rt.log.read_text()[-2000:])  # fmt: skip
             check_library(rt, lib)
             proxies.append((names[lib], rt.port, rt.proc.pid))
         for n in range(args.rounds):  # interleaved: load drift hits all alike
