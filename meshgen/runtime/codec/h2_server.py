@@ -51,9 +51,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, Protocol
-
-from hyperframe.frame import Frame
+from typing import Final, Protocol
 
 from ..tables import Limits
 from . import h2lib
@@ -71,18 +69,6 @@ HIGH_WATER: Final = 256 * 1024
 _DEFAULT_WINDOW: Final = 65535
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
-
-
-def _pending_frame(h2: h2lib.connection.H2Connection) -> int:
-    """The announced length of the frame ``h2`` is still waiting for (0: none). Its buffer's
-    name differs between versions: ``_data`` since h2 4.2, ``data`` before and in jh2."""
-    buf = h2.incoming_buffer
-    data: Any = getattr(buf, "_data", None)
-    if data is None:
-        data = getattr(buf, "data", b"")
-    if len(data) < 9:
-        return 0
-    return int(Frame.parse_frame_header(memoryview(bytes(data[:9])))[1])
 
 
 class Owner(Protocol):
@@ -344,7 +330,7 @@ class H2Server:
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._protocol_error(exc)
             return
-        if _pending_frame(h2) > h2.max_inbound_frame_size:
+        if h2lib.pending_frame(h2) > h2.max_inbound_frame_size:
             # h2 checks a frame's length once the whole frame is in: up to 16 MiB buffered
             h2.close_connection(error_code=_ERR.FRAME_SIZE_ERROR)
             self._protocol_error(ValueError("a frame over the frame size"))

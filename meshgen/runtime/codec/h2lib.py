@@ -4,7 +4,9 @@ made once; type checking always sees ``h2`` (``jh2`` ships the same names)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from hyperframe.frame import Frame
 
 if TYPE_CHECKING:
     from h2 import config, connection, errors, events, exceptions, settings
@@ -14,4 +16,17 @@ else:
     except ImportError:
         from h2 import config, connection, errors, events, exceptions, settings
 
-__all__ = ["config", "connection", "errors", "events", "exceptions", "settings"]
+__all__ = ["config", "connection", "errors", "events", "exceptions", "pending_frame", "settings"]
+
+
+def pending_frame(h2: connection.H2Connection) -> int:
+    """The announced length of the frame ``h2`` is still waiting for (0: none): ``h2``
+    checks a frame's length only once all of it is in, up to 16 MiB later. Its buffer's name
+    differs between versions: ``_data`` since h2 4.2, ``data`` before and in jh2."""
+    buf = h2.incoming_buffer
+    data: Any = getattr(buf, "_data", None)
+    if data is None:
+        data = getattr(buf, "data", b"")
+    if len(data) < 9:
+        return 0
+    return int(Frame.parse_frame_header(memoryview(bytes(data[:9])))[1])

@@ -150,7 +150,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                  "_upload_idle", "_writing_paused", "chunked_out", "client_stalled", "closed",
                  "downstream", "failure", "finished", "has_length", "head_count", "headers",
                  "headers_future",
-                 "keep_alive", "key", "last_activity", "on_lost", "received", "reused", "status",
+                 "keep_alive", "key", "last_activity", "on_lost", "received", "refused", "reused",
+                 "status",
                  "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
 
     def __init__(self, key: str) -> None:
@@ -162,6 +163,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         # whose connect fails is never connected, and must not hold itself through a parser)
         self.closed = False
         self.reused = False
+        self.refused = False  # an HTTP/2 stream the endpoint never processed (``h2_client``)
         self.status = 0
         self.headers: Headers = []
         self.head_count = 0  # the response head's lines in ``headers``; trailers follow them

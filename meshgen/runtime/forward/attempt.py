@@ -123,6 +123,7 @@ STATE_NAMES: Final = (
 INF: Final = float("inf")
 CLIENT_TIMEOUT: Final = "client-timeout"  # the client stopped sending its body: 408, no retry
 STALE: Final = "stale"  # a reused connection the server had closed: one free retry
+REFUSED_STREAM: Final = "refused-stream"  # an HTTP/2 stream the endpoint never processed
 TARGET_CACHE_SIZE: Final = 4096
 
 
@@ -149,12 +150,14 @@ DENIED: Final = Answer(403, b"access denied\n")
 # gRPC needs trailers, which an HTTP/1.1 exchange cannot carry: a clear answer, not a hang.
 GRPC_NEEDS_HTTP2: Final = Answer(400, b"gRPC needs HTTP/2; this request came over HTTP/1.1\n")
 # The local answer to a try that failed without a response (outcome -> answer), Envoy's mapping:
-# a connect failure is 503, a per-try or route timeout 504, a client that stalled its upload
-# 408 (as Envoy's route idle_timeout before the response head), anything else a 502.
+# a connect failure or a refused HTTP/2 stream is 503, a per-try or route timeout 504, a client
+# that stalled its upload 408 (as Envoy's route idle_timeout before the response head),
+# anything else a 502.
 FAILURES: Final[Mapping[str, Answer]] = {
     "timeout": Answer(504, b"upstream timeout\n"),
     CLIENT_TIMEOUT: Answer(408, b"request timeout\n"),
     "connect-failure": Answer(503, b"upstream connect error\n"),
+    REFUSED_STREAM: Answer(503, b"upstream refused the stream\n"),
     "reset": Answer(502, b"upstream reset\n"),
 }
 

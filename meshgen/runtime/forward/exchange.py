@@ -141,7 +141,10 @@ class Exchange(Upstream):
         down = req.conn
         skip = sops.skip
         parts = [status_line(status)]
-        for k, v in conn.headers:  # one flat join: cheaper than a formatted line per header
+        head = conn.headers
+        if len(head) != conn.head_count:  # trailers came with it (HTTP/1.1 has no place for
+            head = head[: conn.head_count]  # them after a chunked body we frame ourselves)
+        for k, v in head:  # one flat join: cheaper than a formatted line per header
             if k not in skip:
                 parts += (k, b": ", v, b"\r\n")
         parts.append(sops.tail)
@@ -151,7 +154,7 @@ class Exchange(Upstream):
         upgraded = status == 101 and conn.upgraded is not None and req.upgrade
         chunked = False
         if upgraded:
-            for k, v in conn.headers:
+            for k, v in head:
                 if k == b"upgrade":
                     parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % v)
             req.keep_alive = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ..codec.upstream_conn import UpstreamConnection
 from ..upstream.pool import ConnectError, Pool
@@ -27,6 +27,7 @@ from .attempt import (
     GRANTED,
     MIRROR,
     MIRRORED,
+    REFUSED_STREAM,
     RESPOND,
     STALE,
     STREAMED,
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from .generation import Generation
 
 log = logging.getLogger("meshgen.proxy")
+
+HTTP2_PROTOCOLS: Final = frozenset({"http2", "grpc"})  # services whose endpoints speak HTTP/2
 
 
 class Replay(Protocol):
@@ -74,6 +77,7 @@ class Upstream:
                 tls,
                 breaker.try_connection,
                 breaker.release_connection,
+                cluster.protocol in HTTP2_PROTOCOLS,
             )
         except ConnectError as exc:
             log.debug("connect %s: %s", picked.endpoint.address, exc)
@@ -82,13 +86,16 @@ class Upstream:
 
 def broken(caller_closed: bool, body: Replay | None, conn: UpstreamConnection) -> str:
     """The outcome of a try whose connection broke before the response head: ``timeout``,
-    ``client-timeout`` (the upload stalled on the client's side), ``stale`` (a reused
+    ``client-timeout`` (the upload stalled on the client's side), ``refused-stream`` (an
+    HTTP/2 stream the endpoint refused or dropped with GOAWAY unprocessed), ``stale`` (a reused
     connection the server had closed; retried once for free, the body detached for it) or
     ``reset``. A try aborted because the client went away is a ``reset``, never replayed."""
     if conn.timed_out:
         return CLIENT_TIMEOUT if conn.client_stalled else "timeout"
     if caller_closed:
         return "reset"
+    if conn.refused:
+        return REFUSED_STREAM
     if conn.reused and not conn.received and (body is None or body.replayable):
         if body is not None:
             body.detach()

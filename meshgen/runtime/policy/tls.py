@@ -330,10 +330,10 @@ class TlsContexts:
         self.root = root
         self.tables = tables
         self._upstreams: dict[str, UpstreamTls] = {}
-        # gRPC endpoints speak HTTP/2 only and refuse a TLS handshake without ALPN h2
-        grpc = {c.name for c in tables.clusters if c.protocol == "grpc"}
+        # HTTP/2 endpoints are asked for ALPN h2 (a gRPC server refuses a handshake without it)
+        h2 = {c.name for c in tables.clusters if c.protocol in ("http2", "grpc")}
         for service, cfg in sorted(tables.client_tls.items()):
-            built = upstream_tls(service, cfg, root, ("h2",) if service in grpc else ())
+            built = upstream_tls(service, cfg, root, ("h2",) if service in h2 else ())
             if built is not None:
                 self._upstreams[service] = built
         self._listeners: dict[str, tuple[ServerTls, ssl.SSLContext]] = (

@@ -1,12 +1,16 @@
-"""Upstream connection pools: idle keep-alive connections per endpoint, reused LIFO.
+"""Upstream connection pools: idle keep-alive connections per endpoint, reused LIFO, and the
+shared HTTP/2 connections of ``http2``/``grpc`` services.
 
-Theory of operation: a connection is either in use by exactly one exchange or idle in its
-endpoint's stack. ``take`` pops the most recently used idle connection that is still open
+Theory of operation: an HTTP/1.1 connection is either in use by exactly one exchange or idle in
+its endpoint's stack. ``take`` pops the most recently used idle connection that is still open
 (LIFO keeps few sockets warm); ``open`` opens a new one within ``connect_timeout``; ``release``
-puts a connection back only if its last exchange ended cleanly with keep-alive. Connection
-counts feed the service's circuit breaker (``max_connections``); at that cap an idle connection
-of the same service (to another endpoint) is closed to make room, and a discarded connection
-gives its slot back at once.
+puts a connection back only if its last exchange ended cleanly with keep-alive. An HTTP/2
+connection (``codec/h2_client.py``) carries many exchanges at once: ``take`` returns a new
+exchange (a stream) on the endpoint's first connection with a stream to spare, and ``open``
+opens another connection only when every one is at its peer's ``MAX_CONCURRENT_STREAMS`` (or
+going away). Connection counts feed the service's circuit breaker (``max_connections``); at
+that cap an idle HTTP/1.1 connection of the same service (to another endpoint) is closed to
+make room, and a discarded connection gives its slot back at once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import ssl
 from collections.abc import Callable
 from typing import Final
 
+from ..codec.h2_client import H2Client
 from ..codec.http1 import UpstreamConnection
 from ..policy.tls import UpstreamTls
 from ..tables import Endpoint
@@ -32,10 +37,18 @@ class Pool:
 
     def __init__(self) -> None:
         self._idle: dict[str, list[UpstreamConnection]] = {}
+        self._shared: dict[str, list[H2Client]] = {}  # HTTP/2 connections per key
         self._closing = False
 
     def take(self, key: str) -> UpstreamConnection | None:
-        """An idle open connection for ``key`` (``service/address``), if there is one."""
+        """An idle open connection for ``key`` (``service/address``), or a new stream on one
+        of its HTTP/2 connections, if there is one."""
+        if self._shared:
+            clients = self._shared.get(key)
+            if clients:
+                for client in clients:
+                    if client.available:
+                        return client.exchange()
         stack = self._idle.get(key)
         while stack:
             conn = stack.pop()
@@ -52,10 +65,14 @@ class Pool:
         tls: UpstreamTls | None = None,
         on_open: Callable[[], bool] | None = None,
         on_close: Callable[[], None] | None = None,
+        http2: bool = False,
     ) -> UpstreamConnection:
-        """A new connection for ``key``; raises :class:`ConnectError`."""
+        """A new connection for ``key`` (``http2``: a new stream on a new HTTP/2 connection);
+        raises :class:`ConnectError`."""
         if on_open is not None and not on_open() and not (self._evict_idle(key) and on_open()):
             raise ConnectError("circuit breaker: max_connections")
+        if http2:
+            return await self._open_shared(key, endpoint, connect_timeout, tls, on_close)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
@@ -83,6 +100,60 @@ class Pool:
             raise ConnectError(f"{endpoint.address}: {exc or type(exc).__name__}") from exc
         conn.on_lost = on_close
         return conn
+
+    async def _open_shared(
+        self,
+        key: str,
+        endpoint: Endpoint,
+        connect_timeout: float,
+        tls: UpstreamTls | None,
+        on_close: Callable[[], None] | None,
+    ) -> UpstreamConnection:
+        """A new HTTP/2 connection, pooled while it lives; its first exchange."""
+        loop = asyncio.get_running_loop()
+        scheme = b"http" if tls is None else b"https"
+        try:
+            async with asyncio.timeout(connect_timeout):
+                if tls is None:
+                    _, client = await loop.create_connection(
+                        lambda: H2Client(key, scheme), endpoint.host, endpoint.port
+                    )
+                else:
+                    _, client = await loop.create_connection(
+                        lambda: H2Client(key, scheme),
+                        endpoint.host,
+                        endpoint.port,
+                        ssl=tls.context,
+                        server_hostname=tls.server_hostname(endpoint.host),
+                    )
+                    assert client.transport is not None
+                    ssl_obj = client.transport.get_extra_info("ssl_object")
+                    try:
+                        tls.check_peer(ssl_obj)
+                        if ssl_obj.selected_alpn_protocol() != "h2":
+                            raise ssl.SSLError("the endpoint did not choose ALPN h2")
+                    except ssl.SSLError:
+                        client.transport.abort()
+                        raise
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            if on_close is not None:
+                on_close()
+            raise ConnectError(f"{endpoint.address}: {exc or type(exc).__name__}") from exc
+        clients = self._shared.get(key)
+        if clients is None:
+            clients = self._shared[key] = []
+        clients.append(client)
+
+        def lost() -> None:
+            if client in clients:
+                clients.remove(client)
+            if on_close is not None:
+                on_close()
+
+        client.on_lost = lost
+        if self._closing:
+            client.close()
+        return client.exchange()
 
     def release(self, conn: UpstreamConnection) -> None:
         """Keep ``conn`` for reuse, or close it when it cannot carry another exchange."""
@@ -126,3 +197,7 @@ class Pool:
             for conn in stack:
                 conn.abort()
         self._idle.clear()
+        for clients in list(self._shared.values()):
+            for client in list(clients):
+                client.close()
+        self._shared.clear()
