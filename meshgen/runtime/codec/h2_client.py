@@ -257,7 +257,13 @@ class H2Client(asyncio.Protocol):
     __slots__ = ("_batch", "_heads", "_loop", "closed", "going_away", "h2", "key",
                  "max_streams", "on_lost", "scheme", "streams", "transport", "used")  # fmt: skip
 
-    def __init__(self, key: str, scheme: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        key: str,
+        scheme: bytes,
+        max_streams: int = MAX_STREAMS,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.key = key
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
@@ -266,7 +272,7 @@ class H2Client(asyncio.Protocol):
         self.closed = False
         self.going_away = False  # GOAWAY came: no new stream
         self.used = False  # has carried a stream
-        self.max_streams = MAX_STREAMS
+        self.max_streams = max_streams  # until the endpoint's SETTINGS say otherwise
         self.on_lost: Callable[[], None] | None = None
         self._heads: list[H2Exchange] = []  # heads of this read, delivered after it
         config = h2lib.config.H2Configuration(client_side=True, header_encoding=None)
@@ -281,6 +287,7 @@ class H2Client(asyncio.Protocol):
             },
         )
         self.h2.decoder.max_header_list_size = limits.request_head_bytes
+        h2lib.finish_after_goaway(self.h2)
 
     @property
     def available(self) -> bool:

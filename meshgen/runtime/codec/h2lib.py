@@ -16,7 +16,16 @@ else:
     except ImportError:
         from h2 import config, connection, errors, events, exceptions, settings
 
-__all__ = ["config", "connection", "errors", "events", "exceptions", "pending_frame", "settings"]
+__all__ = [
+    "config",
+    "connection",
+    "errors",
+    "events",
+    "exceptions",
+    "finish_after_goaway",
+    "pending_frame",
+    "settings",
+]
 
 
 def pending_frame(h2: connection.H2Connection) -> int:
@@ -30,3 +39,24 @@ def pending_frame(h2: connection.H2Connection) -> int:
     if len(data) < 9:
         return 0
     return int(Frame.parse_frame_header(memoryview(bytes(data[:9])))[1])
+
+
+def finish_after_goaway(h2: connection.H2Connection) -> bool:
+    """Let a client connection go on receiving after the server's GOAWAY, so the streams the
+    server still processes (ids up to its last one) can finish, as RFC 9113 section 6.8 says
+    they may; ``h2`` ends the connection's state at GOAWAY and refuses every later frame.
+    Only ``H2Client`` calls it, and it opens no stream after a GOAWAY. False when this ``h2``
+    has no such state table (those streams then fail as ``reset``)."""
+    machine = getattr(h2, "state_machine", None)
+    table = getattr(machine, "_transitions", None)
+    if machine is None or not isinstance(table, dict):
+        return False
+    states = connection.ConnectionState
+    inputs = connection.ConnectionInputs
+    key = (states.CLIENT_OPEN, inputs.RECV_GOAWAY)
+    if key not in table:
+        return False
+    own = dict(table)
+    own[key] = (None, states.CLIENT_OPEN)
+    machine._transitions = own
+    return True

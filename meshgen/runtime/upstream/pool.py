@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Callable
 from typing import Final
 
-from ..codec.h2_client import H2Client
+from ..codec.h2_client import MAX_STREAMS, H2Client, H2Exchange
 from ..codec.http1 import UpstreamConnection
 from ..policy.tls import UpstreamTls
 from ..tables import Endpoint
@@ -38,6 +38,7 @@ class Pool:
     def __init__(self) -> None:
         self._idle: dict[str, list[UpstreamConnection]] = {}
         self._shared: dict[str, list[H2Client]] = {}  # HTTP/2 connections per key
+        self._opening: dict[str, asyncio.Future[H2Client | None]] = {}  # being opened
         self._closing = False
 
     def take(self, key: str) -> UpstreamConnection | None:
@@ -69,6 +70,12 @@ class Pool:
     ) -> UpstreamConnection:
         """A new connection for ``key`` (``http2``: a new stream on a new HTTP/2 connection);
         raises :class:`ConnectError`."""
+        if http2:
+            pending = self._opening.get(key)
+            if pending is not None:  # share the connection being opened, as Envoy does
+                client = await self._join(pending, key, connect_timeout)
+                if client.available:
+                    return client.exchange()
         if on_open is not None and not on_open() and not (self._evict_idle(key) and on_open()):
             raise ConnectError("circuit breaker: max_connections")
         if http2:
@@ -101,6 +108,19 @@ class Pool:
         conn.on_lost = on_close
         return conn
 
+    async def _join(
+        self, pending: asyncio.Future[H2Client | None], key: str, timeout: float
+    ) -> H2Client:
+        """The HTTP/2 connection another try is opening to the same endpoint, once open."""
+        try:
+            async with asyncio.timeout(timeout):
+                client = await asyncio.shield(pending)
+        except TimeoutError as exc:
+            raise ConnectError(f"{key}: timed out waiting for a connection") from exc
+        if client is None:
+            raise ConnectError(f"{key}: the shared connection failed")
+        return client
+
     async def _open_shared(
         self,
         key: str,
@@ -108,19 +128,44 @@ class Pool:
         connect_timeout: float,
         tls: UpstreamTls | None,
         on_close: Callable[[], None] | None,
-    ) -> UpstreamConnection:
-        """A new HTTP/2 connection, pooled while it lives; its first exchange."""
+    ) -> H2Exchange:
+        """A new HTTP/2 connection, pooled while it lives; its first exchange. Tries for the
+        same endpoint meanwhile wait for it (:meth:`_join`) rather than open their own."""
+        opening = self._opening[key] = asyncio.get_running_loop().create_future()
+        client: H2Client | None = None
+        try:
+            client = await self._connect_shared(key, endpoint, connect_timeout, tls, on_close)
+            return client.exchange()
+        finally:
+            opening.set_result(client)
+            if self._opening.get(key) is opening:  # (a later opener may have replaced it)
+                del self._opening[key]
+
+    async def _connect_shared(
+        self,
+        key: str,
+        endpoint: Endpoint,
+        connect_timeout: float,
+        tls: UpstreamTls | None,
+        on_close: Callable[[], None] | None,
+    ) -> H2Client:
         loop = asyncio.get_running_loop()
         scheme = b"http" if tls is None else b"https"
+        clients = self._shared.get(key)
+        if clients is None:
+            clients = self._shared[key] = []
+        # Until its SETTINGS arrive, a new connection expects the limit the endpoint announced
+        # on the others (streams sharing it meanwhile must not exceed it).
+        limit = min((c.max_streams for c in clients), default=MAX_STREAMS)
         try:
             async with asyncio.timeout(connect_timeout):
                 if tls is None:
                     _, client = await loop.create_connection(
-                        lambda: H2Client(key, scheme), endpoint.host, endpoint.port
+                        lambda: H2Client(key, scheme, limit), endpoint.host, endpoint.port
                     )
                 else:
                     _, client = await loop.create_connection(
-                        lambda: H2Client(key, scheme),
+                        lambda: H2Client(key, scheme, limit),
                         endpoint.host,
                         endpoint.port,
                         ssl=tls.context,
@@ -139,9 +184,6 @@ class Pool:
             if on_close is not None:
                 on_close()
             raise ConnectError(f"{endpoint.address}: {exc or type(exc).__name__}") from exc
-        clients = self._shared.get(key)
-        if clients is None:
-            clients = self._shared[key] = []
         clients.append(client)
 
         def lost() -> None:
@@ -153,7 +195,7 @@ class Pool:
         client.on_lost = lost
         if self._closing:
             client.close()
-        return client.exchange()
+        return client
 
     def release(self, conn: UpstreamConnection) -> None:
         """Keep ``conn`` for reuse, or close it when it cannot carry another exchange."""
