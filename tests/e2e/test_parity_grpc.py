@@ -7,9 +7,7 @@ own answers as gRPC statuses (no route UNIMPLEMENTED, rate limited RESOURCE_EXHA
 denied PERMISSION_DENIED over mTLS); the caller's deadline reaching the server.
 
 Engines: the runtime, HAProxy and Envoy. HAProxy 2.6 cannot retry on a gRPC status
-(docs/haproxy.md, a gap): asserted as documented. The runtime's cases are strict xfails until
-its HTTP/2 transport lands (it speaks HTTP/1.1 to clients and endpoints today): they fail now,
-and fail the suite once they pass, so that they are turned on then.
+(docs/haproxy.md, a gap): asserted as documented.
 """
 
 from __future__ import annotations
@@ -31,12 +29,7 @@ grpc = pytest.importorskip("grpc", reason="grpcio not installed: pip install '.[
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-NO_H2 = pytest.mark.xfail(
-    strict=True,
-    reason="the runtime's upstream HTTP/2 has not landed: it serves HTTP/2 to clients but speaks "
-    "HTTP/1.1 to every endpoint (strict: these pass, and must be turned on, once it has)",
-)
-GRPC_ENGINES = (pytest.param("runtime", marks=NO_H2), "haproxy", "envoy")
+GRPC_ENGINES = ("runtime", "haproxy", "envoy")
 SERVER = (Path(__file__).resolve().parents[2] / "examples" / "grpc" / "server.py").read_text()
 OPTIONS = [("grpc.enable_retries", 0), ("grpc.default_authority", "checkout")]
 
@@ -209,7 +202,7 @@ def test_access_denied_is_permission_denied(engine: str, tmp_path: Path) -> None
 
 
 def test_grpc_over_http1_gets_a_grpc_status_at_once(tmp_path: Path) -> None:
-    """The runtime (HTTP/1.1 today): a gRPC request over HTTP/1.1 cannot carry trailers, so it
+    """The runtime: a gRPC request that came over HTTP/1.1 cannot carry trailers, so it
     is answered at once with INTERNAL and never forwarded."""
     with contextlib.ExitStack() as stack:
         procs = stack.enter_context(servers("a"))
