@@ -60,7 +60,6 @@ MAX_STREAMS: Final = 100
 STREAM_WINDOW: Final = 256 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 HIGH_WATER: Final = 256 * 1024
-_DEFAULT_WINDOW: Final = 65535
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
 # Fields HTTP/2 forbids (RFC 9113 section 8.2.2), and the Host (``:authority``).
@@ -275,18 +274,17 @@ class H2Client(asyncio.Protocol):
         self.max_streams = max_streams  # until the endpoint's SETTINGS say otherwise
         self.on_lost: Callable[[], None] | None = None
         self._heads: list[H2Exchange] = []  # heads of this read, delivered after it
-        config = h2lib.config.H2Configuration(client_side=True, header_encoding=None)
-        self.h2 = h2lib.connection.H2Connection(config)
         codes = h2lib.settings.SettingCodes
-        self.h2.local_settings = h2lib.settings.Settings(
-            client=True,
-            initial_values={
+        self.h2 = h2lib.new_connection(
+            True,
+            {
                 codes.ENABLE_PUSH: 0,
                 codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 codes.MAX_HEADER_LIST_SIZE: limits.request_head_bytes,
             },
+            limits.request_head_bytes,
+            CONNECTION_WINDOW,
         )
-        self.h2.decoder.max_header_list_size = limits.request_head_bytes
         h2lib.finish_after_goaway(self.h2)
 
     @property
@@ -329,18 +327,7 @@ class H2Client(asyncio.Protocol):
         h2 = self.h2
         out = ex._out
         try:
-            while out:
-                room = min(h2.local_flow_control_window(ex.id), h2.max_outbound_frame_size)
-                if room <= 0:
-                    break
-                chunk = out[0]
-                if len(chunk) > room:
-                    out[0] = chunk[room:]
-                    chunk = chunk[:room]
-                else:
-                    out.popleft()
-                h2.send_data(ex.id, chunk)
-                ex._out_size -= len(chunk)
+            ex._out_size -= h2lib.send_within_windows(h2, ex.id, out)
             if not out and ex._end_pending:
                 ex._end_pending = False
                 ex._ended = True
@@ -383,19 +370,14 @@ class H2Client(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
-        self._flush()
+        self._flush()  # the preface
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         h2 = self.h2
         try:
-            events = h2.receive_data(data)
-            if h2lib.pending_frame(h2) > h2.max_inbound_frame_size:
-                h2.close_connection(error_code=_ERR.FRAME_SIZE_ERROR)
-                raise ValueError("a frame over the frame size")
+            events = h2lib.receive(h2, data)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._broken(f"protocol error: {exc}")
             return

@@ -66,7 +66,6 @@ MAX_CONCURRENT_STREAMS: Final = 100
 RESETS_PER_SECOND: Final = 200
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 HIGH_WATER: Final = 256 * 1024
-_DEFAULT_WINDOW: Final = 65535
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
 
@@ -303,21 +302,16 @@ class H2Server:
         self._reading_paused = False
         self._draining = False
         self._resets: deque[float] = deque()
-        config = h2lib.config.H2Configuration(client_side=False, header_encoding=None)
-        self.h2 = h2lib.connection.H2Connection(config)
         codes = h2lib.settings.SettingCodes
-        self.h2.local_settings = h2lib.settings.Settings(
-            client=False,
-            initial_values={
+        self.h2 = h2lib.new_connection(
+            False,
+            {
                 codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
                 codes.MAX_HEADER_LIST_SIZE: limits.request_head_bytes,
             },
+            limits.request_head_bytes,
+            CONNECTION_WINDOW,
         )
-        # h2 applies a header list limit to its decoder only when a changed setting is
-        # acknowledged; this one holds from the first HEADERS frame.
-        self.h2.decoder.max_header_list_size = limits.request_head_bytes
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self._flush()
 
     # ---- bytes in ------------------------------------------------------------------------
@@ -326,14 +320,9 @@ class H2Server:
             return
         h2 = self.h2
         try:
-            events = h2.receive_data(data)
+            events = h2lib.receive(h2, data)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._protocol_error(exc)
-            return
-        if h2lib.pending_frame(h2) > h2.max_inbound_frame_size:
-            # h2 checks a frame's length once the whole frame is in: up to 16 MiB buffered
-            h2.close_connection(error_code=_ERR.FRAME_SIZE_ERROR)
-            self._protocol_error(ValueError("a frame over the frame size"))
             return
         for event in events:
             if self.closed:
@@ -487,18 +476,8 @@ class H2Server:
         out = stream._out
         sid = stream.id
         try:
-            while out and not self._write_paused:
-                window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                chunk = out[0]
-                if len(chunk) > window:
-                    out[0] = chunk[window:]
-                    chunk = chunk[:window]
-                else:
-                    out.popleft()
-                stream._out_size -= len(chunk)
-                h2.send_data(sid, chunk)
+            if not self._write_paused:  # (only the transport's callbacks change it)
+                stream._out_size -= h2lib.send_within_windows(h2, sid, out)
             ended = stream._end and not out
             if ended:
                 if stream._trailers is not None:

@@ -4,6 +4,7 @@ made once; type checking always sees ``h2`` (``jh2`` ships the same names)."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from hyperframe.frame import Frame
@@ -23,9 +24,66 @@ __all__ = [
     "events",
     "exceptions",
     "finish_after_goaway",
-    "pending_frame",
+    "new_connection",
+    "receive",
+    "send_within_windows",
     "settings",
 ]
+
+
+DEFAULT_WINDOW = 65535
+
+
+class FrameTooLarge(ValueError):
+    """A frame announced more than the frame size (the connection ends: FRAME_SIZE_ERROR)."""
+
+
+def new_connection(
+    client_side: bool, initial: dict[settings.SettingCodes, int], header_list: int, window: int
+) -> connection.H2Connection:
+    """An ``h2`` connection announcing the settings ``initial``, its preface queued, whose
+    decoder refuses a header list over ``header_list`` from the first HEADERS frame (``h2``
+    applies the setting only once the peer acknowledged it), with a connection window of
+    ``window`` (the streams' own stay as announced)."""
+    conn = connection.H2Connection(
+        config.H2Configuration(client_side=client_side, header_encoding=None)
+    )
+    conn.local_settings = settings.Settings(client=client_side, initial_values=initial)
+    conn.decoder.max_header_list_size = header_list
+    conn.initiate_connection()
+    conn.increment_flow_control_window(window - DEFAULT_WINDOW)
+    return conn
+
+
+def receive(conn: connection.H2Connection, data: bytes) -> list[events.Event]:
+    """``conn.receive_data(data)``, and a frame whose header announces more than the frame size
+    refused at once (:class:`FrameTooLarge`; GOAWAY queued): ``h2`` would buffer all of its
+    announced 16 MiB first. Raises ``h2``'s errors as it does."""
+    received = conn.receive_data(data)
+    if pending_frame(conn) > conn.max_inbound_frame_size:
+        conn.close_connection(error_code=errors.ErrorCodes.FRAME_SIZE_ERROR)
+        raise FrameTooLarge("a frame over the frame size")
+    return received
+
+
+def send_within_windows(conn: connection.H2Connection, stream_id: int, out: deque[bytes]) -> int:
+    """Send DATA from the front of ``out`` while the stream's and the connection's windows
+    allow, frame by frame (a chunk may be split); returns the bytes sent. What does not fit
+    stays in ``out`` for the next WINDOW_UPDATE."""
+    sent = 0
+    while out:
+        room = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+        if room <= 0:
+            break
+        chunk = out[0]
+        if len(chunk) > room:
+            out[0] = chunk[room:]
+            chunk = chunk[:room]
+        else:
+            out.popleft()
+        conn.send_data(stream_id, chunk)
+        sent += len(chunk)
+    return sent
 
 
 def pending_frame(h2: connection.H2Connection) -> int:
