@@ -134,8 +134,10 @@ def test_readme_steps(tmp_path: Path, processes: Callable[..., Process]) -> None
         seen.append((line, status, done.returncode))
         assert status == expected, (line, done.stdout, done.stderr)
         if expected == "000":  # refused at the TLS layer: curl fails, nothing HTTP came back
-            # (55: with ALPN h2 curl sends its preface first, and that send meets the alert)
-            assert done.returncode in (35, 52, 55, 56), (line, done.returncode, done.stderr)
+            # (55: with ALPN h2 curl sends its preface first, and that send meets the alert;
+            # 18: with TLS 1.3 the alert can come after curl opened its stream, which then
+            # ends without an answer: "HTTP/2 stream 1 was not closed cleanly")
+            assert done.returncode in (18, 35, 52, 55, 56), (line, done.returncode, done.stderr)
         else:
             assert done.returncode == 0, (line, done.stderr)
     assert {s for _, s, _ in seen} == {"200", "403", "000"}
