@@ -52,7 +52,15 @@ from typing import Final
 from ..tables import Limits
 from . import h2lib
 from .timers import LazyTimer
-from .upstream_conn import DEFAULT_LIMITS, Downstream, Headers, UpstreamConnection, head_size
+from .upstream_conn import (
+    DEFAULT_LIMITS,
+    Downstream,
+    Headers,
+    UpstreamConnection,
+    WriteBatch,
+    head_size,
+    write_batch,
+)
 
 log = logging.getLogger("meshgen.proxy")
 
@@ -274,6 +282,7 @@ class H2Client(asyncio.Protocol):
         self.max_streams = max_streams  # until the endpoint's SETTINGS say otherwise
         self.on_lost: Callable[[], None] | None = None
         self._heads: list[H2Exchange] = []  # heads of this read, delivered after it
+        self._batch: WriteBatch | None = None  # the loop's (made with the connection)
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
             True,
@@ -362,14 +371,25 @@ class H2Client(asyncio.Protocol):
             self._flush()
 
     def _flush(self) -> None:
+        """Queue what ``h2`` has to send; the loop pass's frames go out in one write
+        (``WriteBatch``: requests of many callers share a send)."""
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            assert self._batch is not None
+            self._batch.send(self.transport, data)
+
+    def _close_transport(self) -> None:
+        """Close after what is queued went out."""
+        if self.transport is not None:
+            assert self._batch is not None
+            self._batch.flush()
+            self.transport.close()
 
     # ---- frames in -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
+        self._batch = write_batch(self._loop)
         self._flush()  # the preface
 
     def data_received(self, data: bytes) -> None:
@@ -450,13 +470,15 @@ class H2Client(asyncio.Protocol):
         self._idle_check()
 
     def _idle_check(self) -> None:
-        if self.going_away and not self.streams and self.transport is not None:
-            self.transport.close()
+        if self.going_away and not self.streams:
+            self._close_transport()
 
     def _broken(self, why: str) -> None:
         log.info("http2 upstream %s: %s", self.key, why)
         self._flush()
         if self.transport is not None:
+            assert self._batch is not None
+            self._batch.flush()  # the GOAWAY, if the connection can still take it
             self.transport.abort()
         self._lost(why)
 
@@ -479,6 +501,5 @@ class H2Client(asyncio.Protocol):
         if not self.closed:
             self.h2.close_connection()
             self._flush()
-            if self.transport is not None:
-                self.transport.close()
+            self._close_transport()
             self._lost("closed")
