@@ -11,7 +11,9 @@ answers MIB MiB, ``/trailers`` ends with trailers (``x-length``). Modes:
 * ``goaway``: the first connection, once it has three streams, sends GOAWAY with the first
   stream as the last one processed (and answers only that one), then closes;
 * ``big-head``: answers with 300 header fields of 1 KiB;
-* ``slow-ack``: acknowledges request DATA 16 KiB per 5 ms (a slow reader).
+* ``slow-ack``: acknowledges request DATA 16 KiB per 5 ms (a slow reader);
+* ``ping-flood``: a hostile endpoint: after its SETTINGS it sends PINGs as fast as it can and
+  never reads a byte (each PING asks the client for an acknowledgement).
 """
 
 from __future__ import annotations
@@ -51,6 +53,19 @@ class Conn(asyncio.Protocol):
         )
         self.h2.initiate_connection()
         self.flush()
+        if MODE == "ping-flood":
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+            asyncio.get_running_loop().create_task(self.ping_flood())
+
+    async def ping_flood(self) -> None:
+        """PING frames (type 6, 8 bytes of opaque data), 4,096 per write, while the socket
+        takes them."""
+        frames = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong" * 4096
+        transport = self.transport
+        while not transport.is_closing():  # type: ignore[attr-defined]
+            if transport.get_write_buffer_size() < 1 << 20:  # type: ignore[attr-defined]
+                transport.write(frames)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.001)
 
     def flush(self) -> None:
         data = self.h2.data_to_send()

@@ -24,7 +24,7 @@ from test_h2_hostile import MIB, memory
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 BACKEND = Path(__file__).with_name("h2_backend.py").read_text()
-RETRIES = "retries: {attempts: 2, on: [refused-stream, reset, connect-failure]}"
+RETRIES = "timeout: 60s, retries: {attempts: 2, on: [refused-stream, reset, connect-failure]}"
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def proxied(
             f"""
             services:
               web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}},
-                    timeout: 60s, {service}}}
+                    {service}}}
             routes:
               - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
             """
@@ -144,6 +144,23 @@ def test_a_response_head_over_the_limits_is_a_502(tmp_path: Path) -> None:
         status, _, _ = rt.request("GET", "/a", "web")
         assert status == 502
         assert rt.proc.poll() is None
+
+
+def test_an_endpoint_flooding_pings_without_reading_is_not_buffered_for(tmp_path: Path) -> None:
+    """Each PING asks for an acknowledgement; an endpoint that never reads would have them
+    pile up in the sidecar's memory. Once the socket's buffer is full the sidecar stops
+    reading that endpoint (as it stops reading a client that does not read), so memory stays
+    flat while the flood goes on, and the sidecar keeps answering."""
+    service = "timeout: 8s, retries: {attempts: 1}"
+    with proxied(tmp_path, mode="ping-flood", service=service) as rt:
+        before = memory(rt.proc.pid, "VmHWM")
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(rt.request, "GET", "/never", "web", timeout=30)
+            time.sleep(6)  # unbounded, the acknowledgements grow by several MiB a second
+            assert memory(rt.proc.pid, "VmHWM") - before < 16 * MIB
+            assert "meshgen_upstream_requests_total" in rt.admin("/metrics")
+            status, _, _ = waiting.result()
+        assert status == 504
 
 
 def slow_read(rt: Runtime, path: str, expect: int) -> int:

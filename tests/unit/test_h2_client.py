@@ -61,7 +61,10 @@ def test_a_head_becomes_http2_fields(
     assert [(k, v) for k, v in got[4:] if k.decode() not in SPECIAL] == [
         (k.encode(), v.encode()) for k, v in fields
     ]
-    assert ((b"te", b"trailers") in got) == grpc  # only a gRPC request asks for trailers
+    # exactly one te, whatever the head said: trailers reach every caller
+    assert [(k, v) for k, v in got if k == b"te"] == [(b"te", b"trailers")]
+    if grpc:
+        assert (b"content-type", b"application/grpc+proto") in got
     assert (length, rest) == ((len(body), body) if body is not None else (-1, b""))
 
 

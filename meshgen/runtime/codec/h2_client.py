@@ -12,7 +12,8 @@ the pool need not know which protocol the endpoint speaks; only the frames diffe
 The request head the drivers build is HTTP/1.1 (``forward/heads.py``, one place for every
 protocol); :func:`request_fields` turns it into HTTP/2 fields: the request line becomes
 ``:method``/``:path``, Host ``:authority``, the connection-specific fields are dropped (HTTP/2
-forbids them) and a gRPC request gets ``te: trailers``. The response's ``:status`` and fields,
+forbids them) and every request says ``te: trailers`` (the proxy passes trailers on to
+every caller, and gRPC servers insist on it). The response's ``:status`` and fields,
 its DATA and its trailers fill the exchange as an HTTP/1.1 response would (trailers after
 ``head_count``). A response head, like HTTP/1.1's, is delivered once the whole read is
 handled, so a small response arrives complete with its head (the fast path writes it in one
@@ -51,6 +52,7 @@ from typing import Final
 
 from ..tables import Limits
 from . import h2lib
+from .http1 import HOP_BY_HOP
 from .timers import LazyTimer
 from .upstream_conn import (
     DEFAULT_LIMITS,
@@ -68,14 +70,15 @@ MAX_STREAMS: Final = 100
 STREAM_WINDOW: Final = 256 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 HIGH_WATER: Final = 256 * 1024
+# A read that makes this much to send (acknowledgements a flood of PINGs asks for) is written
+# at once, not at the end of the loop pass: uvloop reads a socket up to 32 times in one pass,
+# and ``pause_writing``, which stops the reading, comes only with a write.
+FLUSH_AT: Final = 64 * 1024
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
-# Fields HTTP/2 forbids (RFC 9113 section 8.2.2), and the Host (``:authority``).
-_NOT_SENT: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
-     b"upgrade", b"host"}
-)  # fmt: skip
-_GRPC: Final = b"application/grpc"
+# The connection-specific fields (HTTP/2 forbids them, RFC 9113 section 8.2.2) and the Host
+# (it becomes ``:authority``).
+_NOT_SENT: Final = HOP_BY_HOP | {b"host"}
 
 
 def request_fields(head: bytes, scheme: bytes) -> tuple[Headers, int, bytes]:
@@ -90,7 +93,6 @@ def request_fields(head: bytes, scheme: bytes) -> tuple[Headers, int, bytes]:
     path = target.rpartition(b" ")[0]
     authority = b""
     length = -1
-    grpc = False
     fields: Headers = []
     for line in lines[1:]:
         name, _, value = line.partition(b": ")
@@ -100,13 +102,11 @@ def request_fields(head: bytes, scheme: bytes) -> tuple[Headers, int, bytes]:
             continue
         if name == b"content-length":
             length = int(value)
-        elif name == b"content-type" and value.startswith(_GRPC):
-            grpc = True
         fields.append((name, value))
     pseudo = [(b":method", method), (b":scheme", scheme), (b":authority", authority),
               (b":path", path)]  # fmt: skip
-    if grpc:
-        fields.append((b"te", b"trailers"))  # gRPC servers insist on it
+    # The proxy passes trailers on to every caller; gRPC servers insist on being told.
+    fields.append((b"te", b"trailers"))
     return pseudo + fields, length, rest
 
 
@@ -261,8 +261,9 @@ class H2Exchange(UpstreamConnection):
 class H2Client(asyncio.Protocol):
     """One HTTP/2 connection to an endpoint, carrying many exchanges (module docstring)."""
 
-    __slots__ = ("_batch", "_heads", "_loop", "closed", "going_away", "h2", "key",
-                 "max_streams", "on_lost", "scheme", "streams", "transport", "used")  # fmt: skip
+    __slots__ = ("_batch", "_heads", "_loop", "_reading_paused", "_write_paused", "closed",
+                 "going_away", "h2", "key", "max_streams", "on_lost", "scheme", "streams",
+                 "transport", "used")  # fmt: skip
 
     def __init__(
         self,
@@ -283,6 +284,8 @@ class H2Client(asyncio.Protocol):
         self.on_lost: Callable[[], None] | None = None
         self._heads: list[H2Exchange] = []  # heads of this read, delivered after it
         self._batch: WriteBatch | None = None  # the loop's (made with the connection)
+        self._write_paused = False  # the endpoint does not read (transport's callbacks)
+        self._reading_paused = False
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
             True,
@@ -336,7 +339,8 @@ class H2Client(asyncio.Protocol):
         h2 = self.h2
         out = ex._out
         try:
-            ex._out_size -= h2lib.send_within_windows(h2, ex.id, out)
+            if not self._write_paused:
+                ex._out_size -= h2lib.send_within_windows(h2, ex.id, out)
             if not out and ex._end_pending:
                 ex._end_pending = False
                 ex._ended = True
@@ -377,6 +381,8 @@ class H2Client(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             assert self._batch is not None
             self._batch.send(self.transport, data)
+            if len(data) > FLUSH_AT:  # the transport's flow control must see it now
+                self._batch.flush()
 
     def _close_transport(self) -> None:
         """Close after what is queued went out."""
@@ -495,6 +501,22 @@ class H2Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost("upstream closed")
+
+    def pause_writing(self) -> None:
+        """The endpoint does not read: send no more DATA, and read nothing more, so the
+        acknowledgements a read makes (PING, SETTINGS) cannot pile up unsent."""
+        self._write_paused = True
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        for ex in list(self.streams.values()):
+            self.pump(ex)
 
     def close(self) -> None:
         """Close the connection (GOAWAY NO_ERROR); its streams fail."""
