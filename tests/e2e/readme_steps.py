@@ -2,11 +2,13 @@
 
 The README's first ``sh`` block is the setup: its ``meshgen ...`` lines run as this checkout's
 meshgen, its background lines (``... &``) are started as processes (``python`` as this
-Python). Every fixed port of the example is replaced by a free one, in a copy of mesh.yaml and
-in the commands alike. The second block is run line by line in bash (its function definitions
-first), and each line's output must be what its comment (`` # ``) says (``python`` is this Python
-there too); the first line is
-retried for a while (the servers' first health checks may still be under way).
+Python), other lines run in bash and must succeed. ``replace`` swaps a setup line for others
+(the README's alternative steps, e.g. another proxy). Every fixed port of the example is
+replaced by a free one, in a copy of mesh.yaml and in the commands alike. The second block is
+run line by line in bash (its function definitions first), and each line's output must be what
+its comment (`` # ``) says (``python`` is this Python there too); the first line is retried for
+a while (the servers' first health checks may still be under way) unless ``retry_first`` is
+off.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def run_readme(
     processes: Callable[..., Process],
     started_count: int,
     checked_count: int,
+    replace: dict[str, list[str]] | None = None,
+    retry_first: bool = True,
 ) -> None:
     """Copy ``examples/<example>`` to ``work``, run its README's setup and check its calls."""
     source = REPO / "examples" / example
@@ -64,13 +68,18 @@ def run_readme(
     (work / "mesh.yaml").write_text(local((work / "mesh.yaml").read_text()))
     setup, calls = _blocks(source / "README.md")
     started = []
-    for line in _lines(local(setup)):
+    steps = [new for line in _lines(setup) for new in (replace or {}).get(line, [line])]
+    for line in _lines(local("\n".join(steps))):
         if line.startswith("meshgen "):
             argv = [sys.executable, "-m", *shlex.split(line)]
             proc = subprocess.run(argv, cwd=work, env=ENV, capture_output=True, text=True)
             assert proc.returncode == 0, f"{line}:\n{proc.stdout}{proc.stderr}"
+        elif not line.endswith("&"):
+            command = line.replace("python ", shlex.quote(sys.executable) + " ")
+            proc = subprocess.run(["bash", "-c", command], cwd=work, env=ENV,
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert proc.returncode == 0, f"{line}:\n{proc.stdout}{proc.stderr}"
         else:
-            assert line.endswith("&"), line
             command = line.removesuffix("&").strip()
             if command.startswith("python "):
                 command = shlex.join([sys.executable, *shlex.split(command)[1:]])
@@ -95,7 +104,7 @@ def run_readme(
                                   capture_output=True, text=True, timeout=60)  # fmt: skip
 
         want = expected.strip()
-        if checked == 0:
+        if checked == 0 and retry_first:
             eventually(lambda run=run, want=want: run().stdout.strip() == want, what=command,
                        timeout=20, context=lambda run=run: run().stderr[-2000:])  # fmt: skip
         proc = run()
