@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from readme_steps import run_readme
 
-from tests.conftest import Process
+from tests.conftest import Process, require_binary
 
 pytest.importorskip("grpc", reason="grpcio not installed: pip install '.[test]'")
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -31,5 +31,6 @@ def test_readme_steps_on_envoy(tmp_path: Path, processes: Callable[..., Process]
     assert alternative is not None
     steps = [ln for ln in alternative[1].splitlines() if not ln.startswith("haproxy ")]
     assert steps[0].startswith("for port in") and steps[1].startswith("envoy -c"), steps
+    steps[1] = require_binary("envoy") + steps[1].removeprefix("envoy")  # maybe not on PATH
     run_readme("grpc", tmp_path / "grpc", PORTS, processes, started_count=4, checked_count=5,
                replace={"python dist &": steps}, retry_first=False)  # fmt: skip
