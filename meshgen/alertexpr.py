@@ -44,6 +44,8 @@ _NUMBER_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 @dataclass(frozen=True, slots=True)
 class AlertExpr:
+    """A parsed alert condition: ``signal op threshold``."""
+
     signal: Signal
     op: Comparison
     threshold: float

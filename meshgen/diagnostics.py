@@ -30,12 +30,16 @@ class Span:
 
 @dataclass(frozen=True, slots=True)
 class Related:
+    """A second place a diagnostic points at (e.g. where a duplicate was first set)."""
+
     span: Span
     message: str
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
+    """One problem found in the input, with where it is and how to fix it."""
+
     code: str
     severity: DiagnosticSeverity
     message: str

@@ -96,6 +96,8 @@ class CallPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """One static endpoint, as mesh.yaml wrote it (``path``: where, for diagnostics)."""
+
     host: str
     port: int
     weight: int
@@ -110,6 +112,8 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class StaticDiscovery:
+    """A service's fixed endpoint list."""
+
     endpoints: tuple[Endpoint, ...]
     path: PathKey
 
@@ -128,6 +132,8 @@ class DnsDiscovery:
 
 @dataclass(frozen=True, slots=True)
 class Subset:
+    """A named slice of a service's endpoints, by labels."""
+
     name: str
     labels: tuple[tuple[str, str], ...]  # sorted; empty selects every endpoint
     path: PathKey
@@ -135,6 +141,8 @@ class Subset:
 
 @dataclass(frozen=True, slots=True)
 class Failover:
+    """A service's failover order: zones, the panic threshold, a backup service."""
+
     zones: tuple[str, ...]
     panic_threshold: float
     backup: str | None
@@ -158,6 +166,8 @@ class TlsPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """One service with every policy field resolved (defaults merged, each value's origin kept)."""
+
     name: str
     path: PathKey
     discovery: StaticDiscovery | DnsDiscovery
@@ -195,6 +205,8 @@ class Destination:
 
 @dataclass(frozen=True, slots=True)
 class Mirror:
+    """A route's traffic mirror: where a copy of each request goes."""
+
     service: str
     subset: str | None
     percent: float
@@ -264,6 +276,8 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class AccessRule:
+    """One ``access:`` entry: who may call which service, with which methods and paths."""
+
     source: str
     service: str
     methods: tuple[str, ...]
@@ -287,6 +301,8 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class Slo:
+    """One service level objective: the share of good requests over a window."""
+
     name: str
     service: str
     objective: float
@@ -338,6 +354,8 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class Mesh:
+    """The whole validated mesh: what every check and every target reads."""
+
     name: str
     domain: str  # "" when mesh.domain is absent
     admin_host: str

@@ -71,6 +71,8 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class StaticDiscovery:
+    """The endpoints written in mesh.yaml: the set never changes at run time."""
+
     endpoints: tuple[Endpoint, ...]
 
 
@@ -86,12 +88,17 @@ class DnsDiscovery:
 
 @dataclass(frozen=True, slots=True)
 class Subset:
+    """A named slice of a service's endpoints, chosen by their labels."""
+
     name: str
     labels: tuple[tuple[str, str], ...] = ()  # empty: every endpoint of the service
 
 
 @dataclass(frozen=True, slots=True)
 class LoadBalancer:
+    """How a try picks an endpoint among the healthy ones (``hash_*``: the key of a hash
+    policy)."""
+
     policy: LoadBalancerPolicy = "round_robin"
     choice_count: int = 2
     hash_header: str | None = None  # lower-case header name
@@ -117,6 +124,9 @@ class HealthCheck:
 
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
+    """Passive health: an endpoint failing ``consecutive_5xx`` tries in a row is ejected for a
+    while."""
+
     consecutive_5xx: int = 5
     interval_s: float = 10.0
     base_ejection_time_s: float = 30.0
@@ -125,6 +135,9 @@ class OutlierDetection:
 
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
+    """Per-service limits on connections, queued and concurrent requests (beyond them: 503 at
+    once)."""
+
     max_connections: int = 1024
     max_pending_requests: int = 1024
     max_requests: int = 1024
@@ -132,6 +145,8 @@ class CircuitBreaker:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """When and how often a request is tried again, with its backoff and its retry budget."""
+
     attempts: int
     per_try_timeout_s: float
     on: tuple[RetryCondition, ...] = ("connect-failure", "reset", "5xx")
@@ -147,12 +162,17 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
+    """A token bucket: ``requests_per_second`` refill, ``burst`` tokens at most."""
+
     requests_per_second: float
     burst: int
 
 
 @dataclass(frozen=True, slots=True)
 class Failover:
+    """Where traffic goes when the preferred endpoints fail: zones in order, then a backup
+    service."""
+
     zones: tuple[str, ...] = ()
     panic_threshold: float = 50.0
     backup: str | None = None  # another service's name
@@ -182,6 +202,8 @@ class Cluster:
 
 @dataclass(frozen=True, slots=True)
 class HeaderMatch:
+    """One header condition of a route's match."""
+
     name: str  # lower-case
     kind: HeaderMatchKind
     value: str = ""  # unused for "present"
@@ -216,6 +238,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
+    """Injected delays and aborts, for testing how callers cope."""
+
     delay_s: float = 0.0
     delay_percent: float = 0.0
     abort_status: int = 0
@@ -224,6 +248,8 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class Mirror:
+    """A copy of a route's requests sent to another service; its answers are dropped."""
+
     service: str
     subset: str | None
     percent: float
@@ -231,18 +257,24 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
+    """What a route changes in the request before it is sent on (path prefix, Host)."""
+
     path_prefix: str | None = None
     host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderOps:
+    """Headers a route sets and removes, on the request or on the response."""
+
     set: tuple[tuple[str, str], ...] = ()  # (lower-case name, value)
     remove: tuple[str, ...] = ()  # lower-case names
 
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
+    """A route answered by the proxy itself with a redirect, never sent on."""
+
     location: str
     status: int = 301
 
@@ -265,6 +297,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class ServerTls:
+    """A listener's TLS: its certificate, and whether callers must show theirs."""
+
     cert: str
     key: str
     ca: str | None = None
@@ -339,6 +373,8 @@ class ClientTls:
 
 @dataclass(frozen=True, slots=True)
 class AccessRule:
+    """One allowed (caller, service, methods, paths) combination; everything else is denied."""
+
     source: str  # a caller name, or "*" for any caller with a valid certificate
     service: str
     methods: tuple[str, ...] = ()  # empty: every method
@@ -361,6 +397,9 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class BurnWindow:
+    """One multi-window burn-rate alert of an SLO: both windows must burn ``factor`` times too
+    fast."""
+
     long_s: float
     short_s: float
     factor: float
@@ -380,6 +419,8 @@ class Slo:
 
 @dataclass(frozen=True, slots=True)
 class MeshInfo:
+    """Mesh-wide settings: the name (the SPIFFE trust domain), the admin address, Alertmanager."""
+
     name: str  # also the SPIFFE trust domain
     domain: str
     admin_host: str = "127.0.0.1"
