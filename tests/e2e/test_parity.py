@@ -148,7 +148,11 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             body = name.encode()
-        self.send_response(int(mode) if self.path != "/__count" and mode != "ok" else 200)
+        if self.path == "/__count" or mode in ("ok", "sick"):
+            status = 503 if mode == "sick" and self.path == "/healthz" else 200
+        else:
+            status = int(mode)
+        self.send_response(status)
         self.send_header("content-length", str(len(body)))
         self.send_header("x-backend", name)
         self.end_headers()
@@ -159,7 +163,8 @@ class H(http.server.BaseHTTPRequestHandler):
     + SERVE_HANDLER
 )
 """A backend that answers ``mode`` (a status, ``ok`` = 200, or ``reset``) to every request
-and counts them; ``GET /__count`` answers the count (not counted)."""
+and counts them; ``GET /__count`` answers the count (not counted). ``sick``: 200, but 503 to
+its health check (``/healthz``)."""
 
 POLICY_SPEC = """\
 version: 1

@@ -18,30 +18,10 @@ from pathlib import Path
 import pytest
 from engines import ENGINES, run_engine
 from haproxy_harness import Engine, build, one_route, poll
-from runtime_harness import SERVE_HANDLER, script_backend
+from runtime_harness import script_backend
+from test_parity import FAULTY
 
 pytestmark = pytest.mark.timeout(120)
-
-SICK = (
-    """
-import http.server, sys
-name, health = sys.argv[1], int(sys.argv[2])
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        status = health if self.path == "/healthz" else 200
-        body = name.encode()
-        self.send_response(status)
-        self.send_header("content-length", str(len(body)))
-        self.send_header("x-backend", name)
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-    def handle_error(self, *a): pass
-"""
-    + SERVE_HANDLER
-)
-"""A backend answering every request 200 with its name, and its health check ``health``."""
 
 SPEC = """\
 version: 1
@@ -70,8 +50,8 @@ def test_an_endpoint_failing_its_first_checks(engine: str, tmp_path: Path) -> No
     the sick endpoint its share (2-3 failed probes so far), HAProxy and Envoy none; 5 s
     later it is out on every engine."""
     with ExitStack() as stack:
-        well, _ = stack.enter_context(script_backend(SICK, "well", "200"))
-        sick, _ = stack.enter_context(script_backend(SICK, "sick", "503"))
+        well, _ = stack.enter_context(script_backend(FAULTY, "well", "ok"))
+        sick, _ = stack.enter_context(script_backend(FAULTY, "sick", "sick"))
         dist = build(SPEC.format(well=well, sick=sick), tmp_path / "mesh")
         e = stack.enter_context(run_engine(engine, dist))
         time.sleep(1.5)
