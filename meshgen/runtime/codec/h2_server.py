@@ -87,6 +87,8 @@ class Owner(Protocol):
 
     def close(self) -> None: ...
 
+    def send(self, data: bytes) -> None: ...
+
 
 class Upstream(Protocol):
     """The upstream side of a stream's response body (``upstream_conn.UpstreamConnection``)."""
@@ -533,10 +535,11 @@ class H2Server:
             clock.phase, clock.since = IDLE, self.loop.time()
 
     def _flush(self) -> None:
+        """Queue what ``h2`` has to send: a loop pass's frames (many streams' answers) go out
+        in one write, a large piece at once (``upstream_conn.WriteBatch``)."""
         data = self.h2.data_to_send()
-        transport = self.owner.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
+        if data:
+            self.owner.send(data)
 
     # ---- the connection ------------------------------------------------------------------
     def _protocol_error(self, exc: Exception) -> None:

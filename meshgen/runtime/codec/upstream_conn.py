@@ -62,6 +62,13 @@ def head_size(headers: Headers, start_line: int = 16) -> int:
     return start_line + 2 + sum(len(k) + len(v) + 4 for k, v in headers)
 
 
+FLUSH_AT: Final = 64 * 1024
+"""A batched message for one transport that grows beyond this is written at once: a batch is
+for small messages, and flow control (``pause_writing``, which stops reading a peer that does
+not read) sees only what was written. uvloop reads a socket up to 32 times in one loop pass,
+so HTTP/2 acknowledgements of a peer's PING flood would otherwise pile up for the pass."""
+
+
 class WriteBatch:
     """Heads and whole small messages written during one loop pass, sent together at its end.
 
@@ -82,14 +89,16 @@ class WriteBatch:
         self._items: list[tuple[asyncio.Transport, bytes]] = []
 
     def send(self, transport: asyncio.Transport, data: bytes) -> None:
-        """Write ``data`` at the end of this loop pass."""
+        """Write ``data`` at the end of this loop pass (now, beyond :data:`FLUSH_AT`)."""
         items = self._items
         if not items:
             self._loop.call_soon(self.flush)
         elif items[-1][0] is transport:
-            items[-1] = (transport, items[-1][1] + data)
-            return
+            data = items[-1][1] + data
+            items.pop()
         items.append((transport, data))
+        if len(data) > FLUSH_AT:
+            self.flush()
 
     def write(self, transport: asyncio.Transport, data: bytes) -> None:
         """A body chunk: joined to the message batched last when that is for ``transport``
