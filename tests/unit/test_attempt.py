@@ -7,6 +7,7 @@ driver does, then checks the action it asked for, what it counted and what it ga
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field, replace
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from meshgen.runtime.forward import attempt as A
 from meshgen.runtime.forward.attempt import Attempt, StepError
 from meshgen.runtime.forward.generation import Generation
+from meshgen.runtime.forward.tries import wait_for_slot
 from meshgen.runtime.observe.metrics import Metrics
 from meshgen.runtime.tables import (
     CircuitBreaker,
@@ -455,6 +457,42 @@ def test_busy_connections_wait_in_the_queue_until_granted_or_expired() -> None:
     late = world.attempt()
     assert late.step(A.START) == A.WAIT
     assert late.step(A.EXPIRED) == A.LOCAL and late.answer == A.QUEUE_TIMEOUT
+
+
+def test_requests_of_one_loop_pass_find_the_queue_as_the_ones_before_left_it() -> None:
+    """Limits 1/1/1 and five requests admitted before any driver runs (the fast path goes on
+    in tasks that start after the loop pass): one tries, one waits, three are refused. The
+    waiting one holds its place from admission on, not from when its driver waits."""
+    limits = CircuitBreaker(max_connections=1, max_pending_requests=1, max_requests=1)
+    world = World(clusters=(cluster(circuit_breaker=limits),))
+    atts = [world.attempt() for _ in range(5)]
+    actions = [att.step(A.START) for att in atts]
+    assert actions == [A.TRY, A.WAIT, A.LOCAL, A.LOCAL, A.LOCAL]
+    assert all(att.answer == A.OVERLOADED for att in atts[2:])
+    breaker = world.gen.breakers["api"]
+    assert breaker.pending == 1
+    finish(atts[0])  # the slot goes to the waiter, whose driver has not started waiting
+    assert atts[1].pending is not None and atts[1].pending.granted is True
+    slot = atts[1].pending
+
+    async def waited() -> bool:
+        return await wait_for_slot(slot, breaker, asyncio.get_running_loop(), 1e9)
+
+    assert asyncio.run(waited())  # the driver starts late and finds its slot
+
+
+def test_a_request_that_ends_while_queued_leaves_neither_place_nor_slot() -> None:
+    limits = CircuitBreaker(max_connections=1, max_pending_requests=1, max_requests=1)
+    world = World(clusters=(cluster(circuit_breaker=limits),))
+    first, queued, granted = world.attempt(), world.attempt(), world.attempt()
+    assert first.step(A.START) == A.TRY and queued.step(A.START) == A.WAIT
+    queued.close()  # e.g. its task was cancelled before it waited
+    breaker = world.gen.breakers["api"]
+    assert breaker.pending == 0
+    assert granted.step(A.START) == A.WAIT
+    finish(first)  # the slot is handed to ``granted`` ...
+    granted.close()  # ... which ends before using it: the slot is freed
+    assert (breaker.pending, breaker.requests) == (0, 0)
 
 
 def test_close_gives_back_what_is_held_once() -> None:

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 from ..codec.paths import split_target
 from ..policy import grpc
-from ..policy.resilience import backoff_delay, retryable
+from ..policy.resilience import PendingSlot, backoff_delay, retryable
 from ..upstream.balancers import request_hash_key
 from .heads import CompiledOps, Downstream, Outgoing, request_head
 from .local import LocalRequest
@@ -330,9 +330,9 @@ class Attempt:
 
     __slots__ = ("answer", "begun", "breaker", "caller", "conn", "deadline", "delay",
                  "exclude", "gen", "grpc", "grpc_deadline", "grpc_status", "hash_key",
-                 "head", "holding", "last", "listener", "mirror", "path", "per_try", "picked",
-                 "query", "req", "route", "stale_retry", "start", "state", "status", "target",
-                 "tries", "wait_until")  # fmt: skip
+                 "head", "holding", "last", "listener", "mirror", "path", "pending", "per_try",
+                 "picked", "query", "req", "route", "stale_retry", "start", "state", "status",
+                 "target", "tries", "wait_until")  # fmt: skip
     # Set by the step that first needs them, never read before (not initialised: one request
     # costs fewer stores): path, query, mirror, breaker, deadline, picked, per_try, delay,
     # wait_until.
@@ -364,6 +364,7 @@ class Attempt:
         self.stale_retry = True
         self.last = NO_ENDPOINT  # the answer when no endpoint is left for another try
         self.holding = False  # one of the breaker's slots
+        self.pending: PendingSlot | None = None  # its place in the breaker's queue (WAIT)
         self.picked: Picked
         self.begun = False  # ``picked`` counts this request in flight
         self.per_try: float
@@ -439,6 +440,7 @@ class Attempt:
 
     def _queued(self, event: int, _value: int | str) -> int:
         """A breaker slot was handed over (GRANTED), or the wait for one ran out (EXPIRED)."""
+        self.pending = None  # out of the queue either way
         if event == EXPIRED:
             return self._local(QUEUE_TIMEOUT)
         self.holding = True
@@ -555,6 +557,8 @@ class Attempt:
                         return self._local(OVERLOADED)
                     # The route timeout covers the pending time too (as Envoy's).
                     self.wait_until = min(deadline, now + target.timeout_s)
+                    self.pending = PendingSlot()  # queued now, before the next admission
+                    breaker.enqueue(self.pending.wake, breaker.clock() + self.wait_until - now)
                     self.state = QUEUED
                     return WAIT
                 self.holding = True
@@ -707,6 +711,9 @@ class Attempt:
             self._end_try()
         if self.holding:
             self._release()
+        pending, self.pending = self.pending, None
+        if pending is not None and not self.breaker.cancel(pending.wake) and pending.granted:
+            self.breaker.release()  # handed a slot after the driver stopped waiting
         self.state = ENDED
 
     def account(self, duration_s: float) -> None:

@@ -38,7 +38,7 @@ from .attempt import (
 )
 
 if TYPE_CHECKING:
-    from ..policy.resilience import CircuitBreaker
+    from ..policy.resilience import CircuitBreaker, PendingSlot
     from ..upstream.upstreams import Picked
     from .generation import Generation
 
@@ -104,35 +104,32 @@ def broken(caller_closed: bool, body: Replay | None, conn: UpstreamConnection) -
 
 
 async def wait_for_slot(
-    breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
+    slot: PendingSlot, breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
 ) -> bool:
-    """Wait in the breaker's pending queue: True once a slot is handed over, False when
-    ``deadline`` (loop time) passes first."""
-    remaining = deadline - loop.time()
-    if remaining <= 0:
-        return False
-    fut: asyncio.Future[bool] = loop.create_future()
-
-    def wake(granted: bool) -> bool:
-        if fut.done():
-            return False
-        fut.set_result(granted)
-        return True
+    """Wait for ``slot`` (queued in ``breaker`` by the machine): True once a slot is handed
+    over, False when ``deadline`` (loop time) passes first."""
 
     def expire() -> None:
-        if breaker.cancel(wake):
-            wake(False)
+        if breaker.cancel(slot.wake):
+            slot.wake(False)
 
-    breaker.enqueue(wake, breaker.clock() + remaining)
+    if slot.granted is not None:
+        return slot.granted
+    remaining = deadline - loop.time()
+    if remaining <= 0:
+        expire()
+        return bool(slot.granted)
+    fut: asyncio.Future[bool] = loop.create_future()
+    slot.on_wake = fut.set_result
     timer = loop.call_later(remaining, expire)
     try:
         return await fut
     except asyncio.CancelledError:
-        granted = fut.done() and not fut.cancelled() and fut.result()
-        if not breaker.cancel(wake) and granted:
+        if not breaker.cancel(slot.wake) and slot.granted:
             breaker.release()
         raise
     finally:
+        slot.on_wake = None
         timer.cancel()
 
 
@@ -197,7 +194,8 @@ async def drive(att: Attempt, action: int, steps: Steps) -> None:
                 action = att.step(STREAMED)
             elif action == WAIT:
                 assert att.breaker is not None
-                granted = await wait_for_slot(att.breaker, steps.loop, att.wait_until)
+                assert att.pending is not None
+                granted = await wait_for_slot(att.pending, att.breaker, steps.loop, att.wait_until)
                 action = att.step(GRANTED if granted else EXPIRED)
             elif action in (BACKOFF, DELAY):
                 if action == BACKOFF:

@@ -52,6 +52,31 @@ Waker = Callable[[bool], bool]
 """Called with True when a queued request gets its slot, False when its deadline passed;
 returns False when the waiter is gone (the slot then goes to the next one)."""
 
+
+class PendingSlot:
+    """A request's place in a breaker's pending queue, taken the moment admission says "wait".
+
+    Why not when the driver starts waiting: a driver may go on in a task that runs only after
+    the loop pass, and the requests of one pass would all find the queue empty (five at once
+    with ``max_pending_requests: 1``: all five queued). :meth:`wake` is the queue's
+    :data:`Waker`; ``granted`` keeps its answer for a driver that was not waiting yet, and
+    ``on_wake`` passes it to one that is."""
+
+    __slots__ = ("granted", "on_wake")
+
+    def __init__(self) -> None:
+        self.granted: bool | None = None  # None: still queued
+        self.on_wake: Callable[[bool], None] | None = None
+
+    def wake(self, granted: bool) -> bool:
+        if self.granted is not None:
+            return False
+        self.granted = granted
+        if self.on_wake is not None:
+            self.on_wake(granted)
+        return True
+
+
 _OUTCOME_CONDITIONS: Final[dict[str, frozenset[RetryCondition]]] = {
     "connect-failure": frozenset({"connect-failure", "5xx", "gateway-error"}),
     "reset": frozenset({"reset", "5xx"}),
@@ -249,7 +274,7 @@ class CircuitBreaker:
     def cancel(self, wake: Waker) -> bool:
         """Take a waiter out of the queue (it timed out); False if it is no longer queued."""
         for i, (w, _) in enumerate(self._queue):
-            if w is wake:
+            if w == wake:  # (==: a bound method is a new object at each access)
                 del self._queue[i]
                 self._update()
                 return True
