@@ -495,6 +495,31 @@ def test_a_request_that_ends_while_queued_leaves_neither_place_nor_slot() -> Non
     assert (breaker.pending, breaker.requests) == (0, 0)
 
 
+def test_a_wait_cancelled_after_its_grant_gives_the_slot_back_once() -> None:
+    """The slot is handed over, then the waiting task is cancelled before it resumes: the
+    slot goes to the next waiter once, and that waiter keeps it."""
+    limits = CircuitBreaker(max_connections=1, max_pending_requests=2, max_requests=1)
+    world = World(clusters=(cluster(circuit_breaker=limits),))
+    first, second, third = world.attempt(), world.attempt(), world.attempt()
+    assert [a.step(A.START) for a in (first, second, third)] == [A.TRY, A.WAIT, A.WAIT]
+    breaker = world.gen.breakers["api"]
+
+    async def cancelled_after_grant() -> None:
+        assert second.pending is not None
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(wait_for_slot(second.pending, breaker, loop, 1e9))
+        await asyncio.sleep(0)  # waiting now
+        finish(first)  # hands the slot to ``second``
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        second.close()  # as ``drive`` does on the way out
+
+    asyncio.run(cancelled_after_grant())
+    assert third.pending is not None and third.pending.granted is True
+    assert (breaker.requests, breaker.pending) == (1, 0)
+
+
 def test_close_gives_back_what_is_held_once() -> None:
     world = World()
     att = world.attempt()

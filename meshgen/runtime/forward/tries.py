@@ -107,7 +107,9 @@ async def wait_for_slot(
     slot: PendingSlot, breaker: CircuitBreaker, loop: asyncio.AbstractEventLoop, deadline: float
 ) -> bool:
     """Wait for ``slot`` (queued in ``breaker`` by the machine): True once a slot is handed
-    over, False when ``deadline`` (loop time) passes first."""
+    over, False when ``deadline`` (loop time) passes first. A cancelled wait leaves the slot
+    to ``Attempt.close`` (``drive`` calls it), which takes it out of the queue or gives back a
+    slot handed over meanwhile: one place, so it is given back once."""
 
     def expire() -> None:
         if breaker.cancel(slot.wake):
@@ -124,10 +126,6 @@ async def wait_for_slot(
     timer = loop.call_later(remaining, expire)
     try:
         return await fut
-    except asyncio.CancelledError:
-        if not breaker.cancel(slot.wake) and slot.granted:
-            breaker.release()
-        raise
     finally:
         slot.on_wake = None
         timer.cancel()

@@ -58,7 +58,7 @@ class PendingSlot:
 
     Why not when the driver starts waiting: a driver may go on in a task that runs only after
     the loop pass, and the requests of one pass would all find the queue empty (five at once
-    with ``max_pending_requests: 1``: all five queued). :meth:`wake` is the queue's
+    with limits 1/1/1: one tried, four queued instead of one). :meth:`wake` is the queue's
     :data:`Waker`; ``granted`` keeps its answer for a driver that was not waiting yet, and
     ``on_wake`` passes it to one that is."""
 
