@@ -3,10 +3,6 @@ connection that goes on receiving the streams a GOAWAY still lets finish (sans-I
 
 from __future__ import annotations
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,9 +67,9 @@ def test_a_head_becomes_http2_fields(
 def test_streams_below_a_goaway_still_finish() -> None:
     """A server that goes away with stream 1 as its last processed one answers it after the
     GOAWAY; the client connection receives the answer instead of a protocol error."""
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    assert h2lib.finish_after_goaway(client)  # type: ignore[arg-type]
-    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client = h2lib.connection.H2Connection(h2lib.config.H2Configuration(client_side=True))
+    assert h2lib.finish_after_goaway(client)
+    server = h2lib.connection.H2Connection(h2lib.config.H2Configuration(client_side=False))
     client.initiate_connection()
     server.initiate_connection()
     head = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "a")]
@@ -85,23 +81,23 @@ def test_streams_below_a_goaway_still_finish() -> None:
 
     server.close_connection(last_stream_id=1)
     goaway = server.data_to_send()
-    server.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN  # a real server's
+    server.state_machine.state = h2lib.connection.ConnectionState.SERVER_OPEN  # a real server's
     server.send_headers(1, [(":status", "200")])
     server.send_data(1, b"done", end_stream=True)
     events = client.receive_data(goaway + server.data_to_send())
 
     kinds = [type(e) for e in events]
-    assert h2.events.ConnectionTerminated in kinds
-    assert kinds[-3:] == [h2.events.ResponseReceived, h2.events.DataReceived,
-                          h2.events.StreamEnded]  # fmt: skip
-    terminated = next(e for e in events if isinstance(e, h2.events.ConnectionTerminated))
+    assert h2lib.events.ConnectionTerminated in kinds
+    assert kinds[-3:] == [h2lib.events.ResponseReceived, h2lib.events.DataReceived,
+                          h2lib.events.StreamEnded]  # fmt: skip
+    terminated = next(e for e in events if isinstance(e, h2lib.events.ConnectionTerminated))
     assert terminated.last_stream_id == 1
 
 
 def test_without_it_h2_refuses_what_follows_a_goaway() -> None:
     """Why ``finish_after_goaway`` exists: plain ``h2`` ends the connection at GOAWAY."""
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client = h2lib.connection.H2Connection(h2lib.config.H2Configuration(client_side=True))
+    server = h2lib.connection.H2Connection(h2lib.config.H2Configuration(client_side=False))
     client.initiate_connection()
     server.initiate_connection()
     client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
@@ -110,10 +106,10 @@ def test_without_it_h2_refuses_what_follows_a_goaway() -> None:
     client.receive_data(server.data_to_send())
     server.close_connection(last_stream_id=1)
     goaway = server.data_to_send()
-    server.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+    server.state_machine.state = h2lib.connection.ConnectionState.SERVER_OPEN
     server.send_headers(1, [(":status", "200")], end_stream=True)
     try:
         client.receive_data(goaway + server.data_to_send())
-    except h2.exceptions.ProtocolError:
+    except h2lib.exceptions.ProtocolError:
         return
     raise AssertionError("h2 accepted frames after GOAWAY: finish_after_goaway may go")
