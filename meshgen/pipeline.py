@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,12 +92,21 @@ Targets = Sequence[str] | None
 """Target names to render (``--target``); None: all, and no gap is a warning."""
 
 
+Sink = Callable[[dict[str, str]], None]
+"""Takes each target's files as soon as they are rendered (``emit.Staging.add``)."""
+
+
 def compile_spec(
-    path: Path, version: str = __version__, overlays: Sequence[Path] = (), only: Targets = None
+    path: Path,
+    version: str = __version__,
+    overlays: Sequence[Path] = (),
+    only: Targets = None,
+    sink: Sink | None = None,
 ) -> Result:
-    """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files (nothing is written)."""
+    """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files; nothing is written
+    here, but ``sink`` gets each target's files as they are made (MANIFEST.json excepted)."""
     with collector_paused():
-        return _compile(_analyse(*_read(path, overlays)), version, only)
+        return _compile(_analyse(*_read(path, overlays)), version, only, sink)
 
 
 def check_spec(path: Path, overlays: Sequence[Path] = (), only: Targets = None) -> Result:
@@ -187,7 +196,7 @@ def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, s
     return result
 
 
-def _compile(result: Result, version: str, only: Targets) -> Result:
+def _compile(result: Result, version: str, only: Targets, sink: Sink | None = None) -> Result:
     """plan -> targets (with their gaps) -> MANIFEST, when no stage reported an error."""
     from meshgen import targets  # imported only where files are made: validate makes none
     from meshgen.emit import MANIFEST, manifest_text
@@ -203,13 +212,20 @@ def _compile(result: Result, version: str, only: Targets) -> Result:
     files: dict[str, str] = {}
     warned: list[Diagnostic] = []
     for target in targets.selected(only):
+        made: dict[str, str] = {}
         for render in target.renders:
-            files.update(render(tables, ctx))
+            made.update(render(tables, ctx))
+        if sink is not None:
+            sink(made)
+        files.update(made)
         if target.gaps is not None:
             found = target_gaps.located(target.gaps(tables), mesh, doc)
-            files[f"{target.name}/GAPS.txt"] = target_gaps.gaps_text(
-                ctx.header, target.engine, found
-            )
+            gaps = {
+                f"{target.name}/GAPS.txt": target_gaps.gaps_text(ctx.header, target.engine, found)
+            }
+            if sink is not None:
+                sink(gaps)
+            files.update(gaps)
             if only is not None:
                 warned += target_gaps.warnings(target.name, target.engine, found)
     _add(result, warned)

@@ -100,7 +100,7 @@ def gaps_text(header: str, engine: str, found: list[tuple[Span, Gap]]) -> str:
         f"# What {engine} cannot express of this mesh, and what it does instead.",
         "# FILE:LINE:COL: field: what the engine does instead",
     ]
-    names = {s.file: PurePath(s.file).name for s, _ in found}  # a few files, many gaps
+    names = {file: PurePath(file).name for file in {s.file for s, _ in found}}  # a few files
     lines += [f"{names[s.file]}:{s.line}:{s.col}: {g.what}: {g.instead}" for s, g in found]
     if not found:
         lines.append(f"# none: {engine} expresses every field this mesh sets")
