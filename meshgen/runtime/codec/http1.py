@@ -46,6 +46,11 @@ move from one transport to the other inside ``data_received`` without a task swi
   (an ``http`` URI with an empty host is invalid, RFC 9110 section 4.2.1) is a 400. An
   absolute-form target's authority replaces the Host header (RFC 9112 section 3.2.2), so
   routing and the upstream ``Host`` use the authority, as Envoy and HAProxy do.
+* The request's version comes from llhttp (``get_http_version``, which formats a string: a
+  quarter of a microsecond per request), except when the read being parsed began with this
+  request's head: then the bytes llhttp accepted are at hand, and ``" HTTP/1.1\\r\\n"`` right
+  after the method, one space and the target can only be that line's end (before it the line
+  holds no CR or LF; llhttp skips only CR and LF before a request line).
 """
 
 from __future__ import annotations
@@ -360,7 +365,8 @@ class ServerConnection(asyncio.Protocol):
     __deletable__ = ("_parser",)  # freed at close (a compiled class must say so)
     __slots__ = ("__weakref__", "_admitted", "_body_paused", "_chunk", "_clock", "_deferred",
                  "_head_raw", "_head_slack", "_max_head", "_max_headers", "_max_url", "_parser",
-                 "_pipeline_paused", "_queue", "_reading_paused", "_req", "_req_in_progress",
+                 "_pipeline_paused", "_queue", "_read", "_reading_paused", "_req",
+                 "_req_in_progress",
                  "_slack", "_sniff", "_upgrade_body", "_upgrade_wait", "_upstream_paused",
                  "_waiter", "active", "batch", "client_ip", "closed", "fast", "forwarded", "guard",
                  "h2", "h2_start", "handler",
@@ -400,6 +406,7 @@ class ServerConnection(asyncio.Protocol):
         # Head bytes (module docstring): the size of the read being parsed, its bytes before the
         # current head began (when a message ended in it), and the head's bytes so far.
         self._chunk = 0
+        self._read = b""  # the read being parsed (only while it is: see ``_version``)
         self._slack = 0
         self._head_raw = 0
         self._head_slack = 0
@@ -488,6 +495,7 @@ class ServerConnection(asyncio.Protocol):
         self._slack = 0
         if self._req_in_progress:
             self._head_raw += n
+        self._read = data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -498,6 +506,8 @@ class ServerConnection(asyncio.Protocol):
             self._refuse(cause.refusal if isinstance(cause, Refused) else _BAD_REQUEST)
             del cause  # its traceback holds this frame: no cycle through the protocol
             return
+        finally:
+            self._read = b""
         if self._req_in_progress:  # a head goes on past this read
             req = self._req
             if self._head_raw - self._head_slack > self._max_head:
@@ -571,7 +581,7 @@ class ServerConnection(asyncio.Protocol):
         p = self._parser
         method = p.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
-        version = req.version = p.get_http_version()
+        version = req.version = self._version(len(method) + 1 + len(req.target))
         if version != "1.1" and version != "1.0":
             raise Refused(400 if version == "0.9" else 505, "bad_request")
         # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding is faulty framing. A GET or HEAD body
@@ -618,6 +628,17 @@ class ServerConnection(asyncio.Protocol):
             self._pipeline_paused = True
             self._apply_reading()
         self._wake()
+
+    def _version(self, line_end: int) -> str:
+        """The version of the head just parsed; ``line_end``: where the request line's
+        version would begin (with its space) if the head began the read (module docstring)."""
+        if (
+            self._head_raw == self._chunk  # the head began in this read,
+            and self._head_slack == 0  # at its start (no message ended in it before)
+            and self._read.startswith(b" HTTP/1.1\r\n", line_end)
+        ):
+            return "1.1"
+        return self._parser.get_http_version()
 
     def on_body(self, body: bytes) -> None:
         assert self._req is not None and self._req.body is not None

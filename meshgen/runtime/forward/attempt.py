@@ -69,19 +69,15 @@ from ..codec.paths import split_target
 from ..policy import grpc
 from ..policy.resilience import PendingSlot, backoff_delay, retryable
 from ..upstream.balancers import request_hash_key
-from .heads import CompiledOps, Downstream, Outgoing, request_head
+from .heads import Downstream, Outgoing, request_head
 from .local import LocalRequest
 
 if TYPE_CHECKING:
-    import random
-
     from ..codec.upstream_conn import UpstreamConnection
-    from ..policy.access import AccessPolicy
-    from ..policy.audit import AuditLog
-    from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket
-    from ..policy.router import Router
-    from ..tables import Cluster, Mirror, Route, Target
-    from ..upstream.upstreams import Picked, Upstreams
+    from ..policy.resilience import CircuitBreaker
+    from ..tables import Mirror, Route, Target
+    from ..upstream.upstreams import Picked
+    from .generation import Generation
 
 # Actions (what the driver does next). Final literals: compiled code inlines them.
 LOCAL: Final = 0
@@ -262,63 +258,6 @@ class Counters(Protocol):
     def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None: ...
 
 
-class Policies(Protocol):
-    """Everything the machine consults, derived once per table generation."""
-
-    @property
-    def routers(self) -> Mapping[str, Router]: ...
-
-    @property
-    def enforced(self) -> Mapping[str, bool]: ...
-
-    @property
-    def access(self) -> AccessPolicy | None: ...
-
-    @property
-    def audit(self) -> Mapping[str, bool]: ...  # listener -> access: audit (forward, log)
-
-    @property
-    def audit_log(self) -> AuditLog: ...
-
-    @property
-    def route_buckets(self) -> Mapping[str, TokenBucket]: ...
-
-    @property
-    def service_buckets(self) -> Mapping[str, TokenBucket]: ...
-
-    @property
-    def breakers(self) -> Mapping[str, CircuitBreaker]: ...
-
-    @property
-    def budgets(self) -> Mapping[int, RetryBudget]: ...
-
-    @property
-    def clusters(self) -> Mapping[str, Cluster]: ...
-
-    @property
-    def hashing(self) -> frozenset[str]: ...
-
-    @property
-    def outlier(self) -> frozenset[str]: ...
-
-    @property
-    def upstreams(self) -> Upstreams: ...
-
-    @property
-    def metrics(self) -> Counters: ...
-
-    @property
-    def clock(self) -> Callable[[], float]: ...  # the generation's (the driver's loop time)
-
-    @property
-    def header_ops(self) -> Mapping[str, tuple[CompiledOps, CompiledOps]]: ...
-
-    def ops(self, route: Route) -> tuple[CompiledOps, CompiledOps]: ...
-
-    @property
-    def rng(self) -> random.Random: ...
-
-
 _NO_EXCLUDE: frozenset[str] = frozenset()
 # Where :meth:`Attempt.begin` starts: each phase runs the ones after it.
 _ROUTE, _AFTER_DELAY, _TRIES, _ADMIT, _PICK = range(5)
@@ -339,7 +278,7 @@ class Attempt:
 
     def __init__(
         self,
-        gen: Policies,
+        gen: Generation,
         listener: str,
         req: Incoming,
         caller: str | None = None,
@@ -382,7 +321,7 @@ class Attempt:
         self.grpc_status = -1
 
     @classmethod
-    def shadow(cls, gen: Policies, target: Target, head: bytes) -> Attempt:
+    def shadow(cls, gen: Generation, target: Target, head: bytes) -> Attempt:
         """An attempt that only forwards ``head`` to ``target``: a mirror's copy (step
         ``FORWARD``). It stands on its own: the original caller leaving does not end it."""
         att = cls(gen, "", _SHADOW)

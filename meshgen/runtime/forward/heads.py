@@ -133,10 +133,9 @@ def request_head(
     tokens = req.conn_tokens
     if tokens:
         skip = skip | tokens
-    parts = [
-        b"%s %s%s HTTP/1.1\r\nhost: %s\r\n"
-        % (req.method.encode(), path.encode(), query.encode(), host)
-    ]
+    # (joined once below: no %-formatting of the request line, which costs more)
+    parts = [req.method.encode(), b" ", path.encode(), query.encode(), b" HTTP/1.1\r\nhost: ",
+             host, b"\r\n"]  # fmt: skip
     for k, v in req.headers:  # one flat join: cheaper than a formatted line per header
         if k not in skip:
             parts += (k, b": ", v, b"\r\n")
