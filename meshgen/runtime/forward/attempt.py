@@ -235,29 +235,6 @@ class Incoming(Outgoing, Protocol):
     def conn(self) -> Caller: ...
 
 
-class Counters(Protocol):
-    """The metrics the machine writes (``metrics.Metrics`` is one)."""
-
-    def observe_request(
-        self,
-        listener: str,
-        route: str,
-        service: str,
-        subset: str,
-        code: int,
-        duration_s: float,
-        grpc_status: str = "",
-    ) -> None: ...
-
-    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None: ...
-
-    def inc_retry(self, service: str) -> None: ...
-
-    def inc_rate_limited(self, route: str) -> None: ...
-
-    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None: ...
-
-
 _NO_EXCLUDE: frozenset[str] = frozenset()
 # Where :meth:`Attempt.begin` starts: each phase runs the ones after it.
 _ROUTE, _AFTER_DELAY, _TRIES, _ADMIT, _PICK = range(5)

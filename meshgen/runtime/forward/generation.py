@@ -22,7 +22,6 @@ from ..policy.audit import AuditLog
 from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket
 from ..policy.router import Router
 from ..tables import Cluster, Mirror, Route, Tables, Target
-from .attempt import Counters
 from .heads import REQUEST_SKIP, CompiledOps
 
 if TYPE_CHECKING:
@@ -31,6 +30,29 @@ if TYPE_CHECKING:
 
 CLIENT: Final = ""  # the in-process client's "listener": no listener, every route
 log = logging.getLogger("meshgen.proxy")
+
+
+class Counters(Protocol):
+    """The metrics the machine writes (``metrics.Metrics`` is one)."""
+
+    def observe_request(
+        self,
+        listener: str,
+        route: str,
+        service: str,
+        subset: str,
+        code: int,
+        duration_s: float,
+        grpc_status: str = "",
+    ) -> None: ...
+
+    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None: ...
+
+    def inc_retry(self, service: str) -> None: ...
+
+    def inc_rate_limited(self, route: str) -> None: ...
+
+    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None: ...
 
 
 class Sink(Counters, Protocol):

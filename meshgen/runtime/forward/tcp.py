@@ -52,7 +52,7 @@ from ..policy.tcp_route import TcpPick, TcpRoute
 from ..policy.tls import peer_identity
 from ..upstream.balancers import request_hash_key
 from ..upstream.health import CONNECTED
-from .attempt import Counters
+from .generation import Counters
 
 if TYPE_CHECKING:
     from ..codec.guard import ListenerGuard
