@@ -635,8 +635,8 @@ class ServerConnection(asyncio.Protocol):
         if (
             self._head_raw == self._chunk  # the head began in this read,
             and self._head_slack == 0  # at its start (no message ended in it before)
-            and self._read.startswith(b" HTTP/1.1\r\n", line_end)
-        ):
+            and self._read[line_end : line_end + 11] == b" HTTP/1.1\r\n"  # (compiled: no
+        ):  # method call, as ``startswith`` with an offset would be)
             return "1.1"
         return self._parser.get_http_version()
 

@@ -170,7 +170,8 @@ def grpc_answer(answer: Answer, status: int) -> Answer:
 
 
 # Request ids made here are unique in this process: a random prefix per process, a counter.
-_ID_PREFIX: Final = os.urandom(8).hex().encode()
+_ID_PREFIX: Final = os.urandom(8).hex().encode() + b"-"  # then the count in decimal: no
+# %-formatting per request (compiled code turns str(int) and encode into native calls)
 _ids = itertools.count(1)
 
 
@@ -382,7 +383,7 @@ class Attempt:
                 if timeout is not None:  # it caps the route timeout
                     self.grpc_deadline = gen.clock() + timeout
             if req.request_id is None:  # made here, so routes, the head and a mirror see it
-                rid = req.request_id = b"%s-%016x" % (_ID_PREFIX, next(_ids))
+                rid = req.request_id = _ID_PREFIX + str(next(_ids)).encode()
                 req.headers.append((b"x-request-id", rid))
             where = _SPLITS.get(req.target)
             if where is None:
