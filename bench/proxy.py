@@ -283,6 +283,7 @@ def main() -> int:
         dist, nginx_port, haproxy_port = staged.dist, staged.nginx_port, staged.haproxy_port
         base_dist = build_at(args.baseline, dist.parent / "mesh.yaml", d) if args.baseline else None
         base_name = f"meshgen at {args.baseline}"
+        base_kind = "pure"
         env_cpu = ["taskset", "-c", "0"]
         results: dict[str, Run] = {}
         rounds: list[dict[str, Run]] = []
@@ -315,6 +316,7 @@ def main() -> int:
                 runtimes = [rt.proc.pid, pure.proc.pid]
                 if base_dist is not None:
                     base = stack.enter_context(run_dist(base_dist, runtime="auto"))
+                    base_kind = "compiled" if base.info["runtime"] != "pure" else "pure"
                     proxies.append((base_name, base.port, base.proc.pid))
                     runtimes.append(base.proc.pid)
                 for pid in runtimes:
@@ -349,11 +351,13 @@ def main() -> int:
         )
     if args.baseline:
         before = [r[base_name][3] for r in rounds]
-        after = [r[PURE_NAME][3] for r in rounds]  # pure vs pure: the change alone
+        # like against like (the change alone): the baseline runs compiled when a build of its
+        # copy is in the cache (``python DIST --accelerate`` on a DIST of that commit), else pure
+        after = [r[MESHGEN_NAME if base_kind == "compiled" else PURE_NAME][3] for r in rounds]
         print(
-            f"same-load A/B, CPU us per request: {args.baseline} "
+            f"same-load A/B, CPU us per request, {base_kind} both: {args.baseline} "
             f"{', '.join(f'{x:.1f}' for x in before)} (median {statistics.median(before):.1f}); "
-            f"this tree (pure) {', '.join(f'{x:.1f}' for x in after)} "
+            f"this tree {', '.join(f'{x:.1f}' for x in after)} "
             f"(median {statistics.median(after):.1f})"
         )
     for name in (MESHGEN_NAME, PURE_NAME, ENVOY_NAME):
