@@ -361,11 +361,10 @@ def _compile_one(
         keep_freed_memory()
     staging = None if ns.check else Staging(ns.output)  # written while the build renders
     try:
-        sink = None if staging is None else staging.add
         return _report(  # no local name keeps the result alive while DIST is written
             ns,
             spec,
-            pipeline.compile_spec(spec, overlays=ns.overlay, only=ns.target, sink=sink),
+            pipeline.compile_spec(spec, overlays=ns.overlay, only=ns.target, sink=staging),
             collected,
             staging,
         )

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from meshgen import __version__, checks, lower, source
 from meshgen.diagnostics import Diagnostic, has_errors
@@ -92,8 +93,14 @@ Targets = Sequence[str] | None
 """Target names to render (``--target``); None: all, and no gap is a warning."""
 
 
-Sink = Callable[[dict[str, str]], None]
-"""Takes each target's files as soon as they are rendered (``emit.Staging.add``)."""
+class Sink(Protocol):
+    """Takes each target's files as soon as they are rendered (``emit.Staging``)."""
+
+    def add(self, files: dict[str, str]) -> None:
+        """Take ``files`` (they are not changed afterwards)."""
+
+    def hashes_of(self, files: Mapping[str, str]) -> Mapping[str, str]:
+        """The sha256 of the bytes of each of ``files`` it took, for MANIFEST.json."""
 
 
 def compile_spec(
@@ -216,7 +223,7 @@ def _compile(result: Result, version: str, only: Targets, sink: Sink | None = No
         for render in target.renders:
             made.update(render(tables, ctx))
         if sink is not None:
-            sink(made)
+            sink.add(made)
         files.update(made)
         if target.gaps is not None:
             found = target_gaps.located(target.gaps(tables), mesh, doc)
@@ -224,12 +231,13 @@ def _compile(result: Result, version: str, only: Targets, sink: Sink | None = No
                 f"{target.name}/GAPS.txt": target_gaps.gaps_text(ctx.header, target.engine, found)
             }
             if sink is not None:
-                sink(gaps)
+                sink.add(gaps)
             files.update(gaps)
             if only is not None:
                 warned += target_gaps.warnings(target.name, target.engine, found)
     _add(result, warned)
-    files[MANIFEST] = manifest_text(files, inputs[0][0], inputs[0][1], version, inputs[1:])
+    hashed = None if sink is None else sink.hashes_of(files)
+    files[MANIFEST] = manifest_text(files, *inputs[0], version, inputs[1:], hashed)
     result.files = dict(sorted(files.items()))
     return result
 

@@ -230,3 +230,15 @@ def test_a_folder_that_is_not_a_dist_is_refused_at_commit_not_while_rendering(
         staging.commit(_files())
     assert (precious / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_hashes_are_of_the_bytes_written_for_the_very_texts_handed_over(
+    tmp_path: Path,
+) -> None:
+    files = _files()
+    staging = Staging(tmp_path / "dist")
+    staging.add({"mesh/routing.py": files["mesh/routing.py"], "requirements.txt": "old\n"})
+    hashes = staging.hashes_of(files)  # requirements.txt was handed over with another text
+    assert hashes == {"mesh/routing.py": sha256(files["mesh/routing.py"].encode())}
+    staging.commit(files)
+    assert read_tree(tmp_path / "dist")["requirements.txt"] == b"dnspython\n"
