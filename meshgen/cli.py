@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from meshgen.diagnostics import Diagnostic, SourceLines
-    from meshgen.emit import Staging
     from meshgen.pipeline import Result
     from meshgen.runtime.tables import Tables
 
@@ -348,42 +347,11 @@ def _compile_one(
     """Compile ``spec``: validate or build it. Diagnostics are printed, or added to
     ``collected`` when the caller prints them all at once."""
     from meshgen import pipeline
-
-    validate = ns.command == "validate"
-    if validate:
-        result = pipeline.check_spec(spec, overlays=ns.overlay, only=ns.target)
-        return _report(ns, spec, result, collected)
-    from meshgen.emit import Staging
-
-    if _kept is not None:  # the meshgen command: it exits after the build
-        from meshgen.heap import keep_freed_memory
-
-        keep_freed_memory()
-    staging = None if ns.check else Staging(ns.output)  # written while the build renders
-    try:
-        return _report(  # no local name keeps the result alive while DIST is written
-            ns,
-            spec,
-            pipeline.compile_spec(spec, overlays=ns.overlay, only=ns.target, sink=staging),
-            collected,
-            staging,
-        )
-    finally:
-        if staging is not None:
-            staging.discard()  # a no-op once committed
-
-
-def _report(
-    ns: argparse.Namespace,
-    spec: Path,
-    result: Result,
-    collected: list[Diagnostic] | None,
-    staging: Staging | None = None,
-) -> int:
-    """Print ``result``'s diagnostics (or add them to ``collected``); write DIST for a build."""
     from meshgen.source import STDIN
 
     validate = ns.command == "validate"
+    compile_ = pipeline.check_spec if validate else pipeline.compile_spec
+    result = compile_(spec, overlays=ns.overlay, only=ns.target)
     if _kept is not None:
         _kept.append(result)
         gc.freeze()  # the collector would scan all of it after every build step (1+ s at 10k)
@@ -405,16 +373,11 @@ def _report(
     assert files is not None
     tables = result.tables if ns.check else None  # for the summary
     del result  # in-process callers free the document and tables before writing (not entry)
-    return _build(ns, files, tables, staging)
+    return _build(ns, files, tables)
 
 
-def _build(
-    ns: argparse.Namespace,
-    files: dict[str, str],
-    tables: Tables | None = None,
-    staging: Staging | None = None,
-) -> int:
-    from meshgen.emit import EmitError, Staging, VerifyError, compare
+def _build(ns: argparse.Namespace, files: dict[str, str], tables: Tables | None = None) -> int:
+    from meshgen.emit import EmitError, VerifyError, compare, emit
 
     dist: Path = ns.output
     if ns.check:
@@ -433,7 +396,7 @@ def _build(
         _say(ns, f"{dist}: up to date")
         return EXIT_OK
     try:
-        (staging or Staging(dist)).commit(files)
+        emit(files, dist)
     except EmitError as exc:
         print(f"meshgen: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from meshgen import __version__, checks, lower, source
 from meshgen.diagnostics import Diagnostic, has_errors
@@ -93,27 +92,12 @@ Targets = Sequence[str] | None
 """Target names to render (``--target``); None: all, and no gap is a warning."""
 
 
-class Sink(Protocol):
-    """Takes each target's files as soon as they are rendered (``emit.Staging``)."""
-
-    def add(self, files: dict[str, str]) -> None:
-        """Take ``files`` (they are not changed afterwards)."""
-
-    def hashes_of(self, files: Mapping[str, str]) -> Mapping[str, str]:
-        """The sha256 of the bytes of each of ``files`` it took, for MANIFEST.json."""
-
-
 def compile_spec(
-    path: Path,
-    version: str = __version__,
-    overlays: Sequence[Path] = (),
-    only: Targets = None,
-    sink: Sink | None = None,
+    path: Path, version: str = __version__, overlays: Sequence[Path] = (), only: Targets = None
 ) -> Result:
-    """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files; nothing is written
-    here, but ``sink`` gets each target's files as they are made (MANIFEST.json excepted)."""
+    """Compile the mesh.yaml at ``path`` with ``overlays`` into DIST files (nothing is written)."""
     with collector_paused():
-        return _compile(_analyse(*_read(path, overlays)), version, only, sink)
+        return _compile(_analyse(*_read(path, overlays)), version, only)
 
 
 def check_spec(path: Path, overlays: Sequence[Path] = (), only: Targets = None) -> Result:
@@ -203,7 +187,7 @@ def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, s
     return result
 
 
-def _compile(result: Result, version: str, only: Targets, sink: Sink | None = None) -> Result:
+def _compile(result: Result, version: str, only: Targets) -> Result:
     """plan -> targets (with their gaps) -> MANIFEST, when no stage reported an error."""
     from meshgen import targets  # imported only where files are made: validate makes none
     from meshgen.emit import MANIFEST, manifest_text
@@ -219,25 +203,17 @@ def _compile(result: Result, version: str, only: Targets, sink: Sink | None = No
     files: dict[str, str] = {}
     warned: list[Diagnostic] = []
     for target in targets.selected(only):
-        made: dict[str, str] = {}
         for render in target.renders:
-            made.update(render(tables, ctx))
-        if sink is not None:
-            sink.add(made)
-        files.update(made)
+            files.update(render(tables, ctx))
         if target.gaps is not None:
             found = target_gaps.located(target.gaps(tables), mesh, doc)
-            gaps = {
-                f"{target.name}/GAPS.txt": target_gaps.gaps_text(ctx.header, target.engine, found)
-            }
-            if sink is not None:
-                sink.add(gaps)
-            files.update(gaps)
+            files[f"{target.name}/GAPS.txt"] = target_gaps.gaps_text(
+                ctx.header, target.engine, found
+            )
             if only is not None:
                 warned += target_gaps.warnings(target.name, target.engine, found)
     _add(result, warned)
-    hashed = None if sink is None else sink.hashes_of(files)
-    files[MANIFEST] = manifest_text(files, *inputs[0], version, inputs[1:], hashed)
+    files[MANIFEST] = manifest_text(files, inputs[0][0], inputs[0][1], version, inputs[1:])
     result.files = dict(sorted(files.items()))
     return result
 

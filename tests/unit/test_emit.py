@@ -11,7 +11,6 @@ from meshgen.emit import (
     MANIFEST,
     PARSE_MAX,
     EmitError,
-    Staging,
     VerifyError,
     compare,
     emit,
@@ -157,88 +156,3 @@ def test_files_larger_than_parse_max_are_checked_by_their_hash_only(tmp_path: Pa
     with pytest.raises(VerifyError, match="MANIFEST"):
         emit({**files, MANIFEST: stale}, tmp_path / "b")
     assert not (tmp_path / "b").exists()
-
-
-def test_files_handed_over_early_make_the_same_dist(tmp_path: Path) -> None:
-    """A build's targets hand their files to the staging thread as they are rendered; the
-    DIST is the one emit writes from the whole build at once."""
-    files = _files()
-    staging = Staging(tmp_path / "early")
-    staging.add({"mesh/routing.py": files["mesh/routing.py"]})
-    staging.add({p: t for p, t in files.items() if p.endswith((".yml", ".json"))})
-    staging.commit(files)
-    emit(files, tmp_path / "late")
-    assert read_tree(tmp_path / "early") == read_tree(tmp_path / "late")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["early", "late"]
-
-
-def test_a_file_changed_after_it_was_handed_over_is_written_as_committed(
-    tmp_path: Path,
-) -> None:
-    staging = Staging(tmp_path / "dist")
-    staging.add({"mesh/routing.py": "X = 0\n", "requirements.txt": "dnspython\n"})
-    staging.commit(_files("7"))
-    assert read_tree(tmp_path / "dist") == {k: v.encode() for k, v in _files("7").items()}
-
-
-def test_a_broken_file_handed_over_fails_the_commit_and_leaves_dist_intact(
-    tmp_path: Path,
-) -> None:
-    dist = tmp_path / "dist"
-    emit(_files("1"), dist)
-    before = read_tree(dist)
-    staging = Staging(dist)
-    staging.add({"mesh/routing.py": "X = (\n"})
-    staging.add({"requirements.txt": "dnspython\n"})
-    with pytest.raises(VerifyError, match=r"mesh/routing\.py"):
-        staging.commit(dict(_files("2"), **{"mesh/routing.py": "X = (\n"}))
-    assert read_tree(dist) == before
-    assert _siblings(dist) == ["dist"]
-
-
-def test_a_file_handed_over_but_not_in_the_build_is_never_swapped_in(tmp_path: Path) -> None:
-    staging = Staging(tmp_path / "dist")
-    staging.add({"stray.txt": "x\n"})
-    with pytest.raises(VerifyError, match=r"stray\.txt"):
-        staging.commit(_files())
-    assert not (tmp_path / "dist").exists()
-    assert _siblings(tmp_path / "dist") == []
-
-
-def test_a_discarded_staging_leaves_no_folder_and_dist_untouched(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    emit(_files("1"), dist)
-    before = read_tree(dist)
-    staging = Staging(dist)
-    staging.add(_files("2"))
-    staging.discard()
-    assert read_tree(dist) == before
-    assert _siblings(dist) == ["dist"]
-
-
-def test_a_folder_that_is_not_a_dist_is_refused_at_commit_not_while_rendering(
-    tmp_path: Path,
-) -> None:
-    """The build goes on (and prints its diagnostics) when DIST cannot be written; the
-    commit reports it, as emit does."""
-    precious = tmp_path / "home"
-    precious.mkdir()
-    (precious / "notes.txt").write_text("keep me")
-    staging = Staging(precious)
-    staging.add(_files())
-    with pytest.raises(EmitError, match="refusing"):
-        staging.commit(_files())
-    assert (precious / "notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
-
-
-def test_hashes_are_of_the_bytes_written_for_the_very_texts_handed_over(
-    tmp_path: Path,
-) -> None:
-    files = _files()
-    staging = Staging(tmp_path / "dist")
-    staging.add({"mesh/routing.py": files["mesh/routing.py"], "requirements.txt": "old\n"})
-    hashes = staging.hashes_of(files)  # requirements.txt was handed over with another text
-    assert hashes == {"mesh/routing.py": sha256(files["mesh/routing.py"].encode())}
-    staging.commit(files)
-    assert read_tree(tmp_path / "dist")["requirements.txt"] == b"dnspython\n"

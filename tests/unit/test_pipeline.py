@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import gaps_without_positions
 
-from meshgen.emit import MANIFEST, Staging, emit, read_tree
+from meshgen.emit import MANIFEST, emit
 from meshgen.pipeline import Result, compile_spec, compile_text
 from meshgen.runtime.app.loader import load_tables
 from meshgen.source import loads
@@ -238,17 +238,3 @@ def test_a_builds_values_are_freed_without_the_collector() -> None:
     finally:
         if was_enabled:
             gc.enable()
-
-
-@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.parent.name)
-def test_a_build_written_while_it_renders_is_the_build_written_at_once(
-    spec: Path, tmp_path: Path
-) -> None:
-    """``meshgen build`` hands each target's files to a Staging as they are rendered and
-    takes MANIFEST.json's hashes from the bytes it wrote: same files, same MANIFEST.json."""
-    staging = Staging(tmp_path / "dist")
-    streamed = compile_spec(spec, sink=staging)
-    assert streamed.files is not None
-    assert streamed.files == compile_spec(spec).files
-    staging.commit(streamed.files)
-    assert read_tree(tmp_path / "dist") == {p: t.encode() for p, t in streamed.files.items()}
