@@ -153,7 +153,7 @@ def main() -> int:
                 base = got["direct nginx"]
                 for name, (p50, p99) in got.items():
                     added[name].append((p50 - base[0], p99 - base[1]))
-                shown = [f"{name.split()[-1]} p50 {p50:.3f} p99 {p99:.3f}"
+                shown = [f"{name}: p50 {p50:.3f} p99 {p99:.3f}"
                          for name, (p50, p99) in got.items()]  # fmt: skip
                 print(f"round {n + 1} (ms): " + " | ".join(shown), flush=True)
     print(
