@@ -25,6 +25,16 @@ one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 wi
 ``/slow``         200 after 1.5 s
 ``/count``        200 with the number of body bytes received (uploads)
 ``/stall-read``   stops reading the request body for 3 s, then answers like ``/count``
+``/whoami``       200 with this connection's serial number (which connection the proxy reused)
+``/early``        200 "early SERIAL" as soon as the head is in; the body is read on, in silence
+``/short-idle``   200 with content-length 100, 10 bytes, then silence on an open connection
+``/close-then-bytes`` 200 with ``Connection: close``, an injected response after it, no close
+``/1xx-body``     an interim 150 with a body (an injected response), then 200 "final"
+``/early-hints``  103 Early Hints and 100 Continue, then 200 "final"
+``/1xx-trickle``  interim 100 responses, one every 100 ms, for ever
+``/204-body``, ``/304-body``, ``/head-body`` that status (or 200 to a HEAD) with a
+                  content-length and, as its body, an injected response
+``/trailer-flood`` 200 chunked, one chunk, then a trailer field that never ends
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import sys
 import httptools
 
 INJECTED = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nx-injected: 1\r\n\r\ninjected"
+SERIALS = iter(range(1, 1 << 30))
 
 
 def ok(body: bytes, extra: bytes = b"") -> bytes:
@@ -52,6 +63,8 @@ class Hostile(asyncio.Protocol):
         self.upgrade_left = 0  # body bytes of an upgrade request still to come
         self.stop = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.serial = next(SERIALS)
+        self.answered = False  # ``/early`` answered before its body came
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop = True
@@ -79,6 +92,7 @@ class Hostile(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.length = 0
+        self.answered = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -91,6 +105,9 @@ class Hostile(asyncio.Protocol):
         if self.url == b"/stall-read":
             self.t.pause_reading()
             asyncio.get_running_loop().call_later(3, self.t.resume_reading)
+        elif self.url == b"/early":
+            self.answer()
+            self.answered = True
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -98,7 +115,9 @@ class Hostile(asyncio.Protocol):
             self.body += body
 
     def on_message_complete(self) -> None:
-        if not self.parser.should_upgrade():
+        if self.answered:
+            self.url, self.body, self.size = b"", b"", 0
+        elif not self.parser.should_upgrade():
             self.answer()
 
     def answer(self) -> None:
@@ -155,13 +174,37 @@ class Hostile(asyncio.Protocol):
             loop.call_later(1.5, t.write, ok(b"late"))
         elif path in ("/count", "/stall-read"):
             t.write(ok(b"%d" % size))
+        elif path == "/whoami":
+            t.write(ok(b"%d" % self.serial))
+        elif path == "/early":
+            t.write(ok(b"early %d" % self.serial))
+        elif path == "/short-idle":
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+        elif path == "/close-then-bytes":
+            t.write(ok(b"closing", b"connection: close\r\n") + INJECTED)
+        elif path == "/1xx-body":
+            t.write(b"HTTP/1.1 150 Odd\r\ncontent-length: %d\r\n\r\n%s%s"
+                    % (len(INJECTED), INJECTED, ok(b"final")))  # fmt: skip
+        elif path == "/early-hints":
+            t.write(b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>; rel=preload\r\n\r\n"
+                    b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"final"))  # fmt: skip
+        elif path == "/1xx-trickle":
+            self.tasks.add(loop.create_task(self._forever(b"HTTP/1.1 100 Continue\r\n\r\n", 0.1)))
+        elif path in ("/204-body", "/304-body", "/head-body"):
+            status = b"200 OK" if path == "/head-body" else path[1:4].encode() + b" X"
+            t.write(
+                b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s" % (status, len(INJECTED), INJECTED)
+            )
+        elif path == "/trailer-flood":
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: ")
+            self.tasks.add(loop.create_task(self._forever(b"t" * 8192)))
         else:
             t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
 
-    async def _forever(self, piece: bytes) -> None:
+    async def _forever(self, piece: bytes, pause: float = 0.001) -> None:
         while not self.stop:
             self.t.write(piece)
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(pause)
             while not self.stop and self.t.get_write_buffer_size() > 1 << 20:
                 await asyncio.sleep(0.01)
 

@@ -18,9 +18,13 @@ endpoint's timeout.
 A response head (interim 1xx heads included) gets the byte and header-count limits of the
 listener the request came in on (the defaults for probes-less callers: the in-process client,
 mirrors); over them, or with a transfer-coding other than ``chunked``, the try fails as a
-``reset`` (502) and the connection is closed. The parser holds this protocol through its
-callbacks: the reference is dropped when the connection is lost, so a half-parsed head is freed
-at once, not by the cyclic garbage collector.
+``reset`` (502) and the connection is closed. So does an interim response with a body (no
+1xx has one; llhttp reads one after a 1xx other than 100, 102 and 103, which would reach the
+client inside the final answer). A chunked body's trailer section (and any chunk-size line)
+gets the same byte limit: over it, the exchange breaks off and the connection is closed (with
+the head already sent, the client's connection closes too). The parser holds this protocol
+through its callbacks: the reference is dropped when the connection is lost, so a half-parsed
+head is freed at once, not by the cyclic garbage collector.
 
 A response is framed exactly once. Bytes nobody asked for (anything on an idle pooled
 connection, a second response or garbage after the one that answered the request) mean the
@@ -154,14 +158,13 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     __deletable__ = ("_parser",)  # freed at close (a compiled class must say so)
     __slots__ = ("__weakref__", "_after_upload", "_batch", "_complete", "_done", "_early",
-                 "_expecting", "_head_raw", "_head_ready", "_in_head", "_loop", "_max_head",
-                 "_max_headers", "_may_upgrade", "_on_head", "_parser", "_sink", "_timer",
-                 "_upload_idle", "_writing_paused", "chunked_out", "client_stalled", "closed",
-                 "downstream", "failure", "finished", "has_length", "head_count", "headers",
-                 "headers_future",
-                 "keep_alive", "key", "last_activity", "on_lost", "received", "refused", "reused",
-                 "status",
-                 "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
+                 "_expecting", "_framing", "_framing_raw", "_head_raw", "_head_ready", "_in_head",
+                 "_loop", "_max_head", "_max_headers", "_may_upgrade", "_on_head", "_parser",
+                 "_sink", "_timer", "_upload_idle", "_writing_paused", "chunked_out",
+                 "client_stalled", "closed", "downstream", "failure", "finished", "has_length",
+                 "head_count", "headers", "headers_future", "keep_alive", "key", "last_activity",
+                 "on_lost", "received", "refused", "reused", "status", "timed_out", "transport",
+                 "until_close", "upgraded")  # fmt: skip
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -194,6 +197,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._writing_paused = False
         self._timer: LazyTimer  # made with the connection
         self._in_head = False  # the final response head is not complete yet
+        self._framing = False  # a chunk's size line (or the trailer section) is being read
+        self._framing_raw = 0  # bytes read since, while no content came
         self._head_raw = 0  # bytes read since the request was sent, while in the head
         self._max_head = DEFAULT_LIMITS.request_head_bytes
         self._max_headers = DEFAULT_LIMITS.request_headers
@@ -243,6 +248,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._may_upgrade = upgrade
         self._in_head = True
         self._head_raw = 0
+        self._framing = False
         if downstream is not None:
             limits = downstream.limits
             self._max_head, self._max_headers = limits.request_head_bytes, limits.request_headers
@@ -365,6 +371,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             return
         if self._in_head:
             self._head_raw += len(data)
+        elif self._framing:
+            self._framing_raw += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -381,6 +389,10 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         ):
             self._fail(ConnectionResetError("response head too large"))
             self.abort()
+            return
+        if self._framing and self._framing_raw > self._max_head:  # a trailer section (or a
+            self._fail(ConnectionResetError("response trailers too large"))  # chunk-size line)
+            self.abort()  # without end: llhttp would buffer the field being read
             return
         if self._head_ready:  # (``_deliver_head(None)`` inlined for the fast path)
             self._head_ready = False
@@ -492,15 +504,23 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.keep_alive = self._parser.should_keep_alive()
         self._set_headers()
 
+    def on_chunk_header(self) -> None:
+        self._framing = True
+        self._framing_raw = 0
+
     def on_body(self, body: bytes) -> None:
+        self._framing = False
         if self._sink is not None:
             self._sink(body)
+        elif self._in_head:  # llhttp reads a body after a 1xx other than 100, 102 and 103
+            raise httptools.HttpParserError("interim response with a body")
         else:
             self._early.append(body)
 
     def on_message_complete(self) -> None:
         if self.status == 0 or self.status == 101:
             return  # end of an interim 1xx; after a 101 the tunnel runs until a side closes
+        self._framing = False
         self._complete = True
         self._expecting = False
         if self._sink is not None:
