@@ -35,6 +35,8 @@ one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 wi
 ``/204-body``, ``/304-body``, ``/head-body`` that status (or 200 to a HEAD) with a
                   content-length and, as its body, an injected response
 ``/trailer-flood`` 200 chunked, one chunk, then a trailer field that never ends
+``/trickle-head`` a response head, one byte every 50 ms, for ever
+``/trickle-body`` 200 with content-length 1000000, one body byte every 50 ms
 """
 
 from __future__ import annotations
@@ -198,6 +200,12 @@ class Hostile(asyncio.Protocol):
         elif path == "/trailer-flood":
             t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: ")
             self.tasks.add(loop.create_task(self._forever(b"t" * 8192)))
+        elif path == "/trickle-head":
+            t.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+            self.tasks.add(loop.create_task(self._forever(b"s", 0.05)))
+        elif path == "/trickle-body":
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
+            self.tasks.add(loop.create_task(self._forever(b"b", 0.05)))
         else:
             t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
 

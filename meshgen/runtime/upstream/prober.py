@@ -28,10 +28,12 @@ decisions are the pure functions of ``health.py``:
   not from its slot, and a timer that fires late is re-armed instead of failing the endpoint
   (:func:`~.health.timer_verdict`): only the endpoint's slowness counts, never the loop's.
 
-Limits on an answer (the listener defaults): head :data:`MAX_HEAD_BYTES` and
-:data:`MAX_HEADERS`, body :data:`MAX_BODY_BYTES`; over them the probe fails and the connection
-is dropped. Results go to ``on_result(service, address, ok)``; a removed endpoint's job is
-closed and any result it would still produce is dropped.
+Limits on an answer (the listener defaults): head :data:`MAX_HEAD_BYTES` (interim 1xx heads
+included; they are skipped, and one with a body fails the probe) and :data:`MAX_HEADERS`, body
+:data:`MAX_BODY_BYTES`, trailer section :data:`MAX_HEAD_BYTES`; over them the probe fails and
+the connection is dropped. A 101 fails it too (a probe asks for no upgrade). Results go to
+``on_result(service, address, ok)``; a removed endpoint's job is closed and any result it would
+still produce is dropped.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class _Connection(asyncio.Protocol):
         self.head = 0
         self.headers = 0
         self.body = 0
+        self.framing = False  # a chunk-size line or the trailer section is being read
+        self.framing_bytes = 0  # bytes read since, while no body came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -93,6 +97,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.waiting, self.in_head, self.done, self.status = True, True, False, 0
         self.head = self.headers = self.body = 0
+        self.framing = False
         self.transport.write(self.job.request)
 
     def drop(self) -> None:
@@ -108,14 +113,18 @@ class _Connection(asyncio.Protocol):
             self.drop()
             return
         assert self.parser is not None
+        if self.framing:
+            self.framing_bytes += len(data)
         try:
             self.parser.feed_data(data)
             clean = True
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # (a 101)
             clean = False
         if self.in_head and clean:  # an endless head is cut once it passes the limit
             self.head += len(data)
             clean = self.head <= MAX_HEAD_BYTES
+        if self.framing and clean:  # so are endless trailers (llhttp would buffer them)
+            clean = self.framing_bytes <= MAX_HEAD_BYTES
         if self.done:
             self.waiting = False
             if not (clean and self.keep):
@@ -149,12 +158,23 @@ class _Connection(asyncio.Protocol):
         self.keep = self.parser.should_keep_alive()
         self.in_head = False
 
+    def on_chunk_header(self) -> None:
+        self.framing = True
+        self.framing_bytes = 0
+
     def on_body(self, body: bytes) -> None:
+        self.framing = False
+        if self.status < 200:  # llhttp reads a body after a 1xx other than 100, 102, 103
+            raise _OverLimit("interim response with a body")
         self.body += len(body)
         if self.body > MAX_BODY_BYTES:
             raise _OverLimit("response body too large")
 
     def on_message_complete(self) -> None:
+        if self.status < 200:  # an interim response (103 Early Hints...): the final one follows
+            self.in_head = True
+            return
+        self.framing = False
         self.done = True
 
 
