@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import require_binary
+from polling import eventually_async
 from tables_factory import HOSTILE, make_tables
 
 from meshgen.runtime.observe.admin import AdminServer, start_admin
@@ -305,3 +306,46 @@ def test_serves_under_uvloop() -> None:
         loop.run_until_complete(asyncio.wait_for(main(), 10))
     finally:
         loop.close()
+
+
+def test_a_client_that_does_not_read_gets_its_answers_in_order_or_is_closed() -> None:
+    """Small socket buffers on both sides: 30 pipelined ``/config`` requests sent before the
+    client reads a byte are all answered, in order, once it reads (the later ones waited while
+    the server stopped reading); 100 are more than may wait, and the connection closes with
+    fewer answers."""
+
+    async def answers(server: AdminServer, n: int) -> tuple[list[bytes], bool]:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            loop = asyncio.get_running_loop()
+            known = set(server._connections)
+            await loop.sock_connect(s, (server.host, server.port))
+            new = await eventually_async(lambda: set(server._connections) - known)
+            (transport,) = new  # the server's side: small buffers too
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport.set_write_buffer_limits(high=4096)
+            paths = [f"/config?{i}" for i in range(n)]
+            await loop.sock_sendall(
+                s, b"".join(b"GET %s HTTP/1.1\r\n\r\n" % p.encode() for p in paths)
+            )
+            await asyncio.sleep(0.3)
+            out, closed = b"", False
+            try:
+                while chunk := await asyncio.wait_for(loop.sock_recv(s, 65536), 1):
+                    out += chunk
+                closed = True
+            except ConnectionResetError:
+                closed = True
+            except TimeoutError:
+                pass
+            return out.split(b"HTTP/1.1 ")[1:], closed
+
+    async def body(server: AdminServer, *_: Any) -> None:
+        got, closed = await answers(server, 30)
+        assert len(got) == 30 and not closed and all(a.startswith(b"200 OK") for a in got)
+        assert all(a.endswith(b"}\n") for a in got)  # each answer whole
+        got, closed = await answers(server, 100)
+        assert closed and len(got) < 100, len(got)
+
+    _with_admin(body)

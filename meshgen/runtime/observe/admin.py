@@ -16,7 +16,10 @@ tables plus ``"runtime"``: ``runtime`` as given (``compiled (mypyc, <hash>)`` or
 
 Theory of operation: an asyncio Protocol feeds bytes to httptools (llhttp); each complete
 request is answered synchronously from in-memory state, so pipelined responses keep their
-order. Only GET and HEAD exist; anything else is 405, a parse error is 400 and closes.
+order. Only GET and HEAD exist; anything else is 405, a parse error is 400 and closes. A client
+that does not read its answers is answered no further once they fill the transport's buffer:
+the server stops reading it, at most :data:`MAX_WAITING` requests it already sent wait (one
+more closes the connection), and they are answered as the client takes the earlier answers.
 Clients are held to :data:`~.guard.ADMIN_LIMITS` like a listener's (``request_head_timeout``
 408, ``client_idle_timeout``, 64 KiB per request: 431, URL 16 KiB: 414, at most 256
 connections, and a smaller descriptor reserve than the listeners so ``/healthz`` still answers
@@ -63,6 +66,9 @@ _REASONS = {
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
 }
+MAX_WAITING: Final = 32
+"""Pipelined requests that may wait while a client does not read its answers; one more closes
+the connection (the answers are rendered only once the client has taken the earlier ones)."""
 JSON: Final = "application/json"
 TEXT: Final = "text/plain; charset=utf-8"
 
@@ -146,6 +152,8 @@ class _AdminProtocol(asyncio.Protocol):
         self.clock: ClientClock | None = None
         self.url = b""
         self.size = 0
+        self.waiting: list[tuple[str, str, bool]] = []  # (method, path, keep-alive)
+        self.paused = False  # the client does not take its answers: they wait
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass, but has its methods
@@ -216,7 +224,29 @@ class _AdminProtocol(asyncio.Protocol):
         clock = self.clock
         assert clock is not None
         clock.phase, clock.since = IDLE, asyncio.get_running_loop().time()
-        self._reply(handle(self.ctx, method, path), method == "HEAD", keep_alive)
+        if self.paused:
+            if len(self.waiting) < MAX_WAITING:
+                self.waiting.append((method, path, keep_alive))
+            elif self.transport is not None:
+                self.transport.abort()
+            return
+        self._answer(method, path, keep_alive)
+
+    def _answer(self, method: str, path: str, keep_alive: bool) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._reply(handle(self.ctx, method, path), method == "HEAD", keep_alive)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        while self.waiting and not self.paused:
+            self._answer(*self.waiting.pop(0))
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _reply(self, response: Response, head_only: bool, keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():
