@@ -1,0 +1,134 @@
+"""meshgen.forked: work in a forked child, its result or exception back in the caller; and a
+large build rendered on two processes is byte-identical to one rendered in one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from meshgen.forked import Beside, ChildError, can_fork
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+
+
+def _forking() -> None:
+    """These tests run in pytest's process: a thread another test left behind would make
+    Beside run inline, and the tests below would not test the child."""
+    assert can_fork(), f"threads alive: {threading.enumerate()}"
+
+
+def test_the_work_runs_in_a_child_and_its_result_comes_back() -> None:
+    _forking()
+    with Beside(lambda: (os.getpid(), "x" * 200_000)) as beside:
+        pid, text = beside.result()
+    assert pid != os.getpid()
+    assert text == "x" * 200_000
+
+
+def test_the_childs_exception_is_raised_in_the_caller_with_its_traceback() -> None:
+    _forking()
+
+    def fail() -> None:
+        raise ValueError("no such template")
+
+    with Beside(fail) as beside, pytest.raises(ValueError, match="no such template") as caught:
+        beside.result()
+    assert any("in fail" in note for note in caught.value.__notes__)
+
+
+def test_a_result_that_does_not_pickle_is_an_error_not_a_hang() -> None:
+    _forking()
+    with Beside(lambda: threading.Lock()) as beside, pytest.raises(ChildError, match="result"):
+        beside.result()
+
+
+def test_a_child_that_dies_is_an_error() -> None:
+    _forking()
+    with Beside(lambda: os._exit(3)) as beside, pytest.raises(ChildError, match="status"):
+        beside.result()
+
+
+def test_leaving_the_block_without_the_result_stops_the_child() -> None:
+    _forking()
+    started = time.monotonic()
+    with Beside(lambda: time.sleep(30)) as beside:
+        pid = beside._pid
+        assert pid
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped already: it was stopped, not left running
+    assert time.monotonic() - started < 10
+
+
+def test_without_fork_the_work_runs_in_the_caller_when_asked() -> None:
+    ran: list[int] = []
+    with Beside(lambda: ran.append(os.getpid()) or 7, fork=False) as beside:
+        assert ran == []
+        assert beside.result() == 7
+    assert ran == [os.getpid()]
+
+
+def test_with_another_thread_alive_the_work_runs_in_the_caller() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with Beside(os.getpid) as beside:
+            assert beside.result() == os.getpid()
+    finally:
+        stop.set()
+        other.join()
+
+
+BUILD = textwrap.dedent(
+    """\
+    import hashlib, json, sys
+    from pathlib import Path
+    import meshgen.forked, meshgen.pipeline as pipeline
+
+    pipeline.ASIDE_FROM = int(sys.argv[2])
+    forks = []
+    real_fork = meshgen.forked.os.fork
+    def fork():
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+    meshgen.forked.os.fork = fork
+    result = pipeline.compile_spec(Path(sys.argv[1]))
+    assert result.files is not None, result.diagnostics
+    digest = {p: hashlib.sha256(t.encode()).hexdigest() for p, t in result.files.items()}
+    print(json.dumps({"forks": len(forks), "files": digest}))
+    """
+)
+
+
+def _build(spec: Path, aside_from: int) -> dict[str, object]:
+    run = subprocess.run(
+        [sys.executable, "-c", BUILD, str(spec), str(aside_from)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(run.stdout))
+
+
+@pytest.mark.parametrize("example", ["canary", "tcp"])
+def test_a_build_rendered_aside_is_byte_identical_to_one_rendered_in_one_process(
+    example: str,
+) -> None:
+    spec = Path(__file__).resolve().parents[2] / "examples" / example / "mesh.yaml"
+    one = _build(spec, 10**9)
+    two = _build(spec, 1)
+    assert (one["forks"], two["forks"]) == (0, 1)
+    assert one["files"] == two["files"]
+    files = two["files"]
+    assert isinstance(files, dict)
+    assert any(path.startswith("mesh/") for path in files)  # the target rendered aside
