@@ -219,16 +219,17 @@ def bench_build(n: int, work: Path, count: int, extra: list[str]) -> None:
 
 def against(n: int, baseline: Path, rounds: int, work: Path) -> None:
     """A/B: this checkout's build and ``baseline``'s, alternating, with a CSafeLoader load in
-    every round; CPU seconds (user + system of the subprocess) are what a busy machine
-    disturbs least, so each build is also shown as a ratio to that round's load CPU."""
+    every round, each build shown as a ratio to that round's load in wall and in CPU seconds
+    (user + system of the subprocess and its children, what a busy machine disturbs least;
+    a large build forks a child, so its CPU can exceed its wall time)."""
     folder = work / f"ab{n}"
     folder.mkdir()
     make_certs(folder / "certs")
     spec = folder / "mesh.yaml"
     spec.write_text(make_spec(n))
     print(f"A/B at {n:,} services: baseline {baseline} vs this checkout {ROOT}")
-    print("round | load cpu s | baseline wall s | baseline cpu s | this wall s | this cpu s | "
-          "baseline/load cpu | this/load cpu | this/baseline cpu | load avg")  # fmt: skip
+    print("round | load wall s (cpu) | baseline wall s (cpu) | this wall s (cpu) | baseline/load "
+          "wall, cpu | this/load wall, cpu | this/baseline cpu | load avg")  # fmt: skip
     mine: list[float] = []
     theirs: list[float] = []
     for number in range(1, rounds + 1):
@@ -246,9 +247,10 @@ def against(n: int, baseline: Path, rounds: int, work: Path) -> None:
         theirs.append(base.cpu / load.cpu)
         mine.append(this.cpu / load.cpu)
         print(
-            f"{number} | {load.cpu:.2f} | {base.wall:.2f} | {base.cpu:.2f} | {this.wall:.2f} | "
-            f"{this.cpu:.2f} | {base.cpu / load.cpu:.2f}x | {this.cpu / load.cpu:.2f}x | "
-            f"{this.cpu / base.cpu:.3f} | {os.getloadavg()[0]:.1f}",
+            f"{number} | {load.wall:.2f} ({load.cpu:.2f}) | {base.wall:.2f} ({base.cpu:.2f}) | "
+            f"{this.wall:.2f} ({this.cpu:.2f}) | {base.wall / load.wall:.2f}x, "
+            f"{base.cpu / load.cpu:.2f}x | {this.wall / load.wall:.2f}x, "
+            f"{this.cpu / load.cpu:.2f}x | {this.cpu / base.cpu:.3f} | {os.getloadavg()[0]:.1f}",
             flush=True,
         )
     median = sorted(mine)[len(mine) // 2], sorted(theirs)[len(theirs) // 2]
