@@ -63,13 +63,14 @@ import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NoReturn, Protocol
+from typing import TYPE_CHECKING, Final, NoReturn
 
+from ..codec.http1 import RequestBody
 from ..codec.paths import split_target
 from ..policy import grpc
 from ..policy.resilience import PendingSlot, backoff_delay, retryable
 from ..upstream.balancers import request_hash_key
-from .heads import Downstream, Outgoing, request_head
+from .heads import Outgoing, request_head
 from .local import LocalRequest
 
 if TYPE_CHECKING:
@@ -191,49 +192,13 @@ def split(target: bytes | str) -> tuple[str, str] | None:
     return result
 
 
-def request_deadline(body: Body | None, now: float, timeout: float) -> float:
+def request_deadline(body: RequestBody | None, now: float, timeout: float) -> float:
     """When the route's ``timeout`` ends: that long after the end of the request (``now`` for a
     request without a body), or :data:`INF` while the body is still arriving (then only
     ``idle_timeout`` guards the upload, however long it takes)."""
     if body is None:
         return now + timeout
     return body.ended_at + timeout if body.complete else INF
-
-
-class Body(Protocol):
-    """What the machine reads of a request body (``http1.RequestBody`` is one)."""
-
-    @property
-    def complete(self) -> bool: ...
-
-    @property
-    def ended_at(self) -> float: ...
-
-    @property
-    def replayable(self) -> bool: ...
-
-
-class Caller(Downstream, Protocol):
-    """The downstream side: who sent the request and whether it is still there."""
-
-    @property
-    def closed(self) -> bool: ...
-
-
-class Incoming(Outgoing, Protocol):
-    """What the machine reads of a request (``http1.Request`` is one, so is the client's):
-    what its upstream head is made of, and more."""
-
-    @property
-    def target(self) -> bytes: ...
-
-    request_id: bytes | None  # the caller's x-request-id; the machine sets it when absent
-
-    @property
-    def body(self) -> Body | None: ...
-
-    @property
-    def conn(self) -> Caller: ...
 
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
@@ -258,7 +223,7 @@ class Attempt:
         self,
         gen: Generation,
         listener: str,
-        req: Incoming,
+        req: Outgoing,
         caller: str | None = None,
         start: float = 0.0,
     ) -> None:

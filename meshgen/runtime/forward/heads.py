@@ -19,10 +19,12 @@ over the caller's headers and a join.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
-from ..codec.http1 import HOP_BY_HOP
+from ..codec.h2_server import H2Request, H2Stream
+from ..codec.http1 import HOP_BY_HOP, Request, ServerConnection
 from ..tables import HeaderOps, Route
+from .local import LocalCaller, LocalRequest
 
 VIA: Final = b"1.1 meshgen"
 # Request headers never copied as they are: hop-by-hop, and the ones the proxy writes itself.
@@ -51,52 +53,12 @@ class CompiledOps:
         return cls(drop, add, drop | always, tail)
 
 
-class Downstream(Protocol):
-    """The connection a request came in on (``http1.ServerConnection``, or the client's)."""
-
-    forwarded: bytes | None  # its X-Forwarded-* lines, rendered once (when the caller sent none)
-
-    @property
-    def client_ip(self) -> str: ...
-
-    @property
-    def peer_cert(self) -> object: ...
-
-
-class Outgoing(Protocol):
-    """What the head is made of (``http1.Request``, or the in-process client's request)."""
-
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def host(self) -> str: ...
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
-
-    @property
-    def conn_tokens(self) -> frozenset[bytes]: ...
-
-    @property
-    def xff(self) -> bytes | None: ...
-
-    @property
-    def via(self) -> bytes | None: ...
-
-    @property
-    def chunked(self) -> bool: ...
-
-    @property
-    def content_length(self) -> int: ...
-
-    @property
-    def upgrade(self) -> bool: ...
-
-    @property
-    def conn(self) -> Downstream: ...
-
-    def header(self, name: str) -> str | None: ...
+Outgoing = Request | H2Request | LocalRequest
+"""What a head is made of: a request the sidecar parsed (HTTP/1.x, HTTP/2) or the in-process
+client's. The concrete classes, not a protocol: compiled (mypyc) code reads their attributes
+natively instead of by name."""
+Downstream = ServerConnection | H2Stream | LocalCaller
+"""The side a request came from (``Outgoing.conn``); its X-Forwarded-* lines are cached on it."""
 
 
 def rewritten_path(route: Route, path: str) -> str:
