@@ -316,7 +316,7 @@ def main() -> int:
                 runtimes = [rt.proc.pid, pure.proc.pid]
                 if base_dist is not None:
                     base = stack.enter_context(run_dist(base_dist, runtime="auto"))
-                    base_kind = "compiled" if base.info["runtime"] != "pure" else "pure"
+                    base_kind = "compiled" if base.ready["runtime"] != "pure" else "pure"
                     proxies.append((base_name, base.port, base.proc.pid))
                     runtimes.append(base.proc.pid)
                 for pid in runtimes:
