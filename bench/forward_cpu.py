@@ -1,7 +1,8 @@
 """The proxy's own Python work per request, this tree's runtime vs another commit's, in one run.
 
-Usage: ``python bench/forward_cpu.py --baseline REF [--rounds 150]`` (steadier still under
-``chrt -f 10 taskset -c 0``, which keeps other jobs off the core while it runs: a few seconds).
+Usage: ``python -P bench/forward_cpu.py --baseline REF [--rounds 150] [--compiled]`` (steadier
+still under ``chrt -f 10 taskset -c 0``, which keeps other jobs off the core while it runs: a few
+seconds). ``-P``: this folder's ``h2.py`` must not shadow the h2 package.
 
 Why: on a shared machine wrk's end-to-end CPU per request (``bench/proxy.py``) moves by several
 percent between rounds; a runtime change worth 1-3 % disappears in it. This drives the fast
@@ -12,6 +13,11 @@ load drift hits both alike. Each side's DIST is built by its own compiler, and l
 own runtime (imported as a package of its own). Prints the best batch of each (microseconds of
 Python per request: routing, the request machine, heads, parsing callbacks, metrics) and the
 median and quartiles of the per-batch ratio this tree / baseline.
+
+``--compiled`` compares the two compiled (mypyc) runtimes instead: each DIST is compiled first
+(``python DIST --accelerate``, into the machine's cache), and as two compiled builds of one
+package cannot share a process, each side runs in a worker process of its own on CPU 0
+(``--worker DIST``), the batches still alternating, driven from here over pipes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import random
 import shutil
 import statistics
@@ -26,6 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -128,19 +138,25 @@ def rig(package: str, dist: Path) -> tuple[Any, Any]:
     return server, upstream
 
 
-async def measure(rigs: dict[str, tuple[Any, Any]], rounds: int, batch: int) -> None:
+async def one_batch(server: Any, upstream: Any, batch: int) -> float:
+    """Seconds per request over ``batch`` keep-alive exchanges."""
+    clock = time.perf_counter
+    start = clock()
+    for _ in range(batch):
+        server.data_received(REQUEST)
+        upstream.data_received(RESPONSE)
+    took = (clock() - start) / batch
+    await asyncio.sleep(0)  # the write batches flush
+    return took
+
+
+async def measure(rigs: dict[str, Callable[[], Awaitable[float]]], rounds: int) -> None:
     best = dict.fromkeys(rigs, 1e9)
     ratios = []
-    clock = time.perf_counter
     for _ in range(rounds):
         took = {}
-        for name, (server, upstream) in rigs.items():
-            start = clock()
-            for _ in range(batch):
-                server.data_received(REQUEST)
-                upstream.data_received(RESPONSE)
-            took[name] = (clock() - start) / batch
-            await asyncio.sleep(0)  # the write batches flush
+        for name, run_batch in rigs.items():
+            took[name] = await run_batch()
             best[name] = min(best[name], took[name])
         ratios.append(took["this tree"] / took["baseline"])
     for name, value in best.items():
@@ -149,12 +165,55 @@ async def measure(rigs: dict[str, tuple[Any, Any]], rounds: int, batch: int) -> 
     print(f"this tree / baseline per batch: median {median:.3f} (quartiles {q1:.3f} {q3:.3f})")
 
 
+def worker(dist: Path) -> None:
+    """``--worker DIST``: the compiled runtime of DIST; one batch per line read (its size),
+    one line written back (seconds per request)."""
+    sys.path.insert(0, str(dist))
+    os.environ["MESHGEN_RUNTIME"] = "compiled"
+
+    async def serve() -> None:
+        server, upstream = rig("meshgen_runtime", dist)
+        attempt = sys.modules["meshgen_runtime.forward.attempt"]
+        if not str(attempt.__file__).endswith(tuple(EXTENSION_SUFFIXES)):
+            raise SystemExit(f"{dist}: its compiled runtime did not load")
+        print("ready", flush=True)
+        for line in sys.stdin:
+            print(await one_batch(server, upstream, int(line)), flush=True)
+
+    uvloop.run(serve())
+
+
+def compiled_side(dist: Path, batch: int) -> Callable[[], Awaitable[float]]:
+    """DIST compiled, in a worker on CPU 0: a function running one batch there."""
+    subprocess.run([sys.executable, str(dist), "--accelerate"], check=True, capture_output=True)
+    cmd = ["taskset", "-c", "0", sys.executable, "-P", __file__, "--worker", str(dist)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    if stdout.readline().strip() != "ready":
+        raise SystemExit(f"{dist}: the worker did not start")
+
+    async def run_batch() -> float:
+        stdin.write(f"{batch}\n")
+        stdin.flush()
+        return float(stdout.readline())
+
+    return run_batch
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--baseline", required=True, metavar="REF", help="git commit to compare with")
+    ap.add_argument("--baseline", metavar="REF", help="git commit to compare with")
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--batch", type=int, default=400)
+    ap.add_argument("--compiled", action="store_true", help="both runtimes compiled (mypyc)")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker is not None:
+        worker(args.worker)
+        return 0
+    if args.baseline is None:
+        ap.error("--baseline is required")
     with tempfile.TemporaryDirectory(prefix="meshgen-forward-cpu-") as tmp:
         d = Path(tmp)
         base_src = d / "baseline-src"
@@ -170,11 +229,14 @@ def main() -> int:
         sys.path.insert(0, str(packages))
 
         async def run() -> None:
-            rigs = {
-                "baseline": rig("rt_baseline", dists["baseline"]),
-                "this tree": rig("rt_this", dists["this tree"]),
-            }
-            await measure(rigs, args.rounds, args.batch)
+            if args.compiled:
+                rigs = {name: compiled_side(dist, args.batch) for name, dist in dists.items()}
+            else:
+                rigs = {
+                    name: partial(one_batch, *rig(package, dists[name]), args.batch)
+                    for name, package in (("baseline", "rt_baseline"), ("this tree", "rt_this"))
+                }
+            await measure(rigs, args.rounds)
 
         uvloop.run(run())
     return 0
