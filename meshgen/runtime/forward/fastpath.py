@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..codec.http1 import Request
 from ..policy.tls import peer_identity
@@ -40,8 +40,27 @@ from .attempt import (
 from .tries import broken, drive
 
 if TYPE_CHECKING:
+    from .exchange import Exchange
     from .generation import Generation
-    from .proxy import Proxy
+
+
+class Forwarder(Protocol):
+    """What a proxied request needs from its proxy (``proxy.Proxy`` is one), whichever
+    driver runs it."""
+
+    @property
+    def generation(self) -> Generation: ...
+
+    @property
+    def exchange(self) -> Exchange: ...
+
+    def mirror(self, att: Attempt) -> None: ...
+
+
+class Driver(Forwarder, Protocol):
+    """The proxy as an HTTP/1.x request's driver sees it."""
+
+    def finish(self, att: ProxyAttempt) -> None: ...
 
 
 class ProxyAttempt(Attempt):
@@ -52,12 +71,12 @@ class ProxyAttempt(Attempt):
     # class cannot narrow an attribute its base declares, and these need no cast per use.
     __slots__ = ("driver", "generation", "request")
 
-    driver: Proxy  # the concrete class: compiled code calls it natively
+    driver: Driver
     generation: Generation
     request: Request
 
     @classmethod
-    def of(cls, driver: Proxy, req: Request) -> ProxyAttempt:
+    def of(cls, driver: Driver, req: Request) -> ProxyAttempt:
         """``req``'s machine on the driver's live generation, counted in flight until the
         driver finishes it; on a listener that checks callers, with the caller's identity."""
         gen = driver.generation

@@ -14,10 +14,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ..codec.http1 import HOP_BY_HOP
-from ..observe.metrics import Metrics
 from ..policy.access import AccessPolicy, enforced_on
 from ..policy.audit import AuditLog
 from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket
@@ -33,6 +32,37 @@ CLIENT: Final = ""  # the in-process client's "listener": no listener, every rou
 log = logging.getLogger("meshgen.proxy")
 
 
+class Counters(Protocol):
+    """The metrics the machine writes (``metrics.Metrics`` is one)."""
+
+    def observe_request(
+        self,
+        listener: str,
+        route: str,
+        service: str,
+        subset: str,
+        code: int,
+        duration_s: float,
+        grpc_status: str = "",
+    ) -> None: ...
+
+    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None: ...
+
+    def inc_retry(self, service: str) -> None: ...
+
+    def inc_rate_limited(self, route: str) -> None: ...
+
+    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None: ...
+
+
+class Sink(Counters, Protocol):
+    """The metrics a generation writes (``metrics.Metrics`` is one)."""
+
+    def set_circuit_open(self, service: str, is_open: bool) -> None: ...
+
+    def declare(self, services: frozenset[str], limited_routes: frozenset[str]) -> None: ...
+
+
 class Generation:
     """Everything derived from one table generation; immutable apart from counters."""
 
@@ -40,7 +70,7 @@ class Generation:
         self,
         tables: Tables,
         upstreams: Upstreams,
-        metrics: Metrics,
+        metrics: Sink,
         tls: TlsContexts | None,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
@@ -143,5 +173,5 @@ def retry_budgets(tables: Tables, clock: Callable[[], float]) -> dict[int, Retry
     return budgets
 
 
-def _circuit_gauge(metrics: Metrics, service: str) -> Callable[[bool], None]:
+def _circuit_gauge(metrics: Sink, service: str) -> Callable[[bool], None]:
     return lambda is_open: metrics.set_circuit_open(service, is_open)
