@@ -14,7 +14,9 @@ operations applied, as the proxy passes it on.
 Theory of operation: a ``Mesh`` binds to one event loop, the first that uses it. ``await
 mesh.arequest(...)`` runs on the caller's loop; ``mesh.request(...)`` (sync) runs the same
 coroutine on a private loop in a daemon thread. Bodies are small, in-memory ``bytes`` on both
-sides (this is an RPC helper, not a streaming proxy).
+sides (this is an RPC helper, not a streaming proxy): an answer whose body passes
+``max_response_bytes`` (default :data:`MAX_RESPONSE_BYTES`) is a 502 :class:`MeshError`, its
+connection closed as soon as the limit is passed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from ..policy.tls import TlsContexts
 from ..tables import Tables
 from ..upstream.upstreams import Upstreams
 from .loader import load_tables
+
+MAX_RESPONSE_BYTES = 64 << 20
+"""Default limit of a response body the client reads into memory (64 MiB)."""
 
 
 class MeshError(Exception):
@@ -70,8 +75,10 @@ class Mesh:
     """The routing tables of one DIST, usable in-process (see the module docstring)."""
 
     def __init__(self, tables: Tables, root: Path, *, metrics: Metrics | None = None,
-                 rng: random.Random | None = None) -> None:  # fmt: skip
+                 rng: random.Random | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:  # fmt: skip
         self.tables = tables
+        self.max_response_bytes = max_response_bytes
         self.root = root
         self.metrics = metrics if metrics is not None else Metrics()
         self.rng = rng if rng is not None else random.Random()
@@ -83,7 +90,8 @@ class Mesh:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, dist: str | Path, root: str | Path | None = None) -> Mesh:
+    def load(cls, dist: str | Path, root: str | Path | None = None, *,
+             max_response_bytes: int = MAX_RESPONSE_BYTES) -> Mesh:  # fmt: skip
         """Load ``DIST/mesh/*.py``; relative TLS paths resolve against ``root`` (DIST/..).
 
         The table files import ``meshgen_runtime``, so DIST joins ``sys.path`` if absent.
@@ -91,7 +99,8 @@ class Mesh:
         dist = Path(dist).resolve()
         if str(dist) not in sys.path:
             sys.path.insert(0, str(dist))
-        return cls(load_tables(dist), Path(root).resolve() if root else dist.parent)
+        folder = Path(root).resolve() if root else dist.parent
+        return cls(load_tables(dist), folder, max_response_bytes=max_response_bytes)
 
     async def _generation(self) -> Generation:
         loop = asyncio.get_running_loop()
@@ -123,7 +132,9 @@ class Mesh:
         try:
             action = att.step(START)
             if action != LOCAL:
-                reply = await call(self.upstream, gen, att, action, body, self._mirror)
+                reply = await call(
+                    self.upstream, gen, att, action, body, self.max_response_bytes, self._mirror
+                )
         finally:
             att.close()
             att.account(time.monotonic() - start)
@@ -133,6 +144,8 @@ class Mesh:
                 raise MeshError(answer.status, answer.body.decode("utf-8", "replace").strip())
             return Response(answer.status, _text(answer.headers), answer.body)
         assert reply is not None and att.route is not None
+        if reply.over_limit:
+            raise MeshError(502, f"response body over {self.max_response_bytes} bytes")
         if not reply.complete:
             raise MeshError(502, "upstream reset during the response body")
         sops = gen.ops(att.route)[1]

@@ -8,8 +8,9 @@ through the same client as ordinary requests: it is admitted by the service's ci
 counted in ``meshgen_upstream_requests_total`` and reported to outlier detection like any try.
 Its head is the one the endpoint of the original request gets (rewrite and header operations
 included, ``forward/heads.py``) with ``-shadow`` appended to the Host (Envoy's convention), so
-the target can tell shadow traffic apart. Its answer is read and dropped; a failure is logged
-at debug.
+the target can tell shadow traffic apart. Its answer is read and dropped, up to
+:data:`DRAIN_LIMIT` bytes so the connection can serve again; a longer answer closes the
+connection (an endless one would hold a mirror for ever). A failure is logged at debug.
 
 A request body is mirrored whole, once it has arrived, if it fits the replay buffer
 (``http1.REPLAY_LIMIT``, kept anyway for retries); head and body go out in one write. Bodies
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshgen.proxy")
 MAX_MIRRORS: Final = 64
+DRAIN_LIMIT: Final = 64 * 1024
+"""Most bytes of a mirror's answer read (and dropped); past them its connection is closed."""
 
 
 class Mirrors:
@@ -86,6 +89,9 @@ class Mirrors:
 
     async def _shadow(self, gen: Generation, shadow: Attempt, action: int, body: bytes) -> None:
         """Send the copy and drain the answer."""
-        reply = await call(self.upstream, gen, shadow, action, body)
+        reply = await call(self.upstream, gen, shadow, action, body, DRAIN_LIMIT, keep=False)
         if reply is None:
             log.debug("mirror to %s failed: %s", shadow.service, shadow.answer)
+        elif reply.over_limit:
+            log.debug("mirror to %s: answer over %d bytes, connection closed", shadow.service,
+                      DRAIN_LIMIT)  # fmt: skip
