@@ -89,3 +89,25 @@ def test_the_client_refuses_an_answer_over_its_limit(hostile: str, tmp_path: Pat
         assert mesh.request("GET", "http://hostile/ok/whole").body == b"whole"
     finally:
         mesh.close()
+
+
+def test_the_limit_holds_on_an_http2_endpoint(tmp_path: Path) -> None:
+    """Over HTTP/2 the stream is cancelled past the limit (the connection serves on)."""
+    source = Path(__file__).with_name("h2_backend.py").read_text()
+    with script_backend(source, "ok") as (address, _):
+        text = spec(
+            f"""
+            services:
+              web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}}}}
+            routes:
+              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
+            """
+        )
+        mesh = Mesh(compile_tables(text, tmp_path), tmp_path, max_response_bytes=MIB)
+        try:
+            with pytest.raises(MeshError, match="1048576 bytes") as refused:
+                mesh.request("GET", "http://web/big/4")
+            assert refused.value.status == 502
+            assert mesh.request("GET", "http://web/big/1").body == b"x" * MIB  # at the limit
+        finally:
+            mesh.close()
