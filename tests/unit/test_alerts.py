@@ -7,17 +7,21 @@ Everything runs on an injected clock (15 s steps), so nothing sleeps for minutes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from polling import eventually_async
+from polling import eventually, eventually_async
 from pytest_httpserver import HTTPServer
 
 from meshgen.runtime.observe.alerts import (
@@ -290,6 +294,71 @@ def test_alertmanager_down_is_not_fatal() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     assert asyncio.run(post_alerts(f"http://127.0.0.1:{port}", [{"labels": {}}], 1.0)) is False
+
+
+@contextlib.contextmanager
+def _receiver(answer: bytes, trickle: bytes = b"") -> Iterator[str]:
+    """A hostile Alertmanager on 127.0.0.1: each connection gets ``answer``, then ``trickle``
+    one byte every 0.3 s until the block ends; yields its base URL."""
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+
+    def serve() -> None:
+        conns = []
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conns.append(conn)
+            conn.sendall(answer)
+            for byte in trickle:
+                if stop.wait(0.3):
+                    break
+                conn.sendall(bytes([byte]))
+        for conn in conns:
+            conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_an_alertmanager_that_trickles_holds_a_post_for_its_timeout_only(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """urllib's timeout bounds each read: an answer trickled a byte at a time would hold the
+    evaluator for ever. The POST gives up after its timeout; while its thread is still held,
+    the next POST is skipped (not queued); once the receiver lets go, POSTs go out again."""
+    from meshgen.runtime.observe.alerts import post_alerts
+
+    httpserver.expect_request("/api/v2/alerts", method="POST").respond_with_data("")
+    good = httpserver.url_for("/")
+    alerts = [{"labels": {"alertname": "a"}}]
+    with _receiver(b"HTTP/1.1 200 OK\r\nx-slow: ", trickle=b"s" * 100) as slow:
+        started = time.monotonic()
+        assert asyncio.run(post_alerts(slow, alerts, 1.0)) is False
+        assert time.monotonic() - started < 3
+        assert asyncio.run(post_alerts(good, alerts, 1.0)) is False
+        assert "the last POST has not ended" in caplog.text
+        assert not httpserver.log
+    eventually(lambda: asyncio.run(post_alerts(good, alerts, 1.0)), timeout=10, interval=0.2,
+               what="a POST once the trickling receiver let go")  # fmt: skip
+    assert len(httpserver.log) == 1
+
+
+def test_an_alertmanager_that_answers_no_http_is_a_logged_failure() -> None:
+    """http.client's BadStatusLine is no OSError: it used to end the evaluator's task."""
+    from meshgen.runtime.observe.alerts import post_alerts
+
+    with _receiver(b"\x00\x01 this is no HTTP\r\n\r\n") as junk:
+        assert asyncio.run(post_alerts(junk, [{"labels": {}}], 1.0)) is False
 
 
 def _state(evaluator: AlertEvaluator) -> str | None:
