@@ -7,7 +7,8 @@ the rendered files, comes back: pickled into an unlinked temporary file, which t
 fills without waiting for the caller (a pipe would block it at 64 KiB until the caller reads).
 
 A fork is used only where it is safe: on POSIX, and when the calling process runs no other
-thread (a lock another thread held at the fork would stay held in the child). Otherwise the
+thread (a lock another thread held at the fork would stay held in the child); and only where
+it can be had (a temporary file and a process). Otherwise the
 work runs in the caller when :meth:`Beside.result` asks for it, so the result is the same
 either way; the build's tests compare both ways byte for byte.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import tempfile
 import threading
 import traceback
@@ -47,8 +49,12 @@ class Beside(Generic[T]):
         self._pid = 0
         self._file: IO[bytes] | None = None
         if fork and can_fork():
-            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
-            self._pid = os.fork()
+            try:
+                self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
+                self._pid = os.fork()
+            except OSError:  # no temporary file or no process to be had: work in the caller
+                self.__exit__()
+                return
             if self._pid == 0:
                 _run_child(work, self._file)
 
@@ -57,7 +63,7 @@ class Beside(Generic[T]):
 
     def __exit__(self, *exc_info: object) -> None:
         if self._pid:
-            os.kill(self._pid, 9)
+            os.kill(self._pid, signal.SIGKILL)
             os.waitpid(self._pid, 0)
             self._pid = 0
         if self._file is not None:
@@ -76,7 +82,7 @@ class Beside(Generic[T]):
         self._file.seek(0)
         try:
             ok, value = pickle.load(self._file)
-        except (EOFError, pickle.UnpicklingError) as exc:
+        except Exception as exc:  # nothing written, or an exception that does not unpickle
             raise ChildError(f"the child ended without a result (wait status {status})") from exc
         if not ok:
             raise value

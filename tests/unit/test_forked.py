@@ -81,6 +81,18 @@ def test_without_fork_the_work_runs_in_the_caller_when_asked() -> None:
     assert ran == [os.getpid()]
 
 
+@pytest.mark.usefixtures("forking")
+def test_without_a_temporary_file_the_work_runs_in_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(forked.tempfile, "TemporaryFile", full)
+    with Beside(os.getpid) as beside:
+        assert beside.result() == os.getpid()
+
+
 def test_with_another_thread_alive_the_work_runs_in_the_caller() -> None:
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
