@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from ..codec.http1 import HOP_BY_HOP
 from ..policy.access import AccessPolicy, enforced_on
@@ -22,6 +22,7 @@ from ..policy.audit import AuditLog
 from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket
 from ..policy.router import Router
 from ..tables import Cluster, Mirror, Route, Tables, Target
+from .counters import Counters
 from .heads import REQUEST_SKIP, CompiledOps
 
 if TYPE_CHECKING:
@@ -32,37 +33,6 @@ CLIENT: Final = ""  # the in-process client's "listener": no listener, every rou
 log = logging.getLogger("meshgen.proxy")
 
 
-class Counters(Protocol):
-    """The metrics the machine writes (``metrics.Metrics`` is one)."""
-
-    def observe_request(
-        self,
-        listener: str,
-        route: str,
-        service: str,
-        subset: str,
-        code: int,
-        duration_s: float,
-        grpc_status: str = "",
-    ) -> None: ...
-
-    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None: ...
-
-    def inc_retry(self, service: str) -> None: ...
-
-    def inc_rate_limited(self, route: str) -> None: ...
-
-    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None: ...
-
-
-class Sink(Counters, Protocol):
-    """The metrics a generation writes (``metrics.Metrics`` is one)."""
-
-    def set_circuit_open(self, service: str, is_open: bool) -> None: ...
-
-    def declare(self, services: frozenset[str], limited_routes: frozenset[str]) -> None: ...
-
-
 class Generation:
     """Everything derived from one table generation; immutable apart from counters."""
 
@@ -70,7 +40,7 @@ class Generation:
         self,
         tables: Tables,
         upstreams: Upstreams,
-        metrics: Sink,
+        metrics: Counters,
         tls: TlsContexts | None,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
@@ -173,5 +143,5 @@ def retry_budgets(tables: Tables, clock: Callable[[], float]) -> dict[int, Retry
     return budgets
 
 
-def _circuit_gauge(metrics: Sink, service: str) -> Callable[[bool], None]:
+def _circuit_gauge(metrics: Counters, service: str) -> Callable[[bool], None]:
     return lambda is_open: metrics.set_circuit_open(service, is_open)

@@ -44,7 +44,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from ..codec.sni import HELLO_WAIT, NEED_MORE, server_name
 from ..codec.timers import LazyTimer
@@ -52,7 +52,7 @@ from ..policy.tcp_route import TcpPick, TcpRoute
 from ..policy.tls import peer_identity
 from ..upstream.balancers import request_hash_key
 from ..upstream.health import CONNECTED
-from .generation import Counters
+from .counters import Counters
 
 if TYPE_CHECKING:
     from ..codec.guard import ListenerGuard
@@ -70,21 +70,10 @@ CLOSE_WAIT: Final = 10.0
 HELLO, CONNECTING, FORWARDING, CLOSED = range(4)
 
 
-class TcpCounters(Counters, Protocol):
-    """The metrics tcp forwarding writes (``observe.metrics.Metrics``): the request machine's
-    counters and the tcp families."""
-
-    def tcp_opened(self, listener: str, service: str) -> None: ...
-
-    def tcp_closed(self, listener: str, service: str) -> None: ...
-
-    def add_tcp_bytes(self, key: tuple[str, str, str], size: int) -> None: ...
-
-
 class TcpProxy:
     """Serves the tcp listeners of whatever generation is live when a connection arrives."""
 
-    def __init__(self, generation: Callable[[], Generation], metrics: TcpCounters) -> None:
+    def __init__(self, generation: Callable[[], Generation], metrics: Counters) -> None:
         self.generation = generation
         self.metrics = metrics
         self.connections: set[TcpConnection] = set()

@@ -2,7 +2,9 @@
 
 Theory of operation: the proxy and the upstreams call the ``inc_*`` / ``set_*`` /
 ``observe_request`` methods on the hot path, so each one is a single dict update keyed by a
-tuple of label values (no locks: the runtime is one asyncio thread). Nothing is formatted
+tuple of label values (no locks: the runtime is one asyncio thread); the series forwarding
+writes on every request are kept by the base class, ``forward/counters.py``'s ``Counters``, a
+layer below, so that compiled forwarding code calls them natively. Nothing is formatted
 until ``render()`` (for ``/metrics``) or ``collect()`` (for the embedded alert evaluator)
 is called. The metric names and labels are part of the public contract (docs/reference.md, Metrics).
 
@@ -23,9 +25,10 @@ scrape.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Final
+
+from ..forward.counters import LATENCY_BUCKETS, Counters
 
 LabelKey = tuple[tuple[str, str], ...]
 """Sorted ``(label name, label value)`` pairs identifying one series."""
@@ -40,23 +43,6 @@ _HISTOGRAM_SAMPLES = frozenset(
     f"meshgen_request_duration_seconds_{part}" for part in ("bucket", "sum", "count")
 )
 
-# Request latency buckets (seconds): 1 ms .. 30 s, dense where proxies usually live.
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
 _BUCKET_LABELS: tuple[str, ...] = (*(repr(b) for b in LATENCY_BUCKETS), "+Inf")
 
 _HELP: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -144,31 +130,12 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-class _Histogram:
-    """Per-bucket (non-cumulative) counts plus sum; cumulated only when read."""
-
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.total = 0.0
-
-    def cumulative(self) -> list[int]:
-        out: list[int] = []
-        running = 0
-        for count in self.counts:
-            running += count
-            out.append(running)
-        return out
-
-
-class Metrics:
-    """Counters, gauges and one histogram, keyed by label-value tuples (the documented names)."""
+class Metrics(Counters):
+    """Counters, gauges and one histogram, keyed by label-value tuples (the documented names):
+    what forwarding writes (:class:`~..forward.counters.Counters`) and the rest."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str, int, str], int] = {}
-        self.durations: dict[tuple[str, str, str], _Histogram] = {}
-        self.upstream_requests: dict[tuple[str, str, int | str], int] = {}
+        super().__init__()
         self.endpoint_healthy: dict[tuple[str, str], int] = {}
         self._pairs: dict[tuple[str, tuple[object, ...]], LabelKey] = {}  # see ``collect``
         self._histogram_labels: dict[tuple[str, str, str], tuple[LabelKey, tuple[LabelKey, ...]]]
@@ -179,48 +146,11 @@ class Metrics:
         self._prefixes: dict[tuple[str, tuple[object, ...]], str] = {}
         """Each series' rendered ``name{labels}``, made once: escaping the labels of every
         series on every scrape took half of ``render``'s ~70 ms at 10,000 endpoints."""
-        self.retries: dict[tuple[str], int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
-        self.circuit_open: dict[tuple[str], int] = {}
-        self.rate_limited: dict[tuple[str], int] = {}
-        self.denied: dict[tuple[str, str, str, str], int] = {}
         self.cert_expiry: dict[tuple[str, str], float] = {}
         self.rejected: dict[tuple[str, str], int] = {}
-        self.tcp_connections: dict[tuple[str, str], int] = {}
-        self.tcp_active: dict[tuple[str, str], int] = {}
-        self.tcp_bytes: dict[tuple[str, str, str], int] = {}
 
-    # --- hot path -----------------------------------------------------------------------
-    def observe_request(
-        self,
-        listener: str,
-        route: str,
-        service: str,
-        subset: str,
-        code: int,
-        duration_s: float,
-        grpc_status: str = "",
-    ) -> None:
-        key = (listener, route, service, subset, code, grpc_status)
-        try:  # (the common case without a method call: once per request)
-            self.requests[key] += 1
-        except KeyError:
-            self.requests[key] = 1
-        hkey = (listener, route, service)
-        try:
-            hist = self.durations[hkey]
-        except KeyError:
-            hist = self.durations[hkey] = _Histogram()
-        hist.counts[bisect_left(LATENCY_BUCKETS, duration_s)] += 1
-        hist.total += duration_s
-
-    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:
-        key = (service, endpoint, code)
-        try:
-            self.upstream_requests[key] += 1
-        except KeyError:
-            self.upstream_requests[key] = 1
-
+    # --- the rest of the writing (forwarding writes through Counters) -------------------
     def set_endpoint_healthy(self, service: str, endpoint: str, healthy: bool) -> None:
         self.endpoint_healthy[(service, endpoint)] = 1 if healthy else 0
 
@@ -228,42 +158,13 @@ class Metrics:
         """Drop an endpoint's gauge when discovery removes the endpoint (its series ends)."""
         self.endpoint_healthy.pop((service, endpoint), None)
 
-    def inc_retry(self, service: str) -> None:
-        key = (service,)
-        self.retries[key] = self.retries.get(key, 0) + 1
-
     def inc_ejection(self, service: str, endpoint: str) -> None:
         key = (service, endpoint)
         self.ejections[key] = self.ejections.get(key, 0) + 1
 
-    def set_circuit_open(self, service: str, is_open: bool) -> None:
-        self.circuit_open[(service,)] = 1 if is_open else 0
-
-    def inc_rate_limited(self, route: str) -> None:
-        key = (route,)
-        self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
-
-    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None:
-        key = (listener, source, service, mode)
-        self.denied[key] = self.denied.get(key, 0) + 1
-
     def inc_rejected(self, listener: str, reason: str) -> None:
         key = (listener, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
-
-    def tcp_opened(self, listener: str, service: str) -> None:
-        """A tcp connection to ``service`` is forwarded from now on."""
-        key = (listener, service)
-        self.tcp_connections[key] = self.tcp_connections.get(key, 0) + 1
-        self.tcp_active[key] = self.tcp_active.get(key, 0) + 1
-
-    def tcp_closed(self, listener: str, service: str) -> None:
-        key = (listener, service)
-        self.tcp_active[key] = self.tcp_active.get(key, 1) - 1
-
-    def add_tcp_bytes(self, key: tuple[str, str, str], size: int) -> None:
-        """``key`` is (listener, service, ``rx`` or ``tx``), made once per connection."""
-        self.tcp_bytes[key] = self.tcp_bytes.get(key, 0) + size
 
     def declare_listener(self, listener: str, reasons: Iterable[str]) -> None:
         """Start a listener's refusal series at 0 (kept while the process runs)."""
@@ -276,23 +177,6 @@ class Metrics:
     def forget_cert_expiry(self, service: str, file: str) -> None:
         """Drop a certificate's gauge when a reload stops loading that file (its series ends)."""
         self.cert_expiry.pop((service, file), None)
-
-    def declare(self, services: Iterable[str], limited_routes: Iterable[str]) -> None:
-        """Start the rare-event series at 0 (existing values are kept: a reload)."""
-        for service in services:
-            self.circuit_open.setdefault((service,), 0)
-            self.retries.setdefault((service,), 0)
-        for route in limited_routes:
-            self.rate_limited.setdefault((route,), 0)
-
-    def forget_service(self, service: str) -> None:
-        """End a removed service's circuit and retry series."""
-        self.circuit_open.pop((service,), None)
-        self.retries.pop((service,), None)
-
-    def forget_route(self, route: str) -> None:
-        """End a removed (or no longer rate-limited) route's 429 series."""
-        self.rate_limited.pop((route,), None)
 
     # --- reading ------------------------------------------------------------------------
     def _families(self) -> Iterable[tuple[str, Iterable[tuple[tuple[object, ...], float]]]]:

@@ -1,0 +1,141 @@
+"""The series the request machine and tcp forwarding write, one dict update per event.
+
+Why a class of its own, below the exposition: the forwarding code calls these on every request,
+and holding the concrete class (not a protocol) lets compiled (mypyc) code call them natively.
+``observe.metrics.Metrics`` extends it with the other series and their exposition; the metric
+names and labels are documented there (and in docs/reference.md, Metrics).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+
+# Request latency buckets (seconds): 1 ms .. 30 s, dense where proxies usually live.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class Histogram:
+    """Per-bucket (non-cumulative) counts plus sum; cumulated only when read."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def cumulative(self) -> list[int]:
+        out: list[int] = []
+        running = 0
+        for count in self.counts:
+            running += count
+            out.append(running)
+        return out
+
+
+class Counters:
+    """Requests, tries, retries, 429s, denials, circuit state and tcp traffic, keyed by
+    label-value tuples (no locks: the runtime is one asyncio thread)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, str, int, str], int] = {}
+        self.durations: dict[tuple[str, str, str], Histogram] = {}
+        self.upstream_requests: dict[tuple[str, str, int | str], int] = {}
+        self.retries: dict[tuple[str], int] = {}
+        self.circuit_open: dict[tuple[str], int] = {}
+        self.rate_limited: dict[tuple[str], int] = {}
+        self.denied: dict[tuple[str, str, str, str], int] = {}
+        self.tcp_connections: dict[tuple[str, str], int] = {}
+        self.tcp_active: dict[tuple[str, str], int] = {}
+        self.tcp_bytes: dict[tuple[str, str, str], int] = {}
+
+    def observe_request(
+        self,
+        listener: str,
+        route: str,
+        service: str,
+        subset: str,
+        code: int,
+        duration_s: float,
+        grpc_status: str = "",
+    ) -> None:
+        key = (listener, route, service, subset, code, grpc_status)
+        try:  # (the common case without a method call: once per request)
+            self.requests[key] += 1
+        except KeyError:
+            self.requests[key] = 1
+        hkey = (listener, route, service)
+        try:
+            hist = self.durations[hkey]
+        except KeyError:
+            hist = self.durations[hkey] = Histogram()
+        hist.counts[bisect_left(LATENCY_BUCKETS, duration_s)] += 1
+        hist.total += duration_s
+
+    def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:
+        key = (service, endpoint, code)
+        try:
+            self.upstream_requests[key] += 1
+        except KeyError:
+            self.upstream_requests[key] = 1
+
+    def inc_retry(self, service: str) -> None:
+        key = (service,)
+        self.retries[key] = self.retries.get(key, 0) + 1
+
+    def set_circuit_open(self, service: str, is_open: bool) -> None:
+        self.circuit_open[(service,)] = 1 if is_open else 0
+
+    def inc_rate_limited(self, route: str) -> None:
+        key = (route,)
+        self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
+
+    def inc_denied(self, listener: str, source: str, service: str, mode: str) -> None:
+        key = (listener, source, service, mode)
+        self.denied[key] = self.denied.get(key, 0) + 1
+
+    def tcp_opened(self, listener: str, service: str) -> None:
+        """A tcp connection to ``service`` is forwarded from now on."""
+        key = (listener, service)
+        self.tcp_connections[key] = self.tcp_connections.get(key, 0) + 1
+        self.tcp_active[key] = self.tcp_active.get(key, 0) + 1
+
+    def tcp_closed(self, listener: str, service: str) -> None:
+        key = (listener, service)
+        self.tcp_active[key] = self.tcp_active.get(key, 1) - 1
+
+    def add_tcp_bytes(self, key: tuple[str, str, str], size: int) -> None:
+        """``key`` is (listener, service, ``rx`` or ``tx``), made once per connection."""
+        self.tcp_bytes[key] = self.tcp_bytes.get(key, 0) + size
+
+    def declare(self, services: Iterable[str], limited_routes: Iterable[str]) -> None:
+        """Start the rare-event series at 0 (existing values are kept: a reload)."""
+        for service in services:
+            self.circuit_open.setdefault((service,), 0)
+            self.retries.setdefault((service,), 0)
+        for route in limited_routes:
+            self.rate_limited.setdefault((route,), 0)
+
+    def forget_service(self, service: str) -> None:
+        """End a removed service's circuit and retry series."""
+        self.circuit_open.pop((service,), None)
+        self.retries.pop((service,), None)
+
+    def forget_route(self, route: str) -> None:
+        """End a removed (or no longer rate-limited) route's 429 series."""
+        self.rate_limited.pop((route,), None)
