@@ -80,10 +80,11 @@ class ProxyAttempt(Attempt):
         """``req``'s machine on the driver's live generation, counted in flight until the
         driver finishes it; on a listener that checks callers, with the caller's identity."""
         gen = driver.generation
-        listener: str = req.conn.listener.name  # type: ignore[attr-defined]
+        listener = req.conn.guard.name  # the listener's guard: read natively
         caller = identity(gen, req.conn.transport) if gen.enforced[listener] else None
         gen.in_flight += 1
-        att = cls(gen, listener, req, caller, time.monotonic())
+        # (the class by name, not ``cls``: compiled code constructs it natively)
+        att = ProxyAttempt(gen, listener, req, caller, time.monotonic())
         att.driver = driver
         att.generation = gen
         att.request = req

@@ -77,7 +77,7 @@ class H2Attempt(Attempt):
         listener: str = stream.listener.name  # type: ignore[attr-defined]
         caller = identity(gen, stream.transport) if gen.enforced[listener] else None
         gen.in_flight += 1
-        att = cls(gen, listener, req, caller, time.monotonic())
+        att = H2Attempt(gen, listener, req, caller, time.monotonic())  # natively (not ``cls``)
         att.driver = driver
         att.generation = gen
         att.request = req
