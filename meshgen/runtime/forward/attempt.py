@@ -59,7 +59,6 @@ driver's loop time; a test's fake clock); every
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -173,7 +172,19 @@ def grpc_answer(answer: Answer, status: int) -> Answer:
 # Request ids made here are unique in this process: a random prefix per process, a counter.
 _ID_PREFIX: Final = os.urandom(8).hex().encode() + b"-"  # then the count in decimal: no
 # %-formatting per request (compiled code turns str(int) and encode into native calls)
-_ids = itertools.count(1)
+
+
+class _Ids:
+    """The count of request ids made (an attribute: compiled code adds to it natively, where
+    ``next()`` of an ``itertools.count`` was a call by name)."""
+
+    __slots__ = ("made",)
+
+    def __init__(self) -> None:
+        self.made = 0
+
+
+_IDS: Final = _Ids()
 
 
 _SPLITS: dict[bytes | str, tuple[str, str] | None] = {}
@@ -348,7 +359,8 @@ class Attempt:
                 if timeout is not None:  # it caps the route timeout
                     self.grpc_deadline = gen.clock() + timeout
             if req.request_id is None:  # made here, so routes, the head and a mirror see it
-                rid = req.request_id = _ID_PREFIX + str(next(_ids)).encode()
+                made = _IDS.made = _IDS.made + 1
+                rid = req.request_id = _ID_PREFIX + str(made).encode()
                 req.headers.append((b"x-request-id", rid))
             where = _SPLITS.get(req.target)
             if where is None:
