@@ -11,8 +11,10 @@ again. The decisions are pure functions:
   standby), SRV weight becomes endpoint weight (0 -> 1, since endpoint weights are 1..65535),
   every address of a target becomes an endpoint with that target's port.
 * :func:`refresh_delay`: ``max(1 s, min(refresh, TTL))`` (dnsmasq answers TTL 0 by default).
-* :meth:`DnsSource.refresh`: a failure (timeout, SERVFAIL, NXDOMAIN, no answer, or an answer
-  with no usable address) keeps the last known good set, counts the failure and retries after
+* :meth:`DnsSource.refresh`: a failure (timeout, SERVFAIL, NXDOMAIN, no answer, an answer
+  with no usable address, or a whole resolution over :data:`RESOLVE_LIFETIME_S`: the query and
+  the lookups of SRV targets without addresses in the answer, :data:`LOOKUPS_AT_ONCE` at a
+  time) keeps the last known good set, counts the failure and retries after
   ``max(1 s, min(refresh, 5 s))``, as HAProxy's ``hold valid`` does. Before any good answer the
   set is empty and the status says why: the service answers 503, nothing crashes.
 
@@ -23,6 +25,7 @@ accounted by address in :mod:`.upstreams`, not by set.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -37,6 +40,12 @@ from ..tables import DnsDiscovery, Endpoint, StaticDiscovery
 
 FAILURE_RETRY_MAX_S: Final = 5.0
 QUERY_LIFETIME_S: Final = 2.0
+RESOLVE_LIFETIME_S: Final = 5.0
+"""A whole resolution: the query and, for SRV, the lookups of targets the answer gave no address
+for. Over it the resolution fails (the last good set stays), so a slow or hostile server never
+holds up the start or the next refresh for long."""
+LOOKUPS_AT_ONCE: Final = 16
+"""SRV targets looked up at the same time (each with its A and AAAA queries)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +151,15 @@ class DnsSource:
                 ttl = min(ttl, float(rrset.ttl))
         records = [SrvRecord(rr.priority, rr.weight, rr.port, _name(rr.target)) for rr in answer]
         best = min((r.priority for r in records), default=0)
-        addresses = {
-            r.target: await self._addresses(r.target, additional)
-            for r in records
-            if r.priority == best
-        }
-        return srv_endpoints(records, addresses), ttl
+        targets = sorted({r.target for r in records if r.priority == best})
+        slots = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+        async def lookup(target: str) -> list[str]:
+            async with slots:
+                return await self._addresses(target, additional)
+
+        found = await asyncio.gather(*(lookup(t) for t in targets))
+        return srv_endpoints(records, dict(zip(targets, found, strict=True))), ttl
 
     def _failed(self, error: str) -> float:
         self.status.failures += 1
@@ -157,7 +169,10 @@ class DnsSource:
     async def refresh(self) -> float | None:
         """Resolve once, update ``endpoints``/``status``; return the delay to the next refresh."""
         try:
-            endpoints, ttl = await self.resolve()
+            async with asyncio.timeout(RESOLVE_LIFETIME_S):
+                endpoints, ttl = await self.resolve()
+        except TimeoutError:
+            return self._failed(f"Timeout: the resolution took over {RESOLVE_LIFETIME_S:g} s")
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
         if not endpoints:
