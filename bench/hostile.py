@@ -119,7 +119,8 @@ def desync(port: int, nginx_log: Path) -> dict[str, str]:
 
 HOSTILE_PATHS = ["/unsolicited", "/unsolicited-head", "/two", "/endless-head", "/many-headers",
                  "/1xx-flood", "/garbage", "/mid-body", "/cl-te", "/dup-cl", "/gzip-chunked",
-                 "/bad-chunk-first", "/bad-chunk-late", "/101"]  # fmt: skip
+                 "/bad-chunk-first", "/bad-chunk-late", "/101", "/early-hints", "/1xx-body",
+                 "/204-body", "/304-body", "/trailer-flood", "/close-then-bytes"]  # fmt: skip
 
 
 def hostile(port: int) -> dict[str, str]:
