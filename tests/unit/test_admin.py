@@ -308,6 +308,22 @@ def test_serves_under_uvloop() -> None:
         loop.close()
 
 
+async def _pipelined_unread(server: AdminServer, n: int) -> socket.socket:
+    """A connection with small socket buffers on both sides that sends ``n`` pipelined
+    ``/config`` requests and reads nothing (yet); the caller closes it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    loop = asyncio.get_running_loop()
+    known = set(server._connections)
+    await loop.sock_connect(s, (server.host, server.port))
+    (transport,) = await eventually_async(lambda: set(server._connections) - known)
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport.set_write_buffer_limits(high=4096)
+    await loop.sock_sendall(s, b"".join(b"GET /config?%d HTTP/1.1\r\n\r\n" % i for i in range(n)))
+    return s
+
+
 def test_a_client_that_does_not_read_gets_its_answers_in_order_or_is_closed() -> None:
     """Small socket buffers on both sides: 30 pipelined ``/config`` requests sent before the
     client reads a byte are all answered, in order, once it reads (the later ones waited while
@@ -315,20 +331,8 @@ def test_a_client_that_does_not_read_gets_its_answers_in_order_or_is_closed() ->
     fewer answers."""
 
     async def answers(server: AdminServer, n: int) -> tuple[list[bytes], bool]:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.setblocking(False)
-            loop = asyncio.get_running_loop()
-            known = set(server._connections)
-            await loop.sock_connect(s, (server.host, server.port))
-            new = await eventually_async(lambda: set(server._connections) - known)
-            (transport,) = new  # the server's side: small buffers too
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            transport.set_write_buffer_limits(high=4096)
-            paths = [f"/config?{i}" for i in range(n)]
-            await loop.sock_sendall(
-                s, b"".join(b"GET %s HTTP/1.1\r\n\r\n" % p.encode() for p in paths)
-            )
+        loop = asyncio.get_running_loop()
+        with await _pipelined_unread(server, n) as s:
             await asyncio.sleep(0.3)
             out, closed = b"", False
             try:
@@ -349,3 +353,25 @@ def test_a_client_that_does_not_read_gets_its_answers_in_order_or_is_closed() ->
         assert closed and len(got) < 100, len(got)
 
     _with_admin(body)
+
+
+def test_an_idle_client_with_answers_it_never_takes_is_dropped() -> None:
+    """A client that leaves its answers unread past the idle timeout is dropped, its slot
+    given back: a close that waits for the answers to be sent would wait for ever, and 256
+    such clients would lock everyone out of ``/healthz``."""
+    limits = Limits(request_head_timeout_s=0.3, client_idle_timeout_s=0.3, max_connections=2)
+
+    async def main() -> None:
+        server = await start_admin(
+            "127.0.0.1", 0, tables_provider=make_tables, upstreams_provider=lambda: None,
+            metrics=Metrics(), limits=limits,
+        )  # fmt: skip
+        try:
+            with await _pipelined_unread(server, 30), await _pipelined_unread(server, 30):
+                await eventually_async(lambda: not server._connections, timeout=3)
+                status, _, data = await _get(server, "/healthz")
+                assert (status, data) == (200, b"ok\n")
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -20,6 +20,7 @@ order. Only GET and HEAD exist; anything else is 405, a parse error is 400 and c
 that does not read its answers is answered no further once they fill the transport's buffer:
 the server stops reading it, at most :data:`MAX_WAITING` requests it already sent wait (one
 more closes the connection), and they are answered as the client takes the earlier answers.
+Idle with answers still unsent at ``client_idle_timeout``, it is dropped.
 Clients are held to :data:`~.guard.ADMIN_LIMITS` like a listener's (``request_head_timeout``
 408, ``client_idle_timeout``, 64 KiB per request: 431, URL 16 KiB: 414, at most 256
 connections, and a smaller descriptor reserve than the listeners so ``/healthz`` still answers
@@ -194,10 +195,13 @@ class _AdminProtocol(asyncio.Protocol):
             self._refuse(431, "request_head_bytes", b"request too large\n")
 
     def _expired(self, head: bool) -> None:
+        transport = self.transport
         if head:
             self._refuse(408, "request_head_timeout", b"request timeout\n")
-        elif self.transport is not None:
-            self.transport.close()
+        elif transport is not None and transport.get_write_buffer_size():
+            transport.abort()  # answers it does not take: a close would wait for them for ever
+        elif transport is not None:
+            transport.close()
 
     def _refuse(self, status: int, reason: str, body: bytes) -> None:
         self.guard.reject(reason)
