@@ -303,9 +303,12 @@ HOSTILE = Path(__file__).with_name("hostile_backend.py").read_text()
 
 
 @contextmanager
-def hostile_proxy(folder: Path, timeout: str, idle_timeout: str) -> Iterator[Runtime]:
+def hostile_proxy(
+    folder: Path, timeout: str, idle_timeout: str, limits: str | None = None
+) -> Iterator[Runtime]:
     """``python DIST`` in front of ``hostile_backend.py``: service and host ``hostile``, with
-    the route ``timeout`` and ``idle_timeout`` given (mesh.yaml durations)."""
+    the route ``timeout`` and ``idle_timeout`` given (mesh.yaml durations), and the listener's
+    ``limits`` (a YAML flow mapping) when given."""
     with script_backend(HOSTILE) as (address, _):
         text = spec(
             f"""
@@ -318,5 +321,8 @@ def hostile_proxy(folder: Path, timeout: str, idle_timeout: str) -> Iterator[Run
               - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
             """
         )
+        if limits is not None:
+            listener = 'address: "127.0.0.1:0"}'
+            text = text.replace(listener, f'address: "127.0.0.1:0", limits: {limits}}}', 1)
         with run_dist(build_dist(folder / "dist", text)) as rt:
             yield rt

@@ -1,7 +1,8 @@
 """Hostile upstreams against connection reuse: after any of these exchanges, a pooled upstream
 connection carries no byte of the last exchange into the next one.
 
-`python DIST` (route ``timeout`` 1 s, ``idle_timeout`` 500 ms) runs in front of
+`python DIST` (route ``timeout`` 1 s, ``idle_timeout`` 500 ms, the listener's
+``client_idle_timeout`` 500 ms) runs in front of
 ``hostile_backend.py``. Its ``/whoami`` answers with the serial number of the connection it came
 on, so a test sees which upstream connection the proxy reused; ``/ok/NAME`` answers ``NAME``.
 The cases: an answer that comes before the request body is through, an answer cut short, bytes
@@ -17,7 +18,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from runtime_harness import Runtime, hostile_proxy, read_response
+from polling import eventually
+from runtime_harness import Runtime, hostile_proxy, open_fds, read_response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -25,7 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     folder = tmp_path_factory.mktemp("reuse")
-    with hostile_proxy(folder, timeout="1s", idle_timeout="500ms") as rt:
+    limits = "{client_idle_timeout: 500ms}"
+    with hostile_proxy(folder, timeout="1s", idle_timeout="500ms", limits=limits) as rt:
         yield rt
 
 
@@ -157,3 +160,19 @@ def test_a_trailer_section_that_never_ends_closes_the_connection(proxy: Runtime)
     assert closed, out[-200:]
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"3\r\nabc\r\n"), out
     own_answers(proxy, "after-trailer-flood")
+
+
+def test_a_client_that_stops_reading_is_dropped(proxy: Runtime) -> None:
+    """A client asks for an endless body and reads nothing: the upstream is cut at the idle
+    timeout (nothing moves), and the client's connection, closed with bytes it never takes,
+    is dropped once it made no progress for ``client_idle_timeout`` (a close waited for ever
+    before this was fixed: its descriptor and buffers stayed until the client left)."""
+    pid = proxy.proc.pid
+    baseline = open_fds(pid)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((proxy.host, proxy.port))
+        s.sendall(b"GET /endless-body HTTP/1.1\r\nHost: hostile\r\n\r\n")
+        eventually(lambda: open_fds(pid) > baseline, timeout=3, what="the exchange open")
+        eventually(lambda: open_fds(pid) <= baseline, timeout=4, what="both connections gone")
+    own_answers(proxy, "after-unread")

@@ -547,6 +547,8 @@ class ServerConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._admitted and self._clock.phase == IDLE:  # it takes its answer: not idle
+            self._clock.since = self.loop.time()  # type: ignore[union-attr]
         if self.h2 is not None:
             self.h2.resume_writing()
         if self.upstream is not None:
@@ -670,6 +672,9 @@ class ServerConnection(asyncio.Protocol):
             if self.batch is not None:
                 self.batch.flush()
             self.transport.close()
+            if self._admitted and self.transport.get_write_buffer_size():
+                clock = self._clock  # what is left must go within client_idle_timeout
+                clock.phase, clock.since = IDLE, self.loop.time()  # type: ignore[union-attr]
 
     @property
     def idle(self) -> bool:
@@ -778,6 +783,12 @@ class ServerConnection(asyncio.Protocol):
         """The client's head or idle deadline passed (:class:`~.guard.ClientClock`)."""
         if self.closed:
             return
+        transport = self.transport
+        if transport is not None and (
+            transport.is_closing() or (not head and transport.get_write_buffer_size())
+        ):
+            transport.abort()  # a client that does not take its answer: a close would wait
+            return  # for it for ever
         if self.h2 is not None:
             self.h2.expired(head)
             return
