@@ -37,6 +37,7 @@ one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 wi
 ``/trailer-flood`` 200 chunked, one chunk, then a trailer field that never ends
 ``/trickle-head`` a response head, one byte every 50 ms, for ever
 ``/trickle-body`` 200 with content-length 1000000, one body byte every 50 ms
+``/status/NNN``   a response with status NNN (any three digits) and body "hi"
 """
 
 from __future__ import annotations
@@ -206,6 +207,8 @@ class Hostile(asyncio.Protocol):
         elif path == "/trickle-body":
             t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
             self.tasks.add(loop.create_task(self._forever(b"b", 0.05)))
+        elif path.startswith("/status/"):
+            t.write(b"HTTP/1.1 %s X\r\ncontent-length: 2\r\n\r\nhi" % path[8:].encode())
         else:
             t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
 

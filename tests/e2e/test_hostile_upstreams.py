@@ -69,6 +69,10 @@ def test_two_responses_in_one_packet(proxy: Runtime) -> None:
         ("/gzip-chunked", 502),  # a coding the proxy would pass on undeclared
         ("/bad-chunk-first", 502),  # nothing was sent to the client yet
         ("/101", 502),  # switching protocols nobody asked for
+        ("/status/000", 502),  # three digits llhttp takes, outside 100-599
+        ("/status/099", 502),
+        ("/status/600", 502),
+        ("/status/999", 502),
     ],
 )
 def test_bad_response_heads_are_502(proxy: Runtime, path: str, status: int) -> None:

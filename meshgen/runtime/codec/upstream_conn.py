@@ -18,7 +18,8 @@ endpoint's timeout.
 A response head (interim 1xx heads included) gets the byte and header-count limits of the
 listener the request came in on (the defaults for probes-less callers: the in-process client,
 mirrors); over them, or with a transfer-coding other than ``chunked``, the try fails as a
-``reset`` (502) and the connection is closed. So does an interim response with a body (no
+``reset`` (502) and the connection is closed. So does a status outside 100-599 (llhttp takes
+any three digits; a 0 would read as "no final head yet"), and an interim response with a body (no
 1xx has one; llhttp reads one after a 1xx other than 100, 102 and 103, which would reach the
 client inside the final answer). A chunked body's trailer section (and any chunk-size line)
 gets the same byte limit: over it, the exchange breaks off and the connection is closed (with
@@ -495,6 +496,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self.until_close = True
             return
         self._in_head = False
+        if status < 100 or status > 599:  # llhttp takes any three digits
+            raise httptools.HttpParserError("status outside 100-599")
         if status == 101 and not self._may_upgrade:
             raise httptools.HttpParserError("101 to a request without upgrade")
         if self._head_raw > self._max_head and head_size(self.headers) > self._max_head:
