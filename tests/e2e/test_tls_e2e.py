@@ -7,12 +7,14 @@ uses the runtime's own ``TlsContexts`` and derives the next generation on SIGHUP
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import os
 import signal
 import socket
 import ssl
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -354,3 +356,25 @@ def test_runtime_rotation_with_reload_fails_no_request(
             statuses.append(https(rt.port, mesh_root, "frontend", "POST", "/charge")[0])
         assert set(statuses) == {200}
         assert served() == ssl.PEM_cert_to_DER_cert((mesh_root / "certs/edge.pem").read_text())
+
+
+def test_a_tls_client_that_never_finishes_its_handshake_is_dropped_at_the_head_timeout(
+    mesh_root: Path, payments_backend: HTTPServer
+) -> None:
+    """The handshake comes before the request head, so the listener's request_head_timeout
+    bounds it too (asyncio's own default is 60 s): silent connections and one that stops
+    half-way through its ClientHello are closed, and the listener serves on."""
+    tables = mtls_tables(payments_backend)
+    (edge,) = tables.listeners
+    limited = dataclasses.replace(edge, limits=t.Limits(request_head_timeout_s=1.0))
+    dist = write_dist(mesh_root / "dist", dataclasses.replace(tables, listeners=(limited,)))
+    with run_dist(dist) as rt:
+        started = time.monotonic()
+        silent = [socket.create_connection(("127.0.0.1", rt.port), timeout=10) for _ in range(3)]
+        partial = socket.create_connection(("127.0.0.1", rt.port), timeout=10)
+        partial.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello begun
+        for sock in (*silent, partial):
+            with sock:
+                assert sock.recv(1) == b""  # closed by the proxy (a timeout raises)
+        assert time.monotonic() - started < 5
+        assert https(rt.port, mesh_root, "frontend", "POST", "/charge")[:2] == (200, b"charged")

@@ -263,15 +263,19 @@ class Runtime:
                 if lst.protocol == "tcp"
                 else self.proxy.protocol(lst)
             )
+            # the handshake comes before the request head: its timeout bounds both
+            handshake = lst.limits.request_head_timeout_s if ctx is not None else None
             if old is not None and same_address:
                 fd = os.dup(old.server.sockets[0].fileno())
                 server = await loop.create_server(
-                    factory, sock=socket.socket(fileno=fd), ssl=ctx, backlog=1024
-                )
+                    factory, sock=socket.socket(fileno=fd), ssl=ctx, backlog=1024,
+                    ssl_handshake_timeout=handshake,
+                )  # fmt: skip
             else:
                 server = await loop.create_server(
-                    factory, lst.host, lst.port, ssl=ctx, reuse_address=True, backlog=1024
-                )
+                    factory, lst.host, lst.port, ssl=ctx, reuse_address=True, backlog=1024,
+                    ssl_handshake_timeout=handshake,
+                )  # fmt: skip
             self.servers[lst.name] = _Bound(server, lst.host, lst.port, ctx)
             if old is not None:
                 old.server.close()
