@@ -4,7 +4,8 @@
 Every answer is 200 with ``x-conn`` (the connection's number), ``x-active`` (streams open on
 the connection when the request arrived, itself included) and a body saying what arrived:
 ``METHOD PATH LENGTH``. Paths: ``/delay/MS`` answers after MS milliseconds, ``/big/MIB``
-answers MIB MiB, ``/trailers`` ends with trailers (``x-length``). Modes:
+answers MIB MiB, ``/trailers`` ends with trailers (``x-length``), ``/status/S`` answers with
+``:status`` S (any bytes: ``000``, ``600``, ``abc``). Modes:
 
 * ``ok``: just that;
 * ``refuse-first``: the first two streams of the process are reset with REFUSED_STREAM;
@@ -140,7 +141,8 @@ class Conn(asyncio.Protocol):
             await asyncio.sleep(int(arg) / 1000)
         if self.streams.get(sid) is not st:
             return
-        fields = [(b":status", b"200"), (b"x-conn", b"%d" % self.number),
+        status = arg if path.startswith(b"/status/") else b"200"
+        fields = [(b":status", status), (b"x-conn", b"%d" % self.number),
                   (b"x-active", b"%d" % int(st["active"]))]  # type: ignore[call-overload]  # fmt: skip
         if MODE == "big-head":
             fields += [(b"x-big-%d" % i, b"v" * 1024) for i in range(300)]

@@ -146,6 +146,18 @@ def test_a_response_head_over_the_limits_is_a_502(tmp_path: Path) -> None:
         assert rt.proc.poll() is None
 
 
+def test_a_status_outside_200_599_is_a_502(tmp_path: Path) -> None:
+    """``:status`` 000, 600 or abc on a final response (h2 passes any value on): a 502, as over
+    HTTP/1.1, never a status line no client can read nor a crashed connection; the connection
+    goes on serving the next request."""
+    with proxied(tmp_path) as rt:
+        for status in ("000", "600", "abc"):
+            got, _, body = rt.request("GET", f"/status/{status}", "web")
+            assert got == 502, (status, got, body)
+            assert rt.request("GET", "/a", "web")[0] == 200
+        assert rt.proc.poll() is None and "Traceback" not in rt.log_text()
+
+
 def test_an_endpoint_flooding_pings_without_reading_is_not_buffered_for(tmp_path: Path) -> None:
     """Each PING asks for an acknowledgement; an endpoint that never reads would have them
     pile up in the sidecar's memory. Once the socket's buffer is full the sidecar stops

@@ -202,18 +202,21 @@ class H2Exchange(UpstreamConnection):
 
     # ---- what the connection reports -------------------------------------------------------
     def response(self, headers: Headers) -> bool:
-        """The response head; False when it is over the caller's limits (the try fails)."""
+        """The response head; False when it is over the caller's limits or its status is not
+        one of 200-599 (``h2`` passes any ``:status`` on): the try fails."""
         self.received = True
         status = 0
         fields: Headers = []
         for k, v in headers:
             if k == b":status":
-                status = int(v)
+                status = int(v) if len(v) == 3 and v.isdigit() else 0
             elif k[:1] != b":":
                 fields.append((k, v))
                 if k == b"content-length":
                     self.has_length = True
         if len(fields) > self._max_headers or head_size(fields) > self._max_head:
+            return False
+        if not 200 <= status <= 599:  # (interim heads are events of their own)
             return False
         self.status = status
         self.headers = fields
@@ -425,7 +428,7 @@ class H2Client(asyncio.Protocol):
                     self._heads.append(ex)
                 else:
                     self.cancel(ex)
-                    ex.gone(ConnectionResetError("response head too large"))
+                    ex.gone(ConnectionResetError("bad response head (limits, :status)"))
         elif isinstance(event, _EV.TrailersReceived):
             ex = self.streams.get(event.stream_id)
             if ex is not None:
