@@ -6,7 +6,7 @@ try takes a pooled connection of the picked endpoint or opens one, writes the he
 one write and waits for the response head under the try's deadline; an accepted response's body
 is read whole, under ``idle_timeout`` between bytes, and the connection pooled again. A body
 goes on for ever if its endpoint wants: past the caller's ``limit`` the connection is closed
-(the client's answer is then a 502 naming the limit, a mirror's answer is dropped unread), so
+(the client's answer is then a 502 naming the limit; the rest of a mirror's is not read), so
 no endpoint makes a call hold more than ``limit`` bytes. The
 machine makes every decision (retries, backoff, breaker, outlier reports, metrics), so a call
 through ``Mesh.request`` and a mirror's copy are tried exactly like a proxied request.
