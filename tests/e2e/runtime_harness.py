@@ -55,6 +55,13 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def memory(pid: int, field: str = "VmRSS") -> int:
+    """``VmRSS`` (or ``VmHWM``, the peak) of process ``pid`` in bytes."""
+    found = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    assert found is not None, f"no {field} for {pid}"
+    return int(found[1]) * 1024
+
+
 def read_response(s: socket.socket) -> bytes:
     """One whole response with a Content-Length from socket ``s`` (head and body)."""
     out = b""

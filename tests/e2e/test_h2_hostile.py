@@ -23,7 +23,7 @@ import hpack
 import pytest
 from h2_peer import PREFACE, Peer
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
-from runtime_harness import SERVE_HANDLER, Runtime
+from runtime_harness import SERVE_HANDLER, Runtime, memory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -77,14 +77,6 @@ BLOCK = bytes(range(256)) * 4096
 
 def proxied(tmp_path: Path) -> ContextManager[Runtime]:
     return h2_peer.proxied(tmp_path, BACKEND, service="timeout: 60s")
-
-
-def memory(pid: int, field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` of process ``pid`` in bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(rf"{field}:\s+(\d+) kB", status)
-    assert found is not None
-    return int(found[1]) * 1024
 
 
 def still_serves(rt: Runtime) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from h2_peer import Peer
-from runtime_harness import Runtime, build_dist, run_dist, script_backend, spec
-from test_h2_hostile import MIB, memory
+from runtime_harness import Runtime, build_dist, memory, run_dist, script_backend, spec
+from test_h2_hostile import MIB
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

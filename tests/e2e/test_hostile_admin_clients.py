@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from runtime_harness import Runtime, build_dist, get_text, run_dist, spec
+from runtime_harness import Runtime, build_dist, get_text, memory, run_dist, spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -38,14 +38,6 @@ def admin_socket(rt: Runtime) -> socket.socket:
     return s
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_pipelined_requests_of_a_client_that_does_not_read_are_bounded(runtime: Runtime) -> None:
     """A client pipelines 40,000 ``/config`` requests (1 MiB) and reads nothing: the admin
     server answers while the client's socket takes the answers, then stops reading and answers
@@ -54,7 +46,7 @@ def test_pipelined_requests_of_a_client_that_does_not_read_are_bounded(runtime: 
     (Answering every request as it came, measured with the pure runtime on a busy machine:
     29 MiB more, and ``/healthz`` took 3.1 s; compiled, it took over 5 s.)"""
     one = len(get_text(str(runtime.ready["admin"]), "/config"))
-    before = rss_kib(runtime.proc.pid)
+    before = memory(runtime.proc.pid) // 1024
     flood = b"GET /config HTTP/1.1\r\nHost: a\r\n\r\n" * 40000
     with admin_socket(runtime) as s:
         s.setblocking(False)
@@ -67,5 +59,5 @@ def test_pipelined_requests_of_a_client_that_does_not_read_are_bounded(runtime: 
         started = time.monotonic()
         assert get_text(str(runtime.ready["admin"]), "/healthz", timeout=10) == "ok\n"
         assert time.monotonic() - started < 2
-        grown = rss_kib(runtime.proc.pid) - before
+        grown = memory(runtime.proc.pid) // 1024 - before
     assert grown < 8 * 1024, (grown, one)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from polling import eventually
-from runtime_harness import HOSTILE, Runtime, build_dist, run_dist, script_backend, spec
+from runtime_harness import HOSTILE, Runtime, build_dist, memory, run_dist, script_backend, spec
 from test_proxy_semantics import samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -65,20 +65,12 @@ def healthy(rt: Runtime) -> dict[str, float]:
     return {lab["service"]: v for lab, v in samples(rt, "meshgen_endpoint_healthy")}
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_hostile_targets_fail_their_checks_and_memory_stays_bounded(checked: Runtime) -> None:
     """Every hostile target is down within a few probes; the well-behaved ones (an answer
     after interim responses included) stay up through about ten probes each; the runtime's
     resident memory grows by less than 64 MiB while ten targets attack it for 2 s, and
     nothing they send makes it log a traceback."""
-    before = rss_kib(checked.proc.pid)
+    before = memory(checked.proc.pid) // 1024
     down = eventually(
         lambda: (h := healthy(checked)) and all(h.get(n) == 0 for n in FAILING) and h,
         timeout=5,
@@ -89,7 +81,7 @@ def test_hostile_targets_fail_their_checks_and_memory_stays_bounded(checked: Run
     started = time.monotonic()
     peak = before
     while time.monotonic() - started < 2:
-        peak = max(peak, rss_kib(checked.proc.pid))
+        peak = max(peak, memory(checked.proc.pid) // 1024)
         time.sleep(0.05)
     now = healthy(checked)
     assert all(now[n] == 1 for n in PASSING) and all(now[n] == 0 for n in FAILING), now

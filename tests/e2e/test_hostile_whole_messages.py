@@ -8,26 +8,26 @@ are read.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
-from runtime_harness import HOSTILE, build_dist, compile_tables, run_dist, script_backend, spec
+from runtime_harness import (
+    HOSTILE,
+    build_dist,
+    compile_tables,
+    memory,
+    run_dist,
+    script_backend,
+    spec,
+)
 
 from meshgen.runtime import Mesh, MeshError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 MIB = 1 << 20
-
-
-def memory(pid: int, field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` of process ``pid`` in bytes."""
-    found = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    assert found is not None
-    return int(found[1]) * 1024
 
 
 @pytest.fixture(scope="module")
