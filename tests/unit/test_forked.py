@@ -120,17 +120,19 @@ BUILD = textwrap.dedent(
             forks.append(pid)
         return pid
     meshgen.forked.os.fork = fork
-    result = pipeline.compile_spec(Path(sys.argv[1]))
+    only = sys.argv[3].split(",") if sys.argv[3] else None
+    result = pipeline.compile_spec(Path(sys.argv[1]), only=only)
     assert result.files is not None, result.diagnostics
     digest = {p: hashlib.sha256(t.encode()).hexdigest() for p, t in result.files.items()}
-    print(json.dumps({"forks": len(forks), "files": digest}))
+    warned = [repr(d) for d in result.diagnostics]
+    print(json.dumps({"forks": len(forks), "files": digest, "diagnostics": warned}))
     """
 )
 
 
-def _build(spec: Path, aside_from: int) -> dict[str, object]:
+def _build(spec: Path, aside_from: int, only: str = "") -> dict[str, object]:
     run = subprocess.run(
-        [sys.executable, "-c", BUILD, str(spec), str(aside_from)],
+        [sys.executable, "-c", BUILD, str(spec), str(aside_from), only],
         capture_output=True,
         text=True,
         check=True,
@@ -150,3 +152,16 @@ def test_a_build_rendered_aside_is_byte_identical_to_one_rendered_in_one_process
     files = two["files"]
     assert isinstance(files, dict)
     assert any(path.startswith("mesh/") for path in files)  # the target rendered aside
+
+
+def test_the_gap_warnings_of_named_targets_are_the_same_from_the_child() -> None:
+    """The child writes every GAPS.txt, so it also makes their W701 warnings (``--target``)."""
+    spec = Path(__file__).resolve().parents[2] / "examples" / "canary" / "mesh.yaml"
+    one = _build(spec, 10**9, "runtime,haproxy,envoy")
+    two = _build(spec, 1, "runtime,haproxy,envoy")
+    assert (one["forks"], two["forks"]) == (0, 1)
+    assert one == {**two, "forks": 0}
+    warned = two["diagnostics"]
+    assert isinstance(warned, list)
+    assert any("W701" in d and "HAProxy" in d for d in warned)
+    assert any("W701" in d and "Envoy" in d for d in warned)
