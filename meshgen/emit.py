@@ -25,7 +25,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 MANIFEST = "MANIFEST.json"
@@ -44,8 +44,33 @@ class VerifyError(Exception):
     """A generated file is broken: a bug in meshgen, reported as an internal error."""
 
 
+CHUNK = PARSE_MAX
+"""Characters encoded at a time when a file is hashed or written (:func:`encoded`): a file
+small enough to be parsed is one piece."""
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def encoded(text: str) -> Iterator[bytes]:
+    """``text`` as UTF-8, :data:`CHUNK` characters at a time: the same bytes as one
+    ``encode()``, but a DIST's 200 MB are never held encoded at once, so each piece reuses the
+    memory the one before it freed instead of faulting in fresh pages (~0.1 s per pass at
+    10,000 services, and a build makes two: the hashes in MANIFEST.json, then the write)."""
+    if len(text) <= CHUNK:
+        yield text.encode("utf-8")
+        return
+    for start in range(0, len(text), CHUNK):
+        yield text[start : start + CHUNK].encode("utf-8")
+
+
+def text_sha256(text: str) -> str:
+    """The sha256 of ``text`` encoded as UTF-8."""
+    digest = hashlib.sha256()
+    for piece in encoded(text):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 def manifest_text(
@@ -65,7 +90,7 @@ def manifest_text(
         "meshgen": version,
         "spec": {"name": spec_name, "sha256": sha256(spec_bytes)},
         "inputs": [{"path": name, "sha256": sha256(data)} for name, data in inputs],
-        "files": {path: sha256(text.encode("utf-8")) for path, text in sorted(files.items())},
+        "files": {path: text_sha256(text) for path, text in sorted(files.items())},
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -149,13 +174,17 @@ def emit(files: Mapping[str, str], dist: Path) -> None:
         for path, text in files.items():  # each file checked as written, then dropped
             target = tmp.joinpath(*_check_relative(path).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            data = text.encode("utf-8")
-            target.write_bytes(data)
-            check_syntax(path, data)
+            digest = hashlib.sha256()
+            with open(target, "wb") as out:
+                for data in encoded(text):
+                    out.write(data)
+                    digest.update(data)
+            if len(text) <= CHUNK:  # one piece: ``data`` is the whole file
+                check_syntax(path, data)
             if path == MANIFEST:
-                manifest = data
+                manifest = text.encode("utf-8")
             else:
-                hashes[path] = sha256(data)
+                hashes[path] = digest.hexdigest()
         if manifest is not None:
             check_manifest(manifest, hashes)
         tmp.chmod(0o755)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from meshgen import emit as emit_module
 from meshgen.emit import (
     MANIFEST,
     PARSE_MAX,
@@ -14,9 +15,11 @@ from meshgen.emit import (
     VerifyError,
     compare,
     emit,
+    encoded,
     manifest_text,
     read_tree,
     sha256,
+    text_sha256,
     verify,
 )
 
@@ -156,3 +159,18 @@ def test_files_larger_than_parse_max_are_checked_by_their_hash_only(tmp_path: Pa
     with pytest.raises(VerifyError, match="MANIFEST"):
         emit({**files, MANIFEST: stale}, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_large_file_is_written_and_hashed_in_pieces_as_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces of a few characters, so multi-byte characters sit on every boundary."""
+    monkeypatch.setattr(emit_module, "CHUNK", 3)
+    text = "é€x🙂" * 50 + "\n"
+    assert len(list(encoded(text))) > 1
+    assert b"".join(encoded(text)) == text.encode()
+    assert text_sha256(text) == sha256(text.encode())
+    files = {"grafana/dashboard.json": '{"a": "' + text.strip() + '"}\n', "README.txt": text}
+    files[MANIFEST] = manifest_text(files, "mesh.yaml", b"version: 1\n", "9.9.9")
+    emit(files, tmp_path / "dist")
+    assert read_tree(tmp_path / "dist") == {k: v.encode() for k, v in files.items()}
