@@ -24,6 +24,7 @@ from the folder that holds mesh.yaml, as the runtime's ``--root``).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -102,7 +103,9 @@ class Config:
             self.rules.setdefault(rule.service, []).append(rule)
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # by pool name
         self.grpc = any(c.protocol in HTTP2_PROTOCOLS for c in tables.clusters)
-        self._weights: dict[str, tuple[int, dict[int, int]]] = {}  # by service
+        self._servers: dict[str, tuple[int, dict[int, tuple[str, str]]]] = {}  # by service
+        self._limits: dict[str, str] = {}  # by service: its servers' maxconn and maxqueue
+        self._options: dict[str, str] = {}  # by service: its servers' TLS and protocol options
         for c in tables.clusters:
             self.pool(c.name, None, None, self.own_policy(c))
 
@@ -402,30 +405,44 @@ class Config:
                      f"hdr x-meshgen-overloaded true if {{ queue() ge {pending} }}")  # fmt: skip
         if retries is not None and retries.attempts > 0:  # type: ignore[attr-defined]
             lines.append(f"retries {retries.attempts}")  # type: ignore[attr-defined]
-            on = dict.fromkeys(k for cond in retries.on for k in RETRY_ON[cond])  # type: ignore[attr-defined]
-            lines.append("retry-on " + (" ".join(on) or "none"))
+            lines.append(retry_on(retries.on))  # type: ignore[attr-defined]
             lines.append("option redispatch 1")
         else:
             lines.append("retries 0")
+        return lines + self.servers(pool, self.limits_of(c))
+
+    def limits_of(self, c: Cluster) -> str:
+        """The ``maxconn`` and ``maxqueue`` options of every server of an HTTP service."""
+        try:
+            return self._limits[c.name]
+        except KeyError:
+            pass
         cb = c.circuit_breaker
-        limits = (f" maxconn {self.per_server(c, min(cb.max_requests, cb.max_connections))}"
-                  f" maxqueue {self.per_server(c, cb.max_pending_requests)}")  # fmt: skip
-        return lines + self.servers(pool, limits)
+        got = self._limits[c.name] = (
+            f" maxconn {self.per_server(c, min(cb.max_requests, cb.max_connections))}"
+            f" maxqueue {self.per_server(c, cb.max_pending_requests)}"
+        )
+        return got
 
     def per_server(self, c: Cluster, total: int) -> int:
         """A service-wide limit shared by its servers (DNS: by its server-template slots)."""
-        return math.ceil(total / (self.weights(c)[0] or DNS_SLOTS))
+        return math.ceil(total / (self.server_heads(c)[0] or DNS_SLOTS))
 
-    def weights(self, c: Cluster) -> tuple[int, dict[int, int]]:
-        """How many endpoints the service has, and each one's HAProxy weight by identity
-        (once per service: hashing frozen endpoints per pool was 0.2 s at 10,000 services)."""
+    def server_heads(self, c: Cluster) -> tuple[int, dict[int, tuple[str, str]]]:
+        """How many endpoints the service has, and by each one's identity its server name and
+        the start of its ``server`` line (name, address, HAProxy weight): made once per service,
+        as an endpoint is a server of several pools (hashing frozen endpoints per pool was
+        0.2 s at 10,000 services)."""
         try:
-            return self._weights[c.name]
+            return self._servers[c.name]
         except KeyError:
             pass
         everyone = self.endpoints(self.pool(c.name, None, None, self.own_policy(c)))
-        scaled = zip(everyone, scaled_weights(everyone), strict=True)
-        got = self._weights[c.name] = len(everyone), {id(e): w for e, w in scaled}
+        heads = {}
+        for e, w in zip(everyone, scaled_weights(everyone), strict=True):
+            name = server_name(e)
+            heads[id(e)] = name, f"server {name} {word(e.address)} weight {w}"
+        got = self._servers[c.name] = len(everyone), heads
         return got
 
     def servers(self, pool: Pool, limits: str, layer: int = 7) -> list[str]:
@@ -449,7 +466,7 @@ class Config:
             rise, fall = (hc.healthy_threshold, hc.unhealthy_threshold) if hc else (1, 1)
             lines.append(f"default-server inter {duration(inter)} rise {rise} fall {fall}")
         port = hc.port if hc is not None else None
-        tls = self.tls_options(c.name) + self.proto(c)
+        tls = self.server_options(c)
         if isinstance(c.discovery, DnsDiscovery):
             d = c.discovery
             target = d.query_name if d.record_type == "SRV" else f"{d.query_name}:{d.port}"
@@ -458,13 +475,23 @@ class Config:
             lines.append(f"server-template ep {DNS_SLOTS} {target} resolvers dns.{c.name} "
                          f"resolve-prefer {prefer} init-addr none{limits}{tls}{check}")  # fmt: skip
             return lines
-        weights = self.weights(c)[1]
+        heads = self.server_heads(c)[1]
         for e in self.endpoints(pool):
-            name, w = server_name(e), weights[id(e)]
+            name, head = heads[id(e)]
             state = check_options(od, layer, port) if own else f" track {c.name}/{name}"
             state = state if checked else ""
-            lines.append(f"server {name} {word(e.address)} weight {w}{limits}{tls}{state}")
+            lines.append(f"{head}{limits}{tls}{state}")
         return lines
+
+    def server_options(self, c: Cluster) -> str:
+        """TLS and protocol options of every server of ``c``, made once per service (at 10,000
+        services, three pools each, making them per pool was ~5 % of this target)."""
+        try:
+            return self._options[c.name]
+        except KeyError:
+            pass
+        got = self._options[c.name] = self.tls_options(c.name) + self.proto(c)
+        return got
 
     def proto(self, c: Cluster) -> str:
         """HTTP/2 to the servers of an ``http2``/``grpc`` service (ALPN ``h2`` with TLS), its
@@ -497,6 +524,13 @@ class Config:
         if dns:
             text += f" verifyhost {word(dns[0])}"
         return text
+
+
+@functools.lru_cache(maxsize=256)  # a mesh has few distinct lists, and a backend per pool
+def retry_on(conditions: tuple[str, ...]) -> str:
+    """The ``retry-on`` line for a retry policy's ``on`` conditions."""
+    on = dict.fromkeys(k for cond in conditions for k in RETRY_ON[cond])
+    return "retry-on " + (" ".join(on) or "none")
 
 
 def _target_conditions(r: Route) -> list[tuple[Target, str]]:

@@ -4,6 +4,7 @@ small per-backend option lines. Pure functions over table values; no config stru
 
 from __future__ import annotations
 
+import functools
 import re
 
 from meshgen.runtime.tables import Cluster, Endpoint, OutlierDetection
@@ -11,6 +12,7 @@ from meshgen.runtime.tables import Cluster, Endpoint, OutlierDetection
 MAX_WEIGHT = 256  # HAProxy server weights are 0..256
 _SAFE = re.compile(r"[A-Za-z0-9_./:,=+~@*-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NOT_IN_SERVER_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
 def word(text: str) -> str:
@@ -31,6 +33,7 @@ def fmt(text: str) -> str:
     return word(text.replace("%", "%%"))
 
 
+@functools.lru_cache(maxsize=4096)  # a mesh has few distinct durations, written many times
 def duration(seconds: float) -> str:
     """``1.5`` -> ``1500ms``, ``5.0`` -> ``5s`` (HAProxy time units)."""
     ms = max(1, round(seconds * 1000))
@@ -46,7 +49,7 @@ def scaled_weights(endpoints: tuple[Endpoint, ...]) -> list[int]:
 
 
 def server_name(endpoint: Endpoint) -> str:
-    return re.sub(r"[^A-Za-z0-9_.:-]", "_", endpoint.address)
+    return _NOT_IN_SERVER_NAME.sub("_", endpoint.address)
 
 
 def bind_address(host: str, port: int, name: str) -> str:
@@ -96,4 +99,4 @@ def check_options(od: OutlierDetection | None, layer: int = 7, port: int | None 
 
 def section(lines: list[str]) -> str:
     """A section's body, one indented line each (joined here: 1.6M template loop steps at 10k)."""
-    return "".join(f"    {line}\n" for line in lines)
+    return "    " + "\n    ".join(lines) + "\n" if lines else ""
