@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+from bisect import bisect_left
 
 from conftest import require_binary
 
@@ -75,6 +76,18 @@ def test_histogram_is_cumulative_with_inf_sum_and_count() -> None:
     assert f"meshgen_request_duration_seconds_count{prefix[39:]}}} 3" in text
     total = float(re.search(r"meshgen_request_duration_seconds_sum\{[^}]*\} (\S+)", text)[1])
     assert math.isclose(total, 42.008)
+
+
+def test_a_duration_counts_in_the_first_bucket_whose_bound_is_not_below_it() -> None:
+    """Every duration lands where ``bisect_left`` over the bounds puts it: on a bound in that
+    bound's bucket (``le`` is inclusive), just past it in the next, past the last in +Inf."""
+    for bound in LATENCY_BUCKETS:
+        for d in (math.nextafter(bound, 0.0), bound, math.nextafter(bound, math.inf)):
+            m = Metrics()
+            m.observe_request("edge", "r1", "reviews", "", 200, d)
+            counts = m.durations["edge", "r1", "reviews"].counts
+            assert counts.index(1) == bisect_left(LATENCY_BUCKETS, d), d
+            assert sum(counts) == 1
 
 
 def test_label_values_are_escaped() -> None:

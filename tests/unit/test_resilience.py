@@ -52,14 +52,14 @@ def test_retry_budget_grows_with_requests_and_expires_with_the_window() -> None:
     clock = Clock()
     budget = RetryBudget(ratio=0.2, min_per_second=0, clock=clock)
     for _ in range(50):
-        budget.record_request()
+        budget.record_request(clock.now)
     assert sum(budget.try_retry() for _ in range(20)) == 10
     clock.now += 5
     assert not budget.try_retry()
     clock.now += 5.5
     assert not budget.try_retry()  # the requests that funded retries are gone too
     for _ in range(5):
-        budget.record_request()
+        budget.record_request(clock.now)
     assert budget.try_retry() and not budget.try_retry()
 
 

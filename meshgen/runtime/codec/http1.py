@@ -32,7 +32,10 @@ move from one transport to the other inside ``data_received`` without a task swi
   ``request_head_timeout`` of its first byte (a new connection's first head: of the accept),
   else 408 (a connection that sent nothing is just closed) and close; a keep-alive connection
   with no request in flight closes after ``client_idle_timeout``. While a request is in flight
-  the route's ``timeout`` and ``idle_timeout`` apply instead.
+  the route's ``timeout`` and ``idle_timeout`` apply instead. The time a head began is read
+  only when the read that brought its first byte did not also complete it (the common head
+  arrives whole, and its time would never be used), at the end of that read's parsing: the
+  same loop pass.
 * Upgrade: after a request with ``Upgrade`` (llhttp hands everything after its head over as
   raw bytes) its Content-Length body is forwarded, then reading pauses until the answer: a 101
   starts the tunnel with what was read meanwhile; any other answer means the upstream refused,
@@ -489,8 +492,9 @@ class ServerConnection(asyncio.Protocol):
             self._after_upgrade(data)
             return
         clock = self._clock
-        if clock.phase == IDLE:  # the first byte of the next request: its head is timed
-            clock.phase, clock.since = HEAD, self.loop.time()  # type: ignore[union-attr]
+        began = clock.phase == IDLE  # the first byte of the next request: its head is timed,
+        if began:  # from now, once it is known not to end in this read (module docstring)
+            clock.phase = HEAD
         n = self._chunk = len(data)
         self._slack = 0
         if self._req_in_progress:
@@ -508,6 +512,8 @@ class ServerConnection(asyncio.Protocol):
             return
         finally:
             self._read = b""
+            if began and clock.phase == HEAD:
+                clock.since = self.loop.time()  # type: ignore[union-attr]
         if self._req_in_progress:  # a head goes on past this read
             req = self._req
             if self._head_raw - self._head_slack > self._max_head:

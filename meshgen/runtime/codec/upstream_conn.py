@@ -126,6 +126,21 @@ class WriteBatch:
                     transport.write(data)
 
 
+NAMES_KEPT: Final = 4096
+_NAMES: dict[bytes, bytes] = {}  # response header names as sent -> lower case (bounded)
+
+
+def _lower(name: bytes) -> bytes:
+    """A response header name not seen yet, in lower case. Kept, because endpoints send the
+    same few names on every response: a dict lookup instead of a method call per header, and
+    the kept name's hash (every set and dict that the proxy looks it up in) is computed once."""
+    k = name.lower()
+    if len(_NAMES) >= NAMES_KEPT:
+        _NAMES.clear()
+    _NAMES[name] = k
+    return k
+
+
 _BATCHES: WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch] = WeakKeyDictionary()
 
 
@@ -256,7 +271,6 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.until_close = True  # until a Content-Length or Transfer-Encoding says otherwise
         self.has_length = False
         self.downstream = downstream
-        self.last_activity = loop.time()
         assert self._batch is not None
         self._batch.send(self.transport, head)
 
@@ -279,10 +293,14 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     def arm_upload(self, idle: float, after: float) -> None:
         """While the request body arrives: abort when no byte moves either way for ``idle``;
-        once the body is complete (:meth:`finish`), ``arm(after)``."""
+        once the body is complete (:meth:`finish`), ``arm(after)``. Idle counts from now (the
+        head went out in this loop pass; a request without a body never reads the time
+        for it)."""
+        now = self._loop.time()  # type: ignore[union-attr]
+        self.last_activity = now
         self._upload_idle = idle
         self._after_upload = after
-        self._timer.set(self._loop.time() + idle)  # type: ignore[union-attr]
+        self._timer.set(now + idle)
 
     def disarm(self) -> None:
         self._timer.due = 0.0
@@ -472,7 +490,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._expecting:  # a second response after the one that answered
             raise httptools.HttpParserError("unsolicited response")
-        k = name.lower()
+        k = _NAMES.get(name) or _lower(name)
         self.headers.append((k, value))  # counted after the read or the head
         if self.head_count and len(self.headers) - self.head_count > self._max_headers:
             raise httptools.HttpParserError("too many trailer fields")

@@ -64,7 +64,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
 
-from ..codec.http1 import RequestBody
+from ..codec.http1 import Request, RequestBody
 from ..codec.paths import split_target
 from ..policy import grpc
 from ..policy.resilience import PendingSlot, backoff_delay, retryable
@@ -360,7 +360,11 @@ class Attempt:
                     self.grpc_deadline = gen.clock() + timeout
             if req.request_id is None:  # made here, so routes, the head and a mirror see it
                 made = _IDS.made = _IDS.made + 1
-                rid = req.request_id = _ID_PREFIX + str(made).encode()
+                rid = _ID_PREFIX + str(made).encode()
+                if isinstance(req, Request):  # (compiled code sets an attribute of a union of
+                    req.request_id = rid  # classes by name: the proxy's own is set natively)
+                else:
+                    req.request_id = rid
                 req.headers.append((b"x-request-id", rid))
             where = _SPLITS.get(req.target)
             if where is None:
@@ -433,7 +437,7 @@ class Attempt:
             if policy is not None:
                 budget = gen.budgets.get(id(target))
                 if budget is not None:
-                    budget.record_request()
+                    budget.record_request(now)
             breaker = self.breaker = gen.breakers[target.service]
             upload = req.body
             timeout = target.timeout_s

@@ -8,11 +8,11 @@ names and labels are documented there (and in docs/reference.md, Metrics).
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Final
 
 # Request latency buckets (seconds): 1 ms .. 30 s, dense where proxies usually live.
-LATENCY_BUCKETS: tuple[float, ...] = (
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     0.001,
     0.0025,
     0.005,
@@ -84,7 +84,12 @@ class Counters:
             hist = self.durations[hkey]
         except KeyError:
             hist = self.durations[hkey] = Histogram()
-        hist.counts[bisect_left(LATENCY_BUCKETS, duration_s)] += 1
+        i = 0  # the first bound not below the duration (``bisect_left`` as a loop: compiled
+        for bound in LATENCY_BUCKETS:  # code runs it natively instead of calling the module
+            if duration_s <= bound:  # by name; most requests stop at the first bound)
+                break
+            i += 1
+        hist.counts[i] += 1
         hist.total += duration_s
 
     def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:

@@ -168,10 +168,11 @@ class RetryBudget:
         live = [b for b in self._buckets if b[0] > oldest]
         return sum(b[1] for b in live), sum(b[2] for b in live)
 
-    def record_request(self) -> None:
-        """Count one original (non-retry) request (once per request: the same second's
-        bucket is kept at hand)."""
-        second = int(self._clock())
+    def record_request(self, now: float) -> None:
+        """Count one original (non-retry) request at clock time ``now`` (the caller's reading
+        of this budget's clock: one reading per request; the same second's bucket is kept at
+        hand)."""
+        second = int(now)
         bucket = self._now
         if bucket[0] == second:
             bucket[1] += 1
