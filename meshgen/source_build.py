@@ -112,6 +112,7 @@ class _Builder:
         self.count = 0  # nodes built, aliases expanded
         self.alias_nodes = 0
         self.memo: dict[int, tuple[Any, int] | None] | None = {} if aliases_possible else None
+        self.plain: dict[str, Any] = {}  # a plain scalar's text -> its value (most repeat)
 
     def error(
         self,
@@ -170,12 +171,19 @@ class _Builder:
         return done[0]
 
     def scalar(self, node: ScalarNode) -> Any:
+        """A scalar's value; a plain one's is remembered in ``plain``, where :meth:`mapping` and
+        :meth:`sequence` look first (at 10,000 services 500,000 plain scalars have 90,000
+        texts)."""
         tag, text = node.tag, node.value
-        if tag is PLAIN:
-            return _core_scalar(text)
-        if tag == STR:
-            return text
-        value = _core_scalar(text)
+        try:
+            if tag is PLAIN:
+                value = self.plain[text] = _core_scalar(text)
+                return value
+            if tag == STR:
+                return text
+            value = _core_scalar(text)
+        except _NotFinite:
+            return self.not_finite(node)
         expected: Any = _TAGGED.get(tag)
         if (
             expected is None
@@ -188,7 +196,7 @@ class _Builder:
 
     def mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        scalar, value = self.scalar, self.value
+        plain, scalar, value = self.plain, self.scalar, self.value
         for knode, vnode in node.value:
             if knode.__class__ is not ScalarNode:
                 kind = "mapping" if isinstance(knode, MappingNode) else "sequence"
@@ -207,23 +215,19 @@ class _Builder:
                 )
                 continue
             if vnode.__class__ is ScalarNode:
-                try:
-                    out[key] = _core_scalar(vnode.value) if vnode.tag is PLAIN else scalar(vnode)
-                except _NotFinite:
-                    out[key] = self.not_finite(vnode)
+                got = plain.get(vnode.value, _MISSING) if vnode.tag is PLAIN else _MISSING
+                out[key] = scalar(vnode) if got is _MISSING else got
             else:
                 out[key] = value(vnode, depth + 1, knode)
         return out
 
     def sequence(self, node: SequenceNode, depth: int) -> list[Any]:
         out: list[Any] = []
-        append, scalar, value = out.append, self.scalar, self.value
+        append, plain, scalar, value = out.append, self.plain, self.scalar, self.value
         for item in node.value:
             if item.__class__ is ScalarNode:
-                try:
-                    append(_core_scalar(item.value) if item.tag is PLAIN else scalar(item))
-                except _NotFinite:
-                    append(self.not_finite(item))
+                got = plain.get(item.value, _MISSING) if item.tag is PLAIN else _MISSING
+                append(scalar(item) if got is _MISSING else got)
             else:
                 append(value(item, depth + 1, item))
         return out

@@ -171,6 +171,18 @@ def test_all_duplicate_keys_reported_sorted() -> None:
     assert [where(d) for d in diags] == [("E008", 2, 11), ("E008", 3, 1)]
 
 
+def test_repeated_values_are_the_same_values_and_each_bad_one_is_reported() -> None:
+    """A plain scalar's value is remembered by its text: a repeat is the same value, and a
+    repeat of a non-finite number is reported where it is too."""
+    doc = ok("a: [5, 5, '5', 0x10, yes, null]\nb: {c: 5, d: 0x10, e: null, f: '5'}\n")
+    assert doc.data == {
+        "a": [5, 5, "5", 16, "yes", None],
+        "b": {"c": 5, "d": 16, "e": None, "f": "5"},
+    }
+    diags = loads("a: [.nan, .nan]\nb: {c: .nan}\n", "m.yaml")[1]
+    assert [where(d) for d in diags] == [("E015", 1, 5), ("E015", 1, 11), ("E015", 2, 8)]
+
+
 def test_syntax_error_has_context_note() -> None:
     """A YAML syntax error keeps PyYAML's context as a related span."""
     diag = only(loads("a: [1\nb: 2\n", "m.yaml")[1])
