@@ -45,10 +45,14 @@ if TYPE_CHECKING:
     from meshgen.targets import RenderContext, Target
 
 ASIDE = "runtime"
-"""The target a large build renders in a forked child (:mod:`meshgen.forked`), with every
-target's GAPS.txt, while this process renders the others. At 10,000 services the runtime target
-takes ~1.9 s of CPU and the GAPS.txt files ~0.6 s, against ~2.6 s for HAProxy's and Envoy's
-configs; both sides' files are small to pass back (Envoy's would be 130 MB)."""
+"""The target a large build renders in a forked child (:mod:`meshgen.forked`), with HAProxy's
+GAPS.txt (:data:`ASIDE_GAPS`), while this process renders the others and Envoy's GAPS.txt. At
+10,000 services the child's share takes ~2.6 s of CPU (the runtime target ~1.9 s, the rest is
+the fork's copied pages and passing the files back), this process's ~2.4 s (HAProxy ~0.75 s,
+Envoy ~1.3 s and its GAPS.txt ~0.3 s); the child's files are small to pass back (Envoy's would
+be 130 MB)."""
+ASIDE_GAPS = ("haproxy",)
+"""The targets whose GAPS.txt the child writes beside :data:`ASIDE`'s files."""
 ASIDE_FROM = 1000
 """Fewest clusters that make a build fork: below, rendering takes well under a second."""
 
@@ -214,11 +218,24 @@ def _compile(result: Result, version: str, only: Targets) -> Result:
     inputs = _inputs(doc)
     ctx = targets.make_context(" + ".join(name for name, _ in inputs), version)
     chosen = targets.selected(only)
-    aside = [t for t in chosen if t.name == ASIDE] if len(tables.clusters) >= ASIDE_FROM else []
-    work = partial(_beside, aside, chosen, tables, ctx, mesh, doc, only is not None)
+    large = len(tables.clusters) >= ASIDE_FROM
+    aside = [t for t in chosen if large and t.name == ASIDE]
+    gapped = [t for t in chosen if t.gaps is not None]
+    gapped_aside = [t for t in gapped if large and t.name in ASIDE_GAPS]
+    warn = only is not None
+    work = partial(_work, aside, gapped_aside, tables, ctx, mesh, doc, warn)
     with Beside(work, fork=bool(aside)) as beside:
-        files = _render([t for t in chosen if t not in aside], tables, ctx)
-        more, warned = beside.result()
+        files, warned = _work(
+            [t for t in chosen if t not in aside],
+            [t for t in gapped if t not in gapped_aside],
+            tables,
+            ctx,
+            mesh,
+            doc,
+            warn,
+        )
+        more, warned_aside = beside.result()
+    warned += warned_aside
     files.update(more)
     _add(result, warned)
     files[MANIFEST] = manifest_text(files, inputs[0][0], inputs[0][1], version, inputs[1:])
@@ -235,25 +252,23 @@ def _render(chosen: Sequence[Target], tables: Tables, ctx: RenderContext) -> dic
     return files
 
 
-def _beside(
-    aside: Sequence[Target],
-    chosen: Sequence[Target],
+def _work(
+    renders: Sequence[Target],
+    gapped: Sequence[Target],
     tables: Tables,
     ctx: RenderContext,
     mesh: Mesh,
     doc: Document,
     warn: bool,
 ) -> tuple[dict[str, str], list[Diagnostic]]:
-    """What a large build does in its forked child: the files of the ``aside`` targets and the
-    GAPS.txt of every ``chosen`` target that has gaps, with their W701 warnings when ``warn``
-    (the targets were named)."""
+    """The files of the ``renders`` targets and the GAPS.txt of the ``gapped`` ones, with
+    their W701 warnings when ``warn`` (the targets were named)."""
     from meshgen.targets import gaps as target_gaps
 
-    files = _render(aside, tables, ctx)
+    files = _render(renders, tables, ctx)
     warned: list[Diagnostic] = []
-    for target in chosen:
-        if target.gaps is None:
-            continue
+    for target in gapped:
+        assert target.gaps is not None
         found = target_gaps.located(target.gaps(tables), mesh, doc)
         files[f"{target.name}/GAPS.txt"] = target_gaps.gaps_text(ctx.header, target.engine, found)
         if warn:
