@@ -668,8 +668,9 @@ class ServerConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Write at the end of this loop pass (a head, a whole small response): see
-        :class:`~.upstream_conn.WriteBatch`."""
-        if self.transport is not None and not self.transport.is_closing():
+        :class:`~.upstream_conn.WriteBatch`, which drops it if the transport is closing by
+        then: no second check here, once per response."""
+        if self.transport is not None:
             assert self.batch is not None
             self.batch.send(self.transport, data)
 

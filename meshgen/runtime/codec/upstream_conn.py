@@ -378,7 +378,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
-        self.last_activity = self._loop.time()  # type: ignore[union-attr]
+        if self._upload_idle or self._sink is not None:  # watched: an upload, a body
+            self.last_activity = self._loop.time()  # type: ignore[union-attr]
         if self.upgraded is not None:
             if self._sink is not None:
                 self._sink(data)

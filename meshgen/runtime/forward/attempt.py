@@ -410,6 +410,7 @@ class Attempt:
         else:
             route, target = self.route, self.target
         assert target is not None
+        plan = gen.plan(target)
         if phase <= _AFTER_DELAY:
             assert route is not None
             if phase != _ROUTE:
@@ -417,14 +418,13 @@ class Attempt:
             fault = route.fault
             if fault is not None and fault.abort_status and router.chance(fault.abort_percent):
                 return self._local(Answer(fault.abort_status, FAULT_BODY))
-            service = target.service
-            bucket = gen.service_buckets.get(service)
+            bucket = plan.bucket
             if bucket is not None:
                 wait = bucket.try_acquire()
                 if wait is not None:
                     return self._limited(wait)
-            if service in gen.hashing:
-                lb = gen.clusters[service].load_balancer
+            if plan.hashing:
+                lb = gen.clusters[target.service].load_balancer
                 self.hash_key = request_hash_key(lb, req.header, req.conn.client_ip)
             mirror = route.mirror
             if mirror is not None and router.chance(mirror.percent):
@@ -435,10 +435,10 @@ class Attempt:
         policy = target.retries
         if phase <= _TRIES:  # the retry budget counts the request; the route timeout starts
             if policy is not None:
-                budget = gen.budgets.get(id(target))
+                budget = plan.budget
                 if budget is not None:
                     budget.record_request(now)
-            breaker = self.breaker = gen.breakers[target.service]
+            breaker = self.breaker = plan.breaker
             upload = req.body
             timeout = target.timeout_s
             deadline = now + timeout if upload is None else request_deadline(upload, now, timeout)

@@ -48,12 +48,28 @@ class Histogram:
         return out
 
 
+class Series:
+    """One ``meshgen_requests_total`` series' count and the duration histogram of its
+    (listener, route, service), together: a finished request updates both after one lookup
+    (two counters keyed by tuples cost a tuple, two hashes and three lookups more)."""
+
+    __slots__ = ("count", "hist")
+
+    def __init__(self, hist: Histogram) -> None:
+        self.count = 0
+        self.hist = hist
+
+
+RequestKey = tuple[str, str, str, str, int, str]
+"""``meshgen_requests_total``'s labels: listener, route, service, subset, code, grpc_status."""
+
+
 class Counters:
     """Requests, tries, retries, 429s, denials, circuit state and tcp traffic, keyed by
     label-value tuples (no locks: the runtime is one asyncio thread)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str, int, str], int] = {}
+        self.requests: dict[RequestKey, Series] = {}
         self.durations: dict[tuple[str, str, str], Histogram] = {}
         self.upstream_requests: dict[tuple[str, str, int | str], int] = {}
         self.retries: dict[tuple[str], int] = {}
@@ -75,15 +91,11 @@ class Counters:
         grpc_status: str = "",
     ) -> None:
         key = (listener, route, service, subset, code, grpc_status)
-        try:  # (the common case without a method call: once per request)
-            self.requests[key] += 1
-        except KeyError:
-            self.requests[key] = 1
-        hkey = (listener, route, service)
-        try:
-            hist = self.durations[hkey]
-        except KeyError:
-            hist = self.durations[hkey] = Histogram()
+        series = self.requests.get(key)
+        if series is None:
+            series = self._series(key)
+        series.count += 1
+        hist = series.hist
         i = 0  # the first bound not below the duration (``bisect_left`` as a loop: compiled
         for bound in LATENCY_BUCKETS:  # code runs it natively instead of calling the module
             if duration_s <= bound:  # by name; most requests stop at the first bound)
@@ -91,6 +103,15 @@ class Counters:
             i += 1
         hist.counts[i] += 1
         hist.total += duration_s
+
+    def _series(self, key: RequestKey) -> Series:
+        """A new request series, with its (listener, route, service) histogram."""
+        hkey = (key[0], key[1], key[2])
+        hist = self.durations.get(hkey)
+        if hist is None:
+            hist = self.durations[hkey] = Histogram()
+        series = self.requests[key] = Series(hist)
+        return series
 
     def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:
         key = (service, endpoint, code)

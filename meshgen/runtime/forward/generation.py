@@ -33,6 +33,20 @@ CLIENT: Final = ""  # the in-process client's "listener": no listener, every rou
 log = logging.getLogger("meshgen.proxy")
 
 
+class Plan:
+    """What the request machine consults for one route destination (a ``Target``): its
+    service's circuit breaker, rate-limit bucket and balancer kind, and its retry budget.
+    Looked up once per request, by the target's ``id``, instead of four lookups by name."""
+
+    __slots__ = ("breaker", "bucket", "budget", "hashing")
+
+    def __init__(self, gen: Generation, target: Target) -> None:
+        self.breaker = gen.breakers[target.service]
+        self.bucket = gen.service_buckets.get(target.service)
+        self.budget = gen.budgets.get(id(target))
+        self.hashing = target.service in gen.hashing
+
+
 class Generation:
     """Everything derived from one table generation; immutable apart from counters."""
 
@@ -100,6 +114,15 @@ class Generation:
         # ``header_ops.get(name) or ops(route)``.
         self.header_ops: dict[str, tuple[CompiledOps, CompiledOps]] = {}
         self._shadows: dict[tuple[str, str | None], Target] = {}
+        # Keyed by ``id`` of the tables' targets (and the shadows'), which live as long as
+        # this generation: :meth:`plan`.
+        self._plans = {id(t): Plan(self, t) for r in tables.routes for t in r.to}
+
+    def plan(self, target: Target) -> Plan:
+        """``target``'s :class:`Plan` (made anew for a target that is not this generation's,
+        as a test's may be)."""
+        plan = self._plans.get(id(target))
+        return plan if plan is not None else Plan(self, target)
 
     def ops(self, route: Route) -> tuple[CompiledOps, CompiledOps]:
         """The route's (request, response) header operations, compiled on first use."""
@@ -120,6 +143,7 @@ class Generation:
             target = self._shadows[key] = Target(
                 mirror.service, mirror.subset, 0, cluster.timeout_s, cluster.idle_timeout_s, None
             )
+            self._plans[id(target)] = Plan(self, target)
         return target
 
 

@@ -135,8 +135,10 @@ def watch_idle(
     conn: UpstreamConnection, idle: float, loop: asyncio.AbstractEventLoop
 ) -> Callable[[], None]:
     """Abort ``conn`` once no byte arrived for ``idle`` seconds (the route's idle_timeout on a
-    response body); returns the function that stops watching."""
+    response body), counted from now; returns the function that stops watching. (The
+    connection stamps ``last_activity`` only while someone watches: its body goes to a sink.)"""
     handle: asyncio.TimerHandle | None = None
+    conn.last_activity = loop.time()
 
     def check() -> None:
         nonlocal handle

@@ -181,7 +181,7 @@ class Metrics(Counters):
     # --- reading ------------------------------------------------------------------------
     def _families(self) -> Iterable[tuple[str, Iterable[tuple[tuple[object, ...], float]]]]:
         """(family name, (label values, value)...) for every non-histogram family."""
-        yield "meshgen_requests_total", ((k, float(v)) for k, v in self.requests.items())
+        yield "meshgen_requests_total", ((k, float(v.count)) for k, v in self.requests.items())
         yield (
             "meshgen_upstream_requests_total",
             ((k, float(v)) for k, v in self.upstream_requests.items()),
