@@ -23,7 +23,7 @@ import pytest
 import trustme
 from polling import eventually
 from pytest_httpserver import HTTPServer
-from runtime_harness import run_dist, write_dist
+from runtime_harness import Runtime, run_dist, write_dist
 
 from meshgen import certs
 from meshgen.runtime import tables as t
@@ -378,3 +378,74 @@ def test_a_tls_client_that_never_finishes_its_handshake_is_dropped_at_the_head_t
                 assert sock.recv(1) == b""  # closed by the proxy (a timeout raises)
         assert time.monotonic() - started < 5
         assert https(rt.port, mesh_root, "frontend", "POST", "/charge")[:2] == (200, b"charged")
+
+
+def admin_metrics(rt: Runtime) -> list[str]:
+    """The runtime's /metrics lines."""
+    admin_host, admin_port = str(rt.ready["admin"]).rsplit(":", 1)
+    conn = http.client.HTTPConnection(admin_host, int(admin_port), timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode().splitlines()
+    finally:
+        conn.close()
+
+
+def test_a_tls_listener_counts_connections_from_the_accept(
+    mesh_root: Path, payments_backend: HTTPServer
+) -> None:
+    """max_connections holds while handshakes are unfinished (HAProxy counts at accept): two
+    silent connections fill a listener of two, the third is closed at once and counted, and a
+    place freed by a handshake that timed out serves a real caller again."""
+    tables = mtls_tables(payments_backend)
+    (edge,) = tables.listeners
+    limits = t.Limits(max_connections=2, request_head_timeout_s=3.0)
+    limited = dataclasses.replace(edge, limits=limits)
+    dist = write_dist(mesh_root / "dist", dataclasses.replace(tables, listeners=(limited,)))
+    with run_dist(dist) as rt:
+        silent = [socket.create_connection(("127.0.0.1", rt.port), timeout=10) for _ in range(2)]
+        time.sleep(0.3)  # both accepted
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as third:
+            assert third.recv(1) == b""
+        assert time.monotonic() - started < 1.5  # refused, not left to the 3 s timeout
+        refused = 'meshgen_connections_rejected_total{listener="edge",reason="max_connections"} 1'
+        assert refused in admin_metrics(rt)
+        for sock in silent:
+            with sock:
+                assert sock.recv(1) == b""  # the handshake timed out
+        assert https(rt.port, mesh_root, "frontend", "POST", "/charge")[:2] == (200, b"charged")
+        assert refused in admin_metrics(rt)  # the places were given back: no new refusal
+
+
+def test_a_request_sent_with_the_clients_finished_is_served(
+    mesh_root: Path, payments_backend: HTTPServer
+) -> None:
+    """A TLS 1.3 client's first request can arrive in the same read as its Finished, before the
+    listener's protocol has the connection: it is kept and served, not lost."""
+    dist = write_dist(mesh_root / "dist", mtls_tables(payments_backend))
+    ctx = ssl.create_default_context(cafile=mesh_root / "certs/ca.pem")
+    ctx.load_cert_chain(mesh_root / "certs/frontend.pem", mesh_root / "certs/frontend-key.pem")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    with run_dist(dist) as rt:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls_client = ctx.wrap_bio(incoming, outgoing, server_hostname="edge")
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as sock:
+            while True:
+                try:
+                    tls_client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            request = b"POST /charge HTTP/1.1\r\nHost: payments\r\nContent-Length: 2\r\n\r\n{}"
+            tls_client.write(request)
+            sock.sendall(outgoing.read())  # the Finished and the request in one send
+            answer = b""
+            while b"charged" not in answer:
+                incoming.write(sock.recv(65536))
+                try:
+                    answer += tls_client.read(65536)
+                except ssl.SSLWantReadError:
+                    continue
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]

@@ -53,6 +53,7 @@ from typing import IO, Any, Final
 
 from .. import SELECTED
 from ..codec.guard import raise_fd_limit
+from ..codec.tls_accept import TlsAccept
 from ..compiled import describe as runtime_kind
 from ..forward.generation import Generation
 from ..forward.proxy import Proxy
@@ -258,24 +259,23 @@ class Runtime:
             same_address = old is not None and (old.host, old.port) == (lst.host, lst.port)
             if old is not None and same_address and old.ssl is ctx:
                 continue
+            guard = self.proxy.guard(lst)
             factory: Callable[[], asyncio.Protocol] = (
-                self.tcp.protocol(lst, self.proxy.guard(lst))
-                if lst.protocol == "tcp"
-                else self.proxy.protocol(lst)
+                self.tcp.protocol(lst, guard) if lst.protocol == "tcp" else self.proxy.protocol(lst)
             )
-            # the handshake comes before the request head: its timeout bounds both
-            handshake = lst.limits.request_head_timeout_s if ctx is not None else None
+            if ctx is not None:  # counted from the accept; the handshake comes before the
+                # request head, so the head's timeout bounds both (codec/tls_accept.py)
+                timeout = lst.limits.request_head_timeout_s
+                factory = TlsAccept.factory(factory, guard, ctx, timeout)
             if old is not None and same_address:
                 fd = os.dup(old.server.sockets[0].fileno())
                 server = await loop.create_server(
-                    factory, sock=socket.socket(fileno=fd), ssl=ctx, backlog=1024,
-                    ssl_handshake_timeout=handshake,
-                )  # fmt: skip
+                    factory, sock=socket.socket(fileno=fd), backlog=1024
+                )
             else:
                 server = await loop.create_server(
-                    factory, lst.host, lst.port, ssl=ctx, reuse_address=True, backlog=1024,
-                    ssl_handshake_timeout=handshake,
-                )  # fmt: skip
+                    factory, lst.host, lst.port, reuse_address=True, backlog=1024
+                )
             self.servers[lst.name] = _Bound(server, lst.host, lst.port, ctx)
             if old is not None:
                 old.server.close()

@@ -3,7 +3,8 @@
 Theory of operation: each listener (and the admin server) has one :class:`ListenerGuard` for
 the life of the process; a reload updates its ``limits`` in place, so connections opened from
 then on follow the new tables while open ones keep theirs. A new connection is admitted by
-:meth:`ListenerGuard.admit` or accepted and closed at once (as Envoy's listener connection
+:meth:`ListenerGuard.admit` (a TLS listener's at its accept, before the handshake:
+codec/tls_accept.py) or accepted and closed at once (as Envoy's listener connection
 limit; HAProxy's ``maxconn`` leaves it in the backlog instead): beyond the listener's
 ``max_connections``, or when the process is within :data:`PROXY_FD_RESERVE` descriptors of its
 ``RLIMIT_NOFILE`` (the admin server keeps a smaller reserve, so ``/healthz`` still answers when
@@ -156,6 +157,11 @@ class ListenerGuard:
             return False
         self.open += 1
         return True
+
+    def hand_over(self) -> None:
+        """An admitted connection passes to a protocol that admits it again: a TLS connection
+        whose handshake is done (codec/tls_accept.py)."""
+        self.open -= 1
 
     def release(self) -> None:
         """An admitted connection is gone."""
