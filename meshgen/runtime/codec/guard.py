@@ -172,6 +172,16 @@ class ListenerGuard:
         self._count(self.name, reason)
 
 
+def aborted_if_stalled(transport: asyncio.Transport, head: bool) -> bool:
+    """At a client's deadline (``head``: its request head's): abort the connection if it is
+    closing or, past the idle deadline, still holds answers the client has not taken; a close
+    would wait for such a client for ever. True if it was aborted."""
+    if transport.is_closing() or (not head and transport.get_write_buffer_size()):
+        transport.abort()
+        return True
+    return False
+
+
 IDLE, HEAD, BUSY = 0, 1, 2
 """Phases of a client connection: waiting for a request (``client_idle_timeout``), receiving a
 request head (``request_head_timeout``), a request in flight (the route's timeouts apply)."""

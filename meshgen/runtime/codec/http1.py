@@ -66,7 +66,7 @@ from typing import Final, Protocol, cast
 
 import httptools
 
-from .guard import BUSY, HEAD, IDLE, ClientClock, ListenerGuard
+from .guard import BUSY, HEAD, IDLE, ClientClock, ListenerGuard, aborted_if_stalled
 from .paths import target_authority, valid_host
 from .upstream_conn import BodySink, Headers, WriteBatch, head_size, write_batch
 from .upstream_conn import UpstreamConnection as UpstreamConnection
@@ -790,12 +790,8 @@ class ServerConnection(asyncio.Protocol):
         """The client's head or idle deadline passed (:class:`~.guard.ClientClock`)."""
         if self.closed:
             return
-        transport = self.transport
-        if transport is not None and (
-            transport.is_closing() or (not head and transport.get_write_buffer_size())
-        ):
-            transport.abort()  # a client that does not take its answer: a close would wait
-            return  # for it for ever
+        if self.transport is not None and aborted_if_stalled(self.transport, head):
+            return
         if self.h2 is not None:
             self.h2.expired(head)
             return

@@ -51,6 +51,7 @@ from ..codec.guard import (
     REASONS,
     ClientClock,
     ListenerGuard,
+    aborted_if_stalled,
 )
 from ..tables import Limits, Tables
 from .alerts import AlertEvaluator
@@ -196,11 +197,11 @@ class _AdminProtocol(asyncio.Protocol):
 
     def _expired(self, head: bool) -> None:
         transport = self.transport
+        if transport is None or aborted_if_stalled(transport, head):
+            return
         if head:
             self._refuse(408, "request_head_timeout", b"request timeout\n")
-        elif transport is not None and transport.get_write_buffer_size():
-            transport.abort()  # answers it does not take: a close would wait for them for ever
-        elif transport is not None:
+        else:
             transport.close()
 
     def _refuse(self, status: int, reason: str, body: bytes) -> None:
