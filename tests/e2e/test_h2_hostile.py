@@ -2,10 +2,10 @@
 framing layer (``hyperframe``): each attack ends with the connection limited or closed (GOAWAY
 with the right code) and the runtime's memory bounded, and the runtime goes on serving.
 
-Attacks: a rapid-reset flood (CVE-2023-44487), more streams than announced, a header list
-over the limit, a CONTINUATION flood, a flow-control window overflow, garbage after the
-preface, and slow readers (one stream of tens of MiB, many streams that are never read) and
-a large upload to an endpoint that is slow to read.
+Attacks: a rapid-reset flood (CVE-2023-44487), PING and SETTINGS floods, more streams than
+announced, a header list over the limit, a CONTINUATION flood, a flow-control window
+overflow, garbage after the preface, and slow readers (one stream of tens of MiB, many
+streams that are never read) and a large upload to an endpoint that is slow to read.
 """
 
 from __future__ import annotations
@@ -104,6 +104,21 @@ def test_rapid_reset_flood_is_cut_off(tmp_path: Path) -> None:
         assert peer.wait_closed()
         assert peer.goaway == ENHANCE_YOUR_CALM
         assert upstream_tries(rt) < 200  # reset streams do not go on to the endpoint
+        assert 'reason="bad_request"} 1' in rt.admin("/metrics")
+        still_serves(rt)
+
+
+@pytest.mark.parametrize("frame", [b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong",
+                                   b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"])  # fmt: skip
+def test_a_ping_or_settings_flood_is_cut_off(tmp_path: Path, frame: bytes) -> None:
+    """PING and SETTINGS each ask for an answer, which ``h2`` makes at ~30 us a frame: 20,000
+    of them in a few writes end the connection (GOAWAY ENHANCE_YOUR_CALM) after the budget of
+    1,000, instead of holding the event loop while every answer is made."""
+    with proxied(tmp_path) as rt:
+        peer = Peer(rt.port)
+        peer.send_raw(frame * 20000)
+        assert peer.wait_closed()
+        assert peer.goaway == ENHANCE_YOUR_CALM
         assert 'reason="bad_request"} 1' in rt.admin("/metrics")
         still_serves(rt)
 

@@ -158,21 +158,26 @@ def test_a_status_outside_200_599_is_a_502(tmp_path: Path) -> None:
         assert rt.proc.poll() is None and "Traceback" not in rt.log_text()
 
 
-def test_an_endpoint_flooding_pings_without_reading_is_not_buffered_for(tmp_path: Path) -> None:
-    """Each PING asks for an acknowledgement; an endpoint that never reads would have them
-    pile up in the sidecar's memory. Once the socket's buffer is full the sidecar stops
-    reading that endpoint (as it stops reading a client that does not read), so memory stays
-    flat while the flood goes on, and the sidecar keeps answering."""
+def test_an_endpoint_flooding_pings_is_cut_off_and_the_sidecar_keeps_answering(
+    tmp_path: Path,
+) -> None:
+    """Each PING asks for an acknowledgement, which ``h2`` makes at ~30 us a frame; an endpoint
+    that sends them as fast as it can and never reads held the sidecar's event loop for 18 s
+    (every listener and the admin server with it) until the socket buffers filled. Past the
+    budget of 1,000 the connection is closed (GOAWAY ENHANCE_YOUR_CALM): the request fails
+    at once, memory stays flat and the admin server answers all along."""
     service = "timeout: 8s, retries: {attempts: 1}"
     with proxied(tmp_path, mode="ping-flood", service=service) as rt:
         before = memory(rt.proc.pid, "VmHWM")
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(rt.request, "GET", "/never", "web", timeout=30)
-            time.sleep(6)  # unbounded, the acknowledgements grow by several MiB a second
+            for _ in range(6):
+                assert rt.admin("/healthz") == "ok\n"  # within get_text's 5 s
+                time.sleep(0.5)
             assert memory(rt.proc.pid, "VmHWM") - before < 16 * MIB
-            assert "meshgen_upstream_requests_total" in rt.admin("/metrics")
             status, _, _ = waiting.result()
-        assert status == 504
+        assert status in (502, 503)  # the connection reset, or the endpoint already out
+        assert "a PING or SETTINGS flood" in rt.log_text()
 
 
 def slow_read(rt: Runtime, path: str, expect: int) -> int:

@@ -260,9 +260,9 @@ class H2Exchange(UpstreamConnection):
 class H2Client(asyncio.Protocol):
     """One HTTP/2 connection to an endpoint, carrying many exchanges (module docstring)."""
 
-    __slots__ = ("_batch", "_heads", "_loop", "_reading_paused", "_write_paused", "closed",
-                 "going_away", "h2", "key", "max_streams", "on_lost", "scheme", "streams",
-                 "transport", "used")  # fmt: skip
+    __slots__ = ("_batch", "_flood", "_heads", "_loop", "_reading_paused", "_write_paused",
+                 "closed", "going_away", "h2", "key", "max_streams", "on_lost", "scheme",
+                 "streams", "transport", "used")  # fmt: skip
 
     def __init__(
         self,
@@ -285,6 +285,7 @@ class H2Client(asyncio.Protocol):
         self._batch: WriteBatch | None = None  # the loop's (made with the connection)
         self._write_paused = False  # the endpoint does not read (transport's callbacks)
         self._reading_paused = False
+        self._flood = h2lib.FloodGuard()
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
             True,
@@ -400,7 +401,7 @@ class H2Client(asyncio.Protocol):
             return
         h2 = self.h2
         try:
-            events = h2lib.receive(h2, data)
+            events = h2lib.receive(h2, data, self._flood)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._broken(f"protocol error: {exc}")
             return

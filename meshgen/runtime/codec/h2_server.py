@@ -275,9 +275,9 @@ class H2Server:
     """HTTP/2 on one client connection (module docstring). ``handler`` takes each request;
     ``refuse`` answers a stream the listener's limits refuse (status, body)."""
 
-    __slots__ = ("_clock", "_draining", "_reading_paused", "_resets", "_write_paused", "closed",
-                 "forwarded", "guard", "h2", "handler", "limits", "loop", "owner", "refuse",
-                 "streams", "working")  # fmt: skip
+    __slots__ = ("_clock", "_draining", "_flood", "_reading_paused", "_resets", "_write_paused",
+                 "closed", "forwarded", "guard", "h2", "handler", "limits", "loop", "owner",
+                 "refuse", "streams", "working")  # fmt: skip
 
     def __init__(
         self,
@@ -304,6 +304,7 @@ class H2Server:
         self._reading_paused = False
         self._draining = False
         self._resets: deque[float] = deque()
+        self._flood = h2lib.FloodGuard()
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
             False,
@@ -322,7 +323,7 @@ class H2Server:
             return
         h2 = self.h2
         try:
-            events = h2lib.receive(h2, data)
+            events = h2lib.receive(h2, data, self._flood)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._protocol_error(exc)
             return

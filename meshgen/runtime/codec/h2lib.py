@@ -4,8 +4,9 @@ made once; type checking always sees ``h2`` (``jh2`` ships the same names)."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from hyperframe.frame import Frame
 
@@ -18,6 +19,8 @@ else:
         from h2 import config, connection, errors, events, exceptions, settings
 
 __all__ = [
+    "ControlFlood",
+    "FloodGuard",
     "config",
     "connection",
     "errors",
@@ -55,15 +58,75 @@ def new_connection(
     return conn
 
 
-def receive(conn: connection.H2Connection, data: bytes) -> list[events.Event]:
-    """``conn.receive_data(data)``, and a frame whose header announces more than the frame size
-    refused at once (:class:`FrameTooLarge`; GOAWAY queued): ``h2`` would buffer all of its
-    announced 16 MiB first. Raises ``h2``'s errors as it does."""
+FEED_SLICE: Final = 16384
+"""Bytes handed to ``h2`` at a time, so a read of tiny frames is checked every ~1,000 frames."""
+CONTROL_BURST: Final = 1000
+CONTROL_RATE: Final = 100.0
+"""Frames that ask for work but carry no request (PING, SETTINGS, a PING acknowledgement
+nobody asked for): a burst of :data:`CONTROL_BURST`, then
+:data:`CONTROL_RATE` a second. Past that the peer is flooding (CVE-2019-9512, -9515): GOAWAY
+ENHANCE_YOUR_CALM and the connection closes. ``h2`` answers each PING and SETTINGS itself,
+at about 30 us a frame in Python: a peer sending them without reading the answers held the
+event loop for 18 s (every listener with it) until the socket buffers filled."""
+
+
+class ControlFlood(ValueError):
+    """The peer sent control frames past its budget (the connection ends: GOAWAY queued)."""
+
+
+class FloodGuard:
+    """One connection's budget of control frames (a token bucket, see :data:`CONTROL_RATE`)."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = float(CONTROL_BURST)
+        self.stamp = time.monotonic()
+
+    def spend(self, frames: int) -> bool:
+        """Take ``frames`` from the budget; False once it is overdrawn."""
+        now = time.monotonic()
+        self.tokens = min(CONTROL_BURST, self.tokens + (now - self.stamp) * CONTROL_RATE) - frames
+        self.stamp = now
+        return self.tokens >= 0
+
+
+def receive(conn: connection.H2Connection, data: bytes, flood: FloodGuard) -> list[events.Event]:
+    """``conn.receive_data(data)`` with two refusals, each ending the connection (GOAWAY
+    queued): a frame whose header announces more than the frame size, at once
+    (:class:`FrameTooLarge`: ``h2`` would buffer all of its announced 16 MiB first), and
+    control frames past ``flood``'s budget (:class:`ControlFlood`), checked every
+    :data:`FEED_SLICE` bytes. Raises ``h2``'s errors as it does."""
+    if len(data) <= FEED_SLICE:
+        return _receive_slice(conn, data, flood)
+    received: list[events.Event] = []
+    for start in range(0, len(data), FEED_SLICE):
+        received += _receive_slice(conn, data[start : start + FEED_SLICE], flood)
+    return received
+
+
+def _receive_slice(
+    conn: connection.H2Connection, data: bytes, flood: FloodGuard
+) -> list[events.Event]:
     received = conn.receive_data(data)
     if pending_frame(conn) > conn.max_inbound_frame_size:
         conn.close_connection(error_code=errors.ErrorCodes.FRAME_SIZE_ERROR)
         raise FrameTooLarge("a frame over the frame size")
+    control = 0
+    for event in received:
+        if isinstance(event, _CONTROL):
+            control += 1
+    if control and not flood.spend(control):
+        conn.close_connection(error_code=errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        raise ControlFlood("control frames past the budget (a PING or SETTINGS flood)")
     return received
+
+
+_CONTROL: Final = (
+    events.PingReceived,
+    events.PingAckReceived,
+    events.RemoteSettingsChanged,
+)
 
 
 def send_within_windows(conn: connection.H2Connection, stream_id: int, out: deque[bytes]) -> int:

@@ -20,7 +20,8 @@ Limits (a hostile endpoint): the answer's header list is bounded by ``MAX_HEADER
 (announced in SETTINGS and enforced by ``h2``) and :data:`MAX_HEADERS` headers; its body by
 :data:`MAX_MESSAGE_BYTES` (only what was read is acknowledged, so flow control stops a sender
 that goes on); the server cannot push (``ENABLE_PUSH`` 0) or open streams. Frames for a
-stream that was not asked about are ``h2`` protocol errors: the connection is dropped.
+stream that was not asked about are ``h2`` protocol errors, and PING or SETTINGS frames past
+``h2lib.FloodGuard``'s budget a flood: the connection is dropped.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class GrpcConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
+        self.flood = h2.FloodGuard()
         self.stream = 0  # the stream of the probe in flight, 0 when none
         self.status = b""
         self.grpc_status: bytes | None = None
@@ -189,7 +191,7 @@ class GrpcConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.h2.receive_data(data)
+            events = h2.receive(self.h2, data, self.flood)
             for event in events:
                 if not self._event(event):
                     self._fail()

@@ -1,0 +1,47 @@
+"""The control-frame budget of an HTTP/2 connection (``h2lib.FloodGuard`` and ``receive``)."""
+
+from __future__ import annotations
+
+import pytest
+from h2.connection import H2Connection
+from h2.settings import SettingCodes
+
+from meshgen.runtime.codec import h2lib
+
+PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong"
+
+
+def server() -> H2Connection:
+    conn = h2lib.new_connection(False, {SettingCodes.MAX_CONCURRENT_STREAMS: 100}, 65536, 1 << 20)
+    conn.data_to_send()
+    h2lib.receive(conn, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+                  h2lib.FloodGuard())  # fmt: skip
+    conn.data_to_send()
+    return conn
+
+
+def test_the_budget_is_a_burst_then_a_rate() -> None:
+    guard = h2lib.FloodGuard()
+    assert guard.spend(h2lib.CONTROL_BURST)
+    assert not guard.spend(1)
+    guard.stamp -= 1.0  # a second later: CONTROL_RATE frames more (less the one overdrawn)
+    assert guard.spend(int(h2lib.CONTROL_RATE) - 1)
+    assert not guard.spend(1)
+
+
+def test_pings_within_the_budget_are_answered() -> None:
+    conn = server()
+    events = h2lib.receive(conn, PING * 500, h2lib.FloodGuard())
+    assert len(events) == 500
+    assert conn.data_to_send().count(b"pingpong") == 500
+
+
+def test_a_flood_in_one_read_is_refused_with_enhance_your_calm() -> None:
+    """20,000 PINGs in one read: refused after the budget and one slice, not all answered."""
+    conn = server()
+    with pytest.raises(h2lib.ControlFlood):
+        h2lib.receive(conn, PING * 20000, h2lib.FloodGuard())
+    out = conn.data_to_send()
+    goaway = out[out.rindex(b"\x00\x00\x08\x07") :]  # GOAWAY: last stream id, error code
+    assert int.from_bytes(goaway[13:17], "big") == 0xB  # ENHANCE_YOUR_CALM
+    assert out.count(b"pingpong") < 3000
