@@ -19,6 +19,7 @@ from conftest import require_binary
 from polling import eventually_async
 from tables_factory import HOSTILE, make_tables
 
+from meshgen.runtime.observe import admin
 from meshgen.runtime.observe.admin import AdminServer, start_admin
 from meshgen.runtime.observe.alerts import AlertEvaluator
 from meshgen.runtime.observe.metrics import Metrics
@@ -375,3 +376,16 @@ def test_an_idle_client_with_answers_it_never_takes_is_dropped() -> None:
             await server.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_config_is_rendered_once_per_tables() -> None:
+    """The same tables give the same rendering (the very bytes: not made again per request); a
+    reload's new tables are rendered afresh."""
+    current = [make_tables()]
+    ctx = admin._Context(lambda: current[0], lambda: None, Metrics(), None, RUNTIME)
+    first = admin.handle(ctx, "GET", "/config")[2]
+    assert admin.handle(ctx, "GET", "/config")[2] is first
+    current[0] = dataclasses.replace(current[0], routes=())
+    reloaded = admin.handle(ctx, "GET", "/config")[2]
+    assert reloaded is not first and json.loads(reloaded)["routes"] == []
+    assert json.loads(first)["routes"] != []

@@ -86,6 +86,7 @@ class _Context:
     metrics: Metrics
     alerts: AlertEvaluator | None
     runtime: str
+    config: tuple[Tables, bytes] | None = None  # /config, rendered once per tables
 
 
 Response = tuple[int, str, bytes, tuple[tuple[str, str], ...]]
@@ -95,8 +96,20 @@ def _json(value: Any) -> bytes:
     return (json.dumps(value, sort_keys=True, indent=2, default=str) + "\n").encode()
 
 
+def _config(ctx: _Context) -> bytes:
+    """The tables as JSON, rendered once per tables object (a reload makes a new one): at
+    10,000 services a rendering takes the event loop for a long while, and a client that
+    pipelines ``/config`` asks for it again and again."""
+    tables = ctx.tables_provider()
+    if ctx.config is None or ctx.config[0] is not tables:
+        config = dataclasses.asdict(tables)
+        ctx.config = (tables, _json({**config, "runtime": ctx.runtime}))
+    return ctx.config[1]
+
+
 def handle(ctx: _Context, method: str, path: str) -> Response:
-    """Answer one request: (status, content type, body, extra headers). Pure but for providers."""
+    """Answer one request: (status, content type, body, extra headers). Pure but for
+    providers and the ``/config`` rendering kept."""
     if method not in ("GET", "HEAD"):
         return 405, TEXT, b"only GET and HEAD\n", (("Allow", "GET, HEAD"),)
     if path == "/metrics":
@@ -104,8 +117,7 @@ def handle(ctx: _Context, method: str, path: str) -> Response:
     if path == "/healthz":
         return 200, TEXT, b"ok\n", ()
     if path == "/config":
-        config = dataclasses.asdict(ctx.tables_provider())
-        return 200, JSON, _json({**config, "runtime": ctx.runtime}), ()
+        return 200, JSON, _config(ctx), ()
     if path == "/alerts":
         firing = ctx.alerts.firing() if ctx.alerts is not None else []
         return 200, JSON, _json({"alerts": firing}), ()
