@@ -9,6 +9,8 @@ from h2.settings import SettingCodes
 from meshgen.runtime.codec import h2lib
 
 PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong"
+PRIORITY_1 = b"\x00\x00\x05\x02\x00\x00\x00\x00\x01\x00\x00\x00\x00\x10"  # stream 1
+EMPTY_DATA_1 = b"\x00\x00\x00\x00\x00\x00\x00\x00\x01"  # no data, no END_STREAM
 
 
 def server() -> H2Connection:
@@ -45,3 +47,34 @@ def test_a_flood_in_one_read_is_refused_with_enhance_your_calm() -> None:
     goaway = out[out.rindex(b"\x00\x00\x08\x07") :]  # GOAWAY: last stream id, error code
     assert int.from_bytes(goaway[13:17], "big") == 0xB  # ENHANCE_YOUR_CALM
     assert out.count(b"pingpong") < 3000
+
+
+def open_stream(conn: H2Connection, end: bool, priority: bool = False) -> bytes:
+    """The frames of a client's request head on stream 1 (a new HPACK context: ``conn`` is
+    fresh)."""
+    client = H2Connection()
+    client.initiate_connection()
+    client.data_to_send()
+    head = [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "a")]
+    client.send_headers(1, head, end_stream=end, priority_weight=16 if priority else None)
+    return client.data_to_send()
+
+
+@pytest.mark.parametrize("frame", [PRIORITY_1, EMPTY_DATA_1], ids=["priority", "empty-data"])
+def test_frames_with_nothing_in_them_count_against_the_budget(frame: bytes) -> None:
+    conn = server()
+    guard = h2lib.FloodGuard()
+    h2lib.receive(conn, open_stream(conn, end=False), guard)
+    with pytest.raises(h2lib.ControlFlood):
+        h2lib.receive(conn, frame * 2000, guard)
+
+
+def test_requests_with_a_priority_and_bodies_that_end_empty_cost_nothing() -> None:
+    """A HEADERS frame's own priority and an empty DATA frame that ends its stream are how
+    clients send requests: thousands of them take nothing from the budget."""
+    guard = h2lib.FloodGuard()
+    for _ in range(1200):
+        conn = server()
+        h2lib.receive(conn, open_stream(conn, end=False, priority=True), guard)
+        h2lib.receive(conn, b"\x00\x00\x00\x00\x01\x00\x00\x00\x01", guard)  # END_STREAM
+    assert guard.tokens == h2lib.CONTROL_BURST

@@ -62,12 +62,14 @@ FEED_SLICE: Final = 16384
 """Bytes handed to ``h2`` at a time, so a read of tiny frames is checked every ~1,000 frames."""
 CONTROL_BURST: Final = 1000
 CONTROL_RATE: Final = 100.0
-"""Frames that ask for work but carry no request (PING, SETTINGS, a PING acknowledgement
-nobody asked for): a burst of :data:`CONTROL_BURST`, then
-:data:`CONTROL_RATE` a second. Past that the peer is flooding (CVE-2019-9512, -9515): GOAWAY
-ENHANCE_YOUR_CALM and the connection closes. ``h2`` answers each PING and SETTINGS itself,
-at about 30 us a frame in Python: a peer sending them without reading the answers held the
-event loop for 18 s (every listener with it) until the socket buffers filled."""
+"""Frames that cost work but carry nothing of a request or response (:func:`_flood_cost`):
+PING and SETTINGS (``h2`` answers each), a PING acknowledgement nobody asked for, a PRIORITY
+frame of its own (one in a HEADERS frame is free), a DATA frame with no data that does not end
+its stream. A burst of :data:`CONTROL_BURST`, then :data:`CONTROL_RATE` a second; past that
+the peer is flooding (CVE-2019-9512, -9513, -9515, -9518): GOAWAY ENHANCE_YOUR_CALM and the
+connection closes, as Envoy's flood limits do. ``h2`` takes about 30 us a frame in Python: a
+peer sending PINGs without reading the answers held the event loop for 18 s (every listener
+with it) until the socket buffers filled."""
 
 
 class ControlFlood(ValueError):
@@ -112,21 +114,37 @@ def _receive_slice(
     if pending_frame(conn) > conn.max_inbound_frame_size:
         conn.close_connection(error_code=errors.ErrorCodes.FRAME_SIZE_ERROR)
         raise FrameTooLarge("a frame over the frame size")
-    control = 0
-    for event in received:
-        if isinstance(event, _CONTROL):
-            control += 1
-    if control and not flood.spend(control):
+    cost = _flood_cost(received)
+    if cost > 0 and not flood.spend(cost):
         conn.close_connection(error_code=errors.ErrorCodes.ENHANCE_YOUR_CALM)
-        raise ControlFlood("control frames past the budget (a PING or SETTINGS flood)")
+        raise ControlFlood(
+            "frames past the budget (a PING, SETTINGS, PRIORITY or empty frame flood)"
+        )
     return received
 
 
-_CONTROL: Final = (
+_COSTLY: Final = (
     events.PingReceived,
     events.PingAckReceived,
     events.RemoteSettingsChanged,
+    events.PriorityUpdated,
 )
+_HEADS: Final = (events.RequestReceived, events.ResponseReceived, events.TrailersReceived)
+
+
+def _flood_cost(received: list[events.Event]) -> int:
+    """How many of these events came of frames that count against the budget
+    (:data:`CONTROL_RATE`)."""
+    cost = 0
+    for event in received:
+        if isinstance(event, events.DataReceived):
+            if not event.data and event.stream_ended is None:
+                cost += 1
+        elif isinstance(event, _COSTLY):
+            cost += 1
+        elif isinstance(event, _HEADS) and event.priority_updated is not None:
+            cost -= 1  # its PriorityUpdated came in the HEADERS frame
+    return cost
 
 
 def send_within_windows(conn: connection.H2Connection, stream_id: int, out: deque[bytes]) -> int:
