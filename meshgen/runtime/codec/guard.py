@@ -214,8 +214,10 @@ class ClientClock:
         self._expired = expired
         self.phase = HEAD  # a new connection's first head: from the accept
         self.since = loop.time()
+        # the horizon, not the head's deadline: a phase that begins before then (an idle or
+        # closed connection) must not wait for the head's deadline to be noticed
         self._handle: asyncio.TimerHandle | None = loop.call_at(
-            self.since + self._head, self._check
+            self.since + self._horizon, self._check
         )
 
     def _check(self) -> None:
