@@ -9,9 +9,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, build_dist, get_text, memory, run_dist, spec
+from polling import eventually
+from runtime_harness import Runtime, backend, build_dist, get_text, memory, run_dist, spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -61,3 +63,85 @@ def test_pipelined_requests_of_a_client_that_does_not_read_are_bounded(runtime: 
         assert time.monotonic() - started < 2
         grown = memory(runtime.proc.pid) // 1024 - before
     assert grown < 8 * 1024, (grown, one)
+
+
+ADMIN_CAP = 256  # ADMIN_LIMITS.max_connections; request_head_timeout is the default 10 s
+
+
+def test_a_slow_loris_on_the_admin_server_is_capped_and_timed_out(tmp_path: Path) -> None:
+    """As many clients as the admin server takes (256) each trickle a request head one byte a
+    second and never finish it. The next admin client is closed at once; the proxy's listener
+    goes on serving; at ``request_head_timeout`` (10 s) every slow client gets 408 and is
+    closed, each counted, and ``/healthz`` answers again."""
+    with backend("a") as (address, _):
+        text = spec(
+            f"""
+            services:
+              a: {{discovery: {{static: [{{address: "{address}"}}]}}}}
+            routes:
+              - {{name: a, match: {{host: a}}, to: [{{service: a}}]}}
+            """
+        )
+        with run_dist(build_dist(tmp_path / "dist", text)) as rt:
+            admin = str(rt.ready["admin"])
+            opened = time.monotonic()
+            slow = [admin_socket(rt) for _ in range(ADMIN_CAP)]
+            try:
+                for s in slow:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+                eventually(lambda: refused_at_once(rt), timeout=5, what="the cap refusing")
+                answers = trickle(slow, until=opened + 20)
+                waited = time.monotonic() - opened
+                assert rt.request("GET", "/", "a")[0] == 200
+            finally:
+                for s in slow:
+                    s.close()
+            assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), set(answers)
+            assert 9 < waited < 15, waited
+            assert get_text(admin, "/healthz") == "ok\n"
+            metrics = get_text(admin, "/metrics")
+    timed_out = (
+        'meshgen_connections_rejected_total{listener="_admin",reason="request_head_timeout"} '
+        f"{ADMIN_CAP}"
+    )
+    assert timed_out in metrics
+    assert 'listener="_admin",reason="max_connections"}' in metrics
+
+
+def refused_at_once(rt: Runtime) -> bool:
+    """A new admin client is closed without an answer (the cap is full)."""
+    with admin_socket(rt) as s:
+        s.settimeout(2)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        try:
+            return s.recv(4096) == b""
+        except ConnectionResetError:
+            return True
+
+
+def trickle(slow: list[socket.socket], until: float) -> list[bytes]:
+    """Send each of ``slow`` one more header byte a second until every one has been answered
+    and closed (or ``until``); what each got back."""
+    answers = [b""] * len(slow)
+    open_ = set(range(len(slow)))
+    for s in slow:
+        s.setblocking(False)
+    while open_ and time.monotonic() < until:
+        for i in list(open_):
+            try:
+                chunk = slow[i].recv(4096)
+            except BlockingIOError:
+                chunk = None
+            except ConnectionResetError:
+                chunk = b""
+            if chunk == b"":
+                open_.discard(i)
+            elif chunk is not None:
+                answers[i] += chunk
+            else:
+                try:
+                    slow[i].send(b"x")
+                except OSError:
+                    open_.discard(i)
+        time.sleep(1)
+    return answers
