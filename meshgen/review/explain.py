@@ -225,7 +225,7 @@ def _failed(
         out.append(f"host {request.host!r} is not {' or '.join(match.hosts)}")
     if cr.methods and request.method not in cr.methods:
         out.append(f"method {request.method} is not {' or '.join(sorted(cr.methods))}")
-    if not cr.path(path):
+    if not cr.path_matches(path):
         wants = {"prefix": "does not start with", "exact": "is not", "regex": "does not match"}
         out.append(f"path {path} {wants[match.path_kind]} {match.path}")
     for header, check in zip(match.headers, cr.headers, strict=True):

@@ -182,7 +182,9 @@ def aborted_if_stalled(transport: asyncio.Transport, head: bool) -> bool:
     return False
 
 
-IDLE, HEAD, BUSY = 0, 1, 2
+IDLE: Final = 0
+HEAD: Final = 1
+BUSY: Final = 2
 """Phases of a client connection: waiting for a request (``client_idle_timeout``), receiving a
 request head (``request_head_timeout``), a request in flight (the route's timeouts apply)."""
 

@@ -238,6 +238,11 @@ class H2Exchange(UpstreamConnection):
         super().start_body(sink)
         self.set_reading(self._reading)
 
+    def came_whole(self) -> bool:
+        """Never: a stream gives its flow-control credit back once a sink takes its body
+        (:meth:`start_body`), even a body that is already complete."""
+        return False
+
     def add_trailers(self, headers: Headers) -> None:
         self.headers.extend((k, v) for k, v in headers if k[:1] != b":")
 

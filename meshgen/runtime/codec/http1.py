@@ -78,7 +78,9 @@ HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
      b"transfer-encoding", b"upgrade", b"expect"}
 )  # fmt: skip
-_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+_STATUS_LINES: Final = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
+}
 
 
 def status_line(status: int) -> bytes:
@@ -264,10 +266,10 @@ Handler = Callable[[Request], Awaitable[None]]
 FastHandler = Callable[[Request], bool]
 # Switches a connection to HTTP/2 (the proxy's ``h2_server.H2Server`` on it and its clock).
 H2Start = Callable[["ServerConnection", ClientClock], H2Session]
-_NO_TOKENS: frozenset[bytes] = frozenset()
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
-_NOTED = frozenset(
+_NOTED: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"x-request-id", b"x-forwarded-for",
      b"via", b"connection", b"expect"}
 )  # fmt: skip
@@ -320,9 +322,11 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
 
 
 # The common methods' names, decoded once (llhttp only reports methods it knows).
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
-_GOOD_HOSTS: set[str] = set()  # valid non-empty Host values seen (bounded)
-_NAMES: dict[bytes, bytes] = {}  # header names as sent -> lower case, checked once (bounded)
+_METHODS: Final = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+}
+_GOOD_HOSTS: Final[set[str]] = set()  # valid non-empty Host values seen (bounded)
+_NAMES: Final[dict[bytes, bytes]] = {}  # header names as sent -> lower case, checked once (bounded)
 _FRAMING = frozenset({b"transferencoding", b"contentlength"})
 _NOT_LETTERS = bytes(c for c in range(256) if not chr(c).isalpha() or c > 127)
 
@@ -665,6 +669,12 @@ class ServerConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             assert self.batch is not None
             self.batch.write(self.transport, data)
+
+    def write_chunk(self, data: bytes) -> None:
+        """A response body chunk framed for a client that gets the body chunked (an empty
+        one is skipped: it would end the body)."""
+        if data:
+            self.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def send(self, data: bytes) -> None:
         """Write at the end of this loop pass (a head, a whole small response): see

@@ -127,7 +127,7 @@ class WriteBatch:
 
 
 NAMES_KEPT: Final = 4096
-_NAMES: dict[bytes, bytes] = {}  # response header names as sent -> lower case (bounded)
+_NAMES: Final[dict[bytes, bytes]] = {}  # response header names as sent -> lower case (bounded)
 
 
 def _lower(name: bytes) -> bytes:
@@ -356,6 +356,13 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._early = []
         if self._complete:
             self._resolve_done()
+
+    def came_whole(self) -> bool:
+        """True when the response is complete and no body chunk waits for a sink (the caller
+        took them with :meth:`take_early`): it is ``finished`` without one."""
+        if self._complete and not self._early:
+            self._resolve_done()
+        return self.finished
 
     def set_reading(self, on: bool) -> None:
         if self.transport is not None and not self.closed:

@@ -187,7 +187,7 @@ class _Ids:
 _IDS: Final = _Ids()
 
 
-_SPLITS: dict[bytes | str, tuple[str, str] | None] = {}
+_SPLITS: Final[dict[bytes | str, tuple[str, str] | None]] = {}
 
 
 def split(target: bytes | str) -> tuple[str, str] | None:
@@ -212,9 +212,13 @@ def request_deadline(body: RequestBody | None, now: float, timeout: float) -> fl
     return body.ended_at + timeout if body.complete else INF
 
 
-_NO_EXCLUDE: frozenset[str] = frozenset()
+_NO_EXCLUDE: Final[frozenset[str]] = frozenset()
 # Where :meth:`Attempt.begin` starts: each phase runs the ones after it.
-_ROUTE, _AFTER_DELAY, _TRIES, _ADMIT, _PICK = range(5)
+_ROUTE: Final = 0
+_AFTER_DELAY: Final = 1
+_TRIES: Final = 2
+_ADMIT: Final = 3
+_PICK: Final = 4
 _SHADOW = LocalRequest("GET", "", "/", {}, b"")  # what a mirror's attempt reads of its request
 
 

@@ -178,17 +178,10 @@ class Exchange(Upstream):
         if req.method == "HEAD":
             self.pool.discard(conn)  # llhttp cannot be told the response has no body: never reuse
             return None
-        sink: Callable[[bytes], None]
-        if chunked:
-            write = down.write
-
-            def sink(data: bytes) -> None:
-                if data:
-                    write(b"%x\r\n%s\r\n" % (len(data), data))
-
-        else:
-            sink = down.write
-        conn.start_body(sink)
+        if conn.came_whole():  # the whole body came with the head (and went with it): no sink
+            self._finish(req, conn, chunked)
+            return None
+        conn.start_body(down.write_chunk if chunked else down.write)
         if not conn.finished:
             assert att.target is not None
             return self._stream(req, conn, chunked, att.target.idle_timeout_s)

@@ -19,8 +19,8 @@ stopped: no state is copied, nothing is decided twice.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Coroutine
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..codec.http1 import Request
@@ -84,7 +84,7 @@ class ProxyAttempt(Attempt):
         caller = identity(gen, req.conn.transport) if gen.enforced[listener] else None
         gen.in_flight += 1
         # (the class by name, not ``cls``: compiled code constructs it natively)
-        att = ProxyAttempt(gen, listener, req, caller, time.monotonic())
+        att = ProxyAttempt(gen, listener, req, caller, monotonic())
         att.driver = driver
         att.generation = gen
         att.request = req

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Protocol
 
 from ..codec.h2_server import H2Request, H2Server, H2Stream
@@ -77,7 +77,7 @@ class H2Attempt(Attempt):
         listener: str = stream.listener.name  # type: ignore[attr-defined]
         caller = identity(gen, stream.transport) if gen.enforced[listener] else None
         gen.in_flight += 1
-        att = H2Attempt(gen, listener, req, caller, time.monotonic())  # natively (not ``cls``)
+        att = H2Attempt(gen, listener, req, caller, monotonic())  # natively (not ``cls``)
         att.driver = driver
         att.generation = gen
         att.request = req

@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import IO, Protocol
 
 from ..codec.guard import ListenerGuard, reasons
@@ -149,7 +150,7 @@ class Proxy:
     def settle(self, att: ProxyAttempt | H2Attempt) -> None:
         """A request ended (answered by its driver): in-flight count, metrics, access log."""
         att.generation.in_flight -= 1
-        duration = time.monotonic() - att.start
+        duration = monotonic() - att.start
         att.account(duration)
         if self.access_log is not None:
             self._log(att, duration)

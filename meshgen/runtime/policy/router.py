@@ -15,10 +15,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..tables import HeaderMatch, Listener, Route, Target
+from ..tables import HeaderMatch, Listener, PathMatchKind, Route, Target
 
 HeaderGetter = Callable[[str], "str | None"]
-_Pred = Callable[[str], bool]
 
 
 def normalize_host(raw: str) -> str:
@@ -32,18 +31,6 @@ def normalize_host(raw: str) -> str:
         if colon >= 0 and host.count(":") == 1:
             host = host[:colon]
     return host[:-1] if host.endswith(".") else host
-
-
-def _path_predicate(kind: str, value: str) -> _Pred:
-    if kind == "exact":
-        return value.__eq__
-    if kind == "regex":
-        fullmatch = re.compile(value).fullmatch
-        return lambda p: fullmatch(p) is not None
-    if value in ("", "/"):
-        return lambda p: True
-    # Plain string prefix, as Envoy's and Istio's ``prefix`` ("/api" also matches "/apix").
-    return lambda p: p.startswith(value)
 
 
 def _header_predicate(m: HeaderMatch) -> Callable[[HeaderGetter], bool]:
@@ -73,7 +60,9 @@ class CompiledRoute:
     """A route with its matchers compiled and the cumulative weights of its targets."""
 
     route: Route
-    path: _Pred
+    path_kind: PathMatchKind
+    path: str  # a prefix ("" for any path: "/" too), the exact path, or the regex's source
+    path_regex: re.Pattern[str] | None
     methods: frozenset[str]
     headers: tuple[Callable[[HeaderGetter], bool], ...]
     targets: tuple[Target, ...]  # weight > 0 only
@@ -90,17 +79,32 @@ class CompiledRoute:
             cumulative.append(total)
         return cls(
             route=route,
-            path=_path_predicate(m.path_kind, m.path),
+            path_kind=m.path_kind,
+            path="" if m.path_kind == "prefix" and m.path == "/" else m.path,
+            path_regex=re.compile(m.path) if m.path_kind == "regex" else None,
             methods=frozenset(x.upper() for x in m.methods),
             headers=tuple(_header_predicate(h) for h in m.headers),
             targets=targets,
             cumulative=tuple(cumulative),
         )
 
+    def path_matches(self, path: str) -> bool:
+        """The route's path condition (compared here, not by a stored function: compiled code
+        runs it natively). A prefix is a plain string prefix, as Envoy's and Istio's
+        ``prefix`` ("/api" also matches "/apix")."""
+        kind = self.path_kind
+        if kind == "prefix":
+            return path.startswith(self.path)
+        if kind == "exact":
+            return path == self.path
+        regex = self.path_regex
+        assert regex is not None
+        return regex.fullmatch(path) is not None
+
     def matches(self, path: str, method: str, header: HeaderGetter) -> bool:
         if self.methods and method not in self.methods:
             return False
-        if not self.path(path):
+        if not self.path_matches(path):
             return False
         if not self.headers:
             return True

@@ -244,8 +244,8 @@ class Upstreams:
         left = svc.in_flight.get(address, 0) - 1
         if left > 0:
             svc.in_flight[address] = left
-        else:
-            svc.in_flight.pop(address, None)
+        elif left == 0:  # (-1: not counted; ``del`` is native where ``pop`` is a call)
+            del svc.in_flight[address]
 
     def report(self, picked: Picked, outcome: Outcome) -> None:
         """Feed a live outcome to passive outlier detection."""
