@@ -505,21 +505,22 @@ class Attempt:
         picked = self.picked
         assert picked is not None
         gen = self.gen
-        if result == STALE:
-            self._end_try()
+        if not responded and result == STALE:  # (a status is an int: compiled code compares
+            self._end_try()  # a union by a generic call, skipped for the common answer)
             if self.stale_retry:  # retried once on a fresh connection, not counted as a try
                 self.stale_retry = False
                 self.tries -= 1
                 return self.begin(_PICK)
             result = "reset"
         gen.metrics.inc_upstream(picked.service, picked.endpoint.address, result)
-        gone = self.req.conn.closed or result == CLIENT_TIMEOUT  # nothing to retry for
+        # nothing to retry for
+        gone = self.req.conn.closed or (not responded and result == CLIENT_TIMEOUT)
         if not gone and picked.service in gen.outlier:
             gen.upstreams.report(picked, result)
         # (Statuses below 400 meet no retry condition unless a trailers-only gRPC status came
         # with them: the common answer skips the check.)
         if (
-            not responded or result >= 400 or self.grpc_status > 0  # type: ignore[operator]
+            not isinstance(result, int) or result >= 400 or self.grpc_status > 0
         ) and self.retry_allowed(result, responded, gone):
             return self._retry(result, responded)
         if responded:

@@ -71,7 +71,8 @@ class Counters:
     def __init__(self) -> None:
         self.requests: dict[RequestKey, Series] = {}
         self.durations: dict[tuple[str, str, str], Histogram] = {}
-        self.upstream_requests: dict[tuple[str, str, int | str], int] = {}
+        # service -> endpoint -> code -> count: no key tuple to make and hash per try
+        self._upstream: dict[str, dict[str, dict[int | str, int]]] = {}
         self.retries: dict[tuple[str], int] = {}
         self.circuit_open: dict[tuple[str], int] = {}
         self.rate_limited: dict[tuple[str], int] = {}
@@ -114,11 +115,23 @@ class Counters:
         return series
 
     def inc_upstream(self, service: str, endpoint: str, code: int | str) -> None:
-        key = (service, endpoint, code)
-        try:
-            self.upstream_requests[key] += 1
-        except KeyError:
-            self.upstream_requests[key] = 1
+        endpoints = self._upstream.get(service)
+        if endpoints is None:
+            endpoints = self._upstream[service] = {}
+        codes = endpoints.get(endpoint)
+        if codes is None:
+            codes = endpoints[endpoint] = {}
+        codes[code] = codes.get(code, 0) + 1
+
+    @property
+    def upstream_requests(self) -> dict[tuple[str, str, int | str], int]:
+        """``meshgen_upstream_requests_total`` by (service, endpoint, code)."""
+        return {
+            (service, endpoint, code): n
+            for service, endpoints in self._upstream.items()
+            for endpoint, codes in endpoints.items()
+            for code, n in codes.items()
+        }
 
     def inc_retry(self, service: str) -> None:
         key = (service,)

@@ -55,7 +55,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
 from http.cookies import CookieError, SimpleCookie
-from typing import Final, Protocol
+from typing import Final
 
 from ..tables import Endpoint, LoadBalancer
 
@@ -71,15 +71,18 @@ def hash64(data: bytes) -> int:
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
 
 
-class Balancer(Protocol):
-    """What every policy offers: ``pick(key)`` over its fixed endpoint tuple."""
+class Balancer:
+    """What every policy offers: ``pick(key)`` over its fixed endpoint tuple. (A base class,
+    not a protocol: compiled code calls ``pick`` natively, where a protocol's method is
+    called by name.)"""
 
     endpoints: tuple[Endpoint, ...]
 
-    def pick(self, key: bytes | None) -> Endpoint: ...
+    def pick(self, key: bytes | None) -> Endpoint:
+        raise NotImplementedError
 
 
-class WeightedRandom:
+class WeightedRandom(Balancer):
     """Weighted random; also the fallback of hash policies for requests without a key."""
 
     def __init__(self, endpoints: Sequence[Endpoint], rng: random.Random) -> None:
@@ -113,7 +116,7 @@ def edf_schedule(weights: Sequence[int], length: int) -> list[int]:
     return out
 
 
-class RoundRobin:
+class RoundRobin(Balancer):
     """Smooth weighted round robin (EDF); a precomputed cycle when it is small enough."""
 
     def __init__(self, endpoints: Sequence[Endpoint], rng: random.Random) -> None:
@@ -125,14 +128,14 @@ class RoundRobin:
         if total <= SCHEDULE_LIMIT:
             order = edf_schedule(self._weights, total)
             start = rng.randrange(total)
-            schedule = [self.endpoints[i] for i in order[start:] + order[:start]]
-            self._next: Callable[[], Endpoint] = itertools.cycle(schedule).__next__
+            self._schedule = [self.endpoints[i] for i in order[start:] + order[:start]]
         else:
+            self._schedule = []
             self._heap = [(0.5 / w, i) for i, w in enumerate(self._weights)]
             heapq.heapify(self._heap)
             for _ in range(rng.randrange(len(self.endpoints))):
                 self._advance()
-            self._next = self._advance
+        self._at = 0  # the schedule's next entry
 
     def _advance(self) -> Endpoint:
         deadline, i = self._heap[0]
@@ -140,10 +143,15 @@ class RoundRobin:
         return self.endpoints[i]
 
     def pick(self, key: bytes | None = None) -> Endpoint:
-        return self._next()
+        schedule = self._schedule
+        if not schedule:
+            return self._advance()
+        at = self._at
+        self._at = at + 1 if at + 1 < len(schedule) else 0
+        return schedule[at]
 
 
-class LeastRequest:
+class LeastRequest(Balancer):
     """Power of ``choice_count`` choices on in-flight counts, weighted like Envoy."""
 
     def __init__(
@@ -191,7 +199,7 @@ class LeastRequest:
         return self.endpoints[best]
 
 
-class RingHash:
+class RingHash(Balancer):
     """Consistent hashing on a ring of BLAKE2b-64 points; keyless requests go random."""
 
     def __init__(
@@ -255,7 +263,7 @@ def maglev_table(names: Sequence[bytes], weights: Sequence[int], size: int) -> l
     return table
 
 
-class Maglev:
+class Maglev(Balancer):
     """Maglev consistent hashing (table of 65537 entries); keyless requests go random."""
 
     def __init__(
