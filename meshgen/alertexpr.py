@@ -13,8 +13,7 @@ Units per signal (docs/reference.md, Monitoring):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final, Literal, cast, get_args
+from typing import Final, Literal, NamedTuple, cast, get_args
 
 from meshgen.durations import DurationError, parse_duration
 from meshgen.runtime.tables import Comparison, Signal
@@ -42,8 +41,7 @@ _EXPR_RE: Final = re.compile(r"\s*([A-Za-z0-9_]*)\s*([<>=!]*)\s*(.*?)\s*")
 _NUMBER_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
-@dataclass(frozen=True, slots=True)
-class AlertExpr:
+class AlertExpr(NamedTuple):
     """A parsed alert condition: ``signal op threshold``."""
 
     signal: Signal

@@ -14,16 +14,14 @@ disagree, or when the schema has a ``default`` that no entry claims.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from meshgen.durations import parse_duration
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltIn:
+class BuiltIn(NamedTuple):
     """One default: the value as written in mesh.yaml, and where else it is spelled out."""
 
     value: Any

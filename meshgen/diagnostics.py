@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 DiagnosticSeverity = Literal["error", "warning"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Span:
+class Span(NamedTuple):
     """A region of a source file; lines and columns are 1-based, ``end_col`` exclusive."""
 
     file: str
@@ -28,16 +26,14 @@ class Span:
     end_col: int
 
 
-@dataclass(frozen=True, slots=True)
-class Related:
+class Related(NamedTuple):
     """A second place a diagnostic points at (e.g. where a duplicate was first set)."""
 
     span: Span
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     """One problem found in the input, with where it is and how to fix it."""
 
     code: str

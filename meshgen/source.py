@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -62,8 +61,7 @@ STDIN = "<stdin>"
 """How diagnostics name the standard input (given as ``-``)."""
 
 
-@dataclass(frozen=True)
-class Input:
+class Input(NamedTuple):
     """One input's text as read; ``name`` is how diagnostics name it (the path as given)."""
 
     path: Path

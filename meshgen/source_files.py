@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 PEM_LIMIT = 1 << 20
 """Bytes of a certificate file read to look for a private-key block."""
@@ -26,8 +25,7 @@ FileKind = Literal["missing", "folder", "file", "other"]
 _FIELDS = ("ca", "cert", "key")
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
+class FileFacts(NamedTuple):
     """What the checks may ask about one named file (symlinks followed)."""
 
     kind: FileKind

@@ -22,8 +22,7 @@ name no caller, so they make no chain. Nothing is judged when a part of the spec
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from meshgen.checks.context import Context
 from meshgen.durations import format_duration
@@ -35,8 +34,7 @@ MAX_TRIES: Final = 4
 """Most requests one call may become at the end of a chain (two hops of one retry each)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Inbound:
+class _Inbound(NamedTuple):
     """How a service is called: its fewest tries and its shortest and longest timeouts."""
 
     tries: int
