@@ -17,8 +17,10 @@ frozen table types, so :mod:`meshgen.plan` copies them instead of translating th
 
 The records are ``NamedTuple`` classes, not frozen dataclasses: every command imports this
 module, and a frozen dataclass costs ~1.5 ms to create (six generated methods, each compiled
-from source) where a NamedTuple costs ~0.3 ms; a NamedTuple is also cheaper to make (lowering a
-large mesh makes hundreds of thousands). They compare, hash and print by value all the same.
+from source) where a NamedTuple costs ~0.3 ms. They are immutable and compare, hash and print
+by value as well (being tuples, they also equal a plain tuple of the same values). At 10,000
+services lowering takes ~0.3 s less CPU and the checks and plan, which read their fields (a
+slower lookup than a slot's on Python 3.11), ~0.25 s more (BENCHMARKS.md, Compile): a wash.
 Annotations are evaluated (no ``from __future__ import annotations``): a string annotation
 would be compiled again for each field when the class is made.
 """
