@@ -63,19 +63,23 @@ def memory(pid: int, field: str = "VmRSS") -> int:
 
 
 def read_response(s: socket.socket) -> bytes:
-    """One whole response with a Content-Length from socket ``s`` (head and body)."""
+    """One whole response with a Content-Length from socket ``s`` (head and body), and not a
+    byte more: a response pipelined behind it stays in the socket for the next call."""
     out = b""
-    while b"\r\n\r\n" not in out:
-        chunk = s.recv(65536)
+    while not out.endswith(b"\r\n\r\n"):
+        byte = s.recv(1)  # the head byte by byte: a bigger read could take the next response
+        if not byte:
+            raise ConnectionError(f"closed after {out!r}")
+        out += byte
+    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", out)
+    assert found is not None, out
+    end = len(out) + int(found[1])
+    while len(out) < end:
+        chunk = s.recv(min(65536, end - len(out)))
         if not chunk:
             raise ConnectionError(f"closed after {out!r}")
         out += chunk
-    head, _, body = out.partition(b"\r\n\r\n")
-    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-    assert found is not None, head
-    while len(body) < int(found[1]):
-        body += s.recv(65536)
-    return head + b"\r\n\r\n" + body
+    return out
 
 
 def spec(body: str) -> str:
