@@ -1,8 +1,8 @@
 """Added latency at a constant request rate: meshgen (pure and compiled) vs HAProxy, open loop.
 
-Usage: ``python bench/latency.py [--rate 1000] [--duration 10] [--rounds 3]``. Needs the Debian
-packages haproxy and nginx-light, a C compiler for the compiled runtime (it is built into the
-machine's cache first, as ``python DIST --accelerate`` does).
+Usage: ``python bench/latency.py [--rate 1000] [--duration 10] [--rounds 3] [--baseline REF]``.
+Needs the Debian packages haproxy and nginx-light, a C compiler for the compiled runtime (it is
+built into the machine's cache first, as ``python DIST --accelerate`` does).
 
 What it measures: requests go out at a fixed schedule (``--rate`` per second, spread over
 ``--connections`` keep-alive connections), whether or not earlier ones came back. A request's
@@ -12,9 +12,13 @@ request whose connection is still busy waits for the next free one, and that wai
 Each round measures, one after the other: nginx directly, then through HAProxy 2.6
 (nbthread 1), meshgen's pure runtime and meshgen's compiled runtime (the same DIST, chosen by
 ``MESHGEN_RUNTIME``). "Added" is a proxy's p50 / p99 minus the direct call's in the same round;
-the table shows the median over rounds. Proxies are pinned to CPU 0, nginx and this load
-generator to CPU 1 (``taskset``). The generator is Python (uvloop, httptools' parser): its own
-scheduling jitter is in every number, the direct call's too, so it cancels out of "added".
+the table shows the median over rounds. ``--baseline REF`` adds the DIST that git commit REF's
+compiler builds from the same mesh.yaml (so, that commit's runtime), compiled (``python DIST
+--accelerate`` first; a cached build is reused), measured in every round right after or before
+this tree's compiled runtime (the two swap places every round): a same-run A/B of a runtime
+change, both added latencies printed per round. Proxies are pinned to CPU 0, nginx and this
+load generator to CPU 1 (``taskset``). The generator is Python (uvloop, httptools' parser): its
+own scheduling jitter is in every number, the direct call's too, so it cancels out of "added".
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import httptools
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import process, stage, wait_answering
+from proxy import build_at, process, stage, wait_answering
 from runtime_harness import run_dist
 
 from meshgen.resources import runtime_dir
@@ -122,9 +126,15 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the DIST git commit REF builds (its runtime, compiled): an A/B",
+    )
     args = ap.parse_args()
     os.sched_setaffinity(0, {1})  # the load generator shares CPU 1 with nginx
     print(f"compiled runtime: {build(runtime_dir())}", flush=True)
+    base_name = f"meshgen at {args.baseline}"
     with tempfile.TemporaryDirectory(prefix="meshgen-latency-") as tmp:
         d = Path(tmp)
         staged = stage(d)
@@ -136,20 +146,32 @@ def main() -> int:
             process(ha_cmd, d / "ha.log", staged.haproxy_sock),
             run_dist(dist, runtime="pure") as pure,
             run_dist(dist, runtime="compiled") as compiled,
+            contextlib.ExitStack() as stack,
         ):
-            for pid in (pure.proc.pid, compiled.proc.pid):
-                subprocess.run(["taskset", "-acp", "0", str(pid)], check=True, capture_output=True)
-            wait_answering(nginx_port)
-            wait_answering(haproxy_port)
+            runtimes = [pure.proc.pid, compiled.proc.pid]
             targets = {
                 "direct nginx": nginx_port,
                 "haproxy 2.6 (nbthread 1)": haproxy_port,
                 "meshgen pure": pure.port,
                 "meshgen compiled": compiled.port,
             }
+            if args.baseline:
+                base_dist = build_at(args.baseline, dist.parent / "mesh.yaml", d)
+                accelerate = [sys.executable, str(base_dist), "--accelerate"]
+                subprocess.run(accelerate, check=True, capture_output=True)
+                before = stack.enter_context(run_dist(base_dist, runtime="compiled"))
+                runtimes.append(before.proc.pid)
+                targets[base_name] = before.port
+            for pid in runtimes:
+                subprocess.run(["taskset", "-acp", "0", str(pid)], check=True, capture_output=True)
+            wait_answering(nginx_port)
+            wait_answering(haproxy_port)
             added: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
             for n in range(args.rounds):
-                got = {name: percentiles(port, args) for name, port in targets.items()}
+                order = list(targets)
+                if args.baseline and n % 2:  # the A/B pair swaps places every round
+                    order[-2:] = order[:-3:-1]
+                got = {name: percentiles(targets[name], args) for name in order}
                 base = got["direct nginx"]
                 for name, (p50, p99) in got.items():
                     added[name].append((p50 - base[0], p99 - base[1]))
@@ -170,6 +192,10 @@ def main() -> int:
         p50 = statistics.median(a for a, _ in rows)
         p99 = statistics.median(b for _, b in rows)
         print(f"| {name:<26} | {p50:>9.3f} | {p99:>9.3f} | {p99 / ha_p99:>13.2f}x |")
+    if args.baseline:
+        for name in (base_name, "meshgen compiled"):
+            shown_rows = ", ".join(f"{a:.3f} / {b:.3f}" for a, b in added[name])
+            print(f"same-run A/B, added p50 / p99 ms per round, {name}: {shown_rows}")
     return 0
 
 
