@@ -1,5 +1,7 @@
 """WriteBatch: a loop pass's messages go out at its end, one send per message, or fewer: what
-is batched last for one transport takes the body chunks and messages that follow it."""
+is batched last for one transport takes the body chunks and messages that follow it. On a quiet
+loop (the pass before sent one message at most) a whole message goes as soon as a driver says
+it is complete, when it is its pass's first; a busy pass stays one batch."""
 
 from __future__ import annotations
 
@@ -84,5 +86,68 @@ def test_a_closing_transport_gets_nothing() -> None:
         gone.closing = True
         await asyncio.sleep(0)
         assert gone.writes == []
+
+    _run(body)
+
+
+def test_on_a_quiet_loop_a_complete_message_goes_at_once() -> None:
+    """After a pass with one message, the next pass's first message is written when it is
+    complete (not at the end of the pass); a second message in that pass is batched again."""
+
+    async def body(batch: WriteBatch) -> None:
+        up, down = Transport(), Transport()
+        batch.send(_t(up), b"first")
+        batch.complete()  # the loop's first pass: not known to be quiet yet
+        assert up.writes == []
+        await asyncio.sleep(0)
+        assert up.writes == [b"first"]
+        batch.send(_t(down), b"answer")
+        batch.complete()
+        assert down.writes == [b"answer"]  # before the pass ends
+        batch.send(_t(up), b"second")
+        batch.complete()  # the pass's second message: batched
+        assert up.writes == [b"first"]
+        await asyncio.sleep(0)
+        assert up.writes == [b"first", b"second"] and down.writes == [b"answer"]
+
+    _run(body)
+
+
+def test_a_busy_pass_keeps_the_next_pass_batched() -> None:
+    """A pass with two messages makes the next pass batch even its first complete message;
+    a pass with one message makes the loop quiet again."""
+
+    async def body(batch: WriteBatch) -> None:
+        a, b = Transport(), Transport()
+        batch.send(_t(a), b"1")
+        await asyncio.sleep(0)  # quiet from here
+        batch.send(_t(a), b"2")
+        batch.complete()
+        batch.send(_t(b), b"3")
+        await asyncio.sleep(0)  # two messages: busy
+        batch.send(_t(a), b"4")
+        batch.complete()
+        assert a.writes == [b"1", b"2"]
+        await asyncio.sleep(0)  # one message: quiet again
+        assert a.writes == [b"1", b"2", b"4"]
+        batch.send(_t(b), b"5")
+        batch.complete()
+        assert b.writes == [b"3", b"5"]
+
+    _run(body)
+
+
+def test_on_a_quiet_loop_a_head_and_its_body_still_go_as_one() -> None:
+    """A driver says a request is complete once its body so far has joined its head: on a
+    quiet loop too, the two are one send."""
+
+    async def body(batch: WriteBatch) -> None:
+        up = Transport()
+        batch.send(_t(up), b"x")
+        await asyncio.sleep(0)
+        batch.send(_t(up), b"head;")
+        batch.write(_t(up), b"body")
+        batch.complete()
+        assert up.writes == [b"x", b"head;body"]
 
     _run(body)

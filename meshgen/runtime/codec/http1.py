@@ -684,6 +684,12 @@ class ServerConnection(asyncio.Protocol):
             assert self.batch is not None
             self.batch.send(self.transport, data)
 
+    def complete(self) -> None:
+        """The answer batched for this client is whole (:meth:`.upstream_conn.WriteBatch.complete`:
+        on a quiet loop it goes now)."""
+        if self.batch is not None:
+            self.batch.complete()
+
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             if self.batch is not None:

@@ -85,24 +85,42 @@ class WriteBatch:
     does closing a connection. Messages for the transport batched last are joined into one
     (pipelined answers; a head and the body chunks that follow it in the same pass, through
     :meth:`write`): one send each.
+
+    A quiet loop (the pass before sent one message at most, as every pass does at a moderate
+    request rate) has nothing to batch: there a driver's :meth:`complete` writes the pass's
+    first message as soon as it is whole, before the driver's bookkeeping (metrics, the pool,
+    the connection's next request) and the rest of the loop pass, which would otherwise delay
+    it (about a fifth of an idle proxy's time per request, measured). A busy pass stays one
+    batch.
     """
 
-    __slots__ = ("_items", "_loop")
+    __slots__ = ("_due", "_items", "_loop", "_quiet", "_sends")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._items: list[tuple[asyncio.Transport, bytes]] = []
+        self._due = False  # the end of this pass is scheduled
+        self._sends = 0  # messages sent in this pass
+        self._quiet = False  # the pass before sent one message at most
 
     def send(self, transport: asyncio.Transport, data: bytes) -> None:
         """Write ``data`` at the end of this loop pass (now, beyond :data:`FLUSH_AT`)."""
+        self._sends += 1
+        if not self._due:
+            self._due = True
+            self._loop.call_soon(self._pass_ended)
         items = self._items
-        if not items:
-            self._loop.call_soon(self.flush)
-        elif items[-1][0] is transport:
+        if items and items[-1][0] is transport:
             data = items[-1][1] + data
             items.pop()
         items.append((transport, data))
         if len(data) > FLUSH_AT:
+            self.flush()
+
+    def complete(self) -> None:
+        """The message batched last is whole (nothing of it follows in this pass): on a quiet
+        loop, when it is the pass's first, it is written now (class docstring)."""
+        if self._quiet and self._sends == 1:
             self.flush()
 
     def write(self, transport: asyncio.Transport, data: bytes) -> None:
@@ -124,6 +142,12 @@ class WriteBatch:
             for transport, data in items:
                 if not transport.is_closing():
                     transport.write(data)
+
+    def _pass_ended(self) -> None:
+        self._due = False
+        self._quiet = self._sends <= 1
+        self._sends = 0
+        self.flush()
 
 
 NAMES_KEPT: Final = 4096
@@ -273,6 +297,13 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.downstream = downstream
         assert self._batch is not None
         self._batch.send(self.transport, head)
+
+    def complete(self) -> None:
+        """The request batched for this connection is whole (no body follows in this pass):
+        :meth:`WriteBatch.complete`. (An HTTP/2 stream has no batch of its own: its frames go
+        out with its connection's, at the end of the pass.)"""
+        if self._batch is not None:
+            self._batch.complete()
 
     @property
     def done(self) -> asyncio.Future[None]:

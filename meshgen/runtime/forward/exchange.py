@@ -126,6 +126,7 @@ class Exchange(Upstream):
         if body is not None and not body.complete:
             conn.arm_upload(idle, timeout)
         else:
+            conn.complete()
             conn.arm(timeout)
         return True
 
@@ -135,7 +136,8 @@ class Exchange(Upstream):
         """Send the response head (with the body received so far) in one write.
 
         Returns a coroutine to await when more is to come (a streaming body, a tunnel); most
-        responses are complete by now and need no coroutine, no watchdog, no task switch.
+        responses are complete by now and need no coroutine, no watchdog, no task switch: None
+        says the whole response is batched (the driver marks it complete for the client).
         """
         status = conn.status
         down = req.conn

@@ -109,6 +109,7 @@ class ProxyAttempt(Attempt):
                     break
                 self.conn = conn  # the try in flight
                 conn.begin(self.head, False, req.conn, self.arrived)
+                conn.complete()
                 req.conn.on_close = conn.abort
                 conn.arm(self.per_try)
                 return
@@ -127,6 +128,7 @@ class ProxyAttempt(Attempt):
                 if rest is not None:
                     self._detach(self._tail(rest))
                     return
+                req.conn.complete()  # before the bookkeeping: on a quiet loop it goes now
                 action = self.streamed()
             else:
                 break
@@ -177,6 +179,8 @@ class ProxyAttempt(Attempt):
         rest = self.driver.exchange.respond(self.request, self.conn, sops, self)
         if rest is not None:
             await rest
+        else:
+            self.request.conn.complete()
 
     def abandon(self, att: Attempt) -> None:
         self.driver.exchange.abandon(self, self.request)

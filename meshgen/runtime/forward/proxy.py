@@ -168,6 +168,7 @@ class Proxy:
             headers.append((b"connection", b"keep-alive"))
         body = b"" if req.method == "HEAD" else answer.body
         req.conn.send(simple_response(answer.status, body, headers, close=not req.keep_alive))
+        req.conn.complete()
 
     def _log(self, att: ProxyAttempt | H2Attempt, duration: float) -> None:
         assert self.access_log is not None
