@@ -13,24 +13,29 @@ Units per signal (docs/reference.md, Monitoring):
 from __future__ import annotations
 
 import re
-from typing import Final, Literal, NamedTuple, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
 
 from meshgen.durations import DurationError, parse_duration
-from meshgen.runtime.tables import Comparison, Signal
 
-SIGNALS: Final[tuple[str, ...]] = get_args(Signal)
-OPERATORS: Final[tuple[str, ...]] = (">=", "<=", ">", "<")
+if TYPE_CHECKING:
+    from meshgen.runtime.tables import Comparison, Signal
+
 SignalUnit = Literal["percent", "rate", "duration", "count"]
 SIGNAL_UNITS: Final[dict[str, SignalUnit]] = {
     "error_rate": "percent",
-    "healthy_ratio": "percent",
     "request_rate": "rate",
     "p50_latency": "duration",
     "p90_latency": "duration",
     "p99_latency": "duration",
-    "cert_expiry": "duration",
     "healthy_endpoints": "count",
+    "healthy_ratio": "percent",
+    "cert_expiry": "duration",
 }
+"""Every runtime :data:`~meshgen.runtime.tables.Signal`, in its order, with its unit
+(tests/unit/test_alertexpr.py holds the two to each other; this module does not import the
+runtime's tables, which a validate never needs)."""
+SIGNALS: Final[tuple[str, ...]] = tuple(SIGNAL_UNITS)
+OPERATORS: Final[tuple[str, ...]] = (">=", "<=", ">", "<")
 UNIT_EXAMPLES: Final[dict[SignalUnit, str]] = {
     "percent": "a percentage like '5%'",
     "rate": "requests per second like '100' or '100/s'",
@@ -97,7 +102,7 @@ def parse_when(text: str) -> AlertExpr:
             f"{signal} takes {UNIT_EXAMPLES[unit]}",
             found.span(3),
         )
-    return AlertExpr(cast(Signal, signal), cast(Comparison, op), threshold)
+    return AlertExpr(cast("Signal", signal), cast("Comparison", op), threshold)
 
 
 def _threshold(unit: SignalUnit, value: str) -> float | None:

@@ -12,8 +12,12 @@ file that wrote the value (mesh.yaml or an overlay). ``Mesh.source`` is the Docu
 was lowered from: ``mesh.source.span(path)`` is the FILE:LINE:COL of any path, in the file that
 wrote it.
 
-Value types that need no source position (load balancer, health check, ...) are the runtime's
-frozen table types, so :mod:`meshgen.plan` copies them instead of translating them.
+Value types that need no source position (load balancer, health check, ...) mirror a runtime
+table type field for field, in the same order, so :mod:`meshgen.plan` makes the table value of
+one by unpacking it (tests/unit/test_model.py holds each pair to that). They are not the table
+types themselves: those are frozen dataclasses, which cost ``meshgen validate`` ~70 ms to create
+at import on a slow machine (more than every other meshgen module together), and a validate
+never makes tables.
 
 The records are ``NamedTuple`` classes, not frozen dataclasses: every command imports this
 module, and a frozen dataclass costs ~1.5 ms to create (six generated methods, each compiled
@@ -22,7 +26,9 @@ by value as well (being tuples, they also equal a plain tuple of the same values
 services lowering takes ~0.3 s less CPU and the checks and plan, which read their fields (a
 slower lookup than a slot's on Python 3.11), ~0.25 s more (BENCHMARKS.md, Compile): a wash.
 Annotations are evaluated (no ``from __future__ import annotations``): a string annotation
-would be compiled again for each field when the class is made.
+would be compiled again for each field when the class is made. The runtime's ``Literal`` names
+are the exception: they are quoted, as importing :mod:`meshgen.runtime.tables` for them would
+create every table type.
 """
 
 from collections.abc import Mapping
@@ -30,28 +36,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from meshgen.alertexpr import AlertExpr
-from meshgen.runtime.tables import (
-    AccessMode,
-    CircuitBreaker,
-    DnsRecordType,
-    Fault,
-    HeaderOps,
-    HealthCheck,
-    Limits,
-    ListenerProtocol,
-    LoadBalancer,
-    Match,
-    OutlierDetection,
-    RateLimit,
-    Redirect,
-    Rewrite,
-    ServerTls,
-    ServiceProtocol,
-    Severity,
-    TlsMode,
-)
 
 if TYPE_CHECKING:
+    from meshgen.runtime.tables import (
+        AccessMode,
+        ClientCertificates,
+        DnsRecordType,
+        HeaderMatchKind,
+        HealthCheckKind,
+        ListenerProtocol,
+        LoadBalancerPolicy,
+        PathMatchKind,
+        ServiceProtocol,
+        Severity,
+        TlsMode,
+    )
     from meshgen.source import Document
 
 PathKey = tuple[str | int, ...]
@@ -70,6 +69,124 @@ class Origin(NamedTuple):
 
 BUILT_IN: Final = Origin("built-in", ())
 Origins = Mapping[str, Origin]  # absent key: the built-in default applies
+
+
+class LoadBalancer(NamedTuple):
+    """:class:`meshgen.runtime.tables.LoadBalancer`."""
+
+    policy: "LoadBalancerPolicy"
+    choice_count: int
+    hash_header: str | None
+    hash_cookie: str | None
+    hash_source_ip: bool
+
+
+class HealthCheck(NamedTuple):
+    """:class:`meshgen.runtime.tables.HealthCheck`."""
+
+    kind: "HealthCheckKind"
+    path: str
+    expected_statuses: tuple[int, ...]
+    interval_s: float
+    timeout_s: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    grpc_service: str
+    port: int | None
+
+
+class OutlierDetection(NamedTuple):
+    """:class:`meshgen.runtime.tables.OutlierDetection`."""
+
+    consecutive_5xx: int
+    interval_s: float
+    base_ejection_time_s: float
+    max_ejection_percent: float
+
+
+class CircuitBreaker(NamedTuple):
+    """:class:`meshgen.runtime.tables.CircuitBreaker`."""
+
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+
+
+class RateLimit(NamedTuple):
+    """:class:`meshgen.runtime.tables.RateLimit`."""
+
+    requests_per_second: float
+    burst: int
+
+
+class HeaderMatch(NamedTuple):
+    """:class:`meshgen.runtime.tables.HeaderMatch`."""
+
+    name: str
+    kind: "HeaderMatchKind"
+    value: str
+
+
+class Match(NamedTuple):
+    """:class:`meshgen.runtime.tables.Match`."""
+
+    hosts: tuple[str, ...]
+    path_kind: "PathMatchKind"
+    path: str
+    methods: tuple[str, ...]
+    headers: tuple[HeaderMatch, ...]
+
+
+class Fault(NamedTuple):
+    """:class:`meshgen.runtime.tables.Fault`."""
+
+    delay_s: float
+    delay_percent: float
+    abort_status: int
+    abort_percent: float
+
+
+class Rewrite(NamedTuple):
+    """:class:`meshgen.runtime.tables.Rewrite`."""
+
+    path_prefix: str | None
+    host: str | None
+
+
+class HeaderOps(NamedTuple):
+    """:class:`meshgen.runtime.tables.HeaderOps`."""
+
+    set: tuple[tuple[str, str], ...]
+    remove: tuple[str, ...]
+
+
+class Redirect(NamedTuple):
+    """:class:`meshgen.runtime.tables.Redirect`."""
+
+    location: str
+    status: int
+
+
+class ServerTls(NamedTuple):
+    """:class:`meshgen.runtime.tables.ServerTls`."""
+
+    cert: str
+    key: str
+    ca: str | None
+    client_certificates: "ClientCertificates"
+    min_version: str
+
+
+class Limits(NamedTuple):
+    """:class:`meshgen.runtime.tables.Limits`."""
+
+    request_head_bytes: int
+    request_headers: int
+    url_bytes: int
+    request_head_timeout_s: float
+    client_idle_timeout_s: float
+    max_connections: int
+    max_connection_duration_s: float | None
 
 
 class Retries(NamedTuple):
@@ -124,7 +241,7 @@ class DnsDiscovery(NamedTuple):
 
     name: str
     query_name: str
-    record_type: DnsRecordType
+    record_type: "DnsRecordType"
     port: int | None
     refresh_s: float
     path: PathKey
@@ -150,7 +267,7 @@ class Failover(NamedTuple):
 class TlsPolicy(NamedTuple):
     """Client-side TLS to a service's endpoints; file paths as written in mesh.yaml."""
 
-    mode: TlsMode
+    mode: "TlsMode"
     ca: str | None
     cert: str | None
     key: str | None
@@ -178,7 +295,7 @@ class Service(NamedTuple):
     failover: Failover
     tls: TlsPolicy
     origins: Origins  # every merged policy field, including call.* and tls.*
-    protocol: ServiceProtocol = "http1"
+    protocol: "ServiceProtocol" = "http1"
 
     def origin(self, dotted: str) -> Origin:
         """Where the effective value of ``dotted`` (``"retries.attempts"``) was written."""
@@ -252,10 +369,10 @@ class Listener(NamedTuple):
     port: int
     routes: tuple[str, ...] | None
     tls: ServerTls | None
+    limits: Limits
     synthetic: bool = False
-    limits: Limits = Limits()
-    access: AccessMode = "enforce"
-    protocol: ListenerProtocol = "http"
+    access: "AccessMode" = "enforce"
+    protocol: "ListenerProtocol" = "http"
     to: tuple[TcpDestination, ...] = ()
     sni: tuple[SniEntry, ...] = ()
 
@@ -282,7 +399,7 @@ class Alert(NamedTuple):
     when: str
     expr: AlertExpr | None
     for_s: float
-    severity: Severity
+    severity: "Severity"
     summary: str
     path: PathKey
 

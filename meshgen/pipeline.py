@@ -35,13 +35,12 @@ from typing import TYPE_CHECKING
 from meshgen import __version__, checks, lower, source
 from meshgen.diagnostics import Diagnostic, has_errors
 from meshgen.model import Mesh
-from meshgen.plan import to_tables
-from meshgen.runtime.tables import Tables
 from meshgen.schema import check as check_schema
 from meshgen.source import Document, Input
 from meshgen.units import unit_of, units_of
 
 if TYPE_CHECKING:
+    from meshgen.runtime.tables import Tables
     from meshgen.targets import RenderContext, Target
 
 ASIDE = "runtime"
@@ -121,15 +120,17 @@ def check_spec(path: Path, overlays: Sequence[Path] = (), only: Targets = None) 
     """What ``meshgen validate`` reports of the mesh.yaml at ``path`` with ``overlays``: every
     stage's diagnostics up to the checks, and the gap warnings of the targets named in ``only``.
 
-    No file is rendered (``files`` stays None), so a validate imports no renderer (nor jinja2)
-    and starts fast; renderers report nothing a user can fix, only meshgen's own bugs, which
-    ``build`` still catches by verifying what it writes.
+    No file is rendered (``files`` stays None), so a validate imports no renderer (nor jinja2,
+    nor the runtime's table types unless ``only`` asks for gaps) and starts fast; renderers
+    report nothing a user can fix, only meshgen's own bugs, which ``build`` still catches by
+    verifying what it writes.
     """
     with collector_paused():
         result = _analyse(*_read(path, overlays))
         doc, mesh = result.document, result.mesh
         if only is not None and doc and mesh and not has_errors(result.diagnostics):
             from meshgen import targets
+            from meshgen.plan import to_tables
             from meshgen.targets import gaps as target_gaps
 
             tables = to_tables(mesh)
@@ -209,6 +210,7 @@ def _compile(result: Result, version: str, only: Targets) -> Result:
     from meshgen import targets  # imported only where files are made: validate makes none
     from meshgen.emit import MANIFEST, manifest_text
     from meshgen.forked import Beside
+    from meshgen.plan import to_tables  # and the runtime's table types with it
 
     doc, mesh = result.document, result.mesh
     if doc is None or mesh is None or has_errors(result.diagnostics):

@@ -8,6 +8,9 @@ service); ``health_checks``, ``outlier_detection`` and ``client_tls`` are dicts 
 service-name order and hold only the services that have one (TLS: mode other than
 ``disable``); label and header mappings become sorted tuples in :mod:`meshgen.lower`.
 
+The model's plain values (load balancer, health check, match, ...) mirror their table types
+field for field, so each becomes its table value by unpacking (``t.LoadBalancer(*value)``).
+
 Values are effective: ``per_try_timeout`` defaults to the timeout that applies where the retry
 policy is used (the service's on a Cluster, the route-merged one on a Target); a retry policy
 with ``attempts: 0`` is no retry policy.
@@ -17,7 +20,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from meshgen.model import CallPolicy, DnsDiscovery, Listener, Mesh, Retries, Route, Service, Slo
+from meshgen.model import (
+    CallPolicy,
+    DnsDiscovery,
+    Listener,
+    Match,
+    Mesh,
+    RateLimit,
+    Retries,
+    Route,
+    Service,
+    Slo,
+)
 from meshgen.runtime import tables as t
 
 # (budget share %, long window s, short window s); Google SRE workbook / Sloth defaults for 30d.
@@ -81,17 +95,26 @@ def cluster(service: Service) -> t.Cluster:
         discovery=discovery,
         protocol=service.protocol,
         subsets=tuple(t.Subset(s.name, s.labels) for s in service.subsets),
-        load_balancer=service.load_balancer,
-        circuit_breaker=service.circuit_breaker,
+        load_balancer=t.LoadBalancer(*service.load_balancer),
+        circuit_breaker=t.CircuitBreaker(*service.circuit_breaker),
         connect_timeout_s=service.connect_timeout_s,
         timeout_s=call.timeout_s,
         idle_timeout_s=call.idle_timeout_s,
         retries=retry_policy(call.retries, call.timeout_s),
-        rate_limit=service.rate_limit,
+        rate_limit=rate_limit(service.rate_limit),
         failover=t.Failover(
             service.failover.zones, service.failover.panic_threshold, service.failover.backup
         ),
     )
+
+
+def rate_limit(value: RateLimit | None) -> t.RateLimit | None:
+    return None if value is None else t.RateLimit(*value)
+
+
+def match(value: Match) -> t.Match:
+    headers = tuple(t.HeaderMatch(*header) for header in value.headers)
+    return t.Match(value.hosts, value.path_kind, value.path, value.methods, headers)
 
 
 def _target(
@@ -116,18 +139,18 @@ def route(item: Route) -> t.Route:
         assert dest.call is not None, "checks reject routes to unknown services"
         weight = dest.weight if dest.weight is not None else (100 if single else 0)
         targets.append(_target(item.name, dest.service, dest.subset, weight, dest.call))
-    mirror = item.mirror
+    mirror, fault, rewrite, redirect = item.mirror, item.fault, item.rewrite, item.redirect
     return t.Route(
         name=item.name,
-        match=item.match,
+        match=match(item.match),
         to=tuple(targets),
-        rate_limit=item.rate_limit,
-        fault=item.fault,
+        rate_limit=rate_limit(item.rate_limit),
+        fault=None if fault is None else t.Fault(*fault),
         mirror=None if mirror is None else t.Mirror(mirror.service, mirror.subset, mirror.percent),
-        rewrite=item.rewrite,
-        request_headers=item.request_headers,
-        response_headers=item.response_headers,
-        redirect=item.redirect,
+        rewrite=None if rewrite is None else t.Rewrite(*rewrite),
+        request_headers=t.HeaderOps(*item.request_headers),
+        response_headers=t.HeaderOps(*item.response_headers),
+        redirect=None if redirect is None else t.Redirect(*redirect),
     )
 
 
@@ -139,8 +162,8 @@ def listener(mesh: Mesh, item: Listener, order: dict[str, int]) -> t.Listener:
         host=item.host,
         port=item.port,
         routes=tuple(sorted(set(mesh.listener_routes(item)), key=order.__getitem__)),
-        tls=item.tls,
-        limits=item.limits,
+        tls=None if item.tls is None else t.ServerTls(*item.tls),
+        limits=t.Limits(*item.limits),
         access=item.access,
         protocol=item.protocol,
         to=tuple(
@@ -193,9 +216,13 @@ def to_tables(mesh: Mesh) -> t.Tables:
         clusters=tuple(cluster(s) for s in services),
         routes=tuple(route(r) for r in mesh.routes),
         listeners=tuple(listener(mesh, item, order) for item in mesh.listeners),
-        health_checks={s.name: s.health_check for s in services if s.health_check is not None},
+        health_checks={
+            s.name: t.HealthCheck(*s.health_check) for s in services if s.health_check is not None
+        },
         outlier_detection={
-            s.name: s.outlier_detection for s in services if s.outlier_detection is not None
+            s.name: t.OutlierDetection(*s.outlier_detection)
+            for s in services
+            if s.outlier_detection is not None
         },
         client_tls={s.name: client_tls(s) for s in services if s.tls.mode != "disable"},
         access=tuple(

@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 
 from meshgen.checks.context import Context
-from meshgen.runtime.tables import HeaderMatch, Match
+from meshgen.model import HeaderMatch, Match
 
 
 def check(ctx: Context) -> None:

@@ -5,15 +5,22 @@ from __future__ import annotations
 from meshgen import builtin
 from meshgen.lower.context import LowerContext, split_address, version_text
 from meshgen.lower.merge import Merged
-from meshgen.model import AccessRule, Listener, PathKey, SniEntry, TcpDestination
-from meshgen.runtime import tables as t
+from meshgen.model import AccessRule, Limits, Listener, PathKey, ServerTls, SniEntry, TcpDestination
 
 
 def listeners(ctx: LowerContext) -> tuple[Listener, ...]:
     raw_listeners = ctx.data.get("listeners")
     if raw_listeners is None:
         return tuple(
-            Listener(str(raw["name"]), (), *_built_in_address(raw["address"]), None, None, True)
+            Listener(
+                str(raw["name"]),
+                (),
+                *_built_in_address(raw["address"]),
+                None,
+                None,
+                limits(ctx, {}, ()),
+                synthetic=True,
+            )
             for raw in builtin.default("listeners")
         )
     return tuple(
@@ -28,7 +35,7 @@ def listener(ctx: LowerContext, raw: Merged, path: PathKey) -> Listener:
     tls = raw.get("tls")
     server_tls = None
     if isinstance(tls, dict):
-        server_tls = t.ServerTls(
+        server_tls = ServerTls(
             cert=str(tls["cert"]),
             key=str(tls["key"]),
             ca=tls.get("ca"),
@@ -47,7 +54,7 @@ def listener(ctx: LowerContext, raw: Merged, path: PathKey) -> Listener:
         port,
         None if routes is None else tuple(routes),
         server_tls,
-        limits=limits(ctx, raw.get("limits") or {}, (*path, "limits")),
+        limits(ctx, raw.get("limits") or {}, (*path, "limits")),
         access=raw.get("access", builtin.default("listener.access")),
         protocol=raw.get("protocol", builtin.default("listener.protocol")),
         to=tuple(
@@ -63,7 +70,7 @@ def listener(ctx: LowerContext, raw: Merged, path: PathKey) -> Listener:
     )
 
 
-def limits(ctx: LowerContext, raw: Merged, path: PathKey) -> t.Limits:
+def limits(ctx: LowerContext, raw: Merged, path: PathKey) -> Limits:
     """A listener's ``limits:``; the built-in value of each field it leaves out."""
 
     def count(key: str) -> int:
@@ -73,7 +80,7 @@ def limits(ctx: LowerContext, raw: Merged, path: PathKey) -> t.Limits:
         fallback = builtin.seconds(f"listener.limits.{key}")
         return ctx.duration(raw[key], (*path, key), fallback) if key in raw else fallback
 
-    return t.Limits(
+    return Limits(
         request_head_bytes=count("request_head_bytes"),
         request_headers=count("request_headers"),
         url_bytes=count("url_bytes"),

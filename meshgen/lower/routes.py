@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from meshgen import builtin
 from meshgen.lower.context import LowerContext, normalize_host
 from meshgen.lower.merge import CALL_FIELDS, Merged, OriginMap, overlay
 from meshgen.lower.services import call_policy, rate_limit
-from meshgen.model import CallPolicy, Destination, Gap, Mirror, PathKey, Route, Service
-from meshgen.runtime import tables as t
+from meshgen.model import (
+    CallPolicy,
+    Destination,
+    Fault,
+    Gap,
+    HeaderMatch,
+    HeaderOps,
+    Match,
+    Mirror,
+    PathKey,
+    RateLimit,
+    Redirect,
+    Rewrite,
+    Route,
+    Service,
+)
+
+if TYPE_CHECKING:
+    from meshgen.runtime.tables import HeaderMatchKind, PathMatchKind
 
 
 def routes(ctx: LowerContext, services: dict[str, Service]) -> tuple[Route, ...]:
@@ -32,14 +49,14 @@ def default_route(ctx: LowerContext, service: Service) -> Route:
     return Route(
         service.name,
         service.path,
-        t.Match(hosts=hosts),
+        Match(hosts, "prefix", "/", (), ()),
         (dest,),
         None,
         None,
         None,
         None,
-        t.HeaderOps(),
-        t.HeaderOps(),
+        _NO_HEADER_OPS,
+        _NO_HEADER_OPS,
         None,
         True,
         synthetic=True,
@@ -80,12 +97,12 @@ def route(ctx: LowerContext, raw: Merged, path: PathKey, services: dict[str, Ser
         ),
         rewrite=None
         if rewrite is None
-        else t.Rewrite(rewrite.get("path_prefix"), rewrite.get("host")),
+        else Rewrite(rewrite.get("path_prefix"), rewrite.get("host")),
         request_headers=_header_ops(headers.get("request")),
         response_headers=_header_ops(headers.get("response")),
         redirect=None
         if redirect is None
-        else t.Redirect(
+        else Redirect(
             str(redirect["location"]),
             int(redirect.get("status", builtin.default("route.redirect.status"))),
         ),
@@ -93,7 +110,7 @@ def route(ctx: LowerContext, raw: Merged, path: PathKey, services: dict[str, Ser
     )
 
 
-def route_rate_limit(ctx: LowerContext, raw: Merged, path: PathKey) -> t.RateLimit | None:
+def route_rate_limit(ctx: LowerContext, raw: Merged, path: PathKey) -> RateLimit | None:
     """The route's bucket: its ``rate_limit`` over each destination service's, key by key.
 
     Fields the route leaves out come from its services' merged ``rate_limit`` (which
@@ -152,16 +169,16 @@ def route_call(
     return call_policy(ctx, merged, origins)
 
 
-def match(raw: Merged) -> t.Match:
+def match(raw: Merged) -> Match:
     host = raw.get("host", ())
     hosts = (host,) if isinstance(host, str) else tuple(host)
     kind, value = "prefix", "/"
     for key in ("path_prefix", "path_exact", "path_regex"):
         if key in raw:
             kind, value = key.removeprefix("path_"), str(raw[key])
-    return t.Match(
+    return Match(
         hosts=tuple(dict.fromkeys(normalize_host(h) for h in hosts)),
-        path_kind=cast(t.PathMatchKind, kind),
+        path_kind=cast("PathMatchKind", kind),
         path=value,
         methods=tuple(sorted({str(m).upper() for m in raw.get("methods", ())})),
         headers=tuple(
@@ -173,11 +190,11 @@ def match(raw: Merged) -> t.Match:
     )
 
 
-def lower_fault(ctx: LowerContext, raw: Merged, path: PathKey) -> t.Fault:
+def lower_fault(ctx: LowerContext, raw: Merged, path: PathKey) -> Fault:
     delay, abort = raw.get("delay") or {}, raw.get("abort") or {}
     delay_percent = builtin.default("route.fault.delay.percent")
     abort_percent = builtin.default("route.fault.abort.percent")
-    return t.Fault(
+    return Fault(
         delay_s=ctx.duration(delay["fixed"], (*path, "delay", "fixed")) if delay else 0.0,
         delay_percent=float(delay.get("percent", delay_percent)) if delay else 0.0,
         abort_status=int(abort["status"]) if abort else 0,
@@ -185,20 +202,20 @@ def lower_fault(ctx: LowerContext, raw: Merged, path: PathKey) -> t.Fault:
     )
 
 
-def _header_match(name: str, raw: Merged) -> t.HeaderMatch:
+def _header_match(name: str, raw: Merged) -> HeaderMatch:
     for kind in ("exact", "prefix", "regex"):
         if kind in raw:
-            return t.HeaderMatch(name.lower(), cast(t.HeaderMatchKind, kind), str(raw[kind]))
-    return t.HeaderMatch(name.lower(), "present")
+            return HeaderMatch(name.lower(), cast("HeaderMatchKind", kind), str(raw[kind]))
+    return HeaderMatch(name.lower(), "present", "")
 
 
-_NO_HEADER_OPS: t.HeaderOps = t.HeaderOps()
+_NO_HEADER_OPS: HeaderOps = HeaderOps((), ())
 
 
-def _header_ops(raw: Merged | None) -> t.HeaderOps:
+def _header_ops(raw: Merged | None) -> HeaderOps:
     if not raw:
         return _NO_HEADER_OPS
-    return t.HeaderOps(
+    return HeaderOps(
         set=tuple(sorted((str(k).lower(), str(v)) for k, v in (raw.get("set") or {}).items())),
         remove=tuple(str(n).lower() for n in raw.get("remove", ())),
     )

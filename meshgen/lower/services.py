@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from meshgen import builtin
 from meshgen.lower.context import LowerContext, pairs, version_text
@@ -10,11 +10,16 @@ from meshgen.lower.merge import POLICY_FIELDS, Merged, OriginMap, copy_nested, d
 from meshgen.model import (
     BUILT_IN,
     CallPolicy,
+    CircuitBreaker,
     DnsDiscovery,
     Endpoint,
     Failover,
     Gap,
+    HealthCheck,
+    LoadBalancer,
+    OutlierDetection,
     PathKey,
+    RateLimit,
     Retries,
     Service,
     StaticDiscovery,
@@ -22,7 +27,9 @@ from meshgen.model import (
     TlsPolicy,
 )
 from meshgen.protocols import TCP_NOT_INHERITED, TCP_RETRY_ON
-from meshgen.runtime import tables as t
+
+if TYPE_CHECKING:
+    from meshgen.runtime.tables import DnsRecordType, HealthCheckKind, ServiceProtocol
 
 _default = builtin.default
 
@@ -45,7 +52,7 @@ def service(ctx: LowerContext, name: str, raw: Merged) -> Service:
     origins = dict(ctx.default_origins)
     own: Merged = {k: raw[k] for k in POLICY_FIELDS if k in raw}
     overlay(merged, origins, own, ctx.origin("service"), path)
-    protocol = cast(t.ServiceProtocol, raw.get("protocol", _default("service.protocol")))
+    protocol = cast("ServiceProtocol", raw.get("protocol", _default("service.protocol")))
     if protocol == "tcp":
         tcp_inherits(merged, origins)
     return Service(
@@ -98,7 +105,7 @@ def discovery(ctx: LowerContext, raw: Merged, path: PathKey) -> StaticDiscovery 
         dns = raw["dns"]
         name = str(dns.get("name", path[1])).lower().rstrip(".")
         fqdn = name if "." in name or not ctx.domain else f"{name}.{ctx.domain}"
-        kind = cast(t.DnsRecordType, dns.get("type", _default("service.discovery.dns.type")))
+        kind = cast("DnsRecordType", dns.get("type", _default("service.discovery.dns.type")))
         query = f"_http._tcp.{fqdn}" if kind == "SRV" and not fqdn.startswith("_") else fqdn
         refresh = builtin.seconds("service.discovery.dns.refresh")
         if "refresh" in dns:
@@ -122,7 +129,7 @@ def discovery(ctx: LowerContext, raw: Merged, path: PathKey) -> StaticDiscovery 
     return StaticDiscovery(tuple(endpoints), (*path, "static"))
 
 
-def service_rate_limit(ctx: LowerContext, name: str, raw: Merged | None) -> t.RateLimit | None:
+def service_rate_limit(ctx: LowerContext, name: str, raw: Merged | None) -> RateLimit | None:
     """The merged bucket; a ``defaults:`` one is complete, so a gap is the service's own."""
     ctx.rate_limits[name] = raw
     if raw is not None and "requests_per_second" not in raw:
@@ -136,11 +143,11 @@ def service_rate_limit(ctx: LowerContext, name: str, raw: Merged | None) -> t.Ra
 
 def health_check(
     ctx: LowerContext, name: str, merged: Merged, origins: OriginMap
-) -> t.HealthCheck | None:
+) -> HealthCheck | None:
     raw = merged.get("health_check")
     if raw is None:
         return None
-    kinds: tuple[t.HealthCheckKind, ...] = ("http", "tcp", "grpc")
+    kinds: tuple[HealthCheckKind, ...] = ("http", "tcp", "grpc")
     kind = next((k for k in kinds if k in raw), None)
     if kind is None:
         where = ("services", name, "health_check")
@@ -150,7 +157,7 @@ def health_check(
         return None
     http_raw = raw.get("http") or {}
     grpc_raw = raw.get("grpc") or {}
-    return t.HealthCheck(
+    return HealthCheck(
         kind=kind,
         path=str(http_raw.get("path", _default("service.health_check.http.path"))),
         expected_statuses=tuple(
@@ -171,11 +178,11 @@ def health_check(
     )
 
 
-def outlier(ctx: LowerContext, merged: Merged, origins: OriginMap) -> t.OutlierDetection | None:
+def outlier(ctx: LowerContext, merged: Merged, origins: OriginMap) -> OutlierDetection | None:
     raw = merged.get("outlier_detection")
     if raw is None:
         return None
-    return t.OutlierDetection(
+    return OutlierDetection(
         consecutive_5xx=int(
             raw.get("consecutive_5xx", _default("service.outlier_detection.consecutive_5xx"))
         ),
@@ -189,8 +196,8 @@ def outlier(ctx: LowerContext, merged: Merged, origins: OriginMap) -> t.OutlierD
     )
 
 
-def circuit_breaker(raw: Merged) -> t.CircuitBreaker:
-    return t.CircuitBreaker(
+def circuit_breaker(raw: Merged) -> CircuitBreaker:
+    return CircuitBreaker(
         **{
             key: int(raw.get(key, _default(f"service.circuit_breaker.{key}")))
             for key in ("max_connections", "max_pending_requests", "max_requests")
@@ -257,10 +264,10 @@ def client_tls(raw: Merged) -> TlsPolicy:
     )
 
 
-def load_balancer_of(raw: Merged) -> t.LoadBalancer:
+def load_balancer_of(raw: Merged) -> LoadBalancer:
     hash_on = raw.get("hash_on") or {}
     header = hash_on.get("header")
-    return t.LoadBalancer(
+    return LoadBalancer(
         policy=raw.get("policy", _default("service.load_balancer.policy")),
         choice_count=int(raw.get("choice_count", _default("service.load_balancer.choice_count"))),
         hash_header=None if header is None else str(header).lower(),
@@ -269,9 +276,9 @@ def load_balancer_of(raw: Merged) -> t.LoadBalancer:
     )
 
 
-def rate_limit(raw: Merged | None) -> t.RateLimit | None:
+def rate_limit(raw: Merged | None) -> RateLimit | None:
     """A token bucket; ``burst`` defaults to one second's worth of requests (at least 1)."""
     if raw is None:
         return None
     rate = float(raw["requests_per_second"])
-    return t.RateLimit(rate, int(raw.get("burst", max(1, round(rate)))))
+    return RateLimit(rate, int(raw.get("burst", max(1, round(rate)))))

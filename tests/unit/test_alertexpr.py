@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
-from meshgen.alertexpr import AlertExpr, AlertExprError, parse_when
+from meshgen.alertexpr import SIGNALS, AlertExpr, AlertExprError, parse_when
+from meshgen.runtime.tables import Signal
+
+
+def test_the_signals_are_the_runtimes_in_its_order() -> None:
+    """SIGNAL_UNITS names every signal the runtime evaluates, and no other."""
+    assert get_args(Signal) == SIGNALS
 
 
 @pytest.mark.parametrize(

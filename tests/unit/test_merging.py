@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshgen.runtime.tables import HealthCheck, RateLimit
+from meshgen.model import HealthCheck, RateLimit
 from meshgen.schema import validate
 from tests.unit.h2_mesh import codes, diagnose, document, mesh_of
 
@@ -35,8 +35,12 @@ def test_service_overrides_only_the_health_check_interval() -> None:
     )
     assert validate(document(text)) == []
     services = mesh_of(text).services
-    assert services["a"].health_check == HealthCheck("http", "/hz", (200,), 5.0, 1.0, 2, 3)
-    assert services["b"].health_check == HealthCheck("http", "/hz", (200,), 2.0, 1.0, 2, 3)
+    assert services["a"].health_check == HealthCheck(
+        "http", "/hz", (200,), 5.0, 1.0, 2, 3, "", None
+    )
+    assert services["b"].health_check == HealthCheck(
+        "http", "/hz", (200,), 2.0, 1.0, 2, 3, "", None
+    )
 
 
 def test_a_layer_naming_tcp_replaces_http() -> None:

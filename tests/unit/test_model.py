@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import pytest
+
+from meshgen import model
 from meshgen.model import BUILT_IN, Origin
+from meshgen.runtime import tables as t
 from tests.unit.h2_mesh import mesh_of
+
+MIRRORED = (
+    model.LoadBalancer,
+    model.HealthCheck,
+    model.OutlierDetection,
+    model.CircuitBreaker,
+    model.RateLimit,
+    model.HeaderMatch,
+    model.Match,
+    model.Fault,
+    model.Rewrite,
+    model.HeaderOps,
+    model.Redirect,
+    model.ServerTls,
+    model.Limits,
+)
 
 LAYERED = """
 defaults:
@@ -132,3 +155,11 @@ def test_objects_keep_their_source_paths() -> None:
     assert reviews.discovery.path == ("services", "reviews", "discovery", "static")
     assert mesh.routes[0].path == ("routes", 0)
     assert mesh.routes[0].to[0].path == ("routes", 0, "to", 0)
+
+
+@pytest.mark.parametrize("plain", MIRRORED, ids=lambda c: c.__name__)
+def test_a_plain_value_mirrors_its_table_type_field_for_field(plain: Any) -> None:
+    """plan makes the table value by unpacking the model's (``t.LoadBalancer(*value)``): the
+    fields must be the table type's, in its order (mypy checks each position's type)."""
+    table = getattr(t, plain.__name__)
+    assert plain._fields == tuple(f.name for f in dataclasses.fields(table) if f.init)

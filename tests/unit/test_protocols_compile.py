@@ -8,6 +8,7 @@ tests/diagnostics; here are the rules that decide when they fire.
 
 from __future__ import annotations
 
+from meshgen.model import CircuitBreaker, HealthCheck, LoadBalancer, RateLimit
 from meshgen.plan import to_tables
 from meshgen.runtime import tables as t
 from meshgen.schema import validate
@@ -46,13 +47,13 @@ def test_a_tcp_service_ignores_the_http_fields_of_defaults() -> None:
     assert codes(text) == []
     mesh = mesh_of(text)
     db, web = mesh.services["db"], mesh.services["web"]
-    assert db.rate_limit is None and web.rate_limit == t.RateLimit(10.0, 10)
+    assert db.rate_limit is None and web.rate_limit == RateLimit(10.0, 10)
     assert db.call.timeout_s == 15.0 and db.origin("timeout").kind == "built-in"
     assert db.call.idle_timeout_s == 3600.0 and web.call.idle_timeout_s == 30.0
     assert db.call.retries is not None and db.call.retries.attempts == 3
     assert db.call.retries.on == ("connect-failure",) and db.call.retries.per_try_timeout_s is None
-    assert db.circuit_breaker == t.CircuitBreaker(max_connections=9)
-    assert db.load_balancer == t.LoadBalancer(policy="maglev")  # no header to hash on
+    assert db.circuit_breaker == CircuitBreaker(9, 1024, 1024)
+    assert db.load_balancer == LoadBalancer("maglev", 2, None, None, False)  # no header to hash
     check = db.health_check
     assert check is not None and (check.kind, check.interval_s) == ("tcp", 2.0)
     assert web.health_check is not None and web.health_check.kind == "http"
@@ -74,7 +75,7 @@ def test_a_tcp_service_keeps_its_own_idle_timeout_and_source_ip_hashing() -> Non
 def test_an_http_check_on_a_health_port_stays_http() -> None:
     text = "services:" + DB + "    health_check: {http: {path: /ready}, port: 8080}\n"
     check = mesh_of(text + TCP_LISTENER).services["db"].health_check
-    assert check == t.HealthCheck("http", "/ready", port=8080)
+    assert check == HealthCheck("http", "/ready", (200,), 5.0, 1.0, 2, 3, "", 8080)
     assert codes(text + TCP_LISTENER) == []
 
 
