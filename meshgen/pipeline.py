@@ -27,7 +27,6 @@ import gc
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,20 +55,23 @@ ASIDE_FROM = 1000
 """Fewest clusters that make a build fork: below, rendering takes well under a second."""
 
 
-@dataclass
 class Result:
     """What a compile produced. ``files`` is None when a stage reported errors.
 
     ``sources`` maps each input's name (as in diagnostics) to its text, for quoting lines
-    even when an input did not parse.
+    even when an input did not parse. (A plain class: a validate imports nothing that makes
+    dataclasses.)
     """
 
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    document: Document | None = None
-    tables: Tables | None = None
-    files: dict[str, str] | None = None
-    sources: dict[str, str] = field(default_factory=dict)
-    mesh: Mesh | None = None
+    def __init__(
+        self, diagnostics: list[Diagnostic], document: Document | None, sources: dict[str, str]
+    ) -> None:
+        self.diagnostics = diagnostics
+        self.document = document
+        self.tables: Tables | None = None
+        self.files: dict[str, str] | None = None
+        self.sources = sources
+        self.mesh: Mesh | None = None
 
     @property
     def ok(self) -> bool:
@@ -184,7 +186,7 @@ def _loaded(
 
 def _analyse(doc: Document | None, diags: list[Diagnostic], sources: dict[str, str]) -> Result:
     """source's result -> schema -> lower -> checks, each on the parts the one before passed."""
-    result = Result(diagnostics=sorted(diags, key=_key), document=doc, sources=sources)
+    result = Result(sorted(diags, key=_key), doc, sources)
     if doc is None:
         return result
     broken = units_of(doc.unit_at(d.span) or () for d in diags if d.severity == "error")

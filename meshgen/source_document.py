@@ -8,15 +8,18 @@ spans lazily by walking the tree (each mapping's key index is built on first use
 so a span always points into the file that wrote the value: the nearest existing path of the
 merged data is looked up in the layer that last wrote it. Without overlays the base layer
 answers directly, so the common case pays nothing extra.
+
+Both are plain classes with read-only (``Final``) fields rather than frozen dataclasses: a
+validate then imports nothing that makes dataclasses (``dataclasses`` with ``inspect`` cost it
+~25 ms on a slow machine).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -28,15 +31,15 @@ from .source_overlay import Writers, writer_of
 PathKey = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
 class Layer:
     """One input file as parsed: ``name`` is how diagnostics name it."""
 
-    path: Path
-    name: str
-    text: str
-    root: Node | None = field(default=None, repr=False, compare=False)
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, path: Path, name: str, text: str, root: Node | None) -> None:
+        self.path: Final = path
+        self.name: Final = name
+        self.text: Final = text
+        self.root: Final = root
+        self._cache: Final[dict[str, Any]] = {}
 
     def span(self, path: PathKey) -> Span:
         """Span of the value at ``path``; the nearest existing ancestor's if it is absent."""
@@ -88,7 +91,6 @@ class Layer:
         return index
 
 
-@dataclass(frozen=True)
 class Document:
     """A loaded mesh.yaml (with its overlays merged): plain ``data``, the node trees its spans
     come from, and ``files``: what the file system says about the files it names
@@ -96,15 +98,27 @@ class Document:
     ``overlays`` the overlay files in the order they were applied; ``base_dir`` is where
     relative paths resolve (mesh.yaml's folder; the working directory for stdin)."""
 
-    path: Path
-    name: str
-    text: str
-    data: Any
-    root: Node | None = field(default=None, repr=False, compare=False)
-    files: Mapping[str, FileFacts] = field(default_factory=dict, repr=False, compare=False)
-    overlays: tuple[Layer, ...] = ()
-    writers: Writers = field(default_factory=dict, repr=False, compare=False)
-    base_dir: Path | None = None
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        text: str,
+        data: Any,
+        root: Node | None,
+        files: Mapping[str, FileFacts],
+        overlays: tuple[Layer, ...],
+        writers: Writers,
+        base_dir: Path | None,
+    ) -> None:
+        self.path: Final = path
+        self.name: Final = name
+        self.text: Final = text
+        self.data: Final = data
+        self.root: Final = root
+        self.files: Final = files
+        self.overlays: Final = overlays
+        self.writers: Final = writers
+        self.base_dir: Final = base_dir
 
     @cached_property
     def base(self) -> Layer:
