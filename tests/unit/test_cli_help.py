@@ -42,6 +42,15 @@ def test_delegated_commands_are_the_ones_without_their_own_help() -> None:
     assert stubs == set(DELEGATED)
 
 
+def test_a_named_command_alone_parses_as_in_the_full_parser() -> None:
+    """A command line that names a command builds only that command's parser (faster)."""
+    full = _subcommands(cli._parser()).choices
+    assert list(full) == list(cli.COMMANDS)
+    for name in cli.COMMANDS:
+        (only,) = _subcommands(cli._parser(name)).choices.items()
+        assert only[0] == name and only[1].format_help() == full[name].format_help()
+
+
 def test_every_subcommand_has_help() -> None:
     for choice in _subcommands(cli._parser())._choices_actions:
         assert choice.help, f"meshgen {choice.dest} has no help text"
