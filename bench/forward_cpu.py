@@ -153,9 +153,11 @@ async def one_batch(server: Any, upstream: Any, batch: int) -> float:
 async def measure(rigs: dict[str, Callable[[], Awaitable[float]]], rounds: int) -> None:
     best = dict.fromkeys(rigs, 1e9)
     ratios = []
+    order = list(rigs.items())
     for _ in range(rounds):
         took = {}
-        for name, run_batch in rigs.items():
+        order.reverse()  # each side runs first every other round: no place is favoured
+        for name, run_batch in order:
             took[name] = await run_batch()
             best[name] = min(best[name], took[name])
         ratios.append(took["this tree"] / took["baseline"])
