@@ -18,6 +18,15 @@ median and quartiles of the per-batch ratio this tree / baseline.
 (``python DIST --accelerate``, into the machine's cache), and as two compiled builds of one
 package cannot share a process, each side runs in a worker process of its own on CPU 0
 (``--worker DIST``), the batches still alternating, driven from here over pipes.
+
+``--instructions`` counts instead of timing (with or without ``--compiled``): each side's
+worker runs ``--rounds`` batches under ``valgrind --tool=callgrind``, collecting only inside
+the two ``data_received`` callbacks and the write batch's end of pass (compiled; callees
+included) or inside httptools' ``feed_data`` (pure, whose callbacks are Python). It prints
+instructions per request for each side and their ratio. Why: the count is the same from run
+to run to a few hundredths of a percent, where a timed run's ratio moves by +-4 % with the
+workers' memory layouts; it does not see cache misses, so a change is still judged by the
+timed A/B too. Needs valgrind; 10-20 rounds take about a minute per side.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from functools import partial
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 import uvloop
 
@@ -167,17 +176,17 @@ async def measure(rigs: dict[str, Callable[[], Awaitable[float]]], rounds: int) 
     print(f"this tree / baseline per batch: median {median:.3f} (quartiles {q1:.3f} {q3:.3f})")
 
 
-def worker(dist: Path) -> None:
-    """``--worker DIST``: the compiled runtime of DIST; one batch per line read (its size),
-    one line written back (seconds per request)."""
+def worker(dist: Path, compiled: bool = True) -> None:
+    """``--worker DIST``: the compiled (else pure) runtime of DIST; one batch per line read
+    (its size), one line written back (seconds per request)."""
     sys.path.insert(0, str(dist))
-    os.environ["MESHGEN_RUNTIME"] = "compiled"
+    kind = os.environ["MESHGEN_RUNTIME"] = "compiled" if compiled else "pure"
 
     async def serve() -> None:
         server, upstream = rig("meshgen_runtime", dist)
         attempt = sys.modules["meshgen_runtime.forward.attempt"]
-        if not str(attempt.__file__).endswith(tuple(EXTENSION_SUFFIXES)):
-            raise SystemExit(f"{dist}: its compiled runtime did not load")
+        if str(attempt.__file__).endswith(tuple(EXTENSION_SUFFIXES)) != compiled:
+            raise SystemExit(f"{dist}: its {kind} runtime did not load")
         print("ready", flush=True)
         for line in sys.stdin:
             print(await one_batch(server, upstream, int(line)), flush=True)
@@ -203,16 +212,47 @@ def compiled_side(dist: Path, batch: int) -> Callable[[], Awaitable[float]]:
     return run_batch
 
 
+COLLECTED: Final = {
+    True: (
+        "CPyPy_http1___ServerConnection___data_received",
+        "CPyPy_upstream_conn___UpstreamConnection___data_received",
+        "CPyPy_upstream_conn___WriteBatch____pass_ended",
+    ),
+    False: ("__pyx_pw_9httptools_6parser_6parser_10HttpParser_13feed_data",),
+}
+"""Where ``--instructions`` counts, compiled and pure (module docstring)."""
+
+
+def instructions(dist: Path, compiled: bool, rounds: int, batch: int) -> float:
+    """Instructions per request of DIST's runtime over ``rounds`` batches, by callgrind."""
+    if compiled:
+        subprocess.run([sys.executable, str(dist), "--accelerate"], check=True, capture_output=True)
+    out = dist.parent / "callgrind.out"
+    toggles = [f"--toggle-collect={name}" for name in COLLECTED[compiled]]
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--collect-atstart=no",
+           *toggles, sys.executable, "-P", __file__, "--worker", str(dist)]  # fmt: skip
+    if not compiled:
+        cmd.append("--pure")
+    feed = f"{batch}\n" * rounds
+    subprocess.run(cmd, input=feed, text=True, check=True, capture_output=True)
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1]) / (rounds * batch)
+    raise SystemExit(f"{out}: no instruction count")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--baseline", metavar="REF", help="git commit to compare with")
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--batch", type=int, default=400)
     ap.add_argument("--compiled", action="store_true", help="both runtimes compiled (mypyc)")
+    ap.add_argument("--instructions", action="store_true", help="count instead of timing")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--pure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        worker(args.worker)
+        worker(args.worker, compiled=not args.pure)
         return 0
     if args.baseline is None:
         ap.error("--baseline is required")
@@ -229,6 +269,15 @@ def main() -> int:
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
         dists = {"baseline": build(base_src, d / "b"), "this tree": build(ROOT, d / "t")}
         sys.path.insert(0, str(packages))
+        if args.instructions:
+            count = {
+                name: instructions(dist, args.compiled, args.rounds, args.batch)
+                for name, dist in dists.items()
+            }
+            for name, value in count.items():
+                print(f"{name:10s} {value:,.0f} instructions per request")
+            print(f"this tree / baseline: {count['this tree'] / count['baseline']:.4f}")
+            return 0
 
         async def run() -> None:
             if args.compiled:
