@@ -146,9 +146,12 @@ class Exchange(Upstream):
         head = conn.headers
         if len(head) != conn.head_count:  # trailers came with it (HTTP/1.1 has no place for
             head = head[: conn.head_count]  # them after a chunked body we frame ourselves)
-        for k, v in head:  # one flat join: cheaper than a formatted line per header
+        for k, v in head:  # one flat join (heads.py: four appends, not a tuple)
             if k not in skip:
-                parts += (k, b": ", v, b"\r\n")
+                parts.append(k)
+                parts.append(b": ")
+                parts.append(v)
+                parts.append(b"\r\n")
         parts.append(sops.tail)
         parts.append(VIA_LINE)
         framed = conn.has_length and b"content-length" not in skip
