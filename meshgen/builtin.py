@@ -154,6 +154,7 @@ BUILT_INS: Final[Mapping[str, BuiltIn]] = MappingProxyType(
         "service.failover.panic_threshold": BuiltIn(
             50, ("/$defs/failover/properties/panic_threshold",), ("Failover.panic_threshold",)
         ),
+        "route.match.path_prefix": BuiltIn("/", (), ("Match.path",)),  # every path
         "route.fault.delay.percent": BuiltIn(
             100, (_ROUTE + "fault/properties/delay/properties/percent",)
         ),

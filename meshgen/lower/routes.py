@@ -49,7 +49,7 @@ def default_route(ctx: LowerContext, service: Service) -> Route:
     return Route(
         service.name,
         service.path,
-        Match(hosts, "prefix", "/", (), ()),
+        Match(hosts, "prefix", builtin.default("route.match.path_prefix"), (), ()),
         (dest,),
         None,
         None,
@@ -172,7 +172,7 @@ def route_call(
 def match(raw: Merged) -> Match:
     host = raw.get("host", ())
     hosts = (host,) if isinstance(host, str) else tuple(host)
-    kind, value = "prefix", "/"
+    kind, value = "prefix", builtin.default("route.match.path_prefix")
     for key in ("path_prefix", "path_exact", "path_regex"):
         if key in raw:
             kind, value = key.removeprefix("path_"), str(raw[key])

@@ -176,6 +176,7 @@ def test_lowering_a_spec_that_writes_nothing_gives_the_built_ins() -> None:
         "service.tls.verify": tls.verify,
         "service.tls.insecure": mesh.services["a"].tls.insecure,
         "service.failover.panic_threshold": a.failover.panic_threshold,
+        "route.match.path_prefix": route.match.path,
         "route.fault.delay.percent": fault.delay_percent,
         "route.fault.abort.percent": fault.abort_percent,
         "route.mirror.percent": route.mirror.percent,
