@@ -14,6 +14,10 @@ twice:
    defaults left out, wrapped at 100 columns), writing a constant's name wherever its value
    occurs.
 
+Both passes run once per value of a table file (~430,000 at 10,000 services), so each value's
+fields are fetched by one C call (:class:`_Spec`) and a tuple of scalars other than floats is
+written by ``repr`` in C.
+
 Names are the type (or the field the tuple first sits in) and a hash of the value's text, e.g.
 ``_RetryPolicy_1a2b3c4d``: a name changes only when its value does, so adding a service does not
 rename anything in the diff. Constants are defined before use (values that use no constant
@@ -27,8 +31,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Mapping
-from typing import Any
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 WIDTH = 100
 TABLES_MODULE = "meshgen.runtime.tables"
@@ -68,11 +73,12 @@ class SharedLiterals:
         The hot loop of a build at 10,000 services: scalars are written inline.
         """
         cls = type(value)
-        parts = _items(value)
-        assert parts is not None  # scalars are written by the caller
-        opening, closing, children = parts
-        fields = _fields(cls)
-        if fields is not None:
+        if cls is tuple and _of_plain_scalars(value):
+            text = repr(value)
+            return text if len(text) <= SHARE_MAX else None
+        opening, closing, children = _items(value)
+        table_type = cls in _SPECS
+        if table_type:
             self.classes.add(cls.__name__)
         elif cls is not tuple:  # dict or list: never shared, nor anything holding one
             for child_label, child in children:
@@ -103,7 +109,7 @@ class SharedLiterals:
         text = _join(opening, texts, closing, cls)
         if len(text) > SHARE_MAX:
             return None
-        if fields is None and not nested:
+        if not table_type and not nested:
             return text  # a tuple of scalars: written inside shared values, never shared itself
         self._text[id(value)] = text
         seen = self._count.get(text, 0)
@@ -111,7 +117,7 @@ class SharedLiterals:
         if not seen:
             self._kids[text] = kids
             field = label[:-1] if label.endswith("=") else "tuple"
-            self._first[text] = (value, field if fields is None else cls.__name__)
+            self._first[text] = (value, cls.__name__ if table_type else field)
         return text
 
     def _choose(self) -> dict[str, str]:
@@ -178,22 +184,31 @@ def _layout(value: Any, indent: int, used: int, refs: Mapping[int, str], top: bo
         name = refs.get(id(value))
         if name is not None:
             return name
-    parts = _items(value)
-    if parts is None:
-        return _scalar(value)
-    opening, closing, children = parts
     inner = indent + 4
-    texts = [
-        label + (_scalar(child) if type(child) in _SCALARS else
-                 _layout(child, inner, inner + len(label), refs))
-        for label, child in children
-    ]  # fmt: skip
-    if not any("\n" in t for t in texts):
-        one_line = _join(opening, texts, closing, cls)
+    if cls is tuple and _of_plain_scalars(value):
+        one_line = repr(value)
         if used + len(one_line) < WIDTH:
             return one_line
-    pad = " " * inner
-    return "\n".join([opening, *(f"{pad}{text}," for text in texts), " " * indent + closing])
+        opening, closing, texts = "(", ")", list(map(repr, value))
+    else:
+        opening, closing, children = _items(value)
+        texts = [
+            label + (repr(child) if type(child) in _REPR else
+                     _layout(child, inner, inner + len(label), refs))
+            for label, child in children
+        ]  # fmt: skip
+        one_line = _join(opening, texts, closing, cls)
+        if used + len(one_line) < WIDTH and "\n" not in one_line:  # reprs never hold a line break
+            return one_line
+    pad = "\n" + " " * inner  # one child a line, each followed by a comma
+    body = f"{pad}{(',' + pad).join(texts)}," if texts else ""
+    return f"{opening}{body}\n{' ' * indent}{closing}"
+
+
+def _of_plain_scalars(value: tuple[Any, ...]) -> bool:
+    """Whether ``repr(value)`` is the tuple's one-line literal: every item is a scalar other than a
+    float (whose literal is checked to be finite). ``repr`` writes it in C."""
+    return _REPR.issuperset(map(type, value))
 
 
 def _join(opening: str, texts: list[str], closing: str, cls: type) -> str:
@@ -212,34 +227,44 @@ def _name(prefix: str, text: str, taken: set[str]) -> str:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_REPR = _SCALARS - {float}
+"""Scalars whose ``repr`` is their literal (a float must be finite)."""
 _NO_DEFAULT = object()
-_FIELD_CACHE: dict[type, tuple[tuple[str, Any], ...] | None] = {}
 
 
-def _fields(cls: type) -> tuple[tuple[str, Any], ...] | None:
-    """(name, default or _NO_DEFAULT) of a table type's constructor fields; None otherwise."""
-    try:
-        return _FIELD_CACHE[cls]
-    except KeyError:
-        pass
-    out: tuple[tuple[str, Any], ...] | None = None
-    if dataclasses.is_dataclass(cls):
-        if cls.__module__ != TABLES_MODULE:
-            raise TypeError(f"{cls.__name__} is not a table type of {TABLES_MODULE}")
-        out = tuple(
-            (
-                f.name,
-                f.default
-                if f.default is not dataclasses.MISSING
-                else f.default_factory()
-                if f.default_factory is not dataclasses.MISSING
-                else _NO_DEFAULT,
-            )
-            for f in dataclasses.fields(cls)
-            if f.init  # derived fields (Endpoint.address) are computed, never written
-        )
-    _FIELD_CACHE[cls] = out
-    return out
+class _Spec(NamedTuple):
+    """How a table type is written: its constructor's name, and its init fields."""
+
+    opening: str
+    values: Callable[[Any], tuple[Any, ...]]
+    """The init fields' values, fetched in C by one :func:`operator.attrgetter` call."""
+    fields: tuple[tuple[str, Any, type], ...]
+    """(``name=``, default or _NO_DEFAULT, the default's type) of each init field."""
+
+
+_SPECS: dict[type, _Spec] = {}
+
+
+def _spec(cls: type) -> _Spec:
+    """The table type ``cls``'s :class:`_Spec` (made once per type)."""
+    if cls.__module__ != TABLES_MODULE:
+        raise TypeError(f"{cls.__name__} is not a table type of {TABLES_MODULE}")
+    fields = []
+    for f in dataclasses.fields(cls):
+        if not f.init:  # derived fields (Endpoint.address) are computed, never written
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = _NO_DEFAULT
+        fields.append((f.name + "=", default, type(default)))
+    names = [label[:-1] for label, _, _ in fields]
+    get = operator.attrgetter(*names)
+    values = get if len(names) > 1 else lambda value: (get(value),)
+    spec = _SPECS[cls] = _Spec(cls.__name__ + "(", values, tuple(fields))
+    return spec
 
 
 def _scalar(value: Any) -> str:
@@ -250,30 +275,32 @@ def _scalar(value: Any) -> str:
         return repr(value)
     if cls in _SCALARS:
         return repr(value)
-    raise TypeError(f"cannot write a {cls.__name__} as a Python literal")
+    raise _refused(cls)
 
 
-def _items(value: Any) -> tuple[str, str, list[tuple[str, Any]]] | None:
-    """(opening, closing, [(label, child)]) of a container; None for a scalar.
+def _items(value: Any) -> tuple[str, str, list[tuple[str, Any]]]:
+    """(opening, closing, [(label, child)]) of a container (not a scalar).
 
     Fields equal to their default are left out; dict items are sorted by key.
     """
     cls = type(value)
-    if cls in _SCALARS:
-        return None
-    fields = _fields(cls)
-    if fields is not None:
-        children = []
-        for name, default in fields:
-            item = getattr(value, name)
-            if default is _NO_DEFAULT or type(item) is not type(default) or item != default:
-                children.append((name + "=", item))
-        return cls.__name__ + "(", ")", children
     if cls is tuple:
         return "(", ")", [("", item) for item in value]
+    spec = _SPECS.get(cls) or (_spec(cls) if dataclasses.is_dataclass(cls) else None)
+    if spec is not None:
+        pairs = zip(spec.fields, spec.values(value), strict=True)
+        children = [
+            (label, item)
+            for (label, default, default_type), item in pairs
+            if default is _NO_DEFAULT or type(item) is not default_type or item != default
+        ]
+        return spec.opening, ")", children
     if cls is list:
         return "[", "]", [("", item) for item in value]
     if cls is dict:
         return "{", "}", [(_scalar(k) + ": ", value[k]) for k in sorted(value)]
-    _scalar(value)  # raises TypeError naming the type
-    return None
+    raise _refused(cls)
+
+
+def _refused(cls: type) -> TypeError:
+    return TypeError(f"cannot write a {cls.__name__} as a Python literal")
