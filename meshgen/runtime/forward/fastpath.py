@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from ..codec.http1 import Request
+from ..codec.http1 import Request, simple_response
 from ..policy.tls import peer_identity
 from .attempt import (
     DONE,
@@ -35,32 +35,14 @@ from .attempt import (
     RESPOND,
     STREAMED,
     TRY,
+    Answer,
     Attempt,
 )
+from .forwarder import Forwarder
 from .tries import broken, drive
 
 if TYPE_CHECKING:
-    from .exchange import Exchange
     from .generation import Generation
-
-
-class Forwarder(Protocol):
-    """What a proxied request needs from its proxy (``proxy.Proxy`` is one), whichever
-    driver runs it."""
-
-    @property
-    def generation(self) -> Generation: ...
-
-    @property
-    def exchange(self) -> Exchange: ...
-
-    def mirror(self, att: Attempt) -> None: ...
-
-
-class Driver(Forwarder, Protocol):
-    """The proxy as an HTTP/1.x request's driver sees it."""
-
-    def finish(self, att: ProxyAttempt) -> None: ...
 
 
 class ProxyAttempt(Attempt):
@@ -71,12 +53,12 @@ class ProxyAttempt(Attempt):
     # class cannot narrow an attribute its base declares, and these need no cast per use.
     __slots__ = ("driver", "generation", "request")
 
-    driver: Driver
+    driver: Forwarder
     generation: Generation
     request: Request
 
     @classmethod
-    def of(cls, driver: Driver, req: Request) -> ProxyAttempt:
+    def of(cls, driver: Forwarder, req: Request) -> ProxyAttempt:
         """``req``'s machine on the driver's live generation, counted in flight until the
         driver finishes it; on a listener that checks callers, with the caller's identity."""
         gen = driver.generation
@@ -96,6 +78,30 @@ class ProxyAttempt(Attempt):
         assert loop is not None
         return loop
 
+    def finish(self) -> None:
+        """The request ended: its local answer (if the machine made one), then the proxy's
+        accounting."""
+        answer = self.answer
+        if answer is not None:
+            self._answer(answer)
+        self.driver.settle(self)
+
+    def _answer(self, answer: Answer) -> None:
+        """Answer locally; a request whose body is still unread closes the connection."""
+        req = self.request
+        if req.started:
+            return
+        req.started = True
+        if answer.close or (req.body is not None and not req.body.complete):
+            req.keep_alive = False
+        headers = [(b"x-request-id", req.request_id)] if req.request_id is not None else []
+        headers.extend(answer.headers)
+        if req.keep_alive and req.version == "1.0":
+            headers.append((b"connection", b"keep-alive"))
+        body = b"" if req.method == "HEAD" else answer.body
+        req.conn.send(simple_response(answer.status, body, headers, close=not req.keep_alive))
+        req.conn.complete()
+
     # ---- the callback fast path ---------------------------------------------------------
 
     def run(self, action: int) -> None:
@@ -114,7 +120,7 @@ class ProxyAttempt(Attempt):
                 conn.arm(self.per_try)
                 return
             if action in (LOCAL, DONE):
-                self.driver.finish(self)
+                self.finish()
                 req.conn.request_done(req)
                 return
             if action == MIRROR:
@@ -151,7 +157,7 @@ class ProxyAttempt(Attempt):
         try:
             await drive(self, action, self)
         finally:
-            self.driver.finish(self)
+            self.finish()
 
     async def _tail(self, rest: Coroutine[Any, Any, None]) -> None:
         """A streaming body or tunnel: await it, then the machine gives everything back."""
@@ -160,7 +166,7 @@ class ProxyAttempt(Attempt):
             self.step(STREAMED)
         finally:
             self.close()
-            self.driver.finish(self)
+            self.finish()
 
     def _detach(self, work: Coroutine[Any, Any, None]) -> None:
         """Go on in a task; the connection's next request waits for it."""

@@ -29,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import monotonic
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..codec.h2_server import H2Request, H2Server, H2Stream
 from ..codec.http1 import HOP_BY_HOP
 from ..policy import grpc
 from .attempt import LOCAL, START, Attempt
-from .fastpath import Forwarder, identity
+from .fastpath import identity
+from .forwarder import Forwarder
 from .heads import VIA
 from .tries import drive, watch_idle
 
@@ -50,12 +51,6 @@ log = logging.getLogger("meshgen.proxy")
 _TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
-class Driver(Forwarder, Protocol):
-    """The proxy as an HTTP/2 request's driver sees it (``proxy.Proxy``)."""
-
-    def settle(self, att: H2Attempt) -> None: ...
-
-
 class H2Attempt(Attempt):
     """A request on an HTTP/2 stream: the machine, and how this driver carries out its
     actions (``tries.Steps``)."""
@@ -64,12 +59,12 @@ class H2Attempt(Attempt):
     # compiled class cannot narrow an attribute its base declares).
     __slots__ = ("driver", "generation", "request")
 
-    driver: Driver
+    driver: Forwarder
     generation: Generation
     request: H2Request
 
     @classmethod
-    def of(cls, driver: Driver, req: H2Request) -> H2Attempt:
+    def of(cls, driver: Forwarder, req: H2Request) -> H2Attempt:
         """``req``'s machine on the driver's live generation, counted in flight until
         :meth:`finish`; on a listener that checks callers, with the caller's identity."""
         gen = driver.generation
@@ -194,7 +189,7 @@ class H2Streams:
     """A listener's HTTP/2: switches its connections over (``start``) and drives each
     stream's request."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Forwarder) -> None:
         self.driver = driver
 
     def start(self, conn: ServerConnection, clock: ClientClock) -> H2Server:

@@ -7,9 +7,10 @@ Every decision about a request (route, redirect, access, rate limits, fault, mir
 retries, circuit breaking; docs/architecture.md) is made by its
 :class:`~.forward.attempt.Attempt`; the proxy runs it either in protocol callbacks
 (:meth:`Proxy.fast`, ``fastpath.py``) or in the connection's coroutine (:meth:`Proxy.handle`,
-for requests with a body, pipelined ones and upgrades), and then answers locally or accounts
-for the forwarded response (:meth:`Proxy.finish`). The response head is committed only after a
-try is accepted, so a failed try can still be retried; after that the body streams.
+for requests with a body, pipelined ones and upgrades); the attempt answers locally if its
+machine made an answer, and the proxy accounts for the request (:meth:`Proxy.settle`). The
+response head is committed only after a try is accepted, so a failed try can still be
+retried; after that the body streams.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from time import monotonic
 from typing import IO, Protocol
 
 from ..codec.guard import ListenerGuard, reasons
-from ..codec.http1 import Request, ServerConnection, simple_response
+from ..codec.http1 import Request, ServerConnection
 from ..tables import Listener
-from .attempt import LOCAL, START, Answer, Attempt
+from .attempt import LOCAL, START, Attempt
 from .exchange import Exchange
 from .fastpath import ProxyAttempt
+from .forwarder import Forwarder
 from .generation import Generation
 from .h2_driver import H2Attempt, H2Streams
 from .mirror import Mirrors
@@ -55,7 +57,7 @@ class ListenerContext:
         self.name = listener.name
 
 
-class Proxy:
+class Proxy(Forwarder):
     """Serves requests for every listener of the current generation. ``fast_path=False``
     drives every request in a coroutine (``--no-fast-path``: the differential test)."""
 
@@ -133,45 +135,21 @@ class Proxy:
             if action != LOCAL:
                 await drive(att, action, att)
         finally:
-            self.finish(att)
+            att.finish()
 
     def mirror(self, att: Attempt) -> None:
-        """The machine's MIRROR: a copy of the request to its mirror service."""
-        assert isinstance(att, ProxyAttempt | H2Attempt)
+        assert isinstance(att, (ProxyAttempt, H2Attempt))
         self.mirrors.mirror(att.generation, att, att.request, att.request.body)
 
-    def finish(self, att: ProxyAttempt) -> None:
-        """The request ended: its local answer (if the machine made one), in-flight count,
-        metrics, access log."""
-        if att.answer is not None:
-            self._local(att.request, att.answer)
-        self.settle(att)
-
-    def settle(self, att: ProxyAttempt | H2Attempt) -> None:
-        """A request ended (answered by its driver): in-flight count, metrics, access log."""
-        att.generation.in_flight -= 1
+    def settle(self, att: Attempt) -> None:
+        att.gen.in_flight -= 1
         duration = monotonic() - att.start
         att.account(duration)
         if self.access_log is not None:
             self._log(att, duration)
 
-    def _local(self, req: Request, answer: Answer) -> None:
-        """Answer locally; a request whose body is still unread closes the connection."""
-        if req.started:
-            return
-        req.started = True
-        if answer.close or (req.body is not None and not req.body.complete):
-            req.keep_alive = False
-        headers = [(b"x-request-id", req.request_id)] if req.request_id is not None else []
-        headers.extend(answer.headers)
-        if req.keep_alive and req.version == "1.0":
-            headers.append((b"connection", b"keep-alive"))
-        body = b"" if req.method == "HEAD" else answer.body
-        req.conn.send(simple_response(answer.status, body, headers, close=not req.keep_alive))
-        req.conn.complete()
-
-    def _log(self, att: ProxyAttempt | H2Attempt, duration: float) -> None:
-        assert self.access_log is not None
+    def _log(self, att: Attempt, duration: float) -> None:
+        assert self.access_log is not None and isinstance(att, (ProxyAttempt, H2Attempt))
         req = att.request
         line = json.dumps(
             {
