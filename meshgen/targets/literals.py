@@ -197,9 +197,10 @@ def _layout(value: Any, indent: int, used: int, refs: Mapping[int, str], top: bo
                      _layout(child, inner, inner + len(label), refs))
             for label, child in children
         ]  # fmt: skip
-        one_line = _join(opening, texts, closing, cls)
-        if used + len(one_line) < WIDTH and "\n" not in one_line:  # reprs never hold a line break
-            return one_line
+        if used + sum(map(len, texts)) < WIDTH:  # else too long for one line: not joined
+            one_line = _join(opening, texts, closing, cls)
+            if used + len(one_line) < WIDTH and "\n" not in one_line:  # no repr holds a "\n"
+                return one_line
     pad = "\n" + " " * inner  # one child a line, each followed by a comma
     body = f"{pad}{(',' + pad).join(texts)}," if texts else ""
     return f"{opening}{body}\n{' ' * indent}{closing}"
