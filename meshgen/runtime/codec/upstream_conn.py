@@ -203,8 +203,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                  "_sink", "_timer", "_upload_idle", "_writing_paused", "chunked_out",
                  "client_stalled", "closed", "downstream", "failure", "finished", "has_length",
                  "head_count", "headers", "headers_future", "keep_alive", "key", "last_activity",
-                 "on_lost", "received", "refused", "reused", "status", "timed_out", "transport",
-                 "until_close", "upgraded")  # fmt: skip
+                 "on_lost", "reading_paused", "received", "refused", "reused", "status",
+                 "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -214,6 +214,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._parser: httptools.HttpResponseParser  # made with the connection (a protocol
         # whose connect fails is never connected, and must not hold itself through a parser)
         self.closed = False
+        self.reading_paused = False  # by flow control: the client cannot take more yet
         self.reused = False
         self.refused = False  # an HTTP/2 stream the endpoint never processed (``h2_client``)
         self.status = 0
@@ -396,7 +397,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         return self.finished
 
     def set_reading(self, on: bool) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and on == self.reading_paused:
+            self.reading_paused = not on
             if on:
                 self.transport.resume_reading()
             else:

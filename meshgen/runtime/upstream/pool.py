@@ -208,6 +208,8 @@ class Pool:
             conn.abort()
             return
         conn.downstream = None
+        if conn.reading_paused:  # the client's side was full as the response ended: an idle
+            conn.set_reading(True)  # connection reads (its next response, the upstream's close)
         stack.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
