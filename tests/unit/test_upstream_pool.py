@@ -1,10 +1,13 @@
-"""The upstream connection pool against a real loopback endpoint.
+"""The upstream connection pool against a real loopback endpoint: a pooled connection carries
+no flow control of the exchange that ended.
 
-An HTTP/1.1 connection stops reading while the client it streams to cannot take more (flow
-control). When the response ends in the read that filled the client's side, the connection
-goes back to the pool paused; reused like that, it would never read its next response, and
-the request would wait for its timeout (seen once in CI: the second request on a connection
-after a 512 MiB chunked download, tests/e2e/test_streaming_memory.py).
+An HTTP/1.1 connection stops reading while the client it streams to cannot take more, and
+its client stops reading while the endpoint cannot take more of the request body. When the
+response ends in the read that filled the client's side, the connection went back to the pool
+paused; reused like that, it never read its next response, and the request waited for its
+timeout (seen once in CI: the second request on a connection after a 512 MiB chunked download,
+tests/e2e/test_streaming_memory.py). Likewise a client left paused for an endpoint that has
+answered would never have its next request read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from meshgen.runtime.codec.upstream_conn import UpstreamConnection
-from meshgen.runtime.tables import Endpoint
+from meshgen.runtime.tables import Endpoint, Limits
 from meshgen.runtime.upstream.pool import Pool
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -39,6 +42,18 @@ async def _exchange(conn: UpstreamConnection) -> int:
     return conn.status
 
 
+class Client:
+    """The client side of an exchange as the upstream connection sees it (``Downstream``)."""
+
+    limits = Limits()
+
+    def __init__(self) -> None:
+        self.paused = False
+
+    def set_upstream_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+
 def test_a_connection_paused_by_flow_control_reads_again_once_pooled() -> None:
     """Released while paused, a connection answers its next request when taken again."""
 
@@ -56,6 +71,30 @@ def test_a_connection_paused_by_flow_control_reads_again_once_pooled() -> None:
             again = pool.take("a/127.0.0.1")
             assert again is conn
             assert await _exchange(again) == 200
+        finally:
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_a_client_paused_for_the_endpoint_reads_again_once_the_connection_is_pooled() -> None:
+    """The endpoint answered before taking the whole body (its side was full): once the
+    connection goes back to the pool, the client is no longer held for it."""
+
+    async def main() -> None:
+        server = await asyncio.start_server(_answer_every_request, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool, client = Pool(), Client()
+        try:
+            conn = await pool.open("a/127.0.0.1", Endpoint("127.0.0.1", port), 2.0)
+            conn.begin(REQUEST, False, client)
+            conn.complete()
+            conn.pause_writing()  # what the transport calls when the endpoint's side is full
+            assert client.paused
+            pool.release(conn)
+            assert not client.paused and conn.downstream is None
         finally:
             pool.close()
             server.close()

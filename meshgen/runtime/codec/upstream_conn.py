@@ -200,10 +200,10 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
     __slots__ = ("__weakref__", "_after_upload", "_batch", "_complete", "_done", "_early",
                  "_expecting", "_framing", "_framing_raw", "_head_raw", "_head_ready", "_in_head",
                  "_loop", "_max_head", "_max_headers", "_may_upgrade", "_on_head", "_parser",
-                 "_sink", "_timer", "_upload_idle", "_writing_paused", "chunked_out",
-                 "client_stalled", "closed", "downstream", "failure", "finished", "has_length",
-                 "head_count", "headers", "headers_future", "keep_alive", "key", "last_activity",
-                 "on_lost", "reading_paused", "received", "refused", "reused", "status",
+                 "_reading_paused", "_sink", "_timer", "_upload_idle", "_writing_paused",
+                 "chunked_out", "client_stalled", "closed", "downstream", "failure", "finished",
+                 "has_length", "head_count", "headers", "headers_future", "keep_alive", "key",
+                 "last_activity", "on_lost", "received", "refused", "reused", "status",
                  "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
 
     def __init__(self, key: str) -> None:
@@ -214,7 +214,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self._parser: httptools.HttpResponseParser  # made with the connection (a protocol
         # whose connect fails is never connected, and must not hold itself through a parser)
         self.closed = False
-        self.reading_paused = False  # by flow control: the client cannot take more yet
+        self._reading_paused = False  # by flow control: the client cannot take more yet
         self.reused = False
         self.refused = False  # an HTTP/2 stream the endpoint never processed (``h2_client``)
         self.status = 0
@@ -396,9 +396,20 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._resolve_done()
         return self.finished
 
+    def go_idle(self) -> None:
+        """The exchange ended and the connection waits in the pool: it carries none of that
+        exchange's flow control. It reads again (its next response, the endpoint's close;
+        paused, a reused connection would never read its answer), and the client no longer
+        waits for the endpoint to take more of a request that is over."""
+        if self._reading_paused:
+            self.set_reading(True)
+        down, self.downstream = self.downstream, None
+        if down is not None and self._writing_paused:
+            down.set_upstream_paused(False)
+
     def set_reading(self, on: bool) -> None:
-        if self.transport is not None and not self.closed and on == self.reading_paused:
-            self.reading_paused = not on
+        if self.transport is not None and not self.closed and on == self._reading_paused:
+            self._reading_paused = not on
             if on:
                 self.transport.resume_reading()
             else:

@@ -207,9 +207,7 @@ class Pool:
         if self._closing or len(stack) >= MAX_IDLE_PER_ENDPOINT:
             conn.abort()
             return
-        conn.downstream = None
-        if conn.reading_paused:  # the client's side was full as the response ended: an idle
-            conn.set_reading(True)  # connection reads (its next response, the upstream's close)
+        conn.go_idle()
         stack.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
