@@ -7,7 +7,8 @@ response ends in the read that filled the client's side, the connection went bac
 paused; reused like that, it never read its next response, and the request waited for its
 timeout (seen once in CI: the second request on a connection after a 512 MiB chunked download,
 tests/e2e/test_streaming_memory.py). Likewise a client left paused for an endpoint that has
-answered would never have its next request read.
+answered would never have its next request read; and an endpoint that has not taken all of
+the last request is not given another.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ def test_a_connection_paused_by_flow_control_reads_again_once_pooled() -> None:
     asyncio.run(main())
 
 
-def test_a_client_paused_for_the_endpoint_reads_again_once_the_connection_is_pooled() -> None:
-    """The endpoint answered before taking the whole body (its side was full): once the
-    connection goes back to the pool, the client is no longer held for it."""
+def test_a_connection_the_endpoint_has_not_drained_is_closed_and_frees_its_client() -> None:
+    """The endpoint answered before taking the whole body (its side was full): the client is
+    no longer held for it, and the connection is closed, not pooled (a next request's body
+    would queue behind with no pause to hold it back)."""
 
     async def main() -> None:
         server = await asyncio.start_server(_answer_every_request, "127.0.0.1", 0)
@@ -95,6 +97,8 @@ def test_a_client_paused_for_the_endpoint_reads_again_once_the_connection_is_poo
             assert client.paused
             pool.release(conn)
             assert not client.paused and conn.downstream is None
+            assert pool.take("a/127.0.0.1") is None  # it has not taken the request yet: closed
+            assert conn.transport is not None and conn.transport.is_closing()
         finally:
             pool.close()
             server.close()

@@ -396,16 +396,19 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._resolve_done()
         return self.finished
 
-    def go_idle(self) -> None:
-        """The exchange ended and the connection waits in the pool: it carries none of that
-        exchange's flow control. It reads again (its next response, the endpoint's close;
-        paused, a reused connection would never read its answer), and the client no longer
-        waits for the endpoint to take more of a request that is over."""
+    def go_idle(self) -> bool:
+        """The exchange ended: the connection drops its flow control before the pool keeps it.
+        It reads again (its next response, the endpoint's close; paused, a reused connection
+        would never read its answer), and the client no longer waits for the endpoint to take
+        more of a request that is over. False when the endpoint has not taken all of that
+        request yet (its side is full): the pool closes it rather than queue another request
+        behind it, whose body no pause would hold back."""
         if self._reading_paused:
             self.set_reading(True)
         down, self.downstream = self.downstream, None
         if down is not None and self._writing_paused:
             down.set_upstream_paused(False)
+        return not self._writing_paused
 
     def set_reading(self, on: bool) -> None:
         if self.transport is not None and not self.closed and on == self._reading_paused:

@@ -204,10 +204,9 @@ class Pool:
         stack = self._idle.get(conn.key)
         if stack is None:  # (not setdefault: that makes a list on every call)
             stack = self._idle[conn.key] = []
-        if self._closing or len(stack) >= MAX_IDLE_PER_ENDPOINT:
+        if not conn.go_idle() or self._closing or len(stack) >= MAX_IDLE_PER_ENDPOINT:
             conn.abort()
             return
-        conn.go_idle()
         stack.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
