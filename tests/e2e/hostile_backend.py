@@ -8,6 +8,7 @@ one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 wi
 ``/unsolicited``  200 "first", then 100 ms later an injected response on the idle connection
 ``/unsolicited-head`` the same, but only the injected response's head (its body never comes)
 ``/two``          200 "one" and an injected response in the same packet
+``/nominated``    200 "ok" whose ``Connection`` lists ``X-Hop`` (a field for this hop alone)
 ``/endless-head`` a response head that never ends (a header value 8 KiB per write)
 ``/many-headers`` a response head with 10,000 headers
 ``/endless-body`` 200 chunked, chunks for ever (the client stops reading)
@@ -138,6 +139,8 @@ class Hostile(asyncio.Protocol):
             loop.call_later(0.1, t.write, INJECTED[: INJECTED.index(b"\r\n\r\n") + 4])
         elif path == "/two":
             t.write(ok(b"one") + INJECTED)
+        elif path == "/nominated":
+            t.write(ok(b"ok", b"Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\nx-end: 1\r\n"))
         elif path == "/endless-head":
             t.write(b"HTTP/1.1 200 OK\r\nx-long: ")
             self.tasks.add(loop.create_task(self._forever(b"a" * 8192)))

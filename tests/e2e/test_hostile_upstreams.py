@@ -57,6 +57,14 @@ def test_two_responses_in_one_packet(proxy: Runtime) -> None:
         own_answer(proxy, f"after-two-{i}")
 
 
+def test_fields_the_endpoints_connection_lists_are_not_forwarded(proxy: Runtime) -> None:
+    """RFC 9110 section 7.6.1: ``Connection: keep-alive, X-Hop`` makes X-Hop the endpoint's
+    hop's alone; the client gets neither, and the other fields as sent."""
+    status, headers, body = proxy.request("GET", "/nominated", "hostile")
+    assert (status, body) == (200, b"ok"), (status, headers, body)
+    assert "x-hop" not in headers and headers.get("x-end") == "1", headers
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [

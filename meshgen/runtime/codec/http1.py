@@ -68,7 +68,15 @@ import httptools
 
 from .guard import BUSY, HEAD, IDLE, ClientClock, ListenerGuard, aborted_if_stalled
 from .paths import target_authority, valid_host
-from .upstream_conn import BodySink, Headers, WriteBatch, head_size, write_batch
+from .upstream_conn import (
+    NO_TOKENS,
+    BodySink,
+    Headers,
+    WriteBatch,
+    connection_tokens,
+    head_size,
+    write_batch,
+)
 from .upstream_conn import UpstreamConnection as UpstreamConnection
 
 REPLAY_LIMIT: Final = 64 * 1024
@@ -241,7 +249,7 @@ class Request:
         self.started = False  # response head written
         # Gathered in the one pass over the head, so the proxy never rescans the headers.
         self.request_id: bytes | None = None
-        self.conn_tokens: frozenset[bytes] = _NO_TOKENS  # header names listed in Connection
+        self.conn_tokens: frozenset[bytes] = NO_TOKENS  # header names listed in Connection
         self.xff: bytes | None = None  # incoming X-Forwarded-For (all lines, comma-joined)
         self.via: bytes | None = None
 
@@ -266,7 +274,6 @@ Handler = Callable[[Request], Awaitable[None]]
 FastHandler = Callable[[Request], bool]
 # Switches a connection to HTTP/2 (the proxy's ``h2_server.H2Server`` on it and its clock).
 H2Start = Callable[["ServerConnection", ClientClock], H2Session]
-_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
 _NOTED: Final = frozenset(
@@ -316,7 +323,7 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
     elif k == b"via":
         req.via = _joined(req.via, v)
     elif k == b"connection":
-        req.conn_tokens = req.conn_tokens | {t.strip().lower() for t in v.split(b",")}
+        req.conn_tokens = req.conn_tokens | connection_tokens(v)
     elif v.lower() == b"100-continue":  # expect
         req.expect_continue = True
 

@@ -151,6 +151,15 @@ class WriteBatch:
 
 
 NAMES_KEPT: Final = 4096
+NO_TOKENS: Final[frozenset[bytes]] = frozenset()
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The header names a ``Connection`` value lists, lower case: a proxy removes them from
+    the message it forwards (RFC 9110 section 7.6.1), in either direction."""
+    return frozenset(t.strip().lower() for t in value.split(b","))
+
+
 _NAMES: Final[dict[bytes, bytes]] = {}  # response header names as sent -> lower case (bounded)
 
 
@@ -201,10 +210,10 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                  "_expecting", "_framing", "_framing_raw", "_head_raw", "_head_ready", "_in_head",
                  "_loop", "_max_head", "_max_headers", "_may_upgrade", "_on_head", "_parser",
                  "_reading_paused", "_sink", "_timer", "_upload_idle", "_writing_paused",
-                 "chunked_out", "client_stalled", "closed", "downstream", "failure", "finished",
-                 "has_length", "head_count", "headers", "headers_future", "keep_alive", "key",
-                 "last_activity", "on_lost", "received", "refused", "reused", "status",
-                 "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
+                 "chunked_out", "client_stalled", "closed", "conn_tokens", "downstream", "failure",
+                 "finished", "has_length", "head_count", "headers", "headers_future",
+                 "keep_alive", "key", "last_activity", "on_lost", "received", "refused", "reused",
+                 "status", "timed_out", "transport", "until_close", "upgraded")  # fmt: skip
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -226,6 +235,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         self.failure: Exception | None = None  # the exchange broke off
         self.keep_alive = False
         self.has_length = False  # the response carries Content-Length
+        self.conn_tokens = NO_TOKENS  # header names the response's Connection lists
         self.upgraded: bytes | None = None
         self.until_close = False
         self.chunked_out = False
@@ -295,6 +305,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             self._max_head, self._max_headers = limits.request_head_bytes, limits.request_headers
         self.until_close = True  # until a Content-Length or Transfer-Encoding says otherwise
         self.has_length = False
+        self.conn_tokens = NO_TOKENS
         self.downstream = downstream
         assert self._batch is not None
         self._batch.send(self.transport, head)
@@ -556,6 +567,8 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
             if value.strip().lower() != b"chunked":  # a coding we would pass on undeclared
                 raise httptools.HttpParserError("transfer-coding other than chunked")
             self.until_close = False
+        elif k == b"connection":
+            self.conn_tokens = self.conn_tokens | connection_tokens(value)
 
     def on_headers_complete(self) -> None:
         if not self._expecting:
@@ -566,6 +579,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         if 100 <= status < 200 and status != 101:
             self.headers = []  # interim response: wait for the final one
             self.has_length = False
+            self.conn_tokens = NO_TOKENS
             self.until_close = True
             return
         self._in_head = False

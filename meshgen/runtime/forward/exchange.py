@@ -142,6 +142,8 @@ class Exchange(Upstream):
         status = conn.status
         down = req.conn
         skip = sops.skip
+        if conn.conn_tokens:  # names the endpoint's Connection lists are its hop's alone
+            skip = skip | conn.conn_tokens
         parts = [status_line(status)]
         head = conn.headers
         if len(head) != conn.head_count:  # trailers came with it (HTTP/1.1 has no place for

@@ -124,11 +124,8 @@ class H2Attempt(Attempt):
         stream = req.conn
         pool = self.driver.exchange.pool
         ops = (self.generation.header_ops.get(route.name) or self.generation.ops(route))[1]
-        skip = ops.skip | HOP_BY_HOP
+        skip = ops.skip | HOP_BY_HOP | conn.conn_tokens
         head = conn.headers[: conn.head_count]
-        for k, v in head:
-            if k == b"connection":
-                skip = skip | {t.strip().lower() for t in v.split(b",")}
         headers = [(k, v) for k, v in head if k not in skip]
         headers.extend(ops.add)
         headers.append((b"via", VIA))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from ..codec.http1 import first_header
+from ..codec.upstream_conn import NO_TOKENS, connection_tokens
 
 LOCAL_IP: Final = "127.0.0.1"
 # Methods whose empty body is still announced (``Content-Length: 0``), as http.client does.
@@ -62,7 +63,7 @@ class LocalRequest:
         self.request_id: bytes | None = None
         self.xff: bytes | None = None
         self.via: bytes | None = None
-        tokens: set[bytes] = set()
+        tokens = NO_TOKENS
         for k, v in self.headers:
             if k == b"x-request-id" and self.request_id is None:
                 self.request_id = v
@@ -71,8 +72,8 @@ class LocalRequest:
             elif k == b"via":
                 self.via = v if self.via is None else self.via + b", " + v
             elif k == b"connection":
-                tokens.update(t.strip().lower() for t in v.split(b","))
-        self.conn_tokens = frozenset(tokens)
+                tokens = tokens | connection_tokens(v)
+        self.conn_tokens = tokens
 
     def header(self, name: str) -> str | None:
         """First value of a header (routing, hash keys)."""
