@@ -28,7 +28,7 @@ from ..codec.http1 import Request, RequestBody, UpstreamConnection, status_line
 from ..codec.upstream_conn import Downstream
 from ..policy import grpc
 from .attempt import FAILED, HEAD, Attempt
-from .heads import VIA_LINE, CompiledOps
+from .heads import VIA_LINE, CompiledOps, response_skip
 from .tries import Upstream, broken, watch_idle
 
 if TYPE_CHECKING:
@@ -141,9 +141,7 @@ class Exchange(Upstream):
         """
         status = conn.status
         down = req.conn
-        skip = sops.skip
-        if conn.conn_tokens:  # names the endpoint's Connection lists are its hop's alone
-            skip = skip | conn.conn_tokens
+        skip = response_skip(sops, conn)
         parts = [status_line(status)]
         head = conn.headers
         if len(head) != conn.head_count:  # trailers came with it (HTTP/1.1 has no place for

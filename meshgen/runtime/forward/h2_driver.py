@@ -32,12 +32,11 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..codec.h2_server import H2Request, H2Server, H2Stream
-from ..codec.http1 import HOP_BY_HOP
 from ..policy import grpc
 from .attempt import LOCAL, START, Attempt
 from .fastpath import identity
 from .forwarder import Forwarder
-from .heads import VIA
+from .heads import VIA, response_skip
 from .tries import drive, watch_idle
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ class H2Attempt(Attempt):
         stream = req.conn
         pool = self.driver.exchange.pool
         ops = (self.generation.header_ops.get(route.name) or self.generation.ops(route))[1]
-        skip = ops.skip | HOP_BY_HOP | conn.conn_tokens
+        skip = response_skip(ops, conn)
         head = conn.headers[: conn.head_count]
         headers = [(k, v) for k, v in head if k not in skip]
         headers.extend(ops.add)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..codec.h2_server import H2Request, H2Stream
-from ..codec.http1 import HOP_BY_HOP, Request, ServerConnection
+from ..codec.http1 import HOP_BY_HOP, Request, ServerConnection, UpstreamConnection
 from ..tables import HeaderOps, Route
 from .local import LocalCaller, LocalRequest
 
@@ -124,6 +124,14 @@ def request_head(
                 parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % token)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def response_skip(ops: CompiledOps, conn: UpstreamConnection) -> frozenset[bytes]:
+    """The endpoint's response fields no client gets, whatever the protocol: hop-by-hop, the
+    ones its ``Connection`` lists (RFC 9110 section 7.6.1), and the route's removed and set
+    names (``ops``: the route's response header operations)."""
+    tokens = conn.conn_tokens
+    return ops.skip | tokens if tokens else ops.skip
 
 
 def _forwarded(req: Outgoing, dropped: frozenset[bytes]) -> bytes:
