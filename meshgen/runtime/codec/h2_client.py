@@ -52,10 +52,10 @@ from typing import Final
 
 from ..tables import Limits
 from . import h2lib
-from .http1 import HOP_BY_HOP
 from .timers import LazyTimer
 from .upstream_conn import (
     DEFAULT_LIMITS,
+    HOP_BY_HOP,
     Downstream,
     Headers,
     UpstreamConnection,

@@ -82,10 +82,6 @@ from .upstream_conn import UpstreamConnection as UpstreamConnection
 REPLAY_LIMIT: Final = 64 * 1024
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # HTTP/2's connection preface (RFC 9113 3.4)
 HIGH_WATER: Final = 256 * 1024
-HOP_BY_HOP: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-     b"transfer-encoding", b"upgrade", b"expect"}
-)  # fmt: skip
 _STATUS_LINES: Final = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
 }
@@ -323,7 +319,9 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
     elif k == b"via":
         req.via = _joined(req.via, v)
     elif k == b"connection":
-        req.conn_tokens = req.conn_tokens | connection_tokens(v)
+        tokens = connection_tokens(v)
+        if tokens:
+            req.conn_tokens = req.conn_tokens | tokens
     elif v.lower() == b"100-continue":  # expect
         req.expect_continue = True
 

@@ -152,12 +152,30 @@ class WriteBatch:
 
 NAMES_KEPT: Final = 4096
 NO_TOKENS: Final[frozenset[bytes]] = frozenset()
+# Fields that never cross a proxy (RFC 9110 section 7.6.1), in either direction.
+HOP_BY_HOP: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+     b"transfer-encoding", b"upgrade", b"expect"}
+)  # fmt: skip
+# Connection options that name no field to remove: hop-by-hop fields go anyway, and "close" is
+# reserved as a field name (RFC 9110 section 7.6.1).
+_NOT_NOMINATED: Final = HOP_BY_HOP | {b"close"}
+_TOKENS: Final[dict[bytes, frozenset[bytes]]] = {}  # Connection values seen -> their tokens
 
 
 def connection_tokens(value: bytes) -> frozenset[bytes]:
-    """The header names a ``Connection`` value lists, lower case: a proxy removes them from
-    the message it forwards (RFC 9110 section 7.6.1), in either direction."""
-    return frozenset(t.strip().lower() for t in value.split(b","))
+    """The header names a ``Connection`` value lists, lower case, beyond the hop-by-hop ones
+    every forwarded message loses anyway: a proxy removes them from the message it forwards
+    (RFC 9110 section 7.6.1), in either direction. Kept by value, as :func:`_lower` keeps
+    names: nearly every ``Connection`` says ``keep-alive`` or ``close``, whose answer is the
+    empty set, and an empty set is what spares a head its set union per message."""
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip().lower() for t in value.split(b",")) - _NOT_NOMINATED
+        if len(_TOKENS) >= NAMES_KEPT:
+            _TOKENS.clear()
+        _TOKENS[value] = tokens = tokens or NO_TOKENS
+    return tokens
 
 
 _NAMES: Final[dict[bytes, bytes]] = {}  # response header names as sent -> lower case (bounded)
@@ -568,7 +586,9 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                 raise httptools.HttpParserError("transfer-coding other than chunked")
             self.until_close = False
         elif k == b"connection":
-            self.conn_tokens = self.conn_tokens | connection_tokens(value)
+            tokens = connection_tokens(value)
+            if tokens:
+                self.conn_tokens = self.conn_tokens | tokens
 
     def on_headers_complete(self) -> None:
         if not self._expecting:

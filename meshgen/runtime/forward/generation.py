@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from ..codec.http1 import HOP_BY_HOP
+from ..codec.upstream_conn import HOP_BY_HOP
 from ..policy.access import AccessPolicy, enforced_on
 from ..policy.audit import AuditLog
 from ..policy.resilience import CircuitBreaker, RetryBudget, TokenBucket

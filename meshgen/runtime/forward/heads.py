@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..codec.h2_server import H2Request, H2Stream
-from ..codec.http1 import HOP_BY_HOP, Request, ServerConnection, UpstreamConnection
+from ..codec.http1 import Request, ServerConnection, UpstreamConnection
+from ..codec.upstream_conn import HOP_BY_HOP
 from ..tables import HeaderOps, Route
 from .local import LocalCaller, LocalRequest
 
