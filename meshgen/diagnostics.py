@@ -8,7 +8,6 @@ codes and their titles are listed once, in :mod:`meshgen.codes`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple, Protocol
@@ -156,6 +155,8 @@ def _span_json(span: Span) -> dict[str, str | int]:
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
     """A JSON list of objects (no trailing newline), sorted by position."""
+    import json  # here: a validate that prints text need not import it (~3 ms)
+
     return json.dumps(
         [
             {
