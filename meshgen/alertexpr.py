@@ -10,8 +10,6 @@ Units per signal (docs/reference.md, Monitoring):
 - ``healthy_endpoints``: a whole count.
 """
 
-from __future__ import annotations
-
 import re
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
 
@@ -49,8 +47,8 @@ _NUMBER_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 class AlertExpr(NamedTuple):
     """A parsed alert condition: ``signal op threshold``."""
 
-    signal: Signal
-    op: Comparison
+    signal: "Signal"
+    op: "Comparison"
     threshold: float
 
 

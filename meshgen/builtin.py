@@ -11,8 +11,6 @@ meshgen/runtime/tables.py, which cannot import the compiler). A test fails when 
 disagree, or when the schema has a ``default`` that no entry claims.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from functools import cache
 from types import MappingProxyType

@@ -6,8 +6,6 @@ hint, and related spans (a cycle names every member). Renderers live below the t
 codes and their titles are listed once, in :mod:`meshgen.codes`.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple, Protocol

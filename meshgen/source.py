@@ -21,8 +21,6 @@ Syntax errors are explained in meshgen's words where the mistake is a common one
 (:mod:`meshgen.source_errors`).
 """
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Sequence
 from pathlib import Path

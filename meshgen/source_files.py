@@ -11,8 +11,6 @@ of those two places. Relative paths resolve against ``base_dir`` (mesh.yaml's fo
 distinct path is looked at once, however many services name it.
 """
 
-from __future__ import annotations
-
 import stat
 from collections.abc import Iterator
 from pathlib import Path

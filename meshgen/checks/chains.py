@@ -19,8 +19,6 @@ timeout against its callee's *shortest*; a cycle of rules is followed once. ``fr
 name no caller, so they make no chain. Nothing is judged when a part of the spec was left out.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
