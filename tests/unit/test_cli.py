@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meshgen import __version__, pipeline
+from meshgen import __version__, cli, pipeline
 from meshgen.cli import main
 from meshgen.emit import read_tree
 from meshgen.init import starter_text
@@ -172,6 +173,7 @@ VALIDATE_NEVER_IMPORTS = (
     "fractions",  # SLO burn-rate windows, planned by a build
     "inspect",
     "jinja2",
+    "json",  # prints --format json and explains an invalid spec; jsonschema-rs parses the schema
     "jsonschema",  # python-jsonschema explains an invalid spec; a valid one never needs it
     "meshgen.checks.access_verdicts",  # the runtime's access policy, for enforced listeners
     "meshgen.emit",
@@ -179,20 +181,20 @@ VALIDATE_NEVER_IMPORTS = (
     "meshgen.review",
     "meshgen.runtime",  # its table types alone cost more than every meshgen module together
     "meshgen.targets",
+    "shutil",  # argparse's formatter imports it for the terminal's width (meshgen.cli asks os)
     "tempfile",
+    "threading",  # composes a deeply nested spec on a thread with a large stack
     "zipfile",
 )
 
 
-def test_validate_imports_nothing_it_does_not_use() -> None:
-    """``meshgen validate`` of a valid spec starts fast: no renderer, template engine, review
-    command, runtime module, table, dataclass, writer, or python-jsonschema, which explains an
-    invalid spec only. (A spec with access rules imports what judges them: the runtime's path
-    normalisation and, for enforced listeners, its access policy.)"""
+def _validate_imports() -> list[str]:
+    """The modules a ``meshgen validate`` of the quickstart imports beyond what site hooks
+    (.pth files) import before any meshgen code."""
     code = (
-        "import json, sys\nfrom meshgen.cli import main\n"
+        "import sys\nfrom meshgen.cli import main\n"
         f"rc = main(['validate', {str(QUICKSTART)!r}])\n"
-        "print(json.dumps([rc, sorted(sys.modules)]))"
+        "modules = sorted(sys.modules)\nimport json\nprint(json.dumps([rc, modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
@@ -200,20 +202,64 @@ def test_validate_imports_nothing_it_does_not_use() -> None:
     rc, modules = json.loads(out.stdout.splitlines()[-1])
     assert rc == 0
     assert "meshgen.checks" in modules and "jsonschema_rs" in modules  # it did validate
-    at_start = subprocess.run(  # what site hooks (.pth files) import before any meshgen code
-        [sys.executable, "-c", "import json, sys; print(json.dumps(sorted(sys.modules)))"],
+    at_start = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; m = sorted(sys.modules); import json; print(json.dumps(m))",
+        ],
         capture_output=True,
         text=True,
         check=True,
     )
     preloaded = set(json.loads(at_start.stdout))
+    return [m for m in modules if m not in preloaded]
+
+
+def test_validate_imports_nothing_it_does_not_use() -> None:
+    """``meshgen validate`` of a valid spec starts fast: no renderer, template engine, review
+    command, runtime module, table, dataclass, writer, or python-jsonschema, which explains an
+    invalid spec only. (A spec with access rules imports what judges them: the runtime's path
+    normalisation and, for enforced listeners, its access policy.)"""
     unwanted = [
         m
-        for m in modules
-        if m not in preloaded
-        and any(m == n or m.startswith(n + ".") for n in VALIDATE_NEVER_IMPORTS)
+        for m in _validate_imports()
+        if any(m == n or m.startswith(n + ".") for n in VALIDATE_NEVER_IMPORTS)
     ]
     assert unwanted == []
+
+
+def test_validate_makes_no_named_tuple_from_string_annotations() -> None:
+    """typing compiles a string annotation of a NamedTuple field again when the class is made,
+    so the meshgen modules a validate imports that define NamedTuples evaluate their
+    annotations (no ``from __future__ import annotations``: ~3 ms in diagnostics.py alone)."""
+    stringly = []
+    for name in _validate_imports():
+        if name == "meshgen" or name.startswith("meshgen."):
+            path = ROOT / name.replace(".", "/")
+            path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+            text = path.read_text(encoding="utf-8")
+            if "(NamedTuple):" in text and "\nfrom __future__ import annotations\n" in text:
+                stringly.append(name)
+    assert stringly == []
+
+
+def test_help_is_as_wide_as_argparse_makes_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """meshgen's help formatter finds the terminal's width without shutil, as argparse does."""
+    for columns in (None, "0", "x", "44", "200"):
+        if columns is None:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        else:
+            monkeypatch.setenv("COLUMNS", columns)
+        helps = []
+        for formatter in (cli._Formatter, argparse.HelpFormatter):
+            monkeypatch.setattr(cli, "_Formatter", formatter)
+            assert main(["--help"]) == 0
+            assert main(["validate", "--help"]) == 0
+            helps.append(capsys.readouterr().out)
+        assert helps[0] == helps[1], columns
 
 
 def test_init_writes_a_starter_that_validates_and_builds(
