@@ -8,12 +8,21 @@ paused; reused like that, it never read its next response, and the request waite
 timeout (seen once in CI: the second request on a connection after a 512 MiB chunked download,
 tests/e2e/test_streaming_memory.py). Likewise a client left paused for an endpoint that has
 answered would never have its next request read; and an endpoint that has not taken all of
-the last request is not given another.
+the last request is not given another. A connection (or HTTP/2 stream) that ends otherwise,
+discarded or lost mid-upload, frees its client as well.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import pytest
 
 from meshgen.runtime.codec.upstream_conn import UpstreamConnection
 from meshgen.runtime.tables import Endpoint, Limits
@@ -99,6 +108,129 @@ def test_a_connection_the_endpoint_has_not_drained_is_closed_and_frees_its_clien
             assert not client.paused and conn.downstream is None
             assert pool.take("a/127.0.0.1") is None  # it has not taken the request yet: closed
             assert conn.transport is not None and conn.transport.is_closing()
+        finally:
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+async def _read_head_then_stop(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reset: asyncio.Event
+) -> None:
+    """An endpoint that takes a request head and none of its body; it resets the connection
+    once ``reset`` is set."""
+    await reader.readuntil(b"\r\n\r\n")
+    await reset.wait()
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _paused_upload(pool: Pool, port: int, client: Client) -> UpstreamConnection:
+    """A connection carrying an upload the endpoint does not read: the transport's own
+    ``pause_writing`` pauses ``client`` once the kernel's buffers are full."""
+    conn = await pool.open("a/127.0.0.1", Endpoint("127.0.0.1", port), 2.0)
+    conn.begin(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 99999999\r\n\r\n", False, client)
+    for _ in range(64):  # 64 MiB at most: far beyond loopback's buffers
+        conn.write(b"x" * (1 << 20))
+        if client.paused:
+            break
+        await asyncio.sleep(0)
+    assert client.paused
+    return conn
+
+
+@pytest.mark.parametrize("end", ["discarded", "lost"])
+def test_a_connection_that_ends_mid_upload_frees_its_client(end: str) -> None:
+    """The endpoint cannot take more of the body (the client is paused for it), then the
+    connection is aborted by the proxy (a retry, a timeout) or reset by the endpoint: the
+    client reads again. Held, a client whose body was complete would keep its keep-alive
+    connection after the 502 and never have its next request read (until its idle timeout);
+    an HTTP/2 client would never get its stream's window back."""
+
+    async def main() -> None:
+        reset = asyncio.Event()
+        server = await asyncio.start_server(
+            lambda r, w: _read_head_then_stop(r, w, reset), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        pool, client = Pool(), Client()
+        try:
+            conn = await _paused_upload(pool, port, client)
+            if end == "discarded":
+                pool.discard(conn)
+            else:
+                reset.set()
+                async with asyncio.timeout(2.0):
+                    while not conn.closed:
+                        await asyncio.sleep(0.01)
+            assert not client.paused and conn.downstream is None
+        finally:
+            reset.set()
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+class _H2Endpoint(asyncio.Protocol):
+    """An HTTP/2 endpoint that gives no window back (an upload stalls at 64 KiB) and, once
+    ``end`` is set, resets the stream (``reset``) or answers it whole (``answered``: the
+    proxy then discards the stream, whose upload never finished)."""
+
+    def __init__(self, how: str, end: asyncio.Event) -> None:
+        self.how, self.end = how, end
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.h2.initiate_connection()
+        self.transport.write(self.h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                asyncio.get_running_loop().create_task(self._end(event.stream_id))
+        self.transport.write(self.h2.data_to_send())
+
+    async def _end(self, stream_id: int) -> None:
+        await self.end.wait()
+        if self.how == "reset":
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        else:
+            self.h2.send_headers(stream_id, [(":status", "200")], end_stream=True)
+        self.transport.write(self.h2.data_to_send())
+
+
+@pytest.mark.parametrize("how", ["reset", "answered"])
+def test_an_http2_stream_that_ends_mid_upload_frees_its_client(how: str) -> None:
+    """The same for a stream of an HTTP/2 connection: its client was paused because the
+    endpoint's window was closed; the stream ends (reset by the endpoint, or answered and
+    then discarded by the proxy): the client reads again."""
+
+    async def main() -> None:
+        end = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _H2Endpoint(how, end), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool, client = Pool(), Client()
+        try:
+            key = "a/127.0.0.1"
+            stream = await pool.open(key, Endpoint("127.0.0.1", port), 2.0, http2=True)
+            stream.begin(b"POST / HTTP/1.1\r\nhost: a\r\n\r\n", True, client)
+            stream.write(b"x" * (1 << 20))  # beyond the window and the stream's high water
+            assert client.paused
+            end.set()
+            async with asyncio.timeout(2.0):
+                while not stream.closed:
+                    await asyncio.sleep(0.01)
+            if how == "answered":
+                assert stream.status == 200
+                pool.discard(stream)
+            assert not client.paused and stream.downstream is None
         finally:
             pool.close()
             server.close()

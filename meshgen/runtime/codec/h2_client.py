@@ -195,6 +195,7 @@ class H2Exchange(UpstreamConnection):
 
     def abort(self) -> None:
         """Give up the try: the stream is reset (CANCEL), the connection stays."""
+        self.let_go()  # (a stream that ended may still hold its client: the pool discards it)
         if self.closed:
             return
         self.client.cancel(self)
@@ -257,6 +258,7 @@ class H2Exchange(UpstreamConnection):
     def gone(self, exc: Exception) -> None:
         """The stream ended without a complete response (reset, GOAWAY, connection lost)."""
         self.closed = True
+        self.let_go()
         self._out.clear()
         self._out_size = 0
         self._fail(exc)

@@ -434,10 +434,16 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
         behind it, whose body no pause would hold back."""
         if self._reading_paused:
             self.set_reading(True)
+        self.let_go()
+        return not self._writing_paused
+
+    def let_go(self) -> None:
+        """The exchange is over for this connection (pooled, aborted or lost): a client it
+        paused because the endpoint could not take more of the body reads again. Once, and at
+        once: a retry's connection may pause the same client later, and must not be undone."""
         down, self.downstream = self.downstream, None
         if down is not None and self._writing_paused:
             down.set_upstream_paused(False)
-        return not self._writing_paused
 
     def set_reading(self, on: bool) -> None:
         if self.transport is not None and not self.closed and on == self._reading_paused:
@@ -448,6 +454,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                 self.transport.pause_reading()
 
     def abort(self) -> None:
+        self.let_go()
         if self.transport is not None:
             self.transport.abort()
 
@@ -516,6 +523,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.let_go()
         self._timer.close()
         del self._parser  # the parser holds this protocol: free both now (module docstring)
         if self.on_lost is not None:
