@@ -23,7 +23,9 @@ move from one transport to the other inside ``data_received`` without a task swi
   Head bytes and header lines are counted after each read while a head is incomplete, so an
   endless header line or header list is refused after at most one read past the limit, before
   llhttp's per-read re-concatenation of the line can grow; a read that carried a whole head and
-  more is measured exactly.
+  more is measured exactly. A chunked body's trailer section is bounded the same way (431 past
+  ``request_head_bytes``: llhttp would buffer an endless field whole) and dropped: the proxy
+  frames the body it forwards, and a trailer field never joins the head (RFC 9110 6.5.1).
 * Refusals and parse errors after a request that is being answered (bytes after
   ``Connection: close``, garbage after a valid request) never take its place: it is answered
   first, then the error (unless that request closed the connection anyway); an error in the
@@ -376,7 +378,8 @@ class ServerConnection(asyncio.Protocol):
 
     __deletable__ = ("_parser",)  # freed at close (a compiled class must say so)
     __slots__ = ("__weakref__", "_admitted", "_body_paused", "_chunk", "_clock", "_deferred",
-                 "_head_raw", "_head_slack", "_max_head", "_max_headers", "_max_url", "_parser",
+                 "_framing", "_framing_raw", "_head_raw", "_head_slack", "_max_head",
+                 "_max_headers", "_max_url", "_parser",
                  "_pipeline_paused", "_queue", "_read", "_reading_paused", "_req",
                  "_req_in_progress",
                  "_slack", "_sniff", "_upgrade_body", "_upgrade_wait", "_upstream_paused",
@@ -422,6 +425,8 @@ class ServerConnection(asyncio.Protocol):
         self._slack = 0
         self._head_raw = 0
         self._head_slack = 0
+        self._framing = False  # a chunked body's trailer section is being read
+        self._framing_raw = 0  # bytes read since, while no content came
         self._deferred: Refusal | None = None  # answered once the requests before it are
         self.active: Request | None = None  # being answered
         self._queue: deque[Request] = deque()
@@ -508,6 +513,8 @@ class ServerConnection(asyncio.Protocol):
         self._slack = 0
         if self._req_in_progress:
             self._head_raw += n
+        elif self._framing:
+            self._framing_raw += n
         self._read = data
         try:
             self._parser.feed_data(data)
@@ -529,6 +536,8 @@ class ServerConnection(asyncio.Protocol):
                 self._refuse((431, "request_head_bytes"))
             elif req is not None and len(req.headers) > self._max_headers:
                 self._refuse((431, "request_headers"))
+        elif self._framing and self._framing_raw > self._max_head:  # a trailer section without
+            self._refuse((431, "request_head_bytes"))  # end: llhttp would buffer its field
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -584,6 +593,8 @@ class ServerConnection(asyncio.Protocol):
             raise Refused(414, "url_bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._req_in_progress:
+            return  # a trailer field: never forwarded (the proxy frames the body itself)
         req = self._req
         assert req is not None
         k = _NAMES.get(name) or _name(name)
@@ -659,9 +670,15 @@ class ServerConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         assert self._req is not None and self._req.body is not None
+        self._framing = False
         self._req.body.feed(body)
 
+    def on_chunk_header(self) -> None:
+        self._framing = True
+        self._framing_raw = 0
+
     def on_message_complete(self) -> None:
+        self._framing = False
         self._slack = self._chunk  # a head that begins in this read follows this message
         req = self._req
         if req is not None and req.body is not None and not self._upgrade_body:
