@@ -347,7 +347,7 @@ class H2Client(asyncio.Protocol):
         out = ex._out
         try:
             if not self._write_paused:
-                ex._out_size -= h2lib.send_within_windows(h2, ex.id, out)
+                ex._out_size -= h2lib.send_within_windows(h2, ex.id, out, self._flood)
             if not out and ex._end_pending:
                 ex._end_pending = False
                 ex._ended = True

@@ -480,7 +480,7 @@ class H2Server:
         sid = stream.id
         try:
             if not self._write_paused:  # (only the transport's callbacks change it)
-                stream._out_size -= h2lib.send_within_windows(h2, sid, out)
+                stream._out_size -= h2lib.send_within_windows(h2, sid, out, self._flood)
             ended = stream._end and not out
             if ended:
                 if stream._trailers is not None:
