@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from envoy_harness import run_envoy
-from haproxy_harness import Engine, run_haproxy, run_runtime
+from haproxy_harness import Engine, build, run_haproxy, run_runtime
+from runtime_harness import HOSTILE, script_backend, spec
 
 ENGINES = ("runtime", "haproxy", "envoy")
 
@@ -34,3 +35,17 @@ def run_engine(
             yield engine
     else:
         raise ValueError(f"unknown engine {name!r}")
+
+
+@contextmanager
+def hostile_engine(name: str, folder: Path) -> Iterator[Engine]:
+    """``name`` in front of ``hostile_backend.py``: service and host ``hostile``, defaults."""
+    with script_backend(HOSTILE) as (address, _):
+        route = f"""
+            services:
+              hostile: {{discovery: {{static: [{{address: "{address}"}}]}}}}
+            routes:
+              - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
+            """
+        with run_engine(name, build(spec(route), folder / "mesh")) as engine:
+            yield engine

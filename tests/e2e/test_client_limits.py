@@ -16,18 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engines import ENGINES, run_engine
-from haproxy_harness import build
-from runtime_harness import (
-    HOSTILE,
-    Runtime,
-    backend,
-    build_dist,
-    read_response,
-    run_dist,
-    script_backend,
-    spec,
-)
+from engines import ENGINES, hostile_engine
+from runtime_harness import Runtime, backend, build_dist, read_response, run_dist, spec
 from test_proxy_semantics import count, samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -186,16 +176,9 @@ def test_an_endless_trailer_section_is_refused(engine: str, piece: bytes, tmp_pa
     (the runtime's default 64 KiB), after at most one read more. Before, the runtime buffered
     the field being read (llhttp) or kept every field, without limit: 24 MiB sent in 4 s grew
     it by 34 MiB or 200 MiB, with no answer and no close."""
-    with script_backend(HOSTILE) as (address, _):
-        route = f"""
-            services:
-              hostile: {{discovery: {{static: [{{address: "{address}"}}]}}}}
-            routes:
-              - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
-            """
-        with run_engine(engine, build(spec(route), tmp_path / "mesh")) as e:
-            head = b"POST /count HTTP/1.1\r\nHost: hostile\r\nTransfer-Encoding: chunked\r\n\r\n"
-            sent, out = endless(e.port, head + b"5\r\nhello\r\n0\r\nx-t: ", piece)
+    with hostile_engine(engine, tmp_path) as e:
+        head = b"POST /count HTTP/1.1\r\nHost: hostile\r\nTransfer-Encoding: chunked\r\n\r\n"
+        sent, out = endless(e.port, head + b"5\r\nhello\r\n0\r\nx-t: ", piece)
     assert statuses(out) == [TRAILER_REFUSAL[engine]], out[:200]
     if engine == "runtime":
         assert sent < 64 * 1024 + 512 * 1024, sent

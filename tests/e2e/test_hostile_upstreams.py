@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engines import ENGINES, run_engine
-from haproxy_harness import build
-from runtime_harness import HOSTILE, Runtime, hostile_proxy, script_backend, spec
+from engines import ENGINES, hostile_engine
+from runtime_harness import Runtime, hostile_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -60,12 +59,6 @@ def test_two_responses_in_one_packet(proxy: Runtime) -> None:
         own_answer(proxy, f"after-two-{i}")
 
 
-@pytest.fixture(scope="module")
-def hostile_address() -> Iterator[str]:
-    with script_backend(HOSTILE) as (address, _):
-        yield address
-
-
 # What each engine forwards of ``Connection: keep-alive, X-Hop`` and ``X-Hop: secret`` (measured;
 # docs/reliability.md): HAProxy 2.6 drops the keep-alive token only, Envoy drops the Connection
 # field but forwards the field it names.
@@ -78,18 +71,12 @@ NOMINATED = {
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_fields_the_endpoints_connection_lists_are_not_forwarded(
-    engine: str, hostile_address: str, tmp_path: Path
+    engine: str, tmp_path: Path
 ) -> None:
     """RFC 9110 section 7.6.1: ``Connection: keep-alive, X-Hop`` makes X-Hop the endpoint's
     hop's alone; the runtime's client gets neither, and the other fields as sent. HAProxy and
     Envoy forward X-Hop (pinned here as measured)."""
-    route = f"""
-        services:
-          hostile: {{discovery: {{static: [{{address: "{hostile_address}"}}]}}}}
-        routes:
-          - {{name: hostile, match: {{host: hostile}}, to: [{{service: hostile}}]}}
-        """
-    with run_engine(engine, build(spec(route), tmp_path / "mesh")) as e:
+    with hostile_engine(engine, tmp_path) as e:
         status, headers, body = e.request("/nominated", "hostile")
     assert (status, body) == (200, b"ok"), (status, headers, body)
     assert (headers.get("connection"), headers.get("x-hop")) == NOMINATED[engine], headers
