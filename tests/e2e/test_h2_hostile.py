@@ -129,6 +129,19 @@ def test_a_ping_settings_or_priority_flood_is_cut_off(tmp_path: Path, frame: byt
         still_serves(rt)
 
 
+def test_a_window_update_flood_on_a_closed_stream_is_cut_off(tmp_path: Path) -> None:
+    """Window updates for a stream already answered: ``h2`` reports none of them, yet works
+    through each (200,000 held the event loop for over 10 s, every listener with it): counted
+    from the frame headers, 20,000 end the connection like any flood."""
+    with proxied(tmp_path) as rt:
+        peer = Peer(rt.port)
+        assert peer.get("/bytes/10", "web").status == 200  # stream 1, closed now
+        peer.send_raw(b"\x00\x00\x04\x08\x00\x00\x00\x00\x01\x00\x00\x00\x01" * 20000)
+        assert peer.wait_closed()
+        assert peer.goaway == ENHANCE_YOUR_CALM
+        still_serves(rt)
+
+
 def test_more_streams_than_announced_close_the_connection(tmp_path: Path) -> None:
     with proxied(tmp_path) as rt:
         peer = Peer(rt.port)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from h2.connection import H2Connection
 from h2.settings import SettingCodes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshgen.runtime.codec import h2lib
+from meshgen.runtime.codec.http1 import PREFACE
 
 PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong"
 PRIORITY_1 = b"\x00\x00\x05\x02\x00\x00\x00\x00\x01\x00\x00\x00\x00\x10"  # stream 1
@@ -78,3 +83,22 @@ def test_requests_with_a_priority_and_bodies_that_end_empty_cost_nothing() -> No
         h2lib.receive(conn, open_stream(conn, end=False, priority=True), guard)
         h2lib.receive(conn, b"\x00\x00\x00\x00\x01\x00\x00\x00\x01", guard)  # END_STREAM
     assert guard.tokens == h2lib.CONTROL_BURST
+
+
+@given(
+    frames=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 40)), max_size=40),
+    cuts=st.lists(st.integers(0, 2000), max_size=12),
+)
+def test_window_updates_are_counted_from_the_frame_headers(
+    frames: list[tuple[int, int]], cuts: list[int]
+) -> None:
+    """However the bytes are split into reads, each WINDOW_UPDATE frame is counted once (the
+    server's guard skips the client's preface first)."""
+    stream = PREFACE + b"".join(
+        len_.to_bytes(3, "big") + bytes([kind, 0, 0, 0, 0, 1]) + b"x" * len_
+        for kind, len_ in frames
+    )
+    guard = h2lib.FloodGuard(len(PREFACE))
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    counted = sum(guard.updates(stream[a:b]) for a, b in itertools.pairwise(bounds))
+    assert counted == sum(kind == 8 for kind, _ in frames)

@@ -56,7 +56,7 @@ from typing import Final, Protocol
 from ..tables import Limits
 from . import h2lib
 from .guard import BUSY, IDLE, ClientClock, ListenerGuard
-from .http1 import RequestBody, first_header
+from .http1 import PREFACE, RequestBody, first_header
 from .paths import valid_host
 from .upstream_conn import Headers
 
@@ -304,7 +304,7 @@ class H2Server:
         self._reading_paused = False
         self._draining = False
         self._resets: deque[float] = deque()
-        self._flood = h2lib.FloodGuard()
+        self._flood = h2lib.FloodGuard(len(PREFACE))
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
             False,

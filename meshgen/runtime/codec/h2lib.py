@@ -86,14 +86,41 @@ class ControlFlood(ValueError):
 
 class FloodGuard:
     """One connection's budget of control frames (a token bucket, see :data:`CONTROL_RATE`),
-    and the WINDOW_UPDATE frames the peer may send without cost (:data:`UPDATES_PER_FRAME`)."""
+    and the WINDOW_UPDATE frames the peer may send without cost (:data:`UPDATES_PER_FRAME`).
+    ``preface``: bytes the peer sends before its first frame (a client's connection preface)."""
 
-    __slots__ = ("credit", "stamp", "tokens")
+    __slots__ = ("_head", "_skip", "credit", "stamp", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, preface: int = 0) -> None:
         self.tokens = float(CONTROL_BURST)
         self.stamp = time.monotonic()
         self.credit = 0
+        self._skip = preface  # bytes before the next frame header
+        self._head = b""  # a frame header split between reads
+
+    def updates(self, data: bytes) -> int:
+        """The WINDOW_UPDATE frames whose header ends in ``data``, the peer's next bytes.
+        Counted from the frame headers: ``h2`` reports no event for one on a closed stream,
+        yet works through each (200,000 of those held the event loop for over 10 s)."""
+        n, count = len(data), 0
+        i = self._skip
+        head = self._head
+        if head:  # (then nothing is to be skipped)
+            i = 9 - len(head)
+            head += data[:i]
+            if len(head) < 9:
+                self._head = head
+                return 0
+            count += head[3] == _WINDOW_UPDATE
+            i += int.from_bytes(head[:3], "big")
+            self._head = b""
+        while i + 9 <= n:
+            count += data[i + 3] == _WINDOW_UPDATE
+            i += 9 + int.from_bytes(data[i : i + 3], "big")
+        self._skip = max(0, i - n)
+        if i < n:
+            self._head = data[i:]
+        return count
 
     def earn(self, frames: int) -> None:
         """``frames`` DATA frames were sent, or heads received: the peer may answer them with
@@ -125,11 +152,12 @@ def receive(conn: connection.H2Connection, data: bytes, flood: FloodGuard) -> li
 def _receive_slice(
     conn: connection.H2Connection, data: bytes, flood: FloodGuard
 ) -> list[events.Event]:
+    updates = flood.updates(data)
     received = conn.receive_data(data)
     if pending_frame(conn) > conn.max_inbound_frame_size:
         conn.close_connection(error_code=errors.ErrorCodes.FRAME_SIZE_ERROR)
         raise FrameTooLarge("a frame over the frame size")
-    cost = _flood_cost(received, flood)
+    cost = _flood_cost(received, flood, updates)
     if cost > 0 and not flood.spend(cost):
         conn.close_connection(error_code=errors.ErrorCodes.ENHANCE_YOUR_CALM)
         raise ControlFlood(
@@ -145,20 +173,20 @@ _COSTLY: Final = (
     events.PriorityUpdated,
 )
 _HEADS: Final = (events.RequestReceived, events.ResponseReceived, events.TrailersReceived)
+_WINDOW_UPDATE: Final = 0x8  # the frame type
 
 
-def _flood_cost(received: list[events.Event], flood: FloodGuard) -> int:
+def _flood_cost(received: list[events.Event], flood: FloodGuard, updates: int) -> int:
     """How many of these events came of frames that count against the budget
-    (:data:`CONTROL_RATE`); window updates beyond ``flood``'s credit count too."""
-    cost = heads = updates = 0
+    (:data:`CONTROL_RATE`), with the ``updates`` (WINDOW_UPDATE frames) beyond ``flood``'s
+    credit."""
+    cost = heads = 0
     for event in received:
         if isinstance(event, events.DataReceived):
             if not event.data and event.stream_ended is None:
                 cost += 1
         elif isinstance(event, _COSTLY):
             cost += 1
-        elif isinstance(event, events.WindowUpdated):
-            updates += 1
         elif isinstance(event, _HEADS):
             heads += 1
             if event.priority_updated is not None:
