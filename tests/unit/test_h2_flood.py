@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 import pytest
 from h2.connection import H2Connection
@@ -16,6 +17,7 @@ from meshgen.runtime.codec.http1 import PREFACE
 PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong"
 PRIORITY_1 = b"\x00\x00\x05\x02\x00\x00\x00\x00\x01\x00\x00\x00\x00\x10"  # stream 1
 EMPTY_DATA_1 = b"\x00\x00\x00\x00\x00\x00\x00\x00\x01"  # no data, no END_STREAM
+RST_1 = b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08"  # CANCEL
 
 
 def server() -> H2Connection:
@@ -85,20 +87,59 @@ def test_requests_with_a_priority_and_bodies_that_end_empty_cost_nothing() -> No
     assert guard.tokens == h2lib.CONTROL_BURST
 
 
+def test_bodies_and_resets_of_open_streams_cost_nothing() -> None:
+    """A DATA frame with data and a peer's reset of an open stream (the resets have a budget
+    of their own) take nothing from the budget, though each is counted from its header."""
+    guard = h2lib.FloodGuard()
+    for _ in range(1200):
+        conn = server()
+        h2lib.receive(conn, open_stream(conn, end=False), guard)
+        h2lib.receive(conn, b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x" + RST_1, guard)
+    assert guard.tokens == h2lib.CONTROL_BURST
+
+
+HEADERS_1 = b"\x00\x00\x04\x01\x05\x00\x00\x00\x01\x00\x81\xf3\x80"  # "x: ", END_STREAM
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [RST_1, b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x", HEADERS_1,
+     b"\x00\x00\x02\x0a\x00\x00\x00\x00\x00\x00\x00", b"\x00\x00\x01\x20\x00\x00\x00\x00\x00x"],
+    ids=["rst-stream", "data", "headers", "altsvc", "unknown"],
+)  # fmt: skip
+def test_frames_h2_takes_silently_count_against_the_budget(frame: bytes) -> None:
+    """On a stream already reset, ``h2`` reports nothing for a DATA, HEADERS or RST_STREAM
+    frame (nor for an ALTSVC frame to a server, ever), yet works through each: counted from
+    their headers, 2,000 of them are a flood; so are unknown frames."""
+    conn = server()
+    guard = h2lib.FloodGuard()
+    h2lib.receive(conn, open_stream(conn, end=True), guard)
+    conn.reset_stream(1)
+    with pytest.raises(h2lib.ControlFlood):
+        h2lib.receive(conn, frame * 2000, guard)
+
+
 @given(
-    frames=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 40)), max_size=40),
+    frames=st.lists(
+        st.tuples(st.integers(0, 10), st.sampled_from([0, 4]), st.integers(0, 40)), max_size=40
+    ),
     cuts=st.lists(st.integers(0, 2000), max_size=12),
 )
-def test_window_updates_are_counted_from_the_frame_headers(
-    frames: list[tuple[int, int]], cuts: list[int]
+def test_frames_are_counted_from_their_headers(
+    frames: list[tuple[int, int, int]], cuts: list[int]
 ) -> None:
-    """However the bytes are split into reads, each WINDOW_UPDATE frame is counted once (the
+    """However the bytes are split into reads, each frame is counted once, by its type; a
+    header block once, as HEADERS, by the HEADERS or CONTINUATION frame that ends it (the
     server's guard skips the client's preface first)."""
     stream = PREFACE + b"".join(
-        len_.to_bytes(3, "big") + bytes([kind, 0, 0, 0, 0, 1]) + b"x" * len_
-        for kind, len_ in frames
+        len_.to_bytes(3, "big") + bytes([kind, flags, 0, 0, 0, 1]) + b"x" * len_
+        for kind, flags, len_ in frames
     )
     guard = h2lib.FloodGuard(len(PREFACE))
     bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
-    counted = sum(guard.updates(stream[a:b]) for a, b in itertools.pairwise(bounds))
-    assert counted == sum(kind == 8 for kind, _ in frames)
+    counted: Counter[int] = Counter()
+    for a, b in itertools.pairwise(bounds):
+        counted.update(guard.frames(stream[a:b]))
+    expected = Counter(kind for kind, _, _ in frames if kind not in (1, 9))
+    expected[1] = sum(kind in (1, 9) and flags == 4 for kind, flags, _ in frames)
+    assert +counted == +expected

@@ -65,7 +65,9 @@ CONTROL_RATE: Final = 100.0
 """Frames that cost work but carry nothing of a request or response (:func:`_flood_cost`):
 PING and SETTINGS (``h2`` answers each), a PING acknowledgement nobody asked for, a PRIORITY
 frame of its own (one in a HEADERS frame is free), a DATA frame with no data that does not end
-its stream, a WINDOW_UPDATE beyond :data:`UPDATES_PER_FRAME`. A burst of
+its stream, a WINDOW_UPDATE beyond :data:`UPDATES_PER_FRAME`, any frame ``h2`` takes
+without reporting it (DATA, HEADERS or RST_STREAM on a closed stream, ALTSVC to a server) and
+an unknown frame or unasked SETTINGS acknowledgement. A burst of
 :data:`CONTROL_BURST`, then :data:`CONTROL_RATE` a second; past that the peer is flooding
 (CVE-2019-9512, -9513, -9515, -9518): GOAWAY ENHANCE_YOUR_CALM and the
 connection closes, as Envoy's flood limits do. ``h2`` takes about 30 us a frame in Python: a
@@ -89,38 +91,44 @@ class FloodGuard:
     and the WINDOW_UPDATE frames the peer may send without cost (:data:`UPDATES_PER_FRAME`).
     ``preface``: bytes the peer sends before its first frame (a client's connection preface)."""
 
-    __slots__ = ("_head", "_skip", "credit", "stamp", "tokens")
+    __slots__ = ("_head", "_kind", "_rest", "credit", "stamp", "tokens")
 
     def __init__(self, preface: int = 0) -> None:
         self.tokens = float(CONTROL_BURST)
         self.stamp = time.monotonic()
         self.credit = 0
-        self._skip = preface  # bytes before the next frame header
+        self._kind = -1  # the type of the frame being read (-1: the preface, or none)
+        self._rest = preface  # its bytes still to come
         self._head = b""  # a frame header split between reads
 
-    def updates(self, data: bytes) -> int:
-        """The WINDOW_UPDATE frames whose header ends in ``data``, the peer's next bytes.
-        Counted from the frame headers: ``h2`` reports no event for one on a closed stream,
-        yet works through each (200,000 of those held the event loop for over 10 s)."""
-        n, count = len(data), 0
-        i = self._skip
-        head = self._head
-        if head:  # (then nothing is to be skipped)
-            i = 9 - len(head)
-            head += data[:i]
+    def frames(self, data: bytes) -> dict[int, int]:
+        """How many frames of each type end in ``data``, the peer's next bytes (as ``h2``
+        works through a frame once all of it is in). Counted from the frame headers: ``h2``
+        reports no event for some frames, yet works through each (:func:`_flood_cost`)."""
+        counts: dict[int, int] = {}
+        n, i = len(data), 0
+        if self._head:
+            i = 9 - len(self._head)
+            head = self._head + data[:i]
             if len(head) < 9:
                 self._head = head
-                return 0
-            count += head[3] == _WINDOW_UPDATE
-            i += int.from_bytes(head[:3], "big")
+                return counts
             self._head = b""
-        while i + 9 <= n:
-            count += data[i + 3] == _WINDOW_UPDATE
-            i += 9 + int.from_bytes(data[i : i + 3], "big")
-        self._skip = max(0, i - n)
-        if i < n:
-            self._head = data[i:]
-        return count
+            self._kind = _counted_as(head[3], head[4])
+            self._rest = int.from_bytes(head[:3], "big")
+        while i + self._rest <= n:
+            i += self._rest
+            if self._kind >= 0:
+                counts[self._kind] = counts.get(self._kind, 0) + 1
+            if i + 9 > n:
+                self._head = data[i:]
+                self._kind, self._rest = -1, 0
+                return counts
+            self._kind = _counted_as(data[i + 3], data[i + 4])
+            self._rest = int.from_bytes(data[i : i + 3], "big")
+            i += 9
+        self._rest -= n - i
+        return counts
 
     def earn(self, frames: int) -> None:
         """``frames`` DATA frames were sent, or heads received: the peer may answer them with
@@ -152,16 +160,16 @@ def receive(conn: connection.H2Connection, data: bytes, flood: FloodGuard) -> li
 def _receive_slice(
     conn: connection.H2Connection, data: bytes, flood: FloodGuard
 ) -> list[events.Event]:
-    updates = flood.updates(data)
+    frames = flood.frames(data)
     received = conn.receive_data(data)
     if pending_frame(conn) > conn.max_inbound_frame_size:
         conn.close_connection(error_code=errors.ErrorCodes.FRAME_SIZE_ERROR)
         raise FrameTooLarge("a frame over the frame size")
-    cost = _flood_cost(received, flood, updates)
+    cost = _flood_cost(received, flood, frames)
     if cost > 0 and not flood.spend(cost):
         conn.close_connection(error_code=errors.ErrorCodes.ENHANCE_YOUR_CALM)
         raise ControlFlood(
-            "frames past the budget (a PING, SETTINGS, PRIORITY or empty frame flood)"
+            "frames past the budget (a flood of frames that carry nothing of a request)"
         )
     return received
 
@@ -170,29 +178,55 @@ _COSTLY: Final = (
     events.PingReceived,
     events.PingAckReceived,
     events.RemoteSettingsChanged,
+    events.SettingsAcknowledged,
     events.PriorityUpdated,
+    events.UnknownFrameReceived,
 )
 _HEADS: Final = (events.RequestReceived, events.ResponseReceived, events.TrailersReceived)
-_WINDOW_UPDATE: Final = 0x8  # the frame type
+_BLOCKS: Final = (*_HEADS, events.InformationalResponseReceived)
+_DATA: Final = 0x0  # frame types
+_HEADERS: Final = 0x1
+_RST_STREAM: Final = 0x3
+_WINDOW_UPDATE: Final = 0x8
+_CONTINUATION: Final = 0x9
+_ALTSVC: Final = 0xA
+_END_HEADERS: Final = 0x4
 
 
-def _flood_cost(received: list[events.Event], flood: FloodGuard, updates: int) -> int:
-    """How many of these events came of frames that count against the budget
-    (:data:`CONTROL_RATE`), with the ``updates`` (WINDOW_UPDATE frames) beyond ``flood``'s
-    credit."""
-    cost = heads = 0
+def _counted_as(kind: int, flags: int) -> int:
+    """The type a frame is counted as by :meth:`FloodGuard.frames`: a header block once, as
+    HEADERS, by the frame that ends it (where ``h2`` reports it); -1: not counted."""
+    if kind in (_HEADERS, _CONTINUATION):
+        return _HEADERS if flags & _END_HEADERS else -1
+    return kind
+
+
+def _flood_cost(received: list[events.Event], flood: FloodGuard, frames: dict[int, int]) -> int:
+    """How many of the ``frames`` (counts by type) and their events count against the budget
+    (:data:`CONTROL_RATE`). ``h2`` reports nothing for DATA, HEADERS and RST_STREAM frames
+    on a closed stream, nor for an ALTSVC frame to a server, yet works through each (a flood
+    of them held the event loop for over 10 s): each costs one unless it brought its event
+    (a peer's resets have a budget of their own). WINDOW_UPDATE frames cost beyond
+    ``flood``'s credit."""
+    cost = sum(frames.get(kind, 0) for kind in (_DATA, _HEADERS, _RST_STREAM, _ALTSVC))
+    heads = 0
     for event in received:
         if isinstance(event, events.DataReceived):
-            if not event.data and event.stream_ended is None:
-                cost += 1
+            if event.data or event.stream_ended is not None:
+                cost -= 1
         elif isinstance(event, _COSTLY):
             cost += 1
-        elif isinstance(event, _HEADS):
-            heads += 1
+        elif isinstance(event, _BLOCKS):
+            cost -= 1
             if event.priority_updated is not None:
                 cost -= 1  # its PriorityUpdated came in the HEADERS frame
+            if isinstance(event, _HEADS):
+                heads += 1
+        elif isinstance(event, events.StreamReset) and event.remote_reset:
+            cost -= 1
     if heads:
         flood.earn(heads)
+    updates = frames.get(_WINDOW_UPDATE, 0)
     if updates:
         free = min(updates, flood.credit)
         flood.credit -= free
