@@ -143,3 +143,16 @@ def test_frames_are_counted_from_their_headers(
     expected = Counter(kind for kind, _, _ in frames if kind not in (1, 9))
     expected[1] = sum(kind in (1, 9) and flags == 4 for kind, flags, _ in frames)
     assert +counted == +expected
+
+
+def test_an_endpoint_flooding_a_closed_stream_is_cut_off_too() -> None:
+    """The client side (``H2Client``, the gRPC probe) has the same budget: an endpoint's
+    RST_STREAM frames on a stream the proxy reset are a flood past the budget."""
+    conn = h2lib.new_connection(True, {}, 65536, 1 << 20)
+    guard = h2lib.FloodGuard()
+    h2lib.receive(conn, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", guard)  # the server's SETTINGS
+    conn.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                          (":authority", "a")], end_stream=True)  # fmt: skip
+    conn.reset_stream(1)
+    with pytest.raises(h2lib.ControlFlood):
+        h2lib.receive(conn, RST_1 * 2000, guard)
