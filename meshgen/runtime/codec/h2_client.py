@@ -379,6 +379,7 @@ class H2Client(asyncio.Protocol):
                 self.h2.reset_stream(stream_id, code)
             except h2lib.exceptions.H2Error:  # closed already
                 return
+            self._flood.reset_sent()  # its frames in flight are free
             self._flush()
 
     def _flush(self) -> None:

@@ -525,6 +525,7 @@ class H2Server:
                 self.h2.reset_stream(stream_id, error_code=code)
             except h2lib.exceptions.H2Error:
                 return
+            self._flood.reset_sent()  # its frames in flight are free
             self._flush()
 
     def _idle_check(self) -> None:
