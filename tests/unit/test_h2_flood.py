@@ -115,6 +115,7 @@ def test_frames_h2_takes_silently_count_against_the_budget(frame: bytes) -> None
     guard = h2lib.FloodGuard()
     h2lib.receive(conn, open_stream(conn, end=True), guard)
     conn.reset_stream(1)
+    guard.reset_sent()  # its credit is a few frames, not a flood
     with pytest.raises(h2lib.ControlFlood):
         h2lib.receive(conn, frame * 2000, guard)
 
@@ -154,5 +155,28 @@ def test_an_endpoint_flooding_a_closed_stream_is_cut_off_too() -> None:
     conn.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
                           (":authority", "a")], end_stream=True)  # fmt: skip
     conn.reset_stream(1)
+    guard.reset_sent()
     with pytest.raises(h2lib.ControlFlood):
         h2lib.receive(conn, RST_1 * 2000, guard)
+
+
+def test_frames_in_flight_on_streams_the_proxy_reset_cost_nothing() -> None:
+    """RFC 9113 section 5.4.2: an endpoint may have DATA and trailers of a stream in flight
+    when the proxy resets it (a timeout, a cancelled try), and they are ignored. 3 DATA
+    frames and trailers of each of 400 cancelled streams (1,600 frames, past
+    ``CONTROL_BURST``) are no flood; the credit is bounded, so a flood afterwards still is."""
+    conn = h2lib.new_connection(True, {}, 65536, 1 << 20)
+    guard = h2lib.FloodGuard()
+    h2lib.receive(conn, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", guard)  # the server's SETTINGS
+    head = [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "a")]
+    for _ in range(400):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, head)
+        conn.reset_stream(sid, 8)  # CANCEL
+        guard.reset_sent()
+        data = b"\x00\x00\x05\x00\x00" + sid.to_bytes(4, "big") + b"\x00\x00\x00\x00\x00"
+        trailers = b"\x00\x00\x04\x01\x05" + sid.to_bytes(4, "big") + b"\x00\x81\xf3\x80"
+        assert h2lib.receive(conn, data * 3 + trailers, guard) == []
+    assert guard.tokens == h2lib.CONTROL_BURST - 1  # the SETTINGS
+    with pytest.raises(h2lib.ControlFlood):
+        h2lib.receive(conn, data * 2000, guard)
