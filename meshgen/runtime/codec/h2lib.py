@@ -244,7 +244,7 @@ def _flood_cost(received: list[events.Event], flood: FloodGuard, frames: dict[in
         free = min(silent, flood.ignored)
         flood.ignored -= free
         silent -= free
-    cost += silent
+    cost += max(silent, 0)  # (a miscount must not pay for the other frames of this read)
     if heads:
         flood.earn(heads)
     updates = frames.get(_WINDOW_UPDATE, 0)
