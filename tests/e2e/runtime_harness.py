@@ -82,6 +82,29 @@ def read_response(s: socket.socket) -> bytes:
     return out
 
 
+def converse(
+    port: int, data: bytes, quiet: float = 5.0, limit: int = 1 << 30, host: str = "127.0.0.1"
+) -> tuple[bytes, bool]:
+    """Send ``data`` on a new connection; return what came back until the proxy closed it
+    (True) or nothing came for ``quiet`` seconds or ``limit`` bytes came (False). A reset
+    counts as closed (a proxy that closes with unread bytes sends one)."""
+    with socket.create_connection((host, port), timeout=quiet) as s:
+        with contextlib.suppress(OSError):
+            s.sendall(data)
+        out = b""
+        try:
+            while len(out) < limit:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out, True
+                out += chunk
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return out, True
+        return out, False
+
+
 def spec(body: str) -> str:
     """:data:`HEAD` followed by ``body`` (services, routes, ...), dedented."""
     return HEAD + textwrap.dedent(body)
@@ -164,24 +187,8 @@ class Runtime:
         return self.converse(data, timeout)[0]
 
     def converse(self, data: bytes, quiet: float = 5.0, limit: int = 1 << 30) -> tuple[bytes, bool]:
-        """Send ``data`` on a new connection; return what came back until the proxy closed it
-        (True) or nothing came for ``quiet`` seconds or ``limit`` bytes came (False). A reset
-        counts as closed (a proxy that closes with unread bytes sends one)."""
-        with socket.create_connection((self.host, self.port), timeout=quiet) as s:
-            with contextlib.suppress(OSError):
-                s.sendall(data)
-            out = b""
-            try:
-                while len(out) < limit:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return out, True
-                    out += chunk
-            except TimeoutError:
-                pass
-            except ConnectionResetError:
-                return out, True
-            return out, False
+        """:func:`converse` with this runtime's listener."""
+        return converse(self.port, data, quiet, limit, self.host)
 
     def admin(self, path: str) -> str:
         """GET ``path`` from the admin server (``/metrics``, ``/config``...); the body as text."""

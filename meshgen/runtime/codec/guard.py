@@ -43,6 +43,7 @@ REASONS: Final = (
     "request_head_bytes",  # 431
     "request_headers",  # 431
     "url_bytes",  # 414
+    "pipelined_requests",  # 429: more than MAX_PIPELINED requests waiting (http1)
     "bad_request",  # not HTTP/1.x, or framing the proxy does not accept: 400, 501, 505
 )
 TCP_REASONS: Final = (

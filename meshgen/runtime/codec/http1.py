@@ -26,6 +26,10 @@ move from one transport to the other inside ``data_received`` without a task swi
   more is measured exactly. A chunked body's trailer section is bounded the same way (431 past
   ``request_head_bytes``: llhttp would buffer an endless field whole) and dropped: the proxy
   frames the body it forwards, and a trailer field never joins the head (RFC 9110 6.5.1).
+* Pipelining: at most :data:`MAX_PIPELINED` requests wait behind the one being answered.
+  llhttp parses a whole read, so one read of small requests would otherwise queue thousands
+  (256 KiB of them: ~9,000 requests, ~2 MB per connection); the one past the limit is a 429
+  once those before it are answered, and the connection closes.
 * Refusals and parse errors after a request that is being answered (bytes after
   ``Connection: close``, garbage after a valid request) never take its place: it is answered
   first, then the error (unless that request closed the connection anyway); an error in the
@@ -84,6 +88,9 @@ from .upstream_conn import UpstreamConnection as UpstreamConnection
 REPLAY_LIMIT: Final = 64 * 1024
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # HTTP/2's connection preface (RFC 9113 3.4)
 HIGH_WATER: Final = 256 * 1024
+MAX_PIPELINED: Final = 100
+"""Requests that may wait on one connection behind the one being answered: as many as an
+HTTP/2 client may have streams open (module docstring, Pipelining)."""
 _STATUS_LINES: Final = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
 }
@@ -293,7 +300,8 @@ _BAD_REQUEST: Refusal = (400, "bad_request")  # would hold the connection in a c
 
 
 _REASONS = {400: b"bad request\n", 408: b"request timeout\n", 414: b"uri too long\n",
-            431: b"request header fields too large\n", 501: b"transfer-coding not implemented\n",
+            429: b"too many pipelined requests\n", 431: b"request header fields too large\n",
+            501: b"transfer-coding not implemented\n",
             505: b"http version not supported\n"}  # fmt: skip
 
 
@@ -650,6 +658,8 @@ class ServerConnection(asyncio.Protocol):
                 self._req_in_progress = False
                 return
             self.active = None
+        if len(self._queue) >= MAX_PIPELINED:
+            raise Refused(429, "pipelined_requests")
         self._queue.append(req)
         self._req_in_progress = False
         if self.active is not None:
