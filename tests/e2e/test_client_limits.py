@@ -236,3 +236,35 @@ def test_pipelined_requests_up_to_the_limit_are_all_answered(proxy: Runtime) -> 
     out, closed = proxy.converse((GET % b"p" + b"\r\n") * (MAX_PIPELINED + 2))
     assert statuses(out) == [200] * (MAX_PIPELINED + 1) + [429] and closed, statuses(out)
     assert rejected(proxy, "pipelined_requests") == before + 1
+
+
+def half_closed(port: int, data: bytes) -> bytes:
+    """Send ``data``, then shut down the sending side (``shutdown(SHUT_WR)``, as ``nc -N``):
+    everything that came back until the proxy closed (5 s at most)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := s.recv(65536):
+                out += chunk
+    return out
+
+
+# What each engine answers to a GET the endpoint answers after 1.5 s, its client having shut its
+# sending side (measured: HAProxy 2.6 waits and answers, as without `option abortonclose`; Envoy
+# 1.40 closes at once, as the runtime does).
+HALF_CLOSE_ANSWERS = {"runtime": [], "haproxy": [200], "envoy": []}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_half_close_ends_the_request_at_once(engine: str, tmp_path: Path) -> None:
+    """The runtime cannot tell a client's half-close (``nc -N``) from its close: either ends the
+    request at once, so a client that hangs up holds no endpoint's work until the route
+    timeout (docs/reliability.md)."""
+    with hostile_engine(engine, tmp_path) as e:
+        start = time.monotonic()
+        out = half_closed(e.port, b"GET /slow HTTP/1.1\r\nHost: hostile\r\n\r\n")
+        took = time.monotonic() - start
+    assert statuses(out) == HALF_CLOSE_ANSWERS[engine], out[:400]
+    assert (took < 1.0) == (engine != "haproxy"), took
