@@ -329,9 +329,7 @@ def _note(req: Request, k: bytes, v: bytes) -> None:
     elif k == b"via":
         req.via = _joined(req.via, v)
     elif k == b"connection":
-        tokens = connection_tokens(v)
-        if tokens:
-            req.conn_tokens = req.conn_tokens | tokens
+        req.conn_tokens = connection_tokens(v, req.conn_tokens)
     elif v.lower() == b"100-continue":  # expect
         req.expect_continue = True
 

@@ -163,19 +163,19 @@ _NOT_NOMINATED: Final = HOP_BY_HOP | {b"close"}
 _TOKENS: Final[dict[bytes, frozenset[bytes]]] = {}  # Connection values seen -> their tokens
 
 
-def connection_tokens(value: bytes) -> frozenset[bytes]:
-    """The header names a ``Connection`` value lists, lower case, beyond the hop-by-hop ones
-    every forwarded message loses anyway: a proxy removes them from the message it forwards
-    (RFC 9110 section 7.6.1), in either direction. Kept by value, as :func:`_lower` keeps
-    names: nearly every ``Connection`` says ``keep-alive`` or ``close``, whose answer is the
-    empty set, and an empty set is what spares a head its set union per message."""
+def connection_tokens(value: bytes, seen: frozenset[bytes] = NO_TOKENS) -> frozenset[bytes]:
+    """``seen`` and the header names a ``Connection`` value lists, lower case, beyond the
+    hop-by-hop ones every forwarded message loses anyway: a proxy removes them from the message
+    it forwards (RFC 9110 section 7.6.1), in either direction. Kept by value, as
+    :func:`_lower` keeps names: nearly every ``Connection`` says ``keep-alive`` or ``close``,
+    which add nothing, and then no set union is made."""
     tokens = _TOKENS.get(value)
     if tokens is None:
         tokens = frozenset(t.strip().lower() for t in value.split(b",")) - _NOT_NOMINATED
         if len(_TOKENS) >= NAMES_KEPT:
             _TOKENS.clear()
         _TOKENS[value] = tokens = tokens or NO_TOKENS
-    return tokens
+    return seen | tokens if tokens else seen
 
 
 _NAMES: Final[dict[bytes, bytes]] = {}  # response header names as sent -> lower case (bounded)
@@ -594,9 +594,7 @@ class UpstreamConnection(asyncio.Protocol, BodySink):
                 raise httptools.HttpParserError("transfer-coding other than chunked")
             self.until_close = False
         elif k == b"connection":
-            tokens = connection_tokens(value)
-            if tokens:
-                self.conn_tokens = self.conn_tokens | tokens
+            self.conn_tokens = connection_tokens(value, self.conn_tokens)
 
     def on_headers_complete(self) -> None:
         if not self._expecting:

@@ -72,7 +72,7 @@ class LocalRequest:
             elif k == b"via":
                 self.via = v if self.via is None else self.via + b", " + v
             elif k == b"connection":
-                tokens = tokens | connection_tokens(v)
+                tokens = connection_tokens(v, tokens)
         self.conn_tokens = tokens
 
     def header(self, name: str) -> str | None:
