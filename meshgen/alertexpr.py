@@ -17,6 +17,8 @@ from meshgen.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
     from meshgen.runtime.tables import Comparison, Signal
+else:  # what their values are: a quoted name would be compiled (see meshgen.model)
+    Comparison = Signal = str
 
 SignalUnit = Literal["percent", "rate", "duration", "count"]
 SIGNAL_UNITS: Final[dict[str, SignalUnit]] = {
@@ -47,8 +49,8 @@ _NUMBER_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 class AlertExpr(NamedTuple):
     """A parsed alert condition: ``signal op threshold``."""
 
-    signal: "Signal"
-    op: "Comparison"
+    signal: Signal
+    op: Comparison
     threshold: float
 
 
@@ -100,7 +102,7 @@ def parse_when(text: str) -> AlertExpr:
             f"{signal} takes {UNIT_EXAMPLES[unit]}",
             found.span(3),
         )
-    return AlertExpr(cast("Signal", signal), cast("Comparison", op), threshold)
+    return AlertExpr(cast(Signal, signal), cast(Comparison, op), threshold)
 
 
 def _threshold(unit: SignalUnit, value: str) -> float | None:

@@ -25,10 +25,11 @@ from source) where a NamedTuple costs ~0.3 ms. They are immutable and compare, h
 by value as well (being tuples, they also equal a plain tuple of the same values). At 10,000
 services lowering takes ~0.3 s less CPU and the checks and plan, which read their fields (a
 slower lookup than a slot's on Python 3.11), ~0.25 s more (BENCHMARKS.md, Compile): a wash.
-Annotations are evaluated (no ``from __future__ import annotations``): a string annotation
-would be compiled again for each field when the class is made. The runtime's ``Literal`` names
-are the exception: they are quoted, as importing :mod:`meshgen.runtime.tables` for them would
-create every table type.
+Annotations are evaluated (no ``from __future__ import annotations``): typing compiles a
+string annotation when the class is made, and a process's first ``compile()`` creates the ~120
+classes of the ``ast`` module (~4 ms of a validate). So the runtime's ``Literal`` names are
+plain ``str`` at run time, which is what their values are, and mypy alone reads the real ones:
+importing :mod:`meshgen.runtime.tables` for them would create every table type.
 """
 
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from meshgen.alertexpr import AlertExpr
+from meshgen.source_document import Document
 
 if TYPE_CHECKING:
     from meshgen.runtime.tables import (
@@ -51,7 +53,10 @@ if TYPE_CHECKING:
         Severity,
         TlsMode,
     )
-    from meshgen.source import Document
+else:  # what their values are; only mypy reads the Literal names (see above)
+    AccessMode = ClientCertificates = DnsRecordType = HeaderMatchKind = HealthCheckKind = str
+    ListenerProtocol = LoadBalancerPolicy = PathMatchKind = ServiceProtocol = Severity = str
+    TlsMode = str
 
 PathKey = tuple[str | int, ...]
 OriginKind = Literal["built-in", "defaults", "service", "route"]
@@ -74,7 +79,7 @@ Origins = Mapping[str, Origin]  # absent key: the built-in default applies
 class LoadBalancer(NamedTuple):
     """:class:`meshgen.runtime.tables.LoadBalancer`."""
 
-    policy: "LoadBalancerPolicy"
+    policy: LoadBalancerPolicy
     choice_count: int
     hash_header: str | None
     hash_cookie: str | None
@@ -84,7 +89,7 @@ class LoadBalancer(NamedTuple):
 class HealthCheck(NamedTuple):
     """:class:`meshgen.runtime.tables.HealthCheck`."""
 
-    kind: "HealthCheckKind"
+    kind: HealthCheckKind
     path: str
     expected_statuses: tuple[int, ...]
     interval_s: float
@@ -123,7 +128,7 @@ class HeaderMatch(NamedTuple):
     """:class:`meshgen.runtime.tables.HeaderMatch`."""
 
     name: str
-    kind: "HeaderMatchKind"
+    kind: HeaderMatchKind
     value: str
 
 
@@ -131,7 +136,7 @@ class Match(NamedTuple):
     """:class:`meshgen.runtime.tables.Match`."""
 
     hosts: tuple[str, ...]
-    path_kind: "PathMatchKind"
+    path_kind: PathMatchKind
     path: str
     methods: tuple[str, ...]
     headers: tuple[HeaderMatch, ...]
@@ -173,7 +178,7 @@ class ServerTls(NamedTuple):
     cert: str
     key: str
     ca: str | None
-    client_certificates: "ClientCertificates"
+    client_certificates: ClientCertificates
     min_version: str
 
 
@@ -241,7 +246,7 @@ class DnsDiscovery(NamedTuple):
 
     name: str
     query_name: str
-    record_type: "DnsRecordType"
+    record_type: DnsRecordType
     port: int | None
     refresh_s: float
     path: PathKey
@@ -267,7 +272,7 @@ class Failover(NamedTuple):
 class TlsPolicy(NamedTuple):
     """Client-side TLS to a service's endpoints; file paths as written in mesh.yaml."""
 
-    mode: "TlsMode"
+    mode: TlsMode
     ca: str | None
     cert: str | None
     key: str | None
@@ -295,7 +300,7 @@ class Service(NamedTuple):
     failover: Failover
     tls: TlsPolicy
     origins: Origins  # every merged policy field, including call.* and tls.*
-    protocol: "ServiceProtocol" = "http1"
+    protocol: ServiceProtocol = "http1"
 
     def origin(self, dotted: str) -> Origin:
         """Where the effective value of ``dotted`` (``"retries.attempts"``) was written."""
@@ -371,8 +376,8 @@ class Listener(NamedTuple):
     tls: ServerTls | None
     limits: Limits
     synthetic: bool = False
-    access: "AccessMode" = "enforce"
-    protocol: "ListenerProtocol" = "http"
+    access: AccessMode = "enforce"
+    protocol: ListenerProtocol = "http"
     to: tuple[TcpDestination, ...] = ()
     sni: tuple[SniEntry, ...] = ()
 
@@ -399,7 +404,7 @@ class Alert(NamedTuple):
     when: str
     expr: AlertExpr | None
     for_s: float
-    severity: "Severity"
+    severity: Severity
     summary: str
     path: PathKey
 
@@ -472,7 +477,7 @@ class Mesh(NamedTuple):
     gaps: tuple[Gap, ...] = ()  # merged policy no layer completed (E116)
     base_dir: Path = Path()  # the spec's folder, for relative file paths
     skipped: Skipped = Skipped()  # parts left out after errors
-    source: "Document | None" = None  # spans, files
+    source: Document | None = None  # spans, files
 
     def listener_routes(self, listener: Listener) -> tuple[str, ...]:
         """Names of the routes a listener serves (all routes when it lists none; a tcp
