@@ -42,8 +42,9 @@ UNIT_EXAMPLES: Final[dict[SignalUnit, str]] = {
     "duration": "a duration like '250ms' or '7d'",
     "count": "a whole number like '2'",
 }
-_EXPR_RE: Final = re.compile(r"\s*([A-Za-z0-9_]*)\s*([<>=!]*)\s*(.*?)\s*")
-_NUMBER_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_EXPR: Final = r"\s*([A-Za-z0-9_]*)\s*([<>=!]*)\s*(.*?)\s*"
+_NUMBER: Final = r"[0-9]+(?:\.[0-9]+)?"
+"""Patterns that ``re`` compiles at their first use: a spec without alerts never needs them."""
 
 
 class AlertExpr(NamedTuple):
@@ -71,7 +72,7 @@ class AlertExprError(ValueError):
 
 def parse_when(text: str) -> AlertExpr:
     """Parse one condition; raise :class:`AlertExprError` saying what is wrong and what fits."""
-    found = _EXPR_RE.fullmatch(text)
+    found = re.fullmatch(_EXPR, text)
     assert found is not None  # the pattern matches every string
     signal, op, value = found.groups()
     if signal not in SIGNAL_UNITS:
@@ -108,13 +109,13 @@ def parse_when(text: str) -> AlertExpr:
 def _threshold(unit: SignalUnit, value: str) -> float | None:
     """The value in base units, or None when it is not spelt the way ``unit`` needs."""
     if unit == "percent":
-        if value.endswith("%") and _NUMBER_RE.fullmatch(value[:-1]):
+        if value.endswith("%") and re.fullmatch(_NUMBER, value[:-1]):
             percent = float(value[:-1])
             return percent / 100 if percent <= 100 else None
         return None
     if unit == "rate":
         number = value.removesuffix("/s").rstrip()
-        return float(number) if _NUMBER_RE.fullmatch(number) else None
+        return float(number) if re.fullmatch(_NUMBER, number) else None
     if unit == "count":
         return float(value) if value.isdigit() else None
     try:

@@ -70,7 +70,14 @@ class SourceLines(Protocol):
     def line_text(self, line: int) -> str: ...
 
 
-_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks, as in spans
+LINE_BREAKS = "\r\n|[\r\n\x85\u2028\u2029]"
+"""YAML's line breaks, as libyaml counts lines and spans number them: a pattern that the first
+split compiles, as only a diagnostic's source line needs it (~0.4 ms of a validate)."""
+
+
+def split_lines(text: str) -> list[str]:
+    """``text``'s lines without their line breaks."""
+    return re.split(LINE_BREAKS, text)
 
 
 def _sorted(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -97,7 +104,7 @@ class _Lines:
                         source = handle.read()
                 except (OSError, ValueError):
                     source = None
-            self.split[file] = _BREAKS.split(source) if isinstance(source, str) else source
+            self.split[file] = split_lines(source) if isinstance(source, str) else source
         lines = self.split[file]
         if lines is None:
             return None

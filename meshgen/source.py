@@ -18,7 +18,8 @@ an alias expansion limit (``MAX_ALIAS_NODES``) and a nesting limit (``MAX_DEPTH`
 must be finite: ``.inf``, ``.nan``, floats that overflow (``1e999``) and integers too large to
 become a float are errors, so no later stage has to guard its arithmetic against them.
 Syntax errors are explained in meshgen's words where the mistake is a common one
-(:mod:`meshgen.source_errors`).
+(:mod:`meshgen.source_errors`, imported only for an input that does not load: its patterns
+cost a validate of a valid spec ~1 ms).
 """
 
 import sys
@@ -33,7 +34,6 @@ from .diagnostics import Diagnostic, Span
 from .source_build import MAX_ALIAS_NODES, build
 from .source_compose import MAX_DEPTH, PLAIN, DepthError, compose, mark_span, point
 from .source_document import Document, Layer, PathKey
-from .source_errors import line_col, nesting_error, too_deep, yaml_error
 from .source_files import gather
 from .source_overlay import Writers, merge
 
@@ -96,6 +96,8 @@ def read(path: Path) -> tuple[Input | None, list[Diagnostic]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        from .source_errors import line_col
+
         prefix = raw[: exc.start].decode("utf-8", "replace")
         line, col = line_col(prefix, len(prefix))
         message = f"byte 0x{raw[exc.start]:02x} is not valid UTF-8"
@@ -108,6 +110,8 @@ def _checked_text(text: str, name: str) -> tuple[str | None, list[Diagnostic]]:
     try:
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
+        from .source_errors import line_col
+
         line, col = line_col(text, exc.start)
         message = "the text holds an unpaired surrogate, which is not valid Unicode"
         return None, _error("E003", message, point(name, line, col))
@@ -128,8 +132,12 @@ def parse(
     try:
         root = compose(text)
     except DepthError as exc:
+        from .source_errors import too_deep
+
         return None, [too_deep(name, exc.mark)]
     except (yaml.YAMLError, ValueError, UnicodeError) as exc:
+        from .source_errors import nesting_error, yaml_error
+
         return None, [nesting_error(name, text, exc) or yaml_error(name, text, exc)]
     if root is None or (
         root.__class__ is ScalarNode

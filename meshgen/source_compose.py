@@ -13,7 +13,6 @@ stops at ``MAX_DEPTH``, runs before it. Nothing here makes diagnostics: errors a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
@@ -30,9 +29,6 @@ MAX_DEPTH = 100
 _MAIN_STACK_LEVELS = 4096  # libyaml needs ~250 bytes of C stack per level; 8 MiB main stack
 _THREAD_STACK_LEVELS = 1_000_000
 _STACK_BYTES_PER_LEVEL = 512
-
-LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-"""YAML's line breaks, as libyaml counts lines."""
 
 PLAIN = "?"  # the tag Loader gives plain (unquoted, untagged) scalars
 TAG = "tag:yaml.org,2002:"

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .diagnostics import Span
-from .source_compose import LINE_BREAK, mark_span, point
+from .diagnostics import Span, split_lines
+from .source_compose import mark_span, point
 from .source_files import FileFacts
 from .source_overlay import Writers, writer_of
 
@@ -60,7 +60,7 @@ class Layer:
         """The text of 1-based ``line`` without its line break ("" past the end)."""
         lines: list[str] | None = self._cache.get("lines")
         if lines is None:
-            lines = LINE_BREAK.split(self.text)
+            lines = split_lines(self.text)
             self._cache["lines"] = lines
         return lines[line - 1] if 0 < line <= len(lines) else ""
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .diagnostics import Diagnostic, Related, Span
-from .source_compose import LINE_BREAK, MAX_DEPTH, DepthError, check_depth, point
+from .diagnostics import Diagnostic, Related, Span, split_lines
+from .source_compose import MAX_DEPTH, DepthError, check_depth, point
 
 _IPV6 = re.compile(r"\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.%\w]*\](?::[0-9]*)?")
 _ITEM = re.compile(r"^( *)- ?(.*)$")
@@ -55,7 +55,7 @@ def yaml_error(name: str, text: str, exc: Exception) -> Diagnostic:
                 span,
                 "a mesh.yaml holds one document: remove the '---' separator",
             )
-        lines = LINE_BREAK.split(text)
+        lines = split_lines(text)
         known = _explained(name, lines, mark.line, mark.column, str(exc.problem))
         if known is not None:
             return known
