@@ -245,6 +245,23 @@ def test_validate_makes_no_named_tuple_from_string_annotations() -> None:
     assert stringly == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["validate", "mesh.yaml"], ["validate", "a.yaml", "b c/mesh.yaml", ""], ["validate", "x.y"]],
+)
+def test_a_plain_validate_parses_as_argparse_does(args: list[str]) -> None:
+    """``validate SPEC...`` skips building argparse's parser: its namespace must be the
+    parser's (an option added to validate, or a changed default, fails here)."""
+    assert cli._plain_validate(args) == cli._parser("validate").parse_args(args)
+
+
+@pytest.mark.parametrize(
+    "args", [["validate"], ["validate", "-"], ["validate", "a", "--strict"], ["build", "a"], []]
+)
+def test_any_other_command_line_goes_to_argparse(args: list[str]) -> None:
+    assert cli._plain_validate(args) is None
+
+
 def test_validate_compiles_no_text() -> None:
     """``meshgen validate`` calls ``compile()`` on no text: a process's first call creates the
     ~120 classes of the ``ast`` module (~4 ms), and typing makes one for each quoted annotation
