@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from meshgen import certs, cli, precommit
+from meshgen import certs, cli, cli_args, precommit
 from meshgen.resources import schema_path
 from meshgen.runtime.app.main import arg_parser
 
@@ -15,7 +15,7 @@ DELEGATED = {
     "run": arg_parser("meshgen run", with_dist=True),
     "certs": certs._parser(),
 }
-"""Commands whose stub in cli.py hands argv to another parser (add_help=False there)."""
+"""Commands whose stub in cli_args.py hands argv to another parser (add_help=False there)."""
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
@@ -24,7 +24,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
 
 
 def _all_parsers() -> dict[str, argparse.ArgumentParser]:
-    top = cli._parser()
+    top = cli_args.parser()
     found = {"meshgen": top}
     for name, sub in _subcommands(top).choices.items():
         found[f"meshgen {name}"] = DELEGATED.get(name, sub)
@@ -38,21 +38,21 @@ def _all_parsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_delegated_commands_are_the_ones_without_their_own_help() -> None:
     """A stub without -h is delegated and its real parser is walked below (none is missed)."""
-    stubs = {n for n, p in _subcommands(cli._parser()).choices.items() if not p.add_help}
+    stubs = {n for n, p in _subcommands(cli_args.parser()).choices.items() if not p.add_help}
     assert stubs == set(DELEGATED)
 
 
 def test_a_named_command_alone_parses_as_in_the_full_parser() -> None:
     """A command line that names a command builds only that command's parser (faster)."""
-    full = _subcommands(cli._parser()).choices
-    assert list(full) == list(cli.COMMANDS)
-    for name in cli.COMMANDS:
-        (only,) = _subcommands(cli._parser(name)).choices.items()
+    full = _subcommands(cli_args.parser()).choices
+    assert list(full) == list(cli_args.COMMANDS)
+    for name in cli_args.COMMANDS:
+        (only,) = _subcommands(cli_args.parser(name)).choices.items()
         assert only[0] == name and only[1].format_help() == full[name].format_help()
 
 
 def test_every_subcommand_has_help() -> None:
-    for choice in _subcommands(cli._parser())._choices_actions:
+    for choice in _subcommands(cli_args.parser())._choices_actions:
         assert choice.help, f"meshgen {choice.dest} has no help text"
 
 
