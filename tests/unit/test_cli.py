@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshgen import __version__, cli, cli_args, pipeline
 from meshgen.cli import main
@@ -262,6 +264,24 @@ def test_a_plain_validate_parses_as_argparse_does(args: list[str]) -> None:
 )
 def test_any_other_command_line_goes_to_argparse(args: list[str]) -> None:
     assert cli._plain_validate(args) is None
+
+
+_ARGUMENT = st.one_of(
+    st.sampled_from(["validate", "build", "-", "--", "--strict", "--format", "json", "-o", "-x"]),
+    st.text(max_size=8),
+)
+
+
+@given(st.tuples(st.sampled_from(["validate", "build", ""]), st.lists(_ARGUMENT, max_size=4)))
+def test_no_command_line_parses_differently_without_argparse(
+    command_line: tuple[str, list[str]],
+) -> None:
+    """Whatever the command line, the fast path either declines it or parses it as argparse
+    does (argparse refusing a line the fast path took fails here too)."""
+    args = [command_line[0], *command_line[1]]
+    plain = cli._plain_validate(args)
+    if plain is not None:
+        assert vars(plain) == vars(cli_args.parser("validate").parse_args(args))
 
 
 def test_validate_compiles_no_text() -> None:
