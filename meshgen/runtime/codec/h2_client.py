@@ -375,11 +375,10 @@ class H2Client(asyncio.Protocol):
 
     def _reset(self, stream_id: int, code: int) -> None:
         if not self.closed:
-            try:
-                self.h2.reset_stream(stream_id, code)
+            try:  # (its frames in flight are free)
+                h2lib.reset_stream(self.h2, stream_id, code, self._flood)
             except h2lib.exceptions.H2Error:  # closed already
                 return
-            self._flood.reset_sent()  # its frames in flight are free
             self._flush()
 
     def _flush(self) -> None:

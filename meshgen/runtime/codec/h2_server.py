@@ -521,11 +521,10 @@ class H2Server:
 
     def _send_reset(self, stream_id: int, code: int) -> None:
         if not self.closed:
-            try:
-                self.h2.reset_stream(stream_id, error_code=code)
+            try:  # (its frames in flight are free)
+                h2lib.reset_stream(self.h2, stream_id, code, self._flood)
             except h2lib.exceptions.H2Error:
                 return
-            self._flood.reset_sent()  # its frames in flight are free
             self._flush()
 
     def _idle_check(self) -> None:
