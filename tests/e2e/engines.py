@@ -38,9 +38,10 @@ def run_engine(
 
 
 @contextmanager
-def hostile_engine(name: str, folder: Path) -> Iterator[Engine]:
-    """``name`` in front of ``hostile_backend.py``: service and host ``hostile``, defaults."""
-    with script_backend(HOSTILE) as (address, _):
+def hostile_engine(name: str, folder: Path, backend: str = HOSTILE) -> Iterator[Engine]:
+    """``name`` in front of ``hostile_backend.py`` (or the ``script_backend`` source
+    ``backend``): service and host ``hostile``, defaults."""
+    with script_backend(backend) as (address, _):
         route = f"""
             services:
               hostile: {{discovery: {{static: [{{address: "{address}"}}]}}}}

@@ -16,9 +16,11 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from runtime_harness import Runtime, hostile_proxy, read_response
+from engines import ENGINES, hostile_engine
+from runtime_harness import SERVE_HANDLER, Runtime, hostile_proxy, read_response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -145,3 +147,96 @@ def test_the_timeout_counts_from_the_end_of_the_request(proxy: Runtime) -> None:
         started = time.monotonic()
         out = read_response(s)
     assert statuses(out) == [504] and 0.9 < time.monotonic() - started < 3, out
+
+
+STALLER = (
+    r"""
+import http.server, socket, struct, time
+# An endpoint that takes a request's head and, for POST /answer, /reset and /close, none of
+# its body: after 0.5 s it answers 200 "early" (and reads on nothing), resets the connection,
+# or closes it. GET /ok/NAME: 200 NAME. Its small receive buffer and segments (536 bytes) keep
+# the proxy's send buffer towards it small too (loopback's grows to 4 MiB otherwise): the
+# proxy's side of an upload fills after 47-87 KiB.
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        name = self.path[4:].encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def do_POST(self):
+        time.sleep(0.5)
+        if self.path == "/answer":
+            self.send_response(200)
+            self.send_header("content-length", "5")
+            self.end_headers()
+            self.wfile.write(b"early")
+            time.sleep(30)
+        elif self.path == "/reset":
+            linger = struct.pack("ii", 1, 0)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        self.connection.close()
+        self.close_connection = True
+    def log_message(self, *a): pass
+def server_bind(self, bind=http.server.ThreadingHTTPServer.server_bind):
+    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    bind(self)
+http.server.ThreadingHTTPServer.server_bind = server_bind
+"""
+    + SERVE_HANDLER
+)
+
+
+PAUSED_CLIENT = {  # engine, how the endpoint ends: (the answer's status, or None: the
+    # connection closed without one; the next request answered at once)
+    ("runtime", "/answer"): (200, True),
+    ("runtime", "/reset"): (502, True),
+    ("runtime", "/close"): (502, True),
+    ("haproxy", "/answer"): (200, False),
+    ("haproxy", "/reset"): (None, False),
+    ("haproxy", "/close"): (None, False),
+    ("envoy", "/answer"): (200, False),
+    ("envoy", "/reset"): (503, True),
+    ("envoy", "/close"): (503, True),
+}
+
+
+@pytest.mark.parametrize("path", ["/answer", "/reset", "/close"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_client_paused_for_an_endpoint_that_ends_reads_again(
+    engine: str, path: str, tmp_path: Path
+) -> None:
+    """A 192 KiB upload pipelined behind a GET: the proxy holds the whole body while the GET
+    is answered, then sends it on the GET's pooled connection to an endpoint that does not
+    read it; the proxy's side towards the endpoint fills and the proxy stops reading the
+    client. The endpoint then answers early, resets or closes: the runtime answers and reads
+    the client's next request on the same connection at once. Without fd18a1a
+    (``UpstreamConnection.let_go``) a reset or a close left the runtime's client paused, its
+    next request unread until ``client_idle_timeout`` (60 s); the early answer freed it
+    already (``go_idle``). HAProxy 2.6 forwards the early answer but leaves the next request
+    unanswered (3 s here), and closes the client's connection without an answer on a reset
+    or close; Envoy 1.40 leaves the next request after the early answer unanswered too, and
+    answers a reset or close 503, then the next request."""
+    status, goes_on = PAUSED_CLIENT[engine, path]
+    post = b"POST %s HTTP/1.1\r\nHost: hostile\r\nContent-Length: %d\r\n\r\n" % (
+        path.encode(), 192 << 10)  # fmt: skip
+    first = b"GET /ok/first HTTP/1.1\r\nHost: hostile\r\n\r\n"
+    with (
+        hostile_engine(engine, tmp_path, STALLER) as e,
+        socket.create_connection(("127.0.0.1", e.port), timeout=3.0) as s,
+    ):
+        s.sendall(first + post + b"x" * (192 << 10))
+        assert read_response(s).endswith(b"\r\n\r\nfirst")
+        if status is None:
+            with pytest.raises(ConnectionError):
+                read_response(s)
+            return
+        assert statuses(read_response(s)) == [status]
+        s.sendall(b"GET /ok/next HTTP/1.1\r\nHost: hostile\r\n\r\n")
+        if goes_on:
+            assert read_response(s).endswith(b"\r\n\r\nnext")
+        else:
+            with pytest.raises(TimeoutError):
+                read_response(s)
