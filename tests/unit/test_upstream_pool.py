@@ -176,19 +176,26 @@ def test_a_connection_that_ends_mid_upload_frees_its_client(end: str) -> None:
     asyncio.run(main())
 
 
-class _H2Endpoint(asyncio.Protocol):
-    """An HTTP/2 endpoint that gives no window back (an upload stalls at 64 KiB) and, once
-    ``end`` is set, resets the stream (``reset``) or answers it whole (``answered``: the
-    proxy then discards the stream, whose upload never finished)."""
+class _H2Server(asyncio.Protocol):
+    """An HTTP/2 endpoint's connection: ``h2``'s server side, its preface sent."""
 
-    def __init__(self, how: str, end: asyncio.Event) -> None:
-        self.how, self.end = how, end
+    def __init__(self) -> None:
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
         self.transport.write(self.h2.data_to_send())
+
+
+class _H2Endpoint(_H2Server):
+    """An HTTP/2 endpoint that gives no window back (an upload stalls at 64 KiB) and, once
+    ``end`` is set, resets the stream (``reset``) or answers it whole (``answered``: the
+    proxy then discards the stream, whose upload never finished)."""
+
+    def __init__(self, how: str, end: asyncio.Event) -> None:
+        super().__init__()
+        self.how, self.end = how, end
 
     def data_received(self, data: bytes) -> None:
         for event in self.h2.receive_data(data):
@@ -231,6 +238,66 @@ def test_an_http2_stream_that_ends_mid_upload_frees_its_client(how: str) -> None
                 assert stream.status == 200
                 pool.discard(stream)
             assert not client.paused and stream.downstream is None
+        finally:
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+class _H2Sender(_H2Server):
+    """An HTTP/2 endpoint answering each request 200 with 200 KiB, as its windows allow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left: dict[int, int] = {}
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                self.h2.send_headers(event.stream_id, [(":status", "200")])
+                self.left[event.stream_id] = 200 * 1024
+        for sid, left in list(self.left.items()):
+            room = min(left, self.h2.local_flow_control_window(sid))
+            for start in range(0, room, 16384):
+                size = min(16384, room - start)
+                self.h2.send_data(sid, b"x" * size, end_stream=size == left)
+                left -= size
+            self.left[sid] = left
+            if not left:
+                del self.left[sid]
+        self.transport.write(self.h2.data_to_send())
+
+
+def test_streams_cancelled_unread_give_their_bytes_back_to_the_connection() -> None:
+    """A stream whose caller does not read keeps what it received unacknowledged; when the
+    try is given up (the client gone, a timeout) those bytes go back to the connection's
+    window. Kept, each such stream cut the endpoint connection's 16 MiB window for good: after
+    82 streams of 200 KiB the endpoint could send nothing more on it, to any stream."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_H2Sender, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Pool()
+        try:
+            first = await pool.open("a/127.0.0.1", Endpoint("127.0.0.1", port), 2.0, http2=True)
+            for i in range(100):
+                stream = first if i == 0 else first.client.exchange()
+                stream.begin(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", True, Client())
+                stream.set_reading(False)  # the caller does not read
+                async with asyncio.timeout(2.0):
+                    while stream._unacked < 200 * 1024:
+                        await asyncio.sleep(0.001)
+                stream.abort()
+            last = first.client.exchange()
+            last.begin(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", True, Client())
+            got: list[bytes] = []
+            last.start_body(got.append)
+            async with asyncio.timeout(2.0):
+                while sum(map(len, got)) < 200 * 1024:
+                    await asyncio.sleep(0.001)
         finally:
             pool.close()
             server.close()

@@ -26,7 +26,8 @@ Flow control, both ways, so memory stays bounded:
 * responses: received DATA is acknowledged (WINDOW_UPDATE) at once while the caller reads,
   and not while the caller's side is paused (``set_reading(False)``): the endpoint can send
   at most the stream's window (:data:`STREAM_WINDOW`) ahead. The connection's window is large
-  (:data:`CONNECTION_WINDOW`) so a slow caller stalls only its own stream.
+  (:data:`CONNECTION_WINDOW`) so a slow caller stalls only its own stream; a stream that ends
+  (given up, reset) gives what nobody read back to the connection's window.
 
 Limits (a hostile or broken endpoint): at most ``min(peer's MAX_CONCURRENT_STREAMS,
 ``:data:`MAX_STREAMS`)`` streams per connection; a response header list over
@@ -197,9 +198,18 @@ class H2Exchange(UpstreamConnection):
         """Give up the try: the stream is reset (CANCEL), the connection stays."""
         self.let_go()  # (a stream that ended may still hold its client: the pool discards it)
         if self.closed:
+            self._give_back()
             return
         self.client.cancel(self)
         self.gone(ConnectionResetError("stream cancelled"))
+
+    def _give_back(self) -> None:
+        """The stream is over: what it received and nobody read goes back to the connection's
+        window (kept, each such stream cut the window for good: 82 streams of 200 KiB
+        cancelled while their callers did not read stalled the whole connection)."""
+        n, self._unacked = self._unacked, 0
+        if n:
+            self.client.acknowledge(n, self.id)
 
     # ---- what the connection reports -------------------------------------------------------
     def response(self, headers: Headers) -> bool:
@@ -259,6 +269,7 @@ class H2Exchange(UpstreamConnection):
         """The stream ended without a complete response (reset, GOAWAY, connection lost)."""
         self.closed = True
         self.let_go()
+        self._give_back()
         self._out.clear()
         self._out_size = 0
         self._fail(exc)
