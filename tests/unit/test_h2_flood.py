@@ -146,6 +146,55 @@ def test_frames_are_counted_from_their_headers(
     assert guard.data == sum(len_ for kind, _, len_ in frames if kind == 0)
 
 
+@given(
+    frames=st.lists(
+        st.tuples(st.integers(0, 10), st.sampled_from([0, 4]), st.integers(0, 40)), max_size=60
+    ),
+    cuts=st.lists(st.integers(0, 3000), max_size=12),
+    limit=st.integers(1, 6),
+)
+def test_a_pass_takes_at_most_its_frames_and_loses_none(
+    frames: list[tuple[int, int, int]], cuts: list[int], limit: int
+) -> None:
+    """Reads taken ``limit`` frames at a time (:meth:`FloodGuard.cut`, as ``this_pass`` takes
+    :data:`FRAMES_PER_PASS`), each pass's bytes counted before the next cut, as a connection
+    does: no pass counts more than ``limit`` frames, each takes some bytes, and the frames
+    counted are those of the whole stream, however it was split into reads."""
+    stream = PREFACE + b"".join(
+        len_.to_bytes(3, "big") + bytes([kind, flags, 0, 0, 0, 1]) + b"x" * len_
+        for kind, flags, len_ in frames
+    )
+    guard = h2lib.FloodGuard(len(PREFACE))
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    counted: Counter[int] = Counter()
+    for a, b in itertools.pairwise(bounds):
+        pending = stream[a:b]
+        while pending:
+            cut = guard.cut(pending, limit)
+            assert cut > 0
+            now, pending = pending[:cut], pending[cut:]
+            got = guard.frames(now)
+            assert sum(got.values()) <= limit
+            counted.update(got)
+    expected = Counter(kind for kind, _, _ in frames if kind not in (1, 9))
+    expected[1] = sum(kind in (1, 9) and flags == 4 for kind, flags, _ in frames)
+    assert +counted == +expected
+
+
+def test_a_pass_of_one_byte_frames_stops_at_its_frames() -> None:
+    """:func:`this_pass` on a read of 1,000 DATA frames of one byte: the first
+    :data:`FRAMES_PER_PASS` now, the rest later; a read of 16 KiB frames is taken whole."""
+    tiny = b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x"
+    guard = h2lib.FloodGuard()
+    now, later = h2lib.this_pass(tiny * 1000, guard)
+    assert (len(now), len(later)) == (
+        10 * h2lib.FRAMES_PER_PASS,
+        10 * (1000 - h2lib.FRAMES_PER_PASS),
+    )
+    large = (b"\x00\x40\x00\x00\x00\x00\x00\x00\x01" + b"x" * 16384) * 16
+    assert h2lib.this_pass(large, h2lib.FloodGuard()) == (large, b"")
+
+
 def test_an_endpoint_flooding_a_closed_stream_is_cut_off_too() -> None:
     """The client side (``H2Client``, the gRPC probe) has the same budget: an endpoint's
     RST_STREAM frames on a stream the proxy reset are a flood past the budget."""

@@ -304,3 +304,55 @@ def test_streams_cancelled_unread_give_their_bytes_back_to_the_connection() -> N
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+class _H2Dribbler(_H2Server):
+    """An HTTP/2 endpoint answering each request 200 with 60,000 DATA frames of one byte, in
+    one write (raw frames, past ``h2``'s own bookkeeping), then END_STREAM."""
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                sid = event.stream_id.to_bytes(4, "big")
+                self.h2.send_headers(event.stream_id, [(":status", "200")])
+                self.transport.write(self.h2.data_to_send())
+                self.transport.write((b"\x00\x00\x01\x00\x00" + sid + b"x") * 60000)
+                self.transport.write(b"\x00\x00\x00\x00\x01" + sid)
+        self.transport.write(self.h2.data_to_send())
+
+
+def test_an_endpoint_sending_one_byte_frames_does_not_hold_the_loop() -> None:
+    """DATA frames of one byte are data (no budget charges them) and ``h2`` takes ~40 us
+    each: an endpoint's 60,000 in one write held the event loop for whole reads (~26,000
+    frames, ~1 s each) before ``h2lib.FRAMES_PER_PASS``. Now a timer of the same loop runs
+    every pass or so, and the body arrives whole."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_H2Dribbler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Pool()
+        gaps: list[float] = []
+
+        def tick(last: float) -> None:
+            now = loop.time()
+            gaps.append(now - last)
+            ticker[0] = loop.call_later(0.005, tick, now)
+
+        ticker = [loop.call_later(0.005, tick, loop.time())]
+        try:
+            stream = await pool.open("a/127.0.0.1", Endpoint("127.0.0.1", port), 2.0, http2=True)
+            stream.begin(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", True, Client())
+            got: list[bytes] = []
+            stream.start_body(got.append)
+            async with asyncio.timeout(30.0):
+                while sum(map(len, got)) < 60000:
+                    await asyncio.sleep(0.001)
+        finally:
+            ticker[0].cancel()
+            pool.close()
+            server.close()
+            await server.wait_closed()
+        assert max(gaps) < 0.3, f"the loop was held {max(gaps):.2f} s"
+
+    asyncio.run(main())

@@ -278,9 +278,9 @@ class H2Exchange(UpstreamConnection):
 class H2Client(asyncio.Protocol):
     """One HTTP/2 connection to an endpoint, carrying many exchanges (module docstring)."""
 
-    __slots__ = ("_batch", "_flood", "_heads", "_loop", "_reading_paused", "_write_paused",
-                 "closed", "going_away", "h2", "key", "max_streams", "on_lost", "scheme",
-                 "streams", "transport", "used")  # fmt: skip
+    __slots__ = ("_backlog", "_batch", "_flood", "_heads", "_loop", "_reading_paused",
+                 "_write_paused", "closed", "going_away", "h2", "key", "max_streams", "on_lost",
+                 "scheme", "streams", "transport", "used")  # fmt: skip
 
     def __init__(
         self,
@@ -303,6 +303,7 @@ class H2Client(asyncio.Protocol):
         self._batch: WriteBatch | None = None  # the loop's (made with the connection)
         self._write_paused = False  # the endpoint does not read (transport's callbacks)
         self._reading_paused = False
+        self._backlog = b""  # read, for h2 in a later pass (h2lib.FRAMES_PER_PASS), reading paused
         self._flood = h2lib.FloodGuard()
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
@@ -417,6 +418,14 @@ class H2Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._backlog:  # (one more read, before the pause took)
+            self._backlog += data
+            return
+        data, self._backlog = h2lib.this_pass(data, self._flood)
+        if self._backlog:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._next_pass)
         h2 = self.h2
         try:
             events = h2lib.receive(h2, data, self._flood)
@@ -431,6 +440,14 @@ class H2Client(asyncio.Protocol):
         for ex in heads:
             ex._deliver_head(None)
         self._flush()
+
+    def _next_pass(self) -> None:
+        """What waited (:data:`h2lib.FRAMES_PER_PASS`); reading resumes once none is left,
+        unless the endpoint does not read."""
+        data, self._backlog = self._backlog, b""
+        self.data_received(data)
+        if not (self._backlog or self._reading_paused or self.closed) and self.transport:
+            self.transport.resume_reading()
 
     def _event(self, event: object) -> None:
         if isinstance(event, _EV.DataReceived):
@@ -530,7 +547,8 @@ class H2Client(asyncio.Protocol):
         self._write_paused = False
         if self.transport is not None and self._reading_paused and not self.closed:
             self._reading_paused = False
-            self.transport.resume_reading()
+            if not self._backlog:  # else the pass that takes the last of it resumes
+                self.transport.resume_reading()
         for ex in list(self.streams.values()):
             self.pump(ex)
 
