@@ -119,6 +119,24 @@ def test_frames_h2_takes_silently_count_against_the_budget(frame: bytes) -> None
         h2lib.receive(conn, frame * 2000, guard)
 
 
+def _split_stream(frames: list[tuple[int, int, int]], cuts: list[int]) -> tuple[bytes, list[int]]:
+    """A client's bytes (the preface, then ``frames`` as (type, flags, length) on stream 1) and
+    the bounds of the reads ``cuts`` split them into."""
+    stream = PREFACE + b"".join(
+        len_.to_bytes(3, "big") + bytes([kind, flags, 0, 0, 0, 1]) + b"x" * len_
+        for kind, flags, len_ in frames
+    )
+    return stream, sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+
+
+def _counts(frames: list[tuple[int, int, int]]) -> Counter[int]:
+    """How :meth:`h2lib.FloodGuard.frames` counts ``frames``: a header block once, as HEADERS
+    (type 1), by the HEADERS or CONTINUATION (type 9) frame with END_HEADERS (flag 4)."""
+    expected = Counter(kind for kind, _, _ in frames if kind not in (1, 9))
+    expected[1] = sum(kind in (1, 9) and flags == 4 for kind, flags, _ in frames)
+    return expected
+
+
 @given(
     frames=st.lists(
         st.tuples(st.integers(0, 10), st.sampled_from([0, 4]), st.integers(0, 40)), max_size=40
@@ -131,18 +149,12 @@ def test_frames_are_counted_from_their_headers(
     """However the bytes are split into reads, each frame is counted once, by its type; a
     header block once, as HEADERS, by the HEADERS or CONTINUATION frame that ends it (the
     server's guard skips the client's preface first); the DATA frames' bytes are added up."""
-    stream = PREFACE + b"".join(
-        len_.to_bytes(3, "big") + bytes([kind, flags, 0, 0, 0, 1]) + b"x" * len_
-        for kind, flags, len_ in frames
-    )
+    stream, bounds = _split_stream(frames, cuts)
     guard = h2lib.FloodGuard(len(PREFACE))
-    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
     counted: Counter[int] = Counter()
     for a, b in itertools.pairwise(bounds):
         counted.update(guard.frames(stream[a:b]))
-    expected = Counter(kind for kind, _, _ in frames if kind not in (1, 9))
-    expected[1] = sum(kind in (1, 9) and flags == 4 for kind, flags, _ in frames)
-    assert +counted == +expected
+    assert +counted == +_counts(frames)
     assert guard.data == sum(len_ for kind, _, len_ in frames if kind == 0)
 
 
@@ -160,12 +172,8 @@ def test_a_pass_takes_at_most_its_frames_and_loses_none(
     :data:`FRAMES_PER_PASS`), each pass's bytes counted before the next cut, as a connection
     does: no pass counts more than ``limit`` frames, each takes some bytes, and the frames
     counted are those of the whole stream, however it was split into reads."""
-    stream = PREFACE + b"".join(
-        len_.to_bytes(3, "big") + bytes([kind, flags, 0, 0, 0, 1]) + b"x" * len_
-        for kind, flags, len_ in frames
-    )
+    stream, bounds = _split_stream(frames, cuts)
     guard = h2lib.FloodGuard(len(PREFACE))
-    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
     counted: Counter[int] = Counter()
     for a, b in itertools.pairwise(bounds):
         pending = stream[a:b]
@@ -176,9 +184,7 @@ def test_a_pass_takes_at_most_its_frames_and_loses_none(
             got = guard.frames(now)
             assert sum(got.values()) <= limit
             counted.update(got)
-    expected = Counter(kind for kind, _, _ in frames if kind not in (1, 9))
-    expected[1] = sum(kind in (1, 9) and flags == 4 for kind, flags, _ in frames)
-    assert +counted == +expected
+    assert +counted == +_counts(frames)
 
 
 def test_a_pass_of_one_byte_frames_stops_at_its_frames() -> None:
