@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 from h2.connection import H2Connection
+from h2.events import Event
 from h2.settings import SettingCodes
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,10 +21,20 @@ EMPTY_DATA_1 = b"\x00\x00\x00\x00\x00\x00\x00\x00\x01"  # no data, no END_STREAM
 RST_1 = b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08"  # CANCEL
 
 
+def receive_all(conn: H2Connection, data: bytes, guard: h2lib.FloodGuard) -> list[Event]:
+    """``h2lib.receive`` pass after pass until ``data`` is worked through, as a connection's
+    ``h2lib.Reading`` does (``FRAMES_PER_PASS`` frames a pass)."""
+    received: list[Event] = []
+    while data:
+        events, data = h2lib.receive(conn, data, guard)
+        received += events
+    return received
+
+
 def server() -> H2Connection:
     conn = h2lib.new_connection(False, {SettingCodes.MAX_CONCURRENT_STREAMS: 100}, 65536, 1 << 20)
     conn.data_to_send()
-    h2lib.receive(conn, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    receive_all(conn, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
                   h2lib.FloodGuard())  # fmt: skip
     conn.data_to_send()
     return conn
@@ -40,16 +51,16 @@ def test_the_budget_is_a_burst_then_a_rate() -> None:
 
 def test_pings_within_the_budget_are_answered() -> None:
     conn = server()
-    events = h2lib.receive(conn, PING * 500, h2lib.FloodGuard())
+    events = receive_all(conn, PING * 500, h2lib.FloodGuard())
     assert len(events) == 500
     assert conn.data_to_send().count(b"pingpong") == 500
 
 
 def test_a_flood_in_one_read_is_refused_with_enhance_your_calm() -> None:
-    """20,000 PINGs in one read: refused after the budget and one slice, not all answered."""
+    """20,000 PINGs in one read: refused after the budget and one pass, not all answered."""
     conn = server()
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, PING * 20000, h2lib.FloodGuard())
+        receive_all(conn, PING * 20000, h2lib.FloodGuard())
     out = conn.data_to_send()
     goaway = out[out.rindex(b"\x00\x00\x08\x07") :]  # GOAWAY: last stream id, error code
     assert int.from_bytes(goaway[13:17], "big") == 0xB  # ENHANCE_YOUR_CALM
@@ -71,9 +82,9 @@ def open_stream(conn: H2Connection, end: bool, priority: bool = False) -> bytes:
 def test_frames_with_nothing_in_them_count_against_the_budget(frame: bytes) -> None:
     conn = server()
     guard = h2lib.FloodGuard()
-    h2lib.receive(conn, open_stream(conn, end=False), guard)
+    receive_all(conn, open_stream(conn, end=False), guard)
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, frame * 2000, guard)
+        receive_all(conn, frame * 2000, guard)
 
 
 def test_requests_with_a_priority_and_bodies_that_end_empty_cost_nothing() -> None:
@@ -82,8 +93,8 @@ def test_requests_with_a_priority_and_bodies_that_end_empty_cost_nothing() -> No
     guard = h2lib.FloodGuard()
     for _ in range(1200):
         conn = server()
-        h2lib.receive(conn, open_stream(conn, end=False, priority=True), guard)
-        h2lib.receive(conn, b"\x00\x00\x00\x00\x01\x00\x00\x00\x01", guard)  # END_STREAM
+        receive_all(conn, open_stream(conn, end=False, priority=True), guard)
+        receive_all(conn, b"\x00\x00\x00\x00\x01\x00\x00\x00\x01", guard)  # END_STREAM
     assert guard.tokens == h2lib.CONTROL_BURST
 
 
@@ -93,8 +104,8 @@ def test_bodies_and_resets_of_open_streams_cost_nothing() -> None:
     guard = h2lib.FloodGuard()
     for _ in range(1200):
         conn = server()
-        h2lib.receive(conn, open_stream(conn, end=False), guard)
-        h2lib.receive(conn, b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x" + RST_1, guard)
+        receive_all(conn, open_stream(conn, end=False), guard)
+        receive_all(conn, b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x" + RST_1, guard)
     assert guard.tokens == h2lib.CONTROL_BURST
 
 
@@ -113,10 +124,10 @@ def test_frames_h2_takes_silently_count_against_the_budget(frame: bytes) -> None
     their headers, 2,000 of them are a flood; so are unknown frames."""
     conn = server()
     guard = h2lib.FloodGuard()
-    h2lib.receive(conn, open_stream(conn, end=True), guard)
+    receive_all(conn, open_stream(conn, end=True), guard)
     h2lib.reset_stream(conn, 1, 8, guard)  # the client ended its side: a few frames' credit
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, frame * 2000, guard)
+        receive_all(conn, frame * 2000, guard)
 
 
 def _split_stream(frames: list[tuple[int, int, int]], cuts: list[int]) -> tuple[bytes, list[int]]:
@@ -153,9 +164,9 @@ def test_frames_are_counted_from_their_headers(
     guard = h2lib.FloodGuard(len(PREFACE))
     counted: Counter[int] = Counter()
     for a, b in itertools.pairwise(bounds):
-        counted.update(guard.frames(stream[a:b]))
-    assert +counted == +_counts(frames)
-    assert guard.data == sum(len_ for kind, _, len_ in frames if kind == 0)
+        got, taken = guard.frames(stream[a:b], len(stream))
+        assert taken == b - a
+        counted.update(got)
 
 
 @given(
@@ -168,37 +179,40 @@ def test_frames_are_counted_from_their_headers(
 def test_a_pass_takes_at_most_its_frames_and_loses_none(
     frames: list[tuple[int, int, int]], cuts: list[int], limit: int
 ) -> None:
-    """Reads taken ``limit`` frames at a time (:meth:`FloodGuard.cut`, as ``this_pass`` takes
-    :data:`FRAMES_PER_PASS`), each pass's bytes counted before the next cut, as a connection
-    does: no pass counts more than ``limit`` frames, each takes some bytes, and the frames
-    counted are those of the whole stream, however it was split into reads."""
+    """Reads taken ``limit`` frames a pass (as ``receive`` takes :data:`FRAMES_PER_PASS`):
+    each pass takes some bytes and ends at most ``limit`` frames, the last one whole, and the
+    frames counted are those of the whole stream, however it was split into reads."""
     stream, bounds = _split_stream(frames, cuts)
+    ends = list(itertools.accumulate([len(PREFACE)] + [9 + len_ for _, _, len_ in frames]))
     guard = h2lib.FloodGuard(len(PREFACE))
     counted: Counter[int] = Counter()
     for a, b in itertools.pairwise(bounds):
-        pending = stream[a:b]
-        while pending:
-            cut = guard.cut(pending, limit)
-            assert cut > 0
-            now, pending = pending[:cut], pending[cut:]
-            got = guard.frames(now)
-            assert sum(got.values()) <= limit
+        start = a
+        while start < b:
+            got, taken = guard.frames(stream[start:b], limit)
+            assert taken > 0
+            ended = sum(start < end <= start + taken for end in ends)
+            assert ended <= limit
+            assert start + taken == b or start + taken in ends
             counted.update(got)
+            start += taken
     assert +counted == +_counts(frames)
 
 
 def test_a_pass_of_one_byte_frames_stops_at_its_frames() -> None:
-    """:func:`this_pass` on a read of 1,000 DATA frames of one byte: the first
-    :data:`FRAMES_PER_PASS` now, the rest later; a read of 16 KiB frames is taken whole."""
-    tiny = b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x"
+    """A read of 1,000 DATA frames of one byte: ``receive`` works through the first
+    :data:`FRAMES_PER_PASS` and hands the rest back; a read of 16 KiB frames is taken whole."""
+    conn = server()
     guard = h2lib.FloodGuard()
-    now, later = h2lib.this_pass(tiny * 1000, guard)
-    assert (len(now), len(later)) == (
-        10 * h2lib.FRAMES_PER_PASS,
+    receive_all(conn, open_stream(conn, end=False), guard)
+    tiny = b"\x00\x00\x01\x00\x00\x00\x00\x00\x01x"
+    events, later = h2lib.receive(conn, tiny * 1000, guard)
+    assert (len(events), len(later)) == (
+        h2lib.FRAMES_PER_PASS,
         10 * (1000 - h2lib.FRAMES_PER_PASS),
     )
     large = (b"\x00\x40\x00\x00\x00\x00\x00\x00\x01" + b"x" * 16384) * 16
-    assert h2lib.this_pass(large, h2lib.FloodGuard()) == (large, b"")
+    assert h2lib.FloodGuard().frames(large, h2lib.FRAMES_PER_PASS) == ({0: 16}, len(large))
 
 
 def test_an_endpoint_flooding_a_closed_stream_is_cut_off_too() -> None:
@@ -206,19 +220,19 @@ def test_an_endpoint_flooding_a_closed_stream_is_cut_off_too() -> None:
     RST_STREAM frames on a stream the proxy reset are a flood past the budget."""
     conn = h2lib.new_connection(True, {}, 65536, 1 << 20)
     guard = h2lib.FloodGuard()
-    h2lib.receive(conn, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", guard)  # the server's SETTINGS
+    receive_all(conn, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", guard)  # the server's SETTINGS
     conn.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
                           (":authority", "a")], end_stream=True)  # fmt: skip
     h2lib.reset_stream(conn, 1, 8, guard)
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, RST_1 * 2000, guard)
+        receive_all(conn, RST_1 * 2000, guard)
 
 
 def endpoint() -> tuple[H2Connection, h2lib.FloodGuard]:
     """The proxy's side of a connection to an endpoint, its SETTINGS received."""
     conn = h2lib.new_connection(True, {}, 65536, 1 << 20)
     guard = h2lib.FloodGuard()
-    h2lib.receive(conn, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", guard)
+    receive_all(conn, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", guard)
     return conn, guard
 
 
@@ -240,10 +254,10 @@ def test_frames_in_flight_on_streams_the_proxy_reset_cost_nothing() -> None:
         h2lib.reset_stream(conn, sid, 8, guard)  # CANCEL
         data = data_frame(sid, b"\x00" * 5)
         trailers = b"\x00\x00\x04\x01\x05" + sid.to_bytes(4, "big") + b"\x00\x81\xf3\x80"
-        assert h2lib.receive(conn, data * 3 + trailers, guard) == []
+        assert receive_all(conn, data * 3 + trailers, guard) == []
     assert guard.tokens == h2lib.CONTROL_BURST - 1  # the SETTINGS
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, data_frame(sid, b"x" * 1024) * 2200, guard)
+        receive_all(conn, data_frame(sid, b"x" * 1024) * 2200, guard)
 
 
 def test_a_cancelled_stream_of_small_messages_may_have_its_window_in_flight() -> None:
@@ -255,18 +269,18 @@ def test_a_cancelled_stream_of_small_messages_may_have_its_window_in_flight() ->
     conn, guard = endpoint()
     head = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "a")]
     conn.send_headers(1, head, end_stream=True)
-    h2lib.receive(conn, b"\x00\x00\x01\x01\x04\x00\x00\x00\x01\x88", guard)  # 200
+    receive_all(conn, b"\x00\x00\x01\x01\x04\x00\x00\x00\x01\x88", guard)  # 200
     h2lib.reset_stream(conn, 1, 8, guard)
     message = data_frame(1, b"\x00\x00\x00\x00\x0a" + b"m" * 10)
-    assert h2lib.receive(conn, message * 4000, guard) == []
+    assert receive_all(conn, message * 4000, guard) == []
     assert guard.tokens == h2lib.CONTROL_BURST - 1  # the SETTINGS
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, message * 2000, guard)
+        receive_all(conn, message * 2000, guard)
 
     conn, guard = endpoint()
     conn.send_headers(1, head)  # an upload, still going when the endpoint answers
     ended = b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x88"  # 200, END_STREAM
-    h2lib.receive(conn, ended, guard)
+    receive_all(conn, ended, guard)
     h2lib.reset_stream(conn, 1, 8, guard)
     with pytest.raises(h2lib.ControlFlood):
-        h2lib.receive(conn, message * 2000, guard)
+        receive_all(conn, message * 2000, guard)

@@ -278,9 +278,9 @@ class H2Exchange(UpstreamConnection):
 class H2Client(asyncio.Protocol):
     """One HTTP/2 connection to an endpoint, carrying many exchanges (module docstring)."""
 
-    __slots__ = ("_backlog", "_batch", "_flood", "_heads", "_loop", "_reading_paused",
-                 "_write_paused", "closed", "going_away", "h2", "key", "max_streams", "on_lost",
-                 "scheme", "streams", "transport", "used")  # fmt: skip
+    __slots__ = ("_batch", "_flood", "_heads", "_loop", "_reading", "_write_paused", "closed",
+                 "going_away", "h2", "key", "max_streams", "on_lost", "scheme", "streams",
+                 "transport", "used")  # fmt: skip
 
     def __init__(
         self,
@@ -302,8 +302,7 @@ class H2Client(asyncio.Protocol):
         self._heads: list[H2Exchange] = []  # heads of this read, delivered after it
         self._batch: WriteBatch | None = None  # the loop's (made with the connection)
         self._write_paused = False  # the endpoint does not read (transport's callbacks)
-        self._reading_paused = False
-        self._backlog = b""  # read, for h2 in a later pass (h2lib.FRAMES_PER_PASS), reading paused
+        self._reading = h2lib.Reading(self._take)
         self._flood = h2lib.FloodGuard()
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
@@ -416,22 +415,19 @@ class H2Client(asyncio.Protocol):
         self._flush()  # the preface
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self._backlog:  # (one more read, before the pause took)
-            self._backlog += data
-            return
-        data, self._backlog = h2lib.this_pass(data, self._flood)
-        if self._backlog:
+        if not self.closed:
             assert self.transport is not None
-            self.transport.pause_reading()
-            asyncio.get_running_loop().call_soon(self._next_pass)
-        h2 = self.h2
+            self._reading.feed(self.transport, data)
+
+    def _take(self, data: bytes) -> bytes:
+        """Work through a read's frames; returns those for a later pass (:class:`h2lib.Reading`)."""
+        if self.closed:
+            return b""
         try:
-            events = h2lib.receive(h2, data, self._flood)
+            events, rest = h2lib.receive(self.h2, data, self._flood)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._broken(f"protocol error: {exc}")
-            return
+            return b""
         for event in events:
             if self.closed:
                 break
@@ -440,14 +436,7 @@ class H2Client(asyncio.Protocol):
         for ex in heads:
             ex._deliver_head(None)
         self._flush()
-
-    def _next_pass(self) -> None:
-        """What waited (:data:`h2lib.FRAMES_PER_PASS`); reading resumes once none is left,
-        unless the endpoint does not read."""
-        data, self._backlog = self._backlog, b""
-        self.data_received(data)
-        if not (self._backlog or self._reading_paused or self.closed) and self.transport:
-            self.transport.resume_reading()
+        return b"" if self.closed else rest
 
     def _event(self, event: object) -> None:
         if isinstance(event, _EV.DataReceived):
@@ -539,16 +528,13 @@ class H2Client(asyncio.Protocol):
         """The endpoint does not read: send no more DATA, and read nothing more, so the
         acknowledgements a read makes (PING, SETTINGS) cannot pile up unsent."""
         self._write_paused = True
-        if self.transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if self.transport is not None:
+            self._reading.block(self.transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self.transport is not None and self._reading_paused and not self.closed:
-            self._reading_paused = False
-            if not self._backlog:  # else the pass that takes the last of it resumes
-                self.transport.resume_reading()
+        if self.transport is not None:
+            self._reading.unblock(self.transport)
         for ex in list(self.streams.values()):
             self.pump(ex)
 

@@ -275,9 +275,9 @@ class H2Server:
     """HTTP/2 on one client connection (module docstring). ``handler`` takes each request;
     ``refuse`` answers a stream the listener's limits refuse (status, body)."""
 
-    __slots__ = ("_backlog", "_clock", "_draining", "_flood", "_reading_paused", "_resets",
-                 "_write_paused", "closed", "forwarded", "guard", "h2", "handler", "limits",
-                 "loop", "owner", "refuse", "streams", "working")  # fmt: skip
+    __slots__ = ("_clock", "_draining", "_flood", "_reading", "_resets", "_write_paused",
+                 "closed", "forwarded", "guard", "h2", "handler", "limits", "loop", "owner",
+                 "refuse", "streams", "working")  # fmt: skip
 
     def __init__(
         self,
@@ -301,8 +301,7 @@ class H2Server:
         self.working = 0  # requests being worked on, reset streams included (module docstring)
         self.closed = False
         self._write_paused = False
-        self._reading_paused = False  # for the client not reading (pause_writing)
-        self._backlog = b""  # read, for h2 in a later pass (h2lib.FRAMES_PER_PASS), reading paused
+        self._reading = h2lib.Reading(self._take)
         self._draining = False
         self._resets: deque[float] = deque()
         self._flood = h2lib.FloodGuard(len(PREFACE))
@@ -320,37 +319,25 @@ class H2Server:
 
     # ---- bytes in ------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        transport = self.owner.transport
+        if transport is not None and not self.closed:
+            self._reading.feed(transport, data)
+
+    def _take(self, data: bytes) -> bytes:
+        """Work through a read's frames; returns those for a later pass (:class:`h2lib.Reading`)."""
         if self.closed:
-            return
-        if self._backlog:  # (one more read, before the pause took)
-            self._backlog += data
-            return
-        data, self._backlog = h2lib.this_pass(data, self._flood)
-        if self._backlog:
-            transport = self.owner.transport
-            if transport is not None:
-                transport.pause_reading()
-            self.loop.call_soon(self._next_pass)
-        h2 = self.h2
+            return b""
         try:
-            events = h2lib.receive(h2, data, self._flood)
+            events, rest = h2lib.receive(self.h2, data, self._flood)
         except (h2lib.exceptions.H2Error, ValueError) as exc:
             self._protocol_error(exc)
-            return
+            return b""
         for event in events:
             if self.closed:
-                return
+                return b""
             self._event(event)
         self._flush()
-
-    def _next_pass(self) -> None:
-        """What waited (:data:`h2lib.FRAMES_PER_PASS`); reading resumes once none is left,
-        unless the client does not read."""
-        data, self._backlog = self._backlog, b""
-        self.data_received(data)
-        transport = self.owner.transport
-        if not (self._backlog or self._reading_paused or self.closed) and transport is not None:
-            transport.resume_reading()
+        return rest
 
     def _event(self, event: object) -> None:
         if isinstance(event, _EV.DataReceived):
@@ -573,17 +560,14 @@ class H2Server:
         """The client does not read: send nothing more, read nothing more."""
         self._write_paused = True
         transport = self.owner.transport
-        if transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            transport.pause_reading()
+        if transport is not None:
+            self._reading.block(transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
         transport = self.owner.transport
-        if transport is not None and self._reading_paused and not self.closed:
-            self._reading_paused = False
-            if not self._backlog:  # else the pass that takes the last of it resumes
-                transport.resume_reading()
+        if transport is not None:
+            self._reading.unblock(transport)
         for stream in list(self.streams.values()):
             self.pump(stream)
 

@@ -4,8 +4,10 @@ made once; type checking always sees ``h2`` (``jh2`` ships the same names)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from hyperframe.frame import Frame
@@ -24,6 +26,7 @@ else:
 __all__ = [
     "ControlFlood",
     "FloodGuard",
+    "Reading",
     "config",
     "connection",
     "errors",
@@ -35,7 +38,6 @@ __all__ = [
     "reset_stream",
     "send_within_windows",
     "settings",
-    "this_pass",
 ]
 
 
@@ -63,16 +65,14 @@ def new_connection(
     return conn
 
 
-FEED_SLICE: Final = 16384
-"""Bytes handed to ``h2`` at a time, so a read of tiny frames is checked every ~1,000 frames."""
 FRAMES_PER_PASS: Final = 256
-"""Frames handed to ``h2`` in one event-loop pass (:func:`this_pass`); the rest of a read waits
-for the next pass, with the connection's reading paused. ``h2`` takes ~40 us a frame, DATA of
-one byte too, which no budget charges on an open stream: one 256 KiB read of such frames held
-the loop 1.1 s, and uvloop reads a socket up to 32 times in a pass, so one client's 10 streams
-of 64 KiB in one-byte frames held every other connection for 27 s (HAProxy 2.6: 8 ms, Envoy
-1.40: 1 s; bench/h2_dribble.py). 256 frames are ~10 ms; a read of 16 KiB frames never meets
-the limit."""
+"""Frames handed to ``h2`` in one event-loop pass (:func:`receive`); the rest of a read waits
+for the next pass, with the connection's reading paused (:class:`Reading`). ``h2`` takes ~40
+us a frame, DATA of one byte too, which no budget charges on an open stream: one 256 KiB read
+of such frames held the loop 1.1 s, and uvloop reads a socket up to 32 times in a pass, so
+one client's 10 streams of 64 KiB in one-byte frames held every other connection for 27 s
+(HAProxy 2.6: 8 ms, Envoy 1.40: 1 s; bench/h2_dribble.py). 256 frames are ~10 ms; a read of
+16 KiB frames never meets the limit. The control-frame budget is checked after each pass."""
 CONTROL_BURST: Final = 1000
 CONTROL_RATE: Final = 100.0
 """Frames that cost work but carry nothing of a request or response (:func:`_flood_cost`):
@@ -133,61 +133,42 @@ class FloodGuard:
         self._rest = preface  # its bytes still to come
         self._head = b""  # a frame header split between reads
 
-    def frames(self, data: bytes) -> dict[int, int]:
-        """How many frames of each type end in ``data``, the peer's next bytes (as ``h2``
-        works through a frame once all of it is in), the DATA frames' bytes added to
-        ``data``. Counted from the frame headers: ``h2`` reports no event for some frames, yet
-        works through each (:func:`_flood_cost`)."""
+    def frames(self, data: bytes, limit: int) -> tuple[dict[int, int], int]:
+        """How many frames of each type end in the part of ``data`` (the peer's next bytes)
+        that ``h2`` takes in this pass, and that part's length: all of ``data``, or up to the
+        end of the ``limit``-th frame that ends in it (``limit`` >= 1, so never none of it).
+        A frame ends once all of it is in, as ``h2`` works through a frame then; by type, a
+        header block counts once, as HEADERS, by the frame that ends it, and the DATA frames'
+        bytes are added to ``data``. Counted from the frame headers: ``h2`` reports no event
+        for some frames, yet works through each (:func:`_flood_cost`)."""
         counts: dict[int, int] = {}
-        n, i = len(data), 0
+        n, i, ended = len(data), 0, 0
         if self._head:
             i = 9 - len(self._head)
             head = self._head + data[:i]
             if len(head) < 9:
                 self._head = head
-                return counts
+                return counts, n
             self._head = b""
             self._kind = _counted_as(head[3], head[4])
             self._rest = self._size = int.from_bytes(head[:3], "big")
         while i + self._rest <= n:
             i += self._rest
-            if self._kind >= 0:
-                counts[self._kind] = counts.get(self._kind, 0) + 1
-                if self._kind == _DATA:
-                    self.data += self._size
-            if i + 9 > n:
-                self._head = data[i:]
+            if i:  # (at 0: the frame that ended with the last read, counted then)
+                ended += 1
+                if self._kind >= 0:
+                    counts[self._kind] = counts.get(self._kind, 0) + 1
+                    if self._kind == _DATA:
+                        self.data += self._size
+            if i + 9 > n or ended == limit:
+                self._head = data[i:] if ended < limit else b""
                 self._kind, self._rest = -1, 0
-                return counts
+                return counts, i if ended == limit else n
             self._kind = _counted_as(data[i + 3], data[i + 4])
             self._rest = self._size = int.from_bytes(data[i : i + 3], "big")
             i += 9
         self._rest -= n - i
-        return counts
-
-    def cut(self, data: bytes, limit: int) -> int:
-        """The length of the part of ``data`` in which at most ``limit`` frames end (``limit``
-        >= 1): all of it, or up to the end of the ``limit``-th, so never none of it. Walks the
-        frame headers as :meth:`frames` does, without moving on; every frame counts here."""
-        n = len(data)
-        if n // 9 < limit:  # each frame but the one under way brings a 9-byte header
-            return n
-        i, rest = 0, self._rest
-        if self._head:
-            i = 9 - len(self._head)
-            rest = int.from_bytes((self._head + data[:i])[:3], "big")
-        ended = 0
-        while i + rest <= n:
-            i += rest
-            if i:  # (at 0: a frame that ended with the last read)
-                ended += 1
-                if ended == limit:
-                    return i
-            if i + 9 > n:
-                return n
-            rest = int.from_bytes(data[i : i + 3], "big")
-            i += 9
-        return n
+        return counts, n
 
     def earn(self, frames: int) -> None:
         """``frames`` DATA frames were sent, or heads received: the peer may answer them with
@@ -210,31 +191,20 @@ class FloodGuard:
         return self.tokens >= 0
 
 
-def this_pass(data: bytes, flood: FloodGuard) -> tuple[bytes, bytes]:
-    """``data`` split into what ``h2`` takes in this event-loop pass and what waits for the next
-    one (:data:`FRAMES_PER_PASS`), ``b""`` when nothing waits."""
-    cut = flood.cut(data, FRAMES_PER_PASS)
-    return (data, b"") if cut == len(data) else (data[:cut], data[cut:])
-
-
-def receive(conn: connection.H2Connection, data: bytes, flood: FloodGuard) -> list[events.Event]:
-    """``conn.receive_data(data)`` with two refusals, each ending the connection (GOAWAY
-    queued): a frame whose header announces more than the frame size, at once
-    (:class:`FrameTooLarge`: ``h2`` would buffer all of its announced 16 MiB first), and
-    control frames past ``flood``'s budget (:class:`ControlFlood`), checked every
-    :data:`FEED_SLICE` bytes. Raises ``h2``'s errors as it does."""
-    if len(data) <= FEED_SLICE:
-        return _receive_slice(conn, data, flood)
-    received: list[events.Event] = []
-    for start in range(0, len(data), FEED_SLICE):
-        received += _receive_slice(conn, data[start : start + FEED_SLICE], flood)
-    return received
-
-
-def _receive_slice(
+def receive(
     conn: connection.H2Connection, data: bytes, flood: FloodGuard
-) -> list[events.Event]:
-    frames = flood.frames(data)
+) -> tuple[list[events.Event], bytes]:
+    """``conn.receive_data`` of the part of ``data`` in which at most
+    :data:`FRAMES_PER_PASS` frames end: ``h2``'s events, and the rest of ``data``, which
+    waits for the next pass of the event loop (``b""``: none; :class:`Reading`). Two
+    refusals end the connection (GOAWAY queued): a frame whose header announces more than
+    the frame size, at once (:class:`FrameTooLarge`: ``h2`` would buffer all of its
+    announced 16 MiB first), and control frames past ``flood``'s budget
+    (:class:`ControlFlood`). Raises ``h2``'s errors as it does."""
+    frames, taken = flood.frames(data, FRAMES_PER_PASS)
+    rest = b""
+    if taken < len(data):
+        data, rest = data[:taken], data[taken:]
     received = conn.receive_data(data)
     if pending_frame(conn) > conn.max_inbound_frame_size:
         conn.close_connection(error_code=errors.ErrorCodes.FRAME_SIZE_ERROR)
@@ -245,7 +215,60 @@ def _receive_slice(
         raise ControlFlood(
             "frames past the budget (a flood of frames that carry nothing of a request)"
         )
-    return received
+    return received, rest
+
+
+class Reading:
+    """A connection's reading, paused for either of two reasons and resumed once neither
+    holds: the peer does not read what this side writes (:meth:`block`, from
+    ``pause_writing``: the acknowledgements a read makes, PING and SETTINGS, must not pile
+    up unsent), or part of a read waits for a later pass of the event loop (:meth:`feed`:
+    :func:`receive` takes :data:`FRAMES_PER_PASS` frames a pass, and uvloop's read loop
+    stops only on a pause). ``take`` works through bytes and returns those that wait. One
+    for each protocol that reads HTTP/2: client connections, endpoint connections and the
+    gRPC health probe."""
+
+    __slots__ = ("_backlog", "_blocked", "_take", "_transport")
+
+    def __init__(self, take: Callable[[bytes], bytes]) -> None:
+        self._take = take
+        self._backlog = b""  # bytes read, for a later pass, reading paused
+        self._transport: asyncio.Transport | None = None  # (while they wait)
+        self._blocked = False  # the peer does not read
+
+    def feed(self, transport: asyncio.Transport, data: bytes) -> None:
+        """A read, worked through now, or after the bytes that wait (it came in before the
+        pause took)."""
+        if self._backlog:
+            self._backlog += data
+            return
+        rest = self._take(data)
+        if rest:
+            self._backlog, self._transport = rest, transport
+            transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._next_pass)
+
+    def _next_pass(self) -> None:
+        transport, data = self._transport, self._backlog
+        assert transport is not None
+        self._backlog, self._transport = b"", None
+        self.feed(transport, data)
+        if not (self._backlog or self._blocked or transport.is_closing()):
+            transport.resume_reading()
+
+    def block(self, transport: asyncio.Transport) -> None:
+        """The peer does not read: read nothing more from it."""
+        if not self._blocked:
+            self._blocked = True
+            transport.pause_reading()
+
+    def unblock(self, transport: asyncio.Transport) -> None:
+        """The peer reads again: so does this side, unless bytes wait for a later pass
+        (the pass that takes the last of them resumes)."""
+        if self._blocked:
+            self._blocked = False
+            if not (self._backlog or transport.is_closing()):
+                transport.resume_reading()
 
 
 _COSTLY: Final = (

@@ -21,7 +21,8 @@ Limits (a hostile endpoint): the answer's header list is bounded by ``MAX_HEADER
 :data:`MAX_MESSAGE_BYTES` (only what was read is acknowledged, so flow control stops a sender
 that goes on); the server cannot push (``ENABLE_PUSH`` 0) or open streams. Frames for a
 stream that was not asked about are ``h2`` protocol errors, and PING or SETTINGS frames past
-``h2lib.FloodGuard``'s budget a flood: the connection is dropped.
+``h2lib.FloodGuard``'s budget a flood: the connection is dropped. Its reads are taken
+``h2lib.FRAMES_PER_PASS`` frames a pass of the event loop, as the proxy's connections take them.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class GrpcConnection(asyncio.Protocol):
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
         self.flood = h2.FloodGuard()
+        self.reading = h2.Reading(self._take)
         self.stream = 0  # the stream of the probe in flight, 0 when none
         self.status = b""
         self.grpc_status: bytes | None = None
@@ -190,16 +192,24 @@ class GrpcConnection(asyncio.Protocol):
             self.job.finish(False)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.reading.feed(self.transport, data)
+
+    def _take(self, data: bytes) -> bytes:
+        """Work through a read's frames; returns those for a later pass (``h2.Reading``)."""
+        if self.transport is None or self.transport.is_closing():
+            return b""  # dropped
         try:
-            events = h2.receive(self.h2, data, self.flood)
+            events, rest = h2.receive(self.h2, data, self.flood)
             for event in events:
                 if not self._event(event):
                     self._fail()
-                    return
+                    return b""
         except (h2.exceptions.H2Error, ValueError):
             self._fail()
-            return
+            return b""
         self._flush()
+        return rest
 
     def _headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
         self.headers += len(headers)
