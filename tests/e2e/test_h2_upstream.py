@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from engines import ENGINES, run_engine
 from h2_peer import Peer
+from haproxy_harness import build
 from runtime_harness import Runtime, build_dist, memory, run_dist, script_backend, spec
 from test_h2_hostile import MIB
 
@@ -216,3 +218,43 @@ def test_a_slow_endpoint_slows_the_uploader_and_memory_stays_bounded(tmp_path: P
         status, _, answer = rt.request("POST", "/up", "web", body=body, timeout=60)
         assert (status, answer) == (200, b"POST /up %d" % len(body))
         assert memory(rt.proc.pid, "VmHWM") - before < 24 * MIB
+
+
+def unread_get(port: int, path: str) -> socket.socket:
+    """A client that asks for ``path`` over HTTP/1.1 and reads none of the answer; its small
+    segments keep the proxy's send buffer small (loopback's otherwise grows to 4 MiB)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET %s HTTP/1.1\r\nhost: web\r\n\r\n" % path.encode())
+    return s
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_streams_given_up_unread_give_the_connection_its_window_back(
+    engine: str, tmp_path: Path
+) -> None:
+    """Clients that ask for 1 MiB, read none of it and go away: each of their streams to the
+    endpoint holds up to a stream window of DATA nobody read (256 KiB in the runtime), and
+    the runtime gave none of it back to the connection's 16 MiB window before ca0a0e3, so
+    after ~64 such streams the endpoint could send nothing more on that connection. After 96
+    of them, 1 MiB is answered whole on every engine."""
+    with script_backend(BACKEND, "ok", "100") as (address, _):
+        text = spec(
+            f"""
+            services:
+              web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}}}}
+            routes:
+              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
+            """
+        )
+        with run_engine(engine, build(text, tmp_path / "mesh")) as proxy:
+            assert proxy.request("/warm", "web")[0] == 200
+            for _ in range(4):
+                clients = [unread_get(proxy.port, "/big/1") for _ in range(24)]
+                time.sleep(0.5)  # each stream's window fills; nobody reads
+                for client in clients:
+                    client.close()
+            status, _, body = proxy.request("/big/1", "web")
+            assert (status, len(body)) == (200, MIB)
