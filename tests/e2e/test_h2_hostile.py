@@ -2,7 +2,8 @@
 framing layer (``hyperframe``): each attack ends with the connection limited or closed (GOAWAY
 with the right code) and the runtime's memory bounded, and the runtime goes on serving.
 
-Attacks: a rapid-reset flood (CVE-2023-44487), PING and SETTINGS floods, more streams than
+Attacks: a rapid-reset flood (CVE-2023-44487) and resets the client makes the server send
+(MadeYouReset, CVE-2025-8671), PING and SETTINGS floods, more streams than
 announced, a header list over the limit, a CONTINUATION flood, a flow-control window
 overflow, garbage after the preface, and slow readers (one stream of tens of MiB, many
 streams that are never read) and a large upload to an endpoint that is slow to read.
@@ -24,6 +25,7 @@ import h2_peer
 import hpack
 import pytest
 from engines import ENGINES, hostile_engine
+from h2.settings import SettingCodes
 from h2_peer import PREFACE, Peer
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
 from runtime_harness import SERVE_HANDLER, Runtime, memory
@@ -32,6 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 MIB = 1 << 20
 PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM = 0x1, 0x2, 0x3, 0xB
+STREAM_CLOSED = 0x5
 
 BACKEND = (
     r"""
@@ -250,6 +253,61 @@ def test_one_byte_data_frames_do_not_hold_the_loop(engine: str, tmp_path: Path) 
         peer.close()
         assert answer.status == 200 and answer.body == b"%d" % count
         assert took < 0.5, f"a GET on another connection took {took:.2f} s"
+
+
+def server_resets(peer: Peer, path: str, count: int) -> bytes:
+    """``count`` requests for ``path``, each made a stream the server must reset: a DATA frame
+    after the request's END_STREAM is a stream error (STREAM_CLOSED, RFC 9113 section 5.1)."""
+    limit = SettingCodes.MAX_CONCURRENT_STREAMS
+    peer.h2.remote_settings[limit] = count + 100  # (the server's streams end as they come)
+    peer.h2.remote_settings.acknowledge()
+    frames = []
+    for _ in range(count):
+        sid = peer.h2.get_next_available_stream_id()
+        peer.h2.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                                   (":authority", "hostile")], end_stream=True)  # fmt: skip
+        frames.append(
+            peer.h2.data_to_send() + b"\x00\x00\x01\x00\x00" + sid.to_bytes(4, "big") + b"x"
+        )
+    return b"".join(frames)
+
+
+SERVER_RESET_ENDS = {"runtime": ENHANCE_YOUR_CALM, "haproxy": None, "envoy": STREAM_CLOSED}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_streams_the_server_resets_are_abandoned_and_counted(engine: str, tmp_path: Path) -> None:
+    """MadeYouReset (CVE-2025-8671): a client makes the server reset its streams, here with
+    a DATA frame after each request's END_STREAM; a budget of the client's own resets does
+    not see them, and a server that goes on working on each request lets one connection
+    keep any number of them at the endpoint. 1,000 such requests for ``/slow`` (answered
+    after 1.5 s) in one write: the runtime abandons each reset stream's request, as for a
+    client's reset, and counts it in the rapid-reset budget (``RESETS_PER_SECOND``), so the
+    connection ends with GOAWAY ENHANCE_YOUR_CALM; HAProxy 2.6 resets each stream
+    (STREAM_CLOSED) and keeps the connection; Envoy 1.40 ends the connection (GOAWAY
+    STREAM_CLOSED). On each, half a second later, the endpoint has had at most one of them
+    (a GET there finds at most one connection besides the first)."""
+    with hostile_engine(engine, tmp_path) as e:
+        peer = Peer(e.port)
+        assert peer.get("/ok/a", "hostile").status == 200
+        peer.send_raw(server_resets(peer, "/slow", 1000))
+        time.sleep(0.5)
+        other = Peer(e.port)
+        connections = int(other.get("/whoami", "hostile").body)  # the endpoint's serial
+        other.close()
+        assert connections <= 2
+        if SERVER_RESET_ENDS[engine] is None:
+            peer.sock.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                while peer.receive():
+                    pass
+            resets = [a.reset for a in peer.answers.values() if a.reset is not None]
+            assert resets == [STREAM_CLOSED] * 1000
+            assert peer.get("/ok/c", "hostile").body == b"c"  # the same connection goes on
+        else:
+            assert peer.closed or peer.wait_closed()
+            assert peer.goaway == SERVER_RESET_ENDS[engine]
+        peer.close()
 
 
 def test_more_streams_than_announced_close_the_connection(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ are ``h2`` protocol errors, and so is a frame over the frame size (checked here 
 its header arrives: ``h2`` would wait for all of its announced 16 MiB). A stream reset by
 the client while its request is still being worked on keeps counting against the
 connection's streams until the work stops (more are refused with REFUSED_STREAM). Streams
-reset by the client count against :data:`RESETS_PER_SECOND` (the rapid-reset attack,
+reset by the client, and those ``h2`` resets for the client's stream errors (a DATA frame
+after END_STREAM: MadeYouReset, CVE-2025-8671; ``h2`` reports both as ``StreamReset``),
+are abandoned and count against :data:`RESETS_PER_SECOND` (the rapid-reset attack,
 CVE-2023-44487): beyond it the connection ends with GOAWAY ENHANCE_YOUR_CALM. Any other
 protocol error ends it with GOAWAY and the error's code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
 ...). Refusals are counted in ``meshgen_connections_rejected_total`` as for HTTP/1.1.
@@ -371,8 +373,9 @@ class H2Server:
             self.close()
 
     def _reset_by_client(self, stream_id: int) -> None:
-        """The client reset a stream: its request is abandoned; too many resets a second end
-        the connection (rapid reset)."""
+        """The client reset a stream, or made ``h2`` reset it (a stream error): its request
+        is abandoned; too many resets a second end the connection (rapid reset, and
+        MadeYouReset: counted alike, the endpoint never works on them)."""
         now = time.monotonic()
         resets = self._resets
         resets.append(now)
