@@ -11,9 +11,10 @@ Units per signal (docs/reference.md, Monitoring):
 """
 
 import re
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 from meshgen.durations import DurationError, parse_duration
+from meshgen.record import Record
 
 if TYPE_CHECKING:
     from meshgen.runtime.tables import Comparison, Signal
@@ -47,7 +48,7 @@ _NUMBER: Final = r"[0-9]+(?:\.[0-9]+)?"
 """Patterns that ``re`` compiles at their first use: a spec without alerts never needs them."""
 
 
-class AlertExpr(NamedTuple):
+class AlertExpr(Record):
     """A parsed alert condition: ``signal op threshold``."""
 
     signal: Signal

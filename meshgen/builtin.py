@@ -14,12 +14,13 @@ disagree, or when the schema has a ``default`` that no entry claims.
 from collections.abc import Mapping
 from functools import cache
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from meshgen.durations import parse_duration
+from meshgen.record import Record
 
 
-class BuiltIn(NamedTuple):
+class BuiltIn(Record):
     """One default: the value as written in mesh.yaml, and where else it is spelled out."""
 
     value: Any

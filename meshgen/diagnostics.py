@@ -8,12 +8,14 @@ codes and their titles are listed once, in :mod:`meshgen.codes`.
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, Protocol
+
+from meshgen.record import Record
 
 DiagnosticSeverity = Literal["error", "warning"]
 
 
-class Span(NamedTuple):
+class Span(Record):
     """A region of a source file; lines and columns are 1-based, ``end_col`` exclusive."""
 
     file: str
@@ -23,14 +25,14 @@ class Span(NamedTuple):
     end_col: int
 
 
-class Related(NamedTuple):
+class Related(Record):
     """A second place a diagnostic points at (e.g. where a duplicate was first set)."""
 
     span: Span
     message: str
 
 
-class Diagnostic(NamedTuple):
+class Diagnostic(Record):
     """One problem found in the input, with where it is and how to fix it."""
 
     code: str

@@ -19,24 +19,25 @@ types themselves: those are frozen dataclasses, which cost ``meshgen validate`` 
 at import on a slow machine (more than every other meshgen module together), and a validate
 never makes tables.
 
-The records are ``NamedTuple`` classes, not frozen dataclasses: every command imports this
-module, and a frozen dataclass costs ~1.5 ms to create (six generated methods, each compiled
-from source) where a NamedTuple costs ~0.3 ms. They are immutable and compare, hash and print
-by value as well (being tuples, they also equal a plain tuple of the same values). At 10,000
-services lowering takes ~0.3 s less CPU and the checks and plan, which read their fields (a
-slower lookup than a slot's on Python 3.11), ~0.25 s more (BENCHMARKS.md, Compile): a wash.
-Annotations are evaluated (no ``from __future__ import annotations``): typing compiles a
-string annotation when the class is made, and a process's first ``compile()`` creates the ~120
-classes of the ``ast`` module (~4 ms of a validate). So the runtime's ``Literal`` names are
-plain ``str`` at run time, which is what their values are, and mypy alone reads the real ones:
-importing :mod:`meshgen.runtime.tables` for them would create every table type.
+The records are named tuples (:class:`meshgen.record.Record`, ``typing.NamedTuple`` to mypy),
+not frozen dataclasses: every command imports this module, and a frozen dataclass costs ~1.5 ms
+to create (six generated methods, each compiled from source) where a named tuple costs ~0.3 ms.
+They are immutable and compare, hash and print by value as well (being tuples, they also equal
+a plain tuple of the same values). At 10,000 services lowering takes ~0.3 s less CPU and the
+checks and plan, which read their fields (a slower lookup than a slot's on Python 3.11),
+~0.25 s more (BENCHMARKS.md, Compile): a wash. Annotations are text, read by mypy alone, so
+the runtime's ``Literal`` names are imported for mypy only: importing
+:mod:`meshgen.runtime.tables` for them would create every table type.
 """
+
+from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal
 
 from meshgen.alertexpr import AlertExpr
+from meshgen.record import Record
 from meshgen.source_document import Document
 
 if TYPE_CHECKING:
@@ -53,16 +54,12 @@ if TYPE_CHECKING:
         Severity,
         TlsMode,
     )
-else:  # what their values are; only mypy reads the Literal names (see above)
-    AccessMode = ClientCertificates = DnsRecordType = HeaderMatchKind = HealthCheckKind = str
-    ListenerProtocol = LoadBalancerPolicy = PathMatchKind = ServiceProtocol = Severity = str
-    TlsMode = str
 
 PathKey = tuple[str | int, ...]
 OriginKind = Literal["built-in", "defaults", "service", "route"]
 
 
-class Origin(NamedTuple):
+class Origin(Record):
     """Where an effective value was written: the layer (``kind``), the path in the merged
     spec (``()`` for built-in defaults) and ``file``, the name of the input that wrote it
     (mesh.yaml's own name, or an overlay's; ``""`` for built-in defaults)."""
@@ -76,7 +73,7 @@ BUILT_IN: Final = Origin("built-in", ())
 Origins = Mapping[str, Origin]  # absent key: the built-in default applies
 
 
-class LoadBalancer(NamedTuple):
+class LoadBalancer(Record):
     """:class:`meshgen.runtime.tables.LoadBalancer`."""
 
     policy: LoadBalancerPolicy
@@ -86,7 +83,7 @@ class LoadBalancer(NamedTuple):
     hash_source_ip: bool
 
 
-class HealthCheck(NamedTuple):
+class HealthCheck(Record):
     """:class:`meshgen.runtime.tables.HealthCheck`."""
 
     kind: HealthCheckKind
@@ -100,7 +97,7 @@ class HealthCheck(NamedTuple):
     port: int | None
 
 
-class OutlierDetection(NamedTuple):
+class OutlierDetection(Record):
     """:class:`meshgen.runtime.tables.OutlierDetection`."""
 
     consecutive_5xx: int
@@ -109,7 +106,7 @@ class OutlierDetection(NamedTuple):
     max_ejection_percent: float
 
 
-class CircuitBreaker(NamedTuple):
+class CircuitBreaker(Record):
     """:class:`meshgen.runtime.tables.CircuitBreaker`."""
 
     max_connections: int
@@ -117,14 +114,14 @@ class CircuitBreaker(NamedTuple):
     max_requests: int
 
 
-class RateLimit(NamedTuple):
+class RateLimit(Record):
     """:class:`meshgen.runtime.tables.RateLimit`."""
 
     requests_per_second: float
     burst: int
 
 
-class HeaderMatch(NamedTuple):
+class HeaderMatch(Record):
     """:class:`meshgen.runtime.tables.HeaderMatch`."""
 
     name: str
@@ -132,7 +129,7 @@ class HeaderMatch(NamedTuple):
     value: str
 
 
-class Match(NamedTuple):
+class Match(Record):
     """:class:`meshgen.runtime.tables.Match`."""
 
     hosts: tuple[str, ...]
@@ -142,7 +139,7 @@ class Match(NamedTuple):
     headers: tuple[HeaderMatch, ...]
 
 
-class Fault(NamedTuple):
+class Fault(Record):
     """:class:`meshgen.runtime.tables.Fault`."""
 
     delay_s: float
@@ -151,28 +148,28 @@ class Fault(NamedTuple):
     abort_percent: float
 
 
-class Rewrite(NamedTuple):
+class Rewrite(Record):
     """:class:`meshgen.runtime.tables.Rewrite`."""
 
     path_prefix: str | None
     host: str | None
 
 
-class HeaderOps(NamedTuple):
+class HeaderOps(Record):
     """:class:`meshgen.runtime.tables.HeaderOps`."""
 
     set: tuple[tuple[str, str], ...]
     remove: tuple[str, ...]
 
 
-class Redirect(NamedTuple):
+class Redirect(Record):
     """:class:`meshgen.runtime.tables.Redirect`."""
 
     location: str
     status: int
 
 
-class ServerTls(NamedTuple):
+class ServerTls(Record):
     """:class:`meshgen.runtime.tables.ServerTls`."""
 
     cert: str
@@ -182,7 +179,7 @@ class ServerTls(NamedTuple):
     min_version: str
 
 
-class Limits(NamedTuple):
+class Limits(Record):
     """:class:`meshgen.runtime.tables.Limits`."""
 
     request_head_bytes: int
@@ -194,7 +191,7 @@ class Limits(NamedTuple):
     max_connection_duration_s: float | None
 
 
-class Retries(NamedTuple):
+class Retries(Record):
     """Merged retry policy. ``per_try_timeout_s`` None means "the effective timeout"."""
 
     attempts: int
@@ -207,7 +204,7 @@ class Retries(NamedTuple):
     idempotent_only: bool
 
 
-class CallPolicy(NamedTuple):
+class CallPolicy(Record):
     """The per-request policy a route may override for one destination service."""
 
     timeout_s: float
@@ -219,7 +216,7 @@ class CallPolicy(NamedTuple):
         return self.origins.get(dotted, BUILT_IN)
 
 
-class Endpoint(NamedTuple):
+class Endpoint(Record):
     """One static endpoint, as mesh.yaml wrote it (``path``: where, for diagnostics)."""
 
     host: str
@@ -234,14 +231,14 @@ class Endpoint(NamedTuple):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-class StaticDiscovery(NamedTuple):
+class StaticDiscovery(Record):
     """A service's fixed endpoint list."""
 
     endpoints: tuple[Endpoint, ...]
     path: PathKey
 
 
-class DnsDiscovery(NamedTuple):
+class DnsDiscovery(Record):
     """``name`` as written; ``query_name`` fully qualified (SRV: ``_http._tcp.NAME.DOMAIN``)."""
 
     name: str
@@ -252,7 +249,7 @@ class DnsDiscovery(NamedTuple):
     path: PathKey
 
 
-class Subset(NamedTuple):
+class Subset(Record):
     """A named slice of a service's endpoints, by labels."""
 
     name: str
@@ -260,7 +257,7 @@ class Subset(NamedTuple):
     path: PathKey
 
 
-class Failover(NamedTuple):
+class Failover(Record):
     """A service's failover order: zones, the panic threshold, a backup service."""
 
     zones: tuple[str, ...]
@@ -269,7 +266,7 @@ class Failover(NamedTuple):
     path: PathKey
 
 
-class TlsPolicy(NamedTuple):
+class TlsPolicy(Record):
     """Client-side TLS to a service's endpoints; file paths as written in mesh.yaml."""
 
     mode: TlsMode
@@ -283,7 +280,7 @@ class TlsPolicy(NamedTuple):
     insecure: bool
 
 
-class Service(NamedTuple):
+class Service(Record):
     """One service with every policy field resolved (defaults merged, each value's origin kept)."""
 
     name: str
@@ -310,7 +307,7 @@ class Service(NamedTuple):
         return next((s for s in self.subsets if s.name == name), None)
 
 
-class Destination(NamedTuple):
+class Destination(Record):
     """One ``to`` entry (or a mirror). ``call`` is None when ``service`` does not exist."""
 
     service: str
@@ -320,7 +317,7 @@ class Destination(NamedTuple):
     call: CallPolicy | None
 
 
-class Mirror(NamedTuple):
+class Mirror(Record):
     """A route's traffic mirror: where a copy of each request goes."""
 
     service: str
@@ -329,7 +326,7 @@ class Mirror(NamedTuple):
     path: PathKey
 
 
-class Route(NamedTuple):
+class Route(Record):
     """``synthetic`` routes are the per-service defaults made when mesh.yaml has no ``routes:``."""
 
     name: str
@@ -347,7 +344,7 @@ class Route(NamedTuple):
     synthetic: bool = False
 
 
-class TcpDestination(NamedTuple):
+class TcpDestination(Record):
     """One ``to`` entry of a tcp listener."""
 
     service: str
@@ -356,7 +353,7 @@ class TcpDestination(NamedTuple):
     path: PathKey
 
 
-class SniEntry(NamedTuple):
+class SniEntry(Record):
     """One ``sni`` entry of a tcp listener; ``path`` is its value (the service name)."""
 
     pattern: str
@@ -364,7 +361,7 @@ class SniEntry(NamedTuple):
     path: PathKey
 
 
-class Listener(NamedTuple):
+class Listener(Record):
     """``routes`` None means every route; ``synthetic`` is the default ``edge`` listener.
     A tcp listener serves no routes: it forwards to ``to`` or by ``sni``."""
 
@@ -386,7 +383,7 @@ class Listener(NamedTuple):
         return tuple(dict.fromkeys([*(d.service for d in self.to), *(e.service for e in self.sni)]))
 
 
-class AccessRule(NamedTuple):
+class AccessRule(Record):
     """One ``access:`` entry: who may call which service, with which methods and paths."""
 
     source: str
@@ -396,7 +393,7 @@ class AccessRule(NamedTuple):
     path: PathKey
 
 
-class Alert(NamedTuple):
+class Alert(Record):
     """``expr`` is None when ``when`` does not parse (the monitoring check reports it)."""
 
     name: str
@@ -409,7 +406,7 @@ class Alert(NamedTuple):
     path: PathKey
 
 
-class Slo(NamedTuple):
+class Slo(Record):
     """One service level objective: the share of good requests over a window."""
 
     name: str
@@ -419,7 +416,7 @@ class Slo(NamedTuple):
     path: PathKey
 
 
-class Gap(NamedTuple):
+class Gap(Record):
     """A merged policy mapping that no layer completed (reported as E116 by checks.merging).
 
     ``path`` is the mapping in the most specific layer that wrote it (``services.a.rate_limit``);
@@ -436,7 +433,7 @@ class Gap(NamedTuple):
     conflict: tuple[tuple[str, str], ...] = ()
 
 
-class Skipped(NamedTuple):
+class Skipped(Record):
     """Parts of mesh.yaml left out of the model because an earlier stage reported an error in
     them (see :mod:`meshgen.units`). Checks stay silent where they cannot judge without those
     parts: a reference to a skipped service is not "unknown", and a rule about all listeners
@@ -459,7 +456,7 @@ class Skipped(NamedTuple):
         return name in self.routes or self.nameless_route
 
 
-class Mesh(NamedTuple):
+class Mesh(Record):
     """The whole validated mesh: what every check and every target reads."""
 
     name: str

@@ -25,10 +25,12 @@ cost a validate of a valid spec ~1 ms).
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from meshgen.record import Record
 
 from .diagnostics import Diagnostic, Span
 from .source_build import MAX_ALIAS_NODES, build
@@ -59,7 +61,7 @@ STDIN = "<stdin>"
 """How diagnostics name the standard input (given as ``-``)."""
 
 
-class Input(NamedTuple):
+class Input(Record):
     """One input's text as read; ``name`` is how diagnostics name it (the path as given)."""
 
     path: Path

@@ -14,7 +14,9 @@ distinct path is looked at once, however many services name it.
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
+
+from meshgen.record import Record
 
 PEM_LIMIT = 1 << 20
 """Bytes of a certificate file read to look for a private-key block."""
@@ -23,7 +25,7 @@ FileKind = Literal["missing", "folder", "file", "other"]
 _FIELDS = ("ca", "cert", "key")
 
 
-class FileFacts(NamedTuple):
+class FileFacts(Record):
     """What the checks may ask about one named file (symlinks followed)."""
 
     kind: FileKind

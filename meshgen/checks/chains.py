@@ -20,11 +20,12 @@ name no caller, so they make no chain. Nothing is judged when a part of the spec
 """
 
 from collections.abc import Iterator
-from typing import Final, NamedTuple
+from typing import Final
 
 from meshgen.checks.context import Context
 from meshgen.durations import format_duration
 from meshgen.model import AccessRule, CallPolicy, PathKey
+from meshgen.record import Record
 
 W304 = "W304"
 W305 = "W305"
@@ -32,7 +33,7 @@ MAX_TRIES: Final = 4
 """Most requests one call may become at the end of a chain (two hops of one retry each)."""
 
 
-class _Inbound(NamedTuple):
+class _Inbound(Record):
     """How a service is called: its fewest tries and its shortest and longest timeouts."""
 
     tries: int

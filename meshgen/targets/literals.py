@@ -33,7 +33,9 @@ import hashlib
 import math
 import operator
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
+
+from meshgen.record import Record
 
 WIDTH = 100
 TABLES_MODULE = "meshgen.runtime.tables"
@@ -233,7 +235,7 @@ _REPR = _SCALARS - {float}
 _NO_DEFAULT = object()
 
 
-class _Spec(NamedTuple):
+class _Spec(Record):
     """How a table type is written: its constructor's name, and its init fields."""
 
     opening: str

@@ -234,19 +234,31 @@ def test_validate_imports_nothing_it_does_not_use() -> None:
     assert unwanted == []
 
 
-def test_validate_makes_no_named_tuple_from_string_annotations() -> None:
-    """typing compiles a string annotation of a NamedTuple field again when the class is made,
-    so the meshgen modules a validate imports that define NamedTuples evaluate their
-    annotations (no ``from __future__ import annotations``: ~3 ms in diagnostics.py alone)."""
-    stringly = []
-    for name in _validate_imports():
-        if name == "meshgen" or name.startswith("meshgen."):
-            path = ROOT / name.replace(".", "/")
-            path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-            text = path.read_text(encoding="utf-8")
-            if "(NamedTuple):" in text and "\nfrom __future__ import annotations\n" in text:
-                stringly.append(name)
-    assert stringly == []
+def test_validate_makes_no_typing_named_tuple() -> None:
+    """meshgen's records on validate's path are :class:`meshgen.record.Record` classes:
+    ``typing.NamedTuple`` costs ~0.3 M instructions more per class (evaluating and checking
+    each annotation), ~11 M of a validate's ~290 M for its ~45 classes. Both make the class
+    with ``collections.namedtuple``: the test notes who called it for which module."""
+    code = (
+        "import collections, json, sys\nreal = collections.namedtuple\ncalls = []\n"
+        "def namedtuple(*args, **kwargs):\n"
+        "    frame = sys._getframe(1)\n"
+        "    maker = frame.f_globals['__name__']\n"
+        "    while frame.f_globals['__name__'] in ('typing', 'meshgen.record'):\n"
+        "        frame = frame.f_back\n"
+        "    calls.append([maker, frame.f_globals['__name__']])\n"
+        "    return real(*args, **kwargs)\n"
+        "collections.namedtuple = namedtuple\n"
+        "from meshgen.cli import main\n"
+        f"rc = main(['validate', {str(QUICKSTART)!r}])\n"
+        "print(json.dumps([rc, calls]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    rc, calls = json.loads(out.stdout.splitlines()[-1])
+    assert rc == 0 and ["meshgen.record", "meshgen.model"] in calls
+    assert [c for c in calls if c[0] == "typing" and c[1].startswith("meshgen")] == []
 
 
 @pytest.mark.parametrize(
@@ -286,8 +298,8 @@ def test_no_command_line_parses_differently_without_argparse(
 
 def test_validate_compiles_no_text() -> None:
     """``meshgen validate`` calls ``compile()`` on no text: a process's first call creates the
-    ~120 classes of the ``ast`` module (~4 ms), and typing makes one for each quoted annotation
-    of a NamedTuple field (so meshgen.model's runtime Literal names are ``str`` at run time).
+    ~120 classes of the ``ast`` module (~4 ms), and ``typing.NamedTuple`` compiles each quoted
+    annotation of its fields (meshgen's records are ``meshgen.record.Record`` classes instead).
     Module sources, compiled from bytes when there is no bytecode cache, are not counted."""
     code = (
         "import builtins\nreal = builtins.compile\ntexts = []\n"
