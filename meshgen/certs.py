@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshgen.pyyaml import yaml
 from meshgen.runtime.policy.tls import spiffe_id
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2

@@ -110,7 +110,7 @@ def check_syntax(path: str, data: bytes) -> None:
     as what its name says (``.py``, ``.json``, ``.yml``/``.yaml``; other kinds are not parsed)."""
     if len(data) > PARSE_MAX or path.startswith(VERBATIM):
         return
-    import yaml
+    from meshgen.pyyaml import yaml
 
     try:
         if path.endswith(".py"):

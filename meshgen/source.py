@@ -27,9 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
+from meshgen.pyyaml import MappingNode, Node, ScalarNode, SequenceNode, yaml
 from meshgen.record import Record
 
 from .diagnostics import Diagnostic, Span

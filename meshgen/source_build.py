@@ -16,7 +16,7 @@ import re
 import sys
 from typing import Any
 
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from meshgen.pyyaml import MappingNode, Node, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, Related
 from .source_compose import MAP, MAX_DEPTH, PLAIN, SEQ, STR, TAG, mark_span

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
-import yaml
-from yaml._yaml import CParser
-from yaml.nodes import MappingNode, Node, ScalarNode
+from meshgen.pyyaml import CParser, MappingNode, Node, ScalarNode, yaml
 
 from .diagnostics import Span
 

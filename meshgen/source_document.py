@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from meshgen.pyyaml import MappingNode, Node, ScalarNode, SequenceNode
 
 from .diagnostics import Span, split_lines
 from .source_compose import mark_span, point

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
+from meshgen.pyyaml import yaml
 
 from .diagnostics import Diagnostic, Related, Span, split_lines
 from .source_compose import MAX_DEPTH, DepthError, check_depth, point
