@@ -193,18 +193,27 @@ VALIDATE_NEVER_IMPORTS = (
 )
 
 
+def _validate_in_a_process(before: str, after: str) -> str:
+    """The last line printed by a fresh process that runs the code ``before``, a ``meshgen
+    validate`` of the quickstart (its exit status in ``rc``), then the code ``after``."""
+    code = f"{before}\nfrom meshgen.cli import main\nrc = main(['validate', {str(QUICKSTART)!r}])\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code + after],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return out.stdout.splitlines()[-1]
+
+
 def _validate_imports() -> list[str]:
     """The modules a ``meshgen validate`` of the quickstart imports beyond what site hooks
     (.pth files) import before any meshgen code."""
-    code = (
-        "import sys\nfrom meshgen.cli import main\n"
-        f"rc = main(['validate', {str(QUICKSTART)!r}])\n"
-        "modules = sorted(sys.modules)\nimport json\nprint(json.dumps([rc, modules]))"
+    last = _validate_in_a_process(
+        "import sys", "modules = sorted(sys.modules)\nimport json\nprint(json.dumps([rc, modules]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    rc, modules = json.loads(out.stdout.splitlines()[-1])
+    rc, modules = json.loads(last)
     assert rc == 0
     assert "meshgen.checks" in modules and "jsonschema_rs" in modules  # it did validate
     at_start = subprocess.run(
@@ -239,7 +248,7 @@ def test_validate_makes_no_typing_named_tuple() -> None:
     ``typing.NamedTuple`` costs ~0.3 M instructions more per class (evaluating and checking
     each annotation), ~11 M of a validate's ~290 M for its ~45 classes. Both make the class
     with ``collections.namedtuple``: the test notes who called it for which module."""
-    code = (
+    watch = (
         "import collections, json, sys\nreal = collections.namedtuple\ncalls = []\n"
         "def namedtuple(*args, **kwargs):\n"
         "    frame = sys._getframe(1)\n"
@@ -248,17 +257,22 @@ def test_validate_makes_no_typing_named_tuple() -> None:
         "        frame = frame.f_back\n"
         "    calls.append([maker, frame.f_globals['__name__']])\n"
         "    return real(*args, **kwargs)\n"
-        "collections.namedtuple = namedtuple\n"
-        "from meshgen.cli import main\n"
-        f"rc = main(['validate', {str(QUICKSTART)!r}])\n"
-        "print(json.dumps([rc, calls]))"
+        "collections.namedtuple = namedtuple"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    rc, calls = json.loads(out.stdout.splitlines()[-1])
+    rc, calls = json.loads(_validate_in_a_process(watch, "print(json.dumps([rc, calls]))"))
     assert rc == 0 and ["meshgen.record", "meshgen.model"] in calls
     assert [c for c in calls if c[0] == "typing" and c[1].startswith("meshgen")] == []
+
+
+def test_validate_leaves_yaml_reader_with_meshgens_pattern() -> None:
+    """meshgen.pyyaml's cheaper pattern is the one yaml.reader took (~52 M instructions, ~20%
+    of a validate): fails when PyYAML's text changed, when Python's ``re`` caches differently,
+    or when a module imported yaml before meshgen.pyyaml."""
+    report = (
+        "import yaml.reader\nfrom meshgen.pyyaml import NON_PRINTABLE\n"
+        "print(rc, yaml.reader.Reader.NON_PRINTABLE.pattern == NON_PRINTABLE)"
+    )
+    assert _validate_in_a_process("", report) == "0 True"
 
 
 @pytest.mark.parametrize(
@@ -301,21 +315,15 @@ def test_validate_compiles_no_text() -> None:
     ~120 classes of the ``ast`` module (~4 ms), and ``typing.NamedTuple`` compiles each quoted
     annotation of its fields (meshgen's records are ``meshgen.record.Record`` classes instead).
     Module sources, compiled from bytes when there is no bytecode cache, are not counted."""
-    code = (
+    watch = (
         "import builtins\nreal = builtins.compile\ntexts = []\n"
         "def compile(source, *args, **kwargs):\n"
         "    if isinstance(source, str):\n"
         "        texts.append(source)\n"
         "    return real(source, *args, **kwargs)\n"
-        "builtins.compile = compile\n"
-        "from meshgen.cli import main\n"
-        f"rc = main(['validate', {str(QUICKSTART)!r}])\n"
-        "print(rc, texts)"
+        "builtins.compile = compile"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.splitlines()[-1] == "0 []"
+    assert _validate_in_a_process(watch, "print(rc, texts)") == "0 []"
 
 
 def test_help_is_as_wide_as_argparse_makes_it(
