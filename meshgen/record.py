@@ -9,7 +9,7 @@ body) made without that typing work, and its annotations may be text (``from __f
 annotations``): nothing reads them at run time. mypy sees ``typing.NamedTuple`` itself, so it
 checks every field, constructor call and unpacking as before. (A tuple class with a generic
 ``__new__`` would cost still less to make, but its keyword calls run ~3x slower, and ``lower``
-makes ~100,000 values by keyword at 10,000 services: BENCHMARKS.md, Compile.)
+makes ~110,000 values by keyword at 10,000 services: BENCHMARKS.md, Compile.)
 """
 
 import collections
