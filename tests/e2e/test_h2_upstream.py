@@ -34,18 +34,25 @@ def proxied(
     tmp_path: Path, mode: str = "ok", max_streams: int = 100, service: str = RETRIES
 ) -> Iterator[Runtime]:
     """The sidecar with route ``web`` to one ``h2_backend.py`` endpoint in ``mode``."""
-    with script_backend(BACKEND, mode, str(max_streams)) as (address, _):
-        text = spec(
-            f"""
-            services:
-              web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}},
-                    {service}}}
-            routes:
-              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
-            """
-        )
-        with run_dist(build_dist(tmp_path / "dist", text)) as rt:
-            yield rt
+    with (
+        script_backend(BACKEND, mode, str(max_streams)) as (address, _),
+        run_dist(build_dist(tmp_path / "dist", web_spec(address, service))) as rt,
+    ):
+        yield rt
+
+
+def web_spec(address: str, service: str = "") -> str:
+    """A mesh with route ``web`` to one HTTP/2 endpoint at ``address``; ``service``: more of
+    the service's fields (flow style)."""
+    more = f", {service}" if service else ""
+    return spec(
+        f"""
+        services:
+          web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}}{more}}}
+        routes:
+          - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
+        """
+    )
 
 
 def outcomes(rt: Runtime, code: str) -> int:
@@ -240,21 +247,15 @@ def test_streams_given_up_unread_give_the_connection_its_window_back(
     the runtime gave none of it back to the connection's 16 MiB window before ca0a0e3, so
     after ~64 such streams the endpoint could send nothing more on that connection. After 96
     of them, 1 MiB is answered whole on every engine."""
-    with script_backend(BACKEND, "ok", "100") as (address, _):
-        text = spec(
-            f"""
-            services:
-              web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}}}}
-            routes:
-              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
-            """
-        )
-        with run_engine(engine, build(text, tmp_path / "mesh")) as proxy:
-            assert proxy.request("/warm", "web")[0] == 200
-            for _ in range(4):
-                clients = [unread_get(proxy.port, "/big/1") for _ in range(24)]
-                time.sleep(0.5)  # each stream's window fills; nobody reads
-                for client in clients:
-                    client.close()
-            status, _, body = proxy.request("/big/1", "web")
-            assert (status, len(body)) == (200, MIB)
+    with (
+        script_backend(BACKEND, "ok", "100") as (address, _),
+        run_engine(engine, build(web_spec(address), tmp_path / "mesh")) as proxy,
+    ):
+        assert proxy.request("/warm", "web")[0] == 200
+        for _ in range(4):
+            clients = [unread_get(proxy.port, "/big/1") for _ in range(24)]
+            time.sleep(0.5)  # each stream's window fills; nobody reads
+            for client in clients:
+                client.close()
+        status, _, body = proxy.request("/big/1", "web")
+        assert (status, len(body)) == (200, MIB)

@@ -23,6 +23,7 @@ from runtime_harness import (
     script_backend,
     spec,
 )
+from test_h2_upstream import web_spec
 
 from meshgen.runtime import Mesh, MeshError
 
@@ -95,15 +96,7 @@ def test_the_limit_holds_on_an_http2_endpoint(tmp_path: Path) -> None:
     """Over HTTP/2 the stream is cancelled past the limit (the connection serves on)."""
     source = Path(__file__).with_name("h2_backend.py").read_text()
     with script_backend(source, "ok") as (address, _):
-        text = spec(
-            f"""
-            services:
-              web: {{protocol: http2, discovery: {{static: [{{address: "{address}"}}]}}}}
-            routes:
-              - {{name: web, match: {{host: web}}, to: [{{service: web}}]}}
-            """
-        )
-        mesh = Mesh(compile_tables(text, tmp_path), tmp_path, max_response_bytes=MIB)
+        mesh = Mesh(compile_tables(web_spec(address), tmp_path), tmp_path, max_response_bytes=MIB)
         try:
             with pytest.raises(MeshError, match="1048576 bytes") as refused:
                 mesh.request("GET", "http://web/big/4")
