@@ -9,15 +9,22 @@ no flood budget (only empty DATA frames and frames on closed streams do). Meanwh
 second HTTP/2 connection GETs ``/ok/p`` every 20 ms and, on the runtime, an HTTP/1.0 client
 GETs its admin server: the longest of each is the longest event-loop hold it saw. Prints
 the engine's CPU (utime + stime of the listening process) per frame and the load average.
+
+``--outbound`` measures the other direction: one client GETs ``/bytes/SIZE`` on
+``--streams`` streams with ``SETTINGS_INITIAL_WINDOW_SIZE`` ``--window``, then for
+``--seconds`` writes ``--batch`` WINDOW_UPDATE frames of one byte per stream and as many of
+the connection's in each ``sendall`` (``--dribble stream``: the streams' only, the
+connection's window opened wide; ``connection``: the connection's only, ``--batch`` a
+write), then waits for the bytes they allow (with ``--rate``: that many updates a second,
+not waiting). Prints the DATA frames and bytes the engine sent, its CPU per update, the
+longest GET on another connection and the engine's peak RSS growth.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,26 +36,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from engines import ENGINES, hostile_engine  # noqa: E402
-from h2_peer import Peer  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def listening_pids(port: int) -> list[int]:
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
-    return sorted({int(p) for p in re.findall(r"pid=(\d+)", out.stdout)})
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / TICK
+from engines import ENGINES, cpu_seconds, hostile_engine, serving_pids  # noqa: E402
+from h2_peer import Dribbler, Peer, window_update  # noqa: E402
+from runtime_harness import memory  # noqa: E402
 
 
 def dribble(sid: int, count: int) -> bytes:
@@ -79,7 +69,7 @@ def probe_admin(address: str, stop: threading.Event, took: list[float]) -> None:
 
 def run(engine: str, streams: int, frames: int) -> None:
     with tempfile.TemporaryDirectory() as folder, hostile_engine(engine, Path(folder)) as e:
-        pids = listening_pids(e.port)
+        pids = serving_pids(e.port)
         peer = Peer(e.port, timeout=300)
         sids = [peer.request("/count", "hostile", method="POST", end=False) for _ in range(streams)]
         peer.sock.settimeout(0.3)
@@ -124,13 +114,82 @@ def run(engine: str, streams: int, frames: int) -> None:
               + f"; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
 
 
+def run_outbound(engine: str, streams: int, size: int, window: int, batch: int, rate: float,
+                 seconds: float, which: str) -> None:  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder, hostile_engine(engine, Path(folder)) as e:
+        pids = serving_pids(e.port)
+        assert Peer(e.port).get("/ok/warm", "hostile").status == 200
+        rss0 = sum(memory(p) for p in pids)
+        client = Dribbler(e.port, window)
+        time.sleep(0.2)  # the engine applies the window before the streams open
+        sids = [client.get(f"/bytes/{size}", "hostile") for _ in range(streams)]
+        stop = threading.Event()
+        h2_took: list[float] = []
+        probe = threading.Thread(target=probe_h2, args=(e.port, stop, h2_took))
+        probe.start()
+        time.sleep(0.5)  # the heads and the first windows' DATA
+        if which == "stream":  # the connection's window opened once, wide
+            client.send(window_update(0, 1 << 30))
+        ones = {
+            "both": [u for s in sids for u in (window_update(s), window_update(0))],
+            "stream": [window_update(s) for s in sids],
+            "connection": [window_update(0)],
+        }
+        chunk = b"".join(ones[which]) * batch
+        per_write = len(ones[which]) * batch
+        per_byte = 2 if which == "both" else 1
+        frames0, bytes0, rss = client.frames, client.bytes, 0
+        cpu0 = cpu_seconds(pids)
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() < start + seconds and client.send(chunk):
+            sent += per_write
+            rss = max(rss, sum(memory(p) for p in pids))
+            if rate:
+                time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+            else:  # the bytes these updates allow, before the next ones
+                client.wait_bytes(bytes0 + sent // per_byte, timeout=2.0)
+        wall, cpu = time.monotonic() - start, cpu_seconds(pids) - cpu0
+        time.sleep(0.5)
+        frames, got = client.frames - frames0, client.bytes - bytes0
+        stop.set()
+        probe.join()
+        client.close()
+        ended = (f"; GOAWAY {client.goaway}" if client.goaway is not None
+                 else "; closed" if client.closed else "")  # fmt: skip
+        print(f"{engine}: {streams} stream(s) of {size} bytes, window {window}, {batch} updates "
+              f"of 1 byte per write ({which}); {sent} updates in {wall:.1f} s; "
+              f"the engine sent {frames} DATA frames, {got} bytes ({got / max(frames, 1):.1f} a "
+              f"frame); CPU {cpu:.2f} s ({100 * cpu / wall:.0f} %, {1e6 * cpu / max(sent, 1):.1f} "
+              f"us an update, {1e6 * cpu / max(frames, 1):.1f} us a frame); peak RSS growth "
+              f"{(rss - rss0) / 2**20:.1f} MiB; longest GET on another connection "
+              f"{max(h2_took, default=0):.3f} s ({len(h2_took)} GETs){ended}"
+              f"; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("engine", choices=ENGINES)
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--frames", type=int, default=65535, help="DATA frames a stream")
+    parser.add_argument("--outbound", action="store_true", help="the client's window dribbles")
+    parser.add_argument("--size", type=int, default=16 << 20, help="response bytes a stream")
+    parser.add_argument("--window", type=int, default=1, help="SETTINGS_INITIAL_WINDOW_SIZE")
+    parser.add_argument("--batch", type=int, default=256, help="updates a stream per write")
+    parser.add_argument("--rate", type=float, default=0, help="updates a second, not waiting")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--dribble",
+        choices=("both", "stream", "connection"),
+        default="both",
+        help="the windows updated (each stream's and the connection's)",
+    )
     args = parser.parse_args()
-    run(args.engine, args.streams, args.frames)
+    if args.outbound:
+        run_outbound(args.engine, args.streams, args.size, args.window, args.batch, args.rate,
+                     args.seconds, args.dribble)  # fmt: skip
+    else:
+        run(args.engine, args.streams, args.frames)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ difference between engines shows as one failing parameter.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,3 +53,22 @@ def hostile_engine(name: str, folder: Path, backend: str = HOSTILE) -> Iterator[
             """
         with run_engine(name, build(spec(route), folder / "mesh")) as engine:
             yield engine
+
+
+def serving_pids(port: int) -> list[int]:
+    """The processes listening on ``port`` but this one (the harness binds HAProxy's ports and
+    hands them over, so it listens too)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
+    return sorted({int(p) for p in re.findall(r"pid=(\d+)", out.stdout)} - {os.getpid()})
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """The CPU time (user + system) ``pids`` have spent so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import hpack
 from runtime_harness import Runtime, build_dist, run_dist, script_backend, spec
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -205,3 +207,95 @@ class Peer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def raw_frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    """An HTTP/2 frame of type ``kind`` on stream ``sid``."""
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+
+def window_update(sid: int, n: int = 1) -> bytes:
+    """A WINDOW_UPDATE of ``n`` bytes for stream ``sid`` (0: the connection)."""
+    return raw_frame(0x8, 0, sid, n.to_bytes(4, "big"))
+
+
+class Dribbler:
+    """A client that opens its windows by hand (h2c, raw frames): its streams' initial window
+    is ``window`` (SETTINGS_INITIAL_WINDOW_SIZE); a thread reads what the server sends,
+    counting the DATA frames and their bytes, acknowledging SETTINGS and answering PINGs."""
+
+    def __init__(self, port: int, window: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.sock.settimeout(0.2)
+        self.lock = threading.Lock()
+        self.encoder = hpack.Encoder()
+        self.next_sid = 1
+        self.frames = self.bytes = 0  # DATA received
+        self.goaway: int | None = None
+        self.reset: int | None = None  # the last RST_STREAM's code
+        self.closed = False
+        self._stop = threading.Event()
+        self.send(PREFACE + raw_frame(0x4, 0, 0, b"\x00\x04" + window.to_bytes(4, "big")))
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def get(self, path: str, authority: str) -> int:
+        """Send a GET (HEADERS with END_STREAM); returns its stream id."""
+        sid, self.next_sid = self.next_sid, self.next_sid + 2
+        head = [(":method", "GET"), (":path", path), (":scheme", "http"),
+                (":authority", authority)]  # fmt: skip
+        self.send(raw_frame(0x1, 0x5, sid, self.encoder.encode(head)))
+        return sid
+
+    def send(self, data: bytes) -> bool:
+        """Write ``data``; False once the server closed."""
+        try:
+            with self.lock:
+                self.sock.sendall(data)
+        except OSError:
+            self.closed = True
+        return not self.closed
+
+    def wait_bytes(self, total: int, timeout: float = 10.0) -> bool:
+        """Wait until ``total`` DATA bytes came in all; False on a timeout or a close."""
+        deadline = time.monotonic() + timeout
+        while self.bytes < total and not self.closed and time.monotonic() < deadline:
+            time.sleep(0.0002)
+        return self.bytes >= total
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join()
+        self.sock.close()
+
+    def _read(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                return
+            buf += data
+            i = 0
+            while len(buf) - i >= 9:
+                size = int.from_bytes(buf[i : i + 3], "big")
+                if len(buf) - i < 9 + size:
+                    break
+                kind, flags = buf[i + 3], buf[i + 4]
+                payload = buf[i + 9 : i + 9 + size]
+                i += 9 + size
+                if kind == 0x0:
+                    self.frames += 1
+                    self.bytes += size
+                elif kind in (0x4, 0x6) and not flags & 1:  # SETTINGS, PING: acknowledged
+                    self.send(raw_frame(kind, 1, 0, payload if kind == 0x6 else b""))
+                elif kind == 0x3:
+                    self.reset = int.from_bytes(payload, "big")
+                elif kind == 0x7:
+                    self.goaway = int.from_bytes(payload[4:8], "big")
+            buf = buf[i:]

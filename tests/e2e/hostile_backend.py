@@ -39,6 +39,7 @@ one packet is what the path asks for. Well-behaved answers (``/ok/NAME``: 200 wi
 ``/trickle-head`` a response head, one byte every 50 ms, for ever
 ``/trickle-body`` 200 with content-length 1000000, one body byte every 50 ms
 ``/status/NNN``   a response with status NNN (any three digits) and body "hi"
+``/bytes/N``      200 with N bytes of body, written as the proxy reads them (64 KiB at a time)
 """
 
 from __future__ import annotations
@@ -210,10 +211,23 @@ class Hostile(asyncio.Protocol):
         elif path == "/trickle-body":
             t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
             self.tasks.add(loop.create_task(self._forever(b"b", 0.05)))
+        elif path.startswith("/bytes/"):
+            size = int(path[7:])
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+            self.tasks.add(loop.create_task(self._bytes(size)))
         elif path.startswith("/status/"):
             t.write(b"HTTP/1.1 %s X\r\ncontent-length: 2\r\n\r\nhi" % path[8:].encode())
         else:
             t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+
+    async def _bytes(self, size: int) -> None:
+        """``size`` bytes, 64 KiB at a time, while the proxy reads them (back-pressure)."""
+        piece = b"b" * 65536
+        while size > 0 and not self.stop:
+            self.t.write(piece[:size])
+            size -= len(piece)
+            while not self.stop and self.t.get_write_buffer_size() > 65536:
+                await asyncio.sleep(0.005)
 
     async def _forever(self, piece: bytes, pause: float = 0.001) -> None:
         while not self.stop:
