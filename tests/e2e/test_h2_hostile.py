@@ -24,9 +24,9 @@ from pathlib import Path
 import h2_peer
 import hpack
 import pytest
-from engines import ENGINES, hostile_engine
+from engines import ENGINES, cpu_seconds, hostile_engine, serving_pids
 from h2.settings import SettingCodes
-from h2_peer import PREFACE, Peer
+from h2_peer import PREFACE, Dribbler, Peer, window_update
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
 from runtime_harness import SERVE_HANDLER, Runtime, memory
 
@@ -443,3 +443,80 @@ def test_large_upload_to_a_slow_endpoint_is_windowed(tmp_path: Path) -> None:
         assert answer.status == 200
         assert json.loads(answer.body) == {"bytes": size, "md5": hashlib.md5(body).hexdigest()}
         assert memory(pid, "VmHWM") - before < 16 * MIB, "the upload was buffered"
+
+
+def dribble_round(client: Dribbler, update: bytes, rounds: int, pids: list[int]) -> float:
+    """``rounds`` times: ``update`` (a byte more of window), then wait for that byte; returns
+    the engine's CPU seconds an update."""
+    cpu0, got = cpu_seconds(pids), client.bytes
+    for n in range(1, rounds + 1):
+        assert client.send(update) and client.wait_bytes(got + n), f"round {n}: no byte came"
+    return (cpu_seconds(pids) - cpu0) / rounds
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_connection_window_opened_a_byte_at_a_time_costs_no_more_with_many_streams(
+    engine: str, tmp_path: Path
+) -> None:
+    """A client lets the connection's window run out, then opens it one byte at a time,
+    waiting for each byte (wide stream windows): one stream waiting, then 100. Every engine
+    sends each byte as a DATA frame of its own. The runtime pumped every stream after each
+    update, though the first used the window up: 100 streams cost 460 us of CPU an update
+    instead of 180 (pure); now ``h2lib.pump_each`` stops at the window's end."""
+    with hostile_engine(engine, tmp_path) as e:
+        pids = serving_pids(e.port)
+        client = Dribbler(e.port, window=1 << 24)
+        client.get("/bytes/262144", "hostile")
+        assert client.wait_bytes(65535)  # the connection's window, used up
+        frames, got = client.frames, client.bytes
+        one = dribble_round(client, window_update(0), 2000, pids)
+        for _ in range(99):
+            client.get("/bytes/262144", "hostile")
+        time.sleep(1.0)  # their heads sent and their DATA waiting
+        many = dribble_round(client, window_update(0), 2000, pids)
+        assert client.frames - frames == client.bytes - got == 4000  # a frame a byte
+        client.close()
+        assert many < 1.5 * one + 50e-6, f"{1e6 * one:.0f} us an update, {1e6 * many:.0f} with 100"
+
+
+DRIBBLE_ENDS = {"runtime": ENHANCE_YOUR_CALM, "haproxy": None, "envoy": -1}
+"""engine: the GOAWAY code that ends a client sending 256 updates of a byte a write (None: it is
+served; -1: closed without a GOAWAY)."""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_window_opened_a_byte_at_a_time_gets_no_one_byte_frames(
+    engine: str, tmp_path: Path
+) -> None:
+    """A client with a stream window of one byte (SETTINGS_INITIAL_WINDOW_SIZE 1) GETs 4 MiB,
+    then opens the stream's and the connection's windows a byte at a time, 256 updates of each
+    in a write (the data dribble, CVE-2019-9511): none of the engines answers with a DATA frame
+    of one byte an update. ``h2`` applies a pass's updates before the runtime sees them, so it
+    sends one frame a stream and pass (~128 bytes), and the updates beyond two a frame are
+    charged (``h2lib.UPDATES_PER_FRAME``): GOAWAY ENHANCE_YOUR_CALM after about 1,000.
+    HAProxy 2.6 sends a frame a read (~250 bytes) and keeps the connection; Envoy 1.40 closes
+    it without a GOAWAY (its limit of window updates a DATA frame sent). A GET on another
+    connection is answered meanwhile."""
+    with hostile_engine(engine, tmp_path) as e:
+        client = Dribbler(e.port, window=1)
+        time.sleep(0.2)  # the engine applies the window before the stream opens
+        sid = client.get(f"/bytes/{4 * MIB}", "hostile")
+        time.sleep(0.3)
+        updates = (window_update(sid) + window_update(0)) * 256
+        writes = 0
+        while writes < 80 and client.send(updates):
+            writes += 1
+            client.wait_bytes(1 + 256 * writes, timeout=0.2)
+        took = timed_get(e.port)
+        ended = DRIBBLE_ENDS[engine]
+        if ended is None:
+            assert client.wait_bytes(1 + 256 * writes) and not client.closed
+        else:
+            deadline = time.monotonic() + 10
+            while not client.closed and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.closed and client.goaway == (None if ended < 0 else ended)
+        client.close()
+        more = client.bytes - 1  # after the first window's byte
+        assert client.frames - 1 <= more / 64, f"{client.frames} DATA frames, {client.bytes} bytes"
+        assert took < 0.5, f"a GET on another connection took {took:.2f} s"

@@ -1,9 +1,10 @@
-"""The control-frame budget of an HTTP/2 connection (``h2lib.FloodGuard`` and ``receive``)."""
+"""The control-frame budget of an HTTP/2 connection (``h2lib.FloodGuard`` and ``receive``),
+and DATA sent within the peer's windows (``send_within_windows``, ``pump_each``)."""
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+from collections import Counter, deque
 
 import pytest
 from h2.connection import H2Connection
@@ -284,3 +285,49 @@ def test_a_cancelled_stream_of_small_messages_may_have_its_window_in_flight() ->
     h2lib.reset_stream(conn, 1, 8, guard)
     with pytest.raises(h2lib.ControlFlood):
         receive_all(conn, message * 2000, guard)
+
+
+def uploads_pumped(waiting: list[int], opened: int, each: bool) -> tuple[list[int], list[int]]:
+    """Uploads of ``waiting`` bytes each to an endpoint that opened the connection's window by
+    ``opened`` bytes, pumped by :func:`h2lib.pump_each` (``each``: none with the window used
+    up) or one by one: the streams pumped and the bytes each has left."""
+    conn, guard = endpoint()
+    head = [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "a")]
+    outs: dict[int, deque[bytes]] = {}
+    for size in waiting:
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, head)
+        outs[sid] = deque([b"x" * size] if size else [])
+    if opened:
+        receive_all(conn, b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + opened.to_bytes(4, "big"),
+                    guard)  # fmt: skip
+    pumped: list[int] = []
+
+    def pump(sid: int) -> None:
+        assert not each or conn.outbound_flow_control_window > 0, "pumped with no window"
+        pumped.append(sid)
+        h2lib.send_within_windows(conn, sid, outs[sid], guard)
+
+    if each:
+        h2lib.pump_each(conn, outs, pump)
+    else:
+        for sid in outs:
+            pump(sid)
+    return pumped, [sum(map(len, out)) for out in outs.values()]
+
+
+@given(waiting=st.lists(st.integers(0, 40000), min_size=1, max_size=8),
+       opened=st.integers(0, 150000))  # fmt: skip
+def test_pumping_stops_at_the_connection_windows_end_and_sends_the_same(
+    waiting: list[int], opened: int
+) -> None:
+    """:func:`h2lib.pump_each` sends what pumping every stream sends, in the same order, and
+    pumps no stream once the connection's window is used up (a client opening it a byte at a
+    time with 100 streams waiting cost a pump of each an update)."""
+    pumped, left = uploads_pumped(waiting, opened, each=True)
+    every, left_by_every = uploads_pumped(waiting, opened, each=False)
+    assert pumped == every[: len(pumped)]
+    assert left == left_by_every
+    window = 65535 + opened  # (each stream's, 65,535, is never the smaller)
+    used_up = [k for k in range(len(waiting)) if sum(waiting[: k + 1]) >= window]
+    assert len(pumped) == (used_up[0] + 1 if used_up else len(waiting))

@@ -477,13 +477,11 @@ class H2Client(asyncio.Protocol):
                 if ex is not None:
                     self.pump(ex)
             else:
-                for ex in list(self.streams.values()):
-                    self.pump(ex)
+                h2lib.pump_each(self.h2, self.streams.values(), self.pump)
         elif isinstance(event, _EV.RemoteSettingsChanged):
             peer = self.h2.remote_settings.max_concurrent_streams
             self.max_streams = min(MAX_STREAMS, peer)
-            for ex in list(self.streams.values()):
-                self.pump(ex)
+            h2lib.pump_each(self.h2, self.streams.values(), self.pump)
         elif isinstance(event, _EV.ConnectionTerminated):
             self._goaway(event.last_stream_id or 0)
 

@@ -365,8 +365,7 @@ class H2Server:
                 if stream is not None:
                     self.pump(stream)
             else:
-                for stream in list(self.streams.values()):
-                    self.pump(stream)
+                h2lib.pump_each(self.h2, self.streams.values(), self.pump)
         elif isinstance(event, _EV.StreamReset):
             self._reset_by_client(event.stream_id)
         elif isinstance(event, _EV.ConnectionTerminated):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from hyperframe.frame import Frame
 
@@ -34,6 +34,7 @@ __all__ = [
     "exceptions",
     "finish_after_goaway",
     "new_connection",
+    "pump_each",
     "receive",
     "reset_stream",
     "send_within_windows",
@@ -389,6 +390,23 @@ def send_within_windows(
     if frames:
         flood.earn(frames)
     return sent
+
+
+_Stream = TypeVar("_Stream")
+
+
+def pump_each(
+    conn: connection.H2Connection, streams: Iterable[_Stream], pump: Callable[[_Stream], None]
+) -> None:
+    """``pump`` each of ``streams`` (its DATA within the windows) after the connection's window
+    grew, until that window is used up: the streams after it could send nothing. A client that
+    opened the connection's window a byte at a time, 100 streams waiting, cost 470 us of CPU
+    an update, one per stream for each (~70 us with one stream; bench/h2_dribble.py
+    ``--outbound --dribble connection``)."""
+    for stream in list(streams):
+        if conn.outbound_flow_control_window <= 0:
+            return
+        pump(stream)
 
 
 def pending_frame(h2: connection.H2Connection) -> int:
