@@ -399,10 +399,10 @@ def pump_each(
     conn: connection.H2Connection, streams: Iterable[_Stream], pump: Callable[[_Stream], None]
 ) -> None:
     """``pump`` each of ``streams`` (its DATA within the windows) after the connection's window
-    grew, until that window is used up: the streams after it could send nothing. A client that
-    opened the connection's window a byte at a time, 100 streams waiting, cost 470 us of CPU
-    an update, one per stream for each (~70 us with one stream; bench/h2_dribble.py
-    ``--outbound --dribble connection``)."""
+    grew, until that window is used up: the streams after it could send nothing. A client
+    opening the connection's window a byte at a time, 100 streams waiting, cost a pump of each
+    an update: 400-470 us of CPU an update against 160-200 with one stream
+    (bench/h2_dribble.py ``--outbound --dribble connection``)."""
     for stream in list(streams):
         if conn.outbound_flow_control_window <= 0:
             return
