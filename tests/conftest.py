@@ -50,6 +50,7 @@ APT_PACKAGES = {
     "dot": "graphviz",
     "redis-server": "redis-server",
     "redis-cli": "redis-server",  # (its dependency redis-tools)
+    "ss": "iproute2",
 }
 
 

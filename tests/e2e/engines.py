@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from conftest import require_binary
 from envoy_harness import run_envoy
 from haproxy_harness import Engine, build, run_haproxy, run_runtime
 from runtime_harness import HOSTILE, script_backend, spec
@@ -58,7 +59,8 @@ def hostile_engine(name: str, folder: Path, backend: str = HOSTILE) -> Iterator[
 def serving_pids(port: int) -> list[int]:
     """The processes listening on ``port`` but this one (the harness binds HAProxy's ports and
     hands them over, so it listens too)."""
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
+    ss = require_binary("ss")
+    out = subprocess.run([ss, "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
     return sorted({int(p) for p in re.findall(r"pid=(\d+)", out.stdout)} - {os.getpid()})
 
 
