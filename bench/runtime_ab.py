@@ -81,7 +81,7 @@ class Transport:
 async def main():
     tables = load_tables(dist)
     metrics = Metrics()
-    upstreams = Upstreams(tables, metrics=metrics, root=dist.parent)
+    upstreams = Upstreams(tables, metrics=metrics)
     await upstreams.start()
     proxy = Proxy(Generation(tables, upstreams, metrics, None, random.Random(1)), metrics)
     loop = asyncio.get_running_loop()

@@ -149,18 +149,6 @@ def compile_text(text: str, name: str, version: str = __version__, only: Targets
         return _compile(_analyse(*_loaded([Input(Path(name), name, text)], [])), version, only)
 
 
-def compile_document(
-    doc: Document | None,
-    diags: list[Diagnostic],
-    version: str = __version__,
-    only: Targets = None,
-) -> Result:
-    """Run every stage after ``source`` on an already loaded document."""
-    with collector_paused():
-        sources = {} if doc is None else {doc.name: doc.text}
-        return _compile(_analyse(doc, diags, sources), version, only)
-
-
 def _read(
     path: Path, overlays: Sequence[Path]
 ) -> tuple[Document | None, list[Diagnostic], dict[str, str]]:

@@ -32,11 +32,6 @@ class _Refused(Exception):
         super().__init__(f"line {getattr(node, 'lineno', 0)}: {what}")
 
 
-def is_dist(path: Path) -> bool:
-    """Whether ``path`` is a folder holding DIST tables (else it is taken as a mesh.yaml)."""
-    return path.is_dir()
-
-
 def read_dist_tables(dist: Path) -> t.Tables:
     """The tables of ``dist``; :class:`TablesError` names the file and what it refused."""
     ns: dict[str, Any] = {}

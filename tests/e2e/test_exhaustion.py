@@ -91,7 +91,7 @@ def in_process(tmp_path: Path, attack: Attack, limits: str = LIMITS) -> tuple[Pr
     async def main() -> tuple[Proxy, int]:
         loop = asyncio.get_running_loop()
         metrics = Metrics()
-        upstreams = Upstreams(tables, metrics=metrics, root=tmp_path)
+        upstreams = Upstreams(tables, metrics=metrics)
         await upstreams.start()
         proxy = Proxy(Generation(tables, upstreams, metrics, None, random.Random(1)), metrics)
         factory = proxy.protocol(tables.listeners[0])

@@ -126,7 +126,7 @@ def _run(tmp_path: Path, services: str, scenario: Scenario) -> None:
         port = backend.sockets[0].getsockname()[1]
         tables = compile_tables(spec(services.replace("PORT", str(port))), tmp_path)
         metrics = Metrics()
-        upstreams = Upstreams(tables, metrics=metrics, root=tmp_path)
+        upstreams = Upstreams(tables, metrics=metrics)
         await upstreams.start()
         gen = Generation(tables, upstreams, metrics, None, random.Random(7))
         proxy = Proxy(gen, metrics)

@@ -191,9 +191,10 @@ def test_circuit_breaker_no_wait_and_connection_cap() -> None:
     """Callers that cannot wait are refused when every connection is busy; sockets are capped
     separately and do not hold the circuit open."""
     cb = CircuitBreaker(Limits(max_connections=1, max_pending_requests=1, max_requests=1))
-    assert cb.try_request() and not cb.try_request()
+    assert cb.admit(can_wait=False) is None
+    assert cb.admit(can_wait=False) == "connections"
     assert cb.rejected["connections"] == 1
-    cb.release_request()
+    cb.release()
     assert cb.try_connection() and not cb.try_connection()
     assert not cb.is_open  # an idle socket at the cap refuses nothing
     cb.release_connection()

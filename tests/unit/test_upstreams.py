@@ -278,7 +278,7 @@ def test_probe_of_a_bare_context_checks_the_tables_identity(
             make_tables(cluster), client_tls={"svc": cfg}, health_checks={"svc": check}
         )
         metrics = Metrics()
-        u = Upstreams(tables, metrics=metrics, client_ssl={"svc": client.context}, root=tmp_path)
+        u = Upstreams(tables, metrics=metrics, client_ssl={"svc": client.context})
         await u.start()
         try:
             async with asyncio.timeout(5):

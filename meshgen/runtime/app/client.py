@@ -111,7 +111,7 @@ class Mesh:
             tls = TlsContexts(self.tables, self.root)
             client_ssl = {c.name: u.context for c in self.tables.clusters
                           if (u := tls.upstream(c.name)) is not None}  # fmt: skip
-            upstreams = Upstreams(self.tables, metrics=self.metrics, root=self.root,
+            upstreams = Upstreams(self.tables, metrics=self.metrics,
                                   client_ssl=client_ssl)  # fmt: skip
             await upstreams.start()
             self._gen = Generation(

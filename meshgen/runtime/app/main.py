@@ -231,7 +231,7 @@ class Runtime:
         )
         client_ssl = {c.name: u for c in tables.clusters if (u := tls.upstream(c.name))}
         servers, port = self._dns()
-        upstreams = Upstreams(tables, metrics=self.metrics, root=self.root, client_ssl=client_ssl,
+        upstreams = Upstreams(tables, metrics=self.metrics, client_ssl=client_ssl,
                               dns_nameservers=servers, dns_port=port)  # fmt: skip
         await upstreams.start()
         if previous is not None:

@@ -158,6 +158,3 @@ def _forwarded_lines(xff: bytes, via: bytes, down: Downstream) -> bytes:
         VIA,
         proto,
     )
-
-
-NO_OPS: Final = CompiledOps.of(HeaderOps(), REQUEST_SKIP)  # no route header operations

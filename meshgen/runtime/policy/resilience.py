@@ -298,13 +298,6 @@ class CircuitBreaker:
         if (self.requests >= self._busy_limit or self._no_queue) != self._open:
             self._update()
 
-    def try_request(self) -> bool:
-        """Admit without waiting (callers that cannot queue); pair with ``release_request``."""
-        return self.admit(can_wait=False) is None
-
-    def release_request(self) -> None:
-        self.release()
-
     def try_connection(self) -> bool:
         if self.connections >= self.limits.max_connections:
             self.rejected["connections"] += 1

@@ -38,7 +38,6 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 from ..policy.tls import UpstreamTls
@@ -142,13 +141,11 @@ class Upstreams:
         rng: random.Random | None = None,
         dns_nameservers: list[str] | None = None,
         dns_port: int = 53,
-        root: Path | None = None,
         client_ssl: Mapping[str, ssl.SSLContext | UpstreamTls] | None = None,
     ) -> None:
         self._metrics = metrics
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._root = root
         self._tls = {
             name: _upstream_tls(name, ctx, tables) for name, ctx in (client_ssl or {}).items()
         }
