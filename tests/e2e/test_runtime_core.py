@@ -87,6 +87,7 @@ def test_srv_discovery_follows_record_changes_and_keeps_last_good(dnsmasq: Dnsma
         await up.start()
         try:
             assert addresses(up, "pay") == {"127.0.0.1:8001": 5, "127.0.0.2:8002": 1}
+            assert up.snapshot()["pay"]["discovery"]["last_ttl"] == dnsmasq.ttl
             picked = up.pick("pay", None, None)
             assert picked is not None and picked.endpoint.port in (8001, 8002)
             dnsmasq.restart(

@@ -383,6 +383,7 @@ class Upstreams:
                     "ok": st.ok,
                     "failures": st.failures,
                     "last_error": st.last_error,
+                    "last_ttl": st.last_ttl,
                 },
                 "backup": svc.cluster.failover.backup,
                 "healthy": sum(1 for e in svc.endpoints if svc.healthy(e.address)),
