@@ -1,8 +1,9 @@
-"""Hostile peers on meshgen's runtime and on HAProxy 2.6, side by side, with RSS figures.
+"""Hostile peers on meshgen's runtime, HAProxy 2.6 and Envoy 1.40, side by side, with RSS figures.
 
 Usage: ``python bench/hostile.py [--idle 10000]``. Needs the Debian packages haproxy and
-nginx-light. One mesh.yaml is built into a DIST and served by ``python DIST`` and by HAProxy
-(its generated haproxy.cfg), in front of nginx (an echo answering ``nginx URI``) and the test
+nginx-light, and envoy. One mesh.yaml is built into a DIST and served by ``python DIST``, by
+HAProxy (its generated haproxy.cfg) and by Envoy (its generated envoy.json, ``--concurrency
+1``), in front of nginx (an echo answering ``nginx URI``) and the test
 suite's hostile backend (``tests/e2e/hostile_backend.py``). Listener ``edge`` has
 ``request_head_timeout: 1s`` and ``client_idle_timeout: 2s``; ``plain`` keeps the defaults.
 
@@ -11,13 +12,14 @@ BENCHMARKS.md):
 
 - the desync suite (http-desync-guardian cases and the smuggler-style mutations of
   ``tests/e2e/test_desync.py``): per verdict, how many were refused (a 4xx/5xx from the proxy
-  and a closed connection), and whether nginx ever saw the smuggled request or garbage;
+  and a closed connection, or one announced closed: Envoy closes 1 s later), and whether
+  nginx ever saw the smuggled request or garbage;
 - the hostile-upstream cases (status, and whether the next client got its own answer);
 - client attacks: slowloris, an oversized header, 10,000 headers, a 10 MB URL, an endless
   header line, bytes after a refused upgrade (how many bytes the proxy took before it answered
   or stopped reading), and an idle flood of ``--idle`` connections on ``plain``;
-- the runtime's RSS (``VmRSS``) before each client attack, its peak during it and after the
-  attacker left; HAProxy's as well.
+- each engine's RSS (``VmRSS``) before each client attack, its peak during it and after the
+  attacker left.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from conftest import free_port, require_binary, start_process  # noqa: E402
+from envoy_harness import listener_port, run_envoy  # noqa: E402
 from haproxy_harness import build, run_haproxy  # noqa: E402
 from runtime_harness import HOSTILE, run_dist, script_backend  # noqa: E402
 from test_desync import NGINX, SMUGGLED, _cases, guardian_request, mutations  # noqa: E402
@@ -96,16 +99,19 @@ def talk(port: int, raw: bytes, quiet: float = 0.5) -> tuple[list[int], bool, by
 
 
 def desync(port: int, nginx_log: Path) -> dict[str, str]:
-    """Refusals per verdict over the desync suite, and what nginx saw that it should not."""
+    """Refusals (a 4xx/5xx, then the connection closed or announced closing) per verdict over
+    the desync suite, and what nginx saw that it should not."""
     refused: Counter[str] = Counter()
     total: Counter[str] = Counter()
     before = len(nginx_log.read_text().splitlines())
     cases = [(p.values[0]["expected"]["tier"], guardian_request(p.values[0])) for p in _cases()]
     cases += [("Mutation", p.values[0]) for p in mutations()]
     for tier, raw in cases:
-        statuses, closed, _ = talk(port, raw, quiet=0.3)
+        statuses, closed, out = talk(port, raw, quiet=0.3)
         total[tier] += 1
-        if statuses[:1] and statuses[0] >= 400 and closed:
+        # Envoy answers "connection: close" and closes only after its delayed-close timeout (1 s)
+        closing = closed or re.search(rb"\r\nconnection: *close\r\n", out, re.I) is not None
+        if statuses[:1] and statuses[0] >= 400 and closing:
             refused[tier] += 1
     time.sleep(0.5)
     seen = nginx_log.read_text().splitlines()[before:]
@@ -289,7 +295,11 @@ def main() -> int:
         folder = Path(tmp)
         with nginx(folder) as (nginx_port, log), script_backend(HOSTILE) as (hostile_addr, _):
             dist = build(SPEC.format(nginx=nginx_port, hostile=hostile_addr), folder / "mesh")
-            with run_dist(dist) as rt, run_haproxy(dist, others=("plain",)) as ha:
+            with (
+                run_dist(dist) as rt,
+                run_haproxy(dist, others=("plain",)) as ha,
+                run_envoy(dist) as envoy,
+            ):
                 ports: dict[str, tuple[int, int, list[int]]] = {
                     "meshgen runtime": (
                         rt.port,
@@ -297,6 +307,11 @@ def main() -> int:
                         [rt.proc.pid],
                     ),
                     "HAProxy 2.6": (ha.port, ha.ports["plain"], [ha.pid]),
+                    "Envoy 1.40": (
+                        envoy.port,
+                        listener_port(envoy.admin_address, "plain"),
+                        [envoy.process.pid],
+                    ),
                 }
                 for engine, (edge, plain, pids) in ports.items():
                     r = results.setdefault(engine, {})
