@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # polling
 
 from polling import eventually
-from proxy import HAPROXY_NAME, Run, cpu_seconds, listening, process, stage
+from proxy import HAPROXY_NAME, Run, cpu_seconds, listening, per_request, process, stage
 from runtime_harness import Runtime, run_dist
 
 from meshgen.resources import runtime_dir
@@ -127,14 +127,19 @@ def answers_h2(port: int) -> bool:
 
 
 def h2load(port: int, args: argparse.Namespace, log: Path, pid: int) -> Run:
-    """(req/s, p50 ms, p99 ms, CPU us/request of ``pid``) of one h2load run on CPU 1."""
+    """(req/s, p50 ms, p99 ms, CPU and kernel us/request of ``pid``) of one h2load run on CPU 1."""
     log.unlink(missing_ok=True)
     cmd = ["taskset", "-c", "1", "h2load", "-t1", f"-c{args.clients}", f"-m{args.streams}",
            f"-D{args.duration}", "--warm-up-time=1", f"--log-file={log}", "-H", ":authority: shop",
            f"http://127.0.0.1:{port}/api/items"]  # fmt: skip
-    cpu0 = cpu_seconds(pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - cpu0
+    out = ""
+
+    def run() -> int:
+        nonlocal out
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return sum(1 for line in log.read_text().splitlines() if line.strip())
+
+    cpu, kernel = per_request(pid, run)
     rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)[1])  # type: ignore[index]
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     assert done is not None, out
@@ -147,7 +152,7 @@ def h2load(port: int, args: argparse.Namespace, log: Path, pid: int) -> Run:
         print(f"  warning: port {port}: {len(rows) - len(ms)} of {len(rows)} not 200: "
               f"{dict(other)}", file=sys.stderr)  # fmt: skip
     p50, p99 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return rps, p50, p99, 1e6 * cpu / max(1, len(rows))
+    return rps, p50, p99, cpu, kernel
 
 
 def transfer(
@@ -341,7 +346,7 @@ def main() -> int:
     print(f"| {'setup':<26} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} "
           f"| {'CPU us/req':>10} | {'vs HAProxy':>10} |")  # fmt: skip
     print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 12}|")
-    for name, (rps, p50, p99, cpu) in results.items():
+    for name, (rps, p50, p99, cpu, _) in results.items():
         print(f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu:>10.1f} "
               f"| {rps / reference[0]:>9.2f}x |")  # fmt: skip
     for name in names.values():

@@ -36,7 +36,7 @@ import sys
 import sysconfig
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +173,8 @@ def process(
             proc.wait()
 
 
-Run = tuple[float, float, float, float]  # req/s, p50 ms, p99 ms, CPU us per request
+Run = tuple[float, float, float, float, float]
+"""req/s, p50 ms, p99 ms, CPU us per request, of which the kernel's (system time) us."""
 
 
 def envoy_command(dist: Path, folder: Path) -> tuple[list[str], Path]:
@@ -219,14 +220,31 @@ def envoy_port(admin_file: Path, listener: str = "edge") -> int:
     return eventually(bound, timeout=15, what="envoy's listener port")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (all threads), from /proc."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` so far (all threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (all threads)."""
+    return sum(cpu_split(pid))
+
+
+def per_request(pid: int | None, run: Callable[[], int]) -> tuple[float, float]:
+    """(CPU us, of which kernel us) per request of ``pid`` (0 for None) while ``run`` makes
+    the requests it returns the number of."""
+    before = cpu_split(pid) if pid is not None else (0.0, 0.0)
+    requests = run()
+    after = cpu_split(pid) if pid is not None else (0.0, 0.0)
+    user, kernel = (1e6 * (a - b) / max(1, requests) for a, b in zip(after, before, strict=True))
+    return user + kernel, kernel
 
 
 def wrk(port: int, host: str, duration: int, connections: int, pid: int | None = None) -> Run:
-    """(req/s, p50 ms, p99 ms, CPU us/request of ``pid``) from ``wrk --latency`` on CPU 1."""
+    """(req/s, p50 ms, p99 ms, CPU and kernel us/request of ``pid``) from ``wrk --latency`` on
+    CPU 1."""
     cmd = [
         "taskset",
         "-c",
@@ -240,10 +258,14 @@ def wrk(port: int, host: str, duration: int, connections: int, pid: int | None =
         f"Host: {host}",
         f"http://127.0.0.1:{port}/api/items",
     ]
-    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - cpu0 if pid is not None else 0.0
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    out = ""
+
+    def run() -> int:
+        nonlocal out
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+    cpu, kernel = per_request(pid, run)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -254,7 +276,7 @@ def wrk(port: int, host: str, duration: int, connections: int, pid: int | None =
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         print(f"  warning: {errors.group(1)} non-2xx responses", file=sys.stderr)
-    return rps, pct("50"), pct("99"), 1e6 * cpu / max(1, requests)
+    return rps, pct("50"), pct("99"), cpu, kernel
 
 
 HAPROXY_NAME, MESHGEN_NAME, PURE_NAME, ENVOY_NAME = (
@@ -330,7 +352,8 @@ def main() -> int:
                         keep(name, run)
                     rounds.append(got)
                     shown = [f"{name.split()[0]} {r[0]:.0f} req/s p99 {r[2]:.2f} ms "
-                             f"{r[3]:.1f} us CPU/req" for name, r in got.items()]  # fmt: skip
+                             f"{r[3]:.1f} us CPU/req ({r[4]:.1f} kernel)"
+                             for name, r in got.items()]  # fmt: skip
                     print(f"round {n + 1}: " + " | ".join(shown), flush=True)
     reference = results[HAPROXY_NAME]
     print(
@@ -339,15 +362,16 @@ def main() -> int:
     )
     print(
         f"| {'setup':<26} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} "
-        f"| {'CPU us/req':>10} | {'vs HAProxy':>10} |"
+        f"| {'CPU us/req':>10} | {'kernel us':>9} | {'vs HAProxy':>10} |"
     )
-    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 12}|")
-    for name, (rps, p50, p99, cpu) in results.items():
-        ratio = f"{rps / reference[0]:.2f}x" if name != "direct nginx" else "-"
-        cpu_text = f"{cpu:.1f}" if name != "direct nginx" else "-"
+    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 11}|{'-' * 12}|")
+    for name, (rps, p50, p99, cpu, kernel) in results.items():
+        proxied = name != "direct nginx"
+        ratio = f"{rps / reference[0]:.2f}x" if proxied else "-"
+        cpu_text, kernel_text = (f"{cpu:.1f}", f"{kernel:.1f}") if proxied else ("-", "-")
         print(
             f"| {name:<26} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {cpu_text:>10} "
-            f"| {ratio:>10} |"
+            f"| {kernel_text:>9} | {ratio:>10} |"
         )
     if args.baseline:
         before = [r[base_name][3] for r in rounds]
@@ -364,10 +388,12 @@ def main() -> int:
         ratios = [r[name][0] / r[HAPROXY_NAME][0] for r in rounds]
         p99s = [r[name][2] / r[HAPROXY_NAME][2] for r in rounds]
         cpus = [r[name][3] / r[HAPROXY_NAME][3] for r in rounds]
+        kernels = [r[name][4] / r[HAPROXY_NAME][3] for r in rounds]
         print(
             f"{name}: round ratios {', '.join(f'{x:.2f}x' for x in ratios)} (median "
             f"{statistics.median(ratios):.2f}x of HAProxy); p99 median "
             f"{statistics.median(p99s):.2f}x; CPU per request median {statistics.median(cpus):.2f}x"
+            f", its kernel time alone {statistics.median(kernels):.2f}x HAProxy's whole CPU"
         )
     return 0
 
