@@ -8,7 +8,7 @@ codes and their titles are listed once, in :mod:`meshgen.codes`.
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from meshgen.record import Record
 
@@ -115,16 +115,35 @@ class _Lines:
         return lines.line_text(line) if line > 0 else None
 
 
+QUOTE_WIDTH: Final = 120
+"""Characters of a source line quoted around a span: a longer line (a mesh written as one flow
+mapping, or as minified JSON) is quoted as a window of this many, each cut end marked ``...``,
+so that no diagnostic prints a whole file."""
+
+
 def _snippet(span: Span, text: str) -> list[str]:
-    """The quoted source line and the caret line under ``span``."""
+    """The quoted source line (a window of it when long) and the caret line under ``span``."""
     width = max(5, len(str(span.line)) + 1)
     start = min(max(span.col, 1), len(text) + 1)
     if span.end_line == span.line and span.end_col > span.col:
         carets = max(1, min(span.end_col, len(text) + 1) - start)
     else:
         carets = 1
+    if len(text) > QUOTE_WIDTH:
+        text, start, carets = _window(text, start, carets)
     pad = "".join(c if c == "\t" else " " for c in text[: start - 1])
     return [f"{span.line:>{width}} | {text}".rstrip(), f"{'':>{width}} | {pad}{'^' * carets}"]
+
+
+def _window(text: str, start: int, carets: int) -> tuple[str, int, int]:
+    """``text`` cut to :data:`QUOTE_WIDTH` characters from a third of that before column
+    ``start`` (1-based), and the carets' column and count within what is quoted."""
+    first = max(0, min(start - 1 - QUOTE_WIDTH // 3, len(text) - QUOTE_WIDTH))
+    head = "..." if first > 0 else ""
+    tail = "..." if first + QUOTE_WIDTH < len(text) else ""
+    within = start - 1 - first  # the span's first character, 0-based in the window
+    carets = max(1, min(carets, QUOTE_WIDTH - within))
+    return head + text[first : first + QUOTE_WIDTH] + tail, len(head) + within + 1, carets
 
 
 def render_text(

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshgen.diagnostics import (
+    QUOTE_WIDTH,
     Diagnostic,
     Related,
     Span,
@@ -84,6 +87,47 @@ def test_tabs_are_kept_in_the_caret_padding() -> None:
     """A tab before the span is copied so the caret still lines up."""
     text = render_text([Diagnostic("E1", "error", "m", Span("f", 1, 4, 1, 5))], {"f": "a:\tb\n"})
     assert text.splitlines()[2] == "      |   \t^"
+
+
+def _quoted(span: Span, text: str) -> tuple[str, str]:
+    """The quoted line and the caret line of a diagnostic at ``span`` in ``text``, gutters cut."""
+    quoted, carets = render_text([Diagnostic("E1", "error", "m", span)], {"f": text}).splitlines()[
+        1:3
+    ]
+    return quoted.split(" | ", 1)[1], carets.split(" | ", 1)[1]
+
+
+def test_a_long_line_is_quoted_as_a_window_around_the_span() -> None:
+    """A mesh written on one line (minified JSON is YAML) quotes 120 characters of it around
+    each span, not the whole file, with the cut ends marked."""
+    line = "{" + ", ".join(f'"k{i}": {i}' for i in range(2000)) + "}"
+    col = line.index('"k1000"') + 1
+    shown, under = _quoted(Span("f", 1, col, 1, col + len('"k1000"')), line)
+    assert shown == "..." + line[col - 41 : col - 41 + QUOTE_WIDTH] + "..."
+    assert under == " " * 43 + "^" * len('"k1000"')
+
+
+@given(
+    size=st.integers(min_value=1, max_value=400),
+    tabs=st.sets(st.integers(min_value=0, max_value=398)),
+    col=st.integers(min_value=1, max_value=402),
+    length=st.integers(min_value=0, max_value=300),
+)
+def test_the_carets_stay_under_the_span_in_any_line(
+    size: int, tabs: set[int], col: int, length: int
+) -> None:
+    """Whatever the line's length and the span, the quoted part is at most QUOTE_WIDTH
+    characters (plus the two cut marks), and the first caret sits under the span's first
+    character (or just past the line's end when the span starts there). Every character of
+    the line but its tabs is a different one, and the last is never a blank (a line's
+    trailing blanks are not quoted)."""
+    text = "".join("\t" if i in tabs and i < size - 1 else chr(0x100 + i) for i in range(size))
+    shown, under = _quoted(Span("f", 1, col, 1, col + length), text)
+    assert len(shown) <= QUOTE_WIDTH + 2 * len("...")
+    at = under.index("^")
+    first = min(col, len(text) + 1) - 1  # 0-based
+    assert shown[at] == text[first] if first < len(text) else at == len(shown)
+    assert under[:at] == "".join(c if c == "\t" else " " for c in shown[:at])
 
 
 def test_wide_line_numbers_widen_the_gutter() -> None:
