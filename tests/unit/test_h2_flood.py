@@ -168,6 +168,8 @@ def test_frames_are_counted_from_their_headers(
         got, taken = guard.frames(stream[a:b], len(stream))
         assert taken == b - a
         counted.update(got)
+    assert +counted == +_counts(frames)
+    assert guard.data == sum(len_ for kind, _, len_ in frames if kind == 0)
 
 
 @given(
