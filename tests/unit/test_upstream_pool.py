@@ -23,7 +23,9 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
+from h2_passes import data_frames_per_pass
 
+from meshgen.runtime.codec import h2lib
 from meshgen.runtime.codec.upstream_conn import UpstreamConnection
 from meshgen.runtime.tables import Endpoint, Limits
 from meshgen.runtime.upstream.pool import Pool
@@ -324,35 +326,29 @@ class _H2Dribbler(_H2Server):
 def test_an_endpoint_sending_one_byte_frames_does_not_hold_the_loop() -> None:
     """DATA frames of one byte are data (no budget charges them) and ``h2`` takes ~40 us
     each: an endpoint's 60,000 in one write held the event loop for whole reads (~26,000
-    frames, ~1 s each) before ``h2lib.FRAMES_PER_PASS``. Now a timer of the same loop runs
-    every pass or so, and the body arrives whole."""
+    frames, ~1 s each) before ``h2lib.FRAMES_PER_PASS``. Now no pass of the loop works
+    through more, and the body arrives whole."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(_H2Dribbler, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         pool = Pool()
-        gaps: list[float] = []
-
-        def tick(last: float) -> None:
-            now = loop.time()
-            gaps.append(now - last)
-            ticker[0] = loop.call_later(0.005, tick, now)
-
-        ticker = [loop.call_later(0.005, tick, loop.time())]
         try:
-            stream = await pool.open("a/127.0.0.1", Endpoint("127.0.0.1", port), 2.0, http2=True)
-            stream.begin(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", True, Client())
-            got: list[bytes] = []
-            stream.start_body(got.append)
-            async with asyncio.timeout(30.0):
-                while sum(map(len, got)) < 60000:
-                    await asyncio.sleep(0.001)
+            with data_frames_per_pass() as per_pass:
+                endpoint = Endpoint("127.0.0.1", port)
+                stream = await pool.open("a/127.0.0.1", endpoint, 2.0, http2=True)
+                stream.begin(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", True, Client())
+                got: list[bytes] = []
+                stream.start_body(got.append)
+                async with asyncio.timeout(30.0):
+                    while sum(map(len, got)) < 60000:
+                        await asyncio.sleep(0.001)
         finally:
-            ticker[0].cancel()
             pool.close()
             server.close()
             await server.wait_closed()
-        assert max(gaps) < 0.3, f"the loop was held {max(gaps):.2f} s"
+        assert sum(per_pass.values()) == 60001  # (and the empty one that ends the stream)
+        assert max(per_pass.values()) <= h2lib.FRAMES_PER_PASS, per_pass.most_common(3)
 
     asyncio.run(main())
