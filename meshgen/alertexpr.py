@@ -10,6 +10,8 @@ Units per signal (docs/reference.md, Monitoring):
 - ``healthy_endpoints``: a whole count.
 """
 
+from __future__ import annotations
+
 import re
 from typing import TYPE_CHECKING, Final, Literal, cast
 
@@ -18,8 +20,6 @@ from meshgen.record import Record
 
 if TYPE_CHECKING:
     from meshgen.runtime.tables import Comparison, Signal
-else:  # what their values are: a quoted name would be compiled (see meshgen.model)
-    Comparison = Signal = str
 
 SignalUnit = Literal["percent", "rate", "duration", "count"]
 SIGNAL_UNITS: Final[dict[str, SignalUnit]] = {
@@ -104,7 +104,7 @@ def parse_when(text: str) -> AlertExpr:
             f"{signal} takes {UNIT_EXAMPLES[unit]}",
             found.span(3),
         )
-    return AlertExpr(cast(Signal, signal), cast(Comparison, op), threshold)
+    return AlertExpr(cast("Signal", signal), cast("Comparison", op), threshold)
 
 
 def _threshold(unit: SignalUnit, value: str) -> float | None:
