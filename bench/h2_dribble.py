@@ -15,8 +15,9 @@ the engine's CPU (utime + stime of the listening process) per frame and the load
 ``--seconds`` writes ``--batch`` WINDOW_UPDATE frames of one byte per stream and as many of
 the connection's in each ``sendall`` (``--dribble stream``: the streams' only, the
 connection's window opened wide; ``connection``: the connection's only, ``--batch`` a
-write), then waits for the bytes they allow (with ``--rate``: that many updates a second,
-not waiting). Prints the DATA frames and bytes the engine sent, its CPU per update, the
+write; ``none``: no update at all, the client's windows stay closed: what an engine holds
+for streams nobody reads), then waits for the bytes they allow (with ``--rate``: that many
+updates a second, not waiting). Prints the DATA frames and bytes the engine sent, its CPU per update, the
 longest GET on another connection and the engine's peak RSS growth.
 """
 
@@ -134,6 +135,7 @@ def run_outbound(engine: str, streams: int, size: int, window: int, batch: int, 
             "both": [u for s in sids for u in (window_update(s), window_update(0))],
             "stream": [window_update(s) for s in sids],
             "connection": [window_update(0)],
+            "none": [],
         }
         chunk = b"".join(ones[which]) * batch
         per_write = len(ones[which]) * batch
@@ -145,7 +147,9 @@ def run_outbound(engine: str, streams: int, size: int, window: int, batch: int, 
         while time.monotonic() < start + seconds and client.send(chunk):
             sent += per_write
             rss = max(rss, sum(memory(p) for p in pids))
-            if rate:
+            if not per_write:  # (``none``: the growth sampled every 50 ms)
+                time.sleep(0.05)
+            elif rate:
                 time.sleep(max(0.0, start + sent / rate - time.monotonic()))
             else:  # the bytes these updates allow, before the next ones
                 client.wait_bytes(bytes0 + sent // per_byte, timeout=2.0)
@@ -180,7 +184,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument(
         "--dribble",
-        choices=("both", "stream", "connection"),
+        choices=("both", "stream", "connection", "none"),
         default="both",
         help="the windows updated (each stream's and the connection's)",
     )
