@@ -17,8 +17,8 @@ the connection's in each ``sendall`` (``--dribble stream``: the streams' only, t
 connection's window opened wide; ``connection``: the connection's only, ``--batch`` a
 write; ``none``: no update at all, the client's windows stay closed: what an engine holds
 for streams nobody reads), then waits for the bytes they allow (with ``--rate``: that many
-updates a second, not waiting). Prints the DATA frames and bytes the engine sent, its CPU per update, the
-longest GET on another connection and the engine's peak RSS growth.
+updates a second, not waiting). Prints the DATA frames and bytes the engine sent, its CPU per
+update, the longest GET on another connection and the engine's peak RSS growth.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from engines import ENGINES, cpu_seconds, hostile_engine, serving_pids  # noqa: E402
+from engines import ENGINES, cpu_seconds, hostile_engine, resident, serving_pids  # noqa: E402
 from h2_peer import Dribbler, Peer, window_update  # noqa: E402
-from runtime_harness import memory  # noqa: E402
 
 
 def dribble(sid: int, count: int) -> bytes:
@@ -120,7 +119,7 @@ def run_outbound(engine: str, streams: int, size: int, window: int, batch: int, 
     with tempfile.TemporaryDirectory() as folder, hostile_engine(engine, Path(folder)) as e:
         pids = serving_pids(e.port)
         assert Peer(e.port).get("/ok/warm", "hostile").status == 200
-        rss0 = sum(memory(p) for p in pids)
+        rss0 = resident(pids)
         client = Dribbler(e.port, window)
         time.sleep(0.2)  # the engine applies the window before the streams open
         sids = [client.get(f"/bytes/{size}", "hostile") for _ in range(streams)]
@@ -146,7 +145,7 @@ def run_outbound(engine: str, streams: int, size: int, window: int, batch: int, 
         sent = 0
         while time.monotonic() < start + seconds and client.send(chunk):
             sent += per_write
-            rss = max(rss, sum(memory(p) for p in pids))
+            rss = max(rss, resident(pids))
             if not per_write:  # (``none``: the growth sampled every 50 ms)
                 time.sleep(0.05)
             elif rate:

@@ -18,7 +18,7 @@ from pathlib import Path
 from conftest import require_binary
 from envoy_harness import run_envoy
 from haproxy_harness import Engine, build, run_haproxy, run_runtime
-from runtime_harness import HOSTILE, script_backend, spec
+from runtime_harness import HOSTILE, memory, script_backend, spec
 
 ENGINES = ("runtime", "haproxy", "envoy")
 
@@ -74,3 +74,8 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def resident(pids: list[int]) -> int:
+    """The resident memory (``VmRSS``) of ``pids`` together, in bytes."""
+    return sum(memory(pid) for pid in pids)

@@ -13,6 +13,7 @@ answers MIB MiB, ``/trailers`` ends with trailers (``x-length``), ``/status/S`` 
   stream as the last one processed (and answers only that one), then closes;
 * ``big-head``: answers with 300 header fields of 1 KiB;
 * ``slow-ack``: acknowledges request DATA 16 KiB per 5 ms (a slow reader);
+* ``no-ack``: never acknowledges request DATA (an endpoint that reads nothing);
 * ``ping-flood``: a hostile endpoint: after its SETTINGS it sends PINGs as fast as it can and
   never reads a byte (each PING asks the client for an acknowledgement).
 """
@@ -96,6 +97,8 @@ class Conn(asyncio.Protocol):
         self.flush()
 
     def ack(self, n: int, sid: int) -> None:
+        if MODE == "no-ack":
+            return
         if MODE != "slow-ack":
             with contextlib.suppress(Exception):
                 self.h2.acknowledge_received_data(n, sid)

@@ -21,7 +21,7 @@ from engines import ENGINES, run_engine
 from h2_peer import Peer
 from haproxy_harness import build
 from runtime_harness import Runtime, build_dist, memory, run_dist, script_backend, spec
-from test_h2_hostile import MIB
+from test_h2_hostile import BLOCK, MIB
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -227,13 +227,49 @@ def test_a_slow_endpoint_slows_the_uploader_and_memory_stays_bounded(tmp_path: P
         assert memory(rt.proc.pid, "VmHWM") - before < 24 * MIB
 
 
-def unread_get(port: int, path: str) -> socket.socket:
-    """A client that asks for ``path`` over HTTP/1.1 and reads none of the answer; its small
-    segments keep the proxy's send buffer small (loopback's otherwise grows to 4 MiB)."""
+def test_uploads_an_endpoint_does_not_read_hold_a_few_mib_a_connection(tmp_path: Path) -> None:
+    """100 HTTP/1.1 clients upload 2 MiB each to an endpoint that acknowledges nothing (one
+    connection, 100 streams): the connection's budget (``h2lib.Budget``) stops every client's
+    side once its exchanges hold 1 MiB together (8.3 MiB grown, compiled); each exchange's
+    own mark let the runtime hold 100 of 256 KiB and a read each (29.5 MiB, pure)."""
+    size = 2 * MIB
+    with proxied(tmp_path, mode="no-ack") as rt:
+        rt.request("GET", "/warm", "web")
+        before = memory(rt.proc.pid, "VmRSS")
+        head = b"POST /up HTTP/1.1\r\nhost: web\r\ncontent-length: %d\r\n\r\n" % size
+        clients = [small_segments(rt.port) for _ in range(100)]
+        left = dict.fromkeys(clients, size)
+        for client in clients:
+            client.sendall(head)
+            client.setblocking(False)
+        grown, deadline = 0, time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            for client in clients:
+                with contextlib.suppress(BlockingIOError):
+                    left[client] -= client.send(BLOCK[: min(left[client], len(BLOCK))])
+            grown = max(grown, memory(rt.proc.pid, "VmRSS") - before)
+            time.sleep(0.01)
+        for client in clients:
+            client.close()
+        assert grown < 16 * MIB, f"{grown / MIB:.1f} MiB held for 100 unread uploads"
+        assert sum(left.values()) > 50 * size  # the clients were held back
+
+
+def small_segments(port: int) -> socket.socket:
+    """A connection to ``port`` whose small segments and buffers keep loopback's socket
+    buffers small (they otherwise grow to 4 MiB, hiding a stall)."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     s.connect(("127.0.0.1", port))
+    return s
+
+
+def unread_get(port: int, path: str) -> socket.socket:
+    """A client that asks for ``path`` over HTTP/1.1 and reads none of the answer
+    (:func:`small_segments`)."""
+    s = small_segments(port)
     s.sendall(b"GET %s HTTP/1.1\r\nhost: web\r\n\r\n" % path.encode())
     return s
 

@@ -22,7 +22,9 @@ go).
 Flow control, both ways, so memory stays bounded:
 
 * request bodies: DATA is sent within the endpoint's windows; what does not fit waits in the
-  exchange (:data:`HIGH_WATER`, then the client's side stops reading, as for HTTP/1.1);
+  exchange, with the limits responses to a client have (``h2lib.Budget``): an exchange's own
+  (``h2lib.STREAM_HIGH_WATER``) and the connection's (``h2lib.CONNECTION_HIGH_WATER``, for
+  its 100 exchanges), past which the callers' sides stop reading, as for HTTP/1.1;
 * responses: received DATA is acknowledged (WINDOW_UPDATE) at once while the caller reads,
   and not while the caller's side is paused (``set_reading(False)``): the endpoint can send
   at most the stream's window (:data:`STREAM_WINDOW`) ahead. The connection's window is large
@@ -70,7 +72,6 @@ log = logging.getLogger("meshgen.proxy")
 MAX_STREAMS: Final = 100
 STREAM_WINDOW: Final = 256 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
-HIGH_WATER: Final = 256 * 1024
 _ERR = h2lib.errors.ErrorCodes
 _EV = h2lib.events
 # The connection-specific fields (HTTP/2 forbids them, RFC 9113 section 8.2.2) and the Host
@@ -167,11 +168,7 @@ class H2Exchange(UpstreamConnection):
         self.last_activity = self._loop.time()  # type: ignore[union-attr]
         self._out.append(data)
         self._out_size += len(data)
-        self.client.pump(self)
-        if self._out_size > HIGH_WATER and not self._writing_paused:
-            self._writing_paused = True
-            if self.downstream is not None:
-                self.downstream.set_upstream_paused(True)
+        self.client.pump(self, len(data))
 
     def finish(self) -> None:
         if not self._ended:
@@ -181,12 +178,25 @@ class H2Exchange(UpstreamConnection):
             self._upload_idle = 0.0
             self.arm(self._after_upload)
 
-    def sent(self) -> None:
-        """Everything waiting went out (:meth:`H2Client.pump`): the caller may send more."""
-        if self._writing_paused and self._out_size <= HIGH_WATER // 2:
-            self._writing_paused = False
-            if self.downstream is not None:
-                self.downstream.set_upstream_paused(False)
+    @property
+    def pending(self) -> int:
+        """Request bytes waiting for the endpoint's windows (``h2lib.Holder``)."""
+        return self._out_size
+
+    @property
+    def wanted(self) -> bool:
+        """Nothing waits, the endpoint reads and its windows have room (``h2lib.Holder``)."""
+        client = self.client
+        return not (self._out or client._write_paused or client.closed) and h2lib.has_room(
+            client.h2, self.id
+        )
+
+    def hold(self, on: bool) -> None:
+        """The caller's side stops reading the body (``on``) or reads again (the connection's
+        ``h2lib.Budget``)."""
+        self._writing_paused = on
+        if self.downstream is not None:
+            self.downstream.set_upstream_paused(on)
 
     def set_reading(self, on: bool) -> None:
         self._reading = on
@@ -258,8 +268,11 @@ class H2Exchange(UpstreamConnection):
         self.headers.extend((k, v) for k, v in headers if k[:1] != b":")
 
     def ended(self) -> None:
-        """The response is complete (END_STREAM)."""
+        """The response is complete (END_STREAM); a request body still waiting is not sent."""
         self.closed = True
+        self.client.budget.leave(self)
+        self._out.clear()
+        self._out_size = 0
         self._complete = True
         self._expecting = False
         if self._sink is not None:
@@ -270,6 +283,7 @@ class H2Exchange(UpstreamConnection):
         self.closed = True
         self.let_go()
         self._give_back()
+        self.client.budget.leave(self)
         self._out.clear()
         self._out_size = 0
         self._fail(exc)
@@ -278,9 +292,9 @@ class H2Exchange(UpstreamConnection):
 class H2Client(asyncio.Protocol):
     """One HTTP/2 connection to an endpoint, carrying many exchanges (module docstring)."""
 
-    __slots__ = ("_batch", "_flood", "_heads", "_loop", "_reading", "_write_paused", "closed",
-                 "going_away", "h2", "key", "max_streams", "on_lost", "scheme", "streams",
-                 "transport", "used")  # fmt: skip
+    __slots__ = ("_batch", "_flood", "_heads", "_loop", "_reading", "_write_paused", "budget",
+                 "closed", "going_away", "h2", "key", "max_streams", "on_lost", "scheme",
+                 "streams", "transport", "used")  # fmt: skip
 
     def __init__(
         self,
@@ -304,6 +318,7 @@ class H2Client(asyncio.Protocol):
         self._write_paused = False  # the endpoint does not read (transport's callbacks)
         self._reading = h2lib.Reading(self._take)
         self._flood = h2lib.FloodGuard()
+        self.budget = h2lib.Budget(self._sources)
         codes = h2lib.settings.SettingCodes
         self.h2 = h2lib.new_connection(
             True,
@@ -350,12 +365,18 @@ class H2Client(asyncio.Protocol):
         self.streams[sid] = ex
         self._flush()
 
-    def pump(self, ex: H2Exchange) -> None:
-        """Send what ``ex`` has waiting, within the windows; then END_STREAM if asked."""
+    def _sources(self) -> list[H2Exchange]:
+        """The exchanges whose caller still sends a body (``budget``)."""
+        return [ex for ex in self.streams.values() if ex.downstream is not None]
+
+    def pump(self, ex: H2Exchange, grew: int = 0) -> None:
+        """Send what ``ex`` has waiting (``grew`` bytes more than the last pump), within the
+        windows, and tell the budget; then END_STREAM if asked."""
         if self.closed or ex.id not in self.streams:
             return
         h2 = self.h2
         out = ex._out
+        size = ex._out_size
         try:
             if not self._write_paused:
                 ex._out_size -= h2lib.send_within_windows(h2, ex.id, out, self._flood)
@@ -367,7 +388,7 @@ class H2Client(asyncio.Protocol):
             log.debug("http2 upstream stream %d: %s", ex.id, exc)
             out.clear()
             ex._out_size = 0
-        ex.sent()
+        self.budget.changed(ex, grew + ex._out_size - size)
         self._flush()
 
     def acknowledge(self, n: int, stream_id: int) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from hyperframe.frame import Frame
 
@@ -24,6 +24,7 @@ else:
         from h2.stream import StreamState
 
 __all__ = [
+    "Budget",
     "ControlFlood",
     "FloodGuard",
     "Reading",
@@ -33,6 +34,7 @@ __all__ = [
     "events",
     "exceptions",
     "finish_after_goaway",
+    "has_room",
     "new_connection",
     "pump_each",
     "receive",
@@ -390,6 +392,122 @@ def send_within_windows(
     if frames:
         flood.earn(frames)
     return sent
+
+
+STREAM_HIGH_WATER: Final = 256 * 1024
+"""Bytes one stream may hold waiting for the peer's windows before its source stops (it reads
+again below half): a fast stream is never short of data while its peer reads."""
+CONNECTION_HIGH_WATER: Final = 1024 * 1024
+"""Bytes all of a connection's streams may hold waiting before every source but the wanted
+stops (:class:`Budget`; they read again below half). Per stream alone, a client with 100
+streams whose windows stay closed made the runtime hold 35 MiB (100 times
+:data:`STREAM_HIGH_WATER` and a read each); HAProxy 2.6 held 3.5 MiB, Envoy 1.40 830 MiB
+(bench/h2_dribble.py ``--outbound --dribble none``)."""
+RESUME_ROOM: Final = 64 * 1024
+"""What a stream that reads again is expected to bring (about a read): below the low-water
+mark, streams resume in turn while their reads fit under :data:`CONNECTION_HIGH_WATER`, not
+all of them at once (each brings a read before it can be stopped again)."""
+
+
+class Holder(Protocol):
+    """A stream of a :class:`Budget`: bytes it holds for the peer, and its source."""
+
+    @property
+    def pending(self) -> int:
+        """Bytes it holds waiting for the peer's windows."""
+
+    @property
+    def wanted(self) -> bool:
+        """Nothing waits and the peer's windows have room: what its source brings goes out at
+        once (stopped, it would wait for bytes nobody else can free: a deadlock)."""
+
+    def hold(self, on: bool) -> None:
+        """Stop its source (``on``), or let it read again."""
+
+
+class Budget:
+    """The bytes one connection's streams hold waiting for its peer, with two limits: a
+    stream's own (:data:`STREAM_HIGH_WATER`) and the connection's
+    (:data:`CONNECTION_HIGH_WATER`). Past the connection's, every stream's source stops at
+    once (``members``: the streams with a source), but a wanted one's (:attr:`Holder.wanted`);
+    stopped streams read again in the order they stopped once the connection's bytes are
+    below half (:data:`RESUME_ROOM`), or as soon as they are wanted, so a peer that reads
+    any of its streams gets it whole whatever the others hold. Both sides of HTTP/2 keep
+    one: responses to a client (``h2_server``) and request bodies to an endpoint
+    (``h2_client``)."""
+
+    __slots__ = ("_members", "_over", "_stopped", "held")
+
+    def __init__(self, members: Callable[[], Iterable[Holder]]) -> None:
+        self._members = members
+        self._stopped: dict[Holder, None] = {}  # in the order they stopped
+        self._over = False  # past the connection's mark, not yet back below half
+        self.held = 0
+
+    def changed(self, holder: Holder, n: int) -> None:
+        """``holder``'s pending bytes changed by ``n`` (its source wrote, minus what went
+        out; negative: only sent). Stops or resumes sources as the limits say."""
+        self.held += n
+        stopped = self._stopped
+        if holder in stopped:
+            if n <= 0 and holder.wanted:
+                del stopped[holder]
+                holder.hold(False)
+        elif n > 0 and (  # (it holds bytes: not wanted)
+            holder.pending > STREAM_HIGH_WATER or self.held > CONNECTION_HIGH_WATER
+        ):
+            stopped[holder] = None
+            holder.hold(True)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Past the connection's mark (first time): every source stops but the wanted ones';
+        below half: stopped streams read again (:meth:`_resume`)."""
+        if self.held > CONNECTION_HIGH_WATER:
+            if not self._over:
+                self._over = True
+                stopped = self._stopped
+                for member in list(self._members()):
+                    if member not in stopped and not member.wanted:
+                        stopped[member] = None
+                        member.hold(True)
+        elif self.held <= CONNECTION_HIGH_WATER // 2:
+            self._over = False
+            if self._stopped:
+                self._resume()
+
+    def _resume(self) -> None:
+        """Stopped streams below their own mark read again, first stopped first, as many as
+        :data:`RESUME_ROOM` says fit under the connection's mark."""
+        room = CONNECTION_HIGH_WATER - self.held
+        for holder in list(self._stopped):
+            if holder.pending <= STREAM_HIGH_WATER // 2:
+                del self._stopped[holder]
+                holder.hold(False)
+                room -= RESUME_ROOM
+                if room <= 0:
+                    return
+
+    def leave(self, holder: Holder) -> None:
+        """``holder`` is done (ended, reset): its bytes are no longer held, its source no
+        longer stopped by this budget."""
+        self.held -= holder.pending
+        self._stopped.pop(holder, None)
+        self._settle()
+
+    def release(self, holder: Holder) -> None:
+        """``holder``'s source is gone (its response read whole): it stops no more; its bytes
+        still count until they went out."""
+        self._stopped.pop(holder, None)
+
+
+def has_room(conn: connection.H2Connection, stream_id: int) -> bool:
+    """The windows let ``stream_id`` send DATA now, its own and the connection's (False once
+    it closed): what :attr:`Holder.wanted` asks of the peer."""
+    try:
+        return conn.local_flow_control_window(stream_id) > 0
+    except exceptions.H2Error:
+        return False
 
 
 _Stream = TypeVar("_Stream")

@@ -154,10 +154,7 @@ class H2Attempt(Attempt):
             return
         finally:
             stream.on_close = None
-            stream.upstream = None
-            if stream.upstream_stopped:
-                stream.upstream_stopped = False
-                conn.set_reading(True)
+            stream.detach()
         trailers = [(k, v) for k, v in conn.trailers if k not in skip]
         if self.grpc:
             code = grpc.status_of(trailers)
