@@ -28,7 +28,12 @@ Theory of operation (docs/envoy.md has the table):
   endpoints map field by field; a ``grpc`` health check is Envoy's ``grpc_health_check``.
 * ``http2`` and ``grpc`` services get ``explicit_http_config.http2_protocol_options`` in
   ``typed_extension_protocol_options`` (:func:`protocol_options`): pooled, multiplexed HTTP/2
-  connections, as the runtime's.
+  connections, as the runtime's, with its windows (:data:`UPSTREAM_HTTP2`).
+* **Buffers**: every cluster and listener has ``per_connection_buffer_limit_bytes``
+  :data:`BUFFER_LIMIT`, what Envoy holds for a connection (and an HTTP/2 stream) before it
+  stops reading its peer. Envoy's default (1 MiB) with its default HTTP/2 windows (256 MiB) let
+  one client whose 100 streams read nothing make it hold every response whole (830 MiB for
+  100 of 8 MiB, ``bench/h2_dribble.py --outbound --dribble none``).
 """
 
 from __future__ import annotations
@@ -288,6 +293,16 @@ def probe_port(c: Cluster, tables: Tables) -> int | None:
 
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+BUFFER_LIMIT = 64 * 1024
+"""Bytes Envoy buffers a connection or stream: the runtime's ``http1.REPLAY_LIMIT`` (a request
+body up to it is kept for a retry, on both) and ``forward.tcp.HIGH_WATER`` (a tcp listener's
+buffer each way); tests/unit/test_targets_envoy.py holds them equal."""
+UPSTREAM_HTTP2 = {
+    "initial_stream_window_size": 256 * 1024,
+    "initial_connection_window_size": 16 << 20,
+}
+"""The windows the runtime's HTTP/2 client announces (``codec.h2_client``'s ``STREAM_WINDOW``
+and ``CONNECTION_WINDOW``; the same test holds them equal)."""
 
 
 def protocol_options(c: Cluster) -> Json:
@@ -295,7 +310,8 @@ def protocol_options(c: Cluster) -> Json:
     (Envoy's default), HTTP/2 for ``http2`` and ``grpc`` services."""
     if c.protocol not in HTTP2_PROTOCOLS:
         return {}
-    options = typed(HTTP_OPTIONS, {"explicit_http_config": {"http2_protocol_options": {}}})
+    http2 = {"http2_protocol_options": UPSTREAM_HTTP2}
+    options = typed(HTTP_OPTIONS, {"explicit_http_config": http2})
     return {"typed_extension_protocol_options": {HTTP_OPTIONS: options}}
 
 
@@ -315,6 +331,7 @@ def service_cluster(
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "load_assignment": load_assignment(name or c.name, c, endpoints, probe_port(c, tables)),
         "circuit_breakers": circuit_breakers(c, budget),
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
     }
     if c.load_balancer.policy == "least_request":
         out["least_request_lb_config"] = {"choice_count": c.load_balancer.choice_count}

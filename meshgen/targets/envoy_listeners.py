@@ -9,7 +9,9 @@ Theory of operation (docs/envoy.md):
   fault, the services' rate limits (429, one bucket per service keyed on the routed cluster),
   then the router. Each filter is present only when a served route uses it.
 * Listener limits: the head's byte and header-count limits, the head timeout (408), the
-  keep-alive idle timeout, and a connection limit (connections beyond it are closed).
+  keep-alive idle timeout, and a connection limit (connections beyond it are closed); the
+  runtime's HTTP/2 limits (:data:`DOWNSTREAM_HTTP2`) and a buffer of
+  :data:`~.envoy_clusters.BUFFER_LIMIT` a connection.
 * A ``tcp`` listener is :mod:`.envoy_tcp`'s (``tcp_proxy``, ``tls_inspector``). An ``http``
   listener serves HTTP/1.1 and HTTP/2 on one port, as the runtime: ``codec_type`` AUTO (h2c
   with prior knowledge) and ALPN ``h2``, ``http/1.1`` with TLS.
@@ -25,7 +27,7 @@ from meshgen.runtime.tables import Cluster, Listener, Route, Tables
 
 from . import envoy_tcp
 from .envoy_access import OFF, AccessRules, ListenerAccess, audit_log
-from .envoy_clusters import routed_name, tls_params
+from .envoy_clusters import BUFFER_LIMIT, routed_name, tls_params
 from .envoy_routes import (
     FAULT,
     LIMIT_TYPE,
@@ -40,6 +42,15 @@ from .envoy_syntax import Json, duration, socket_address, typed
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 MAX_HEADERS_KB = 8192  # Envoy's largest max_request_headers_kb
+DOWNSTREAM_HTTP2 = {
+    "max_concurrent_streams": 100,
+    "initial_stream_window_size": 65_535,
+    "initial_connection_window_size": 16 << 20,
+}
+"""What the runtime's HTTP/2 server announces (``codec.h2_server``: ``MAX_CONCURRENT_STREAMS``,
+h2's default stream window, ``CONNECTION_WINDOW``; tests/unit/test_targets_envoy.py holds them
+equal). Envoy's defaults (2,147,483,647 streams, 256 MiB windows) let a client's streams make
+it buffer without bound."""
 
 
 def virtual_hosts(
@@ -164,6 +175,7 @@ def connection_manager(
             "idle_timeout": duration(limits.client_idle_timeout_s),
             "max_headers_count": limits.request_headers,
         },
+        "http2_protocol_options": DOWNSTREAM_HTTP2,
     }
     if access is not None and access.audit:
         config["access_log"] = [audit_log(lst.name)]
@@ -231,6 +243,7 @@ def listeners(tables: Tables, builder: RouteBuilder) -> list[Json]:
         out.append({
             "name": lst.name,
             "address": socket_address(lst.host, lst.port),
+            "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
             "filter_chains": [chain],
         })  # fmt: skip
     return out

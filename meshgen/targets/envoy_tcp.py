@@ -25,7 +25,7 @@ from meshgen.runtime.policy.sni import precedence
 from meshgen.runtime.tables import Cluster, Listener, Tables, TcpTarget
 
 from .envoy_access import AUDIT_PREFIX, principal
-from .envoy_clusters import routed_name
+from .envoy_clusters import BUFFER_LIMIT, routed_name
 from .envoy_syntax import Json, duration, socket_address, typed
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -95,7 +95,11 @@ def listener(
     head = [{"name": "envoy.filters.network.connection_limit", "typed_config": limit}]
     if enforced_on(lst) and tables.access:
         head.append(rbac(lst, tables, clusters))
-    out: Json = {"name": lst.name, "address": socket_address(lst.host, lst.port)}
+    out: Json = {
+        "name": lst.name,
+        "address": socket_address(lst.host, lst.port),
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
+    }
     if not lst.sni:
         chain: Json = {
             "filters": [

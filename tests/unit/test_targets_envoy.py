@@ -17,6 +17,8 @@ from conftest import assert_envoy_accepts
 
 from meshgen import pipeline
 from meshgen.targets import envoy, make_context
+from meshgen.targets.envoy_clusters import BUFFER_LIMIT, UPSTREAM_HTTP2
+from meshgen.targets.envoy_listeners import DOWNSTREAM_HTTP2
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/mesh.yaml"))
@@ -278,6 +280,36 @@ def test_listener_limits_and_filters() -> None:
     assert hcm["max_request_headers_kb"] == 3
     assert hcm["normalize_path"] and hcm["merge_slashes"] and hcm["strip_any_host_port"]
     assert hcm["path_with_escaped_slashes_action"] == "KEEP_UNCHANGED"
+
+
+def test_buffers_and_http2_limits_are_the_runtimes() -> None:
+    """Every listener and cluster buffers what the runtime does (a request body kept for a
+    retry, a tcp listener's buffer), and HTTP/2 announces the runtime's streams and windows
+    both ways: Envoy's defaults let a client's unread streams make it hold every response."""
+    import h2.settings
+
+    from meshgen.runtime.codec import h2_client, h2_server, http1
+    from meshgen.runtime.forward import tcp
+
+    assert BUFFER_LIMIT == http1.REPLAY_LIMIT == tcp.HIGH_WATER
+    server = h2.settings.Settings(client=False)  # H2Server announces no stream window of its own
+    assert {
+        "max_concurrent_streams": h2_server.MAX_CONCURRENT_STREAMS,
+        "initial_stream_window_size": server.initial_window_size,
+        "initial_connection_window_size": h2_server.CONNECTION_WINDOW,
+    } == DOWNSTREAM_HTTP2
+    assert UPSTREAM_HTTP2 == {
+        "initial_stream_window_size": h2_client.STREAM_WINDOW,
+        "initial_connection_window_size": h2_client.CONNECTION_WINDOW,
+    }
+    cfg, _ = _build()
+    resources = cfg["static_resources"]
+    assert {x["per_connection_buffer_limit_bytes"] for x in resources["listeners"]} == {
+        BUFFER_LIMIT
+    }
+    served = [c for c in resources["clusters"] if "load_assignment" in c]
+    assert served and {c["per_connection_buffer_limit_bytes"] for c in served} == {BUFFER_LIMIT}
+    assert _hcm(cfg)["http2_protocol_options"] == DOWNSTREAM_HTTP2
 
 
 def test_gaps_of_the_spec() -> None:
