@@ -26,8 +26,9 @@ They are immutable and compare, hash and print by value as well (being tuples, t
 a plain tuple of the same values). At 10,000 services lowering takes ~0.3 s less CPU and the
 checks and plan, which read their fields (a slower lookup than a slot's on Python 3.11),
 ~0.25 s more (BENCHMARKS.md, Compile): a wash. Annotations are text, read by mypy alone, so
-the runtime's ``Literal`` names are imported for mypy only: importing
-:mod:`meshgen.runtime.tables` for them would create every table type.
+the names only they use are imported for mypy only: the runtime's ``Literal`` names (importing
+:mod:`meshgen.runtime.tables` for them would create every table type) and ``Document`` (its
+module imports PyYAML).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from meshgen.alertexpr import AlertExpr
 from meshgen.record import Record
-from meshgen.source_document import Document
 
 if TYPE_CHECKING:
     from meshgen.runtime.tables import (
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         Severity,
         TlsMode,
     )
+    from meshgen.source_document import Document
 
 PathKey = tuple[str | int, ...]
 OriginKind = Literal["built-in", "defaults", "service", "route"]
