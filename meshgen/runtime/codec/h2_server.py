@@ -369,7 +369,7 @@ class H2Server:
                 return b""
             self._event(event)
         self._flush()
-        return rest
+        return b"" if self.closed else rest
 
     def _event(self, event: object) -> None:
         if isinstance(event, _EV.DataReceived):
@@ -404,7 +404,7 @@ class H2Server:
     def _reset_by_client(self, stream_id: int) -> None:
         """The client reset a stream, or made ``h2`` reset it (a stream error): its request
         is abandoned; too many resets a second end the connection (rapid reset, and
-        MadeYouReset: counted alike, the endpoint never works on them)."""
+        MadeYouReset: counted alike, the proxy stops working on them)."""
         now = time.monotonic()
         resets = self._resets
         resets.append(now)

@@ -255,7 +255,13 @@ class Reading:
         transport, data = self._transport, self._backlog
         assert transport is not None
         self._backlog, self._transport = b"", None
-        self.feed(transport, data)
+        try:
+            self.feed(transport, data)
+        except BaseException:
+            # As the loop does when ``data_received`` raises: else the connection would stay
+            # open, its reading paused, until an idle timer ends it.
+            transport.abort()
+            raise
         if not (self._backlog or self._blocked or transport.is_closing()):
             transport.resume_reading()
 
