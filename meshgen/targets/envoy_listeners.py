@@ -49,8 +49,8 @@ DOWNSTREAM_HTTP2 = {
 }
 """What the runtime's HTTP/2 server announces (``codec.h2_server``: ``MAX_CONCURRENT_STREAMS``,
 h2's default stream window, ``CONNECTION_WINDOW``; tests/unit/test_targets_envoy.py holds them
-equal). Envoy's defaults (2,147,483,647 streams, 256 MiB windows) let a client's streams make
-it buffer without bound."""
+equal). With Envoy's defaults (2,147,483,647 streams, 256 MiB windows) a client's unread
+streams made it hold every response whole."""
 
 
 def virtual_hosts(
