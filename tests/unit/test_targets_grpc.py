@@ -15,6 +15,7 @@ import trustme
 from conftest import assert_envoy_accepts, require_binary
 
 from meshgen import pipeline
+from meshgen.targets.envoy_clusters import UPSTREAM_HTTP2
 
 MESH = """\
 version: 1
@@ -124,7 +125,7 @@ def test_envoy_clusters_speak_http2_and_check_with_grpc_health(files: dict[str, 
     options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     for name in ("checkout", "search"):
         opts = _cluster(files, name)["typed_extension_protocol_options"][options]
-        assert opts["explicit_http_config"] == {"http2_protocol_options": {}}
+        assert opts["explicit_http_config"] == {"http2_protocol_options": UPSTREAM_HTTP2}
     assert "typed_extension_protocol_options" not in _cluster(files, "web")
     (check,) = _cluster(files, "checkout")["health_checks"]
     assert check["grpc_health_check"] == {"service_name": "shop.Checkout"}
