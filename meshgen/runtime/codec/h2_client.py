@@ -187,9 +187,8 @@ class H2Exchange(UpstreamConnection):
     def wanted(self) -> bool:
         """Nothing waits, the endpoint reads and its windows have room (``h2lib.Holder``)."""
         client = self.client
-        return not (self._out or client._write_paused or client.closed) and h2lib.has_room(
-            client.h2, self.id
-        )
+        blocked = client._write_paused or client.closed
+        return h2lib.wanted(client.h2, self.id, bool(self._out), blocked)
 
     def hold(self, on: bool) -> None:
         """The caller's side stops reading the body (``on``) or reads again (the connection's

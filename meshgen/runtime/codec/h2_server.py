@@ -241,9 +241,8 @@ class H2Stream:
     def wanted(self) -> bool:
         """Nothing waits, the client reads and its windows have room (``h2lib.Holder``)."""
         server = self.server
-        return not (self._out or server._write_paused or server.closed) and h2lib.has_room(
-            server.h2, self.id
-        )
+        blocked = server._write_paused or server.closed
+        return h2lib.wanted(server.h2, self.id, bool(self._out), blocked)
 
     def detach(self) -> None:
         """The upstream connection is done with the response (read whole, or broken): it

@@ -34,13 +34,13 @@ __all__ = [
     "events",
     "exceptions",
     "finish_after_goaway",
-    "has_room",
     "new_connection",
     "pump_each",
     "receive",
     "reset_stream",
     "send_within_windows",
     "settings",
+    "wanted",
 ]
 
 
@@ -507,9 +507,12 @@ class Budget:
         self._stopped.pop(holder, None)
 
 
-def has_room(conn: connection.H2Connection, stream_id: int) -> bool:
-    """The windows let ``stream_id`` send DATA now, its own and the connection's (False once
-    it closed): what :attr:`Holder.wanted` asks of the peer."""
+def wanted(conn: connection.H2Connection, stream_id: int, waiting: bool, blocked: bool) -> bool:
+    """:attr:`Holder.wanted` of stream ``stream_id``: nothing of it is ``waiting``, the peer
+    reads (not ``blocked``: the connection is open and its transport takes writes) and the
+    windows, its own and the connection's, let it send DATA now (False once it closed)."""
+    if waiting or blocked:
+        return False
     try:
         return conn.local_flow_control_window(stream_id) > 0
     except exceptions.H2Error:
